@@ -1,0 +1,56 @@
+# infergate developer entry points. Every target that builds or runs first calls
+# scripts/setup.sh (idempotent: Debian packages, ONNX Runtime, test venv).
+#
+#   make run               build release and serve $(RUN_CONFIG) on the console
+#   make test              build all binaries, then run every test (nextest if installed)
+#   make lint              rustfmt check + clippy with warnings as errors
+#   make bench-embeddings  infergate vs nginx floor on POST /v1/embeddings
+#   make setup             only the set-up
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := test
+
+CARGO ?= cargo
+RUN_CONFIG ?= examples/embedded.toml
+RUN_API_KEY ?= sk-infergate-dev
+
+# .cargo/config.toml sets this for processes cargo starts; binaries started
+# directly (make run, the benchmark) need it from here. A value already in the
+# environment wins.
+export ORT_DYLIB_PATH ?= $(CURDIR)/.ort/lib/libonnxruntime.so
+
+.PHONY: setup run test lint bench-embeddings
+
+setup:
+	scripts/setup.sh
+
+run: setup
+	$(CARGO) build --release --bin infergate
+	@scripts/run-example.sh '$(RUN_CONFIG)' '$(RUN_API_KEY)'
+	exec target/release/infergate serve --config '$(RUN_CONFIG)'
+
+test:
+	@start=$$EPOCHREALTIME; status=0; \
+	scripts/setup.sh; \
+	$(CARGO) build --workspace --bins || status=$$?; \
+	if [[ $$status -eq 0 ]]; then \
+	    if $(CARGO) nextest --version >/dev/null 2>&1; then \
+	        $(CARGO) nextest run --workspace --no-fail-fast || status=$$?; \
+	    else \
+	        echo "cargo-nextest not installed: using cargo test"; \
+	        $(CARGO) test --workspace --no-fail-fast || status=$$?; \
+	    fi; \
+	fi; \
+	awk -v a=$$start -v b=$$EPOCHREALTIME -v s=$$status \
+	    'BEGIN { printf "make test: %s after %.1f s (setup + build + tests)\n", (s ? "FAILED" : "passed"), b - a }'; \
+	exit $$status
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+bench-embeddings:
+	scripts/setup.sh --bench
+	$(CARGO) build --release --bin infergate
+	scripts/bench-embeddings.sh

@@ -1,0 +1,87 @@
+//! The batch-oriented backend interface.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::{BackendError, Output, Request, Task};
+
+/// What a backend tells the waiting handler about one item.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A piece of generated text, in order (token streaming).
+    Delta(String),
+    /// The item finished; no further events follow.
+    Done(Output),
+    /// The item failed; no further events follow.
+    Failed(BackendError),
+}
+
+/// The channel an item's events go to. Unbounded so that one slow reader
+/// never stalls the other members of its batch; an item's events are bounded
+/// by its own token limit.
+pub type EventSender = mpsc::UnboundedSender<Event>;
+
+/// One job inside a batch.
+#[derive(Debug)]
+pub struct Item {
+    pub request: Request,
+    /// Cost in the model's unit, as the scheduler counted it.
+    pub cost: f64,
+    /// Cancelled when the client leaves or the deadline passes.
+    pub cancel: CancellationToken,
+    pub events: EventSender,
+}
+
+impl Item {
+    /// Send an event; a handler that has gone away is not an error.
+    pub fn send(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    /// Finish the item with an output.
+    pub fn done(&self, output: Output) {
+        self.send(Event::Done(output));
+    }
+
+    /// Finish the item with an error.
+    pub fn fail(&self, error: BackendError) {
+        self.send(Event::Failed(error));
+    }
+}
+
+/// What a backend measured about one batch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchReport {
+    pub items: usize,
+    /// Wall time of the backend call, from start to the last item's end.
+    pub elapsed: Duration,
+}
+
+/// Static facts about a model for `/v1/models` and KServe metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// Who serves it, as shown in `owned_by`.
+    pub owned_by: String,
+    /// The backend kind (`synthetic`, `onnx`, ...).
+    pub platform: String,
+}
+
+/// A model server: runs batches of jobs of one model.
+///
+/// Every item in the batch receives exactly one terminal event (`Done` or
+/// `Failed`), optionally preceded by `Delta`s. A cancelled item may stop early
+/// with `Failed(Cancelled)`.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Facts for listings and metadata.
+    fn info(&self) -> ModelInfo;
+
+    /// Whether the backend can serve this task.
+    fn supports(&self, task: Task) -> bool;
+
+    /// Run one batch and report how long it took.
+    async fn execute(&self, batch: Vec<Item>) -> BatchReport;
+}

@@ -1,0 +1,39 @@
+//! Backend configuration, one variant per backend kind.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::synthetic::{SyntheticBackend, SyntheticConfig};
+use crate::Backend;
+
+/// `backend = { kind = "...", ... }` in a model's config.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum BackendConfig {
+    /// Deterministic, clearly labelled outputs with a latency model and faults.
+    Synthetic(SyntheticConfig),
+}
+
+impl BackendConfig {
+    /// The kind's name as written in config.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BackendConfig::Synthetic(_) => "synthetic",
+        }
+    }
+
+    /// Check settings that serde cannot; errors name the field.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            BackendConfig::Synthetic(c) => c.validate(),
+        }
+    }
+
+    /// Build the backend for a model.
+    pub fn build(&self, model: &str) -> Arc<dyn Backend> {
+        match self {
+            BackendConfig::Synthetic(c) => Arc::new(SyntheticBackend::new(model, c.clone())),
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! infergate's backends: the [`Backend`] trait that runs a batch of jobs of
+//! one model, the typed requests and outputs of every task, and the
+//! backends themselves (the synthetic one for now; ONNX Runtime, whisper.cpp
+//! and remote GPU servers follow).
+
+mod backend;
+mod config;
+mod error;
+pub mod synthetic;
+mod task;
+pub mod tensor;
+pub mod tokens;
+
+pub use backend::{Backend, BatchReport, Event, EventSender, Item, ModelInfo};
+pub use config::BackendConfig;
+pub use error::BackendError;
+pub use task::{
+    AudioTask, ChatMessage, ChatOutput, ChatRequest, EmbeddingInput, EmbeddingsOutput, EmbeddingsRequest,
+    FinishReason, ModerationInput, ModerationOutput, ModerationRequest, ModerationResult, Output, Request, Segment,
+    Task, TensorOutput, TensorRequest, TranscriptionOutput, TranscriptionRequest,
+};

@@ -1,0 +1,240 @@
+//! Tasks, and the typed request and output of each.
+//!
+//! These are the gateway's internal forms, decoded from whichever API the
+//! client spoke; the gateway encodes outputs back into that API's shape.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+use crate::tensor::Tensor;
+
+/// What a model does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    /// Chat completions (and translation through a prompt).
+    Chat,
+    /// Text embeddings.
+    Embeddings,
+    /// Speech to text, and speech translation to English.
+    Transcription,
+    /// Content moderation of text and images.
+    Moderation,
+    /// A tensor-in, tensor-out model served over KServe v2.
+    Tensor,
+}
+
+impl Task {
+    /// The name used in config and labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Task::Chat => "chat",
+            Task::Embeddings => "embeddings",
+            Task::Transcription => "transcription",
+            Task::Moderation => "moderation",
+            Task::Tensor => "tensor",
+        }
+    }
+}
+
+impl fmt::Display for Task {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A decoded request for one model.
+#[derive(Debug, Clone)]
+pub enum Request {
+    Chat(ChatRequest),
+    Embeddings(EmbeddingsRequest),
+    Transcription(TranscriptionRequest),
+    Moderation(ModerationRequest),
+    Tensor(TensorRequest),
+}
+
+impl Request {
+    /// The task this request belongs to.
+    pub fn task(&self) -> Task {
+        match self {
+            Request::Chat(_) => Task::Chat,
+            Request::Embeddings(_) => Task::Embeddings,
+            Request::Transcription(_) => Task::Transcription,
+            Request::Moderation(_) => Task::Moderation,
+            Request::Tensor(_) => Task::Tensor,
+        }
+    }
+}
+
+/// One chat message with its text content flattened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+/// A chat completion request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatRequest {
+    pub messages: Vec<ChatMessage>,
+    pub max_tokens: u32,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub seed: Option<u64>,
+    pub stop: Vec<String>,
+    /// The client reads tokens as they come.
+    pub stream: bool,
+}
+
+/// Why generation ended, as OpenAI names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    Stop,
+    Length,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+/// A finished chat completion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatOutput {
+    pub text: String,
+    pub finish_reason: FinishReason,
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+}
+
+/// One embeddings input: text, or token ids from the client's tokenizer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmbeddingInput {
+    Text(String),
+    Tokens(Vec<u32>),
+}
+
+/// An embeddings request of one or more inputs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddingsRequest {
+    pub inputs: Vec<EmbeddingInput>,
+    /// Requested output size, when the model can shorten its vectors.
+    pub dimensions: Option<u32>,
+}
+
+/// Vectors in input order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddingsOutput {
+    pub vectors: Vec<Vec<f32>>,
+    pub prompt_tokens: u32,
+}
+
+/// Transcribe in the spoken language, or translate to English.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AudioTask {
+    Transcribe,
+    Translate,
+}
+
+/// An audio file to transcribe or translate.
+#[derive(Debug, Clone)]
+pub struct TranscriptionRequest {
+    pub audio: Bytes,
+    pub filename: Option<String>,
+    pub task: AudioTask,
+    /// ISO-639-1 code; `None` asks the model to detect it.
+    pub language: Option<String>,
+    pub prompt: Option<String>,
+    pub temperature: f32,
+}
+
+/// One timed piece of a transcript.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    pub id: u32,
+    /// Seconds from the start of the audio.
+    pub start: f64,
+    pub end: f64,
+    pub text: String,
+}
+
+/// A transcript with its timing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TranscriptionOutput {
+    pub text: String,
+    pub language: String,
+    /// Audio length in seconds.
+    pub duration: f64,
+    pub segments: Vec<Segment>,
+}
+
+/// One moderation input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModerationInput {
+    Text(String),
+    /// An `http(s)` URL or `data:` URL of an image.
+    ImageUrl(String),
+}
+
+impl ModerationInput {
+    /// The input type as `category_applied_input_types` names it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ModerationInput::Text(_) => "text",
+            ModerationInput::ImageUrl(_) => "image",
+        }
+    }
+}
+
+/// A moderation request. Each group gets one result: a list of strings is
+/// one group per string, a multi-modal list (text and images) is one group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModerationRequest {
+    pub groups: Vec<Vec<ModerationInput>>,
+}
+
+/// Scores and flags for one moderated input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModerationResult {
+    pub flagged: bool,
+    pub categories: BTreeMap<String, bool>,
+    pub category_scores: BTreeMap<String, f64>,
+    pub category_applied_input_types: BTreeMap<String, Vec<String>>,
+}
+
+/// One result per group, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModerationOutput {
+    pub results: Vec<ModerationResult>,
+}
+
+/// KServe v2 inference inputs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorRequest {
+    pub inputs: Vec<Tensor>,
+    /// Output names the client asked for; empty means all.
+    pub outputs: Vec<String>,
+}
+
+/// KServe v2 inference outputs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorOutput {
+    pub outputs: Vec<Tensor>,
+}
+
+/// A finished job's result.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Chat(ChatOutput),
+    Embeddings(EmbeddingsOutput),
+    Transcription(TranscriptionOutput),
+    Moderation(ModerationOutput),
+    Tensor(TensorOutput),
+}

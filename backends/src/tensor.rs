@@ -1,0 +1,186 @@
+//! Tensors as KServe v2 describes them: a name, a datatype, a shape and
+//! row-major data.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// KServe v2 tensor datatypes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DataType {
+    Bool,
+    Uint8,
+    Uint16,
+    Uint32,
+    Uint64,
+    Int8,
+    Int16,
+    Int32,
+    Int64,
+    Fp16,
+    Fp32,
+    Fp64,
+    Bytes,
+}
+
+impl DataType {
+    const ALL: [DataType; 13] = [
+        DataType::Bool,
+        DataType::Uint8,
+        DataType::Uint16,
+        DataType::Uint32,
+        DataType::Uint64,
+        DataType::Int8,
+        DataType::Int16,
+        DataType::Int32,
+        DataType::Int64,
+        DataType::Fp16,
+        DataType::Fp32,
+        DataType::Fp64,
+        DataType::Bytes,
+    ];
+
+    /// The name as the protocol writes it (`FP32`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataType::Bool => "BOOL",
+            DataType::Uint8 => "UINT8",
+            DataType::Uint16 => "UINT16",
+            DataType::Uint32 => "UINT32",
+            DataType::Uint64 => "UINT64",
+            DataType::Int8 => "INT8",
+            DataType::Int16 => "INT16",
+            DataType::Int32 => "INT32",
+            DataType::Int64 => "INT64",
+            DataType::Fp16 => "FP16",
+            DataType::Fp32 => "FP32",
+            DataType::Fp64 => "FP64",
+            DataType::Bytes => "BYTES",
+        }
+    }
+
+    /// The inclusive integer range of an integer type.
+    fn int_range(self) -> Option<(i128, i128)> {
+        Some(match self {
+            DataType::Uint8 => (0, u8::MAX.into()),
+            DataType::Uint16 => (0, u16::MAX.into()),
+            DataType::Uint32 => (0, u32::MAX.into()),
+            DataType::Uint64 => (0, u64::MAX.into()),
+            DataType::Int8 => (i8::MIN.into(), i8::MAX.into()),
+            DataType::Int16 => (i16::MIN.into(), i16::MAX.into()),
+            DataType::Int32 => (i32::MIN.into(), i32::MAX.into()),
+            DataType::Int64 => (i64::MIN.into(), i64::MAX.into()),
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for DataType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DataType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        DataType::ALL
+            .into_iter()
+            .find(|d| d.as_str() == s)
+            .ok_or_else(|| format!("unknown datatype {s:?}"))
+    }
+}
+
+/// Row-major tensor contents, in the widest type of their family.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorData {
+    Bool(Vec<bool>),
+    Int(Vec<i128>),
+    Float(Vec<f64>),
+    Bytes(Vec<String>),
+}
+
+impl TensorData {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            TensorData::Bool(v) => v.len(),
+            TensorData::Int(v) => v.len(),
+            TensorData::Float(v) => v.len(),
+            TensorData::Bytes(v) => v.len(),
+        }
+    }
+
+    /// True when there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A named tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    pub name: String,
+    pub datatype: DataType,
+    pub shape: Vec<u64>,
+    pub data: TensorData,
+}
+
+impl Tensor {
+    /// Elements the shape holds, or `None` on overflow.
+    pub fn shape_elements(shape: &[u64]) -> Option<u64> {
+        shape.iter().try_fold(1u64, |acc, d| acc.checked_mul(*d))
+    }
+
+    /// Check that the data fits the shape and the datatype.
+    pub fn validate(&self) -> Result<(), String> {
+        let expected = Tensor::shape_elements(&self.shape)
+            .ok_or_else(|| format!("input '{}': shape {:?} is too large", self.name, self.shape))?;
+        if expected != self.data.len() as u64 {
+            return Err(format!(
+                "input '{}': shape {:?} holds {expected} elements but {} were given",
+                self.name,
+                self.shape,
+                self.data.len()
+            ));
+        }
+        let fits = match (&self.data, self.datatype) {
+            (TensorData::Bool(_), DataType::Bool) | (TensorData::Bytes(_), DataType::Bytes) => true,
+            (TensorData::Float(v), DataType::Fp16 | DataType::Fp32 | DataType::Fp64) => {
+                v.iter().all(|x| x.is_finite() || x.is_nan())
+            }
+            (TensorData::Int(v), dt) => match dt.int_range() {
+                Some((lo, hi)) => v.iter().all(|x| (lo..=hi).contains(x)),
+                None => matches!(dt, DataType::Fp16 | DataType::Fp32 | DataType::Fp64),
+            },
+            _ => false,
+        };
+        if fits {
+            Ok(())
+        } else {
+            Err(format!("input '{}': data does not match datatype {}", self.name, self.datatype))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensor(datatype: DataType, shape: Vec<u64>, data: TensorData) -> Tensor {
+        Tensor { name: "x".into(), datatype, shape, data }
+    }
+
+    #[test]
+    fn validates_shape_and_range() {
+        assert!(tensor(DataType::Fp32, vec![2, 2], TensorData::Float(vec![1.0; 4])).validate().is_ok());
+        assert!(tensor(DataType::Fp32, vec![2, 2], TensorData::Int(vec![1; 4])).validate().is_ok());
+        assert!(tensor(DataType::Fp32, vec![2, 3], TensorData::Float(vec![1.0; 4])).validate().is_err());
+        assert!(tensor(DataType::Uint8, vec![1], TensorData::Int(vec![256])).validate().is_err());
+        assert!(tensor(DataType::Int8, vec![1], TensorData::Int(vec![-128])).validate().is_ok());
+        assert!(tensor(DataType::Bool, vec![1], TensorData::Int(vec![1])).validate().is_err());
+        assert!(tensor(DataType::Fp32, vec![u64::MAX, 2], TensorData::Float(vec![])).validate().is_err());
+        assert_eq!("FP32".parse::<DataType>(), Ok(DataType::Fp32));
+        assert!("fp32".parse::<DataType>().is_err());
+    }
+}

@@ -1,0 +1,163 @@
+//! The Prometheus registry behind `/metrics`.
+//!
+//! Label values are low-cardinality by construction: methods, route
+//! templates, status codes, model names from config and reason enums.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::names;
+
+/// Buckets for `http.server.request.duration` from the HTTP semantic conventions.
+pub const HTTP_DURATION_BUCKETS: [f64; 14] =
+    [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+
+/// Buckets for batch sizes.
+const BATCH_SIZE_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+/// Labels of an HTTP request, named as the semantic conventions name them.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub http_request_method: String,
+    pub http_route: String,
+    pub http_response_status_code: u16,
+}
+
+/// Labels that name a model.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    pub model: String,
+}
+
+/// Labels that name a model and why a job did not run.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub model: String,
+    pub reason: String,
+}
+
+fn http_histogram() -> Histogram {
+    Histogram::new(HTTP_DURATION_BUCKETS)
+}
+
+fn batch_histogram() -> Histogram {
+    Histogram::new(BATCH_SIZE_BUCKETS)
+}
+
+/// Every metric the gateway exports, and the registry that encodes them.
+pub struct Metrics {
+    registry: Registry,
+    pub http_duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    pub in_flight: Gauge,
+    pub queue_depth: Family<ModelLabels, Gauge>,
+    pub queue_wait: Family<ModelLabels, Histogram, fn() -> Histogram>,
+    pub batch_size: Family<ModelLabels, Histogram, fn() -> Histogram>,
+    pub backend_duration: Family<ModelLabels, Histogram, fn() -> Histogram>,
+    pub rejections: Family<ReasonLabels, Counter>,
+}
+
+impl Metrics {
+    /// A registry with every metric registered and nothing recorded.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let http_duration = Family::new_with_constructor(http_histogram as fn() -> Histogram);
+        let in_flight = Gauge::default();
+        let queue_depth = Family::default();
+        let queue_wait = Family::new_with_constructor(http_histogram as fn() -> Histogram);
+        let batch_size = Family::new_with_constructor(batch_histogram as fn() -> Histogram);
+        let backend_duration = Family::new_with_constructor(http_histogram as fn() -> Histogram);
+        let rejections = Family::default();
+        registry.register(
+            names::HTTP_SERVER_REQUEST_DURATION,
+            "Duration of HTTP server requests",
+            http_duration.clone(),
+        );
+        registry.register(names::REQUESTS_IN_FLIGHT, "HTTP requests being served", in_flight.clone());
+        registry.register(names::QUEUE_DEPTH, "Jobs waiting in a model's queue", queue_depth.clone());
+        registry.register(names::QUEUE_WAIT, "Time jobs waited before dispatch", queue_wait.clone());
+        registry.register(names::BATCH_SIZE, "Jobs per backend call", batch_size.clone());
+        registry.register(
+            names::BACKEND_EXECUTE_DURATION,
+            "Backend batch execution time",
+            backend_duration.clone(),
+        );
+        registry.register(
+            names::SCHEDULER_REJECTIONS,
+            "Jobs refused or dropped before running, by reason",
+            rejections.clone(),
+        );
+        Metrics {
+            registry,
+            http_duration,
+            in_flight,
+            queue_depth,
+            queue_wait,
+            batch_size,
+            backend_duration,
+            rejections,
+        }
+    }
+
+    /// Create the zero-valued series of a model so they exist before any traffic.
+    pub fn register_model(&self, model: &str, reasons: &[&str]) {
+        let labels = ModelLabels { model: model.to_owned() };
+        self.queue_depth.get_or_create(&labels).set(0);
+        for reason in reasons {
+            let labels = ReasonLabels { model: model.to_owned(), reason: (*reason).to_owned() };
+            self.rejections.get_or_create(&labels).inc_by(0);
+        }
+    }
+
+    /// Count a job that was refused or dropped.
+    pub fn reject(&self, model: &str, reason: &str) {
+        self.rejections
+            .get_or_create(&ReasonLabels { model: model.to_owned(), reason: reason.to_owned() })
+            .inc();
+    }
+
+    /// Labels for a model's series.
+    pub fn model(model: &str) -> ModelLabels {
+        ModelLabels { model: model.to_owned() }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_registered_series_with_zero_counters() {
+        let metrics = Metrics::new();
+        metrics.register_model("m", &["queue_full"]);
+        metrics
+            .http_duration
+            .get_or_create(&RequestLabels {
+                http_request_method: "POST".into(),
+                http_route: "/v1/embeddings".into(),
+                http_response_status_code: 200,
+            })
+            .observe(0.003);
+        let text = metrics.encode();
+        assert!(text.contains("infergate_scheduler_rejections_total{model=\"m\",reason=\"queue_full\"} 0"), "{text}");
+        assert!(text.contains("http_server_request_duration_seconds_bucket{"), "{text}");
+        assert!(text.contains("http_route=\"/v1/embeddings\""), "{text}");
+    }
+}

@@ -1,0 +1,29 @@
+//! Span and metric names, defined once.
+//!
+//! Metric names follow the OpenTelemetry semantic conventions where one
+//! exists, written the Prometheus way (dots to underscores, unit suffix);
+//! infergate's own metrics carry the `infergate_` prefix.
+
+/// `http.server.request.duration` in Prometheus form.
+pub const HTTP_SERVER_REQUEST_DURATION: &str = "http_server_request_duration_seconds";
+/// Requests being served right now.
+pub const REQUESTS_IN_FLIGHT: &str = "infergate_requests_in_flight";
+/// Jobs waiting in a model's queue.
+pub const QUEUE_DEPTH: &str = "infergate_queue_depth";
+/// Time a job waited between submission and dispatch.
+pub const QUEUE_WAIT: &str = "infergate_queue_wait_seconds";
+/// Jobs per backend call.
+pub const BATCH_SIZE: &str = "infergate_batch_size";
+/// Backend batch execution time.
+pub const BACKEND_EXECUTE_DURATION: &str = "infergate_backend_execute_duration_seconds";
+/// Jobs the scheduler refused or dropped, by reason (counter, `_total` added on encode).
+pub const SCHEDULER_REJECTIONS: &str = "infergate_scheduler_rejections";
+
+/// Span names, one per hop of a request (DESIGN.md).
+pub mod spans {
+    pub const DECODE: &str = "decode";
+    pub const QUEUE: &str = "queue";
+    pub const BATCH: &str = "batch";
+    pub const BACKEND_EXECUTE: &str = "backend.execute";
+    pub const ENCODE: &str = "encode";
+}

@@ -1,0 +1,63 @@
+# shellcheck shell=bash
+# Shared helpers for infergate's shell scripts. Source it; do not execute it:
+#   . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# Sets REPO_ROOT and CACHE, and defines log/warn/die, sha256_of, need_root_cmd,
+# apt_ensure (install missing Debian packages) and free_port.
+
+# Repository root: the parent of scripts/.
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# Checksum-keyed cache that lives outside the clone and survives `git clean`.
+CACHE="${INFERGATE_CACHE:-${HOME:-/root}/.cache/infergate}"
+# Interpreter used for venvs and helpers (pyenv shims work too).
+PYTHON="${PYTHON:-python3}"
+
+log()  { printf '[%s] %s\n' "${LOG_TAG:-infergate}" "$*" >&2; }
+warn() { printf '[%s] warning: %s\n' "${LOG_TAG:-infergate}" "$*" >&2; }
+die()  { printf '[%s] error: %s\n' "${LOG_TAG:-infergate}" "$*" >&2; exit 1; }
+
+# sha256_of FILE -> hex digest on stdout.
+sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
+
+# verify_sha256 FILE EXPECTED -> dies on mismatch.
+verify_sha256() {
+    local got
+    got="$(sha256_of "$1")"
+    [[ "$got" == "$2" ]] || die "checksum mismatch for $1: expected $2, got $got"
+}
+
+# Run a command as root: directly when we are root, else through sudo.
+as_root() {
+    if [[ "$(id -u)" -eq 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        die "need root to run: $* (run as root or install sudo)"
+    fi
+}
+
+# True when the Debian package is fully installed (not just known to dpkg).
+deb_installed() {
+    [[ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" == "installed" ]]
+}
+
+# apt_ensure PKG... -> installs only the missing packages; runs `apt-get update`
+# only when something is missing. Non-interactive, no recommends.
+apt_ensure() {
+    local missing=() p
+    for p in "$@"; do
+        deb_installed "$p" || missing+=("$p")
+    done
+    ((${#missing[@]} == 0)) && return 0
+    command -v apt-get >/dev/null 2>&1 \
+        || die "missing packages (${missing[*]}) and no apt-get: install them by hand"
+    log "installing Debian packages: ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# free_port -> an unused TCP port on 127.0.0.1 (the kernel picks it).
+free_port() {
+    "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}

@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Idempotent machine + repo set-up for infergate, used by `make run`, `make test`
+# and the benchmarks. Safe to run any number of times; on a warm cache it only
+# checks and re-links (~1 s or less).
+#
+#   scripts/setup.sh           Debian packages, ONNX Runtime library, test venv
+#   scripts/setup.sh --bench   ... plus the benchmark tools (BENCH_DEB_PACKAGES)
+#
+# What it produces (all outside git; see .gitignore):
+#   .ort/lib -> $CACHE/ort/<wheel-sha256-prefix>/lib   libonnxruntime.so (+ .so.1, .so.1.31.1),
+#                                                      libonnxruntime_providers_shared.so
+#   .venv    -> $CACHE/venv/<requirements-sha256-prefix>  Python venv for tests/python
+# .cargo/config.toml (committed) points ORT_DYLIB_PATH at .ort/lib/libonnxruntime.so.
+#
+# Environment: INFERGATE_CACHE (default ~/.cache/infergate), PYTHON (default python3).
+set -euo pipefail
+LOG_TAG=setup
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+# ---------------------------------------------------------------- settings ---
+# Debian packages every build/test needs. Later features append here
+# (e.g. cmake libclang-dev espeak-ng sox prometheus).
+DEB_PACKAGES="pkg-config curl ca-certificates"
+# Only for `--bench` (scripts/bench-*.sh): the HTTP floor and the load tool.
+BENCH_DEB_PACKAGES="nginx wrk"
+
+# ONNX Runtime comes from the PyPI wheel (no other download host is reachable).
+# The shared library inside does not depend on the Python version, so the
+# wheel is pinned by tags and checksum rather than by the local interpreter.
+ORT_VERSION="1.31.1"
+ORT_WHEEL="onnxruntime-${ORT_VERSION}-cp311-cp311-manylinux_2_28_x86_64.whl"
+ORT_WHEEL_SHA256="5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f"
+
+REQUIREMENTS="$REPO_ROOT/tests/python/requirements.txt"
+
+# ------------------------------------------------------------------- args ---
+WITH_BENCH=0
+for arg in "$@"; do
+    case "$arg" in
+        --bench) WITH_BENCH=1 ;;
+        -h | --help) sed -n '2,16p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        *) die "unknown argument: $arg (try --help)" ;;
+    esac
+done
+
+START="$EPOCHREALTIME"
+mkdir -p "$CACHE"
+# Serialise concurrent runs (e.g. two `make test` at once) on the shared cache.
+if command -v flock >/dev/null 2>&1; then
+    exec 9>"$CACHE/.setup.lock"
+    flock 9
+fi
+
+# --------------------------------------------------------- Debian packages ---
+ensure_packages() {
+    local pkgs="$DEB_PACKAGES"
+    ((WITH_BENCH)) && pkgs="$pkgs $BENCH_DEB_PACKAGES"
+    # A venv needs `venv` + `ensurepip`; Debian's python3 ships them in python3-venv
+    # (pyenv/upstream builds include them).
+    if ! command -v "$PYTHON" >/dev/null 2>&1; then
+        [[ "$PYTHON" == python3 ]] || die "PYTHON=$PYTHON not found"
+        pkgs="$pkgs python3 python3-venv"
+    elif ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+        pkgs="$pkgs python3-venv"
+    fi
+    # shellcheck disable=SC2086  # word splitting of the list is intended
+    apt_ensure $pkgs
+    log "packages ok"
+}
+
+# ------------------------------------------------------------ test venv ---
+# Keyed by requirements.txt plus the interpreter version: a venv is bound to
+# the interpreter that created it. Built in place (venvs are not relocatable)
+# and marked complete only at the end, so an interrupted build is redone.
+ensure_venv() {
+    [[ -f "$REQUIREMENTS" ]] || die "missing $REQUIREMENTS"
+    local pyver key dir
+    pyver="$("$PYTHON" -c 'import sys, platform; print(sys.version.split()[0], platform.machine())')"
+    key="$({ cat "$REQUIREMENTS"; echo "python $pyver"; } | sha256sum | cut -c1-16)"
+    dir="$CACHE/venv/$key"
+    if [[ ! -f "$dir/.complete" ]]; then
+        log "creating Python venv ($pyver) in $dir"
+        rm -rf "$dir"
+        mkdir -p "$CACHE/venv"
+        "$PYTHON" -m venv "$dir"
+        PIP_DISABLE_PIP_VERSION_CHECK=1 "$dir/bin/python" -m pip install -q -r "$REQUIREMENTS"
+        touch "$dir/.complete"
+    fi
+    link_into_repo "$dir" "$REPO_ROOT/.venv"
+    VENV_DIR="$dir"
+    log "venv ok: .venv -> $dir"
+}
+
+# ---------------------------------------------------------- ONNX Runtime ---
+ensure_ort() {
+    local dir="$CACHE/ort/${ORT_WHEEL_SHA256:0:16}"
+    if [[ ! -f "$dir/lib/.complete" ]]; then
+        [[ "$(uname -m)" == x86_64 ]] \
+            || die "pinned ONNX Runtime wheel is x86_64-only; this is $(uname -m)"
+        log "fetching ONNX Runtime $ORT_VERSION from PyPI ($ORT_WHEEL)"
+        mkdir -p "$CACHE/ort"
+        local tmp
+        tmp="$(mktemp -d "$CACHE/ort/.tmp.XXXXXX")"
+        # shellcheck disable=SC2064  # expand $tmp now
+        trap "rm -rf '$tmp'" EXIT
+        # The venv's pip is always there (system python may lack pip).
+        PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV_DIR/bin/python" -m pip download -q \
+            --no-deps --only-binary=:all: \
+            --platform manylinux_2_28_x86_64 --python-version 3.11 \
+            --implementation cp --abi cp311 \
+            -d "$tmp" "onnxruntime==$ORT_VERSION"
+        [[ -f "$tmp/$ORT_WHEEL" ]] || die "pip did not produce $ORT_WHEEL: $(ls "$tmp")"
+        verify_sha256 "$tmp/$ORT_WHEEL" "$ORT_WHEEL_SHA256"
+        mkdir -p "$tmp/lib"
+        "$VENV_DIR/bin/python" - "$tmp/$ORT_WHEEL" "$tmp/lib" "$ORT_VERSION" <<'PY'
+import os, sys, zipfile
+wheel, out, ver = sys.argv[1:4]
+with zipfile.ZipFile(wheel) as z:
+    for name in (f"libonnxruntime.so.{ver}", "libonnxruntime_providers_shared.so"):
+        dst = os.path.join(out, name)
+        with z.open(f"onnxruntime/capi/{name}") as src, open(dst, "wb") as f:
+            f.write(src.read())
+        os.chmod(dst, 0o755)
+PY
+        # Unversioned name for ORT_DYLIB_PATH; .so.1 is the library's SONAME.
+        ln -s "libonnxruntime.so.$ORT_VERSION" "$tmp/lib/libonnxruntime.so"
+        ln -s "libonnxruntime.so.$ORT_VERSION" "$tmp/lib/libonnxruntime.so.1"
+        touch "$tmp/lib/.complete"
+        rm -rf "$dir"
+        mkdir -p "$dir"
+        mv "$tmp/lib" "$dir/lib"
+        rm -rf "$tmp"
+        trap - EXIT
+    fi
+    mkdir -p "$REPO_ROOT/.ort"
+    link_into_repo "$dir/lib" "$REPO_ROOT/.ort/lib"
+    log "onnxruntime $ORT_VERSION ok: .ort/lib -> $dir/lib"
+}
+
+# link_into_repo TARGET LINK: make LINK a symlink to TARGET, replacing a stale
+# link or a generated directory (both paths are git-ignored).
+link_into_repo() {
+    local target="$1" link="$2"
+    [[ -L "$link" && "$(readlink "$link")" == "$target" ]] && return 0
+    if [[ -e "$link" && ! -L "$link" ]]; then
+        warn "replacing generated $link with a link to the cache"
+        rm -rf "$link"
+    fi
+    ln -sfn "$target" "$link"
+}
+
+ensure_packages
+ensure_venv
+ensure_ort
+[[ -f "$REPO_ROOT/.cargo/config.toml" ]] \
+    || warn ".cargo/config.toml is missing: cargo will not set ORT_DYLIB_PATH"
+log "done in $(awk -v a="$START" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f s", b - a }')"
