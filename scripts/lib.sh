@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # variables are for the sourcing script
 # Shared helpers for infergate's shell scripts. Source it; do not execute it:
 #   . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # Sets REPO_ROOT and CACHE, and defines log/warn/die, sha256_of, need_root_cmd,

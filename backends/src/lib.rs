@@ -3,6 +3,7 @@
 //! backends themselves (the synthetic one for now; ONNX Runtime, whisper.cpp
 //! and remote GPU servers follow).
 
+pub mod audio;
 mod backend;
 mod config;
 mod error;
@@ -16,6 +17,6 @@ pub use config::BackendConfig;
 pub use error::BackendError;
 pub use task::{
     AudioTask, ChatMessage, ChatOutput, ChatRequest, EmbeddingInput, EmbeddingsOutput, EmbeddingsRequest,
-    FinishReason, ModerationInput, ModerationOutput, ModerationRequest, ModerationResult, Output, Request, Segment,
-    Task, TensorOutput, TensorRequest, TranscriptionOutput, TranscriptionRequest,
+    FinishReason, ModerationInput, ModerationOutput, ModerationRequest, ModerationResult, Output, Request,
+    Segment, Task, TensorOutput, TensorRequest, TranscriptionOutput, TranscriptionRequest,
 };

@@ -84,10 +84,7 @@ impl FromStr for DataType {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        DataType::ALL
-            .into_iter()
-            .find(|d| d.as_str() == s)
-            .ok_or_else(|| format!("unknown datatype {s:?}"))
+        DataType::ALL.into_iter().find(|d| d.as_str() == s).ok_or_else(|| format!("unknown datatype {s:?}"))
     }
 }
 

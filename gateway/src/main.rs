@@ -1,1 +1,109 @@
-fn main() {}
+//! The `infergate` command.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use infergate_gateway::config::{Config, LogFormatConfig};
+use infergate_otel::{init_logging, LogFormat};
+
+/// infergate: an observability-first inference gateway and multimodal
+/// scheduler. Serves OpenAI-compatible and KServe v2 APIs in front of
+/// in-process and remote models, ordering work by deadline.
+#[derive(Debug, Parser)]
+#[command(name = "infergate", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the gateway.
+    ///
+    /// Every config key can be overridden from the environment as
+    /// INFERGATE__SECTION__KEY (e.g. INFERGATE__SERVER__LISTEN=0.0.0.0:8080;
+    /// INFERGATE__MODELS__0__CONCURRENCY=4). The bound address is printed on
+    /// stdout as "infergate listening on http://ADDR".
+    Serve {
+        /// The TOML configuration file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// Listen here instead of `server.listen` (port 0 picks a free port).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+    },
+    /// Validate a configuration file (with environment overrides) and exit:
+    /// 0 when valid, 1 with the offending key path when not.
+    CheckConfig {
+        /// The TOML configuration file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { file } => match Config::load(&file) {
+            Ok(config) => {
+                println!(
+                    "{}: valid ({} models, {} tenants)",
+                    file.display(),
+                    config.models.len(),
+                    config.tenants.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("{}: invalid: {error}", file.display());
+                ExitCode::FAILURE
+            }
+        },
+        Command::Serve { config, listen } => {
+            let mut config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(error) => {
+                    eprintln!("{}: invalid: {error}", config.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            if let Some(addr) = listen {
+                config.server.listen = addr;
+            }
+            let format = match config.log.format {
+                LogFormatConfig::Text => LogFormat::Text,
+                LogFormatConfig::Json => LogFormat::Json,
+            };
+            init_logging(
+                format,
+                config.log.filter.as_deref().filter(|_| std::env::var_os("RUST_LOG").is_none()),
+            );
+            match run(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!(%error, "infergate stopped");
+                    eprintln!("infergate: {error:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+#[tokio::main]
+async fn run(config: Config) -> anyhow::Result<()> {
+    let listen = config.server.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let addr = listener.local_addr()?;
+    let (app, state) = infergate_gateway::app(config);
+    tracing::info!(%addr, models = state.models.len(), "infergate ready");
+    println!("infergate listening on http://{addr}");
+    infergate_gateway::server::serve(listener, app, state, infergate_gateway::server::shutdown_signal())
+        .await?;
+    tracing::info!("infergate stopped");
+    Ok(())
+}

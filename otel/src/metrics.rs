@@ -156,7 +156,10 @@ mod tests {
             })
             .observe(0.003);
         let text = metrics.encode();
-        assert!(text.contains("infergate_scheduler_rejections_total{model=\"m\",reason=\"queue_full\"} 0"), "{text}");
+        assert!(
+            text.contains("infergate_scheduler_rejections_total{model=\"m\",reason=\"queue_full\"} 0"),
+            "{text}"
+        );
         assert!(text.contains("http_server_request_duration_seconds_bucket{"), "{text}");
         assert!(text.contains("http_route=\"/v1/embeddings\""), "{text}");
     }

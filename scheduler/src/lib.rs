@@ -14,4 +14,4 @@ mod job;
 
 pub use class::{Class, ParseClassError};
 pub use fifo::{Action, BatchPolicy, FifoQueue, Step};
-pub use job::{Batch, DropReason, Dropped, Job, JobId, Queued, Rejected, RejectReason};
+pub use job::{Batch, DropReason, Dropped, Job, JobId, Queued, RejectReason, Rejected};

@@ -3,17 +3,47 @@
 use std::collections::BTreeMap;
 
 use super::rng::{fnv1a, SplitMix64};
+use crate::audio::WavInfo;
 use crate::tensor::Tensor;
 use crate::{
-    tokens, AudioTask, BackendError, ChatOutput, ChatRequest, EmbeddingInput, EmbeddingsOutput, EmbeddingsRequest,
-    FinishReason, ModerationInput, ModerationOutput, ModerationRequest, ModerationResult, Output, Segment,
-    TensorOutput, TensorRequest, TranscriptionOutput, TranscriptionRequest,
+    tokens, AudioTask, BackendError, ChatOutput, ChatRequest, EmbeddingInput, EmbeddingsOutput,
+    EmbeddingsRequest, FinishReason, ModerationInput, ModerationOutput, ModerationRequest, ModerationResult,
+    Output, Segment, TensorOutput, TensorRequest, TranscriptionOutput, TranscriptionRequest,
 };
 
 const VOCABULARY: [&str; 32] = [
-    "the", "model", "answers", "quickly", "with", "a", "short", "and", "plain", "reply", "about", "your",
-    "question", "while", "every", "word", "here", "is", "generated", "from", "a", "hash", "of", "the",
-    "prompt", "so", "tests", "can", "rely", "on", "it", "today",
+    "the",
+    "model",
+    "answers",
+    "quickly",
+    "with",
+    "a",
+    "short",
+    "and",
+    "plain",
+    "reply",
+    "about",
+    "your",
+    "question",
+    "while",
+    "every",
+    "word",
+    "here",
+    "is",
+    "generated",
+    "from",
+    "a",
+    "hash",
+    "of",
+    "the",
+    "prompt",
+    "so",
+    "tests",
+    "can",
+    "rely",
+    "on",
+    "it",
+    "today",
 ];
 
 /// A chat reply: the words to stream (each with its leading space) and the
@@ -106,32 +136,12 @@ fn normalise(v: &mut [f32]) {
     }
 }
 
-/// The length of a PCM WAV file in seconds, from its header.
-fn wav_duration(bytes: &[u8]) -> Option<f64> {
-    if bytes.len() < 12 || &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
-        return None;
-    }
-    let (mut pos, mut byte_rate) = (12usize, None);
-    while pos + 8 <= bytes.len() {
-        let id = &bytes[pos..pos + 4];
-        let size = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().ok()?) as usize;
-        let body = pos + 8;
-        if id == b"fmt " && body + 12 <= bytes.len() {
-            byte_rate = Some(u32::from_le_bytes(bytes[body + 8..body + 12].try_into().ok()?));
-        } else if id == b"data" {
-            let available = size.min(bytes.len() - body);
-            return byte_rate.filter(|r| *r > 0).map(|r| available as f64 / f64::from(r));
-        }
-        pos = body.checked_add(size + (size & 1))?;
-    }
-    None
-}
-
 /// A labelled transcript whose length follows the audio's: one segment per
 /// ten seconds, with timestamps that cover the file.
 pub fn transcription(req: &TranscriptionRequest) -> Result<Output, BackendError> {
     // Compressed formats: assume 128 kbit/s, which is close for speech MP3s.
-    let duration = wav_duration(&req.audio).unwrap_or(req.audio.len() as f64 / 16_000.0);
+    let duration =
+        WavInfo::parse(&req.audio).map(|w| w.duration()).unwrap_or(req.audio.len() as f64 / 16_000.0);
     let verb = match req.task {
         AudioTask::Transcribe => "transcription",
         AudioTask::Translate => "translation",

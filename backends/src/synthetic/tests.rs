@@ -120,8 +120,10 @@ async fn hang_ends_only_by_cancellation() {
 
 #[tokio::test]
 async fn disconnect_fails_mid_stream() {
-    let backend =
-        SyntheticBackend::new("m", SyntheticConfig { fault: Fault::Disconnect, ..SyntheticConfig::default() });
+    let backend = SyntheticBackend::new(
+        "m",
+        SyntheticConfig { fault: Fault::Disconnect, ..SyntheticConfig::default() },
+    );
     let events = run(&backend, chat_request("hello", 100, true)).await;
     assert!(events.iter().any(|e| matches!(e, Event::Delta(_))));
     assert!(matches!(events.last(), Some(Event::Failed(BackendError::Disconnected(_)))));

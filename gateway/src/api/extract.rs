@@ -1,0 +1,93 @@
+//! Request decoding shared by the handlers, with errors in API shape.
+
+use std::error::Error as StdError;
+
+use axum::body::Body;
+use axum::extract::{FromRequest, Request};
+use bytes::Bytes;
+use http::{header, HeaderName, HeaderValue};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::runner::DispatchInfo;
+use crate::state::SharedState;
+
+/// A JSON body, decoded with the path of any bad field in the error.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<SharedState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &SharedState) -> Result<Self, ApiError> {
+        require_content_type(&request, "application/json")?;
+        let bytes = read_body(request.into_body(), state.config.server.max_body_bytes).await?;
+        decode_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Check the media type (parameters such as `charset` are allowed).
+pub fn require_content_type(request: &Request, expected: &'static str) -> Result<(), ApiError> {
+    let actual = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let media = actual.split(';').next().unwrap_or("").trim();
+    if media.eq_ignore_ascii_case(expected) {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType { expected })
+    }
+}
+
+/// Decode JSON, naming the offending field on type errors.
+pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() || inner.is_io() {
+            ApiError::bad_request(format!(
+                "We could not parse the JSON body of your request ({inner}). The body must be valid UTF-8 JSON."
+            ))
+        } else if path == "." {
+            ApiError::bad_request(format!("Invalid request body: {inner}"))
+        } else {
+            ApiError::invalid(path.clone(), format!("Invalid value for '{path}': {inner}"))
+        }
+    })?;
+    de.end().map_err(|e| ApiError::bad_request(format!("Unexpected data after the JSON body: {e}")))?;
+    Ok(value)
+}
+
+/// Read a whole body, mapping the limit and timeout layers' errors.
+pub async fn read_body(body: Body, limit: u64) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX))
+        .await
+        .map_err(|e| body_error(&e, limit))
+}
+
+/// Classify a body read error by walking its causes.
+pub fn body_error(error: &(dyn StdError + 'static), limit: u64) -> ApiError {
+    let mut cause: Option<&(dyn StdError + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return ApiError::PayloadTooLarge { limit };
+        }
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return ApiError::BodyTimeout;
+        }
+        cause = e.source();
+    }
+    ApiError::bad_request(format!("Failed to read the request body: {error}"))
+}
+
+/// `x-infergate-queue-ms` and `x-infergate-batch-size`: how the scheduler
+/// treated this request.
+pub fn dispatch_headers(info: &DispatchInfo) -> [(HeaderName, HeaderValue); 2] {
+    let ms = format!("{:.3}", info.queue_wait.as_secs_f64() * 1000.0);
+    [
+        (
+            HeaderName::from_static("x-infergate-queue-ms"),
+            HeaderValue::from_str(&ms).unwrap_or(HeaderValue::from_static("0")),
+        ),
+        (HeaderName::from_static("x-infergate-batch-size"), HeaderValue::from(info.batch_size)),
+    ]
+}

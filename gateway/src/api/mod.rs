@@ -1,0 +1,40 @@
+//! The HTTP API: OpenAI-compatible routes, KServe v2, and operations.
+
+mod extract;
+mod health;
+mod kserve;
+mod openai;
+
+use axum::routing::{get, post};
+use axum::Router;
+
+pub use extract::{dispatch_headers, read_body, JsonBody};
+
+use crate::state::SharedState;
+
+/// Every route, with state applied; `stack::build` adds the middleware.
+pub fn routes(state: SharedState) -> Router {
+    let limit = usize::try_from(state.config.server.max_body_bytes).unwrap_or(usize::MAX);
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/v1/models", get(openai::models::list))
+        .route("/v1/models/{*model}", get(openai::models::retrieve))
+        .route("/v1/chat/completions", post(openai::chat::completions))
+        .route("/v1/embeddings", post(openai::embeddings::create))
+        .route("/v1/audio/transcriptions", post(openai::audio::transcriptions))
+        .route("/v1/audio/translations", post(openai::audio::translations))
+        .route("/v1/moderations", post(openai::moderations::create))
+        .route("/v2", get(kserve::server_metadata))
+        .route("/v2/health/live", get(kserve::live))
+        .route("/v2/health/ready", get(kserve::ready))
+        .route("/v2/models/{model}", get(kserve::model_metadata))
+        .route("/v2/models/{model}/ready", get(kserve::model_ready))
+        .route("/v2/models/{model}/infer", post(kserve::infer))
+        .route("/v2/models/{model}/versions/{version}", get(kserve::model_metadata_versioned))
+        .route("/v2/models/{model}/versions/{version}/ready", get(kserve::model_ready_versioned))
+        .route("/v2/models/{model}/versions/{version}/infer", post(kserve::infer_versioned))
+        .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .with_state(state)
+}

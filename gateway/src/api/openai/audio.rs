@@ -1,0 +1,276 @@
+//! `POST /v1/audio/transcriptions` and `/v1/audio/translations` (multipart).
+
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use http::header;
+use infergate_backends::audio::{AudioFormat, WavInfo};
+use infergate_backends::{
+    AudioTask, Output, Request as JobRequest, Task, TranscriptionOutput, TranscriptionRequest,
+};
+use serde_json::json;
+
+use crate::api::dispatch_headers;
+use crate::api::extract::require_content_type;
+use crate::context::RequestContext;
+use crate::error::ApiError;
+use crate::state::SharedState;
+
+/// The output formats OpenAI defines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json,
+    Text,
+    Srt,
+    VerboseJson,
+    Vtt,
+}
+
+impl Format {
+    fn parse(s: &str) -> Result<Format, ApiError> {
+        Ok(match s {
+            "json" => Format::Json,
+            "text" => Format::Text,
+            "srt" => Format::Srt,
+            "verbose_json" => Format::VerboseJson,
+            "vtt" => Format::Vtt,
+            other => {
+                return Err(ApiError::invalid(
+                    "response_format",
+                    format!(
+                        "'response_format' must be one of json, text, srt, verbose_json, vtt; got '{other}'"
+                    ),
+                ))
+            }
+        })
+    }
+}
+
+/// The multipart form, decoded and checked.
+struct Form {
+    file: Bytes,
+    filename: Option<String>,
+    model: String,
+    language: Option<String>,
+    prompt: Option<String>,
+    format: Format,
+    temperature: f32,
+}
+
+async fn read_form(request: Request, state: &SharedState) -> Result<Form, ApiError> {
+    require_content_type(&request, "multipart/form-data")?;
+    let mut multipart = Multipart::from_request(request, state)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("Invalid multipart body: {}", e.body_text())))?;
+    let field_error = |e: axum::extract::multipart::MultipartError| {
+        if e.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge { limit: state.config.server.max_body_bytes }
+        } else {
+            ApiError::bad_request(format!("Invalid multipart body: {}", e.body_text()))
+        }
+    };
+    let (mut file, mut filename, mut model, mut language, mut prompt, mut format, mut temperature) =
+        (None, None, None, None, None, Format::Json, 0.0f32);
+    while let Some(field) = multipart.next_field().await.map_err(field_error)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        if name == "file" {
+            filename = field.file_name().map(str::to_owned);
+            file = Some(field.bytes().await.map_err(field_error)?);
+            continue;
+        }
+        let value = field.text().await.map_err(field_error)?;
+        match name.as_str() {
+            "model" => model = Some(value),
+            "language" => language = Some(value).filter(|v| !v.is_empty()),
+            "prompt" => prompt = Some(value).filter(|v| !v.is_empty()),
+            "response_format" => format = Format::parse(&value)?,
+            "temperature" => {
+                temperature =
+                    value.parse::<f32>().ok().filter(|t| (0.0..=1.0).contains(t)).ok_or_else(|| {
+                        ApiError::invalid("temperature", "'temperature' must be a number between 0 and 1")
+                    })?
+            }
+            "timestamp_granularities[]" | "timestamp_granularities" => match value.as_str() {
+                "segment" => {}
+                "word" => {
+                    return Err(ApiError::invalid(name, "word timestamps are not supported by this model"))
+                }
+                other => {
+                    return Err(ApiError::invalid(name, format!("unknown timestamp granularity '{other}'")))
+                }
+            },
+            "stream" if value == "true" => {
+                return Err(ApiError::invalid(
+                    "stream",
+                    "streaming transcription is not supported by this model yet",
+                ))
+            }
+            // Other fields (`stream=false`, `chunking_strategy`, `include[]`) change nothing here.
+            _ => {}
+        }
+    }
+    let file = file.ok_or_else(|| ApiError::invalid("file", "the 'file' field is required"))?;
+    let model = model.ok_or_else(|| ApiError::invalid("model", "the 'model' field is required"))?;
+    if let Some(code) = &language {
+        let valid = (2..=3).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_lowercase());
+        if !valid {
+            return Err(ApiError::invalid(
+                "language",
+                format!("'language' must be an ISO-639-1 code such as 'en', got '{code}'"),
+            ));
+        }
+    }
+    Ok(Form { file, filename, model, language, prompt, format, temperature })
+}
+
+/// Check the upload is audio we can take, and estimate its length.
+fn check_audio(file: &[u8], limit: u64) -> Result<f64, ApiError> {
+    if file.is_empty() {
+        return Err(ApiError::invalid("file", "the uploaded file is empty"));
+    }
+    if file.len() as u64 > limit {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    match AudioFormat::sniff(file) {
+        None => Err(ApiError::invalid(
+            "file",
+            "unsupported file format: send WAV, FLAC, MP3, OGG, WebM or M4A audio",
+        )),
+        Some(AudioFormat::Wav) => {
+            let info = WavInfo::parse(file)
+                .map_err(|e| ApiError::invalid("file", format!("invalid WAV file: {e}")))?;
+            let seconds = info.duration();
+            if info.data_bytes == 0 {
+                return Err(ApiError::invalid("file", "the audio contains no samples"));
+            }
+            Ok(seconds)
+        }
+        // Compressed audio: about 128 kbit/s until the decoder knows better.
+        Some(_) => Ok(file.len() as f64 / 16_000.0),
+    }
+}
+
+async fn handle(
+    state: SharedState,
+    ctx: RequestContext,
+    request: Request,
+    task: AudioTask,
+) -> Result<Response, ApiError> {
+    let form = read_form(request, &state).await?;
+    let model = state.model_for(&form.model, Task::Transcription)?;
+    let seconds = check_audio(&form.file, state.config.limits.max_audio_bytes)?;
+    let job = TranscriptionRequest {
+        audio: form.file,
+        filename: form.filename,
+        task,
+        language: form.language,
+        prompt: form.prompt,
+        temperature: form.temperature,
+    };
+    let running = model.submit(&ctx, JobRequest::Transcription(job), seconds).await?;
+    let headers = dispatch_headers(&running.dispatch);
+    let Output::Transcription(out) = running.output_by(ctx.deadline(model.default_timeout)).await? else {
+        return Err(ApiError::Internal { detail: "speech backend returned another task's output".into() });
+    };
+    let task_name = match task {
+        AudioTask::Transcribe => "transcribe",
+        AudioTask::Translate => "translate",
+    };
+    Ok((headers, render(&out, form.format, task_name, form.temperature)).into_response())
+}
+
+fn render(out: &TranscriptionOutput, format: Format, task: &str, temperature: f32) -> Response {
+    let text = |body: String, mime: &'static str| ([(header::CONTENT_TYPE, mime)], body).into_response();
+    match format {
+        Format::Json => Json(json!({ "text": out.text })).into_response(),
+        Format::Text => text(format!("{}\n", out.text), "text/plain; charset=utf-8"),
+        Format::Srt => text(subtitles(out, false), "application/x-subrip; charset=utf-8"),
+        Format::Vtt => text(subtitles(out, true), "text/vtt; charset=utf-8"),
+        Format::VerboseJson => {
+            let segments: Vec<_> = out
+                .segments
+                .iter()
+                .map(|s| {
+                    json!({
+                        "id": s.id,
+                        "seek": (s.start * 100.0).round() as u64,
+                        "start": s.start,
+                        "end": s.end,
+                        "text": s.text,
+                        "tokens": [],
+                        "temperature": temperature,
+                    })
+                })
+                .collect();
+            Json(json!({
+                "task": task,
+                "language": out.language,
+                "duration": out.duration,
+                "text": out.text,
+                "segments": segments,
+            }))
+            .into_response()
+        }
+    }
+}
+
+/// SubRip or WebVTT cues, one per segment.
+fn subtitles(out: &TranscriptionOutput, vtt: bool) -> String {
+    let stamp = |secs: f64| {
+        let ms = (secs.max(0.0) * 1000.0).round() as u64;
+        let sep = if vtt { '.' } else { ',' };
+        format!("{:02}:{:02}:{:02}{sep}{:03}", ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000)
+    };
+    let mut text = if vtt { "WEBVTT\n\n".to_owned() } else { String::new() };
+    for (i, s) in out.segments.iter().enumerate() {
+        if !vtt {
+            text.push_str(&format!("{}\n", i + 1));
+        }
+        text.push_str(&format!("{} --> {}\n{}\n\n", stamp(s.start), stamp(s.end), s.text.trim()));
+    }
+    text
+}
+
+/// Speech to text in the spoken language.
+pub async fn transcriptions(
+    State(state): State<SharedState>,
+    ctx: RequestContext,
+    request: Request,
+) -> Result<Response, ApiError> {
+    handle(state, ctx, request, AudioTask::Transcribe).await
+}
+
+/// Speech to English text.
+pub async fn translations(
+    State(state): State<SharedState>,
+    ctx: RequestContext,
+    request: Request,
+) -> Result<Response, ApiError> {
+    handle(state, ctx, request, AudioTask::Translate).await
+}
+
+#[cfg(test)]
+mod tests {
+    use infergate_backends::Segment;
+
+    use super::*;
+
+    #[test]
+    fn writes_srt_and_vtt_timestamps() {
+        let out = TranscriptionOutput {
+            text: "a b".into(),
+            language: "en".into(),
+            duration: 3725.5,
+            segments: vec![
+                Segment { id: 0, start: 0.0, end: 1.25, text: " a".into() },
+                Segment { id: 1, start: 3600.0, end: 3725.5, text: " b".into() },
+            ],
+        };
+        assert_eq!(
+            subtitles(&out, false),
+            "1\n00:00:00,000 --> 00:00:01,250\na\n\n2\n01:00:00,000 --> 01:02:05,500\nb\n\n"
+        );
+        assert!(subtitles(&out, true).starts_with("WEBVTT\n\n00:00:00.000 --> 00:00:01.250\na\n"));
+    }
+}

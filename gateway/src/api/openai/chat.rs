@@ -1,0 +1,307 @@
+//! `POST /v1/chat/completions`: JSON and SSE streaming.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use infergate_backends::{tokens, ChatMessage, ChatOutput, ChatRequest, Event, Output, Request, Task};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::chat_stream;
+use crate::api::{dispatch_headers, JsonBody};
+use crate::config::Limits;
+use crate::context::RequestContext;
+use crate::error::ApiError;
+use crate::state::SharedState;
+
+/// The request body, as OpenAI documents it. Fields infergate does not use
+/// (`user`, `metadata`, `store`, ...) are accepted and ignored, as clients
+/// send them freely; fields it cannot honour are refused with a 400.
+#[derive(Debug, Deserialize)]
+pub struct ChatCompletionRequest {
+    pub model: String,
+    pub messages: Vec<Message>,
+    #[serde(default)]
+    pub max_tokens: Option<i64>,
+    #[serde(default)]
+    pub max_completion_tokens: Option<i64>,
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    #[serde(default)]
+    pub top_p: Option<f64>,
+    #[serde(default)]
+    pub n: Option<i64>,
+    #[serde(default)]
+    pub stream: Option<bool>,
+    #[serde(default)]
+    pub stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    pub stop: Option<Stop>,
+    #[serde(default)]
+    pub seed: Option<i64>,
+    #[serde(default)]
+    pub presence_penalty: Option<f64>,
+    #[serde(default)]
+    pub frequency_penalty: Option<f64>,
+    #[serde(default)]
+    pub tools: Option<Vec<Value>>,
+    #[serde(default)]
+    pub logprobs: Option<bool>,
+}
+
+/// `stream_options`.
+#[derive(Debug, Deserialize)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+/// `stop`: one string or up to four.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    Developer,
+    User,
+    Assistant,
+    Tool,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::Developer => "developer",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+        }
+    }
+}
+
+/// One message; `content` is a string or a list of typed parts.
+#[derive(Debug, Deserialize)]
+pub struct Message {
+    pub role: Role,
+    #[serde(default)]
+    pub content: Option<Content>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ContentPart {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+/// Validated settings the response needs besides the backend request.
+struct Plan {
+    request: ChatRequest,
+    include_usage: bool,
+    cost: f64,
+}
+
+fn plan(body: ChatCompletionRequest, limits: &Limits) -> Result<Plan, ApiError> {
+    if body.messages.is_empty() {
+        return Err(ApiError::invalid("messages", "'messages' must contain at least one message"));
+    }
+    if body.messages.len() > limits.max_messages {
+        return Err(ApiError::invalid(
+            "messages",
+            format!("'messages' has more than {} entries", limits.max_messages),
+        ));
+    }
+    let messages = body
+        .messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| flatten(i, m))
+        .collect::<Result<Vec<ChatMessage>, ApiError>>()?;
+    let limit = limits.max_completion_tokens;
+    let max_tokens = match (body.max_completion_tokens, body.max_tokens) {
+        (Some(n), _) => bounded("max_completion_tokens", n, limit)?,
+        (None, Some(n)) => bounded("max_tokens", n, limit)?,
+        (None, None) => limit,
+    };
+    let temperature = in_range("temperature", body.temperature, 0.0, 2.0)?.unwrap_or(1.0);
+    let top_p = in_range("top_p", body.top_p, 0.0, 1.0)?.unwrap_or(1.0);
+    in_range("presence_penalty", body.presence_penalty, -2.0, 2.0)?;
+    in_range("frequency_penalty", body.frequency_penalty, -2.0, 2.0)?;
+    match body.n {
+        None | Some(1) => {}
+        Some(n) if n < 1 => return Err(ApiError::invalid("n", format!("'n' must be at least 1, got {n}"))),
+        Some(_) => return Err(ApiError::invalid("n", "Only n=1 is supported")),
+    }
+    if body.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+        return Err(ApiError::invalid("tools", "Tool calling is not supported by this model"));
+    }
+    if body.logprobs == Some(true) {
+        return Err(ApiError::invalid("logprobs", "logprobs are not supported by this model"));
+    }
+    let stop = match body.stop {
+        None => Vec::new(),
+        Some(Stop::One(s)) => vec![s],
+        Some(Stop::Many(v)) => v,
+    };
+    if stop.len() > 4 || stop.iter().any(String::is_empty) {
+        return Err(ApiError::invalid("stop", "'stop' takes up to 4 non-empty sequences"));
+    }
+    let stream = body.stream.unwrap_or(false);
+    if body.stream_options.is_some() && !stream {
+        return Err(ApiError::invalid(
+            "stream_options",
+            "'stream_options' is only allowed when 'stream' is true",
+        ));
+    }
+    let prompt_tokens: u32 = messages.iter().map(|m| tokens::estimate(&m.content)).sum();
+    if prompt_tokens > limits.max_input_tokens {
+        return Err(ApiError::invalid(
+            "messages",
+            format!(
+                "The messages are about {prompt_tokens} tokens, over the limit of {}",
+                limits.max_input_tokens
+            ),
+        ));
+    }
+    Ok(Plan {
+        cost: f64::from(prompt_tokens) + f64::from(max_tokens),
+        include_usage: body.stream_options.is_some_and(|o| o.include_usage),
+        request: ChatRequest {
+            messages,
+            max_tokens,
+            temperature: temperature as f32,
+            top_p: top_p as f32,
+            seed: body.seed.map(|s| s as u64),
+            stop,
+            stream,
+        },
+    })
+}
+
+/// A message's text; image and audio parts are refused by text models.
+fn flatten(index: usize, message: &Message) -> Result<ChatMessage, ApiError> {
+    let param = format!("messages[{index}].content");
+    let content = match &message.content {
+        None if message.role == Role::Assistant => String::new(),
+        None => return Err(ApiError::invalid(param, "'content' is required for this role")),
+        Some(Content::Text(t)) => t.clone(),
+        Some(Content::Parts(parts)) => {
+            let mut text = String::new();
+            for part in parts {
+                match (part.kind.as_str(), &part.text) {
+                    ("text", Some(t)) => text.push_str(t),
+                    ("text", None) => return Err(ApiError::invalid(param, "a text part needs 'text'")),
+                    (kind, _) => {
+                        return Err(ApiError::invalid(
+                            param,
+                            format!("content parts of type '{kind}' are not supported by this model"),
+                        ))
+                    }
+                }
+            }
+            text
+        }
+    };
+    Ok(ChatMessage { role: message.role.as_str().to_owned(), content })
+}
+
+fn bounded(param: &str, n: i64, limit: u32) -> Result<u32, ApiError> {
+    u32::try_from(n)
+        .ok()
+        .filter(|n| (1..=limit).contains(n))
+        .ok_or_else(|| ApiError::invalid(param, format!("'{param}' must be between 1 and {limit}, got {n}")))
+}
+
+fn in_range(param: &str, value: Option<f64>, lo: f64, hi: f64) -> Result<Option<f64>, ApiError> {
+    match value {
+        Some(v) if !(lo..=hi).contains(&v) => {
+            Err(ApiError::invalid(param, format!("'{param}' must be between {lo} and {hi}, got {v}")))
+        }
+        other => Ok(other),
+    }
+}
+
+/// Token counts as OpenAI reports them.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Usage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    pub total_tokens: u32,
+}
+
+impl From<&ChatOutput> for Usage {
+    fn from(c: &ChatOutput) -> Self {
+        Usage {
+            prompt_tokens: c.prompt_tokens,
+            completion_tokens: c.completion_tokens,
+            total_tokens: c.prompt_tokens.saturating_add(c.completion_tokens),
+        }
+    }
+}
+
+/// Handle a chat completion.
+pub async fn completions(
+    State(state): State<SharedState>,
+    ctx: RequestContext,
+    JsonBody(body): JsonBody<ChatCompletionRequest>,
+) -> Result<Response, ApiError> {
+    let model = state.model_for(&body.model, Task::Chat)?.clone();
+    let model_name = body.model.clone();
+    let plan = plan(body, &state.config.limits)?;
+    let stream = plan.request.stream;
+    let deadline = ctx.deadline(model.default_timeout);
+    let mut running = model.submit(&ctx, Request::Chat(plan.request), plan.cost).await?;
+    let headers = dispatch_headers(&running.dispatch);
+    let id = ctx.object_id("chatcmpl");
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(state.started);
+    // For streams the deadline is on the first token; otherwise on the answer.
+    let first = running.next_by(deadline).await?;
+    if let Event::Failed(error) = first {
+        return Err(error.into());
+    }
+    let meta = chat_stream::Meta { id, created, model: model_name, include_usage: plan.include_usage };
+    if stream {
+        return Ok((headers, chat_stream::respond(meta, first, running)).into_response());
+    }
+    let output = match first {
+        Event::Done(output) => output,
+        _ => running.output_by(deadline).await?,
+    };
+    let Output::Chat(chat) = output else {
+        return Err(ApiError::Internal { detail: "chat backend returned another task's output".into() });
+    };
+    let body = serde_json::json!({
+        "id": meta.id,
+        "object": "chat.completion",
+        "created": meta.created,
+        "model": meta.model,
+        "system_fingerprint": null,
+        "choices": [{
+            "index": 0,
+            "message": { "role": "assistant", "content": chat.text, "refusal": null },
+            "logprobs": null,
+            "finish_reason": chat.finish_reason.as_str(),
+        }],
+        "usage": Usage::from(&chat),
+    });
+    Ok((headers, Json(body)).into_response())
+}

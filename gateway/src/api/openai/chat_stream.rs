@@ -1,0 +1,119 @@
+//! Server-sent events for streamed chat completions: one
+//! `chat.completion.chunk` per token, a final chunk with the finish reason,
+//! an optional usage chunk, then `data: [DONE]`.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::IntoResponse;
+use futures_util::stream::{self, Stream};
+use infergate_backends::{Event, Output};
+use serde_json::{json, Value};
+
+use super::chat::Usage;
+use crate::error::ApiError;
+use crate::runner::Running;
+
+/// What every chunk repeats.
+pub struct Meta {
+    pub id: String,
+    pub created: u64,
+    pub model: String,
+    pub include_usage: bool,
+}
+
+impl Meta {
+    fn chunk(&self, delta: Value, finish_reason: Option<&str>) -> Value {
+        let mut chunk = json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": null,
+            "choices": [{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason }],
+        });
+        if self.include_usage {
+            chunk["usage"] = Value::Null;
+        }
+        chunk
+    }
+
+    fn usage_chunk(&self, usage: Usage) -> Value {
+        json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": null,
+            "choices": [],
+            "usage": usage,
+        })
+    }
+}
+
+struct StreamState {
+    meta: Meta,
+    running: Running,
+    pending: VecDeque<String>,
+    finished: bool,
+}
+
+impl StreamState {
+    /// Turn one backend event into the SSE data lines it produces.
+    fn absorb(&mut self, event: Result<Event, ApiError>) {
+        match event {
+            Ok(Event::Delta(text)) => self.push(self.meta.chunk(json!({ "content": text }), None)),
+            Ok(Event::Done(Output::Chat(chat))) => {
+                self.push(self.meta.chunk(json!({}), Some(chat.finish_reason.as_str())));
+                if self.meta.include_usage {
+                    self.push(self.meta.usage_chunk(Usage::from(&chat)));
+                }
+                self.pending.push_back("[DONE]".to_owned());
+                self.finished = true;
+            }
+            Ok(Event::Done(_)) => {
+                self.fail(ApiError::Internal { detail: "chat stream got another task's output".into() })
+            }
+            Ok(Event::Failed(error)) => self.fail(error.into()),
+            Err(error) => self.fail(error),
+        }
+    }
+
+    /// An error after the headers went out travels as an SSE event in the
+    /// OpenAI error shape, which the SDKs raise; then the stream ends.
+    fn fail(&mut self, error: ApiError) {
+        let parts = error.parts();
+        tracing::warn!(error = %error, "stream failed after it started");
+        self.push(json!({ "error": { "message": error.to_string(), "type": parts.kind, "param": null, "code": parts.code } }));
+        self.finished = true;
+    }
+
+    fn push(&mut self, value: Value) {
+        self.pending.push_back(value.to_string());
+    }
+}
+
+/// The SSE response. `first` is the event already received (the first token
+/// came before the deadline); dropping the stream cancels the job.
+pub fn respond(meta: Meta, first: Event, running: Running) -> impl IntoResponse {
+    let mut state = StreamState { meta, running, pending: VecDeque::new(), finished: false };
+    state.push(state.meta.chunk(json!({ "role": "assistant", "content": "" }), None));
+    state.absorb(Ok(first));
+    Sse::new(events(state)).keep_alive(KeepAlive::default())
+}
+
+fn events(state: StreamState) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    stream::unfold(state, |mut state| async move {
+        loop {
+            if let Some(data) = state.pending.pop_front() {
+                return Some((Ok(SseEvent::default().data(data)), state));
+            }
+            if state.finished {
+                return None;
+            }
+            let event = state.running.next().await;
+            state.absorb(event);
+        }
+    })
+}

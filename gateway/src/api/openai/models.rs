@@ -1,0 +1,52 @@
+//! `GET /v1/models` and `GET /v1/models/{model}`.
+
+use axum::extract::{Path, State};
+use axum::Json;
+use serde::Serialize;
+
+use crate::error::ApiError;
+use crate::runner::ModelHandle;
+use crate::state::SharedState;
+
+/// OpenAI's model object, plus the task it serves.
+#[derive(Debug, Serialize)]
+pub struct ModelObject {
+    id: String,
+    object: &'static str,
+    created: u64,
+    owned_by: String,
+    /// infergate's addition: which task the model serves.
+    task: &'static str,
+}
+
+/// OpenAI's list wrapper.
+#[derive(Debug, Serialize)]
+pub struct ModelList {
+    object: &'static str,
+    data: Vec<ModelObject>,
+}
+
+fn object(state: &SharedState, model: &ModelHandle) -> ModelObject {
+    ModelObject {
+        id: model.name.clone(),
+        object: "model",
+        created: state.started,
+        owned_by: model.info.owned_by.clone(),
+        task: model.task.as_str(),
+    }
+}
+
+/// Every served model.
+pub async fn list(State(state): State<SharedState>) -> Json<ModelList> {
+    let data = state.models.iter().map(|m| object(&state, m)).collect();
+    Json(ModelList { object: "list", data })
+}
+
+/// One model by name (names may contain `/`).
+pub async fn retrieve(
+    State(state): State<SharedState>,
+    Path(name): Path<String>,
+) -> Result<Json<ModelObject>, ApiError> {
+    let model = state.model(&name)?;
+    Ok(Json(object(&state, model)))
+}

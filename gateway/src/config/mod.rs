@@ -1,0 +1,257 @@
+//! Gateway configuration: TOML, unknown keys refused, key paths in every
+//! error, `INFERGATE__SECTION__KEY` environment overrides, and `validate()`
+//! for the rules that span fields.
+
+mod env;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use infergate_backends::{BackendConfig, Task};
+use infergate_scheduler::Class;
+use serde::Deserialize;
+
+pub use env::ENV_PREFIX;
+
+/// A configuration problem, with the key path it concerns.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ConfigError {
+    /// Where the problem is: a key path such as `models[1].batch.max_size`,
+    /// an environment variable, or the file itself.
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError { path: path.into(), message: message.into() }
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub tenants: Vec<TenantConfig>,
+    #[serde(default)]
+    pub models: Vec<ModelConfig>,
+}
+
+/// `[server]`: the listener and its timeouts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: u64,
+    /// Time a client has to send the request headers.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Time a client has to send the whole body.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Deadline of a request that names none (a model may override it).
+    #[serde(with = "humantime_serde")]
+    pub default_timeout: Duration,
+    /// How long in-flight requests may run after SIGTERM.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Accept HTTP/2 without TLS (h2c, prior knowledge) beside HTTP/1.1.
+    pub http2: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 25 * 1024 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            default_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
+            http2: true,
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormatConfig,
+    /// `RUST_LOG`-style filter; `RUST_LOG` wins when set.
+    pub filter: Option<String>,
+}
+
+/// `log.format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormatConfig {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Requests without any API key are served as this tenant. Unset (the
+    /// default) means every API route needs a key. A wrong key is refused
+    /// either way.
+    pub anonymous_tenant: Option<String>,
+}
+
+/// `[limits]`: explicit bounds on what one request may ask for.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest `max_tokens` / `max_completion_tokens`; also the default.
+    pub max_completion_tokens: u32,
+    /// Most chat messages in one request.
+    pub max_messages: usize,
+    /// Most inputs in one embeddings or moderation request.
+    pub max_inputs: usize,
+    /// Most estimated tokens in one text input.
+    pub max_input_tokens: u32,
+    /// Largest audio upload in bytes.
+    pub max_audio_bytes: u64,
+    /// Most elements in one KServe request, over all inputs.
+    pub max_tensor_elements: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_completion_tokens: 4096,
+            max_messages: 1024,
+            max_inputs: 2048,
+            max_input_tokens: 32_768,
+            max_audio_bytes: 25 * 1024 * 1024,
+            max_tensor_elements: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[[tenants]]`: who may call, and how urgently they are served.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    pub name: String,
+    #[serde(default, with = "class_serde")]
+    pub class: Class,
+    /// Lower-case hex SHA-256 of each API key (`printf %s KEY | sha256sum`).
+    #[serde(default)]
+    pub api_key_sha256: Vec<String>,
+}
+
+/// `[[models]]`: one served model.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The name clients put in `model`.
+    pub name: String,
+    pub task: Task,
+    pub backend: BackendConfig,
+    #[serde(default)]
+    pub batch: BatchConfig,
+    /// Batches of this model that may run at once.
+    #[serde(default = "one")]
+    pub concurrency: usize,
+    /// Jobs that may wait in this model's queue.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+    /// Deadline for requests that name none; `server.default_timeout` if unset.
+    #[serde(default, with = "humantime_serde")]
+    pub default_timeout: Option<Duration>,
+}
+
+/// `batch = { max_size, max_delay }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    pub max_size: usize,
+    #[serde(with = "humantime_serde")]
+    pub max_delay: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig { max_size: 1, max_delay: Duration::ZERO }
+    }
+}
+
+fn one() -> usize {
+    1
+}
+
+fn default_queue_capacity() -> usize {
+    1024
+}
+
+/// `class = "interactive"` through `Class`'s `FromStr`.
+mod class_serde {
+    use infergate_scheduler::Class;
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Class, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Config {
+    /// Read, override from the process environment, parse and validate.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path.display().to_string(), e.to_string()))?;
+        Config::from_toml(&text, std::env::vars())
+    }
+
+    /// Parse TOML text with the given environment overrides, then validate.
+    pub fn from_toml(
+        text: &str,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| {
+            let message = e.message().to_owned();
+            let at = e.span().map(|s| line_of(text, s.start)).unwrap_or_default();
+            ConfigError::new(format!("line {at}"), message)
+        })?;
+        env::apply(&mut table, vars)?;
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let path = e.path().to_string();
+            ConfigError::new(
+                if path == "." { "(top level)".to_owned() } else { path },
+                e.into_inner().to_string(),
+            )
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The model with this name.
+    pub fn model(&self, name: &str) -> Option<&ModelConfig> {
+        self.models.iter().find(|m| m.name == name)
+    }
+}
+
+/// 1-based line number of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,102 @@
+use super::*;
+
+const MINIMAL: &str = r#"
+[[tenants]]
+name = "web"
+class = "interactive"
+api_key_sha256 = ["3b978aa9b13194c6acccdc77d6d65ded5407e7e4fd82b5647e744e3427d71df4"]
+
+[[models]]
+name = "m"
+task = "chat"
+backend = { kind = "synthetic" }
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml(text, Vec::new())
+}
+
+fn error_path(text: &str) -> String {
+    parse(text).unwrap_err().path
+}
+
+#[test]
+fn shipped_examples_are_valid() {
+    for file in ["synthetic.toml", "embedded.toml"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        parse(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+}
+
+#[test]
+fn defaults_fill_what_is_left_out() {
+    let config = parse(MINIMAL).unwrap();
+    assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(config.models[0].batch.max_size, 1);
+    assert_eq!(config.tenants[0].class, Class::Interactive);
+}
+
+#[test]
+fn unknown_keys_are_errors_with_their_path() {
+    let text = MINIMAL.replace("task = \"chat\"", "task = \"chat\"\nconcurency = 2");
+    let err = parse(&text).unwrap_err();
+    assert_eq!(err.path, "models[0].concurency");
+    assert!(err.message.contains("concurency"), "{err}");
+
+    let text = format!("[server]\nlisten = \"127.0.0.1:1\"\nmax_body = 5\n{MINIMAL}");
+    assert_eq!(error_path(&text), "server.max_body");
+}
+
+#[test]
+fn wrong_types_name_the_key() {
+    let text = MINIMAL.replace("name = \"m\"", "name = \"m\"\nconcurrency = \"four\"");
+    assert_eq!(error_path(&text), "models[0].concurrency");
+    let text = MINIMAL.replace("backend = { kind = \"synthetic\" }", "backend = { kind = \"tpu\" }");
+    assert!(error_path(&text).starts_with("models[0].backend"));
+    let text = format!("[server]\nlisten = \"nowhere\"\n{MINIMAL}");
+    assert_eq!(error_path(&text), "server.listen");
+}
+
+#[test]
+fn cross_field_rules_name_the_key() {
+    let dup = format!(
+        "{MINIMAL}\n[[models]]\nname = \"m\"\ntask = \"chat\"\nbackend = {{ kind = \"synthetic\" }}\n"
+    );
+    assert_eq!(error_path(&dup), "models[1].name");
+    let bad_hash = MINIMAL.replace("3b978aa9", "XYZ");
+    assert_eq!(error_path(&bad_hash), "tenants[0].api_key_sha256[0]");
+    let anon = format!("[auth]\nanonymous_tenant = \"ghost\"\n{MINIMAL}");
+    assert_eq!(error_path(&anon), "auth.anonymous_tenant");
+    let zero = MINIMAL.replace("kind = \"synthetic\" }", "kind = \"synthetic\" }\nbatch = { max_size = 0 }");
+    assert_eq!(error_path(&zero), "models[0].batch.max_size");
+    let jitter = MINIMAL.replace("kind = \"synthetic\"", "kind = \"synthetic\", jitter = 2.0");
+    assert_eq!(error_path(&jitter), "models[0].backend.jitter");
+    assert_eq!(error_path("[server]\n"), "tenants");
+}
+
+#[test]
+fn syntax_errors_give_a_line() {
+    let err = parse("[server\nlisten = 1").unwrap_err();
+    assert!(err.path.starts_with("line 1"), "{err}");
+}
+
+#[test]
+fn environment_overrides_any_key() {
+    let vars = vec![
+        ("INFERGATE__SERVER__LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+        ("INFERGATE__MODELS__0__CONCURRENCY".to_owned(), "3".to_owned()),
+        ("INFERGATE__MODELS__0__BATCH__MAX_DELAY".to_owned(), "7ms".to_owned()),
+        ("UNRELATED".to_owned(), "x".to_owned()),
+    ];
+    let config = Config::from_toml(MINIMAL, vars).unwrap();
+    assert_eq!(config.server.listen.port(), 0);
+    assert_eq!(config.models[0].concurrency, 3);
+    assert_eq!(config.models[0].batch.max_delay, Duration::from_millis(7));
+
+    let bad = vec![("INFERGATE__MODELS__5__CONCURRENCY".to_owned(), "3".to_owned())];
+    let err = Config::from_toml(MINIMAL, bad).unwrap_err();
+    assert_eq!(err.path, "INFERGATE__MODELS__5__CONCURRENCY");
+    let typed = vec![("INFERGATE__SERVER__HTTP2".to_owned(), "maybe".to_owned())];
+    assert_eq!(Config::from_toml(MINIMAL, typed).unwrap_err().path, "server.http2");
+}

@@ -1,0 +1,136 @@
+//! Rules that span fields, checked after parsing.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::{Config, ConfigError};
+
+impl Config {
+    /// Check every cross-field rule; the first failure names its key path.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_server()?;
+        self.validate_tenants()?;
+        self.validate_models()?;
+        let limits = &self.limits;
+        if limits.max_completion_tokens == 0 {
+            return Err(ConfigError::new("limits.max_completion_tokens", "must be at least 1"));
+        }
+        if limits.max_messages == 0 || limits.max_inputs == 0 || limits.max_input_tokens == 0 {
+            return Err(ConfigError::new(
+                "limits",
+                "max_messages, max_inputs and max_input_tokens must be at least 1",
+            ));
+        }
+        if limits.max_audio_bytes > self.server.max_body_bytes {
+            return Err(ConfigError::new(
+                "limits.max_audio_bytes",
+                format!(
+                    "{} exceeds server.max_body_bytes ({})",
+                    limits.max_audio_bytes, self.server.max_body_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_server(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        if s.max_body_bytes < 1024 {
+            return Err(ConfigError::new("server.max_body_bytes", "must be at least 1024"));
+        }
+        for (key, value) in [
+            ("server.header_read_timeout", s.header_read_timeout),
+            ("server.body_read_timeout", s.body_read_timeout),
+            ("server.default_timeout", s.default_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::new(key, "must be greater than zero"));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_tenants(&self) -> Result<(), ConfigError> {
+        let mut names = HashSet::new();
+        let mut keys = HashSet::new();
+        for (i, tenant) in self.tenants.iter().enumerate() {
+            if tenant.name.trim().is_empty() {
+                return Err(ConfigError::new(format!("tenants[{i}].name"), "must not be empty"));
+            }
+            if !names.insert(tenant.name.as_str()) {
+                return Err(ConfigError::new(
+                    format!("tenants[{i}].name"),
+                    format!("duplicate tenant '{}'", tenant.name),
+                ));
+            }
+            for (k, hash) in tenant.api_key_sha256.iter().enumerate() {
+                let path = format!("tenants[{i}].api_key_sha256[{k}]");
+                let valid = hash.len() == 64
+                    && hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+                if !valid {
+                    return Err(ConfigError::new(
+                        path,
+                        "must be 64 lower-case hex digits (printf %s KEY | sha256sum)",
+                    ));
+                }
+                if !keys.insert(hash.as_str()) {
+                    return Err(ConfigError::new(path, "this key is already given to a tenant"));
+                }
+            }
+        }
+        if let Some(name) = &self.auth.anonymous_tenant {
+            if !self.tenants.iter().any(|t| &t.name == name) {
+                return Err(ConfigError::new("auth.anonymous_tenant", format!("no tenant named '{name}'")));
+            }
+        } else if self.tenants.iter().all(|t| t.api_key_sha256.is_empty()) {
+            return Err(ConfigError::new(
+                "tenants",
+                "no tenant has an API key and auth.anonymous_tenant is unset: nobody could call the API",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_models(&self) -> Result<(), ConfigError> {
+        if self.models.is_empty() {
+            return Err(ConfigError::new("models", "at least one model is required"));
+        }
+        let mut names = HashSet::new();
+        for (i, model) in self.models.iter().enumerate() {
+            let at = |key: &str| format!("models[{i}].{key}");
+            let valid_name = !model.name.is_empty()
+                && model.name.len() <= 128
+                && model.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:/".contains(&b));
+            if !valid_name {
+                return Err(ConfigError::new(
+                    at("name"),
+                    "use 1-128 characters of letters, digits and - _ . : /",
+                ));
+            }
+            if !names.insert(model.name.as_str()) {
+                return Err(ConfigError::new(at("name"), format!("duplicate model '{}'", model.name)));
+            }
+            if model.batch.max_size == 0 || model.batch.max_size > 4096 {
+                return Err(ConfigError::new(at("batch.max_size"), "must be in 1..=4096"));
+            }
+            if model.batch.max_delay > Duration::from_secs(10) {
+                return Err(ConfigError::new(at("batch.max_delay"), "must be at most 10s"));
+            }
+            if model.concurrency == 0 || model.concurrency > 1024 {
+                return Err(ConfigError::new(at("concurrency"), "must be in 1..=1024"));
+            }
+            if model.queue_capacity == 0 {
+                return Err(ConfigError::new(at("queue_capacity"), "must be at least 1"));
+            }
+            if model.default_timeout.is_some_and(|t| t.is_zero()) {
+                return Err(ConfigError::new(at("default_timeout"), "must be greater than zero"));
+            }
+            model.backend.validate().map_err(|message| {
+                let (field, rest) = message.split_once(": ").unwrap_or(("", message.as_str()));
+                let path = if field.is_empty() { at("backend") } else { at(&format!("backend.{field}")) };
+                ConfigError::new(path, rest.to_owned())
+            })?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,275 @@
+//! The gateway's errors, and their mapping to HTTP in one place.
+//!
+//! Handlers and layers return [`ApiError`]; [`ApiError::parts`] decides the
+//! status, type, code and retry headers; [`ErrorShape`] writes the body in
+//! the API's own format (OpenAI everywhere, KServe under `/v2/models` and
+//! `/v2/health`). Internal details go to the log, never to the client.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::{IntoResponse, Response};
+use http::{header, HeaderValue, StatusCode};
+use infergate_backends::{BackendError, Task};
+
+/// Everything a request can fail with.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    InvalidRequest { message: String, param: Option<String> },
+    #[error("{message}")]
+    InvalidApiKey { message: String, missing: bool },
+    #[error("The model '{model}' does not exist or you do not have access to it.")]
+    ModelNotFound { model: String },
+    #[error("The model '{model}' serves {task}, not {wanted}.")]
+    WrongTask { model: String, task: Task, wanted: Task },
+    #[error("Unknown route: {method} {path}")]
+    RouteNotFound { method: String, path: String },
+    #[error("Method {method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("Request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: u64 },
+    #[error("Unsupported Content-Type: expected {expected}")]
+    UnsupportedMediaType { expected: &'static str },
+    #[error("The request body was not received in time")]
+    BodyTimeout,
+    #[error("The queue of model '{model}' is full; retry later")]
+    QueueFull { model: String, retry_after: Duration },
+    #[error("The request deadline passed before it could be completed")]
+    DeadlineExceeded,
+    #[error("The server is shutting down; retry on another instance")]
+    ShuttingDown,
+    #[error("{0}")]
+    Backend(BackendError),
+    /// An unexpected failure; `detail` is logged, not shown.
+    #[error("Internal server error")]
+    Internal { detail: String },
+}
+
+/// How an error is presented, decided once for every variant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorParts {
+    pub status: StatusCode,
+    /// OpenAI's `type`.
+    pub kind: &'static str,
+    /// OpenAI's `code`.
+    pub code: Option<&'static str>,
+    pub retry_after: Option<Duration>,
+    /// `x-should-retry`, which the OpenAI SDKs honour.
+    pub should_retry: Option<bool>,
+}
+
+impl ApiError {
+    /// A 400 about one parameter.
+    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::InvalidRequest { message: message.into(), param: Some(param.into()) }
+    }
+
+    /// A 400 about the request as a whole.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::InvalidRequest { message: message.into(), param: None }
+    }
+
+    /// The one mapping from error to HTTP.
+    pub fn parts(&self) -> ErrorParts {
+        use ApiError as E;
+        let (status, kind, code) = match self {
+            E::InvalidRequest { .. } => (StatusCode::BAD_REQUEST, "invalid_request_error", None),
+            E::InvalidApiKey { missing: true, .. } => {
+                (StatusCode::UNAUTHORIZED, "invalid_request_error", Some("missing_api_key"))
+            }
+            E::InvalidApiKey { missing: false, .. } => {
+                (StatusCode::UNAUTHORIZED, "invalid_request_error", Some("invalid_api_key"))
+            }
+            E::ModelNotFound { .. } => {
+                (StatusCode::NOT_FOUND, "invalid_request_error", Some("model_not_found"))
+            }
+            E::WrongTask { .. } => {
+                (StatusCode::BAD_REQUEST, "invalid_request_error", Some("model_not_supported"))
+            }
+            E::RouteNotFound { .. } => (StatusCode::NOT_FOUND, "invalid_request_error", Some("unknown_url")),
+            E::MethodNotAllowed { .. } => {
+                (StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", Some("method_not_allowed"))
+            }
+            E::PayloadTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", Some("payload_too_large"))
+            }
+            E::UnsupportedMediaType { .. } => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request_error", Some("unsupported_media_type"))
+            }
+            E::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "invalid_request_error", Some("body_timeout")),
+            E::QueueFull { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", Some("queue_full")),
+            E::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "timeout_error", Some("deadline_exceeded")),
+            E::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "server_error", Some("shutting_down")),
+            E::Backend(BackendError::InvalidInput(_)) => {
+                (StatusCode::BAD_REQUEST, "invalid_request_error", Some("invalid_input"))
+            }
+            E::Backend(BackendError::Failed(_) | BackendError::Disconnected(_)) => {
+                (StatusCode::BAD_GATEWAY, "server_error", Some("backend_error"))
+            }
+            // Only a client that has gone away or whose deadline passed gets
+            // here; nobody reads it, but the log and metrics do.
+            E::Backend(BackendError::Cancelled) => {
+                (StatusCode::GATEWAY_TIMEOUT, "timeout_error", Some("cancelled"))
+            }
+            E::Internal { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None),
+        };
+        let (retry_after, should_retry) = match self {
+            E::QueueFull { retry_after, .. } => (Some(*retry_after), Some(true)),
+            E::ShuttingDown => (Some(Duration::from_secs(1)), Some(true)),
+            E::Backend(BackendError::Failed(_) | BackendError::Disconnected(_)) => (None, Some(true)),
+            E::DeadlineExceeded => (None, Some(false)),
+            _ if status.is_client_error() => (None, Some(false)),
+            _ => (None, None),
+        };
+        ErrorParts { status, kind, code, retry_after, should_retry }
+    }
+
+    /// The `param` field, where one parameter is at fault.
+    pub fn param(&self) -> Option<&str> {
+        match self {
+            ApiError::InvalidRequest { param, .. } => param.as_deref(),
+            ApiError::ModelNotFound { .. } | ApiError::WrongTask { .. } => Some("model"),
+            _ => None,
+        }
+    }
+
+    /// Synthesise an error for a response some layer produced without one
+    /// (the router's 404 and 405, tower-http's 413 and 408, a panic's 500).
+    pub fn from_status(status: StatusCode, method: &str, path: &str, body_limit: u64) -> Self {
+        match status {
+            StatusCode::NOT_FOUND => {
+                ApiError::RouteNotFound { method: method.to_owned(), path: path.to_owned() }
+            }
+            StatusCode::METHOD_NOT_ALLOWED => {
+                ApiError::MethodNotAllowed { method: method.to_owned(), path: path.to_owned() }
+            }
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge { limit: body_limit },
+            StatusCode::REQUEST_TIMEOUT => ApiError::BodyTimeout,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                ApiError::UnsupportedMediaType { expected: "application/json" }
+            }
+            s if s.is_client_error() => ApiError::bad_request(s.canonical_reason().unwrap_or("Bad request")),
+            s => ApiError::Internal { detail: format!("unshaped {s} response") },
+        }
+    }
+}
+
+impl From<BackendError> for ApiError {
+    fn from(e: BackendError) -> Self {
+        ApiError::Backend(e)
+    }
+}
+
+/// The error body format of the API a route belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorShape {
+    /// `{"error": {"message", "type", "param", "code"}}`
+    OpenAi,
+    /// `{"error": "message"}`
+    KServe,
+}
+
+impl ErrorShape {
+    /// The shape for a request path.
+    pub fn for_path(path: &str) -> Self {
+        let kserve = path == "/v2"
+            || path == "/v2/"
+            || path.starts_with("/v2/models")
+            || path.starts_with("/v2/health")
+            || path.starts_with("/v2/repository");
+        if kserve {
+            ErrorShape::KServe
+        } else {
+            ErrorShape::OpenAi
+        }
+    }
+
+    /// The complete response for an error in this shape.
+    pub fn render(self, error: &ApiError) -> Response {
+        let parts = error.parts();
+        if parts.status.is_server_error() {
+            tracing::warn!(error = ?error, status = parts.status.as_u16(), "request failed");
+        }
+        let body = match self {
+            ErrorShape::OpenAi => serde_json::json!({
+                "error": {
+                    "message": error.to_string(),
+                    "type": parts.kind,
+                    "param": error.param(),
+                    "code": parts.code,
+                }
+            }),
+            ErrorShape::KServe => serde_json::json!({ "error": error.to_string() }),
+        };
+        let mut response = (parts.status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        if let Some(after) = parts.retry_after {
+            let secs = after.as_secs_f64().ceil().max(1.0) as u64;
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            headers.insert("retry-after-ms", HeaderValue::from(after.as_millis().max(1) as u64));
+        }
+        if let Some(retry) = parts.should_retry {
+            headers.insert("x-should-retry", HeaderValue::from_static(if retry { "true" } else { "false" }));
+        }
+        response.extensions_mut().insert(Shaped(Arc::new(error.clone())));
+        response
+    }
+}
+
+/// Marks a response whose body is already an API error, carrying the error
+/// so an outer layer can re-render it in another shape.
+#[derive(Debug, Clone)]
+pub struct Shaped(pub Arc<ApiError>);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        ErrorShape::OpenAi.render(&self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_style_guide() {
+        let cases = [
+            (ApiError::QueueFull { model: "m".into(), retry_after: Duration::from_millis(200) }, 429),
+            (ApiError::DeadlineExceeded, 504),
+            (ApiError::Backend(BackendError::Failed("x".into())), 502),
+            (ApiError::bad_request("x"), 400),
+            (ApiError::PayloadTooLarge { limit: 1 }, 413),
+            (ApiError::UnsupportedMediaType { expected: "application/json" }, 415),
+            (ApiError::ModelNotFound { model: "m".into() }, 404),
+            (ApiError::ShuttingDown, 503),
+        ];
+        for (error, status) in cases {
+            assert_eq!(error.parts().status.as_u16(), status, "{error:?}");
+        }
+    }
+
+    #[test]
+    fn retry_headers_are_set_where_they_apply() {
+        let response = ApiError::QueueFull { model: "m".into(), retry_after: Duration::from_millis(200) }
+            .into_response();
+        assert_eq!(response.headers()["retry-after"], "1");
+        assert_eq!(response.headers()["x-should-retry"], "true");
+        let response = ApiError::invalid("model", "bad").into_response();
+        assert_eq!(response.headers()["x-should-retry"], "false");
+    }
+
+    #[test]
+    fn internal_details_stay_out_of_the_body() {
+        let error = ApiError::Internal { detail: "secret path /etc/x".into() };
+        assert_eq!(error.to_string(), "Internal server error");
+    }
+
+    #[test]
+    fn kserve_paths_get_kserve_errors() {
+        assert_eq!(ErrorShape::for_path("/v2/models/x/infer"), ErrorShape::KServe);
+        assert_eq!(ErrorShape::for_path("/v2/health/ready"), ErrorShape::KServe);
+        assert_eq!(ErrorShape::for_path("/v1/chat/completions"), ErrorShape::OpenAi);
+        assert_eq!(ErrorShape::for_path("/v2/translate"), ErrorShape::OpenAi);
+    }
+}

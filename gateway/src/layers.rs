@@ -1,0 +1,94 @@
+//! The gateway's own middleware, each a small `axum::middleware::from_fn`
+//! function; `stack.rs` puts them in order with the tower-http layers.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use infergate_otel::RequestLabels;
+use tokio::time::Instant as TokioInstant;
+
+use crate::context::DeadlineSpec;
+use crate::error::{ApiError, ErrorShape, Shaped};
+use crate::state::SharedState;
+
+/// Routes that need no API key: health, readiness and metrics.
+pub fn is_open_route(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics" | "/v2" | "/v2/health/live" | "/v2/health/ready")
+}
+
+/// Make every error response speak its API's error shape: re-render
+/// errors for KServe routes, and give a body to errors produced by layers
+/// that know nothing of our shapes (404, 405, 413, 408, panics).
+pub async fn shape_errors(State(state): State<SharedState>, request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_owned();
+    let method = request.method().to_string();
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let shape = ErrorShape::for_path(&path);
+    let error = match response.extensions().get::<Shaped>() {
+        Some(_) if shape == ErrorShape::OpenAi => return response,
+        Some(Shaped(error)) => error.clone(),
+        None => Arc::new(ApiError::from_status(status, &method, &path, state.config.server.max_body_bytes)),
+    };
+    let mut shaped = shape.render(&error);
+    // Keep headers the inner layers set (`x-request-id`, `allow`, ...).
+    for (name, value) in response.headers() {
+        if name != http::header::CONTENT_TYPE && name != http::header::CONTENT_LENGTH {
+            shaped.headers_mut().entry(name).or_insert_with(|| value.clone());
+        }
+    }
+    shaped
+}
+
+/// Record `http.server.request.duration` and in-flight requests. Streamed
+/// responses are measured to their headers; token timing is measured apart.
+pub async fn track(State(state): State<SharedState>, request: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    state.metrics.in_flight.inc();
+    let response = next.run(request).await;
+    state.metrics.in_flight.dec();
+    let labels = RequestLabels {
+        http_request_method: method,
+        http_route: route,
+        http_response_status_code: response.status().as_u16(),
+    };
+    state.metrics.http_duration.get_or_create(&labels).observe(start.elapsed().as_secs_f64());
+    response
+}
+
+/// Map the API key to a tenant; open routes need none.
+pub async fn authenticate(State(state): State<SharedState>, mut request: Request, next: Next) -> Response {
+    if is_open_route(request.uri().path()) {
+        return next.run(request).await;
+    }
+    match state.tenants.authenticate(request.headers()) {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(error) => error.into_response(),
+    }
+}
+
+/// Parse the deadline headers into a [`DeadlineSpec`].
+pub async fn deadline(mut request: Request, next: Next) -> Response {
+    match DeadlineSpec::from_headers(request.headers(), TokioInstant::now()) {
+        Ok(spec) => {
+            request.extensions_mut().insert(spec);
+            next.run(request).await
+        }
+        Err(error) => error.into_response(),
+    }
+}

@@ -1,0 +1,29 @@
+//! infergate's gateway: the HTTP surface, middleware, configuration and the
+//! wiring from requests to the scheduler and backends.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod context;
+pub mod error;
+pub mod layers;
+pub mod runner;
+pub mod server;
+pub mod stack;
+pub mod state;
+
+use std::sync::Arc;
+
+use axum::Router;
+use infergate_otel::Metrics;
+
+use crate::config::Config;
+use crate::state::{AppState, SharedState};
+
+/// Start every model and build the complete service. Must run inside a
+/// tokio runtime.
+pub fn app(config: Config) -> (Router, SharedState) {
+    let state = AppState::start(config, Arc::new(Metrics::new()));
+    let router = stack::build(api::routes(state.clone()), state.clone());
+    (router, state)
+}

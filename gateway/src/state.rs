@@ -1,0 +1,103 @@
+//! Shared state: the served models, tenants, readiness and metrics.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use infergate_backends::Task;
+use infergate_otel::Metrics;
+
+use crate::auth::TenantDirectory;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::runner::ModelHandle;
+
+/// State every handler and layer can reach.
+pub struct AppState {
+    pub config: Config,
+    pub models: Vec<Arc<ModelHandle>>,
+    by_name: HashMap<String, Arc<ModelHandle>>,
+    pub tenants: TenantDirectory,
+    pub readiness: Readiness,
+    pub metrics: Arc<Metrics>,
+    /// Unix time the process started, for `created` fields.
+    pub started: u64,
+}
+
+/// Shared handle to the state.
+pub type SharedState = Arc<AppState>;
+
+impl AppState {
+    /// Build every backend and start every model's runner. Must run inside
+    /// a tokio runtime.
+    pub fn start(config: Config, metrics: Arc<Metrics>) -> SharedState {
+        let models: Vec<Arc<ModelHandle>> = config
+            .models
+            .iter()
+            .map(|m| {
+                let backend = m.backend.build(&m.name);
+                Arc::new(ModelHandle::spawn(m, backend, metrics.clone(), config.server.default_timeout))
+            })
+            .collect();
+        let by_name = models.iter().map(|m| (m.name.clone(), m.clone())).collect();
+        let started = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let state = AppState {
+            tenants: TenantDirectory::new(&config),
+            config,
+            models,
+            by_name,
+            readiness: Readiness::default(),
+            metrics,
+            started,
+        };
+        state.readiness.loaded.store(true, Ordering::SeqCst);
+        Arc::new(state)
+    }
+
+    /// The model a request named, checked against the route's task.
+    pub fn model_for(&self, name: &str, wanted: Task) -> Result<&Arc<ModelHandle>, ApiError> {
+        let model = self.model(name)?;
+        if model.task != wanted {
+            return Err(ApiError::WrongTask { model: name.to_owned(), task: model.task, wanted });
+        }
+        Ok(model)
+    }
+
+    /// The model with this name.
+    pub fn model(&self, name: &str) -> Result<&Arc<ModelHandle>, ApiError> {
+        self.by_name.get(name).ok_or_else(|| ApiError::ModelNotFound { model: name.to_owned() })
+    }
+
+    /// The first model serving a task, for APIs where `model` is optional.
+    pub fn default_model(&self, task: Task) -> Option<&Arc<ModelHandle>> {
+        self.models.iter().find(|m| m.task == task)
+    }
+}
+
+/// Whether the instance should receive traffic.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    /// Every model is loaded and warmed up.
+    pub loaded: AtomicBool,
+    /// SIGTERM arrived: finishing in-flight work, taking no new work.
+    pub draining: AtomicBool,
+}
+
+impl Readiness {
+    /// Ready when loaded and not draining.
+    pub fn is_ready(&self) -> bool {
+        self.loaded.load(Ordering::SeqCst) && !self.draining.load(Ordering::SeqCst)
+    }
+
+    /// The reason the instance is not ready, if it is not.
+    pub fn reason(&self) -> Option<&'static str> {
+        if self.draining.load(Ordering::SeqCst) {
+            Some("draining")
+        } else if !self.loaded.load(Ordering::SeqCst) {
+            Some("loading")
+        } else {
+            None
+        }
+    }
+}
