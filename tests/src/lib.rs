@@ -1,1 +1,190 @@
-//! Helpers shared by the end-to-end tests.
+//! Helpers shared by the end-to-end tests: start the real `infergate`
+//! binary on a free port, talk to it, stop it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The key of tenant `web` (interactive) in `examples/synthetic.toml`.
+pub const TEST_KEY: &str = "sk-infergate-test";
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The `infergate` binary: `$INFERGATE_BIN`, else `target/debug/infergate`
+/// (built by `make test` before the tests run).
+pub fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("INFERGATE_BIN") {
+        return PathBuf::from(path);
+    }
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"));
+    let path = target.join("debug").join("infergate");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --bins` (make test does) or set INFERGATE_BIN",
+        path.display()
+    );
+    path
+}
+
+/// A running gateway process, killed when dropped.
+pub struct Gateway {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    _config: Option<tempfile_path::TempConfig>,
+}
+
+mod tempfile_path {
+    use std::path::PathBuf;
+
+    /// A config file written for one test, removed when dropped.
+    pub struct TempConfig(pub PathBuf);
+
+    impl Drop for TempConfig {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+impl Gateway {
+    /// Start with a config file from the repository (e.g. `examples/synthetic.toml`).
+    pub fn start(config: &str) -> Gateway {
+        Gateway::spawn(&repo_root().join(config), None, &[])
+    }
+
+    /// Start with a config given as TOML text.
+    pub fn start_with(toml: &str) -> Gateway {
+        Gateway::start_with_env(toml, &[])
+    }
+
+    /// Start with a config given as TOML text and extra environment.
+    pub fn start_with_env(toml: &str, env: &[(&str, &str)]) -> Gateway {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("infergate-e2e-{}-{n}.toml", std::process::id()));
+        std::fs::write(&path, toml).expect("write test config");
+        let temp = tempfile_path::TempConfig(path.clone());
+        Gateway::spawn(&path, Some(temp), env)
+    }
+
+    fn spawn(config: &Path, temp: Option<tempfile_path::TempConfig>, env: &[(&str, &str)]) -> Gateway {
+        let mut command = Command::new(binary());
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("start infergate");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("infergate listening on ") {
+                    let _ = tx.send(addr.to_owned());
+                }
+            }
+        });
+        let base = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(base) => base,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("infergate did not report its address within 30 s");
+            }
+        };
+        Gateway { child, base, _config: temp }
+    }
+
+    /// The full URL of a path.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send SIGTERM.
+    pub fn terminate(&self) {
+        let status =
+            Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Wait for the process to exit, at most `limit`.
+    pub fn wait(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A client that authenticates as tenant `web`.
+pub fn client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let value = format!("Bearer {TEST_KEY}").parse().expect("valid header");
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// A 16-bit mono PCM WAV of `seconds` of a 440 Hz tone.
+pub fn wav(seconds: f64, sample_rate: u32) -> Vec<u8> {
+    let samples = (seconds * f64::from(sample_rate)) as u32;
+    let mut out = Vec::with_capacity(44 + samples as usize * 2);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + samples * 2).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&sample_rate.to_le_bytes());
+    out.extend_from_slice(&(sample_rate * 2).to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&(samples * 2).to_le_bytes());
+    for i in 0..samples {
+        let t = f64::from(i) / f64::from(sample_rate);
+        let v = ((t * 440.0 * std::f64::consts::TAU).sin() * 8000.0) as i16;
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+/// Parse an SSE body into its `data:` payloads.
+pub fn sse_data(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter_map(|event| {
+            let data: Vec<&str> =
+                event.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect();
+            (!data.is_empty()).then(|| data.join("\n"))
+        })
+        .collect()
+}

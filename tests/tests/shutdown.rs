@@ -1,0 +1,73 @@
+//! SIGTERM with streams in flight: every stream completes, then exit 0.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use infergate_e2e::{client, sse_data, Gateway};
+use serde_json::json;
+
+const CONFIG: &str = r#"
+[server]
+shutdown_grace = "20s"
+
+[[tenants]]
+name = "web"
+api_key_sha256 = ["3b978aa9b13194c6acccdc77d6d65ded5407e7e4fd82b5647e744e3427d71df4"]
+
+[[models]]
+name = "chat"
+task = "chat"
+concurrency = 8
+batch = { max_size = 8, max_delay = "5ms" }
+backend = { kind = "synthetic", token_interval = "40ms" }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_fifty_streams_then_exits_zero() {
+    let mut gw = Gateway::start_with(CONFIG);
+    let client = client();
+    let (started_tx, mut started_rx) = tokio::sync::mpsc::channel(64);
+    let mut streams = Vec::new();
+    for i in 0..50 {
+        let client = client.clone();
+        let url = gw.url("/v1/chat/completions");
+        let started = started_tx.clone();
+        streams.push(tokio::spawn(async move {
+            let request = json!({"model": "chat", "stream": true, "messages": [{"role": "user", "content": format!("stream {i}")}]});
+            let response = client.post(url).json(&request).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            let mut body = String::new();
+            let mut chunks = response.bytes_stream();
+            let mut announced = false;
+            while let Some(chunk) = chunks.next().await {
+                body.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+                if !announced && body.contains("\"content\":\"[synthetic") {
+                    announced = true;
+                    started.send(()).await.unwrap();
+                }
+            }
+            body
+        }));
+    }
+    for _ in 0..50 {
+        tokio::time::timeout(Duration::from_secs(20), started_rx.recv())
+            .await
+            .expect("all 50 streams start")
+            .unwrap();
+    }
+
+    gw.terminate();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let refused = reqwest::Client::new().get(gw.url("/healthz")).timeout(Duration::from_secs(2)).send().await;
+    assert!(refused.is_err(), "no new connections after SIGTERM");
+
+    for stream in streams {
+        let body = stream.await.unwrap();
+        let events = sse_data(&body);
+        assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "stream completed: {body}");
+        let finish = &events[events.len() - 2];
+        assert!(finish.contains("\"finish_reason\":\"stop\""), "{finish}");
+    }
+    let status = tokio::task::spawn_blocking(move || gw.wait(Duration::from_secs(15))).await.unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "exit 0 after draining");
+}
