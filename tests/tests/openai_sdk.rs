@@ -1,0 +1,25 @@
+//! The official OpenAI Python SDK against the real binary.
+//!
+//! `scripts/setup.sh` (run by `make test`) installs the pinned SDK into the
+//! venv linked at `.venv`; the checks live in `tests/python/openai_sdk_check.py`.
+
+use std::process::Command;
+
+use infergate_e2e::{repo_root, Gateway, TEST_KEY};
+
+#[test]
+fn official_openai_sdk_works_against_the_gateway() {
+    let python = repo_root().join(".venv/bin/python");
+    assert!(python.exists(), "{} is missing: run scripts/setup.sh (make test does)", python.display());
+    let gw = Gateway::start("examples/synthetic.toml");
+    let out = Command::new(python)
+        .arg(repo_root().join("tests/python/openai_sdk_check.py"))
+        .args(["--base-url", &gw.url("/v1"), "--api-key", TEST_KEY])
+        .output()
+        .expect("run the SDK check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(out.status.success(), "SDK checks failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("PASS"), "{stdout}");
+}
