@@ -1,6 +1,9 @@
 //! Helpers shared by the end-to-end tests: start the real `infergate`
 //! binary on a free port, talk to it, stop it.
 
+// A test harness: failing loudly on a broken setup is its job.
+#![allow(clippy::expect_used, clippy::panic)]
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

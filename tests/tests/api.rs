@@ -1,5 +1,7 @@
 //! Every route of the real binary with `examples/synthetic.toml`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use base64::Engine;
 use infergate_e2e::{client, sse_data, wav, Gateway};
 use serde_json::{json, Value};

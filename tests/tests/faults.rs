@@ -1,5 +1,7 @@
 //! Deadlines, full queues and backend faults, as a client sees them.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::time::{Duration, Instant};
 
 use infergate_e2e::{client, sse_data, Gateway};
