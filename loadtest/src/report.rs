@@ -188,7 +188,8 @@ impl Report {
         let _ = writeln!(out, "| requests | {} |", s.requests);
         let _ = writeln!(out, "| duration | {:.3} s |", s.duration_s);
         let _ = writeln!(out, "| throughput | {:.1} req/s |", s.requests_per_s);
-        let _ = writeln!(out, "| successes (2xx) | {} ({:.2}%) |", s.successes, percent(s.successes, s.requests));
+        let _ =
+            writeln!(out, "| successes (2xx) | {} ({:.2}%) |", s.successes, percent(s.successes, s.requests));
         let _ = writeln!(out, "| errors | {} |", s.errors);
         for (status, n) in &s.errors_by_status {
             let _ = writeln!(out, "| errors: status {status} | {n} |");
@@ -300,7 +301,10 @@ mod tests {
     #[test]
     fn empty_run_reports_zeroes_without_dividing_by_zero() {
         let s = Tally::default().summarize(Duration::ZERO);
-        assert_eq!((s.requests, s.requests_per_s, s.latency_ms.clone(), s.queue_ms_mean), (0, 0.0, None, None));
+        assert_eq!(
+            (s.requests, s.requests_per_s, s.latency_ms.clone(), s.queue_ms_mean),
+            (0, 0.0, None, None)
+        );
         let report = Report { params: params(), summary: s };
         assert!(report.render().contains("| successes (2xx) | 0 (0.00%) |"));
     }

@@ -78,7 +78,10 @@ async fn exchange(client: &Client, request: Request<Full<Bytes>>) -> Outcome {
     let mut body = response.into_body();
     while let Some(frame) = body.frame().await {
         if let Err(error) = frame {
-            return Outcome::Error { kind: ErrorKind::Other, detail: format!("reading body: {}", chain(&error)) };
+            return Outcome::Error {
+                kind: ErrorKind::Other,
+                detail: format!("reading body: {}", chain(&error)),
+            };
         }
     }
     Outcome::Response { status, queue_ms }

@@ -1,0 +1,239 @@
+//! The command line: clap definitions and their translation into a validated [`RunConfig`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use clap::{value_parser, ArgGroup, Args, Parser, Subcommand};
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use http::{HeaderMap, Method, Uri};
+
+use crate::request::Target;
+use crate::run::RunConfig;
+
+/// Load generator for infergate.
+#[derive(Debug, Parser)]
+#[command(name = "infergate-load", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Closed-loop HTTP/1.1 load against one URL: each worker sends its next request as soon as
+    /// the previous response body has been read.
+    Run(RunArgs),
+}
+
+/// Flags of `infergate-load run`.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("bound").required(true).multiple(true)))]
+pub struct RunArgs {
+    /// Target URL (http:// only)
+    #[arg(long)]
+    pub url: Uri,
+
+    /// HTTP method [default: POST with a body, GET without]
+    #[arg(long, value_parser = parse_method)]
+    pub method: Option<Method>,
+
+    /// Send the contents of FILE as the request body
+    #[arg(long, value_name = "FILE")]
+    pub body: Option<PathBuf>,
+
+    /// Send JSON as the request body (checked to be valid JSON)
+    #[arg(long, value_name = "JSON", conflicts_with = "body")]
+    pub body_json: Option<String>,
+
+    /// Request header, repeatable; Content-Type defaults to application/json when a body is
+    /// given
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+
+    /// Number of workers, each with its own keep-alive connection
+    #[arg(short, long, value_name = "N", default_value_t = 8, value_parser = value_parser!(u32).range(1..))]
+    pub concurrency: u32,
+
+    /// Stop sending after this long past warmup, e.g. 10s or 2m
+    #[arg(long, group = "bound", value_parser = parse_positive_duration)]
+    pub duration: Option<Duration>,
+
+    /// Stop after this many measured requests
+    #[arg(long, group = "bound", value_name = "N", value_parser = value_parser!(u64).range(1..))]
+    pub requests: Option<u64>,
+
+    /// Send load this long before measuring; those requests are left out of the statistics
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+
+    /// Limit on each request: connect, send and read the whole response body
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_positive_duration)]
+    pub timeout: Duration,
+
+    /// Also write the result as JSON to FILE
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// Checks the flags against each other and reads the body file.
+    pub fn to_config(&self) -> anyhow::Result<RunConfig> {
+        anyhow::ensure!(
+            self.url.scheme_str() == Some("http") && self.url.authority().is_some(),
+            "--url must be an absolute http:// URL (TLS is not supported), got {}",
+            self.url
+        );
+        let body = match (&self.body, &self.body_json) {
+            (Some(path), _) => Some(Bytes::from(
+                std::fs::read(path).with_context(|| format!("reading --body {}", path.display()))?,
+            )),
+            (None, Some(json)) => {
+                serde_json::from_str::<serde::de::IgnoredAny>(json)
+                    .context("--body-json is not valid JSON")?;
+                Some(Bytes::from(json.clone()))
+            }
+            (None, None) => None,
+        };
+        let mut headers = HeaderMap::new();
+        for (name, value) in &self.headers {
+            headers.append(name.clone(), value.clone());
+        }
+        if body.is_some() && !headers.contains_key(CONTENT_TYPE) {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        let method = match (&self.method, &body) {
+            (Some(method), _) => method.clone(),
+            (None, Some(_)) => Method::POST,
+            (None, None) => Method::GET,
+        };
+        Ok(RunConfig {
+            target: Target { method, uri: self.url.clone(), headers, body: body.unwrap_or_default() },
+            concurrency: self.concurrency as usize,
+            duration: self.duration,
+            requests: self.requests,
+            warmup: self.warmup,
+            timeout: self.timeout,
+        })
+    }
+}
+
+fn parse_method(s: &str) -> Result<Method, String> {
+    Method::from_bytes(s.to_ascii_uppercase().as_bytes()).map_err(|e| e.to_string())
+}
+
+fn parse_header(s: &str) -> Result<(HeaderName, HeaderValue), String> {
+    let (name, value) = s.split_once(':').ok_or_else(|| format!("expected 'Name: value', got {s:?}"))?;
+    let name = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|e| format!("header name: {e}"))?;
+    let value = HeaderValue::from_str(value.trim()).map_err(|e| format!("header value: {e}"))?;
+    Ok((name, value))
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be greater than zero".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind;
+
+    fn parse(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        let argv = ["infergate-load", "run"].iter().chain(args);
+        Cli::try_parse_from(argv).map(|cli| match cli.command {
+            Command::Run(args) => args,
+        })
+    }
+
+    fn config(args: &[&str]) -> anyhow::Result<RunConfig> {
+        parse(args).map_err(anyhow::Error::from)?.to_config()
+    }
+
+    const URL: [&str; 2] = ["--url", "http://127.0.0.1:8080/v1/embeddings"];
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_bound_is_required() {
+        let error = parse(&URL).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::MissingRequiredArgument);
+        assert!(parse(&[&URL[..], &["--duration", "10s"]].concat()).is_ok());
+        assert!(parse(&[&URL[..], &["--requests", "5"]].concat()).is_ok());
+        let both = parse(&[&URL[..], &["--requests", "5", "--duration", "1m"]].concat()).unwrap();
+        assert_eq!((both.requests, both.duration), (Some(5), Some(Duration::from_secs(60))));
+    }
+
+    #[test]
+    fn zero_bounds_are_rejected() {
+        assert!(parse(&[&URL[..], &["--requests", "0"]].concat()).is_err());
+        assert!(parse(&[&URL[..], &["--duration", "0s"]].concat()).is_err());
+        assert!(parse(&[&URL[..], &["--requests", "1", "-c", "0"]].concat()).is_err());
+        assert!(parse(&[&URL[..], &["--requests", "1", "--timeout", "0s"]].concat()).is_err());
+    }
+
+    #[test]
+    fn defaults_without_a_body() {
+        let c = config(&[&URL[..], &["--duration", "10s"]].concat()).unwrap();
+        assert_eq!(c.target.method, Method::GET);
+        assert!(c.target.body.is_empty() && c.target.headers.is_empty());
+        assert_eq!((c.concurrency, c.requests), (8, None));
+        assert_eq!((c.warmup, c.timeout), (Duration::ZERO, Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn a_json_body_defaults_to_post_and_application_json() {
+        let c =
+            config(&[&URL[..], &["--requests", "1", "--body-json", r#"{"input":"hi"}"#]].concat()).unwrap();
+        assert_eq!(c.target.method, Method::POST);
+        assert_eq!(c.target.body, Bytes::from_static(br#"{"input":"hi"}"#));
+        assert_eq!(c.target.headers[CONTENT_TYPE], "application/json");
+    }
+
+    #[test]
+    fn explicit_method_and_headers_win() {
+        let args = [
+            &URL[..],
+            &["--requests", "1", "--body-json", "[]", "--method", "put"],
+            &["-H", "Content-Type: text/plain", "--header", "authorization:Bearer abc", "-H", "x-a: 1"],
+            &["-H", "x-a: 2"],
+        ]
+        .concat();
+        let c = config(&args).unwrap();
+        assert_eq!(c.target.method, Method::PUT);
+        assert_eq!(c.target.headers[CONTENT_TYPE], "text/plain");
+        assert_eq!(c.target.headers["authorization"], "Bearer abc");
+        assert_eq!(c.target.headers.get_all("x-a").iter().collect::<Vec<_>>(), ["1", "2"]);
+    }
+
+    #[test]
+    fn body_file_is_read() {
+        let path = std::env::temp_dir().join(format!("infergate-load-body-{}.json", std::process::id()));
+        std::fs::write(&path, b"{\"model\":\"m\"}").unwrap();
+        let c = config(&[&URL[..], &["--requests", "1", "--body", path.to_str().unwrap()]].concat());
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(c.unwrap().target.body, Bytes::from_static(b"{\"model\":\"m\"}"));
+        assert!(config(&[&URL[..], &["--requests", "1", "--body", "/nonexistent/x"]].concat()).is_err());
+    }
+
+    #[test]
+    fn invalid_input_is_rejected() {
+        let bound = ["--requests", "1"];
+        let conflict =
+            parse(&[&URL[..], &bound, &["--body", "f", "--body-json", "{}"]].concat()).unwrap_err();
+        assert_eq!(conflict.kind(), ErrorKind::ArgumentConflict);
+        assert!(parse(&[&URL[..], &bound, &["-H", "no-colon"]].concat()).is_err());
+        assert!(parse(&[&URL[..], &bound, &["-H", "bad name: v"]].concat()).is_err());
+        assert!(config(&[&URL[..], &bound, &["--body-json", "{not json"]].concat()).is_err());
+        assert!(config(&["--url", "https://example.com/", "--requests", "1"]).is_err());
+        assert!(config(&["--url", "/relative", "--requests", "1"]).is_err());
+    }
+}
