@@ -123,6 +123,9 @@ impl Backend for SyntheticBackend {
         let all_done = if self.config.fault == Fault::Hang {
             all_cancelled(&batch).await;
             false
+        } else if latency.is_zero() {
+            // A zero sleep still waits for the timer's next millisecond tick.
+            true
         } else {
             tokio::select! {
                 () = tokio::time::sleep(latency) => true,

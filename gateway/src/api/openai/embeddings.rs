@@ -5,8 +5,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
 use infergate_backends::{tokens, EmbeddingInput, EmbeddingsRequest, Output, Request, Task};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::api::{dispatch_headers, JsonBody};
 use crate::config::Limits;
@@ -25,6 +25,37 @@ pub struct EmbeddingsBody {
     pub encoding_format: Option<String>,
     #[serde(default)]
     pub dimensions: Option<i64>,
+}
+
+/// OpenAI's response shape, serialised directly: vectors are the bulk of the
+/// bytes, and building a `serde_json::Value` per float costs more than the
+/// rest of the request.
+#[derive(Debug, Serialize)]
+struct EmbeddingList<'a> {
+    object: &'static str,
+    data: Vec<EmbeddingObject<'a>>,
+    model: &'a str,
+    usage: EmbeddingUsage,
+}
+
+#[derive(Debug, Serialize)]
+struct EmbeddingObject<'a> {
+    object: &'static str,
+    index: usize,
+    embedding: Vector<'a>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum Vector<'a> {
+    Float(&'a [f32]),
+    Base64(String),
+}
+
+#[derive(Debug, Serialize)]
+struct EmbeddingUsage {
+    prompt_tokens: u32,
+    total_tokens: u32,
 }
 
 /// How vectors are written back.
@@ -149,26 +180,23 @@ pub async fn create(
             detail: "embeddings backend returned another task's output".into(),
         });
     };
-    let data: Vec<Value> = out
+    let data = out
         .vectors
         .iter()
         .enumerate()
-        .map(|(index, v)| {
-            let embedding = match encoding {
-                Encoding::Float => json!(v),
+        .map(|(index, v)| EmbeddingObject {
+            object: "embedding",
+            index,
+            embedding: match encoding {
+                Encoding::Float => Vector::Float(v),
                 Encoding::Base64 => {
                     let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-                    json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+                    Vector::Base64(base64::engine::general_purpose::STANDARD.encode(bytes))
                 }
-            };
-            json!({ "object": "embedding", "index": index, "embedding": embedding })
+            },
         })
         .collect();
-    let body = json!({
-        "object": "list",
-        "data": data,
-        "model": body.model,
-        "usage": { "prompt_tokens": out.prompt_tokens, "total_tokens": out.prompt_tokens },
-    });
+    let usage = EmbeddingUsage { prompt_tokens: out.prompt_tokens, total_tokens: out.prompt_tokens };
+    let body = EmbeddingList { object: "list", data, model: &body.model, usage };
     Ok((headers, Json(body)).into_response())
 }
