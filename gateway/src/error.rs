@@ -39,6 +39,8 @@ pub enum ApiError {
     DeadlineExceeded,
     #[error("The server is shutting down; retry on another instance")]
     ShuttingDown,
+    #[error("The server is not ready: {reason}")]
+    NotReady { reason: &'static str },
     #[error("{0}")]
     Backend(BackendError),
     /// An unexpected failure; `detail` is logged, not shown.
@@ -101,6 +103,7 @@ impl ApiError {
             E::QueueFull { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", Some("queue_full")),
             E::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "timeout_error", Some("deadline_exceeded")),
             E::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "server_error", Some("shutting_down")),
+            E::NotReady { .. } => (StatusCode::SERVICE_UNAVAILABLE, "server_error", Some("not_ready")),
             E::Backend(BackendError::InvalidInput(_)) => {
                 (StatusCode::BAD_REQUEST, "invalid_request_error", Some("invalid_input"))
             }
@@ -116,7 +119,7 @@ impl ApiError {
         };
         let (retry_after, should_retry) = match self {
             E::QueueFull { retry_after, .. } => (Some(*retry_after), Some(true)),
-            E::ShuttingDown => (Some(Duration::from_secs(1)), Some(true)),
+            E::ShuttingDown | E::NotReady { .. } => (Some(Duration::from_secs(1)), Some(true)),
             E::Backend(BackendError::Failed(_) | BackendError::Disconnected(_)) => (None, Some(true)),
             E::DeadlineExceeded => (None, Some(false)),
             _ if status.is_client_error() => (None, Some(false)),

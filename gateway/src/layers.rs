@@ -31,9 +31,15 @@ pub async fn shape_errors(State(state): State<SharedState>, request: Request, ne
         return response;
     }
     let shape = ErrorShape::for_path(&path);
+    let is_json = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     let error = match response.extensions().get::<Shaped>() {
         Some(_) if shape == ErrorShape::OpenAi => return response,
         Some(Shaped(error)) => error.clone(),
+        // A handler's own JSON answer (e.g. `/readyz` while draining).
+        None if is_json => return response,
         None => Arc::new(ApiError::from_status(status, &method, &path, state.config.server.max_body_bytes)),
     };
     let mut shaped = shape.render(&error);

@@ -14,9 +14,10 @@ use tokio::net::TcpListener;
 
 use crate::state::SharedState;
 
-/// Serve `app` on `listener` until `shutdown` resolves; then stop accepting,
-/// mark the instance as draining, let in-flight requests (streams included)
-/// finish within `server.shutdown_grace`, and return.
+/// Serve `app` on `listener` until `shutdown` resolves; then mark the
+/// instance as draining (`/readyz` fails), keep accepting for
+/// `server.drain_delay`, stop accepting, let in-flight requests (streams
+/// included) finish within `server.shutdown_grace`, and return.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -32,6 +33,9 @@ pub async fn serve(
     }
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
+    // After the signal, keep accepting for `drain_delay` with `/readyz` failing,
+    // so load balancers stop routing here before connections are refused.
+    let mut stop_accepting: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -49,11 +53,15 @@ pub async fn serve(
                 let _ = stream.set_nodelay(true);
                 serve_connection(&builder, &graceful, stream, peer, app.clone());
             }
-            () = &mut shutdown => break,
+            () = &mut shutdown, if stop_accepting.is_none() => {
+                state.readiness.draining.store(true, Ordering::SeqCst);
+                tracing::info!(drain_delay = ?server.drain_delay, "draining: /readyz now fails");
+                stop_accepting = Some(Box::pin(tokio::time::sleep(server.drain_delay)));
+            }
+            () = async { if let Some(s) = stop_accepting.as_mut() { s.await } }, if stop_accepting.is_some() => break,
         }
     }
     drop(listener);
-    state.readiness.draining.store(true, Ordering::SeqCst);
     tracing::info!(grace = ?server.shutdown_grace, "shutting down: finishing in-flight requests");
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),

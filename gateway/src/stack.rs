@@ -22,10 +22,11 @@ use crate::state::SharedState;
 ///
 /// 1. **shape errors**: every 4xx/5xx leaves in its API's error format, even
 ///    those produced by the layers below or by a panic;
-/// 2. **catch panic**: a panicking handler becomes a 500 for that request
+/// 2. **request id**: honour or mint `x-request-id` and return it, so logs,
+///    traces and clients share one id (outside the panic catcher, so even a
+///    500 from a panic carries it);
+/// 3. **catch panic**: a panicking handler becomes a 500 for that request
 ///    only, never a dropped connection;
-/// 3. **request id**: honour or mint `x-request-id` and return it, so logs,
-///    traces and clients share one id;
 /// 4. **trace**: one span per request, carrying the request id;
 /// 5. **metrics**: duration by method, route and status; in-flight gauge;
 /// 6. **auth**: API key to tenant and class (`X-Priority` may lower it);
@@ -44,9 +45,9 @@ pub fn build(routes: Router, state: SharedState) -> Router {
     let body_limit = usize::try_from(server.max_body_bytes).unwrap_or(usize::MAX);
     let layers = ServiceBuilder::new()
         .layer(from_fn_with_state(state.clone(), layers::shape_errors))
-        .layer(CatchPanicLayer::custom(panic_response))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(CatchPanicLayer::custom(panic_response))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(from_fn_with_state(state.clone(), layers::track))
         .layer(from_fn_with_state(state.clone(), layers::authenticate))
@@ -72,4 +73,55 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
         .unwrap_or_else(|| "unknown panic".to_owned());
     tracing::error!(%detail, "handler panicked");
     ApiError::Internal { detail }.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::routing::get;
+    use http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::config::Config;
+
+    const CONFIG: &str = r#"
+        [auth]
+        anonymous_tenant = "anyone"
+        [[tenants]]
+        name = "anyone"
+        [[models]]
+        name = "m"
+        task = "chat"
+        backend = { kind = "synthetic" }
+    "#;
+
+    async fn body_json(response: Response) -> serde_json::Value {
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[allow(clippy::panic)]
+    async fn explode() -> &'static str {
+        panic!("boom")
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_becomes_a_shaped_500() {
+        let (_, state) = crate::app(Config::from_toml(CONFIG, Vec::new()).unwrap());
+        let routes = Router::new().route("/v1/explode", get(explode)).route("/v2/models/x", get(explode));
+        let app = build(routes, state);
+
+        let response =
+            app.clone().oneshot(Request::get("/v1/explode").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(response.status(), 500);
+        assert!(response.headers().contains_key("x-request-id"));
+        let body = body_json(response).await;
+        assert_eq!(body["error"]["type"], "server_error");
+        assert_eq!(body["error"]["message"], "Internal server error", "the panic message stays in the log");
+
+        let response = app.oneshot(Request::get("/v2/models/x").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(response.status(), 500);
+        assert_eq!(body_json(response).await["error"], "Internal server error");
+    }
 }

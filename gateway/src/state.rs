@@ -85,11 +85,6 @@ pub struct Readiness {
 }
 
 impl Readiness {
-    /// Ready when loaded and not draining.
-    pub fn is_ready(&self) -> bool {
-        self.loaded.load(Ordering::SeqCst) && !self.draining.load(Ordering::SeqCst)
-    }
-
     /// The reason the instance is not ready, if it is not.
     pub fn reason(&self) -> Option<&'static str> {
         if self.draining.load(Ordering::SeqCst) {

@@ -154,7 +154,7 @@ async fn embeddings_float_base64_and_token_inputs() {
         .await
         .unwrap();
     assert_eq!(float["object"], "list");
-    let vectors: Vec<Vec<f64>> = float["data"]
+    let vectors: Vec<Vec<f32>> = float["data"]
         .as_array()
         .unwrap()
         .iter()
@@ -162,12 +162,12 @@ async fn embeddings_float_base64_and_token_inputs() {
         .map(|(i, d)| {
             assert_eq!(d["index"], i);
             assert_eq!(d["object"], "embedding");
-            d["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+            d["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
         })
         .collect();
     assert_eq!(vectors.len(), 3);
     assert!(vectors.iter().all(|v| v.len() == 384));
-    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
     assert!(dot(&vectors[0], &vectors[1]) > dot(&vectors[0], &vectors[2]));
     assert!(float["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
 
@@ -183,8 +183,8 @@ async fn embeddings_float_base64_and_token_inputs() {
     for (d, expected) in b64["data"].as_array().unwrap().iter().zip(&vectors) {
         let bytes =
             base64::engine::general_purpose::STANDARD.decode(d["embedding"].as_str().unwrap()).unwrap();
-        let decoded: Vec<f64> =
-            bytes.chunks_exact(4).map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect();
+        let decoded: Vec<f32> =
+            bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
         assert_eq!(&decoded, expected, "base64 carries the same little-endian f32 values");
     }
 

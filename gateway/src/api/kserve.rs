@@ -24,12 +24,11 @@ pub async fn live() -> StatusCode {
     StatusCode::OK
 }
 
-/// `GET /v2/health/ready`: 200 when ready, else 503.
-pub async fn ready(State(state): State<SharedState>) -> StatusCode {
-    if state.readiness.is_ready() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+/// `GET /v2/health/ready`: 200 when ready, else 503 with the reason.
+pub async fn ready(State(state): State<SharedState>) -> Result<StatusCode, ApiError> {
+    match state.readiness.reason() {
+        None => Ok(StatusCode::OK),
+        Some(reason) => Err(ApiError::NotReady { reason }),
     }
 }
 
@@ -54,7 +53,7 @@ pub async fn model_ready(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     state.model(&name)?;
-    Ok(if state.readiness.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE })
+    ready(State(state)).await
 }
 
 /// The versioned forms; every model has the single version `1`.

@@ -68,6 +68,10 @@ pub struct ServerConfig {
     /// How long in-flight requests may run after SIGTERM.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// How long to keep accepting after SIGTERM with `/readyz` failing, so a
+    /// load balancer can stop routing here first (0 = stop at once).
+    #[serde(with = "humantime_serde")]
+    pub drain_delay: Duration,
     /// Accept HTTP/2 without TLS (h2c, prior knowledge) beside HTTP/1.1.
     pub http2: bool,
 }
@@ -81,6 +85,7 @@ impl Default for ServerConfig {
             body_read_timeout: Duration::from_secs(30),
             default_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
+            drain_delay: Duration::ZERO,
             http2: true,
         }
     }
