@@ -100,6 +100,7 @@ fn presented_key(headers: &HeaderMap) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::headers;
 
     fn directory(anonymous: bool) -> TenantDirectory {
         let text = format!(
@@ -121,14 +122,6 @@ mod tests {
             if anonymous { "[auth]\nanonymous_tenant = \"bulk\"" } else { "" }
         );
         TenantDirectory::new(&Config::from_toml(&text, Vec::new()).unwrap())
-    }
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (k, v) in pairs {
-            map.insert(*k, v.parse().unwrap());
-        }
-        map
     }
 
     #[test]

@@ -157,14 +157,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (k, v) in pairs {
-            map.insert(*k, v.parse().unwrap());
-        }
-        map
-    }
+    use crate::test_util::headers;
 
     #[test]
     fn reads_relative_absolute_and_best_effort_deadlines() {

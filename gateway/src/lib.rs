@@ -11,6 +11,8 @@ pub mod runner;
 pub mod server;
 pub mod stack;
 pub mod state;
+#[cfg(test)]
+mod test_util;
 
 use std::sync::Arc;
 

@@ -13,6 +13,15 @@ use std::time::{Duration, Instant};
 /// The key of tenant `web` (interactive) in `examples/synthetic.toml`.
 pub const TEST_KEY: &str = "sk-infergate-test";
 
+/// A `[[tenants]]` entry for configs written by tests: tenant `web`,
+/// interactive, authenticated by [`TEST_KEY`].
+pub const WEB_TENANT: &str = r#"
+[[tenants]]
+name = "web"
+class = "interactive"
+api_key_sha256 = ["3b978aa9b13194c6acccdc77d6d65ded5407e7e4fd82b5647e744e3427d71df4"]
+"#;
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

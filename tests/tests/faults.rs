@@ -4,18 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use infergate_e2e::{client, sse_data, Gateway};
+use infergate_e2e::{client, sse_data, Gateway, WEB_TENANT};
 use serde_json::{json, Value};
 
-const TENANT: &str = r#"
-[[tenants]]
-name = "web"
-class = "interactive"
-api_key_sha256 = ["3b978aa9b13194c6acccdc77d6d65ded5407e7e4fd82b5647e744e3427d71df4"]
-"#;
-
 fn config(models: &str) -> String {
-    format!("{TENANT}\n{models}")
+    format!("{WEB_TENANT}\n{models}")
 }
 
 fn chat(model: &str) -> Value {

@@ -5,16 +5,13 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use infergate_e2e::{client, sse_data, Gateway};
+use infergate_e2e::{client, sse_data, Gateway, WEB_TENANT};
 use serde_json::json;
 
 const CONFIG: &str = r#"
 [server]
 shutdown_grace = "20s"
 
-[[tenants]]
-name = "web"
-api_key_sha256 = ["3b978aa9b13194c6acccdc77d6d65ded5407e7e4fd82b5647e744e3427d71df4"]
 
 [[models]]
 name = "chat"
@@ -26,7 +23,7 @@ backend = { kind = "synthetic", token_interval = "40ms" }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_fifty_streams_then_exits_zero() {
-    let mut gw = Gateway::start_with(CONFIG);
+    let mut gw = Gateway::start_with(&format!("{CONFIG}{WEB_TENANT}"));
     let client = client();
     let (started_tx, mut started_rx) = tokio::sync::mpsc::channel(64);
     let mut streams = Vec::new();

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use infergate_e2e::Gateway;
+use infergate_e2e::{Gateway, WEB_TENANT};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -15,9 +15,6 @@ header_read_timeout = "300ms"
 body_read_timeout = "300ms"
 drain_delay = "1s"
 
-[[tenants]]
-name = "web"
-api_key_sha256 = ["3b978aa9b13194c6acccdc77d6d65ded5407e7e4fd82b5647e744e3427d71df4"]
 
 [[models]]
 name = "chat"
@@ -38,7 +35,7 @@ async fn read_all(stream: &mut TcpStream) -> String {
 
 #[tokio::test]
 async fn a_stalled_body_gets_408_in_the_api_shape() {
-    let gw = Gateway::start_with(CONFIG);
+    let gw = Gateway::start_with(&format!("{CONFIG}{WEB_TENANT}"));
     let mut stream = connect(&gw).await;
     let start = Instant::now();
     let head = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-infergate-test\r\n\
@@ -53,7 +50,7 @@ async fn a_stalled_body_gets_408_in_the_api_shape() {
 
 #[tokio::test]
 async fn stalled_headers_are_cut_off() {
-    let gw = Gateway::start_with(CONFIG);
+    let gw = Gateway::start_with(&format!("{CONFIG}{WEB_TENANT}"));
     let mut stream = connect(&gw).await;
     let start = Instant::now();
     stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
@@ -64,7 +61,7 @@ async fn stalled_headers_are_cut_off() {
 
 #[tokio::test]
 async fn sigterm_fails_readiness_during_the_drain_delay_then_exits() {
-    let mut gw = Gateway::start_with(CONFIG);
+    let mut gw = Gateway::start_with(&format!("{CONFIG}{WEB_TENANT}"));
     let client = reqwest::Client::new();
     assert_eq!(client.get(gw.url("/readyz")).send().await.unwrap().status(), 200);
     gw.terminate();
