@@ -24,8 +24,12 @@ pub struct Job<P> {
     pub arrival: Instant,
     /// `None` asks for best effort.
     pub deadline: Option<Instant>,
-    /// Work in the model's cost unit (tokens, megapixels, audio seconds).
+    /// Work in the model's cost unit (tokens, megapixels, audio seconds):
+    /// how long the job keeps a worker busy.
     pub cost: f64,
+    /// The part of `cost` done before the deadline event: the prompt for a
+    /// streamed generation (whose deadline is on the first token), else all.
+    pub first_cost: f64,
     /// Bytes the job holds while queued (for byte-bounded queues).
     pub bytes: usize,
     pub payload: P,
@@ -43,20 +47,71 @@ impl<P> Job<P> {
     }
 }
 
-/// A job that was refused at submission, handed back with the reason.
+/// Why a job was refused at submission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    /// The model's queue is at capacity (jobs or bytes).
+    QueueFull,
+    /// The tenant's share of the queue is at capacity.
+    TenantQueueFull,
+    /// The predicted finish is after the deadline.
+    DeadlineInfeasible,
+    /// The deadline had already passed on arrival.
+    DeadlineExceeded,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 4] = [
+        RejectReason::QueueFull,
+        RejectReason::TenantQueueFull,
+        RejectReason::DeadlineInfeasible,
+        RejectReason::DeadlineExceeded,
+    ];
+
+    /// The label used in metrics and error codes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::QueueFull => "queue_full",
+            RejectReason::TenantQueueFull => "tenant_queue_full",
+            RejectReason::DeadlineInfeasible => "deadline_infeasible",
+            RejectReason::DeadlineExceeded => "deadline_exceeded",
+        }
+    }
+}
+
+/// A job refused at submission, handed back with the reason.
 #[derive(Debug)]
 pub struct Rejected<P> {
     pub job: Job<P>,
     pub reason: RejectReason,
+    /// When a retry might succeed.
+    pub retry_after: Option<Duration>,
+    /// False when no retry can help (the job alone outlasts its deadline).
+    pub retryable: bool,
 }
 
-/// Why a job was refused at submission.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RejectReason {
-    /// The model's queue is at capacity.
-    QueueFull,
-    /// The deadline had already passed when the job arrived.
-    DeadlineExceeded,
+/// Why a queued job left without running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Its deadline passed while it waited.
+    Expired,
+    /// Its deadline is still ahead but can no longer be met.
+    Infeasible,
+    /// Its client went away.
+    Cancelled,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 3] = [DropReason::Expired, DropReason::Infeasible, DropReason::Cancelled];
+
+    /// The label used in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Expired => "expired",
+            DropReason::Infeasible => "infeasible",
+            DropReason::Cancelled => "cancelled",
+        }
+    }
 }
 
 /// A job that left the queue without running.
@@ -64,15 +119,21 @@ pub enum RejectReason {
 pub struct Dropped<P> {
     pub job: Job<P>,
     pub reason: DropReason,
+    pub queue_wait: Duration,
 }
 
-/// Why a queued job was dropped before it ran.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DropReason {
-    /// Its deadline passed while it waited.
-    DeadlineExceeded,
-    /// Its client went away.
-    Cancelled,
+/// How the scheduler treated one dispatched job: for traces, metrics and
+/// response headers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Decision {
+    pub queue_wait: Duration,
+    /// Seconds between the predicted deadline event and the deadline, at
+    /// dispatch (`None` for best effort).
+    pub slack: Option<f64>,
+    /// Jobs that were ahead of this one when it was admitted.
+    pub position: usize,
+    pub batch_id: u64,
+    pub batch_size: usize,
 }
 
 /// Jobs dispatched together to one backend call.
@@ -80,12 +141,14 @@ pub enum DropReason {
 pub struct Batch<P> {
     pub id: u64,
     pub dispatched_at: Instant,
-    pub jobs: Vec<Job<P>>,
+    /// Predicted time until the backend finishes the batch.
+    pub predicted: Duration,
+    pub jobs: Vec<(Job<P>, Decision)>,
 }
 
 impl<P> Batch<P> {
     /// The summed cost of every member.
     pub fn cost(&self) -> f64 {
-        self.jobs.iter().map(|j| j.cost).sum()
+        self.jobs.iter().map(|(j, _)| j.cost).sum()
     }
 }

@@ -1,17 +1,24 @@
-//! infergate's scheduler: queues, admission and batching as pure logic.
+//! infergate's scheduler: admission, ordering and batching as pure logic.
 //!
 //! Nothing here spawns, sleeps or does I/O. Callers pass the current time into
 //! every operation and act on the decisions returned, which is what makes the
-//! scheduler testable with a virtual clock and runnable inside a simulator.
+//! scheduler testable with a virtual clock and runnable inside the
+//! discrete-event simulator ([`sim`]).
 //!
-//! This first version is a plain FIFO batcher (max batch size, max delay,
-//! bounded queue, expired and cancelled jobs dropped before they run); the
-//! deadline-weighted scheduler replaces its ordering rules later.
+//! One [`ModelScheduler`] per model. Its [`Policy`] is `Deadline` (weighted
+//! earliest-deadline-first on slack with admission control, deficit round
+//! robin across tenants and slack-aware batching), or the baselines `Fifo`
+//! and `Priority`.
 
 mod class;
-mod fifo;
 mod job;
+mod latency;
+mod policy;
+mod queue;
+pub mod sim;
 
 pub use class::{Class, ParseClassError};
-pub use fifo::{Action, BatchPolicy, FifoQueue, Step};
-pub use job::{Batch, DropReason, Dropped, Job, JobId, Queued, RejectReason, Rejected};
+pub use job::{Batch, Decision, DropReason, Dropped, Job, JobId, Queued, RejectReason, Rejected};
+pub use latency::{LatencyModel, LatencySeed};
+pub use policy::{Policy, QueueLimits, SchedulerConfig};
+pub use queue::{Action, Admitted, Counters, Measured, ModelScheduler, Step, StepAdmission, StepBudget};

@@ -1,0 +1,84 @@
+//! Continuous batching: for token generation the running set is re-formed
+//! at every decoding step. The runner owns the running set (and the model's
+//! KV cache); at each step it asks which queued jobs join, within the room
+//! it has, and reports each step's timing so the latency model keeps up.
+
+use std::time::{Duration, Instant};
+
+use super::ModelScheduler;
+use crate::{Decision, DropReason, Dropped, Job, Policy, Queued};
+
+/// Room in the running set at this step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepBudget {
+    /// Sequences that may join.
+    pub slots: usize,
+    /// Cost (tokens: prompt plus expected output) the KV cache can still hold.
+    pub tokens: f64,
+}
+
+/// Jobs that join the running set at this step, and jobs dropped on the way.
+#[derive(Debug)]
+pub struct StepAdmission<P> {
+    pub admitted: Vec<(Job<P>, Decision)>,
+    pub dropped: Vec<Dropped<P>>,
+}
+
+impl<P: Queued> ModelScheduler<P> {
+    /// Choose the queued jobs that join the running set now, in the policy's
+    /// order. A job that does not fit the remaining budget stays queued and
+    /// ends the admission (no overtaking, so big jobs are not starved).
+    pub fn admit_step(&mut self, now: Instant, budget: StepBudget) -> StepAdmission<P> {
+        let mut dropped = Vec::new();
+        self.sweep_expired(now, &mut dropped);
+        let mut admitted = Vec::new();
+        let mut room = budget;
+        let step_id = self.next_batch;
+        while room.slots > 0 {
+            let Some(m) = self.take() else { break };
+            let Some(slot) = self.slots.get(&m.id) else { continue };
+            let job = &slot.job;
+            if job.payload.is_cancelled() {
+                self.drop_job(m.id, DropReason::Cancelled, now, &mut dropped);
+                continue;
+            }
+            if job.expired(now) {
+                self.drop_job(m.id, DropReason::Expired, now, &mut dropped);
+                continue;
+            }
+            let first = self.first.predict(job.first_cost, 1);
+            if self.cfg.policy == Policy::Deadline && job.deadline.is_some_and(|d| now + first > d) {
+                self.drop_job(m.id, DropReason::Infeasible, now, &mut dropped);
+                continue;
+            }
+            if job.cost > room.tokens {
+                self.order.unpop(m.place, m.key, m.id, m.estimate);
+                break;
+            }
+            room.slots -= 1;
+            room.tokens -= job.cost;
+            if let Some(slot) = self.remove(m.id) {
+                let decision = Decision {
+                    queue_wait: slot.job.waited(now),
+                    slack: slot.job.deadline.map(|d| d.saturating_duration_since(now + first).as_secs_f64()),
+                    position: slot.position,
+                    batch_id: step_id,
+                    batch_size: 0,
+                };
+                admitted.push((slot.job, decision));
+            }
+        }
+        let size = admitted.len();
+        admitted.iter_mut().for_each(|(_, d)| d.batch_size = size);
+        if size > 0 {
+            self.next_batch += 1;
+            self.counters.dispatched += size as u64;
+        }
+        StepAdmission { admitted, dropped }
+    }
+
+    /// Learn from one decoding step: `tokens` processed for `sequences` in `elapsed`.
+    pub fn observe_step(&mut self, tokens: f64, sequences: usize, elapsed: Duration) {
+        self.occupancy.observe(tokens, sequences, elapsed);
+    }
+}
