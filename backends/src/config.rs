@@ -37,3 +37,13 @@ impl BackendConfig {
         }
     }
 }
+
+impl BackendConfig {
+    /// The backend's own latency settings `(base, per_cost)`, where it has
+    /// them: a good seed for the scheduler's latency model.
+    pub fn latency_hint(&self) -> Option<(std::time::Duration, std::time::Duration)> {
+        match self {
+            BackendConfig::Synthetic(c) => Some((c.base_latency, c.per_cost)),
+        }
+    }
+}

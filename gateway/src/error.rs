@@ -35,6 +35,10 @@ pub enum ApiError {
     BodyTimeout,
     #[error("The queue of model '{model}' is full; retry later")]
     QueueFull { model: String, retry_after: Duration },
+    #[error("Your share of the queue of model '{model}' is full; retry later")]
+    TenantQueueFull { model: String, retry_after: Duration },
+    #[error("The request cannot be completed before its deadline at the current load")]
+    DeadlineInfeasible { retry_after: Duration, retryable: bool },
     #[error("The request deadline passed before it could be completed")]
     DeadlineExceeded,
     #[error("The server is shutting down; retry on another instance")]
@@ -101,6 +105,12 @@ impl ApiError {
             }
             E::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "invalid_request_error", Some("body_timeout")),
             E::QueueFull { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", Some("queue_full")),
+            E::TenantQueueFull { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", Some("tenant_queue_full"))
+            }
+            E::DeadlineInfeasible { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "server_error", Some("deadline_infeasible"))
+            }
             E::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "timeout_error", Some("deadline_exceeded")),
             E::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "server_error", Some("shutting_down")),
             E::NotReady { .. } => (StatusCode::SERVICE_UNAVAILABLE, "server_error", Some("not_ready")),
@@ -118,7 +128,10 @@ impl ApiError {
             E::Internal { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None),
         };
         let (retry_after, should_retry) = match self {
-            E::QueueFull { retry_after, .. } => (Some(*retry_after), Some(true)),
+            E::QueueFull { retry_after, .. } | E::TenantQueueFull { retry_after, .. } => {
+                (Some(*retry_after), Some(true))
+            }
+            E::DeadlineInfeasible { retry_after, retryable } => (Some(*retry_after), Some(*retryable)),
             E::ShuttingDown | E::NotReady { .. } => (Some(Duration::from_secs(1)), Some(true)),
             E::Backend(BackendError::Failed(_) | BackendError::Disconnected(_)) => (None, Some(true)),
             E::DeadlineExceeded => (None, Some(false)),

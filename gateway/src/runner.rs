@@ -1,32 +1,57 @@
 //! Turns scheduler decisions into backend calls, one task per model.
 //!
 //! Handlers submit a job and wait for two things: the dispatch (or the
-//! reason there was none), then the backend's events. The runner owns the
-//! model's queue, polls it whenever work arrives, a batch slot frees up or
-//! the batcher's timer fires, and runs each batch on its own task while
-//! holding one of the model's concurrency permits.
+//! reason there was none), then the backend's events. The runner task owns
+//! the model's [`ModelScheduler`]; it polls it whenever a job arrives, a
+//! batch finishes or the scheduler's timer fires, runs each batch on its own
+//! task, and reports the measured time back so the latency model learns.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use infergate_backends::{Backend, Event, Item, ModelInfo, Request, Task};
+use infergate_backends::{Backend, BackendError, Event, Item, ModelInfo, Request, Task};
 use infergate_otel::Metrics;
-use infergate_scheduler::{Action, BatchPolicy, DropReason, FifoQueue, Job, Queued, RejectReason};
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use infergate_scheduler::{
+    Action, Batch, DropReason, Dropped, Job, LatencySeed, Measured, ModelScheduler, QueueLimits, Queued,
+    RejectReason, Rejected, SchedulerConfig,
+};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, SchedulerSection};
 use crate::context::RequestContext;
 use crate::error::ApiError;
 
-/// Where and with whom a job ran, for response headers and traces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How the scheduler treated a request, for response headers and traces.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DispatchInfo {
     pub queue_wait: Duration,
     pub batch_size: usize,
     pub batch_id: u64,
+    /// Predicted seconds to spare at dispatch (`None` for best effort).
+    pub slack: Option<f64>,
+    /// Jobs ahead at admission.
+    pub position: usize,
+}
+
+/// What a request costs the model, in its unit (before `cost_factor`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cost {
+    /// All the work: tokens in and (expected) out, audio seconds, items.
+    pub total: f64,
+    /// The work before the deadline event: the prompt of a streamed generation.
+    pub first: f64,
+    /// Bytes held while queued.
+    pub bytes: usize,
+}
+
+impl Cost {
+    /// A request whose deadline is on its completion.
+    pub fn whole(total: f64, bytes: usize) -> Self {
+        Cost { total, first: total, bytes }
+    }
 }
 
 /// A queued job's payload: the request and the ways back to its handler.
@@ -51,18 +76,10 @@ pub struct ModelHandle {
     pub task: Task,
     pub info: ModelInfo,
     pub default_timeout: Duration,
+    cost_factor: f64,
     tx: mpsc::Sender<Job<Pending>>,
-    stats: Arc<RunnerStats>,
-    batch_slots: usize,
-}
-
-/// What handlers may read about a runner without asking it.
-#[derive(Debug, Default)]
-struct RunnerStats {
-    /// Jobs waiting, as of the runner's last poll.
-    queued: AtomicU64,
-    /// Moving average of batch execution time, in microseconds.
-    batch_micros: AtomicU64,
+    /// Moving average of generated tokens per request (chat), to estimate cost.
+    output_tokens: AtomicU64,
 }
 
 /// A job that has been dispatched: its events, until the terminal one.
@@ -119,28 +136,59 @@ async fn by<T>(
 
 static NEXT_JOB_ID: AtomicU64 = AtomicU64::new(1);
 
+/// The scheduler settings of one model.
+fn scheduler_config(model: &ModelConfig, defaults: &SchedulerSection) -> SchedulerConfig {
+    let seed = match (model.latency, model.backend.latency_hint()) {
+        (Some(l), _) => LatencySeed { base: l.base, per_cost: l.per_cost, per_item: l.per_item },
+        (None, Some((base, per_cost))) => LatencySeed { base, per_cost, per_item: Duration::ZERO },
+        (None, None) => LatencySeed::default(),
+    };
+    let q = model.queue;
+    SchedulerConfig {
+        policy: model.policy.unwrap_or(defaults.policy),
+        max_batch: model.batch.max_size,
+        max_batch_cost: f64::INFINITY,
+        max_delay: model.batch.max_delay,
+        concurrency: model.concurrency,
+        limits: QueueLimits {
+            max_jobs: q.max_jobs,
+            max_bytes: q.max_bytes,
+            tenant_max_jobs: q.tenant_max_jobs.unwrap_or(q.max_jobs),
+            tenant_max_bytes: q.tenant_max_bytes.unwrap_or(q.max_bytes),
+        },
+        latency: seed,
+        best_effort_horizon: defaults.best_effort_horizon,
+        fair_quantum: defaults.fair_quantum,
+    }
+}
+
 impl ModelHandle {
-    /// Build the model's runner task; the task ends when the handle is dropped
-    /// and its queue has drained.
+    /// Start the model's runner task; it ends when the handle is dropped and
+    /// its queue has drained.
     pub fn spawn(
         config: &ModelConfig,
+        defaults: &SchedulerSection,
         backend: Arc<dyn Backend>,
         metrics: Arc<Metrics>,
         default_timeout: Duration,
     ) -> Self {
-        let policy = BatchPolicy { max_size: config.batch.max_size, max_delay: config.batch.max_delay };
-        let queue = FifoQueue::new(config.queue_capacity, policy);
-        let (tx, rx) = mpsc::channel(config.queue_capacity);
-        let stats = Arc::new(RunnerStats::default());
-        metrics.register_model(&config.name, &REASONS);
+        let scheduler = ModelScheduler::new(scheduler_config(config, defaults), std::time::Instant::now());
+        let (tx, rx) = mpsc::channel(config.queue.max_jobs.max(16));
+        let reasons: Vec<&str> = RejectReason::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .chain(DropReason::ALL.iter().map(|r| r.as_str()))
+            .collect();
+        metrics.register_model(&config.name, &reasons);
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
         let runner = Runner {
             name: config.name.clone(),
             rx,
-            queue,
+            done_tx,
+            done_rx,
+            scheduler,
             backend: backend.clone(),
-            slots: Arc::new(Semaphore::new(config.concurrency)),
             metrics,
-            stats: stats.clone(),
         };
         tokio::spawn(runner.run());
         ModelHandle {
@@ -148,10 +196,30 @@ impl ModelHandle {
             task: config.task,
             info: backend.info(),
             default_timeout: config.default_timeout.unwrap_or(default_timeout),
+            cost_factor: config.cost_factor,
             tx,
-            stats,
-            batch_slots: config.concurrency * config.batch.max_size,
+            output_tokens: AtomicU64::new(0),
         }
+    }
+
+    /// Generated tokens to expect from a chat request allowing `max_tokens`:
+    /// the recent average, corrected from each response's usage.
+    pub fn expected_output(&self, max_tokens: u32) -> u32 {
+        match self.output_tokens.load(Ordering::Relaxed) {
+            0 => max_tokens,
+            avg => (avg as u32).min(max_tokens),
+        }
+    }
+
+    /// Record a response's actual generated tokens.
+    pub fn observe_output(&self, tokens: u32) {
+        let old = self.output_tokens.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            u64::from(tokens.max(1))
+        } else {
+            (old * 15 + u64::from(tokens.max(1))).div_ceil(16)
+        };
+        self.output_tokens.store(new, Ordering::Relaxed);
     }
 
     /// Queue a request and wait until it is dispatched (or refused, dropped,
@@ -160,7 +228,7 @@ impl ModelHandle {
         &self,
         ctx: &RequestContext,
         request: Request,
-        cost: f64,
+        cost: Cost,
     ) -> Result<Running, ApiError> {
         let deadline = ctx.deadline(self.default_timeout);
         let cancel = CancellationToken::new();
@@ -173,133 +241,135 @@ impl ModelHandle {
             class: ctx.class,
             arrival: std::time::Instant::now(),
             deadline: deadline.map(Instant::into_std),
-            cost,
-            bytes: 0,
+            cost: cost.total * self.cost_factor,
+            first_cost: cost.first * self.cost_factor,
+            bytes: cost.bytes,
             payload: Pending { request, cancel, events: events_tx, dispatched: dispatched_tx },
         };
         self.tx.try_send(job).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => self.queue_full(),
+            mpsc::error::TrySendError::Full(_) => {
+                ApiError::QueueFull { model: self.name.clone(), retry_after: Duration::from_secs(1) }
+            }
             mpsc::error::TrySendError::Closed(_) => ApiError::ShuttingDown,
         })?;
         let dispatch = by(deadline, async { dispatched.await.map_err(|_| ApiError::ShuttingDown)? }).await?;
         Ok(Running { dispatch, events, _cancel_on_drop: guard })
     }
-
-    /// The error for a full queue, with a retry estimate from recent batches.
-    fn queue_full(&self) -> ApiError {
-        let batch = Duration::from_micros(self.stats.batch_micros.load(Ordering::Relaxed).max(1000));
-        let rounds =
-            self.stats.queued.load(Ordering::Relaxed).div_ceil(self.batch_slots.max(1) as u64).max(1);
-        ApiError::QueueFull { model: self.name.clone(), retry_after: batch * rounds.min(60) as u32 }
-    }
 }
 
-/// Every reason a job leaves without running, for zero-valued counters.
-const REASONS: [&str; 3] = ["queue_full", "deadline_exceeded", "cancelled"];
-
-/// The task that owns one model's queue.
+/// The task that owns one model's scheduler.
 struct Runner {
     name: String,
     rx: mpsc::Receiver<Job<Pending>>,
-    queue: FifoQueue<Pending>,
+    done_tx: mpsc::UnboundedSender<(u64, Measured)>,
+    done_rx: mpsc::UnboundedReceiver<(u64, Measured)>,
+    scheduler: ModelScheduler<Pending>,
     backend: Arc<dyn Backend>,
-    slots: Arc<Semaphore>,
     metrics: Arc<Metrics>,
-    stats: Arc<RunnerStats>,
 }
 
 impl Runner {
     async fn run(mut self) {
-        let mut slot: Option<OwnedSemaphorePermit> = None;
         let mut open = true;
         loop {
-            if slot.is_none() {
-                slot = self.slots.clone().try_acquire_owned().ok();
+            let wake = self.drain_ready();
+            if !open && self.scheduler.is_empty() && self.scheduler.running() == 0 {
+                break;
             }
-            let mut wake = None;
-            if slot.is_some() {
-                let step = self.queue.poll(std::time::Instant::now());
-                for dropped in step.dropped {
-                    let (reason, error) = match dropped.reason {
-                        DropReason::DeadlineExceeded => ("deadline_exceeded", ApiError::DeadlineExceeded),
-                        DropReason::Cancelled => {
-                            ("cancelled", ApiError::Backend(infergate_backends::BackendError::Cancelled))
-                        }
-                    };
-                    self.metrics.reject(&self.name, reason);
-                    let _ = dropped.job.payload.dispatched.send(Err(error));
-                }
-                match step.action {
-                    Action::Dispatch(batch) => {
-                        self.dispatch(batch, slot.take());
-                        continue;
-                    }
-                    Action::WaitUntil(at) => wake = Some(Instant::from_std(at)),
-                    Action::Idle if !open => break,
-                    Action::Idle => {}
-                }
-            }
-            self.publish_depth();
             tokio::select! {
                 msg = self.rx.recv(), if open => match msg {
                     Some(job) => self.enqueue(job),
                     None => open = false,
                 },
-                permit = self.slots.clone().acquire_owned(), if slot.is_none() => slot = permit.ok(),
+                Some((batch, measured)) = self.done_rx.recv() => self.scheduler.complete(batch, measured),
                 () = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
-                else => break,
+            }
+        }
+    }
+
+    /// Dispatch every batch that is due; return when to look again.
+    fn drain_ready(&mut self) -> Option<Instant> {
+        loop {
+            let step = self.scheduler.poll(std::time::Instant::now());
+            step.dropped.into_iter().for_each(|d| self.dropped(d));
+            match step.action {
+                Action::Dispatch(batch) => self.dispatch(batch),
+                Action::WaitUntil(at) => {
+                    self.publish_depth();
+                    return Some(Instant::from_std(at));
+                }
+                Action::Idle => {
+                    self.publish_depth();
+                    return None;
+                }
             }
         }
     }
 
     fn publish_depth(&self) {
-        let depth = self.queue.len();
-        self.stats.queued.store(depth as u64, Ordering::Relaxed);
-        self.metrics.queue_depth.get_or_create(&Metrics::model(&self.name)).set(depth as i64);
+        let depth = self.scheduler.len() as i64;
+        self.metrics.queue_depth.get_or_create(&Metrics::model(&self.name)).set(depth);
     }
 
     fn enqueue(&mut self, job: Job<Pending>) {
-        if let Err(rejected) = self.queue.submit(job, std::time::Instant::now()) {
-            let (reason, error) = match rejected.reason {
-                RejectReason::QueueFull => (
-                    "queue_full",
-                    ApiError::QueueFull { model: self.name.clone(), retry_after: Duration::from_secs(1) },
-                ),
-                RejectReason::DeadlineExceeded => ("deadline_exceeded", ApiError::DeadlineExceeded),
+        if let Err(rejected) = self.scheduler.submit(job, std::time::Instant::now()) {
+            let Rejected { job, reason, retry_after, retryable } = *rejected;
+            self.metrics.reject(&self.name, reason.as_str());
+            let retry_after = retry_after.unwrap_or(Duration::from_secs(1));
+            let error = match reason {
+                RejectReason::QueueFull => ApiError::QueueFull { model: self.name.clone(), retry_after },
+                RejectReason::TenantQueueFull => {
+                    ApiError::TenantQueueFull { model: self.name.clone(), retry_after }
+                }
+                RejectReason::DeadlineInfeasible => ApiError::DeadlineInfeasible { retry_after, retryable },
+                RejectReason::DeadlineExceeded => ApiError::DeadlineExceeded,
             };
-            self.metrics.reject(&self.name, reason);
-            let _ = rejected.job.payload.dispatched.send(Err(error));
+            let _ = job.payload.dispatched.send(Err(error));
         }
     }
 
-    fn dispatch(&self, batch: infergate_scheduler::Batch<Pending>, slot: Option<OwnedSemaphorePermit>) {
-        let size = batch.jobs.len();
+    fn dropped(&self, dropped: Dropped<Pending>) {
+        self.metrics.reject(&self.name, dropped.reason.as_str());
+        let error = match dropped.reason {
+            DropReason::Expired | DropReason::Infeasible => ApiError::DeadlineExceeded,
+            DropReason::Cancelled => ApiError::Backend(BackendError::Cancelled),
+        };
+        let _ = dropped.job.payload.dispatched.send(Err(error));
+    }
+
+    fn dispatch(&self, batch: Batch<Pending>) {
         let labels = Metrics::model(&self.name);
-        let mut items = Vec::with_capacity(size);
-        for job in batch.jobs {
-            let queue_wait = batch.dispatched_at.saturating_duration_since(job.arrival);
-            self.metrics.queue_wait.get_or_create(&labels).observe(queue_wait.as_secs_f64());
-            let info = DispatchInfo { queue_wait, batch_size: size, batch_id: batch.id };
+        let mut items = Vec::with_capacity(batch.jobs.len());
+        for (job, decision) in batch.jobs {
+            self.metrics.queue_wait.get_or_create(&labels).observe(decision.queue_wait.as_secs_f64());
+            let info = DispatchInfo {
+                queue_wait: decision.queue_wait,
+                batch_size: decision.batch_size,
+                batch_id: decision.batch_id,
+                slack: decision.slack,
+                position: decision.position,
+            };
             let p = job.payload;
             if p.dispatched.send(Ok(info)).is_ok() {
                 items.push(Item { request: p.request, cost: job.cost, cancel: p.cancel, events: p.events });
             }
         }
-        if items.is_empty() {
-            return;
-        }
         self.metrics.batch_size.get_or_create(&labels).observe(items.len() as f64);
         let backend = self.backend.clone();
         let metrics = self.metrics.clone();
-        let stats = self.stats.clone();
+        let done = self.done_tx.clone();
+        let id = batch.id;
         tokio::spawn(async move {
-            let report = backend.execute(items).await;
-            metrics.backend_duration.get_or_create(&labels).observe(report.elapsed.as_secs_f64());
-            let micros = report.elapsed.as_micros().min(u128::from(u64::MAX)) as u64;
-            let old = stats.batch_micros.load(Ordering::Relaxed);
-            let ewma = if old == 0 { micros } else { (old * 7 + micros) / 8 };
-            stats.batch_micros.store(ewma, Ordering::Relaxed);
-            drop(slot);
+            // An empty batch (every client left) still reports, to free the worker.
+            let report = if items.is_empty() { None } else { Some(backend.execute(items).await) };
+            let measured = match report {
+                Some(r) => {
+                    metrics.backend_duration.get_or_create(&labels).observe(r.elapsed.as_secs_f64());
+                    Measured { elapsed: r.elapsed, first: None, cost: None }
+                }
+                None => Measured { elapsed: Duration::ZERO, first: None, cost: Some(0.0) },
+            };
+            let _ = done.send((id, measured));
         });
     }
 }

@@ -37,7 +37,13 @@ impl AppState {
             .iter()
             .map(|m| {
                 let backend = m.backend.build(&m.name);
-                Arc::new(ModelHandle::spawn(m, backend, metrics.clone(), config.server.default_timeout))
+                Arc::new(ModelHandle::spawn(
+                    m,
+                    &config.scheduler,
+                    backend,
+                    metrics.clone(),
+                    config.server.default_timeout,
+                ))
             })
             .collect();
         let by_name = models.iter().map(|m| (m.name.clone(), m.clone())).collect();

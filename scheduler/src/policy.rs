@@ -58,7 +58,12 @@ pub struct QueueLimits {
 
 impl Default for QueueLimits {
     fn default() -> Self {
-        QueueLimits { max_jobs: 1024, max_bytes: 256 << 20, tenant_max_jobs: 1024, tenant_max_bytes: 256 << 20 }
+        QueueLimits {
+            max_jobs: 1024,
+            max_bytes: 256 << 20,
+            tenant_max_jobs: 1024,
+            tenant_max_bytes: 256 << 20,
+        }
     }
 }
 

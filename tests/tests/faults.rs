@@ -26,13 +26,36 @@ async fn deadline_headers_bound_the_wait() {
         r#"[[models]]
 name = "slow"
 task = "chat"
+backend = { kind = "synthetic", base_latency = "2s" }
+
+[[models]]
+name = "slow-fifo"
+task = "chat"
+policy = "fifo"
 backend = { kind = "synthetic", base_latency = "2s" }"#,
     ));
+    // The deadline policy knows a 2 s model cannot answer in 150 ms: refused at
+    // once, and no retry can help.
     let start = Instant::now();
     let response = client()
         .post(gw.url("/v1/chat/completions"))
         .header("x-request-timeout", "150ms")
         .json(&chat("slow"))
+        .send()
+        .await
+        .unwrap();
+    assert!(start.elapsed() < Duration::from_millis(100), "refused before any waiting");
+    assert_eq!(response.headers()["x-should-retry"], "false");
+    assert!(response.headers().contains_key("retry-after"));
+    let (status, body) = error_of(response).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("deadline_infeasible")));
+
+    // FIFO does not predict: the request waits and times out at its deadline.
+    let start = Instant::now();
+    let response = client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("x-request-timeout", "150ms")
+        .json(&chat("slow-fifo"))
         .send()
         .await
         .unwrap();
@@ -60,7 +83,8 @@ async fn a_full_queue_answers_429_with_retry_after() {
 name = "narrow"
 task = "chat"
 concurrency = 1
-queue_capacity = 2
+queue = { max_jobs = 2 }
+policy = "fifo"
 backend = { kind = "synthetic", base_latency = "300ms" }"#,
     ));
     let client = client();

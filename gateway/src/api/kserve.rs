@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use crate::api::{dispatch_headers, JsonBody};
 use crate::context::RequestContext;
 use crate::error::ApiError;
+use crate::runner::Cost;
 use crate::state::SharedState;
 
 /// `GET /v2`: server metadata.
@@ -205,7 +206,11 @@ pub async fn infer(
     let elements = state.config.limits.max_tensor_elements - budget;
     let outputs = body.outputs.into_iter().map(|o| o.name).collect();
     let running = model
-        .submit(&ctx, Request::Tensor(TensorRequest { inputs, outputs }), elements as f64 / 1000.0)
+        .submit(
+            &ctx,
+            Request::Tensor(TensorRequest { inputs, outputs }),
+            Cost::whole(elements as f64 / 1000.0, elements as usize * 8),
+        )
         .await?;
     let headers = dispatch_headers(&running.dispatch);
     let Output::Tensor(out) = running.output_by(ctx.deadline(model.default_timeout)).await? else {

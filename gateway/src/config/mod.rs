@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use infergate_backends::{BackendConfig, Task};
-use infergate_scheduler::Class;
+use infergate_scheduler::{Class, Policy, SchedulerConfig};
 use serde::Deserialize;
 
 pub use env::ENV_PREFIX;
@@ -43,6 +43,8 @@ pub struct Config {
     pub auth: AuthConfig,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub scheduler: SchedulerSection,
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
     #[serde(default)]
@@ -175,12 +177,96 @@ pub struct ModelConfig {
     /// Batches of this model that may run at once.
     #[serde(default = "one")]
     pub concurrency: usize,
-    /// Jobs that may wait in this model's queue.
-    #[serde(default = "default_queue_capacity")]
-    pub queue_capacity: usize,
+    /// Bounds on this model's queue.
+    #[serde(default)]
+    pub queue: QueueConfig,
+    /// The scheduling policy; `scheduler.policy` if unset.
+    #[serde(default, with = "policy_serde::option")]
+    pub policy: Option<Policy>,
+    /// Scales the request's natural cost (tokens, audio seconds, items) into
+    /// this model's cost unit.
+    #[serde(default = "unit")]
+    pub cost_factor: f64,
+    /// Seed of the latency model `t = base + per_cost·cost + per_item·items`;
+    /// learned online from measured batches. Defaults to the synthetic
+    /// backend's own settings, else 5 ms per batch.
+    #[serde(default)]
+    pub latency: Option<LatencyConfig>,
     /// Deadline for requests that name none; `server.default_timeout` if unset.
     #[serde(default, with = "humantime_serde")]
     pub default_timeout: Option<Duration>,
+}
+
+/// `queue = { max_jobs, max_bytes, tenant_max_jobs, tenant_max_bytes }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    pub max_jobs: usize,
+    pub max_bytes: usize,
+    /// Per tenant; defaults to the model's limits.
+    pub tenant_max_jobs: Option<usize>,
+    pub tenant_max_bytes: Option<usize>,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig { max_jobs: 1024, max_bytes: 256 << 20, tenant_max_jobs: None, tenant_max_bytes: None }
+    }
+}
+
+/// `latency = { base, per_cost, per_item }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatencyConfig {
+    #[serde(default, with = "humantime_serde")]
+    pub base: Duration,
+    #[serde(default, with = "humantime_serde")]
+    pub per_cost: Duration,
+    #[serde(default, with = "humantime_serde")]
+    pub per_item: Duration,
+}
+
+/// `[scheduler]`: defaults for every model.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerSection {
+    #[serde(with = "policy_serde")]
+    pub policy: Policy,
+    /// Best-effort jobs sort as if due this long after arrival (aging).
+    #[serde(with = "humantime_serde")]
+    pub best_effort_horizon: Duration,
+    /// Deficit round robin quantum per unit of class weight.
+    #[serde(with = "humantime_serde")]
+    pub fair_quantum: Duration,
+}
+
+impl Default for SchedulerSection {
+    fn default() -> Self {
+        let d = SchedulerConfig::default();
+        SchedulerSection {
+            policy: d.policy,
+            best_effort_horizon: d.best_effort_horizon,
+            fair_quantum: d.fair_quantum,
+        }
+    }
+}
+
+/// `policy = "deadline" | "fifo" | "priority"` through `Policy`'s `FromStr`.
+mod policy_serde {
+    use infergate_scheduler::Policy;
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Policy, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+
+    pub mod option {
+        use super::*;
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Policy>, D::Error> {
+            super::deserialize(d).map(Some)
+        }
+    }
 }
 
 /// `batch = { max_size, max_delay }`.
@@ -202,8 +288,8 @@ fn one() -> usize {
     1
 }
 
-fn default_queue_capacity() -> usize {
-    1024
+fn unit() -> f64 {
+    1.0
 }
 
 /// `class = "interactive"` through `Class`'s `FromStr`.

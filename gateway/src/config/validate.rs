@@ -12,6 +12,9 @@ impl Config {
         self.validate_tenants()?;
         self.validate_models()?;
         let limits = &self.limits;
+        if self.scheduler.fair_quantum.is_zero() {
+            return Err(ConfigError::new("scheduler.fair_quantum", "must be greater than zero"));
+        }
         if limits.max_completion_tokens == 0 {
             return Err(ConfigError::new("limits.max_completion_tokens", "must be at least 1"));
         }
@@ -119,8 +122,11 @@ impl Config {
             if model.concurrency == 0 || model.concurrency > 1024 {
                 return Err(ConfigError::new(at("concurrency"), "must be in 1..=1024"));
             }
-            if model.queue_capacity == 0 {
-                return Err(ConfigError::new(at("queue_capacity"), "must be at least 1"));
+            if model.queue.max_jobs == 0 || model.queue.tenant_max_jobs == Some(0) {
+                return Err(ConfigError::new(at("queue"), "max_jobs and tenant_max_jobs must be at least 1"));
+            }
+            if !(model.cost_factor.is_finite() && model.cost_factor > 0.0) {
+                return Err(ConfigError::new(at("cost_factor"), "must be a positive number"));
             }
             if model.default_timeout.is_some_and(|t| t.is_zero()) {
                 return Err(ConfigError::new(at("default_timeout"), "must be greater than zero"));

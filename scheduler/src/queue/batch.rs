@@ -69,7 +69,9 @@ impl<P: Queued> ModelScheduler<P> {
                 self.drop_job(m.id, DropReason::Expired, now, dropped);
                 continue;
             }
-            if deadline_policy && job.deadline.is_some_and(|d| now + self.first.predict(job.first_cost, 1) > d) {
+            if deadline_policy
+                && job.deadline.is_some_and(|d| now + self.first.predict(job.first_cost, 1) > d)
+            {
                 self.drop_job(m.id, DropReason::Infeasible, now, dropped);
                 continue;
             }
@@ -132,7 +134,8 @@ impl<P: Queued> ModelScheduler<P> {
                 (slot.job, decision)
             })
             .collect();
-        self.running.insert(id, RunningBatch { predicted_end: now + predicted, cost, first_cost, items: size });
+        self.running
+            .insert(id, RunningBatch { predicted_end: now + predicted, cost, first_cost, items: size });
         self.counters.batches += 1;
         self.counters.dispatched += size as u64;
         Batch { id, dispatched_at: now, predicted, jobs }

@@ -18,7 +18,8 @@ pub use step::{StepAdmission, StepBudget};
 
 use self::order::{Key, Order, Place};
 use crate::{
-    Class, DropReason, Dropped, Job, JobId, LatencyModel, Policy, Queued, RejectReason, Rejected, SchedulerConfig,
+    Class, DropReason, Dropped, Job, JobId, LatencyModel, Policy, Queued, RejectReason, Rejected,
+    SchedulerConfig,
 };
 
 /// What the caller should do next.
@@ -217,7 +218,12 @@ impl<P: Queued> ModelScheduler<P> {
         if let (Policy::Deadline, Some(deadline), Some(at)) = (self.cfg.policy, job.deadline, predicted) {
             if at > deadline {
                 let retryable = now + alone <= deadline;
-                return Err(self.reject(job, RejectReason::DeadlineInfeasible, Some(at - deadline), retryable));
+                return Err(self.reject(
+                    job,
+                    RejectReason::DeadlineInfeasible,
+                    Some(at - deadline),
+                    retryable,
+                ));
             }
         }
         let due = match (self.cfg.policy, job.deadline) {

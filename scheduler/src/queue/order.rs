@@ -168,7 +168,9 @@ impl Fair {
         let rounds = self
             .buckets
             .iter_mut()
-            .filter_map(|b| peek_live(&mut b.heap, live).map(|_| ((-b.deficit) / (quantum * b.weight)).floor() + 1.0))
+            .filter_map(|b| {
+                peek_live(&mut b.heap, live).map(|_| ((-b.deficit) / (quantum * b.weight)).floor() + 1.0)
+            })
             .fold(f64::INFINITY, f64::min);
         if !rounds.is_finite() {
             return;

@@ -15,6 +15,7 @@ use crate::api::dispatch_headers;
 use crate::api::extract::require_content_type;
 use crate::context::RequestContext;
 use crate::error::ApiError;
+use crate::runner::Cost;
 use crate::state::SharedState;
 
 /// The output formats OpenAI defines.
@@ -160,6 +161,7 @@ async fn handle(
     let form = read_form(request, &state).await?;
     let model = state.model_for(&form.model, Task::Transcription)?;
     let seconds = check_audio(&form.file, state.config.limits.max_audio_bytes)?;
+    let cost = Cost::whole(seconds, form.file.len());
     let job = TranscriptionRequest {
         audio: form.file,
         filename: form.filename,
@@ -168,7 +170,7 @@ async fn handle(
         prompt: form.prompt,
         temperature: form.temperature,
     };
-    let running = model.submit(&ctx, JobRequest::Transcription(job), seconds).await?;
+    let running = model.submit(&ctx, JobRequest::Transcription(job), cost).await?;
     let headers = dispatch_headers(&running.dispatch);
     let Output::Transcription(out) = running.output_by(ctx.deadline(model.default_timeout)).await? else {
         return Err(ApiError::Internal { detail: "speech backend returned another task's output".into() });

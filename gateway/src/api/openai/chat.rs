@@ -12,6 +12,7 @@ use crate::api::{dispatch_headers, JsonBody};
 use crate::config::Limits;
 use crate::context::RequestContext;
 use crate::error::ApiError;
+use crate::runner::Cost;
 use crate::state::SharedState;
 
 /// The request body, as OpenAI documents it. Fields infergate does not use
@@ -114,7 +115,8 @@ pub struct ContentPart {
 struct Plan {
     request: ChatRequest,
     include_usage: bool,
-    cost: f64,
+    prompt_tokens: u32,
+    bytes: usize,
 }
 
 fn plan(body: ChatCompletionRequest, limits: &Limits) -> Result<Plan, ApiError> {
@@ -179,8 +181,10 @@ fn plan(body: ChatCompletionRequest, limits: &Limits) -> Result<Plan, ApiError> 
             ),
         ));
     }
+    let bytes = messages.iter().map(|m| m.content.len()).sum();
     Ok(Plan {
-        cost: f64::from(prompt_tokens) + f64::from(max_tokens),
+        prompt_tokens,
+        bytes,
         include_usage: body.stream_options.is_some_and(|o| o.include_usage),
         request: ChatRequest {
             messages,
@@ -266,7 +270,12 @@ pub async fn completions(
     let plan = plan(body, &state.config.limits)?;
     let stream = plan.request.stream;
     let deadline = ctx.deadline(model.default_timeout);
-    let mut running = model.submit(&ctx, Request::Chat(plan.request), plan.cost).await?;
+    // Cost: the prompt plus the output we expect (recent usage, capped by
+    // max_tokens). A stream's deadline is on its first token: the prompt.
+    let prompt = f64::from(plan.prompt_tokens);
+    let total = prompt + f64::from(model.expected_output(plan.request.max_tokens));
+    let cost = Cost { total, first: if stream { prompt } else { total }, bytes: plan.bytes };
+    let mut running = model.submit(&ctx, Request::Chat(plan.request), cost).await?;
     let headers = dispatch_headers(&running.dispatch);
     let id = ctx.object_id("chatcmpl");
     let created = std::time::SystemTime::now()
@@ -280,7 +289,7 @@ pub async fn completions(
     }
     let meta = chat_stream::Meta { id, created, model: model_name, include_usage: plan.include_usage };
     if stream {
-        return Ok((headers, chat_stream::respond(meta, first, running)).into_response());
+        return Ok((headers, chat_stream::respond(meta, model, first, running)).into_response());
     }
     let output = match first {
         Event::Done(output) => output,
@@ -289,6 +298,7 @@ pub async fn completions(
     let Output::Chat(chat) = output else {
         return Err(ApiError::Internal { detail: "chat backend returned another task's output".into() });
     };
+    model.observe_output(chat.completion_tokens);
     let body = serde_json::json!({
         "id": meta.id,
         "object": "chat.completion",

@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::IntoResponse;
@@ -13,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::chat::Usage;
 use crate::error::ApiError;
-use crate::runner::Running;
+use crate::runner::{ModelHandle, Running};
 
 /// What every chunk repeats.
 pub struct Meta {
@@ -54,6 +55,7 @@ impl Meta {
 
 struct StreamState {
     meta: Meta,
+    model: Arc<ModelHandle>,
     running: Running,
     pending: VecDeque<String>,
     finished: bool,
@@ -65,6 +67,7 @@ impl StreamState {
         match event {
             Ok(Event::Delta(text)) => self.push(self.meta.chunk(json!({ "content": text }), None)),
             Ok(Event::Done(Output::Chat(chat))) => {
+                self.model.observe_output(chat.completion_tokens);
                 self.push(self.meta.chunk(json!({}), Some(chat.finish_reason.as_str())));
                 if self.meta.include_usage {
                     self.push(self.meta.usage_chunk(Usage::from(&chat)));
@@ -96,8 +99,8 @@ impl StreamState {
 
 /// The SSE response. `first` is the event already received (the first token
 /// came before the deadline); dropping the stream cancels the job.
-pub fn respond(meta: Meta, first: Event, running: Running) -> impl IntoResponse {
-    let mut state = StreamState { meta, running, pending: VecDeque::new(), finished: false };
+pub fn respond(meta: Meta, model: Arc<ModelHandle>, first: Event, running: Running) -> impl IntoResponse {
+    let mut state = StreamState { meta, model, running, pending: VecDeque::new(), finished: false };
     state.push(state.meta.chunk(json!({ "role": "assistant", "content": "" }), None));
     state.absorb(Ok(first));
     Sse::new(events(state)).keep_alive(KeepAlive::default())

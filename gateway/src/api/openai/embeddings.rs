@@ -12,6 +12,7 @@ use crate::api::{dispatch_headers, JsonBody};
 use crate::config::Limits;
 use crate::context::RequestContext;
 use crate::error::ApiError;
+use crate::runner::Cost;
 use crate::state::SharedState;
 
 /// The request body as OpenAI documents it.
@@ -163,15 +164,27 @@ pub async fn create(
         })
         .transpose()?;
     let inputs = parse_inputs(&body.input, &state.config.limits)?;
-    let cost: f64 = inputs
+    let bytes = inputs
+        .iter()
+        .map(|i| match i {
+            EmbeddingInput::Text(t) => t.len(),
+            EmbeddingInput::Tokens(ids) => ids.len() * 4,
+        })
+        .sum();
+    let tokens: f64 = inputs
         .iter()
         .map(|i| match i {
             EmbeddingInput::Text(t) => f64::from(tokens::estimate(t)),
             EmbeddingInput::Tokens(ids) => ids.len() as f64,
         })
         .sum();
-    let running =
-        model.submit(&ctx, Request::Embeddings(EmbeddingsRequest { inputs, dimensions }), cost).await?;
+    let running = model
+        .submit(
+            &ctx,
+            Request::Embeddings(EmbeddingsRequest { inputs, dimensions }),
+            Cost::whole(tokens, bytes),
+        )
+        .await?;
     let headers = dispatch_headers(&running.dispatch);
     let deadline = ctx.deadline(model.default_timeout);
     let output = running.output_by(deadline).await?;

@@ -12,6 +12,7 @@ use crate::api::{dispatch_headers, JsonBody};
 use crate::config::Limits;
 use crate::context::RequestContext;
 use crate::error::ApiError;
+use crate::runner::Cost;
 use crate::state::SharedState;
 
 /// The request body as OpenAI documents it; `model` defaults to the first
@@ -106,7 +107,14 @@ pub async fn create(
             .ok_or_else(|| ApiError::ModelNotFound { model: "(default moderation model)".into() })?,
     };
     let groups = parse_groups(&body.input, &state.config.limits)?;
-    let cost = groups.iter().flatten().count() as f64;
+    let bytes = groups
+        .iter()
+        .flatten()
+        .map(|i| match i {
+            ModerationInput::Text(s) | ModerationInput::ImageUrl(s) => s.len(),
+        })
+        .sum();
+    let cost = Cost::whole(groups.iter().flatten().count() as f64, bytes);
     let running = model.submit(&ctx, Request::Moderation(ModerationRequest { groups }), cost).await?;
     let headers = dispatch_headers(&running.dispatch);
     let Output::Moderation(out) = running.output_by(ctx.deadline(model.default_timeout)).await? else {
