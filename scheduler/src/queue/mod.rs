@@ -7,6 +7,7 @@
 
 mod batch;
 mod order;
+mod predict;
 mod step;
 
 use std::cmp::Reverse;
@@ -107,6 +108,8 @@ pub struct ModelScheduler<P> {
     total: Usage,
     /// Summed service estimates of queued jobs, in seconds.
     work: f64,
+    /// Summed first cost of queued jobs.
+    first_work: f64,
     running: HashMap<u64, RunningBatch>,
     occupancy: LatencyModel,
     first: LatencyModel,
@@ -135,6 +138,7 @@ impl<P: Queued> ModelScheduler<P> {
             usage: HashMap::new(),
             total: Usage::default(),
             work: 0.0,
+            first_work: 0.0,
             running: HashMap::new(),
             next_batch: 0,
             seq: 0,
@@ -250,41 +254,17 @@ impl<P: Queued> ModelScheduler<P> {
         self.total.jobs += 1;
         self.total.bytes += job.bytes;
         self.work += estimate;
+        self.first_work += job.first_cost;
+        let at = self.nanos(now) as f64 * 1e-9;
         if let (Order::Fair(fair), Place::Bucket(b)) = (&mut self.order, place) {
             fair.buckets[b].jobs += 1;
             fair.buckets[b].work += estimate;
+            fair.buckets[b].arrived(estimate, at);
         }
         self.order.push(place, key, job.id);
         self.counters.admitted += 1;
         self.slots.insert(job.id, Slot { job, key, place, estimate, position });
         Ok(Admitted { position, predicted })
-    }
-
-    /// Predicted position and deadline-event time of a new job. Under fair
-    /// sharing every other backlogged tenant gets served about as much as
-    /// this tenant's own backlog (times their weight ratio) before it.
-    fn predict(&self, job: &Job<P>, place: Place, estimate: f64, now: Instant) -> (usize, Option<Instant>) {
-        let concurrency = self.cfg.concurrency as f64;
-        let (position, work) = match (&self.order, place) {
-            (Order::Fair(fair), Place::Bucket(b)) => {
-                let own = &fair.buckets[b];
-                let share = (own.work + estimate) / own.weight;
-                let mut position = own.jobs;
-                let mut work = own.work;
-                for (i, other) in fair.buckets.iter().enumerate() {
-                    if i != b && other.jobs > 0 {
-                        let served = other.work.min(share * other.weight);
-                        work += served;
-                        position += ((served / other.work) * other.jobs as f64).ceil() as usize;
-                    }
-                }
-                (position, work)
-            }
-            _ => return (self.slots.len(), None),
-        };
-        let start = self.worker_free_at(now) + secs(work / concurrency);
-        let predicted = job.deadline.map(|_| start + self.first.predict(job.first_cost, 1));
-        (position, predicted)
     }
 
     /// Summed service estimate of everything queued, in seconds.
@@ -316,6 +296,7 @@ impl<P: Queued> ModelScheduler<P> {
         self.total.jobs = self.total.jobs.saturating_sub(1);
         self.total.bytes = self.total.bytes.saturating_sub(slot.job.bytes);
         self.work = if self.slots.is_empty() { 0.0 } else { self.work - slot.estimate };
+        self.first_work = if self.slots.is_empty() { 0.0 } else { self.first_work - slot.job.first_cost };
         if let (Order::Fair(fair), Place::Bucket(b)) = (&mut self.order, slot.place) {
             fair.forget(b, slot.estimate);
         }

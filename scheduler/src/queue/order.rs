@@ -36,6 +36,26 @@ pub struct Bucket {
     pub jobs: usize,
     pub work: f64,
     deficit: f64,
+    /// Recently admitted work per second, as of `seen` (seconds since the epoch).
+    rate: f64,
+    seen: f64,
+}
+
+/// Time constant of a tenant's arrival-rate estimate, in seconds.
+const RATE_WINDOW: f64 = 2.0;
+
+impl Bucket {
+    /// Worker-seconds of work admitted per second lately, decayed to `now`
+    /// (seconds since the epoch): an exponentially weighted moving rate.
+    pub fn rate(&self, now: f64) -> f64 {
+        self.rate * (-(now - self.seen).max(0.0) / RATE_WINDOW).exp()
+    }
+
+    /// Count `work` admitted at `now`.
+    pub fn arrived(&mut self, work: f64, now: f64) {
+        self.rate = self.rate(now) + work / RATE_WINDOW;
+        self.seen = self.seen.max(now);
+    }
 }
 
 /// The deadline policy's fair structure.
@@ -129,7 +149,15 @@ impl Fair {
         if let Some(&i) = self.index.get(tenant) {
             return i;
         }
-        self.buckets.push(Bucket { weight, heap: Heap::new(), jobs: 0, work: 0.0, deficit: 0.0 });
+        self.buckets.push(Bucket {
+            weight,
+            heap: Heap::new(),
+            jobs: 0,
+            work: 0.0,
+            deficit: 0.0,
+            rate: 0.0,
+            seen: 0.0,
+        });
         self.index.insert(tenant.clone(), self.buckets.len() - 1);
         self.buckets.len() - 1
     }

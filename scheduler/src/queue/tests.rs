@@ -49,7 +49,14 @@ impl Harness {
         self.t0 + ms(offset_ms)
     }
 
-    fn job(&mut self, tenant: &str, class: Class, arrival: u64, deadline: Option<u64>, cost: f64) -> Job<Flag> {
+    fn job(
+        &mut self,
+        tenant: &str,
+        class: Class,
+        arrival: u64,
+        deadline: Option<u64>,
+        cost: f64,
+    ) -> Job<Flag> {
         self.next += 1;
         Job {
             id: self.next,
@@ -216,7 +223,14 @@ fn expired_infeasible_and_cancelled_jobs_never_reach_a_backend() {
     let step = h.s.poll(h.at(65));
     let mut reasons: Vec<(u64, DropReason)> = step.dropped.iter().map(|d| (d.job.id, d.reason)).collect();
     reasons.sort_by_key(|(id, _)| *id);
-    assert_eq!(reasons, vec![(expires, DropReason::Expired), (infeasible, DropReason::Infeasible), (cancelled, DropReason::Cancelled)]);
+    assert_eq!(
+        reasons,
+        vec![
+            (expires, DropReason::Expired),
+            (infeasible, DropReason::Infeasible),
+            (cancelled, DropReason::Cancelled)
+        ]
+    );
     match step.action {
         Action::Dispatch(b) => assert_eq!(b.jobs[0].0.id, survivor),
         other => panic!("{other:?}"),
@@ -249,10 +263,17 @@ fn queue_bounds_in_jobs_bytes_and_per_tenant() {
     let fourth = h.job("c", Class::Standard, 0, None, 1.0);
     assert_eq!(h.s.submit(fourth, h.at(0)).unwrap_err().reason, RejectReason::QueueFull);
 
-    let mut h = Harness::new(SchedulerConfig { limits: QueueLimits { max_bytes: 150, ..limits }, ..config(Policy::Fifo) });
+    let mut h = Harness::new(SchedulerConfig {
+        limits: QueueLimits { max_bytes: 150, ..limits },
+        ..config(Policy::Fifo)
+    });
     h.admit("a", Class::Standard, 0, None, 1.0);
     let big = h.job("b", Class::Standard, 0, None, 1.0);
-    assert_eq!(h.s.submit(big, h.at(0)).unwrap_err().reason, RejectReason::QueueFull, "100 + 100 bytes > 150");
+    assert_eq!(
+        h.s.submit(big, h.at(0)).unwrap_err().reason,
+        RejectReason::QueueFull,
+        "100 + 100 bytes > 150"
+    );
 }
 
 #[test]
@@ -299,5 +320,9 @@ fn step_admission_fills_the_running_set_within_its_budget() {
     let ids: Vec<u64> = step.admitted.iter().map(|(j, _)| j.id).collect();
     assert_eq!(ids, vec![a, b], "the third does not fit the KV budget");
     let step = h.s.admit_step(h.at(5), StepBudget { slots: 8, tokens: 1000.0 });
-    assert_eq!(step.admitted.iter().map(|(j, _)| j.id).collect::<Vec<_>>(), vec![c], "it joins at a later step");
+    assert_eq!(
+        step.admitted.iter().map(|(j, _)| j.id).collect::<Vec<_>>(),
+        vec![c],
+        "it joins at a later step"
+    );
 }
