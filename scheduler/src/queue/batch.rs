@@ -31,6 +31,7 @@ impl<P: Queued> ModelScheduler<P> {
         } else {
             self.form_batch(now, &mut dropped)
         };
+        self.compact_expiry();
         Step { dropped, action }
     }
 

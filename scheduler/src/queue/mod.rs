@@ -6,6 +6,7 @@
 //! reports each batch's measured time. Nothing here sleeps or spawns.
 
 mod batch;
+mod fxhash;
 mod order;
 mod predict;
 mod step;
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 
 pub use step::{StepAdmission, StepBudget};
 
+use self::fxhash::FxHashMap;
 use self::order::{Key, Order, Place};
 use crate::{
     Class, DropReason, Dropped, Job, JobId, LatencyModel, Policy, Queued, RejectReason, Rejected,
@@ -101,16 +103,16 @@ struct RunningBatch {
 pub struct ModelScheduler<P> {
     cfg: SchedulerConfig,
     epoch: Instant,
-    slots: HashMap<JobId, Slot<P>>,
+    slots: FxHashMap<JobId, Slot<P>>,
     order: Order,
     expiry: BinaryHeap<Reverse<(Instant, JobId)>>,
-    usage: HashMap<Arc<str>, Usage>,
+    usage: FxHashMap<Arc<str>, Usage>,
     total: Usage,
     /// Summed service estimates of queued jobs, in seconds.
     work: f64,
     /// Summed first cost of queued jobs.
     first_work: f64,
-    running: HashMap<u64, RunningBatch>,
+    running: FxHashMap<u64, RunningBatch>,
     occupancy: LatencyModel,
     first: LatencyModel,
     next_batch: u64,
@@ -132,14 +134,14 @@ impl<P: Queued> ModelScheduler<P> {
             first: LatencyModel::new(cfg.latency, cfg.max_batch),
             cfg,
             epoch: now,
-            slots: HashMap::new(),
+            slots: FxHashMap::default(),
             order,
             expiry: BinaryHeap::new(),
-            usage: HashMap::new(),
+            usage: FxHashMap::default(),
             total: Usage::default(),
             work: 0.0,
             first_work: 0.0,
-            running: HashMap::new(),
+            running: FxHashMap::default(),
             next_batch: 0,
             seq: 0,
             counters: Counters::default(),
@@ -331,6 +333,17 @@ impl<P: Queued> ModelScheduler<P> {
             self.expiry.pop();
         }
         None
+    }
+
+    /// The expiry heap deletes lazily, so dispatched jobs leave entries behind
+    /// until their deadline passes: rebuild it from the queued jobs once stale
+    /// entries outnumber live ones, keeping memory and pops proportional to
+    /// the queue (amortised O(1) per job).
+    fn compact_expiry(&mut self) {
+        if self.expiry.len() > 2 * self.slots.len() + 64 {
+            self.expiry =
+                self.slots.values().filter_map(|s| s.job.deadline.map(|d| Reverse((d, s.job.id)))).collect();
+        }
     }
 
     /// A batch finished: free its worker and learn from its timing.

@@ -9,9 +9,10 @@
 //! surfaces.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 
+use super::fxhash::FxHashMap;
 use crate::JobId;
 
 /// Sort key: lower runs first.
@@ -62,7 +63,7 @@ impl Bucket {
 #[derive(Debug, Default)]
 pub struct Fair {
     pub buckets: Vec<Bucket>,
-    index: HashMap<Arc<str>, usize>,
+    index: FxHashMap<Arc<str>, usize>,
     best_effort: Heap,
     quantum: f64,
 }

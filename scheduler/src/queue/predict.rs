@@ -44,21 +44,54 @@ impl Other {
 
 /// Seconds until a job behind `ahead` worker-seconds of its own tenant's work
 /// starts: the least `t` with `t = (ahead + Σ served(t)) / concurrency`.
-/// The right side is concave, non-decreasing and bounded, so bisection
-/// between `ahead / c` and `(ahead + Σ cap) / c` finds it.
+/// Each `served` is linear until it reaches its cap, so the right side is
+/// piecewise linear and concave: walk its pieces in order of saturation and
+/// solve the linear equation on each (exact, O(k log k) for k tenants).
 fn start_after(ahead: f64, others: &[Other], concurrency: f64) -> f64 {
-    let rhs = |t: f64| (ahead + others.iter().map(|o| o.served(t)).sum::<f64>()) / concurrency;
-    let (mut lo, mut hi) =
-        (ahead / concurrency, (ahead + others.iter().map(|o| o.cap).sum::<f64>()) / concurrency);
-    for _ in 0..40 {
-        let mid = 0.5 * (lo + hi);
-        if rhs(mid) > mid {
-            lo = mid;
+    // (time it saturates, its cap, its pre-saturation intercept and slope)
+    let mut pieces: Vec<(f64, f64, f64, f64)> = others
+        .iter()
+        .map(|o| {
+            let saturates = if o.work >= o.cap {
+                0.0
+            } else if o.rate > 0.0 {
+                (o.cap - o.work) / o.rate
+            } else {
+                f64::INFINITY
+            };
+            (saturates, o.cap, o.work, o.rate)
+        })
+        .collect();
+    pieces.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // At t = 0: saturated terms count their cap, the others `work + rate·t`.
+    let mut intercept = ahead;
+    let mut slope = 0.0;
+    for &(saturates, cap, work, rate) in &pieces {
+        if saturates > 0.0 {
+            intercept += work;
+            slope += rate;
         } else {
-            hi = mid;
+            intercept += cap;
         }
     }
-    hi.max(0.0)
+    let mut from = 0.0;
+    for &(saturates, cap, work, rate) in pieces.iter().filter(|p| p.0 > 0.0) {
+        if slope < concurrency {
+            let t = intercept / (concurrency - slope);
+            if t <= saturates {
+                return t.max(from);
+            }
+        }
+        // Past this point the term stops growing.
+        intercept += cap - work;
+        slope -= rate;
+        from = saturates;
+    }
+    if slope < concurrency {
+        (intercept / (concurrency - slope)).max(from)
+    } else {
+        from
+    }
 }
 
 impl<P: Queued> ModelScheduler<P> {
