@@ -29,7 +29,7 @@ K6="$REPO_ROOT/.tools/k6"
 # Capacity: a full batch of 8 requests of 13 tokens takes 40 + 0.1·8·13 ms.
 TOKENS=13
 CAPACITY="$(awk -v t=$TOKENS 'BEGIN { printf "%.1f", 8 / (0.040 + 0.0001 * 8 * t) }')"
-RATE="$(awk -v c="$CAPACITY" -v l="$LOAD" 'BEGIN { printf "%d", c * l + 0.5 }')"
+RATE="$(awk -v c="$CAPACITY" -v l="$LOAD" 'BEGIN { printf "%d", 2 * int(c * l / 2 + 0.5) }')"
 log "capacity $CAPACITY req/s; offering $RATE req/s (${LOAD}x) for ${DURATION}s per policy"
 
 TMP="$(mktemp -d -t infergate-live.XXXXXX)"

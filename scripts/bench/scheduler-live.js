@@ -20,7 +20,7 @@ const failed = new Counter('failed');
 function scenario(exec) {
   return {
     executor: 'constant-arrival-rate',
-    rate: RATE / 2,
+    rate: Math.round(RATE / 2),
     timeUnit: '1s',
     duration: DURATION,
     preAllocatedVUs: Math.ceil(RATE),

@@ -56,6 +56,7 @@ fn arrivals_have_the_requested_rate_mix_and_burstiness() {
         match pattern {
             Pattern::Poisson => assert!(dispersion < 1.5, "{dispersion}"),
             Pattern::OnOff { .. } => assert!(dispersion > 5.0, "{dispersion}"),
+            Pattern::Constant => {}
         }
     }
     // The ramp thins the first seconds: about half the jobs of the first 10 s.

@@ -231,6 +231,8 @@ impl Workload {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Pattern {
     Poisson,
+    /// Evenly spaced, as a load tester's constant-arrival-rate executor sends.
+    Constant,
     /// Poisson at `(on + off) / on` times the mean rate during exponentially
     /// distributed on-periods (mean `on`), silent during off-periods (mean `off`).
     OnOff {
@@ -243,6 +245,7 @@ impl Pattern {
     pub fn name(self) -> String {
         match self {
             Pattern::Poisson => "poisson".to_owned(),
+            Pattern::Constant => "constant".to_owned(),
             Pattern::OnOff { on, off } => {
                 format!("on-off {:.0}/{:.0} s", on.as_secs_f64(), off.as_secs_f64())
             }
@@ -268,8 +271,17 @@ fn times(rate: f64, pattern: Pattern, horizon: f64, rng: &mut Rng) -> Vec<f64> {
     if rate <= 0.0 {
         return out;
     }
+    if pattern == Pattern::Constant {
+        let gap = 1.0 / rate;
+        let mut at = rng.unit() * gap;
+        while at < horizon {
+            out.push(at);
+            at += gap;
+        }
+        return out;
+    }
     let (on, off) = match pattern {
-        Pattern::Poisson => (horizon, 0.0),
+        Pattern::Poisson | Pattern::Constant => (horizon, 0.0),
         Pattern::OnOff { on, off } => (on.as_secs_f64().max(1e-3), off.as_secs_f64()),
     };
     let peak = rate * (on + off) / on;
