@@ -339,6 +339,15 @@ impl Runner {
 
     fn dispatch(&self, batch: Batch<Pending>) {
         let labels = Metrics::model(&self.name);
+        tracing::debug!(
+            model = %self.name,
+            batch = batch.id,
+            size = batch.jobs.len(),
+            queued = self.scheduler.len(),
+            predicted_ms = batch.predicted.as_secs_f64() * 1000.0,
+            min_slack_ms = batch.jobs.iter().filter_map(|(_, d)| d.slack).fold(f64::INFINITY, f64::min) * 1000.0,
+            "dispatch"
+        );
         let mut items = Vec::with_capacity(batch.jobs.len());
         for (job, decision) in batch.jobs {
             self.metrics.queue_wait.get_or_create(&labels).observe(decision.queue_wait.as_secs_f64());

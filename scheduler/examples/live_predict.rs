@@ -33,7 +33,12 @@ fn workload() -> Workload {
         interactive_share: 0.5,
         batch_deadline_factor: 10.0,
         max_delay: Duration::from_millis(5),
-        limits: QueueLimits { max_jobs: 4096, max_bytes: 256 << 20, tenant_max_jobs: 4096, tenant_max_bytes: 256 << 20 },
+        limits: QueueLimits {
+            max_jobs: 4096,
+            max_bytes: 256 << 20,
+            tenant_max_jobs: 4096,
+            tenant_max_bytes: 256 << 20,
+        },
         noise: 0.0,
     }
 }

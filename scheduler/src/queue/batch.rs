@@ -55,6 +55,7 @@ impl<P: Queued> ModelScheduler<P> {
         let mut tightest: Option<Instant> = None;
         let mut oldest = now;
         let mut exhausted = false;
+        let mut skipped: Vec<Member> = Vec::new();
         while members.len() < self.cfg.max_batch {
             let Some(m) = self.take() else {
                 exhausted = true;
@@ -77,24 +78,34 @@ impl<P: Queued> ModelScheduler<P> {
                 continue;
             }
             let grown_first = self.first.predict(first_cost + job.first_cost, members.len() + 1);
-            let limit = match (tightest, job.deadline) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
             let over_cost = cost + job.cost > self.cfg.max_batch_cost;
-            let late = deadline_policy && limit.is_some_and(|d| now + grown_first > d);
-            if !members.is_empty() && (over_cost || late) {
+            let late = |d: Option<Instant>| deadline_policy && d.is_some_and(|d| now + grown_first > d);
+            if !members.is_empty() && (over_cost || late(tightest)) {
                 self.order.unpop(m.place, m.key, m.id, m.estimate);
                 break;
+            }
+            if !members.is_empty() && late(job.deadline) {
+                // Only this job's own deadline is too tight to ride along:
+                // leave it for the next batch (where it may still fit alone)
+                // and keep growing with the jobs behind it.
+                skipped.push(m);
+                if skipped.len() >= self.cfg.max_batch {
+                    break;
+                }
+                continue;
             }
             cost += job.cost;
             first_cost += job.first_cost;
             oldest = oldest.min(job.arrival);
             if deadline_policy {
-                tightest = limit;
+                tightest = match (tightest, job.deadline) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
             }
             members.push(m);
         }
+        self.put_back(skipped);
         if members.is_empty() {
             return self.next_expiry().map_or(Action::Idle, Action::WaitUntil);
         }
