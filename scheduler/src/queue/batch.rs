@@ -35,6 +35,26 @@ impl<P: Queued> ModelScheduler<P> {
         Step { dropped, action }
     }
 
+    /// Drop a job taken from the queue if it must not run: its client left,
+    /// its deadline passed, or (deadline policy) it can no longer make it
+    /// even alone. True when it may run.
+    pub(super) fn still_runnable(&mut self, id: JobId, now: Instant, dropped: &mut Vec<Dropped<P>>) -> bool {
+        let Some(job) = self.slots.get(&id).map(|s| &s.job) else { return false };
+        let reason = if job.payload.is_cancelled() {
+            DropReason::Cancelled
+        } else if job.expired(now) {
+            DropReason::Expired
+        } else if self.cfg.policy == Policy::Deadline
+            && job.deadline.is_some_and(|d| now + self.first.predict(job.first_cost, 1) > d)
+        {
+            DropReason::Infeasible
+        } else {
+            return true;
+        };
+        self.drop_job(id, reason, now, dropped);
+        false
+    }
+
     pub(super) fn take(&mut self) -> Option<Member> {
         let slots = &self.slots;
         let (id, place) = self.order.pop(|id| slots.get(&id).map(|s| s.estimate))?;
@@ -61,22 +81,11 @@ impl<P: Queued> ModelScheduler<P> {
                 exhausted = true;
                 break;
             };
+            if !self.still_runnable(m.id, now, dropped) {
+                continue;
+            }
             let Some(slot) = self.slots.get(&m.id) else { continue };
             let job = &slot.job;
-            if job.payload.is_cancelled() {
-                self.drop_job(m.id, DropReason::Cancelled, now, dropped);
-                continue;
-            }
-            if job.expired(now) {
-                self.drop_job(m.id, DropReason::Expired, now, dropped);
-                continue;
-            }
-            if deadline_policy
-                && job.deadline.is_some_and(|d| now + self.first.predict(job.first_cost, 1) > d)
-            {
-                self.drop_job(m.id, DropReason::Infeasible, now, dropped);
-                continue;
-            }
             let grown_first = self.first.predict(first_cost + job.first_cost, members.len() + 1);
             let over_cost = cost + job.cost > self.cfg.max_batch_cost;
             let late = |d: Option<Instant>| deadline_policy && d.is_some_and(|d| now + grown_first > d);

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use super::ModelScheduler;
-use crate::{Decision, DropReason, Dropped, Job, Policy, Queued};
+use crate::{Decision, Dropped, Job, Queued};
 
 /// Room in the running set at this step.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -36,21 +36,12 @@ impl<P: Queued> ModelScheduler<P> {
         let step_id = self.next_batch;
         while room.slots > 0 {
             let Some(m) = self.take() else { break };
+            if !self.still_runnable(m.id, now, &mut dropped) {
+                continue;
+            }
             let Some(slot) = self.slots.get(&m.id) else { continue };
             let job = &slot.job;
-            if job.payload.is_cancelled() {
-                self.drop_job(m.id, DropReason::Cancelled, now, &mut dropped);
-                continue;
-            }
-            if job.expired(now) {
-                self.drop_job(m.id, DropReason::Expired, now, &mut dropped);
-                continue;
-            }
             let first = self.first.predict(job.first_cost, 1);
-            if self.cfg.policy == Policy::Deadline && job.deadline.is_some_and(|d| now + first > d) {
-                self.drop_job(m.id, DropReason::Infeasible, now, &mut dropped);
-                continue;
-            }
             if job.cost > room.tokens {
                 self.order.unpop(m.place, m.key, m.id, m.estimate);
                 break;
