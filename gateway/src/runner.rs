@@ -281,7 +281,11 @@ impl Runner {
                     Some(job) => self.enqueue(job),
                     None => open = false,
                 },
-                Some((batch, measured)) = self.done_rx.recv() => self.scheduler.complete(batch, measured),
+                Some((batch, measured)) = self.done_rx.recv() => {
+                    self.scheduler.complete(batch, measured);
+                    let error = self.scheduler.latency().relative_error();
+                    self.metrics.prediction_error.get_or_create(&Metrics::model(&self.name)).set(error);
+                }
                 () = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
             }
         }

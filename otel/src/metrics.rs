@@ -9,6 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 use crate::names;
 
@@ -57,6 +58,7 @@ pub struct Metrics {
     pub queue_wait: Family<ModelLabels, Histogram, fn() -> Histogram>,
     pub batch_size: Family<ModelLabels, Histogram, fn() -> Histogram>,
     pub backend_duration: Family<ModelLabels, Histogram, fn() -> Histogram>,
+    pub prediction_error: Family<ModelLabels, Gauge<f64, AtomicU64>>,
     pub rejections: Family<ReasonLabels, Counter>,
 }
 
@@ -71,6 +73,7 @@ impl Metrics {
         let batch_size = Family::new_with_constructor(batch_histogram as fn() -> Histogram);
         let backend_duration = Family::new_with_constructor(http_histogram as fn() -> Histogram);
         let rejections = Family::default();
+        let prediction_error = Family::<ModelLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             names::HTTP_SERVER_REQUEST_DURATION,
             "Duration of HTTP server requests",
@@ -86,6 +89,11 @@ impl Metrics {
             backend_duration.clone(),
         );
         registry.register(
+            names::LATENCY_PREDICTION_ERROR,
+            "Mean relative error of the scheduler's recent batch latency predictions",
+            prediction_error.clone(),
+        );
+        registry.register(
             names::SCHEDULER_REJECTIONS,
             "Jobs refused or dropped before running, by reason",
             rejections.clone(),
@@ -98,6 +106,7 @@ impl Metrics {
             queue_wait,
             batch_size,
             backend_duration,
+            prediction_error,
             rejections,
         }
     }

@@ -16,6 +16,8 @@ pub const QUEUE_WAIT: &str = "infergate_queue_wait_seconds";
 pub const BATCH_SIZE: &str = "infergate_batch_size";
 /// Backend batch execution time.
 pub const BACKEND_EXECUTE_DURATION: &str = "infergate_backend_execute_duration_seconds";
+/// Recent mean relative error of the scheduler's batch latency prediction.
+pub const LATENCY_PREDICTION_ERROR: &str = "infergate_latency_prediction_error_ratio";
 /// Jobs the scheduler refused or dropped, by reason (counter, `_total` added on encode).
 pub const SCHEDULER_REJECTIONS: &str = "infergate_scheduler_rejections";
 

@@ -223,6 +223,15 @@ async fn concurrent_embeddings_are_batched() {
     let sizes = futures_util::future::join_all(requests).await;
     assert!(sizes.iter().all(|s| (1..=32).contains(s)));
     assert!(sizes.iter().any(|s| *s > 1), "24 concurrent requests share batches: {sizes:?}");
+
+    // Measured batches feed the scheduler's latency model, whose error is exported.
+    let metrics = reqwest::get(gw.url("/metrics")).await.unwrap().text().await.unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("infergate_latency_prediction_error_ratio{model=\"synthetic-embed\"}"))
+        .unwrap_or_else(|| panic!("no prediction error gauge:\n{metrics}"));
+    let error: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(error.is_finite() && error >= 0.0, "{line}");
 }
 
 async fn upload(gw: &Gateway, route: &str, format: &str) -> reqwest::Response {

@@ -86,6 +86,12 @@ impl<P: Queued> ModelScheduler<P> {
             }
             let Some(slot) = self.slots.get(&m.id) else { continue };
             let job = &slot.job;
+            if !skipped.is_empty() && job.deadline.is_none() {
+                // Deadline work set aside above still waits: best effort
+                // must not take its place.
+                self.order.unpop(m.place, m.key, m.id, m.estimate);
+                break;
+            }
             let grown_first = self.first.predict(first_cost + job.first_cost, members.len() + 1);
             let over_cost = cost + job.cost > self.cfg.max_batch_cost;
             let late = |d: Option<Instant>| deadline_policy && d.is_some_and(|d| now + grown_first > d);
