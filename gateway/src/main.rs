@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use infergate_gateway::config::{Config, LogFormatConfig};
-use infergate_otel::{init_logging, LogFormat};
+use infergate_otel::{LogFormat, TelemetryOptions};
 
 /// infergate: an observability-first inference gateway and multimodal
 /// scheduler. Serves OpenAI-compatible and KServe v2 APIs in front of
@@ -72,23 +72,46 @@ fn main() -> ExitCode {
             if let Some(addr) = listen {
                 config.server.listen = addr;
             }
-            let format = match config.log.format {
-                LogFormatConfig::Text => LogFormat::Text,
-                LogFormatConfig::Json => LogFormat::Json,
+            let options = telemetry_options(&config);
+            let telemetry = match infergate_otel::init(&options) {
+                Ok(guard) => guard,
+                Err(error) => {
+                    eprintln!("infergate: {error}");
+                    return ExitCode::FAILURE;
+                }
             };
-            init_logging(
-                format,
-                config.log.filter.as_deref().filter(|_| std::env::var_os("RUST_LOG").is_none()),
-            );
-            match run(config) {
+            let result = run(config);
+            // After the runtime is gone: the exporter's client blocks.
+            telemetry.shutdown();
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
-                    tracing::error!(%error, "infergate stopped");
                     eprintln!("infergate: {error:#}");
                     ExitCode::FAILURE
                 }
             }
         }
+    }
+}
+
+/// Telemetry settings from config, with the standard `OTEL_*` variables
+/// filling what config leaves unset.
+fn telemetry_options(config: &Config) -> TelemetryOptions {
+    let t = &config.telemetry;
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    TelemetryOptions {
+        log_format: match config.log.format {
+            LogFormatConfig::Text => LogFormat::Text,
+            LogFormatConfig::Json => LogFormat::Json,
+        },
+        log_filter: config.log.filter.clone().filter(|_| std::env::var_os("RUST_LOG").is_none()),
+        otlp_endpoint: t.otlp_endpoint.clone().or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT")),
+        otlp_headers: t.otlp_headers.clone(),
+        sample_ratio: env("OTEL_TRACES_SAMPLER_ARG").and_then(|v| v.parse().ok()).unwrap_or(t.sample_ratio),
+        max_queue: t.max_queue,
+        export_interval: t.export_interval,
+        service_name: env("OTEL_SERVICE_NAME").unwrap_or_else(|| t.service_name.clone()),
+        ..TelemetryOptions::default()
     }
 }
 

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use infergate_backends::{Backend, BackendError, Event, Item, ModelInfo, Request, Task};
-use infergate_otel::Metrics;
+use infergate_otel::names::spans;
+use infergate_otel::{propagation, Metrics};
 use infergate_scheduler::{
     Action, Batch, DropReason, Dropped, Job, LatencySeed, Measured, ModelScheduler, QueueLimits, Queued,
     RejectReason, Rejected, SchedulerConfig,
@@ -19,6 +20,7 @@ use infergate_scheduler::{
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::Instrument;
 
 use crate::config::{ModelConfig, SchedulerSection};
 use crate::context::RequestContext;
@@ -57,6 +59,8 @@ impl Cost {
 /// A queued job's payload: the request and the ways back to its handler.
 #[derive(Debug)]
 struct Pending {
+    /// The `queue` span of the request, which the batch span links to.
+    span: tracing::Span,
     request: Request,
     cancel: CancellationToken,
     events: mpsc::UnboundedSender<Event>,
@@ -235,6 +239,19 @@ impl ModelHandle {
         let guard = cancel.clone().drop_guard();
         let (events_tx, events) = mpsc::unbounded_channel();
         let (dispatched_tx, dispatched) = oneshot::channel();
+        let span = tracing::info_span!(
+            spans::QUEUE,
+            model = %self.name,
+            class = ctx.class.as_str(),
+            cost = cost.total * self.cost_factor,
+            queue.wait_ms = tracing::field::Empty,
+            queue.slack_ms = tracing::field::Empty,
+            queue.position = tracing::field::Empty,
+            batch.id = tracing::field::Empty,
+            batch.size = tracing::field::Empty,
+            scheduler.decision = tracing::field::Empty,
+            scheduler.reason = tracing::field::Empty,
+        );
         let job = Job {
             id: NEXT_JOB_ID.fetch_add(1, Ordering::Relaxed),
             tenant: ctx.tenant.clone(),
@@ -244,7 +261,13 @@ impl ModelHandle {
             cost: cost.total * self.cost_factor,
             first_cost: cost.first * self.cost_factor,
             bytes: cost.bytes,
-            payload: Pending { request, cancel, events: events_tx, dispatched: dispatched_tx },
+            payload: Pending {
+                span: span.clone(),
+                request,
+                cancel,
+                events: events_tx,
+                dispatched: dispatched_tx,
+            },
         };
         self.tx.try_send(job).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {
@@ -252,7 +275,26 @@ impl ModelHandle {
             }
             mpsc::error::TrySendError::Closed(_) => ApiError::ShuttingDown,
         })?;
-        let dispatch = by(deadline, async { dispatched.await.map_err(|_| ApiError::ShuttingDown)? }).await?;
+        let outcome = by(deadline, async { dispatched.await.map_err(|_| ApiError::ShuttingDown)? })
+            .instrument(span.clone())
+            .await;
+        match &outcome {
+            Ok(d) => {
+                span.record("scheduler.decision", "dispatched");
+                span.record("queue.wait_ms", d.queue_wait.as_secs_f64() * 1000.0);
+                span.record("queue.position", d.position);
+                span.record("batch.id", d.batch_id);
+                span.record("batch.size", d.batch_size);
+                if let Some(slack) = d.slack {
+                    span.record("queue.slack_ms", slack * 1000.0);
+                }
+            }
+            Err(error) => {
+                span.record("scheduler.decision", "refused");
+                span.record("scheduler.reason", error.parts().code.unwrap_or("error"));
+            }
+        }
+        let dispatch = outcome?;
         Ok(Running { dispatch, events, _cancel_on_drop: guard })
     }
 }
@@ -343,6 +385,19 @@ impl Runner {
 
     fn dispatch(&self, batch: Batch<Pending>) {
         let labels = Metrics::model(&self.name);
+        // Its own trace, linked to every member request's queue span.
+        let batch_span = tracing::info_span!(
+            parent: None,
+            spans::BATCH,
+            model = %self.name,
+            batch.id = batch.id,
+            batch.size = batch.jobs.len(),
+            batch.cost = batch.cost(),
+            batch.predicted_ms = batch.predicted.as_secs_f64() * 1000.0,
+        );
+        for (job, _) in &batch.jobs {
+            propagation::link(&batch_span, &job.payload.span);
+        }
         tracing::debug!(
             model = %self.name,
             batch = batch.id,
@@ -372,9 +427,22 @@ impl Runner {
         let metrics = self.metrics.clone();
         let done = self.done_tx.clone();
         let id = batch.id;
+        let platform = self.backend.info().platform;
+        let execute_span = tracing::info_span!(
+            parent: &batch_span,
+            spans::BACKEND_EXECUTE,
+            model = %self.name,
+            backend.kind = %platform,
+            batch.size = items.len(),
+        );
         tokio::spawn(async move {
             // An empty batch (every client left) still reports, to free the worker.
-            let report = if items.is_empty() { None } else { Some(backend.execute(items).await) };
+            let report = if items.is_empty() {
+                None
+            } else {
+                Some(backend.execute(items).instrument(execute_span).await)
+            };
+            drop(batch_span);
             let measured = match report {
                 Some(r) => {
                     metrics.backend_duration.get_or_create(&labels).observe(r.elapsed.as_secs_f64());

@@ -14,6 +14,10 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use axum::extract::MatchedPath;
+use infergate_otel::names::spans;
+use infergate_otel::propagation;
+
 use crate::error::ApiError;
 use crate::layers;
 use crate::state::SharedState;
@@ -48,7 +52,7 @@ pub fn build(routes: Router, state: SharedState) -> Router {
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span).on_response(record_response))
         .layer(from_fn_with_state(state.clone(), layers::track))
         .layer(from_fn_with_state(state.clone(), layers::authenticate))
         .layer(RequestBodyLimitLayer::new(body_limit))
@@ -59,10 +63,44 @@ pub fn build(routes: Router, state: SharedState) -> Router {
     routes.layer(layers)
 }
 
-/// The request span: method, path (never the query) and request id.
+/// The server span (HTTP semantic conventions): named `METHOD /route`,
+/// continuing the caller's trace when it sent a `traceparent`. Never the
+/// query string or any request content. Handlers fill the `gen_ai.*` fields.
 fn request_span<B>(request: &Request<B>) -> tracing::Span {
     let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
-    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str());
+    let method = request.method().as_str();
+    let span = tracing::info_span!(
+        spans::SERVER,
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = %route,
+        url.path = %request.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+        request_id = %id,
+        error.type = tracing::field::Empty,
+        gen_ai.operation.name = tracing::field::Empty,
+        gen_ai.request.model = tracing::field::Empty,
+        gen_ai.usage.input_tokens = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
+        gen_ai.response.finish_reasons = tracing::field::Empty,
+    );
+    propagation::continue_trace(&span, request.headers());
+    span
+}
+
+/// Record the status; 5xx marks the span as an error (4xx is the client's).
+fn record_response<B>(response: &http::Response<B>, _latency: std::time::Duration, span: &tracing::Span) {
+    let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    if let Some(shaped) = response.extensions().get::<crate::error::Shaped>() {
+        span.record("error.type", shaped.0.parts().code.unwrap_or("error"));
+    }
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
 }
 
 fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {

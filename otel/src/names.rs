@@ -21,8 +21,10 @@ pub const LATENCY_PREDICTION_ERROR: &str = "infergate_latency_prediction_error_r
 /// Jobs the scheduler refused or dropped, by reason (counter, `_total` added on encode).
 pub const SCHEDULER_REJECTIONS: &str = "infergate_scheduler_rejections";
 
-/// Span names, one per hop of a request (DESIGN.md).
+/// Span names, one per hop of a request (DESIGN.md). The server span is
+/// named `METHOD /route` as the HTTP conventions prescribe.
 pub mod spans {
+    pub const SERVER: &str = "request";
     pub const DECODE: &str = "decode";
     pub const QUEUE: &str = "queue";
     pub const BATCH: &str = "batch";

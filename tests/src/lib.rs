@@ -4,6 +4,8 @@
 // A test harness: failing loudly on a broken setup is its job.
 #![allow(clippy::expect_used, clippy::panic)]
 
+pub mod otlp;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

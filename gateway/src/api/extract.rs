@@ -91,3 +91,10 @@ pub fn dispatch_headers(info: &DispatchInfo) -> [(HeaderName, HeaderValue); 2] {
         (HeaderName::from_static("x-infergate-batch-size"), HeaderValue::from(info.batch_size)),
     ]
 }
+
+/// Name the operation and model on the server span (`gen_ai.operation.name`,
+/// `gen_ai.request.model`). Operations the GenAI conventions lack
+/// (`transcription`, `translation`, `moderation`, `infer`) use infergate's names.
+pub fn genai(operation: &'static str, model: &str) {
+    tracing::Span::current().record("gen_ai.operation.name", operation).record("gen_ai.request.model", model);
+}

@@ -9,7 +9,7 @@ use infergate_backends::{Output, Request, Task, TensorRequest};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::api::{dispatch_headers, JsonBody};
+use crate::api::{dispatch_headers, genai, JsonBody};
 use crate::context::RequestContext;
 use crate::error::ApiError;
 use crate::runner::Cost;
@@ -192,6 +192,7 @@ pub async fn infer(
     ctx: RequestContext,
     JsonBody(body): JsonBody<InferBody>,
 ) -> Result<Response, ApiError> {
+    genai("infer", &name);
     let model = state.model_for(&name, Task::Tensor)?;
     if body.inputs.is_empty() {
         return Err(ApiError::invalid("inputs", "at least one input tensor is required"));

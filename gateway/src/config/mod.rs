@@ -40,6 +40,8 @@ pub struct Config {
     #[serde(default)]
     pub log: LogConfig,
     #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    #[serde(default)]
     pub auth: AuthConfig,
     #[serde(default)]
     pub limits: Limits,
@@ -109,6 +111,37 @@ pub enum LogFormatConfig {
     #[default]
     Text,
     Json,
+}
+
+/// `[telemetry]`: OpenTelemetry trace export over OTLP/HTTP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Base URL of an OTLP/HTTP receiver (`http://127.0.0.1:4318`);
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` when unset; no export when neither is.
+    pub otlp_endpoint: Option<String>,
+    /// Headers sent with every export (e.g. an API key).
+    pub otlp_headers: std::collections::HashMap<String, String>,
+    /// Fraction of new traces recorded (a sampled incoming parent is always followed).
+    pub sample_ratio: f64,
+    /// Spans buffered for export; beyond this they are dropped, never waited for.
+    pub max_queue: usize,
+    #[serde(with = "humantime_serde")]
+    pub export_interval: Duration,
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_endpoint: None,
+            otlp_headers: std::collections::HashMap::new(),
+            sample_ratio: 1.0,
+            max_queue: 4096,
+            export_interval: Duration::from_secs(1),
+            service_name: "infergate".into(),
+        }
+    }
 }
 
 /// `[auth]`.

@@ -12,6 +12,24 @@ impl Config {
         self.validate_tenants()?;
         self.validate_models()?;
         let limits = &self.limits;
+        let telemetry = &self.telemetry;
+        if !(0.0..=1.0).contains(&telemetry.sample_ratio) {
+            return Err(ConfigError::new("telemetry.sample_ratio", "must be in [0, 1]"));
+        }
+        if let Some(url) = &telemetry.otlp_endpoint {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::new(
+                    "telemetry.otlp_endpoint",
+                    "must be an http:// or https:// URL (OTLP/HTTP)",
+                ));
+            }
+        }
+        if telemetry.max_queue == 0 || telemetry.export_interval.is_zero() {
+            return Err(ConfigError::new(
+                "telemetry",
+                "max_queue and export_interval must be greater than zero",
+            ));
+        }
         if self.scheduler.fair_quantum.is_zero() {
             return Err(ConfigError::new("scheduler.fair_quantum", "must be greater than zero"));
         }

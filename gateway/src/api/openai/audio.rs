@@ -11,8 +11,8 @@ use infergate_backends::{
 };
 use serde_json::json;
 
-use crate::api::dispatch_headers;
 use crate::api::extract::require_content_type;
+use crate::api::{dispatch_headers, genai};
 use crate::context::RequestContext;
 use crate::error::ApiError;
 use crate::runner::Cost;
@@ -159,6 +159,8 @@ async fn handle(
     task: AudioTask,
 ) -> Result<Response, ApiError> {
     let form = read_form(request, &state).await?;
+    // Not in the GenAI conventions: infergate's own operation names.
+    genai(if task == AudioTask::Transcribe { "transcription" } else { "translation" }, &form.model);
     let model = state.model_for(&form.model, Task::Transcription)?;
     let seconds = check_audio(&form.file, state.config.limits.max_audio_bytes)?;
     let cost = Cost::whole(seconds, form.file.len());

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::chat_stream;
-use crate::api::{dispatch_headers, JsonBody};
+use crate::api::{dispatch_headers, genai, JsonBody};
 use crate::config::Limits;
 use crate::context::RequestContext;
 use crate::error::ApiError;
@@ -266,6 +266,7 @@ pub async fn completions(
     JsonBody(body): JsonBody<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     let model = state.model_for(&body.model, Task::Chat)?.clone();
+    genai("chat", &body.model);
     let model_name = body.model.clone();
     let plan = plan(body, &state.config.limits)?;
     let stream = plan.request.stream;
@@ -299,6 +300,10 @@ pub async fn completions(
         return Err(ApiError::Internal { detail: "chat backend returned another task's output".into() });
     };
     model.observe_output(chat.completion_tokens);
+    tracing::Span::current()
+        .record("gen_ai.usage.input_tokens", chat.prompt_tokens)
+        .record("gen_ai.usage.output_tokens", chat.completion_tokens)
+        .record("gen_ai.response.finish_reasons", chat.finish_reason.as_str());
     let body = serde_json::json!({
         "id": meta.id,
         "object": "chat.completion",

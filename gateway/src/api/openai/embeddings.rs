@@ -8,7 +8,7 @@ use infergate_backends::{tokens, EmbeddingInput, EmbeddingsRequest, Output, Requ
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::api::{dispatch_headers, JsonBody};
+use crate::api::{dispatch_headers, genai, JsonBody};
 use crate::config::Limits;
 use crate::context::RequestContext;
 use crate::error::ApiError;
@@ -145,6 +145,7 @@ pub async fn create(
     JsonBody(body): JsonBody<EmbeddingsBody>,
 ) -> Result<Response, ApiError> {
     let model = state.model_for(&body.model, Task::Embeddings)?;
+    genai("embeddings", &body.model);
     let encoding = match body.encoding_format.as_deref() {
         None | Some("float") => Encoding::Float,
         Some("base64") => Encoding::Base64,
@@ -209,6 +210,7 @@ pub async fn create(
             },
         })
         .collect();
+    tracing::Span::current().record("gen_ai.usage.input_tokens", out.prompt_tokens);
     let usage = EmbeddingUsage { prompt_tokens: out.prompt_tokens, total_tokens: out.prompt_tokens };
     let body = EmbeddingList { object: "list", data, model: &body.model, usage };
     Ok((headers, Json(body)).into_response())

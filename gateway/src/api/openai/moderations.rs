@@ -8,7 +8,7 @@ use infergate_backends::{ModerationInput, ModerationRequest, Output, Request, Ta
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::api::{dispatch_headers, JsonBody};
+use crate::api::{dispatch_headers, genai, JsonBody};
 use crate::config::Limits;
 use crate::context::RequestContext;
 use crate::error::ApiError;
@@ -106,6 +106,7 @@ pub async fn create(
             .default_model(Task::Moderation)
             .ok_or_else(|| ApiError::ModelNotFound { model: "(default moderation model)".into() })?,
     };
+    genai("moderation", &model.name);
     let groups = parse_groups(&body.input, &state.config.limits)?;
     let bytes = groups
         .iter()

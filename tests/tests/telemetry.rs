@@ -1,0 +1,134 @@
+//! Traces exported over OTLP/HTTP to an in-process receiver: the span tree of
+//! a chat request that continues the caller's trace, a batched embeddings
+//! request (the batch span linked to every member), and a refused request.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use infergate_e2e::otlp::{ReceivedSpan, Receiver};
+use infergate_e2e::{client, Gateway, WEB_TENANT};
+use serde_json::json;
+
+const MODELS: &str = r#"
+[[models]]
+name = "chat"
+task = "chat"
+backend = { kind = "synthetic", base_latency = "2ms" }
+
+[[models]]
+name = "embed"
+task = "embeddings"
+batch = { max_size = 8, max_delay = "30ms" }
+backend = { kind = "synthetic", base_latency = "2ms" }
+
+[[models]]
+name = "slow"
+task = "chat"
+backend = { kind = "synthetic", base_latency = "2s" }
+"#;
+
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT: &str = "00f067aa0ba902b7";
+
+fn one<'a>(spans: &'a [ReceivedSpan], what: impl Fn(&ReceivedSpan) -> bool, label: &str) -> &'a ReceivedSpan {
+    let found: Vec<&ReceivedSpan> = spans.iter().filter(|s| what(s)).collect();
+    assert_eq!(found.len(), 1, "expected one {label}, found {}: {spans:#?}", found.len());
+    found[0]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_of_every_hop_reach_an_otlp_receiver() {
+    let receiver = Receiver::start().await;
+    let gw = Gateway::start_with_env(
+        &format!("{WEB_TENANT}{MODELS}"),
+        &[
+            ("INFERGATE__TELEMETRY__OTLP_ENDPOINT", receiver.endpoint.as_str()),
+            ("INFERGATE__TELEMETRY__EXPORT_INTERVAL", "100ms"),
+        ],
+    );
+    let client = client();
+
+    // 1. A chat request that continues the caller's trace.
+    let response = client
+        .post(gw.url("/v1/chat/completions"))
+        .header("traceparent", format!("00-{TRACE}-{PARENT}-01"))
+        .json(&json!({"model": "chat", "messages": [{"role": "user", "content": "secret prompt"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    // 2. Four embeddings at once, batched together (30 ms max delay).
+    let calls = (0..4).map(|i| {
+        client
+            .post(gw.url("/v1/embeddings"))
+            .json(&json!({"model": "embed", "input": format!("text {i}")}))
+            .send()
+    });
+    for r in futures_util::future::join_all(calls).await {
+        assert_eq!(r.unwrap().status(), 200);
+    }
+
+    // 3. A request admission refuses: 2 s of work, 50 ms of deadline.
+    let refused = client
+        .post(gw.url("/v1/chat/completions"))
+        .header("x-request-timeout", "50ms")
+        .json(&json!({"model": "slow", "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+
+    let spans = receiver
+        .wait_for(Duration::from_secs(15), |s| {
+            s.iter().filter(|s| s.name == "batch").count() >= 2
+                && s.iter().filter(|s| s.attr("http.response.status_code") == Some("503")).count() == 1
+                && s.iter().filter(|s| s.name == "POST /v1/embeddings").count() == 4
+        })
+        .await;
+
+    // The chat request: server span under the caller's span, then queue, batch, backend.
+    let server =
+        one(&spans, |s| s.trace_id == TRACE && s.name == "POST /v1/chat/completions", "chat server span");
+    assert_eq!(server.parent_span_id, PARENT, "an incoming traceparent makes the server span its child");
+    assert_eq!(server.kind, 2, "SERVER");
+    assert_eq!(server.service_name, "infergate");
+    assert_eq!(server.attr("http.route"), Some("/v1/chat/completions"));
+    assert_eq!(server.attr("http.response.status_code"), Some("200"));
+    assert_eq!(server.attr("gen_ai.operation.name"), Some("chat"));
+    assert_eq!(server.attr("gen_ai.request.model"), Some("chat"));
+    assert!(server.attr("gen_ai.usage.output_tokens").is_some());
+    let queue = one(&spans, |s| s.name == "queue" && s.parent_span_id == server.span_id, "chat queue span");
+    assert_eq!(queue.attr("scheduler.decision"), Some("dispatched"));
+    assert!(queue.attr("queue.wait_ms").is_some() && queue.attr("batch.size").is_some());
+    let batch =
+        one(&spans, |s| s.name == "batch" && s.links.iter().any(|l| l.1 == queue.span_id), "chat batch span");
+    assert_eq!(batch.links, vec![(TRACE.to_owned(), queue.span_id.clone())]);
+    one(&spans, |s| s.name == "backend.execute" && s.parent_span_id == batch.span_id, "backend span");
+
+    // The embeddings batch links to the queue span of each member's own trace.
+    let embed_batch = spans
+        .iter()
+        .filter(|s| s.name == "batch" && s.attr("model") == Some("embed"))
+        .max_by_key(|s| s.links.len())
+        .expect("an embeddings batch");
+    assert!(embed_batch.links.len() >= 2, "{embed_batch:#?}");
+    for (trace, span) in &embed_batch.links {
+        let member = one(&spans, |s| &s.span_id == span && &s.trace_id == trace, "linked member");
+        assert_eq!(member.name, "queue");
+        let server = one(&spans, |s| s.span_id == member.parent_span_id, "member server span");
+        assert_eq!(server.name, "POST /v1/embeddings");
+    }
+
+    // The refused request still has a complete trace that says why.
+    let refused = one(&spans, |s| s.attr("http.response.status_code") == Some("503"), "refused server span");
+    assert_eq!(refused.attr("error.type"), Some("deadline_infeasible"));
+    let queue =
+        one(&spans, |s| s.name == "queue" && s.parent_span_id == refused.span_id, "refused queue span");
+    assert_eq!(queue.attr("scheduler.decision"), Some("refused"));
+    assert_eq!(queue.attr("scheduler.reason"), Some("deadline_infeasible"));
+
+    // Request content never reaches a span.
+    assert!(spans.iter().all(|s| s.attributes.values().all(|v| !v.contains("secret prompt"))));
+}
