@@ -106,6 +106,10 @@ async fn spans_of_every_hop_reach_an_otlp_receiver() {
         one(&spans, |s| s.name == "batch" && s.links.iter().any(|l| l.1 == queue.span_id), "chat batch span");
     assert_eq!(batch.links, vec![(TRACE.to_owned(), queue.span_id.clone())]);
     one(&spans, |s| s.name == "backend.execute" && s.parent_span_id == batch.span_id, "backend span");
+    for hop in ["decode", "encode"] {
+        let span = one(&spans, |s| s.name == hop && s.parent_span_id == server.span_id, hop);
+        assert_eq!(span.trace_id, TRACE);
+    }
 
     // The embeddings batch links to the queue span of each member's own trace.
     let embed_batch = spans

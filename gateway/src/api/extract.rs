@@ -8,6 +8,9 @@ use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue};
 use serde::de::DeserializeOwned;
 
+use infergate_otel::names::spans;
+use tracing::Instrument;
+
 use crate::error::ApiError;
 use crate::runner::DispatchInfo;
 use crate::state::SharedState;
@@ -20,9 +23,15 @@ impl<T: DeserializeOwned> FromRequest<SharedState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &SharedState) -> Result<Self, ApiError> {
-        require_content_type(&request, "application/json")?;
-        let bytes = read_body(request.into_body(), state.config.server.max_body_bytes).await?;
-        decode_json(&bytes).map(JsonBody)
+        let span = tracing::info_span!(spans::DECODE, bytes = tracing::field::Empty);
+        async {
+            require_content_type(&request, "application/json")?;
+            let bytes = read_body(request.into_body(), state.config.server.max_body_bytes).await?;
+            tracing::Span::current().record("bytes", bytes.len());
+            decode_json(&bytes).map(JsonBody)
+        }
+        .instrument(span)
+        .await
     }
 }
 
@@ -97,4 +106,10 @@ pub fn dispatch_headers(info: &DispatchInfo) -> [(HeaderName, HeaderValue); 2] {
 /// (`transcription`, `translation`, `moderation`, `infer`) use infergate's names.
 pub fn genai(operation: &'static str, model: &str) {
     tracing::Span::current().record("gen_ai.operation.name", operation).record("gen_ai.request.model", model);
+}
+
+/// Build a response body inside the `encode` span.
+pub fn encode<T>(build: impl FnOnce() -> T) -> T {
+    let _span = tracing::info_span!(spans::ENCODE).entered();
+    build()
 }

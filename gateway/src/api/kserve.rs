@@ -9,7 +9,7 @@ use infergate_backends::{Output, Request, Task, TensorRequest};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::api::{dispatch_headers, genai, JsonBody};
+use crate::api::{dispatch_headers, encode, genai, JsonBody};
 use crate::context::RequestContext;
 use crate::error::ApiError;
 use crate::runner::Cost;
@@ -225,5 +225,5 @@ pub async fn infer(
     if let Some(id) = body.id {
         response["id"] = json!(id);
     }
-    Ok((headers, Json(response)).into_response())
+    Ok(encode(|| (headers, Json(response)).into_response()))
 }

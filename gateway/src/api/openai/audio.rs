@@ -12,7 +12,10 @@ use infergate_backends::{
 use serde_json::json;
 
 use crate::api::extract::require_content_type;
-use crate::api::{dispatch_headers, genai};
+use infergate_otel::names::spans;
+use tracing::Instrument;
+
+use crate::api::{dispatch_headers, encode, genai};
 use crate::context::RequestContext;
 use crate::error::ApiError;
 use crate::runner::Cost;
@@ -158,7 +161,7 @@ async fn handle(
     request: Request,
     task: AudioTask,
 ) -> Result<Response, ApiError> {
-    let form = read_form(request, &state).await?;
+    let form = read_form(request, &state).instrument(tracing::info_span!(spans::DECODE)).await?;
     // Not in the GenAI conventions: infergate's own operation names.
     genai(if task == AudioTask::Transcribe { "transcription" } else { "translation" }, &form.model);
     let model = state.model_for(&form.model, Task::Transcription)?;
@@ -181,7 +184,7 @@ async fn handle(
         AudioTask::Transcribe => "transcribe",
         AudioTask::Translate => "translate",
     };
-    Ok((headers, render(&out, form.format, task_name, form.temperature)).into_response())
+    Ok((headers, encode(|| render(&out, form.format, task_name, form.temperature))).into_response())
 }
 
 fn render(out: &TranscriptionOutput, format: Format, task: &str, temperature: f32) -> Response {

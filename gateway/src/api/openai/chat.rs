@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::chat_stream;
-use crate::api::{dispatch_headers, genai, JsonBody};
+use crate::api::{dispatch_headers, encode, genai, JsonBody};
 use crate::config::Limits;
 use crate::context::RequestContext;
 use crate::error::ApiError;
@@ -318,5 +318,5 @@ pub async fn completions(
         }],
         "usage": Usage::from(&chat),
     });
-    Ok((headers, Json(body)).into_response())
+    Ok(encode(|| (headers, Json(body)).into_response()))
 }

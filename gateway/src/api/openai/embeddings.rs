@@ -8,7 +8,7 @@ use infergate_backends::{tokens, EmbeddingInput, EmbeddingsRequest, Output, Requ
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::api::{dispatch_headers, genai, JsonBody};
+use crate::api::{dispatch_headers, encode, genai, JsonBody};
 use crate::config::Limits;
 use crate::context::RequestContext;
 use crate::error::ApiError;
@@ -213,5 +213,5 @@ pub async fn create(
     tracing::Span::current().record("gen_ai.usage.input_tokens", out.prompt_tokens);
     let usage = EmbeddingUsage { prompt_tokens: out.prompt_tokens, total_tokens: out.prompt_tokens };
     let body = EmbeddingList { object: "list", data, model: &body.model, usage };
-    Ok((headers, Json(body)).into_response())
+    Ok(encode(|| (headers, Json(body)).into_response()))
 }

@@ -8,7 +8,7 @@ use infergate_backends::{ModerationInput, ModerationRequest, Output, Request, Ta
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::api::{dispatch_headers, genai, JsonBody};
+use crate::api::{dispatch_headers, encode, genai, JsonBody};
 use crate::config::Limits;
 use crate::context::RequestContext;
 use crate::error::ApiError;
@@ -136,5 +136,5 @@ pub async fn create(
         })
         .collect();
     let body = json!({ "id": ctx.object_id("modr"), "model": model.name, "results": results });
-    Ok((headers, Json(body)).into_response())
+    Ok(encode(|| (headers, Json(body)).into_response()))
 }
