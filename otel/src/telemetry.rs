@@ -121,7 +121,14 @@ pub fn init(options: &TelemetryOptions) -> Result<TelemetryGuard, TelemetryError
             .with_target("reqwest", tracing::level_filters::LevelFilter::OFF)
             .with_target("tower", tracing::level_filters::LevelFilter::OFF)
             .with_target("opentelemetry", tracing::level_filters::LevelFilter::OFF);
-        tracing_opentelemetry::layer().with_tracer(p.tracer("infergate")).with_filter(traced)
+        // Source locations, thread names and busy/idle timings are not worth
+        // their per-span cost on a request path.
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("infergate"))
+            .with_location(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+            .with_filter(traced)
     });
     // A second init (tests) keeps the first subscriber.
     let _ = tracing_subscriber::registry().with(fmt).with(otel).try_init();
@@ -140,6 +147,7 @@ fn provider(endpoint: &str, options: &TelemetryOptions) -> Result<SdkTracerProvi
     let batch = BatchConfigBuilder::default()
         .with_max_queue_size(options.max_queue)
         .with_scheduled_delay(options.export_interval)
+        .with_max_export_batch_size(options.max_queue.clamp(1, 2048))
         .build();
     let processor = BatchSpanProcessor::builder(exporter).with_batch_config(batch).build();
     let instance = format!("{}-{}", hostname(), std::process::id());
