@@ -70,7 +70,8 @@ pub async fn track(State(state): State<SharedState>, request: Request, next: Nex
         http_route: route,
         http_response_status_code: response.status().as_u16(),
     };
-    state.metrics.http_duration.get_or_create(&labels).observe(start.elapsed().as_secs_f64());
+    let trace_id = infergate_otel::propagation::trace_id(&tracing::Span::current());
+    state.metrics.observe_request(&labels, start.elapsed().as_secs_f64(), trace_id);
     response
 }
 

@@ -52,7 +52,12 @@ pub fn build(routes: Router, state: SharedState) -> Router {
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span).on_response(record_response))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(record_response)
+                .on_failure(()),
+        )
         .layer(from_fn_with_state(state.clone(), layers::track))
         .layer(from_fn_with_state(state.clone(), layers::authenticate))
         .layer(RequestBodyLimitLayer::new(body_limit))

@@ -5,6 +5,7 @@
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -28,6 +29,13 @@ pub struct RequestLabels {
     pub http_response_status_code: u16,
 }
 
+/// The exemplar of a latency observation: the trace it came from, so a
+/// dashboard panel can link to the exact trace.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TraceLabels {
+    pub trace_id: String,
+}
+
 /// Labels that name a model.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ModelLabels {
@@ -45,6 +53,10 @@ fn http_histogram() -> Histogram {
     Histogram::new(HTTP_DURATION_BUCKETS)
 }
 
+fn http_exemplar_histogram() -> HistogramWithExemplars<TraceLabels> {
+    HistogramWithExemplars::new(HTTP_DURATION_BUCKETS.into_iter())
+}
+
 fn batch_histogram() -> Histogram {
     Histogram::new(BATCH_SIZE_BUCKETS)
 }
@@ -52,7 +64,11 @@ fn batch_histogram() -> Histogram {
 /// Every metric the gateway exports, and the registry that encodes them.
 pub struct Metrics {
     registry: Registry,
-    pub http_duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    pub http_duration: Family<
+        RequestLabels,
+        HistogramWithExemplars<TraceLabels>,
+        fn() -> HistogramWithExemplars<TraceLabels>,
+    >,
     pub in_flight: Gauge,
     pub queue_depth: Family<ModelLabels, Gauge>,
     pub queue_wait: Family<ModelLabels, Histogram, fn() -> Histogram>,
@@ -66,7 +82,9 @@ impl Metrics {
     /// A registry with every metric registered and nothing recorded.
     pub fn new() -> Self {
         let mut registry = Registry::default();
-        let http_duration = Family::new_with_constructor(http_histogram as fn() -> Histogram);
+        let http_duration = Family::new_with_constructor(
+            http_exemplar_histogram as fn() -> HistogramWithExemplars<TraceLabels>,
+        );
         let in_flight = Gauge::default();
         let queue_depth = Family::default();
         let queue_wait = Family::new_with_constructor(http_histogram as fn() -> Histogram);
@@ -133,7 +151,17 @@ impl Metrics {
         ModelLabels { model: model.to_owned() }
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// Record one HTTP request's duration, with its trace as the exemplar.
+    pub fn observe_request(&self, labels: &RequestLabels, seconds: f64, trace_id: Option<String>) {
+        let exemplar = trace_id.map(|trace_id| TraceLabels { trace_id });
+        self.http_duration.get_or_create(labels).observe(seconds, exemplar, None);
+    }
+
+    /// The content type of [`Metrics::encode`]: OpenMetrics, the only text
+    /// format that carries exemplars.
+    pub const CONTENT_TYPE: &'static str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+    /// The OpenMetrics text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
@@ -156,15 +184,14 @@ mod tests {
     fn encodes_registered_series_with_zero_counters() {
         let metrics = Metrics::new();
         metrics.register_model("m", &["queue_full"]);
-        metrics
-            .http_duration
-            .get_or_create(&RequestLabels {
-                http_request_method: "POST".into(),
-                http_route: "/v1/embeddings".into(),
-                http_response_status_code: 200,
-            })
-            .observe(0.003);
+        let labels = RequestLabels {
+            http_request_method: "POST".into(),
+            http_route: "/v1/embeddings".into(),
+            http_response_status_code: 200,
+        };
+        metrics.observe_request(&labels, 0.003, Some("4bf92f3577b34da6a3ce929d0e0e4736".into()));
         let text = metrics.encode();
+        assert!(text.contains("# {trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\"} 0.003"), "{text}");
         assert!(
             text.contains("infergate_scheduler_rejections_total{model=\"m\",reason=\"queue_full\"} 0"),
             "{text}"

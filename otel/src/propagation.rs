@@ -59,3 +59,11 @@ pub fn link(from: &tracing::Span, to: &tracing::Span) {
         from.add_link(span_context);
     }
 }
+
+/// The trace id of `span` as 32 hex digits, when it is recorded and sampled.
+pub fn trace_id(span: &tracing::Span) -> Option<String> {
+    use opentelemetry::trace::TraceContextExt;
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    (span_context.is_valid() && span_context.is_sampled()).then(|| span_context.trace_id().to_string())
+}

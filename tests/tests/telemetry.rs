@@ -133,6 +133,17 @@ async fn spans_of_every_hop_reach_an_otlp_receiver() {
     assert_eq!(queue.attr("scheduler.decision"), Some("refused"));
     assert_eq!(queue.attr("scheduler.reason"), Some("deadline_infeasible"));
 
+    // The latency histogram carries the trace as an exemplar (OpenMetrics).
+    let metrics = reqwest::get(gw.url("/metrics")).await.unwrap();
+    assert!(metrics.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    let text = metrics.text().await.unwrap();
+    assert!(
+        text.lines().any(|l| l.starts_with("http_server_request_duration_seconds_bucket")
+            && l.contains("http_route=\"/v1/chat/completions\"")
+            && l.contains(&format!("# {{trace_id=\"{TRACE}\"}}"))),
+        "no exemplar for trace {TRACE}:\n{text}"
+    );
+
     // Request content never reaches a span.
     assert!(spans.iter().all(|s| s.attributes.values().all(|v| !v.contains("secret prompt"))));
 }

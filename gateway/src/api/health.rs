@@ -21,8 +21,7 @@ pub async fn readyz(State(state): State<SharedState>) -> Response {
     }
 }
 
-/// Prometheus text exposition.
+/// OpenMetrics text exposition (with exemplars linking latencies to traces).
 pub async fn metrics(State(state): State<SharedState>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.encode())
-        .into_response()
+    ([(header::CONTENT_TYPE, infergate_otel::Metrics::CONTENT_TYPE)], state.metrics.encode()).into_response()
 }
