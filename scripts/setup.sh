@@ -21,7 +21,7 @@ LOG_TAG=setup
 # ---------------------------------------------------------------- settings ---
 # Debian packages every build/test needs. Later features append here
 # (e.g. cmake libclang-dev espeak-ng sox prometheus).
-DEB_PACKAGES="pkg-config curl ca-certificates"
+DEB_PACKAGES="pkg-config curl ca-certificates prometheus"
 # Only for `--bench` (scripts/bench-*.sh): the HTTP floor and the load tool.
 BENCH_DEB_PACKAGES="nginx wrk"
 
