@@ -114,6 +114,10 @@ impl DeadlineSpec {
     }
 }
 
+/// When the request's headers were read (inserted by the deadline layer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received(pub Instant);
+
 /// Everything a handler needs to know about who asked and by when.
 #[derive(Debug, Clone)]
 pub struct RequestContext {
@@ -121,6 +125,7 @@ pub struct RequestContext {
     pub tenant: Arc<str>,
     pub class: Class,
     pub deadline: DeadlineSpec,
+    pub received: Instant,
 }
 
 impl RequestContext {
@@ -148,9 +153,10 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
         let deadline = parts.extensions.get::<DeadlineSpec>().copied().ok_or_else(|| ApiError::Internal {
             detail: "no deadline: the deadline layer is missing".into(),
         })?;
+        let received = parts.extensions.get::<Received>().map_or_else(Instant::now, |r| r.0);
         let request_id =
             parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("unknown").into();
-        Ok(RequestContext { request_id, tenant: caller.tenant, class: caller.class, deadline })
+        Ok(RequestContext { request_id, tenant: caller.tenant, class: caller.class, deadline, received })
     }
 }
 

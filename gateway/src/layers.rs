@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use infergate_otel::RequestLabels;
 use tokio::time::Instant as TokioInstant;
 
-use crate::context::DeadlineSpec;
+use crate::context::{DeadlineSpec, Received};
 use crate::error::{ApiError, ErrorShape, Shaped};
 use crate::state::SharedState;
 
@@ -91,9 +91,11 @@ pub async fn authenticate(State(state): State<SharedState>, mut request: Request
 
 /// Parse the deadline headers into a [`DeadlineSpec`].
 pub async fn deadline(mut request: Request, next: Next) -> Response {
-    match DeadlineSpec::from_headers(request.headers(), TokioInstant::now()) {
+    let now = TokioInstant::now();
+    match DeadlineSpec::from_headers(request.headers(), now) {
         Ok(spec) => {
             request.extensions_mut().insert(spec);
+            request.extensions_mut().insert(Received(now));
             next.run(request).await
         }
         Err(error) => error.into_response(),

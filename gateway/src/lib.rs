@@ -7,6 +7,7 @@ pub mod config;
 pub mod context;
 pub mod error;
 pub mod layers;
+pub mod outcome;
 pub mod runner;
 pub mod server;
 pub mod stack;

@@ -184,6 +184,8 @@ impl ModelHandle {
             .chain(DropReason::ALL.iter().map(|r| r.as_str()))
             .collect();
         metrics.register_model(&config.name, &reasons);
+        let classes: Vec<&str> = infergate_scheduler::Class::ALL.iter().map(|c| c.as_str()).collect();
+        metrics.genai.register_model(&config.name, &classes);
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let runner = Runner {
             name: config.name.clone(),

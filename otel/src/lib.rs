@@ -3,6 +3,7 @@
 //!
 //! Names live here, once, so dashboards, tests and code agree on them.
 
+pub mod genai;
 pub mod metrics;
 pub mod names;
 pub mod propagation;

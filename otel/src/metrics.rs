@@ -12,6 +12,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
+use crate::genai::GenAiMetrics;
 use crate::names;
 
 /// Buckets for `http.server.request.duration` from the HTTP semantic conventions.
@@ -76,6 +77,7 @@ pub struct Metrics {
     pub backend_duration: Family<ModelLabels, Histogram, fn() -> Histogram>,
     pub prediction_error: Family<ModelLabels, Gauge<f64, AtomicU64>>,
     pub rejections: Family<ReasonLabels, Counter>,
+    pub genai: GenAiMetrics,
 }
 
 impl Metrics {
@@ -116,7 +118,9 @@ impl Metrics {
             "Jobs refused or dropped before running, by reason",
             rejections.clone(),
         );
+        let genai = GenAiMetrics::register(&mut registry);
         Metrics {
+            genai,
             registry,
             http_duration,
             in_flight,

@@ -21,6 +21,17 @@ pub const LATENCY_PREDICTION_ERROR: &str = "infergate_latency_prediction_error_r
 /// Jobs the scheduler refused or dropped, by reason (counter, `_total` added on encode).
 pub const SCHEDULER_REJECTIONS: &str = "infergate_scheduler_rejections";
 
+/// `gen_ai.server.request.duration`.
+pub const GENAI_REQUEST_DURATION: &str = "gen_ai_server_request_duration_seconds";
+/// `gen_ai.server.time_to_first_token`.
+pub const GENAI_TTFT: &str = "gen_ai_server_time_to_first_token_seconds";
+/// `gen_ai.server.time_per_output_token`.
+pub const GENAI_TPOT: &str = "gen_ai_server_time_per_output_token_seconds";
+/// Token usage by type (counter, `_total` added on encode).
+pub const GENAI_TOKENS: &str = "gen_ai_usage_tokens";
+/// Requests with a deadline by outcome: on time (goodput), late, missed.
+pub const DEADLINE_OUTCOMES: &str = "infergate_deadline_outcomes";
+
 /// Span names, one per hop of a request (DESIGN.md). The server span is
 /// named `METHOD /route` as the HTTP conventions prescribe.
 pub mod spans {

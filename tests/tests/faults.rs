@@ -74,6 +74,22 @@ backend = { kind = "synthetic", base_latency = "2s" }"#,
         .await
         .unwrap();
     assert_eq!(response.status(), 504, "a deadline in the past never reaches the backend");
+
+    // Goodput accounting: every one of those missed its deadline.
+    let metrics = reqwest::get(gw.url("/metrics")).await.unwrap().text().await.unwrap();
+    let count = |model: &str, outcome: &str| -> f64 {
+        let prefix = format!("infergate_deadline_outcomes_total{{model=\"{model}\",class=\"interactive\",outcome=\"{outcome}\"}}");
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(count("slow", "missed"), 2.0, "{metrics}");
+    assert_eq!(count("slow-fifo", "missed"), 1.0);
+    assert_eq!(count("slow", "on_time"), 0.0);
 }
 
 #[tokio::test]

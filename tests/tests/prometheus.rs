@@ -75,6 +75,7 @@ async fn every_dashboard_query_is_valid_and_returns_series() {
                 .post(gw.url("/v1/embeddings"))
                 .json(&json!({"model": "synthetic-embed", "input": ["a", "b"]})),
             client.post(gw.url("/v1/moderations")).json(&json!({"input": "text"})),
+            client.post(gw.url("/v1/chat/completions")).json(&json!({"model": "synthetic-chat", "stream": true, "messages": [{"role": "user", "content": "hi"}]})),
             client
                 .post(gw.url("/v1/chat/completions"))
                 .header("x-request-timeout", "1ms")

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use crate::api::{dispatch_headers, encode, genai, JsonBody};
 use crate::context::RequestContext;
 use crate::error::ApiError;
+use crate::outcome::Outcome;
 use crate::runner::Cost;
 use crate::state::SharedState;
 
@@ -206,6 +207,8 @@ pub async fn infer(
         .collect::<Result<Vec<_>, _>>()?;
     let elements = state.config.limits.max_tensor_elements - budget;
     let outputs = body.outputs.into_iter().map(|o| o.name).collect();
+    let deadline = ctx.deadline(model.default_timeout);
+    let outcome = Outcome::new(&state.metrics, &model.name, "infer", &ctx, deadline);
     let running = model
         .submit(
             &ctx,
@@ -214,9 +217,10 @@ pub async fn infer(
         )
         .await?;
     let headers = dispatch_headers(&running.dispatch);
-    let Output::Tensor(out) = running.output_by(ctx.deadline(model.default_timeout)).await? else {
+    let Output::Tensor(out) = running.output_by(deadline).await? else {
         return Err(ApiError::Internal { detail: "tensor backend returned another task's output".into() });
     };
+    outcome.answered(None);
     let mut response = json!({
         "model_name": model.name,
         "model_version": "1",

@@ -18,6 +18,7 @@ use tracing::Instrument;
 use crate::api::{dispatch_headers, encode, genai};
 use crate::context::RequestContext;
 use crate::error::ApiError;
+use crate::outcome::Outcome;
 use crate::runner::Cost;
 use crate::state::SharedState;
 
@@ -175,11 +176,20 @@ async fn handle(
         prompt: form.prompt,
         temperature: form.temperature,
     };
+    let deadline = ctx.deadline(model.default_timeout);
+    let outcome = Outcome::new(
+        &state.metrics,
+        &model.name,
+        if task == AudioTask::Transcribe { "transcription" } else { "translation" },
+        &ctx,
+        deadline,
+    );
     let running = model.submit(&ctx, JobRequest::Transcription(job), cost).await?;
     let headers = dispatch_headers(&running.dispatch);
-    let Output::Transcription(out) = running.output_by(ctx.deadline(model.default_timeout)).await? else {
+    let Output::Transcription(out) = running.output_by(deadline).await? else {
         return Err(ApiError::Internal { detail: "speech backend returned another task's output".into() });
     };
+    outcome.answered(None);
     let task_name = match task {
         AudioTask::Transcribe => "transcribe",
         AudioTask::Translate => "translate",

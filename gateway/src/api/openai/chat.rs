@@ -12,6 +12,7 @@ use crate::api::{dispatch_headers, encode, genai, JsonBody};
 use crate::config::Limits;
 use crate::context::RequestContext;
 use crate::error::ApiError;
+use crate::outcome::Outcome;
 use crate::runner::Cost;
 use crate::state::SharedState;
 
@@ -271,6 +272,7 @@ pub async fn completions(
     let plan = plan(body, &state.config.limits)?;
     let stream = plan.request.stream;
     let deadline = ctx.deadline(model.default_timeout);
+    let mut outcome = Outcome::new(&state.metrics, &model.name, "chat", &ctx, deadline);
     // Cost: the prompt plus the output we expect (recent usage, capped by
     // max_tokens). A stream's deadline is on its first token: the prompt.
     let prompt = f64::from(plan.prompt_tokens);
@@ -290,7 +292,8 @@ pub async fn completions(
     }
     let meta = chat_stream::Meta { id, created, model: model_name, include_usage: plan.include_usage };
     if stream {
-        return Ok((headers, chat_stream::respond(meta, model, first, running)).into_response());
+        outcome.first_token();
+        return Ok((headers, chat_stream::respond(meta, model, outcome, first, running)).into_response());
     }
     let output = match first {
         Event::Done(output) => output,
@@ -300,6 +303,7 @@ pub async fn completions(
         return Err(ApiError::Internal { detail: "chat backend returned another task's output".into() });
     };
     model.observe_output(chat.completion_tokens);
+    outcome.answered(Some((chat.prompt_tokens, chat.completion_tokens)));
     tracing::Span::current()
         .record("gen_ai.usage.input_tokens", chat.prompt_tokens)
         .record("gen_ai.usage.output_tokens", chat.completion_tokens)

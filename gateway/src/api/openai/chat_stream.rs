@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use super::chat::Usage;
 use crate::error::ApiError;
+use crate::outcome::Outcome;
 use crate::runner::{ModelHandle, Running};
 
 /// What every chunk repeats.
@@ -56,6 +57,10 @@ impl Meta {
 struct StreamState {
     meta: Meta,
     model: Arc<ModelHandle>,
+    /// Taken when the stream completes; dropped unfinished it counts as missed.
+    outcome: Option<Outcome>,
+    /// Seconds from arrival to the first token.
+    first_at: f64,
     running: Running,
     pending: VecDeque<String>,
     finished: bool,
@@ -68,6 +73,9 @@ impl StreamState {
             Ok(Event::Delta(text)) => self.push(self.meta.chunk(json!({ "content": text }), None)),
             Ok(Event::Done(Output::Chat(chat))) => {
                 self.model.observe_output(chat.completion_tokens);
+                if let Some(outcome) = self.outcome.take() {
+                    outcome.stream_done(chat.prompt_tokens, chat.completion_tokens, self.first_at);
+                }
                 self.push(self.meta.chunk(json!({}), Some(chat.finish_reason.as_str())));
                 if self.meta.include_usage {
                     self.push(self.meta.usage_chunk(Usage::from(&chat)));
@@ -99,8 +107,23 @@ impl StreamState {
 
 /// The SSE response. `first` is the event already received (the first token
 /// came before the deadline); dropping the stream cancels the job.
-pub fn respond(meta: Meta, model: Arc<ModelHandle>, first: Event, running: Running) -> impl IntoResponse {
-    let mut state = StreamState { meta, model, running, pending: VecDeque::new(), finished: false };
+pub fn respond(
+    meta: Meta,
+    model: Arc<ModelHandle>,
+    outcome: Outcome,
+    first: Event,
+    running: Running,
+) -> impl IntoResponse {
+    let first_at = outcome.elapsed();
+    let mut state = StreamState {
+        meta,
+        model,
+        outcome: Some(outcome),
+        first_at,
+        running,
+        pending: VecDeque::new(),
+        finished: false,
+    };
     state.push(state.meta.chunk(json!({ "role": "assistant", "content": "" }), None));
     state.absorb(Ok(first));
     Sse::new(events(state)).keep_alive(KeepAlive::default())

@@ -12,6 +12,7 @@ use crate::api::{dispatch_headers, encode, genai, JsonBody};
 use crate::config::Limits;
 use crate::context::RequestContext;
 use crate::error::ApiError;
+use crate::outcome::Outcome;
 use crate::runner::Cost;
 use crate::state::SharedState;
 
@@ -179,6 +180,8 @@ pub async fn create(
             EmbeddingInput::Tokens(ids) => ids.len() as f64,
         })
         .sum();
+    let deadline = ctx.deadline(model.default_timeout);
+    let outcome = Outcome::new(&state.metrics, &model.name, "embeddings", &ctx, deadline);
     let running = model
         .submit(
             &ctx,
@@ -187,7 +190,6 @@ pub async fn create(
         )
         .await?;
     let headers = dispatch_headers(&running.dispatch);
-    let deadline = ctx.deadline(model.default_timeout);
     let output = running.output_by(deadline).await?;
     let Output::Embeddings(out) = output else {
         return Err(ApiError::Internal {
@@ -211,6 +213,7 @@ pub async fn create(
         })
         .collect();
     tracing::Span::current().record("gen_ai.usage.input_tokens", out.prompt_tokens);
+    outcome.answered(Some((out.prompt_tokens, 0)));
     let usage = EmbeddingUsage { prompt_tokens: out.prompt_tokens, total_tokens: out.prompt_tokens };
     let body = EmbeddingList { object: "list", data, model: &body.model, usage };
     Ok(encode(|| (headers, Json(body)).into_response()))

@@ -12,6 +12,7 @@ use crate::api::{dispatch_headers, encode, genai, JsonBody};
 use crate::config::Limits;
 use crate::context::RequestContext;
 use crate::error::ApiError;
+use crate::outcome::Outcome;
 use crate::runner::Cost;
 use crate::state::SharedState;
 
@@ -116,13 +117,16 @@ pub async fn create(
         })
         .sum();
     let cost = Cost::whole(groups.iter().flatten().count() as f64, bytes);
+    let deadline = ctx.deadline(model.default_timeout);
+    let outcome = Outcome::new(&state.metrics, &model.name, "moderation", &ctx, deadline);
     let running = model.submit(&ctx, Request::Moderation(ModerationRequest { groups }), cost).await?;
     let headers = dispatch_headers(&running.dispatch);
-    let Output::Moderation(out) = running.output_by(ctx.deadline(model.default_timeout)).await? else {
+    let Output::Moderation(out) = running.output_by(deadline).await? else {
         return Err(ApiError::Internal {
             detail: "moderation backend returned another task's output".into(),
         });
     };
+    outcome.answered(None);
     let results: Vec<Value> = out
         .results
         .iter()
