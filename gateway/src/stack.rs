@@ -85,6 +85,7 @@ fn request_span<B>(request: &Request<B>) -> tracing::Span {
         url.path = %request.uri().path(),
         http.response.status_code = tracing::field::Empty,
         request_id = %id,
+        trace_id = tracing::field::Empty,
         error.type = tracing::field::Empty,
         gen_ai.operation.name = tracing::field::Empty,
         gen_ai.request.model = tracing::field::Empty,
@@ -93,6 +94,10 @@ fn request_span<B>(request: &Request<B>) -> tracing::Span {
         gen_ai.response.finish_reasons = tracing::field::Empty,
     );
     propagation::continue_trace(&span, request.headers());
+    // Log lines inside the request carry its trace id (with traces on).
+    if let Some((trace_id, _)) = propagation::ids(&span) {
+        span.record("trace_id", trace_id);
+    }
     span
 }
 

@@ -60,10 +60,17 @@ pub fn link(from: &tracing::Span, to: &tracing::Span) {
     }
 }
 
-/// The trace id of `span` as 32 hex digits, when it is recorded and sampled.
+/// The trace id of `span` as 32 hex digits, when it is recorded and sampled
+/// (an exemplar must point at a trace that exists).
 pub fn trace_id(span: &tracing::Span) -> Option<String> {
+    ids(span).filter(|(_, sampled)| *sampled).map(|(id, _)| id)
+}
+
+/// The trace id of `span` and whether it is sampled, whenever traces are on
+/// (log lines carry it either way).
+pub fn ids(span: &tracing::Span) -> Option<(String, bool)> {
     use opentelemetry::trace::TraceContextExt;
     let context = span.context();
     let span_context = context.span().span_context().clone();
-    (span_context.is_valid() && span_context.is_sampled()).then(|| span_context.trace_id().to_string())
+    span_context.is_valid().then(|| (span_context.trace_id().to_string(), span_context.is_sampled()))
 }
