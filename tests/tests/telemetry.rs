@@ -147,3 +147,36 @@ async fn spans_of_every_hop_reach_an_otlp_receiver() {
     // Request content never reaches a span.
     assert!(spans.iter().all(|s| s.attributes.values().all(|v| !v.contains("secret prompt"))));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_collector_never_slows_requests() {
+    // Nothing listens on this port: every export fails.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let gw = Gateway::start_with_env(
+        &format!("{WEB_TENANT}{MODELS}"),
+        &[
+            ("INFERGATE__TELEMETRY__OTLP_ENDPOINT", endpoint.as_str()),
+            ("INFERGATE__TELEMETRY__EXPORT_INTERVAL", "10ms"),
+            ("INFERGATE__TELEMETRY__MAX_QUEUE", "64"),
+        ],
+    );
+    let client = client();
+    let start = std::time::Instant::now();
+    for i in 0..200 {
+        let r = client
+            .post(gw.url("/v1/chat/completions"))
+            .header("x-request-timeout", "2s")
+            .json(&json!({"model": "chat", "max_tokens": 4, "messages": [{"role": "user", "content": format!("text {i}")}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // 200 sequential requests of a few milliseconds each; a request waiting on
+    // telemetry would add the export timeout (5 s) or more.
+    assert!(start.elapsed() < Duration::from_secs(10), "{:?}", start.elapsed());
+    let health = client.get(gw.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+}
