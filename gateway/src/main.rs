@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use infergate_gateway::config::{Config, LogFormatConfig};
-use infergate_otel::{LogFormat, TelemetryOptions};
+use infergate_gateway::config::{Config, LogFormatConfig, OtlpProtocolConfig};
+use infergate_otel::{LogFormat, OtlpProtocol, TelemetryOptions};
 
 /// infergate: an observability-first inference gateway and multimodal
 /// scheduler. Serves OpenAI-compatible and KServe v2 APIs in front of
@@ -72,18 +72,7 @@ fn main() -> ExitCode {
             if let Some(addr) = listen {
                 config.server.listen = addr;
             }
-            let options = telemetry_options(&config);
-            let telemetry = match infergate_otel::init(&options) {
-                Ok(guard) => guard,
-                Err(error) => {
-                    eprintln!("infergate: {error}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let result = run(config);
-            // After the runtime is gone: the exporter's client blocks.
-            telemetry.shutdown();
-            match result {
+            match run(config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("infergate: {error:#}");
@@ -106,6 +95,12 @@ fn telemetry_options(config: &Config) -> TelemetryOptions {
         },
         log_filter: config.log.filter.clone().filter(|_| std::env::var_os("RUST_LOG").is_none()),
         otlp_endpoint: t.otlp_endpoint.clone().or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT")),
+        protocol: match t.protocol {
+            Some(OtlpProtocolConfig::Grpc) => OtlpProtocol::Grpc,
+            Some(OtlpProtocolConfig::HttpProtobuf) => OtlpProtocol::HttpProtobuf,
+            None if env("OTEL_EXPORTER_OTLP_PROTOCOL").as_deref() == Some("grpc") => OtlpProtocol::Grpc,
+            None => OtlpProtocol::HttpProtobuf,
+        },
         otlp_headers: t.otlp_headers.clone(),
         sample_ratio: env("OTEL_TRACES_SAMPLER_ARG").and_then(|v| v.parse().ok()).unwrap_or(t.sample_ratio),
         max_queue: t.max_queue,
@@ -115,8 +110,24 @@ fn telemetry_options(config: &Config) -> TelemetryOptions {
     }
 }
 
-#[tokio::main]
-async fn run(config: Config) -> anyhow::Result<()> {
+/// Start telemetry and serve until a shutdown signal, on one runtime;
+/// telemetry is flushed before the runtime stops (gRPC export is a task on it).
+fn run(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let options = telemetry_options(&config);
+    let telemetry = {
+        let _inside = runtime.enter();
+        infergate_otel::init(&options)?
+    };
+    let result = runtime.block_on(serve(config));
+    // The exporters block while flushing: off the async workers.
+    runtime.block_on(async {
+        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    });
+    result
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.server.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await

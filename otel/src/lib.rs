@@ -10,4 +10,4 @@ pub mod propagation;
 pub mod telemetry;
 
 pub use metrics::{Metrics, RequestLabels};
-pub use telemetry::{init, LogFormat, TelemetryGuard, TelemetryOptions};
+pub use telemetry::{init, LogFormat, OtlpProtocol, TelemetryGuard, TelemetryOptions};

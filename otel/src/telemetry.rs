@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::KeyValue;
-use opentelemetry_otlp::{SpanExporter, WithExportConfig, WithHttpConfig};
+use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
+use opentelemetry_otlp::{SpanExporter, WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_sdk::trace::span_processor_with_async_runtime as async_runtime;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
 use tracing_subscriber::layer::SubscriberExt;
@@ -30,14 +32,25 @@ pub enum LogFormat {
     Json,
 }
 
+/// The OTLP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OtlpProtocol {
+    /// OTLP/HTTP with protobuf bodies (port 4318); `/v1/traces` is appended.
+    #[default]
+    HttpProtobuf,
+    /// OTLP/gRPC (port 4317). Needs a tokio runtime at `init`.
+    Grpc,
+}
+
 /// What to export, and where.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TelemetryOptions {
+    pub protocol: OtlpProtocol,
     pub log_format: LogFormat,
     /// `RUST_LOG`-style filter; `None` reads `RUST_LOG`, else `info`.
     pub log_filter: Option<String>,
-    /// Base URL of an OTLP/HTTP receiver (`http://host:4318`); `/v1/traces`
-    /// is appended. `None`: no export.
+    /// Base URL of an OTLP receiver (`http://host:4318` for HTTP, where
+    /// `/v1/traces` is appended; `http://host:4317` for gRPC). `None`: no export.
     pub otlp_endpoint: Option<String>,
     /// Extra headers on every export (authentication).
     pub otlp_headers: HashMap<String, String>,
@@ -54,6 +67,7 @@ pub struct TelemetryOptions {
 impl Default for TelemetryOptions {
     fn default() -> Self {
         TelemetryOptions {
+            protocol: OtlpProtocol::HttpProtobuf,
             log_format: LogFormat::Text,
             log_filter: None,
             otlp_endpoint: None,
@@ -67,8 +81,9 @@ impl Default for TelemetryOptions {
     }
 }
 
-/// Keeps the exporter alive; [`TelemetryGuard::shutdown`] flushes it.
-/// Call it outside any async runtime (the exporter's HTTP client blocks).
+/// Keeps the exporter alive; [`TelemetryGuard::shutdown`] flushes it. Call
+/// it where blocking is allowed, while the runtime still runs (gRPC export
+/// is a task on it): e.g. in `tokio::task::spawn_blocking`.
 #[must_use = "dropping the guard without shutdown() loses the last spans"]
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
@@ -136,20 +151,55 @@ pub fn init(options: &TelemetryOptions) -> Result<TelemetryGuard, TelemetryError
 }
 
 fn provider(endpoint: &str, options: &TelemetryOptions) -> Result<SdkTracerProvider, TelemetryError> {
-    let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
-    let exporter = SpanExporter::builder()
-        .with_http()
-        .with_endpoint(url)
-        .with_headers(options.otlp_headers.clone())
-        .with_timeout(Duration::from_secs(5))
-        .build()
-        .map_err(|e| TelemetryError(e.to_string()))?;
     let batch = BatchConfigBuilder::default()
         .with_max_queue_size(options.max_queue)
         .with_scheduled_delay(options.export_interval)
         .with_max_export_batch_size(options.max_queue.clamp(1, 2048))
         .build();
-    let processor = BatchSpanProcessor::builder(exporter).with_batch_config(batch).build();
+    let builder = SdkTracerProvider::builder();
+    let builder = match options.protocol {
+        OtlpProtocol::HttpProtobuf => {
+            let exporter = SpanExporter::builder()
+                .with_http()
+                .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
+                .with_headers(options.otlp_headers.clone())
+                .with_timeout(Duration::from_secs(5))
+                .build()
+                .map_err(|e| TelemetryError(e.to_string()))?;
+            // Its own thread; the blocking HTTP client never touches tokio.
+            builder
+                .with_span_processor(BatchSpanProcessor::builder(exporter).with_batch_config(batch).build())
+        }
+        OtlpProtocol::Grpc => {
+            if tokio::runtime::Handle::try_current().is_err() {
+                return Err(TelemetryError(
+                    "OTLP/gRPC export must be initialised inside a tokio runtime".into(),
+                ));
+            }
+            let mut headers = http::HeaderMap::new();
+            for (key, value) in &options.otlp_headers {
+                let name =
+                    http::HeaderName::try_from(key.as_str()).map_err(|e| TelemetryError(e.to_string()))?;
+                let value =
+                    http::HeaderValue::try_from(value.as_str()).map_err(|e| TelemetryError(e.to_string()))?;
+                headers.insert(name, value);
+            }
+            let metadata = MetadataMap::from_headers(headers);
+            let exporter = SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .with_metadata(metadata)
+                .with_timeout(Duration::from_secs(5))
+                .build()
+                .map_err(|e| TelemetryError(e.to_string()))?;
+            // tonic needs the tokio reactor: the processor runs as a task.
+            let processor =
+                async_runtime::BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio)
+                    .with_batch_config(batch)
+                    .build();
+            builder.with_span_processor(processor)
+        }
+    };
     let instance = format!("{}-{}", hostname(), std::process::id());
     let resource = Resource::builder()
         .with_service_name(options.service_name.clone())
@@ -159,8 +209,7 @@ fn provider(endpoint: &str, options: &TelemetryOptions) -> Result<SdkTracerProvi
         ])
         .build();
     let ratio = options.sample_ratio.clamp(0.0, 1.0);
-    Ok(SdkTracerProvider::builder()
-        .with_span_processor(processor)
+    Ok(builder
         .with_resource(resource)
         .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio))))
         .build())

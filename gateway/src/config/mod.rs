@@ -117,9 +117,12 @@ pub enum LogFormatConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
-    /// Base URL of an OTLP/HTTP receiver (`http://127.0.0.1:4318`);
+    /// Base URL of an OTLP receiver (`http://127.0.0.1:4318` for
+    /// `http/protobuf`, `http://127.0.0.1:4317` for `grpc`);
     /// `OTEL_EXPORTER_OTLP_ENDPOINT` when unset; no export when neither is.
     pub otlp_endpoint: Option<String>,
+    /// `http/protobuf` (default) or `grpc`; `OTEL_EXPORTER_OTLP_PROTOCOL` when unset.
+    pub protocol: Option<OtlpProtocolConfig>,
     /// Headers sent with every export (e.g. an API key).
     pub otlp_headers: std::collections::HashMap<String, String>,
     /// Fraction of new traces recorded (a sampled incoming parent is always followed).
@@ -131,10 +134,20 @@ pub struct TelemetryConfig {
     pub service_name: String,
 }
 
+/// `telemetry.protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum OtlpProtocolConfig {
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    #[serde(rename = "grpc")]
+    Grpc,
+}
+
 impl Default for TelemetryConfig {
     fn default() -> Self {
         TelemetryConfig {
             otlp_endpoint: None,
+            protocol: None,
             otlp_headers: std::collections::HashMap::new(),
             sample_ratio: 1.0,
             max_queue: 4096,
