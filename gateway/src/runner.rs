@@ -277,9 +277,13 @@ impl ModelHandle {
             }
             mpsc::error::TrySendError::Closed(_) => ApiError::ShuttingDown,
         })?;
+        // If the client leaves while queued, this future is dropped: the span
+        // still says what happened.
+        let mut pending = CancelledUnlessSettled(Some(span.clone()));
         let outcome = by(deadline, async { dispatched.await.map_err(|_| ApiError::ShuttingDown)? })
             .instrument(span.clone())
             .await;
+        pending.0 = None;
         match &outcome {
             Ok(d) => {
                 span.record("scheduler.decision", "dispatched");
@@ -298,6 +302,18 @@ impl ModelHandle {
         }
         let dispatch = outcome?;
         Ok(Running { dispatch, events, _cancel_on_drop: guard })
+    }
+}
+
+/// Marks a queue span `cancelled` when its request is dropped while queued.
+struct CancelledUnlessSettled(Option<tracing::Span>);
+
+impl Drop for CancelledUnlessSettled {
+    fn drop(&mut self) {
+        if let Some(span) = self.0.take() {
+            span.record("scheduler.decision", "cancelled");
+            span.record("scheduler.reason", "client_disconnected");
+        }
     }
 }
 

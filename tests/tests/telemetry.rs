@@ -26,6 +26,12 @@ backend = { kind = "synthetic", base_latency = "2ms" }
 name = "slow"
 task = "chat"
 backend = { kind = "synthetic", base_latency = "2s" }
+
+[[models]]
+name = "busy"
+task = "chat"
+policy = "fifo"
+backend = { kind = "synthetic", base_latency = "1500ms" }
 "#;
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -80,9 +86,27 @@ async fn spans_of_every_hop_reach_an_otlp_receiver() {
         .unwrap();
     assert_eq!(refused.status(), 503);
 
+    // 4. A client that gives up while its request is queued behind another.
+    let first = tokio::spawn({
+        let request = client
+            .post(gw.url("/v1/chat/completions"))
+            .json(&json!({"model": "busy", "messages": [{"role": "user", "content": "first"}]}));
+        async move { request.send().await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let impatient = client
+        .post(gw.url("/v1/chat/completions"))
+        .timeout(Duration::from_millis(200))
+        .json(&json!({"model": "busy", "messages": [{"role": "user", "content": "second"}]}))
+        .send()
+        .await;
+    assert!(impatient.is_err(), "the client gave up");
+    let _ = first.await;
+
     let spans = receiver
         .wait_for(Duration::from_secs(15), |s| {
-            s.iter().filter(|s| s.name == "batch").count() >= 2
+            s.iter().any(|s| s.attr("scheduler.decision") == Some("cancelled"))
+                && s.iter().filter(|s| s.name == "batch").count() >= 2
                 && s.iter().filter(|s| s.attr("http.response.status_code") == Some("503")).count() == 1
                 && s.iter().filter(|s| s.name == "POST /v1/embeddings").count() == 4
         })
@@ -143,6 +167,12 @@ async fn spans_of_every_hop_reach_an_otlp_receiver() {
             && l.contains(&format!("# {{trace_id=\"{TRACE}\"}}"))),
         "no exemplar for trace {TRACE}:\n{text}"
     );
+
+    // The cancelled request's trace says so.
+    let cancelled =
+        one(&spans, |s| s.attr("scheduler.decision") == Some("cancelled"), "cancelled queue span");
+    assert_eq!(cancelled.attr("scheduler.reason"), Some("client_disconnected"));
+    assert_eq!(cancelled.attr("model"), Some("busy"));
 
     // Request content never reaches a span.
     assert!(spans.iter().all(|s| s.attributes.values().all(|v| !v.contains("secret prompt"))));
