@@ -36,6 +36,7 @@ backend = { kind = "synthetic", base_latency = "1500ms" }
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT: &str = "00f067aa0ba902b7";
+const STREAM_TRACE: &str = "5bf92f3577b34da6a3ce929d0e0e4736";
 
 fn one<'a>(spans: &'a [ReceivedSpan], what: impl Fn(&ReceivedSpan) -> bool, label: &str) -> &'a ReceivedSpan {
     let found: Vec<&ReceivedSpan> = spans.iter().filter(|s| what(s)).collect();
@@ -64,6 +65,16 @@ async fn spans_of_every_hop_reach_an_otlp_receiver() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+
+    // 1b. A streamed chat request in its own caller trace.
+    let streamed = client
+        .post(gw.url("/v1/chat/completions"))
+        .header("traceparent", format!("00-{STREAM_TRACE}-{PARENT}-01"))
+        .json(&json!({"model": "chat", "stream": true, "messages": [{"role": "user", "content": "stream"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(streamed.text().await.unwrap().ends_with("data: [DONE]\n\n"));
 
     // 2. Four embeddings at once, batched together (30 ms max delay).
     let calls = (0..4).map(|i| {
@@ -134,6 +145,14 @@ async fn spans_of_every_hop_reach_an_otlp_receiver() {
         let span = one(&spans, |s| s.name == hop && s.parent_span_id == server.span_id, hop);
         assert_eq!(span.trace_id, TRACE);
     }
+
+    // The streamed request: the same tree.
+    let stream_server = one(&spans, |s| s.trace_id == STREAM_TRACE && s.kind == 2, "stream server span");
+    assert_eq!(stream_server.name, "POST /v1/chat/completions");
+    assert_eq!(stream_server.attr("http.response.status_code"), Some("200"));
+    let stream_queue =
+        one(&spans, |s| s.name == "queue" && s.parent_span_id == stream_server.span_id, "stream queue");
+    one(&spans, |s| s.name == "batch" && s.links.iter().any(|l| l.1 == stream_queue.span_id), "stream batch");
 
     // The embeddings batch links to the queue span of each member's own trace.
     let embed_batch = spans
