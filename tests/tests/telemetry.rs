@@ -150,6 +150,8 @@ async fn spans_of_every_hop_reach_an_otlp_receiver() {
     let stream_server = one(&spans, |s| s.trace_id == STREAM_TRACE && s.kind == 2, "stream server span");
     assert_eq!(stream_server.name, "POST /v1/chat/completions");
     assert_eq!(stream_server.attr("http.response.status_code"), Some("200"));
+    assert!(stream_server.attr("gen_ai.usage.output_tokens").is_some(), "{stream_server:#?}");
+    assert_eq!(stream_server.attr("gen_ai.response.finish_reasons"), Some("stop"));
     let stream_queue =
         one(&spans, |s| s.name == "queue" && s.parent_span_id == stream_server.span_id, "stream queue");
     one(&spans, |s| s.name == "batch" && s.links.iter().any(|l| l.1 == stream_queue.span_id), "stream batch");

@@ -73,6 +73,11 @@ impl StreamState {
             Ok(Event::Delta(text)) => self.push(self.meta.chunk(json!({ "content": text }), None)),
             Ok(Event::Done(Output::Chat(chat))) => {
                 self.model.observe_output(chat.completion_tokens);
+                // The body is polled inside the request's server span.
+                tracing::Span::current()
+                    .record("gen_ai.usage.input_tokens", chat.prompt_tokens)
+                    .record("gen_ai.usage.output_tokens", chat.completion_tokens)
+                    .record("gen_ai.response.finish_reasons", chat.finish_reason.as_str());
                 if let Some(outcome) = self.outcome.take() {
                     outcome.stream_done(chat.prompt_tokens, chat.completion_tokens, self.first_at);
                 }
