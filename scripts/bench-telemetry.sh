@@ -52,16 +52,15 @@ for mode in off on; do
     for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
 done
 
-ticks() { local s; s="$(<"/proc/$1/stat")"; s="${s##*) }"; read -r -a f <<<"$s"; echo $((f[11] + f[12])); }
 hz="$(getconf CLK_TCK)"
 export BENCH_BODY_FILE="$REPO_ROOT/scripts/bench/embeddings-request.json" BENCH_API_KEY=sk-infergate-test
 printf '| round | telemetry | req/s | p50 | p99 | CPU/request |\n|---:|---|---:|---:|---:|---:|\n' >"$TMP/table.md"
 for round in $(seq 1 "$ROUNDS"); do
     order="off on"; ((round % 2 == 0)) && order="on off"
     for mode in $order; do
-        before="$(ticks "${PID[$mode]}")"
+        before="$(proc_ticks "${PID[$mode]}")"
         line="$(wrk -t "$THREADS" -c "$CONNECTIONS" -d "${DURATION}s" --latency -s scripts/bench/post.lua "${URL[$mode]}" | grep '^BENCH')"
-        after="$(ticks "${PID[$mode]}")"
+        after="$(proc_ticks "${PID[$mode]}")"
         "$PYTHON" - "$line" "$round" "$mode" "$((after - before))" "$hz" >>"$TMP/table.md" <<'PY'
 import sys
 line, rnd, mode, ticks, hz = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])

@@ -61,3 +61,20 @@ apt_ensure() {
 free_port() {
     "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
+
+# proc_ticks PID -> utime+stime (clock ticks) of PID plus all its descendants
+# (nginx serves from worker processes). Fields 14/15 of /proc/PID/stat, counted
+# after the ")" that ends the command name.
+proc_ticks() {
+    local stat rest total child kids
+    local -a f
+    stat="$(<"/proc/$1/stat")" || { echo 0; return; }
+    rest="${stat##*) }"
+    read -r -a f <<<"$rest"
+    total=$((f[11] + f[12]))
+    kids="$(cat /proc/"$1"/task/*/children 2>/dev/null || true)"
+    for child in $kids; do
+        total=$((total + $(proc_ticks "$child")))
+    done
+    echo "$total"
+}

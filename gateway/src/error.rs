@@ -204,8 +204,19 @@ impl ErrorShape {
     /// The complete response for an error in this shape.
     pub fn render(self, error: &ApiError) -> Response {
         let parts = error.parts();
-        if parts.status.is_server_error() {
-            tracing::warn!(error = ?error, status = parts.status.as_u16(), "request failed");
+        // Failures of ours or of a backend are worth a warning; refusals and
+        // missed deadlines are expected under load (they are counted in
+        // metrics and traced), and a warning per shed request would flood
+        // the log exactly when the gateway is busiest.
+        match error {
+            ApiError::Internal { .. }
+            | ApiError::Backend(BackendError::Failed(_) | BackendError::Disconnected(_)) => {
+                tracing::warn!(error = ?error, status = parts.status.as_u16(), "request failed")
+            }
+            _ if parts.status.is_server_error() => {
+                tracing::debug!(error = ?error, status = parts.status.as_u16(), "request refused")
+            }
+            _ => {}
         }
         let body = match self {
             ErrorShape::OpenAi => serde_json::json!({

@@ -18,6 +18,7 @@ use opentelemetry_otlp::{SpanExporter, WithExportConfig, WithHttpConfig, WithTon
 use opentelemetry_sdk::trace::span_processor_with_async_runtime as async_runtime;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
+use tracing_subscriber::filter::FilterExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -125,7 +126,12 @@ pub fn init(options: &TelemetryOptions) -> Result<TelemetryGuard, TelemetryError
             tracing_subscriber::fmt::layer().with_writer(std::io::stderr).json().flatten_event(true).boxed()
         }
     }
-    .with_filter(filter);
+    // Of the spans, log lines need only the server span's context (request
+    // id, route, trace id); formatting the fields of every hop's span for the
+    // log cost ~25 µs per request at the default level, for nothing.
+    .with_filter(filter.and(tracing_subscriber::filter::filter_fn(|meta| {
+        meta.is_event() || meta.name() == crate::names::spans::SERVER
+    })));
     let provider =
         options.otlp_endpoint.as_deref().map(|endpoint| provider(endpoint, options)).transpose()?;
     let otel = provider.as_ref().map(|p| {

@@ -66,6 +66,18 @@ async fn spans_of_every_hop_reach_an_otlp_receiver() {
         .unwrap();
     assert_eq!(response.status(), 200);
 
+    // The latency histogram carries the trace as an exemplar (OpenMetrics);
+    // checked now, before later requests replace the bucket's exemplar.
+    let metrics = reqwest::get(gw.url("/metrics")).await.unwrap();
+    assert!(metrics.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    let text = metrics.text().await.unwrap();
+    assert!(
+        text.lines().any(|l| l.starts_with("http_server_request_duration_seconds_bucket")
+            && l.contains("http_route=\"/v1/chat/completions\"")
+            && l.contains(&format!("# {{trace_id=\"{TRACE}\"}}"))),
+        "no exemplar for trace {TRACE}:\n{text}"
+    );
+
     // 1b. A streamed chat request in its own caller trace.
     let streamed = client
         .post(gw.url("/v1/chat/completions"))
@@ -177,17 +189,6 @@ async fn spans_of_every_hop_reach_an_otlp_receiver() {
         one(&spans, |s| s.name == "queue" && s.parent_span_id == refused.span_id, "refused queue span");
     assert_eq!(queue.attr("scheduler.decision"), Some("refused"));
     assert_eq!(queue.attr("scheduler.reason"), Some("deadline_infeasible"));
-
-    // The latency histogram carries the trace as an exemplar (OpenMetrics).
-    let metrics = reqwest::get(gw.url("/metrics")).await.unwrap();
-    assert!(metrics.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
-    let text = metrics.text().await.unwrap();
-    assert!(
-        text.lines().any(|l| l.starts_with("http_server_request_duration_seconds_bucket")
-            && l.contains("http_route=\"/v1/chat/completions\"")
-            && l.contains(&format!("# {{trace_id=\"{TRACE}\"}}"))),
-        "no exemplar for trace {TRACE}:\n{text}"
-    );
 
     // The cancelled request's trace says so.
     let cancelled =

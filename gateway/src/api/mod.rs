@@ -8,7 +8,7 @@ mod openai;
 use axum::routing::{get, post};
 use axum::Router;
 
-pub use extract::{dispatch_headers, encode, genai, read_body, JsonBody};
+pub use extract::{dispatch_headers, encode, genai, JsonBody};
 
 use crate::state::SharedState;
 
