@@ -54,25 +54,61 @@ pub async fn shape_errors(State(state): State<SharedState>, request: Request, ne
 
 /// Record `http.server.request.duration` and in-flight requests. Streamed
 /// responses are measured to their headers; token timing is measured apart.
+/// A client that disconnects before its response is counted under status
+/// 499 (nginx's "client closed request") and its server span says so.
 pub async fn track(State(state): State<SharedState>, request: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let method = request.method().as_str().to_owned();
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
+    let mut flight = InFlight {
+        state: state.clone(),
+        start: Instant::now(),
+        method: request.method().as_str().to_owned(),
+        route,
+        status: None,
+        // The server span: entered while the request is polled, not when
+        // a disconnect drops it.
+        span: tracing::Span::current(),
+    };
     state.metrics.in_flight.inc();
     let response = next.run(request).await;
-    state.metrics.in_flight.dec();
-    let labels = RequestLabels {
-        http_request_method: method,
-        http_route: route,
-        http_response_status_code: response.status().as_u16(),
-    };
-    let trace_id = infergate_otel::propagation::trace_id(&tracing::Span::current());
-    state.metrics.observe_request(&labels, start.elapsed().as_secs_f64(), trace_id);
+    flight.status = Some(response.status().as_u16());
     response
+}
+
+/// A request being served; dropped when it completes or its client leaves.
+struct InFlight {
+    state: SharedState,
+    start: Instant,
+    method: String,
+    route: String,
+    status: Option<u16>,
+    span: tracing::Span,
+}
+
+/// What the duration histogram records for a client that went away.
+const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let metrics = &self.state.metrics;
+        metrics.in_flight.dec();
+        let span = &self.span;
+        let status = self.status.unwrap_or_else(|| {
+            span.record("error.type", "client_disconnected");
+            span.record("otel.status_code", "ERROR");
+            CLIENT_CLOSED_REQUEST
+        });
+        let labels = RequestLabels {
+            http_request_method: std::mem::take(&mut self.method),
+            http_route: std::mem::take(&mut self.route),
+            http_response_status_code: status,
+        };
+        let trace_id = infergate_otel::propagation::trace_id(span);
+        metrics.observe_request(&labels, self.start.elapsed().as_secs_f64(), trace_id);
+    }
 }
 
 /// Map the API key to a tenant; open routes need none.

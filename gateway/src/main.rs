@@ -3,10 +3,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use infergate_gateway::config::{Config, LogFormatConfig, OtlpProtocolConfig};
-use infergate_otel::{LogFormat, OtlpProtocol, TelemetryOptions};
+use infergate_otel::{LogFormat, OtlpProtocol, TelemetryGuard, TelemetryOptions};
 
 /// infergate: an observability-first inference gateway and multimodal
 /// scheduler. Serves OpenAI-compatible and KServe v2 APIs in front of
@@ -105,6 +106,13 @@ fn telemetry_options(config: &Config) -> TelemetryOptions {
         sample_ratio: env("OTEL_TRACES_SAMPLER_ARG").and_then(|v| v.parse().ok()).unwrap_or(t.sample_ratio),
         max_queue: t.max_queue,
         export_interval: t.export_interval,
+        metrics_interval: t
+            .metrics_interval
+            .or_else(|| {
+                env("OTEL_METRIC_EXPORT_INTERVAL").and_then(|ms| ms.parse().ok()).map(Duration::from_millis)
+            })
+            .unwrap_or(TelemetryOptions::default().metrics_interval),
+        export_logs: t.export_logs && env("OTEL_LOGS_EXPORTER").as_deref() != Some("none"),
         service_name: env("OTEL_SERVICE_NAME").unwrap_or_else(|| t.service_name.clone()),
         ..TelemetryOptions::default()
     }
@@ -115,11 +123,11 @@ fn telemetry_options(config: &Config) -> TelemetryOptions {
 fn run(config: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let options = telemetry_options(&config);
-    let telemetry = {
+    let mut telemetry = {
         let _inside = runtime.enter();
         infergate_otel::init(&options)?
     };
-    let result = runtime.block_on(serve(config));
+    let result = runtime.block_on(serve(config, &mut telemetry));
     // The exporters block while flushing: off the async workers.
     runtime.block_on(async {
         let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
@@ -127,13 +135,14 @@ fn run(config: Config) -> anyhow::Result<()> {
     result
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, telemetry: &mut TelemetryGuard) -> anyhow::Result<()> {
     let listen = config.server.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr()?;
     let (app, state) = infergate_gateway::app(config);
+    telemetry.export_metrics(state.metrics.clone())?;
     tracing::info!(%addr, models = state.models.len(), "infergate ready");
     println!("infergate listening on http://{addr}");
     infergate_gateway::server::serve(listener, app, state, infergate_gateway::server::shutdown_signal())

@@ -1,4 +1,4 @@
-//! Telemetry for infergate: logs and OTLP trace export, the names of every
+//! Telemetry for infergate: logs and OTLP export of traces, logs and metrics, the names of every
 //! span and metric, and the Prometheus registry the gateway serves on `/metrics`.
 //!
 //! Names live here, once, so dashboards, tests and code agree on them.
@@ -6,7 +6,11 @@
 pub mod genai;
 pub mod metrics;
 pub mod names;
+pub mod openmetrics;
+mod otlp_metrics;
+mod processors;
 pub mod propagation;
+pub mod queue;
 pub mod telemetry;
 
 pub use metrics::{Metrics, RequestLabels};

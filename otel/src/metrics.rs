@@ -118,6 +118,11 @@ impl Metrics {
             "Jobs refused or dropped before running, by reason",
             rejections.clone(),
         );
+        registry.register(
+            names::TELEMETRY_ITEMS,
+            "Spans, log records and metric points exported or lost, by signal and outcome",
+            crate::queue::EXPORT_STATS.clone(),
+        );
         let genai = GenAiMetrics::register(&mut registry);
         Metrics {
             genai,

@@ -42,3 +42,35 @@ pub mod spans {
     pub const BACKEND_EXECUTE: &str = "backend.execute";
     pub const ENCODE: &str = "encode";
 }
+
+/// The pipeline's own counters: spans, logs and metric points exported or
+/// lost, by signal and outcome (counter, `_total` added on encode).
+pub const TELEMETRY_ITEMS: &str = "infergate_telemetry_items";
+
+/// Each Prometheus family's OpenTelemetry name and unit, for OTLP export.
+pub const OTLP_METRICS: &[(&str, &str, &str)] = &[
+    (HTTP_SERVER_REQUEST_DURATION, "http.server.request.duration", "s"),
+    (REQUESTS_IN_FLIGHT, "infergate.requests.in_flight", "{request}"),
+    (QUEUE_DEPTH, "infergate.queue.depth", "{job}"),
+    (QUEUE_WAIT, "infergate.queue.wait", "s"),
+    (BATCH_SIZE, "infergate.batch.size", "{job}"),
+    (BACKEND_EXECUTE_DURATION, "infergate.backend.execute.duration", "s"),
+    (LATENCY_PREDICTION_ERROR, "infergate.scheduler.prediction_error", "1"),
+    (SCHEDULER_REJECTIONS, "infergate.scheduler.rejections", "{job}"),
+    (GENAI_REQUEST_DURATION, "gen_ai.server.request.duration", "s"),
+    (GENAI_TTFT, "gen_ai.server.time_to_first_token", "s"),
+    (GENAI_TPOT, "gen_ai.server.time_per_output_token", "s"),
+    (GENAI_TOKENS, "gen_ai.server.token.usage", "{token}"),
+    (DEADLINE_OUTCOMES, "infergate.deadline.outcomes", "{request}"),
+    (TELEMETRY_ITEMS, "infergate.telemetry.items", "{item}"),
+];
+
+/// Prometheus label names whose OpenTelemetry attribute names differ.
+pub const OTLP_LABELS: &[(&str, &str)] = &[
+    ("http_request_method", "http.request.method"),
+    ("http_route", "http.route"),
+    ("http_response_status_code", "http.response.status_code"),
+    ("gen_ai_operation_name", "gen_ai.operation.name"),
+    ("gen_ai_request_model", "gen_ai.request.model"),
+    ("gen_ai_token_type", "gen_ai.token.type"),
+];

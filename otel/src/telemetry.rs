@@ -1,27 +1,35 @@
 //! Telemetry set-up: logs to stderr and, when an OTLP endpoint is given,
-//! traces exported over OTLP/HTTP (protobuf) with the `tracing` bridge, so
-//! every `tracing` span becomes an OpenTelemetry span and log lines carry
-//! trace and span ids.
+//! traces, logs and metrics exported over OTLP (HTTP/protobuf or gRPC).
+//! The `tracing` bridge makes every `tracing` span an OpenTelemetry span;
+//! log lines, on stderr and over OTLP, carry trace and span ids.
 //!
-//! The span processor is OpenTelemetry's batch processor on its own thread:
-//! a bounded queue (`max_queue`, default 4096 spans) that drops spans when
-//! the collector is slow or down, so telemetry never blocks a request or
-//! grows without bound.
+//! Spans and log records go through bounded queues on their own threads
+//! ([`crate::queue`]: `max_queue` items each, default 4096) that drop and
+//! count when the collector is slow or down, so telemetry never blocks a
+//! request or grows without bound. Metrics are read from the Prometheus
+//! registry every `metrics_interval` ([`crate::otlp_metrics`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::KeyValue;
+use opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge;
 use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
-use opentelemetry_otlp::{SpanExporter, WithExportConfig, WithHttpConfig, WithTonicConfig};
-use opentelemetry_sdk::trace::span_processor_with_async_runtime as async_runtime;
-use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider};
+use opentelemetry_otlp::{LogExporter, SpanExporter, WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_sdk::logs::SdkLoggerProvider;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
 use tracing_subscriber::filter::FilterExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::otlp_metrics::{MetricsExporter, MetricsTarget};
+use crate::processors::{QueueOptions, QueuedLogs, QueuedSpans, Runner};
+use crate::Metrics;
 
 /// How log lines are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -59,8 +67,12 @@ pub struct TelemetryOptions {
     pub sample_ratio: f64,
     /// Spans buffered for export before new ones are dropped.
     pub max_queue: usize,
-    /// How often buffered spans are sent.
+    /// How often buffered spans and log records are sent.
     pub export_interval: Duration,
+    /// How often metrics are sent.
+    pub metrics_interval: Duration,
+    /// Send log records over OTLP too (they always go to stderr).
+    pub export_logs: bool,
     pub service_name: String,
     pub service_version: String,
 }
@@ -76,26 +88,48 @@ impl Default for TelemetryOptions {
             sample_ratio: 1.0,
             max_queue: 4096,
             export_interval: Duration::from_secs(1),
+            metrics_interval: Duration::from_secs(15),
+            export_logs: true,
             service_name: "infergate".into(),
             service_version: env!("CARGO_PKG_VERSION").into(),
         }
     }
 }
 
-/// Keeps the exporter alive; [`TelemetryGuard::shutdown`] flushes it. Call
-/// it where blocking is allowed, while the runtime still runs (gRPC export
-/// is a task on it): e.g. in `tokio::task::spawn_blocking`.
+/// Keeps the exporters alive; [`TelemetryGuard::shutdown`] flushes them.
+/// Call it where blocking is allowed, while the runtime still runs (gRPC
+/// export runs on it): e.g. in `tokio::task::spawn_blocking`.
 #[must_use = "dropping the guard without shutdown() loses the last spans"]
 pub struct TelemetryGuard {
-    provider: Option<SdkTracerProvider>,
+    tracer: Option<SdkTracerProvider>,
+    logger: Option<SdkLoggerProvider>,
+    metrics_target: Option<MetricsTarget>,
+    metrics: Option<MetricsExporter>,
 }
 
 impl TelemetryGuard {
-    /// Export what is buffered and stop the exporter.
+    /// Send the registry's metrics over OTLP every `metrics_interval`, when
+    /// an endpoint is configured. Call once, when the registry exists.
+    pub fn export_metrics(&mut self, metrics: Arc<Metrics>) -> Result<(), TelemetryError> {
+        if let Some(target) = self.metrics_target.take() {
+            self.metrics = Some(MetricsExporter::start(metrics, target).map_err(error)?);
+        }
+        Ok(())
+    }
+
+    /// Export what is buffered and stop the exporters.
     pub fn shutdown(mut self) {
-        if let Some(provider) = self.provider.take() {
-            if let Err(error) = provider.shutdown() {
-                eprintln!("infergate: telemetry shutdown: {error}");
+        if let Some(metrics) = self.metrics.take() {
+            metrics.shutdown();
+        }
+        if let Some(logger) = self.logger.take() {
+            if let Err(error) = logger.shutdown() {
+                eprintln!("infergate: log export shutdown: {error}");
+            }
+        }
+        if let Some(tracer) = self.tracer.take() {
+            if let Err(error) = tracer.shutdown() {
+                eprintln!("infergate: trace export shutdown: {error}");
             }
         }
     }
@@ -109,12 +143,14 @@ pub struct TelemetryError(String);
 /// The noisy transport crates are capped at `warn` unless the filter names them.
 const DEFAULT_FILTER: &str = "info,hyper=warn,h2=warn,tower=warn,reqwest=warn,opentelemetry=warn";
 
-/// Install logging and, if configured, trace export. Call once, at start-up.
+fn error(e: impl std::fmt::Display) -> TelemetryError {
+    TelemetryError(e.to_string())
+}
+
+/// Install logging and, if configured, OTLP export of traces and logs
+/// (metrics follow with [`TelemetryGuard::export_metrics`]). Call once, at start-up.
 pub fn init(options: &TelemetryOptions) -> Result<TelemetryGuard, TelemetryError> {
-    let filter = match &options.log_filter {
-        Some(f) => EnvFilter::new(f),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER)),
-    };
+    let filter = log_filter(options);
     // The log filter applies to log lines only: traces keep every info span
     // whatever the log level, minus the transport crates (and the exporter's
     // own HTTP client, which would otherwise trace itself).
@@ -132,93 +168,154 @@ pub fn init(options: &TelemetryOptions) -> Result<TelemetryGuard, TelemetryError
     .with_filter(filter.and(tracing_subscriber::filter::filter_fn(|meta| {
         meta.is_event() || meta.name() == crate::names::spans::SERVER
     })));
-    let provider =
-        options.otlp_endpoint.as_deref().map(|endpoint| provider(endpoint, options)).transpose()?;
-    let otel = provider.as_ref().map(|p| {
-        let traced = tracing_subscriber::filter::Targets::new()
-            .with_default(tracing::Level::INFO)
-            .with_target("hyper", tracing::level_filters::LevelFilter::OFF)
-            .with_target("h2", tracing::level_filters::LevelFilter::OFF)
-            .with_target("reqwest", tracing::level_filters::LevelFilter::OFF)
-            .with_target("tower", tracing::level_filters::LevelFilter::OFF)
-            .with_target("opentelemetry", tracing::level_filters::LevelFilter::OFF);
+    let exporters = options.otlp_endpoint.as_deref().map(|e| Exporters::start(e, options)).transpose()?;
+    let tracer = exporters.as_ref().map(|x| x.tracer.clone());
+    let logger = exporters.as_ref().and_then(|x| x.logger.clone());
+    let otel = tracer.as_ref().map(|provider| {
         // Source locations, thread names and busy/idle timings are not worth
         // their per-span cost on a request path.
         tracing_opentelemetry::layer()
-            .with_tracer(p.tracer("infergate"))
+            .with_tracer(provider.tracer("infergate"))
             .with_location(false)
             .with_threads(false)
             .with_tracked_inactivity(false)
-            .with_filter(traced)
+            .with_filter(without_transports(tracing::level_filters::LevelFilter::INFO))
+    });
+    // Log records over OTLP follow the log filter's level, never the
+    // exporters' own crates (which would log about exporting logs).
+    let otlp_logs = logger.as_ref().map(|provider| {
+        let level = log_filter(options).max_level_hint().unwrap_or(tracing::level_filters::LevelFilter::INFO);
+        OpenTelemetryTracingBridge::new(provider).with_filter(without_transports(level))
     });
     // A second init (tests) keeps the first subscriber.
-    let _ = tracing_subscriber::registry().with(fmt).with(otel).try_init();
-    Ok(TelemetryGuard { provider })
+    let _ = tracing_subscriber::registry().with(fmt).with(otel).with(otlp_logs).try_init();
+    Ok(TelemetryGuard { tracer, logger, metrics_target: exporters.map(|x| x.metrics), metrics: None })
 }
 
-fn provider(endpoint: &str, options: &TelemetryOptions) -> Result<SdkTracerProvider, TelemetryError> {
-    let batch = BatchConfigBuilder::default()
-        .with_max_queue_size(options.max_queue)
-        .with_scheduled_delay(options.export_interval)
-        .with_max_export_batch_size(options.max_queue.clamp(1, 2048))
-        .build();
-    let builder = SdkTracerProvider::builder();
-    let builder = match options.protocol {
-        OtlpProtocol::HttpProtobuf => {
-            let exporter = SpanExporter::builder()
+fn log_filter(options: &TelemetryOptions) -> EnvFilter {
+    match &options.log_filter {
+        Some(f) => EnvFilter::new(f),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER)),
+    }
+}
+
+/// Everything at `level` and above except the transport and telemetry crates.
+fn without_transports(level: tracing::level_filters::LevelFilter) -> tracing_subscriber::filter::Targets {
+    let off = tracing::level_filters::LevelFilter::OFF;
+    tracing_subscriber::filter::Targets::new()
+        .with_default(level)
+        .with_target("hyper", off)
+        .with_target("h2", off)
+        .with_target("reqwest", off)
+        .with_target("tower", off)
+        .with_target("tonic", off)
+        .with_target("opentelemetry", off)
+        .with_target("opentelemetry_sdk", off)
+        .with_target("opentelemetry_otlp", off)
+        .with_target("infergate_otel", off)
+}
+
+/// The providers for one OTLP endpoint, and where metrics will go.
+struct Exporters {
+    tracer: SdkTracerProvider,
+    logger: Option<SdkLoggerProvider>,
+    metrics: MetricsTarget,
+}
+
+impl Exporters {
+    fn start(endpoint: &str, options: &TelemetryOptions) -> Result<Self, TelemetryError> {
+        let resource = resource_attributes(options);
+        let sdk_resource = Resource::builder_empty()
+            .with_attributes(resource.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())))
+            .build();
+        let runner = match options.protocol {
+            // The blocking HTTP client runs on the queue's own thread.
+            OtlpProtocol::HttpProtobuf => Runner::Blocking,
+            OtlpProtocol::Grpc => Runner::Tokio(tokio::runtime::Handle::try_current().map_err(|_| {
+                TelemetryError("OTLP/gRPC export must be initialised inside a tokio runtime".into())
+            })?),
+        };
+        let queue = QueueOptions {
+            capacity: options.max_queue,
+            interval: options.export_interval,
+            max_batch: options.max_queue.clamp(1, 512),
+        };
+        let base = endpoint.trim_end_matches('/');
+        let timeout = Duration::from_secs(5);
+        let spans = match options.protocol {
+            OtlpProtocol::HttpProtobuf => SpanExporter::builder()
                 .with_http()
-                .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
+                .with_endpoint(format!("{base}/v1/traces"))
                 .with_headers(options.otlp_headers.clone())
-                .with_timeout(Duration::from_secs(5))
-                .build()
-                .map_err(|e| TelemetryError(e.to_string()))?;
-            // Its own thread; the blocking HTTP client never touches tokio.
-            builder
-                .with_span_processor(BatchSpanProcessor::builder(exporter).with_batch_config(batch).build())
-        }
-        OtlpProtocol::Grpc => {
-            if tokio::runtime::Handle::try_current().is_err() {
-                return Err(TelemetryError(
-                    "OTLP/gRPC export must be initialised inside a tokio runtime".into(),
-                ));
-            }
-            let mut headers = http::HeaderMap::new();
-            for (key, value) in &options.otlp_headers {
-                let name =
-                    http::HeaderName::try_from(key.as_str()).map_err(|e| TelemetryError(e.to_string()))?;
-                let value =
-                    http::HeaderValue::try_from(value.as_str()).map_err(|e| TelemetryError(e.to_string()))?;
-                headers.insert(name, value);
-            }
-            let metadata = MetadataMap::from_headers(headers);
-            let exporter = SpanExporter::builder()
+                .with_timeout(timeout)
+                .build(),
+            OtlpProtocol::Grpc => SpanExporter::builder()
                 .with_tonic()
                 .with_endpoint(endpoint)
-                .with_metadata(metadata)
-                .with_timeout(Duration::from_secs(5))
-                .build()
-                .map_err(|e| TelemetryError(e.to_string()))?;
-            // tonic needs the tokio reactor: the processor runs as a task.
-            let processor =
-                async_runtime::BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio)
-                    .with_batch_config(batch)
-                    .build();
-            builder.with_span_processor(processor)
+                .with_metadata(metadata(&options.otlp_headers)?)
+                .with_timeout(timeout)
+                .build(),
         }
-    };
-    let instance = format!("{}-{}", hostname(), std::process::id());
-    let resource = Resource::builder()
-        .with_service_name(options.service_name.clone())
-        .with_attributes([
-            KeyValue::new("service.version", options.service_version.clone()),
-            KeyValue::new("service.instance.id", instance),
-        ])
-        .build();
-    let ratio = options.sample_ratio.clamp(0.0, 1.0);
-    Ok(builder
-        .with_resource(resource)
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio))))
-        .build())
+        .map_err(error)?;
+        let ratio = options.sample_ratio.clamp(0.0, 1.0);
+        let tracer = SdkTracerProvider::builder()
+            .with_span_processor(QueuedSpans::start(spans, runner.clone(), queue).map_err(error)?)
+            .with_resource(sdk_resource.clone())
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio))))
+            .build();
+        let logger = if options.export_logs {
+            let logs = match options.protocol {
+                OtlpProtocol::HttpProtobuf => LogExporter::builder()
+                    .with_http()
+                    .with_endpoint(format!("{base}/v1/logs"))
+                    .with_headers(options.otlp_headers.clone())
+                    .with_timeout(timeout)
+                    .build(),
+                OtlpProtocol::Grpc => LogExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(endpoint)
+                    .with_metadata(metadata(&options.otlp_headers)?)
+                    .with_timeout(timeout)
+                    .build(),
+            }
+            .map_err(error)?;
+            Some(
+                SdkLoggerProvider::builder()
+                    .with_log_processor(QueuedLogs::start(logs, runner.clone(), queue).map_err(error)?)
+                    .with_resource(sdk_resource)
+                    .build(),
+            )
+        } else {
+            None
+        };
+        let metrics = MetricsTarget {
+            protocol: options.protocol,
+            endpoint: base.to_owned(),
+            headers: options.otlp_headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            interval: options.metrics_interval,
+            resource,
+            runner,
+        };
+        Ok(Exporters { tracer, logger, metrics })
+    }
+}
+
+fn metadata(headers: &HashMap<String, String>) -> Result<MetadataMap, TelemetryError> {
+    let mut map = http::HeaderMap::new();
+    for (key, value) in headers {
+        let name = http::HeaderName::try_from(key.as_str()).map_err(error)?;
+        map.insert(name, http::HeaderValue::try_from(value.as_str()).map_err(error)?);
+    }
+    Ok(MetadataMap::from_headers(map))
+}
+
+/// `service.name`, `service.version` and `service.instance.id`.
+fn resource_attributes(options: &TelemetryOptions) -> Vec<(String, String)> {
+    vec![
+        ("service.name".into(), options.service_name.clone()),
+        ("service.version".into(), options.service_version.clone()),
+        ("service.instance.id".into(), format!("{}-{}", hostname(), std::process::id())),
+    ]
 }
 
 fn hostname() -> String {

@@ -42,7 +42,17 @@ async fn spans_reach_a_collector_over_grpc() {
     let log = std::fs::File::create(&log_path).unwrap();
     let _collector = Collector(
         Command::new(rotel)
-            .args(["start", "--exporter", "blackhole", "--debug-log", "traces"])
+            .args([
+                "start",
+                "--exporter",
+                "blackhole",
+                "--debug-log",
+                "traces",
+                "--debug-log",
+                "metrics",
+                "--debug-log",
+                "logs",
+            ])
             .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc}")])
             .args(["--otlp-http-endpoint", &format!("127.0.0.1:{}", free_port())])
             .env("NO_COLOR", "1")
@@ -59,6 +69,7 @@ async fn spans_reach_a_collector_over_grpc() {
             ("INFERGATE__TELEMETRY__PROTOCOL", "grpc"),
             ("INFERGATE__TELEMETRY__OTLP_ENDPOINT", &endpoint),
             ("INFERGATE__TELEMETRY__EXPORT_INTERVAL", "100ms"),
+            ("INFERGATE__TELEMETRY__METRICS_INTERVAL", "200ms"),
         ],
     );
     // The collector may still be starting: send until it has the 6 spans of one request.
@@ -75,10 +86,11 @@ async fn spans_reach_a_collector_over_grpc() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         text.clear();
         std::fs::File::open(&log_path).unwrap().read_to_string(&mut text).unwrap();
-        if received_spans(&text) >= 6 {
+        if received_spans(&text) >= 6 && text.contains("Received metrics") {
             break;
         }
     }
     let _ = std::fs::remove_file(&log_path);
     assert!(received_spans(&text) >= 6, "rotel received too few spans:\n{text}");
+    assert!(text.contains("Received metrics"), "rotel received no metrics:\n{text}");
 }

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use infergate_e2e::otlp::{ReceivedSpan, Receiver};
+use infergate_e2e::otlp::{ReceivedLog, ReceivedSpan, Receiver};
 use infergate_e2e::{client, Gateway, WEB_TENANT};
 use serde_json::json;
 
@@ -38,6 +38,17 @@ const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT: &str = "00f067aa0ba902b7";
 const STREAM_TRACE: &str = "5bf92f3577b34da6a3ce929d0e0e4736";
 
+async fn receiver_logs(receiver: &Receiver, done: impl Fn(&ReceivedLog) -> bool) -> Vec<ReceivedLog> {
+    let start = std::time::Instant::now();
+    loop {
+        let logs = receiver.logs();
+        if logs.iter().any(&done) || start.elapsed() > Duration::from_secs(10) {
+            return logs;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn one<'a>(spans: &'a [ReceivedSpan], what: impl Fn(&ReceivedSpan) -> bool, label: &str) -> &'a ReceivedSpan {
     let found: Vec<&ReceivedSpan> = spans.iter().filter(|s| what(s)).collect();
     assert_eq!(found.len(), 1, "expected one {label}, found {}: {spans:#?}", found.len());
@@ -52,6 +63,9 @@ async fn spans_of_every_hop_reach_an_otlp_receiver() {
         &[
             ("INFERGATE__TELEMETRY__OTLP_ENDPOINT", receiver.endpoint.as_str()),
             ("INFERGATE__TELEMETRY__EXPORT_INTERVAL", "100ms"),
+            ("INFERGATE__TELEMETRY__METRICS_INTERVAL", "200ms"),
+            // Refusals log at debug, inside the request: they must reach the receiver.
+            ("RUST_LOG", "warn,infergate_gateway=debug"),
         ],
     );
     let client = client();
@@ -195,6 +209,49 @@ async fn spans_of_every_hop_reach_an_otlp_receiver() {
         one(&spans, |s| s.attr("scheduler.decision") == Some("cancelled"), "cancelled queue span");
     assert_eq!(cancelled.attr("scheduler.reason"), Some("client_disconnected"));
     assert_eq!(cancelled.attr("model"), Some("busy"));
+    // ... and so does its server span, which never got a response.
+    let gone = one(&spans, |s| s.span_id == cancelled.parent_span_id, "disconnected server span");
+    assert_eq!(gone.attr("error.type"), Some("client_disconnected"));
+    assert_eq!(gone.attr("http.response.status_code"), None);
+
+    // The refusal's log record arrives over OTLP in the refused request's trace.
+    let logs = receiver_logs(&receiver, |l| l.trace_id == refused.trace_id).await;
+    let log = logs.iter().find(|l| l.trace_id == refused.trace_id).expect("a log in the refused trace");
+    assert_eq!(log.span_id, refused.span_id, "{log:#?}");
+    assert_eq!(log.severity, "DEBUG");
+
+    // Metrics arrive over OTLP under their OpenTelemetry names, with exemplars.
+    let metrics = receiver
+        .wait_for_metrics(Duration::from_secs(10), |m| {
+            m.iter().any(|m| {
+                m.name == "infergate.telemetry.items"
+                    && m.points.iter().any(|p| p.attributes["signal"] == "spans" && p.value > 0.0)
+            })
+        })
+        .await;
+    let last = |name: &str| metrics.iter().rev().find(|m| m.name == name).unwrap_or_else(|| panic!("{name}"));
+    let http = last("http.server.request.duration");
+    assert_eq!((http.kind, http.unit.as_str(), http.service_name.as_str()), ("histogram", "s", "infergate"));
+    let chat = http
+        .points
+        .iter()
+        .find(|p| {
+            p.attributes["http.route"] == "/v1/chat/completions"
+                && p.attributes["http.response.status_code"] == "200"
+        })
+        .expect("chat requests");
+    assert!(chat.value >= 2.0 && chat.buckets.iter().sum::<u64>() as f64 == chat.value, "{chat:?}");
+    assert!(!chat.exemplar_traces.is_empty(), "{chat:?}");
+    // The disconnected request is counted under 499.
+    assert!(http.points.iter().any(|p| p.attributes["http.response.status_code"] == "499"), "{http:?}");
+    let refusals = last("infergate.scheduler.rejections");
+    assert_eq!(refusals.kind, "sum");
+    assert!(refusals
+        .points
+        .iter()
+        .any(|p| p.attributes["reason"] == "deadline_infeasible" && p.value == 1.0));
+    let in_flight = last("infergate.requests.in_flight");
+    assert_eq!(in_flight.kind, "gauge");
 
     // Request content never reaches a span.
     assert!(spans.iter().all(|s| s.attributes.values().all(|v| !v.contains("secret prompt"))));
@@ -231,4 +288,63 @@ async fn a_dead_collector_never_slows_requests() {
     assert!(start.elapsed() < Duration::from_secs(10), "{:?}", start.elapsed());
     let health = client.get(gw.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
+    // The failed exports are counted, not silently lost.
+    let mut failed = 0.0;
+    for _ in 0..50 {
+        failed = telemetry_items(&gw, "spans", "export_failed").await;
+        if failed > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(failed > 0.0, "no failed span export counted");
+}
+
+/// The value of `infergate_telemetry_items_total{signal,outcome}` on `/metrics`.
+async fn telemetry_items(gw: &Gateway, signal: &str, outcome: &str) -> f64 {
+    let text = reqwest::get(gw.url("/metrics")).await.unwrap().text().await.unwrap();
+    let prefix = format!("infergate_telemetry_items_total{{signal=\"{signal}\",outcome=\"{outcome}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix}in\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_collector_costs_requests_nothing_and_lost_spans_are_counted() {
+    // Accepts connections and never answers: every export waits for its timeout.
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", hung.local_addr().unwrap());
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hung.accept().await {
+            held.push(socket);
+        }
+    });
+    let gw = Gateway::start_with_env(
+        &format!("{WEB_TENANT}{MODELS}"),
+        &[
+            ("INFERGATE__TELEMETRY__OTLP_ENDPOINT", endpoint.as_str()),
+            ("INFERGATE__TELEMETRY__EXPORT_INTERVAL", "10ms"),
+            ("INFERGATE__TELEMETRY__MAX_QUEUE", "16"),
+        ],
+    );
+    let client = client();
+    let start = std::time::Instant::now();
+    for i in 0..100 {
+        let r = client
+            .post(gw.url("/v1/chat/completions"))
+            .json(&json!({"model": "chat", "max_tokens": 4, "messages": [{"role": "user", "content": format!("text {i}")}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert!(start.elapsed() < Duration::from_secs(10), "{:?}", start.elapsed());
+    // Each request makes several spans; 16 fit in the queue, one export is stuck.
+    let dropped = telemetry_items(&gw, "spans", "queue_full").await;
+    assert!(dropped >= 100.0, "spans dropped: {dropped}");
+    assert_eq!(telemetry_items(&gw, "spans", "exported").await, 0.0);
+    holder.abort();
 }

@@ -129,8 +129,14 @@ pub struct TelemetryConfig {
     pub sample_ratio: f64,
     /// Spans buffered for export; beyond this they are dropped, never waited for.
     pub max_queue: usize,
+    /// How often buffered spans and log records are sent.
     #[serde(with = "humantime_serde")]
     pub export_interval: Duration,
+    /// How often metrics are sent over OTLP (`OTEL_METRIC_EXPORT_INTERVAL`, in ms, when unset).
+    #[serde(default, with = "humantime_serde")]
+    pub metrics_interval: Option<Duration>,
+    /// Send log records over OTLP as well as to stderr.
+    pub export_logs: bool,
     pub service_name: String,
 }
 
@@ -152,6 +158,8 @@ impl Default for TelemetryConfig {
             sample_ratio: 1.0,
             max_queue: 4096,
             export_interval: Duration::from_secs(1),
+            metrics_interval: None,
+            export_logs: true,
             service_name: "infergate".into(),
         }
     }

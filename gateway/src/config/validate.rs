@@ -24,6 +24,9 @@ impl Config {
                 ));
             }
         }
+        if telemetry.metrics_interval.is_some_and(|i| i.is_zero()) {
+            return Err(ConfigError::new("telemetry.metrics_interval", "must be greater than zero"));
+        }
         if telemetry.max_queue == 0 || telemetry.export_interval.is_zero() {
             return Err(ConfigError::new(
                 "telemetry",
