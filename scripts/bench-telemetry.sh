@@ -3,10 +3,13 @@
 # on (100% sampling, exporting over OTLP/HTTP to a real collector: rotel with
 # its blackhole exporter), side by side in one run, rounds alternated.
 # Load: wrk POST /v1/embeddings (scripts/bench/post.lua) against a
-# zero-latency synthetic backend (scripts/bench/embeddings.toml).
+# synthetic backend (scripts/bench/embeddings.toml): zero latency by default,
+# so the gateway is all the work; BENCH_BACKEND_LATENCY=2ms gives each batch
+# a model-like cost (MiniLM on these cores takes milliseconds per batch).
 #
 #   scripts/bench-telemetry.sh        (needs target/release/infergate)
 # Environment (defaults): BENCH_ROUNDS=3 BENCH_DURATION=10 BENCH_CONNECTIONS=16 BENCH_THREADS=2
+#   BENCH_BACKEND_LATENCY=0ms
 set -euo pipefail
 LOG_TAG=telemetry
 # shellcheck source=scripts/lib.sh
@@ -17,6 +20,7 @@ ROUNDS="${BENCH_ROUNDS:-3}"
 DURATION="${BENCH_DURATION:-10}"
 CONNECTIONS="${BENCH_CONNECTIONS:-16}"
 THREADS="${BENCH_THREADS:-2}"
+LATENCY="${BENCH_BACKEND_LATENCY:-0ms}"
 BIN="${INFERGATE_BIN:-target/release/infergate}"
 [[ -x "$BIN" ]] || die "$BIN not found: cargo build --release --bin infergate"
 "$REPO_ROOT/scripts/setup.sh" --bench
@@ -39,7 +43,8 @@ PIDS+=("$!")
 declare -A URL PID
 for mode in off on; do
     port="$(free_port)"
-    sed -E "s|^listen = \".*\"|listen = \"127.0.0.1:$port\"|" scripts/bench/embeddings.toml >"$TMP/$mode.toml"
+    sed -E -e "s|^listen = \".*\"|listen = \"127.0.0.1:$port\"|" \
+        -e "s|base_latency = \"0ms\"|base_latency = \"$LATENCY\"|" scripts/bench/embeddings.toml >"$TMP/$mode.toml"
     if [[ "$mode" == on ]]; then
         INFERGATE__TELEMETRY__OTLP_ENDPOINT="http://127.0.0.1:$collector_port" \
             INFERGATE__TELEMETRY__SAMPLE_RATIO=1.0 RUST_LOG=warn "$BIN" serve --config "$TMP/$mode.toml" >"$TMP/$mode.log" 2>&1 &
@@ -73,7 +78,7 @@ PY
         log "round $round $mode done"
     done
 done
-echo "## Telemetry off vs. on ($(date -u +%F), $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s)"
+echo "## Telemetry off vs. on ($(date -u +%F), $(nproc) cores, backend $LATENCY per batch, wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s)"
 echo
 cat "$TMP/table.md"
 echo

@@ -9,6 +9,12 @@ use clap::{Parser, Subcommand};
 use infergate_gateway::config::{Config, LogFormatConfig, OtlpProtocolConfig};
 use infergate_otel::{LogFormat, OtlpProtocol, TelemetryGuard, TelemetryOptions};
 
+/// mimalloc: requests allocate on one worker thread and free on another
+/// (and spans on the export thread); glibc's malloc spent ~10% of the
+/// gateway's CPU on that (BENCHMARKS.md, telemetry overhead).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// infergate: an observability-first inference gateway and multimodal
 /// scheduler. Serves OpenAI-compatible and KServe v2 APIs in front of
 /// in-process and remote models, ordering work by deadline.

@@ -4,16 +4,19 @@
 //! is dropped and counted (`infergate_telemetry_dropped_total{signal,reason}`),
 //! so a slow or dead collector costs requests nothing and memory stays at
 //! `capacity` items. The worker sends a batch every `interval`, or sooner
-//! when `max_batch` items are waiting.
+//! when `max_batch` items are waiting; it sleeps in between, so queueing an
+//! item is a lock-free push with no wake-up.
 //!
 //! OpenTelemetry's own batch processors drop the same way but expose no
 //! count, which is why infergate has its own.
 
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crossbeam_queue::ArrayQueue;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -58,18 +61,33 @@ pub(crate) trait Sink<T>: Send + 'static {
     fn shutdown(&mut self) -> OTelSdkResult;
 }
 
-enum Message<T> {
-    Item(T),
+/// What the worker is asked to do besides exporting on schedule.
+enum Control {
     Flush(SyncSender<OTelSdkResult>),
     Shutdown(SyncSender<OTelSdkResult>),
 }
 
+/// State shared by the processor and the worker.
+struct Shared<T> {
+    items: ArrayQueue<T>,
+    controls: Mutex<Vec<Control>>,
+    closed: AtomicBool,
+}
+
 /// The sending half, held by a span or log processor.
-#[derive(Debug)]
 pub(crate) struct ExportQueue<T> {
     signal: &'static str,
-    sender: SyncSender<Message<T>>,
+    shared: Arc<Shared<T>>,
+    /// Items that wake the worker early (a full batch).
+    wake_at: usize,
+    thread: std::thread::Thread,
     worker: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl<T> std::fmt::Debug for ExportQueue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExportQueue").field("signal", &self.signal).finish_non_exhaustive()
+    }
 }
 
 /// How long flush and shutdown wait for the worker (one export's timeout, and some).
@@ -83,41 +101,56 @@ impl<T: Send + 'static> ExportQueue<T> {
         interval: Duration,
         max_batch: usize,
     ) -> std::io::Result<Self> {
-        let (sender, receiver) = mpsc::sync_channel(capacity.max(1));
-        let worker = std::thread::Builder::new()
-            .name(format!("otlp-{signal}"))
-            .spawn(move || run(signal, receiver, sink, interval, max_batch.max(1)))?;
-        Ok(ExportQueue { signal, sender, worker: Mutex::new(Some(worker)) })
+        let shared = Arc::new(Shared {
+            items: ArrayQueue::new(capacity.max(1)),
+            controls: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
+        });
+        let max_batch = max_batch.clamp(1, capacity.max(1));
+        let worker = std::thread::Builder::new().name(format!("otlp-{signal}")).spawn({
+            let shared = shared.clone();
+            move || run(signal, &shared, sink, interval, max_batch)
+        })?;
+        let thread = worker.thread().clone();
+        Ok(ExportQueue { signal, shared, wake_at: max_batch, thread, worker: Mutex::new(Some(worker)) })
     }
 
-    /// Queue an item, or drop and count it when the queue is full. Never blocks.
+    /// Queue an item, or drop and count it when the queue is full. Never
+    /// blocks, and wakes the worker only when a batch is ready: a request
+    /// makes several spans, and a wake-up per span would cost more than the span.
     pub(crate) fn push(&self, item: T) {
-        match self.sender.try_send(Message::Item(item)) {
+        if self.shared.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        match self.shared.items.push(item) {
+            // Unparking a thread that is not parked is one atomic swap.
+            Ok(()) if self.shared.items.len() >= self.wake_at => self.thread.unpark(),
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => count(self.signal, "queue_full", 1),
-            // After shutdown: nothing will send it.
-            Err(TrySendError::Disconnected(_)) => {}
+            Err(_) => count(self.signal, "queue_full", 1),
         }
     }
 
     /// Export everything queued so far.
     pub(crate) fn flush(&self) -> OTelSdkResult {
-        self.control(Message::Flush)
+        self.control(Control::Flush)
     }
 
     /// Export what is queued, shut the exporter down and stop the worker.
     pub(crate) fn shutdown(&self) -> OTelSdkResult {
-        let result = self.control(Message::Shutdown);
+        let result = self.control(Control::Shutdown);
         if let Some(worker) = self.worker.lock().map_err(poisoned)?.take() {
             let _ = worker.join();
         }
         result
     }
 
-    fn control(&self, message: fn(SyncSender<OTelSdkResult>) -> Message<T>) -> OTelSdkResult {
+    fn control(&self, message: fn(SyncSender<OTelSdkResult>) -> Control) -> OTelSdkResult {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(OTelSdkError::AlreadyShutdown);
+        }
         let (ack, done) = mpsc::sync_channel(1);
-        // Blocks while the queue is full; the worker is draining it.
-        self.sender.send(message(ack)).map_err(|_| OTelSdkError::AlreadyShutdown)?;
+        self.shared.controls.lock().map_err(poisoned)?.push(message(ack));
+        self.thread.unpark();
         done.recv_timeout(CONTROL_TIMEOUT).map_err(|_| OTelSdkError::Timeout(CONTROL_TIMEOUT))?
     }
 }
@@ -126,49 +159,56 @@ fn poisoned<G>(_: std::sync::PoisonError<G>) -> OTelSdkError {
     OTelSdkError::InternalFailure("export worker panicked".into())
 }
 
+fn copy(result: &OTelSdkResult) -> OTelSdkResult {
+    match result {
+        Ok(()) => Ok(()),
+        Err(error) => Err(OTelSdkError::InternalFailure(error.to_string())),
+    }
+}
+
 fn run<T, S: Sink<T>>(
     signal: &'static str,
-    receiver: Receiver<Message<T>>,
+    shared: &Shared<T>,
     sink: Arc<Mutex<S>>,
     interval: Duration,
     max_batch: usize,
 ) {
-    let mut batch = Vec::with_capacity(max_batch);
-    let mut next = Instant::now() + interval;
-    let send = |batch: &mut Vec<T>| -> OTelSdkResult {
-        if batch.is_empty() {
-            return Ok(());
+    // Export everything queued, a batch at a time.
+    let drain = || -> OTelSdkResult {
+        let mut result = Ok(());
+        while !shared.items.is_empty() {
+            let batch: Vec<T> = std::iter::from_fn(|| shared.items.pop()).take(max_batch).collect();
+            let n = batch.len();
+            let sent = sink.lock().map_err(poisoned).and_then(|mut sink| sink.export(batch));
+            count(signal, if sent.is_ok() { "exported" } else { "export_failed" }, n);
+            result = result.and(sent);
         }
-        let n = batch.len();
-        let items = std::mem::replace(batch, Vec::with_capacity(max_batch));
-        let result = sink.lock().map_err(poisoned).and_then(|mut sink| sink.export(items));
-        count(signal, if result.is_ok() { "exported" } else { "export_failed" }, n);
         result
     };
+    let mut next = Instant::now() + interval;
     loop {
-        match receiver.recv_timeout(next.saturating_duration_since(Instant::now())) {
-            Ok(Message::Item(item)) => {
-                batch.push(item);
-                if batch.len() >= max_batch {
-                    let _ = send(&mut batch);
-                }
-            }
-            Ok(Message::Flush(ack)) => {
-                let _ = ack.send(send(&mut batch));
-            }
-            Ok(Message::Shutdown(ack)) => {
-                let exported = send(&mut batch);
-                let closed = sink.lock().map_err(poisoned).and_then(|mut sink| sink.shutdown());
-                let _ = ack.send(exported.and(closed));
-                return;
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                let _ = send(&mut batch);
+        // Woken early by a full batch, a flush or a shutdown.
+        std::thread::park_timeout(next.saturating_duration_since(Instant::now()));
+        let controls = shared.controls.lock().map(|mut c| std::mem::take(&mut *c)).unwrap_or_default();
+        let due = Instant::now() >= next;
+        if due || shared.items.len() >= max_batch || !controls.is_empty() {
+            let result = drain();
+            if due {
                 next = Instant::now() + interval;
             }
-            Err(RecvTimeoutError::Disconnected) => {
-                let _ = send(&mut batch);
-                return;
+            for control in controls {
+                match control {
+                    Control::Flush(ack) => {
+                        let _ = ack.send(copy(&result));
+                    }
+                    Control::Shutdown(ack) => {
+                        shared.closed.store(true, Ordering::Release);
+                        let rest = drain();
+                        let closed = sink.lock().map_err(poisoned).and_then(|mut sink| sink.shutdown());
+                        let _ = ack.send(result.and(rest).and(closed));
+                        return;
+                    }
+                }
             }
         }
     }
