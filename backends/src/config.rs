@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::onnx::{OnnxBackend, OnnxConfig};
 use crate::synthetic::{SyntheticBackend, SyntheticConfig};
 use crate::Backend;
 
@@ -13,6 +14,8 @@ use crate::Backend;
 pub enum BackendConfig {
     /// Deterministic, clearly labelled outputs with a latency model and faults.
     Synthetic(SyntheticConfig),
+    /// An in-process model on ONNX Runtime.
+    Onnx(OnnxConfig),
 }
 
 impl BackendConfig {
@@ -20,6 +23,7 @@ impl BackendConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             BackendConfig::Synthetic(_) => "synthetic",
+            BackendConfig::Onnx(_) => "onnx",
         }
     }
 
@@ -27,14 +31,17 @@ impl BackendConfig {
     pub fn validate(&self) -> Result<(), String> {
         match self {
             BackendConfig::Synthetic(c) => c.validate(),
+            BackendConfig::Onnx(c) => c.validate(),
         }
     }
 
-    /// Build the backend for a model.
-    pub fn build(&self, model: &str) -> Arc<dyn Backend> {
-        match self {
+    /// Build the backend for a model; in-process models load here, and a
+    /// missing or broken model file is an error that names it.
+    pub fn build(&self, model: &str) -> Result<Arc<dyn Backend>, String> {
+        Ok(match self {
             BackendConfig::Synthetic(c) => Arc::new(SyntheticBackend::new(model, c.clone())),
-        }
+            BackendConfig::Onnx(c) => Arc::new(OnnxBackend::load(model, c)?),
+        })
     }
 }
 
@@ -44,6 +51,7 @@ impl BackendConfig {
     pub fn latency_hint(&self) -> Option<(std::time::Duration, std::time::Duration)> {
         match self {
             BackendConfig::Synthetic(c) => Some((c.base_latency, c.per_cost)),
+            BackendConfig::Onnx(_) => None,
         }
     }
 }

@@ -1,12 +1,13 @@
 //! infergate's backends: the [`Backend`] trait that runs a batch of jobs of
 //! one model, the typed requests and outputs of every task, and the
-//! backends themselves (the synthetic one for now; ONNX Runtime, whisper.cpp
-//! and remote GPU servers follow).
+//! backends themselves: synthetic and ONNX Runtime (whisper.cpp and remote
+//! GPU servers follow).
 
 pub mod audio;
 mod backend;
 mod config;
 mod error;
+pub mod onnx;
 pub mod synthetic;
 mod task;
 pub mod tensor;

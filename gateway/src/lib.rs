@@ -24,9 +24,9 @@ use crate::config::Config;
 use crate::state::{AppState, SharedState};
 
 /// Start every model and build the complete service. Must run inside a
-/// tokio runtime.
-pub fn app(config: Config) -> (Router, SharedState) {
-    let state = AppState::start(config, Arc::new(Metrics::new()));
+/// tokio runtime; fails when a model cannot load.
+pub fn app(config: Config) -> Result<(Router, SharedState), String> {
+    let state = AppState::start(config, Arc::new(Metrics::new()))?;
     let router = stack::build(api::routes(state.clone()), state.clone());
-    (router, state)
+    Ok((router, state))
 }

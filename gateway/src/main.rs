@@ -147,7 +147,7 @@ async fn serve(config: Config, telemetry: &mut TelemetryGuard) -> anyhow::Result
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr()?;
-    let (app, state) = infergate_gateway::app(config);
+    let (app, state) = infergate_gateway::app(config).map_err(|e| anyhow::anyhow!(e))?;
     telemetry.export_metrics(state.metrics.clone())?;
     tracing::info!(%addr, models = state.models.len(), "infergate ready");
     println!("infergate listening on http://{addr}");

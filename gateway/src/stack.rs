@@ -156,7 +156,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_handler_becomes_a_shaped_500() {
-        let (_, state) = crate::app(Config::from_toml(CONFIG, Vec::new()).unwrap());
+        let (_, state) = crate::app(Config::from_toml(CONFIG, Vec::new()).unwrap()).unwrap();
         let routes = Router::new().route("/v1/explode", get(explode)).route("/v2/models/x", get(explode));
         let app = build(routes, state);
 

@@ -29,23 +29,32 @@ pub struct AppState {
 pub type SharedState = Arc<AppState>;
 
 impl AppState {
-    /// Build every backend and start every model's runner. Must run inside
-    /// a tokio runtime.
-    pub fn start(config: Config, metrics: Arc<Metrics>) -> SharedState {
+    /// Build every backend (loading in-process models) and start every
+    /// model's runner. Must run inside a tokio runtime. Fails with the model
+    /// and the reason when a backend cannot load or cannot serve its task.
+    pub fn start(config: Config, metrics: Arc<Metrics>) -> Result<SharedState, String> {
         let models: Vec<Arc<ModelHandle>> = config
             .models
             .iter()
             .map(|m| {
-                let backend = m.backend.build(&m.name);
-                Arc::new(ModelHandle::spawn(
+                let backend = m.backend.build(&m.name).map_err(|e| format!("model {}: {e}", m.name))?;
+                if !backend.supports(m.task) {
+                    return Err(format!(
+                        "model {}: its {} backend cannot serve task {}",
+                        m.name,
+                        m.backend.kind(),
+                        m.task
+                    ));
+                }
+                Ok(Arc::new(ModelHandle::spawn(
                     m,
                     &config.scheduler,
                     backend,
                     metrics.clone(),
                     config.server.default_timeout,
-                ))
+                )))
             })
-            .collect();
+            .collect::<Result<_, String>>()?;
         let by_name = models.iter().map(|m| (m.name.clone(), m.clone())).collect();
         let started = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let state = AppState {
@@ -58,7 +67,7 @@ impl AppState {
             started,
         };
         state.readiness.loaded.store(true, Ordering::SeqCst);
-        Arc::new(state)
+        Ok(Arc::new(state))
     }
 
     /// The model a request named, checked against the route's task.

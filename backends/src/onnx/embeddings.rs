@@ -1,0 +1,227 @@
+//! Text embeddings with a BERT-style encoder: tokenize, pad the batch to its
+//! longest sequence, one run, mean-pool `last_hidden_state` over the
+//! attention mask, L2-normalise (sentence-transformers' recipe).
+
+use std::path::Path;
+
+use ort::session::Session;
+use ort::value::Tensor;
+use tokenizers::Tokenizer;
+
+use super::{fail_all, session, OnnxConfig, Worker};
+use crate::{BackendError, EmbeddingInput, EmbeddingsOutput, Item, Output, Request};
+
+pub(crate) struct EmbeddingsWorker {
+    session: Session,
+    tokenizer: Tokenizer,
+    /// `[CLS]`, `[SEP]` and `[PAD]` ids.
+    cls: u32,
+    sep: u32,
+    pad: u32,
+    vocab: usize,
+    max_tokens: usize,
+    truncate: bool,
+    max_run_inputs: usize,
+    /// The model takes `token_type_ids` (most BERT exports do).
+    token_types: bool,
+}
+
+fn load_tokenizer(path: &Path) -> Result<Tokenizer, String> {
+    let mut tokenizer = Tokenizer::from_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    // Truncation and padding are done here, per batch, not by the tokenizer.
+    tokenizer.with_padding(None);
+    tokenizer.with_truncation(None).map_err(|e| e.to_string())?;
+    Ok(tokenizer)
+}
+
+impl EmbeddingsWorker {
+    pub(crate) fn load(config: &OnnxConfig) -> Result<Self, String> {
+        let path = config.tokenizer.as_deref().ok_or("text-embeddings needs a tokenizer")?;
+        let tokenizer = load_tokenizer(path)?;
+        let id = |token: &str| {
+            tokenizer.token_to_id(token).ok_or_else(|| format!("{}: no {token} token", path.display()))
+        };
+        let (cls, sep, pad) = (id("[CLS]")?, id("[SEP]")?, id("[PAD]")?);
+        let session = session(&config.model, config)?;
+        let names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
+        if !names.contains(&"input_ids") || !names.contains(&"attention_mask") {
+            return Err(format!(
+                "{}: expected inputs input_ids and attention_mask, found {names:?}",
+                config.model.display()
+            ));
+        }
+        let token_types = names.contains(&"token_type_ids");
+        Ok(EmbeddingsWorker {
+            vocab: tokenizer.get_vocab_size(true),
+            session,
+            tokenizer,
+            cls,
+            sep,
+            pad,
+            max_tokens: config.max_tokens,
+            truncate: config.truncate,
+            max_run_inputs: config.max_run_inputs,
+            token_types,
+        })
+    }
+
+    /// One input as the model's token ids, special tokens included.
+    fn tokens(&self, index: usize, input: &EmbeddingInput) -> Result<Vec<u32>, BackendError> {
+        let mut ids = match input {
+            EmbeddingInput::Text(text) => self
+                .tokenizer
+                .encode(text.as_str(), true)
+                .map_err(|e| BackendError::InvalidInput(format!("input {index} cannot be tokenized: {e}")))?
+                .get_ids()
+                .to_vec(),
+            EmbeddingInput::Tokens(content) => {
+                // Clients may send another tokenizer's ids: check every one.
+                if let Some(bad) = content.iter().find(|&&t| t as usize >= self.vocab) {
+                    return Err(BackendError::InvalidInput(format!(
+                        "input {index}: token id {bad} is outside this model's vocabulary (0..{})",
+                        self.vocab
+                    )));
+                }
+                let mut ids = Vec::with_capacity(content.len() + 2);
+                ids.push(self.cls);
+                ids.extend_from_slice(content);
+                ids.push(self.sep);
+                ids
+            }
+        };
+        if ids.len() > self.max_tokens {
+            if !self.truncate {
+                return Err(BackendError::InvalidInput(format!(
+                    "input {index} is {} tokens long; this model takes at most {}",
+                    ids.len(),
+                    self.max_tokens
+                )));
+            }
+            ids.truncate(self.max_tokens - 1);
+            ids.push(self.sep);
+        }
+        Ok(ids)
+    }
+
+    /// Embed sequences (already tokenized) in runs of at most `max_run_inputs`.
+    fn embed(&mut self, sequences: &[&[u32]]) -> Result<Vec<Vec<f32>>, String> {
+        // Similar lengths together: less padding per run.
+        let mut order: Vec<usize> = (0..sequences.len()).collect();
+        order.sort_by_key(|&i| sequences[i].len());
+        let mut vectors = vec![Vec::new(); sequences.len()];
+        for chunk in order.chunks(self.max_run_inputs) {
+            let batch: Vec<&[u32]> = chunk.iter().map(|&i| sequences[i]).collect();
+            for (vector, &i) in self.run(&batch)?.into_iter().zip(chunk) {
+                vectors[i] = vector;
+            }
+        }
+        Ok(vectors)
+    }
+
+    fn run(&mut self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>, String> {
+        let rows = batch.len();
+        let width = batch.iter().map(|s| s.len()).max().unwrap_or(0).max(1);
+        let mut ids = vec![i64::from(self.pad); rows * width];
+        let mut mask = vec![0i64; rows * width];
+        for (row, sequence) in batch.iter().enumerate() {
+            for (col, &id) in sequence.iter().enumerate() {
+                ids[row * width + col] = i64::from(id);
+                mask[row * width + col] = 1;
+            }
+        }
+        let shape = [rows, width];
+        let tensor = |data: Vec<i64>| Tensor::from_array((shape, data)).map_err(|e| e.to_string());
+        let mut inputs = ort::inputs![
+            "input_ids" => tensor(ids)?,
+            "attention_mask" => tensor(mask.clone())?,
+        ];
+        if self.token_types {
+            inputs.push(("token_type_ids".into(), tensor(vec![0; rows * width])?.into()));
+        }
+        let outputs = self.session.run(inputs).map_err(|e| e.to_string())?;
+        let hidden = outputs.get("last_hidden_state").unwrap_or(&outputs[0]);
+        let (dims, values) = hidden.try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
+        let [r, t, d] = dims[..] else {
+            return Err(format!("expected last_hidden_state [batch, tokens, dim], got {dims:?}"));
+        };
+        if r as usize != rows || t as usize != width {
+            return Err(format!("output shape {dims:?} does not match the batch [{rows}, {width}]"));
+        }
+        let d = d as usize;
+        Ok((0..rows)
+            .map(|row| {
+                pool(
+                    &values[row * width * d..(row + 1) * width * d],
+                    &mask[row * width..(row + 1) * width],
+                    d,
+                )
+            })
+            .collect())
+    }
+}
+
+/// Mean over the unmasked tokens, then L2 normalisation.
+fn pool(hidden: &[f32], mask: &[i64], dim: usize) -> Vec<f32> {
+    let mut sum = vec![0f32; dim];
+    let mut count = 0f32;
+    for (token, &m) in hidden.chunks_exact(dim).zip(mask) {
+        if m != 0 {
+            count += 1.0;
+            for (s, h) in sum.iter_mut().zip(token) {
+                *s += h;
+            }
+        }
+    }
+    let count = count.max(1e-9);
+    sum.iter_mut().for_each(|s| *s /= count);
+    let norm = sum.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+    sum.iter_mut().for_each(|s| *s /= norm);
+    sum
+}
+
+impl Worker for EmbeddingsWorker {
+    fn run(&mut self, items: Vec<Item>) {
+        // Tokenize every item; a bad item fails alone.
+        let mut accepted: Vec<(Item, Vec<Vec<u32>>, Option<u32>)> = Vec::with_capacity(items.len());
+        for item in items {
+            let Request::Embeddings(request) = &item.request else {
+                item.fail(BackendError::InvalidInput("this model serves embeddings only".into()));
+                continue;
+            };
+            let tokens: Result<Vec<Vec<u32>>, BackendError> =
+                request.inputs.iter().enumerate().map(|(i, input)| self.tokens(i, input)).collect();
+            match tokens {
+                Ok(tokens) => {
+                    let dimensions = request.dimensions;
+                    accepted.push((item, tokens, dimensions));
+                }
+                Err(error) => item.fail(error),
+            }
+        }
+        let sequences: Vec<&[u32]> =
+            accepted.iter().flat_map(|(_, tokens, _)| tokens.iter().map(Vec::as_slice)).collect();
+        if sequences.is_empty() {
+            return;
+        }
+        let vectors = match self.embed(&sequences) {
+            Ok(vectors) => vectors,
+            Err(error) => {
+                let items: Vec<Item> = accepted.into_iter().map(|(item, _, _)| item).collect();
+                return fail_all(&items, &error);
+            }
+        };
+        let mut vectors = vectors.into_iter();
+        for (item, tokens, dimensions) in accepted {
+            let mine: Vec<Vec<f32>> = vectors.by_ref().take(tokens.len()).collect();
+            let native = mine.first().map_or(0, Vec::len);
+            if let Some(d) = dimensions.filter(|&d| d as usize != native) {
+                item.fail(BackendError::InvalidInput(format!(
+                    "this model makes {native}-dimensional vectors and cannot shorten them (dimensions = {d})"
+                )));
+                continue;
+            }
+            let prompt_tokens = tokens.iter().map(|t| t.len() as u32).sum();
+            item.done(Output::Embeddings(EmbeddingsOutput { vectors: mine, prompt_tokens }));
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! Image input: `data:` URLs, base64 and raw bytes, decoded through the
+//! `image` crate (PNG, JPEG, WebP) with the pixel limit checked from the
+//! header before any pixel is decoded (decompression bombs), and the EXIF
+//! orientation applied.
+
+use std::io::Cursor;
+
+use base64::Engine as _;
+use image::{DynamicImage, ImageDecoder, ImageReader};
+
+use crate::BackendError;
+
+fn invalid(message: impl Into<String>) -> BackendError {
+    BackendError::InvalidInput(message.into())
+}
+
+/// The bytes of an image given as a `data:` URL (`data:image/png;base64,...`)
+/// or bare base64. Remote URLs are refused: fetching them from the gateway
+/// would let any client make it call any address.
+pub fn bytes_from_url(url: &str) -> Result<Vec<u8>, BackendError> {
+    let url = url.trim();
+    let payload = if let Some(rest) = url.strip_prefix("data:") {
+        let (meta, data) = rest.split_once(',').ok_or_else(|| invalid("malformed data: URL (no ',')"))?;
+        if !meta.ends_with(";base64") {
+            return Err(invalid("data: URLs must be base64-encoded (data:image/png;base64,...)"));
+        }
+        data
+    } else if url.starts_with("http://") || url.starts_with("https://") {
+        return Err(invalid(
+            "image URLs are not fetched; send the image as a data: URL (data:image/png;base64,...)",
+        ));
+    } else {
+        url
+    };
+    let compact: String = payload.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(compact.as_bytes())
+        .map_err(|e| invalid(format!("image is not valid base64: {e}")))
+}
+
+/// Decode an image, refusing more than `max_pixels` before decoding it.
+pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, BackendError> {
+    if bytes.is_empty() {
+        return Err(invalid("image is empty"));
+    }
+    let reader = || {
+        ImageReader::new(Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| invalid(format!("image cannot be read: {e}")))
+    };
+    let probe = reader()?;
+    match probe.format() {
+        Some(image::ImageFormat::Png | image::ImageFormat::Jpeg | image::ImageFormat::WebP) => {}
+        Some(other) => {
+            return Err(invalid(format!("unsupported image format {other:?}; send PNG, JPEG or WebP")))
+        }
+        None => return Err(invalid("unrecognised image format; send PNG, JPEG or WebP")),
+    }
+    let (width, height) =
+        probe.into_dimensions().map_err(|e| invalid(format!("image header is corrupt: {e}")))?;
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels == 0 {
+        return Err(invalid("image has zero size"));
+    }
+    if pixels > max_pixels {
+        return Err(invalid(format!(
+            "image is {width}x{height} = {pixels} pixels; the limit is {max_pixels}"
+        )));
+    }
+    let mut reader = reader()?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(width);
+    limits.max_image_height = Some(height);
+    // RGBA at 16 bits per channel, and the decoder's own buffers.
+    limits.max_alloc = Some(pixels.saturating_mul(16).max(64 << 20));
+    reader.limits(limits);
+    let mut decoder = reader.into_decoder().map_err(|e| invalid(format!("image cannot be decoded: {e}")))?;
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut image =
+        DynamicImage::from_decoder(decoder).map_err(|e| invalid(format!("image cannot be decoded: {e}")))?;
+    image.apply_orientation(orientation);
+    Ok(image)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(width: u32, height: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        DynamicImage::new_rgb8(width, height)
+            .write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn decodes_data_urls_and_refuses_what_it_should() {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(png(3, 2));
+        let bytes = bytes_from_url(&format!("data:image/png;base64,{b64}")).unwrap();
+        let image = decode(&bytes, 100).unwrap();
+        assert_eq!((image.width(), image.height()), (3, 2));
+        assert!(bytes_from_url("https://example.com/a.png").is_err());
+        assert!(bytes_from_url("data:image/png;base64,@@@").is_err());
+        assert!(bytes_from_url("data:image/png,rawtext").is_err());
+        assert!(decode(&bytes, 5).is_err(), "over the pixel limit");
+        assert!(decode(&bytes[..bytes.len() / 2], 100).is_err(), "truncated");
+        assert!(decode(b"GIF89a\x01\x00\x01\x00", 100).is_err(), "unsupported format");
+        assert!(decode(b"not an image", 100).is_err());
+        assert!(decode(&[], 100).is_err());
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_refused_from_its_header() {
+        // A PNG header claiming 100000 x 100000 pixels, with no data behind it.
+        let mut bomb = png(1, 1);
+        bomb[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+        bomb[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+        let error = decode(&bomb, 25_000_000).unwrap_err();
+        assert!(error.to_string().contains("limit") || error.to_string().contains("corrupt"), "{error}");
+    }
+}

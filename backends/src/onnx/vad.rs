@@ -1,0 +1,240 @@
+//! Voice activity with silero VAD: a speech probability for every 32 ms
+//! frame of 16 kHz mono audio, and speech segments from those
+//! probabilities. A reusable component (the speech pipeline splits long
+//! audio at silences with it) and a KServe model (`voice-activity`).
+//!
+//! The model is recurrent: each 512-sample frame goes in with the previous
+//! 64 samples of context and the previous state. Several streams run in
+//! lockstep as one batch (`[b, 576]` input, `[2, b, 128]` state).
+
+use ort::session::Session;
+use ort::value::Tensor;
+
+use super::{session, OnnxConfig, Worker};
+use crate::tensor::{DataType, Tensor as KTensor, TensorData};
+use crate::{BackendError, Item, Output, Request, TensorOutput};
+
+/// The sample rate the model takes.
+pub const SAMPLE_RATE: u32 = 16_000;
+/// Samples per frame (32 ms).
+pub const FRAME: usize = 512;
+const CONTEXT: usize = 64;
+const STATE: usize = 128;
+
+/// Silero VAD on one session.
+pub struct Vad {
+    session: Session,
+}
+
+impl Vad {
+    pub fn new(session: Session) -> Self {
+        Vad { session }
+    }
+
+    /// Speech probability per frame, for each stream (a partial last frame
+    /// is zero-padded). All streams advance together: one run per frame.
+    pub fn probabilities(&mut self, streams: &[&[f32]]) -> Result<Vec<Vec<f32>>, String> {
+        let b = streams.len();
+        let frames: Vec<usize> = streams.iter().map(|s| s.len().div_ceil(FRAME)).collect();
+        let longest = frames.iter().copied().max().unwrap_or(0);
+        let mut out: Vec<Vec<f32>> = frames.iter().map(|&n| Vec::with_capacity(n)).collect();
+        let mut state = vec![0f32; 2 * b * STATE];
+        let mut context = vec![0f32; b * CONTEXT];
+        for frame in 0..longest {
+            let mut input = vec![0f32; b * (CONTEXT + FRAME)];
+            for (row, stream) in streams.iter().enumerate() {
+                let line = &mut input[row * (CONTEXT + FRAME)..(row + 1) * (CONTEXT + FRAME)];
+                line[..CONTEXT].copy_from_slice(&context[row * CONTEXT..(row + 1) * CONTEXT]);
+                let start = (frame * FRAME).min(stream.len());
+                let end = ((frame + 1) * FRAME).min(stream.len());
+                line[CONTEXT..CONTEXT + end - start].copy_from_slice(&stream[start..end]);
+                context[row * CONTEXT..(row + 1) * CONTEXT].copy_from_slice(&line[FRAME..]);
+            }
+            let e = |e: ort::Error| e.to_string();
+            let outputs = self
+                .session
+                .run(ort::inputs![
+                    "input" => Tensor::from_array(([b, CONTEXT + FRAME], input)).map_err(e)?,
+                    "state" => Tensor::from_array(([2, b, STATE], state)).map_err(e)?,
+                    "sr" => Tensor::from_array(((), vec![i64::from(SAMPLE_RATE)])).map_err(e)?,
+                ])
+                .map_err(e)?;
+            let (_, probs) = outputs[0].try_extract_tensor::<f32>().map_err(e)?;
+            let (_, next) = outputs[1].try_extract_tensor::<f32>().map_err(e)?;
+            if probs.len() != b || next.len() != 2 * b * STATE {
+                return Err(format!("unexpected VAD output sizes {} and {}", probs.len(), next.len()));
+            }
+            state = next.to_vec();
+            for (row, p) in probs.iter().enumerate() {
+                if frame < frames[row] {
+                    out[row].push(*p);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// How probabilities become speech segments (silero's own defaults).
+#[derive(Debug, Clone, Copy)]
+pub struct SpeechParams {
+    /// Speech starts at this probability...
+    pub threshold: f32,
+    /// ... and ends below `threshold - 0.15` for `min_silence` seconds.
+    pub min_silence: f64,
+    /// Shorter speech is dropped.
+    pub min_speech: f64,
+    /// Each segment is widened by this much on both sides.
+    pub pad: f64,
+}
+
+impl Default for SpeechParams {
+    fn default() -> Self {
+        SpeechParams { threshold: 0.5, min_silence: 0.1, min_speech: 0.25, pad: 0.03 }
+    }
+}
+
+/// Speech segments `(start, end)` in seconds from per-frame probabilities of
+/// audio `duration` seconds long.
+pub fn speech_segments(probs: &[f32], duration: f64, params: SpeechParams) -> Vec<(f64, f64)> {
+    let frame = FRAME as f64 / f64::from(SAMPLE_RATE);
+    let off = params.threshold - 0.15;
+    let mut segments: Vec<(f64, f64)> = Vec::new();
+    let mut start: Option<f64> = None;
+    let mut silent_since: Option<f64> = None;
+    for (i, &p) in probs.iter().enumerate() {
+        let t = i as f64 * frame;
+        match start {
+            None if p >= params.threshold => {
+                start = Some(t);
+                silent_since = None;
+            }
+            None => {}
+            Some(s) => {
+                if p >= params.threshold {
+                    silent_since = None;
+                } else if p < off {
+                    let since = *silent_since.get_or_insert(t);
+                    if t + frame - since >= params.min_silence {
+                        segments.push((s, since));
+                        start = None;
+                        silent_since = None;
+                    }
+                }
+            }
+        }
+    }
+    if let Some(s) = start {
+        segments.push((s, silent_since.unwrap_or(probs.len() as f64 * frame)));
+    }
+    segments
+        .into_iter()
+        .filter(|(s, e)| e - s >= params.min_speech)
+        .map(|(s, e)| ((s - params.pad).max(0.0), (e + params.pad).min(duration)))
+        .fold(Vec::new(), |mut merged: Vec<(f64, f64)>, (s, e)| {
+            match merged.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+            merged
+        })
+}
+
+/// The KServe model: input 0 is FP32 16 kHz mono audio (`[n]` or `[1, n]`);
+/// outputs `probabilities` (`[frames]`) and `segments` (`[k, 2]`, seconds).
+pub(crate) struct VadWorker {
+    vad: Vad,
+}
+
+impl VadWorker {
+    pub(crate) fn load(config: &OnnxConfig) -> Result<Self, String> {
+        Ok(VadWorker { vad: Vad::new(session(&config.model, config)?) })
+    }
+}
+
+fn audio(request: &Request) -> Result<Vec<f32>, BackendError> {
+    let invalid = |m: &str| BackendError::InvalidInput(m.into());
+    let Request::Tensor(request) = request else {
+        return Err(invalid("this model serves KServe tensors only"));
+    };
+    let [input] = &request.inputs[..] else {
+        return Err(invalid("expected one input: FP32 audio samples at 16 kHz, shape [n] or [1, n]"));
+    };
+    let mono = matches!(input.shape[..], [_] | [1, _]);
+    match (&input.data, input.datatype, mono) {
+        (TensorData::Float(samples), DataType::Fp32, true) if !samples.is_empty() => {
+            Ok(samples.iter().map(|&s| s as f32).collect())
+        }
+        _ => Err(invalid("input must be non-empty FP32 audio samples at 16 kHz, shape [n] or [1, n]")),
+    }
+}
+
+impl Worker for VadWorker {
+    fn run(&mut self, items: Vec<Item>) {
+        let mut accepted = Vec::with_capacity(items.len());
+        for item in items {
+            match audio(&item.request) {
+                Ok(samples) => accepted.push((item, samples)),
+                Err(error) => item.fail(error),
+            }
+        }
+        let streams: Vec<&[f32]> = accepted.iter().map(|(_, s)| s.as_slice()).collect();
+        if streams.is_empty() {
+            return;
+        }
+        match self.vad.probabilities(&streams) {
+            Ok(all) => {
+                for ((item, samples), probs) in accepted.iter().zip(all) {
+                    let duration = samples.len() as f64 / f64::from(SAMPLE_RATE);
+                    let segments = speech_segments(&probs, duration, SpeechParams::default());
+                    let outputs = vec![
+                        KTensor {
+                            name: "probabilities".into(),
+                            datatype: DataType::Fp32,
+                            shape: vec![probs.len() as u64],
+                            data: TensorData::Float(probs.iter().map(|&p| f64::from(p)).collect()),
+                        },
+                        KTensor {
+                            name: "segments".into(),
+                            datatype: DataType::Fp32,
+                            shape: vec![segments.len() as u64, 2],
+                            data: TensorData::Float(segments.iter().flat_map(|&(s, e)| [s, e]).collect()),
+                        },
+                    ];
+                    item.done(Output::Tensor(TensorOutput { outputs }));
+                }
+            }
+            Err(error) => {
+                for (item, _) in &accepted {
+                    item.fail(BackendError::Failed(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_need_enough_speech_and_silence_and_are_padded() {
+        let frame = FRAME as f64 / f64::from(SAMPLE_RATE);
+        // 10 silent frames, 20 speech frames, 10 silent, 2 speech (too short), 10 silent.
+        let mut probs = vec![0.05; 10];
+        probs.extend(vec![0.9; 20]);
+        probs.extend(vec![0.05; 10]);
+        probs.extend(vec![0.9; 2]);
+        probs.extend(vec![0.05; 10]);
+        let duration = probs.len() as f64 * frame;
+        let segments = speech_segments(&probs, duration, SpeechParams::default());
+        assert_eq!(segments.len(), 1, "{segments:?}");
+        let (s, e) = segments[0];
+        assert!((s - (10.0 * frame - 0.03)).abs() < 1e-9, "{s}");
+        assert!((e - (30.0 * frame + 0.03)).abs() < 1e-9, "{e}");
+        // Speech to the end of the audio closes at the end.
+        let open = speech_segments(&[0.9; 20], 20.0 * frame, SpeechParams::default());
+        assert_eq!(open.len(), 1);
+        assert!((open[0].1 - 20.0 * frame).abs() < 1e-9);
+    }
+}
