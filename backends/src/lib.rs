@@ -18,6 +18,7 @@ pub use config::BackendConfig;
 pub use error::BackendError;
 pub use task::{
     AudioTask, ChatMessage, ChatOutput, ChatRequest, EmbeddingInput, EmbeddingsOutput, EmbeddingsRequest,
-    FinishReason, ModerationInput, ModerationOutput, ModerationRequest, ModerationResult, Output, Request,
-    Segment, Task, TensorOutput, TensorRequest, TranscriptionOutput, TranscriptionRequest,
+    FinishReason, ModerationInput, ModerationOutput, ModerationRequest, ModerationResult, OcrLine, OcrOutput,
+    OcrRequest, Output, Request, Segment, Task, TensorOutput, TensorRequest, TranscriptionOutput,
+    TranscriptionRequest,
 };

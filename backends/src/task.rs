@@ -25,6 +25,8 @@ pub enum Task {
     Moderation,
     /// A tensor-in, tensor-out model served over KServe v2.
     Tensor,
+    /// Text in images: lines with their boxes.
+    Ocr,
 }
 
 impl Task {
@@ -36,6 +38,7 @@ impl Task {
             Task::Transcription => "transcription",
             Task::Moderation => "moderation",
             Task::Tensor => "tensor",
+            Task::Ocr => "ocr",
         }
     }
 }
@@ -54,6 +57,7 @@ pub enum Request {
     Transcription(TranscriptionRequest),
     Moderation(ModerationRequest),
     Tensor(TensorRequest),
+    Ocr(OcrRequest),
 }
 
 impl Request {
@@ -65,6 +69,7 @@ impl Request {
             Request::Transcription(_) => Task::Transcription,
             Request::Moderation(_) => Task::Moderation,
             Request::Tensor(_) => Task::Tensor,
+            Request::Ocr(_) => Task::Ocr,
         }
     }
 }
@@ -229,6 +234,30 @@ pub struct TensorOutput {
     pub outputs: Vec<Tensor>,
 }
 
+/// An image to read: PNG, JPEG or WebP bytes, decoded by the backend.
+#[derive(Debug, Clone)]
+pub struct OcrRequest {
+    pub image: Bytes,
+}
+
+/// One line of recognised text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OcrLine {
+    pub text: String,
+    /// Mean probability of the line's characters.
+    pub confidence: f32,
+    /// Corners in image pixels: top-left, top-right, bottom-right, bottom-left.
+    pub corners: [[f32; 2]; 4],
+}
+
+/// The lines of an image in reading order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OcrOutput {
+    pub width: u32,
+    pub height: u32,
+    pub lines: Vec<OcrLine>,
+}
+
 /// A finished job's result.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
@@ -237,4 +266,5 @@ pub enum Output {
     Transcription(TranscriptionOutput),
     Moderation(ModerationOutput),
     Tensor(TensorOutput),
+    Ocr(OcrOutput),
 }

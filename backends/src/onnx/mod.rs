@@ -5,11 +5,13 @@
 //! own sessions, runs whole batches — one `Session::run` per batch (split
 //! only past `max_run_inputs` sequences or images, to bound memory).
 //! Pipelines: text embeddings (BERT-style encoders with mean pooling),
-//! image moderation (open_nsfw) and voice activity (silero VAD).
+//! image moderation (open_nsfw), voice activity (silero VAD) and OCR
+//! (PP-OCRv4).
 
 mod embeddings;
 pub mod images;
 mod nsfw;
+mod ocr;
 mod pool;
 pub mod vad;
 
@@ -36,6 +38,9 @@ pub enum Pipeline {
     ImageModeration,
     /// silero VAD over KServe: 16 kHz audio → speech probability per 32 ms frame.
     VoiceActivity,
+    /// PP-OCRv4 detection, orientation and recognition; `model` is the
+    /// directory with `det.onnx`, `cls.onnx`, `rec.onnx`, `ppocr_keys_v1.txt`.
+    Ocr,
 }
 
 impl Pipeline {
@@ -45,6 +50,7 @@ impl Pipeline {
             Pipeline::TextEmbeddings => Task::Embeddings,
             Pipeline::ImageModeration => Task::Moderation,
             Pipeline::VoiceActivity => Task::Tensor,
+            Pipeline::Ocr => Task::Ocr,
         }
     }
 }
@@ -64,7 +70,8 @@ pub enum ExecutionProvider {
 #[serde(deny_unknown_fields)]
 pub struct OnnxConfig {
     pub pipeline: Pipeline,
-    /// The `.onnx` file, relative to the working directory.
+    /// The `.onnx` file (for `ocr`, the models' directory), relative to the
+    /// working directory.
     pub model: PathBuf,
     /// `tokenizer.json` (Hugging Face format) for text pipelines.
     #[serde(default)]
@@ -199,6 +206,7 @@ impl OnnxBackend {
                 Pipeline::TextEmbeddings => Box::new(embeddings::EmbeddingsWorker::load(c)?),
                 Pipeline::ImageModeration => Box::new(nsfw::NsfwWorker::load(c)?),
                 Pipeline::VoiceActivity => Box::new(vad::VadWorker::load(c)?),
+                Pipeline::Ocr => Box::new(ocr::OcrWorker::load(c)?),
             })
         };
         let pool = Pool::start(&format!("onnx-{model}"), config.sessions, make)?;

@@ -64,6 +64,7 @@ impl SyntheticBackend {
             Request::Transcription(req) => outputs::transcription(req),
             Request::Moderation(req) => Ok(outputs::moderation(req)),
             Request::Tensor(req) => outputs::tensor(req),
+            Request::Ocr(req) => outputs::ocr(req),
         };
         match output {
             Ok(output) => item.done(output),

@@ -228,6 +228,25 @@ pub fn moderation(req: &ModerationRequest) -> Output {
     Output::Moderation(ModerationOutput { results })
 }
 
+/// One labelled line over the whole image, whose size comes from its header.
+pub fn ocr(req: &crate::OcrRequest) -> Result<Output, BackendError> {
+    let (width, height) = image::ImageReader::new(std::io::Cursor::new(&req.image))
+        .with_guessed_format()
+        .ok()
+        .and_then(|r| r.into_dimensions().ok())
+        .ok_or_else(|| BackendError::InvalidInput("image cannot be read".into()))?;
+    let (w, h) = (width as f32, height as f32);
+    Ok(Output::Ocr(crate::OcrOutput {
+        width,
+        height,
+        lines: vec![crate::OcrLine {
+            text: format!("synthetic text of a {width}x{height} image"),
+            confidence: 1.0,
+            corners: [[0.0, 0.0], [w, 0.0], [w, h], [0.0, h]],
+        }],
+    }))
+}
+
 /// The identity model: `OUTPUTi` is `inputs[i]` with the same shape and type.
 pub fn tensor(req: &TensorRequest) -> Result<Output, BackendError> {
     let all: Vec<Tensor> = req
