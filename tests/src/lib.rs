@@ -4,6 +4,7 @@
 // A test harness: failing loudly on a broken setup is its job.
 #![allow(clippy::expect_used, clippy::panic)]
 
+pub mod images;
 pub mod otlp;
 
 use std::io::{BufRead, BufReader};
@@ -91,6 +92,8 @@ impl Gateway {
     fn spawn(config: &Path, temp: Option<tempfile_path::TempConfig>, env: &[(&str, &str)]) -> Gateway {
         let mut command = Command::new(binary());
         command
+            // Model paths in configs are relative to the repository root, as for `make run`.
+            .current_dir(repo_root())
             .args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(config)
             .env("RUST_LOG", "warn")
@@ -111,7 +114,11 @@ impl Gateway {
         });
         let base = match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(base) => base,
-            Err(_) => {
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+                panic!("infergate exited ({status}) before reporting its address; see its stderr above");
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
                 let _ = child.kill();
                 panic!("infergate did not report its address within 30 s");
             }
