@@ -38,6 +38,28 @@ pub fn bytes_from_url(url: &str) -> Result<Vec<u8>, BackendError> {
         .map_err(|e| invalid(format!("image is not valid base64: {e}")))
 }
 
+/// Width and height from the image's header, without decoding it.
+pub fn dimensions(bytes: &[u8]) -> Result<(u32, u32), BackendError> {
+    if bytes.is_empty() {
+        return Err(invalid("image is empty"));
+    }
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| invalid(format!("image cannot be read: {e}")))?;
+    if !matches!(
+        reader.format(),
+        Some(image::ImageFormat::Png | image::ImageFormat::Jpeg | image::ImageFormat::WebP)
+    ) {
+        return Err(invalid("unsupported or unrecognised image format; send PNG, JPEG or WebP"));
+    }
+    let (width, height) =
+        reader.into_dimensions().map_err(|e| invalid(format!("image header is corrupt: {e}")))?;
+    if width == 0 || height == 0 {
+        return Err(invalid("image has zero size"));
+    }
+    Ok((width, height))
+}
+
 /// Decode an image, refusing more than `max_pixels` before decoding it.
 pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, BackendError> {
     if bytes.is_empty() {

@@ -194,6 +194,9 @@ pub async fn infer(
     JsonBody(body): JsonBody<InferBody>,
 ) -> Result<Response, ApiError> {
     genai("infer", &name);
+    if state.model(&name)?.task == Task::Ocr {
+        return infer_ocr(&state, &name, &ctx, body).await;
+    }
     let model = state.model_for(&name, Task::Tensor)?;
     if body.inputs.is_empty() {
         return Err(ApiError::invalid("inputs", "at least one input tensor is required"));
@@ -226,6 +229,71 @@ pub async fn infer(
         "model_version": "1",
         "outputs": out.outputs.iter().map(encode_tensor).collect::<Vec<_>>(),
     });
+    if let Some(id) = body.id {
+        response["id"] = json!(id);
+    }
+    Ok(encode(|| (headers, Json(response)).into_response()))
+}
+
+/// An OCR model over KServe: input 0 is one BYTES element holding the image
+/// (base64 or a data URL); outputs `text` (BYTES `[n]`), `confidence`
+/// (FP32 `[n]`) and `boxes` (FP32 `[n, 4, 2]`, pixels, clockwise from top-left).
+async fn infer_ocr(
+    state: &SharedState,
+    name: &str,
+    ctx: &RequestContext,
+    body: InferBody,
+) -> Result<Response, ApiError> {
+    let model = state.model_for(name, Task::Ocr)?;
+    let [input] = &body.inputs[..] else {
+        return Err(ApiError::invalid("inputs", "an OCR model takes one BYTES input holding the image"));
+    };
+    let element = match (&input.data, input.datatype.as_str()) {
+        (Value::Array(items), "BYTES") if items.len() == 1 => items[0].as_str(),
+        (Value::String(s), "BYTES") => Some(s.as_str()),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        ApiError::invalid("inputs[0]", "an OCR model takes one BYTES element: the image as base64")
+    })?;
+    let image = crate::api::ocr::kserve_image(element)?;
+    let (out, headers) = crate::api::ocr::run(state, ctx, model, image).await?;
+    let n = out.lines.len() as u64;
+    let outputs = [
+        Tensor {
+            name: "text".into(),
+            datatype: DataType::Bytes,
+            shape: vec![n],
+            data: TensorData::Bytes(out.lines.iter().map(|l| l.text.clone()).collect()),
+        },
+        Tensor {
+            name: "confidence".into(),
+            datatype: DataType::Fp32,
+            shape: vec![n],
+            data: TensorData::Float(out.lines.iter().map(|l| f64::from(l.confidence)).collect()),
+        },
+        Tensor {
+            name: "boxes".into(),
+            datatype: DataType::Fp32,
+            shape: vec![n, 4, 2],
+            data: TensorData::Float(
+                out.lines.iter().flat_map(|l| l.corners.iter().flatten().map(|&v| f64::from(v))).collect(),
+            ),
+        },
+    ];
+    let wanted: Vec<&str> = body.outputs.iter().map(|o| o.name.as_str()).collect();
+    if let Some(unknown) = wanted.iter().find(|w| !outputs.iter().any(|t| t.name == **w)) {
+        return Err(ApiError::invalid(
+            "outputs",
+            format!("unknown output '{unknown}': this model has text, confidence, boxes"),
+        ));
+    }
+    let outputs: Vec<Value> = outputs
+        .iter()
+        .filter(|t| wanted.is_empty() || wanted.contains(&t.name.as_str()))
+        .map(encode_tensor)
+        .collect();
+    let mut response = json!({ "model_name": model.name, "model_version": "1", "outputs": outputs });
     if let Some(id) = body.id {
         response["id"] = json!(id);
     }

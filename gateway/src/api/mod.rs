@@ -3,6 +3,7 @@
 mod extract;
 mod health;
 mod kserve;
+mod ocr;
 mod openai;
 
 use axum::routing::{get, post};
@@ -26,6 +27,7 @@ pub fn routes(state: SharedState) -> Router {
         .route("/v1/audio/transcriptions", post(openai::audio::transcriptions))
         .route("/v1/audio/translations", post(openai::audio::translations))
         .route("/v1/moderations", post(openai::moderations::create))
+        .route("/v1/ocr", post(ocr::create))
         .route("/v2", get(kserve::server_metadata))
         .route("/v2/health/live", get(kserve::live))
         .route("/v2/health/ready", get(kserve::ready))

@@ -191,6 +191,10 @@ pub struct Limits {
     pub max_audio_bytes: u64,
     /// Most elements in one KServe request, over all inputs.
     pub max_tensor_elements: u64,
+    /// Largest image (width × height) accepted for OCR, read from its
+    /// header before it is queued or decoded. Image backends have their own
+    /// `max_image_pixels` too.
+    pub max_image_pixels: u64,
 }
 
 impl Default for Limits {
@@ -202,6 +206,7 @@ impl Default for Limits {
             max_input_tokens: 32_768,
             max_audio_bytes: 25 * 1024 * 1024,
             max_tensor_elements: 16 * 1024 * 1024,
+            max_image_pixels: 25_000_000,
         }
     }
 }
