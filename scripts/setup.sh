@@ -29,7 +29,7 @@ LOG_TAG=setup
 # Debian packages every build/test needs. Later features append here
 # (e.g. cmake libclang-dev). espeak-ng and sox synthesise the speech of the
 # voice-activity end-to-end test (tests/tests/onnx_models.rs).
-DEB_PACKAGES="pkg-config curl ca-certificates prometheus espeak-ng sox"
+DEB_PACKAGES="pkg-config curl ca-certificates prometheus espeak-ng sox fonts-dejavu-core"
 # Only for `--bench` (scripts/bench-*.sh): the HTTP floor and the load tool.
 BENCH_DEB_PACKAGES="nginx wrk"
 

@@ -179,3 +179,11 @@ fn a_missing_model_file_is_a_clear_error() {
     let error = OnnxBackend::load("minilm", &bad).err().unwrap();
     assert!(error.contains("absent.onnx") && error.contains("setup.sh"), "{error}");
 }
+
+#[test]
+fn asking_for_cuda_without_it_fails_loudly() {
+    // These machines have no GPU (and the CPU build of ONNX Runtime):
+    // a model configured for CUDA must not silently run on the CPU.
+    let error = OnnxBackend::load("minilm", &config("execution_provider = \"cuda\"")).err().unwrap();
+    assert!(error.contains("CUDA"), "{error}");
+}

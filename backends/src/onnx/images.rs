@@ -133,6 +133,30 @@ mod tests {
     }
 
     #[test]
+    fn exif_orientation_is_applied() {
+        // A 4×2 JPEG with an APP1 Exif segment saying "rotate 90° clockwise" (6).
+        let mut jpeg = Vec::new();
+        DynamicImage::new_rgb8(4, 2).write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg).unwrap();
+        let mut tiff = b"II*\0\x08\0\0\0".to_vec();
+        tiff.extend_from_slice(&1u16.to_le_bytes()); // one IFD entry
+        tiff.extend_from_slice(&0x0112u16.to_le_bytes()); // Orientation
+        tiff.extend_from_slice(&3u16.to_le_bytes()); // SHORT
+        tiff.extend_from_slice(&1u32.to_le_bytes());
+        tiff.extend_from_slice(&[6, 0, 0, 0]);
+        tiff.extend_from_slice(&0u32.to_le_bytes()); // no next IFD
+        let mut app1 = b"Exif\0\0".to_vec();
+        app1.extend_from_slice(&tiff);
+        let mut with_exif = jpeg[..2].to_vec();
+        with_exif.extend_from_slice(&[0xFF, 0xE1]);
+        with_exif.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+        with_exif.extend_from_slice(&app1);
+        with_exif.extend_from_slice(&jpeg[2..]);
+        let image = decode(&with_exif, 100).unwrap();
+        assert_eq!((image.width(), image.height()), (2, 4));
+        assert_eq!(dimensions(&with_exif).unwrap(), (4, 2), "the header's size, before orientation");
+    }
+
+    #[test]
     fn a_decompression_bomb_is_refused_from_its_header() {
         // A PNG header claiming 100000 x 100000 pixels, with no data behind it.
         let mut bomb = png(1, 1);

@@ -148,7 +148,12 @@ fn environment() -> Result<&'static Environment, String> {
     static ENVIRONMENT: OnceLock<Result<Environment, String>> = OnceLock::new();
     ENVIRONMENT
         .get_or_init(|| {
-            let path = std::env::var("ORT_DYLIB_PATH").unwrap_or_else(|_| "libonnxruntime.so".into());
+            // ORT_DYLIB_PATH, else the library scripts/setup.sh links into the
+            // repository (the working directory of `make run`), else the system's.
+            let local = Path::new(".ort/lib/libonnxruntime.so");
+            let path = std::env::var("ORT_DYLIB_PATH").unwrap_or_else(|_| {
+                if local.is_file() { local.display().to_string() } else { "libonnxruntime.so".into() }
+            });
             ort::init_from(&path)
                 .map_err(|e| {
                     format!("cannot load ONNX Runtime from {path}: {e} (run scripts/setup.sh, or set ORT_DYLIB_PATH)")

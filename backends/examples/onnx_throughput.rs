@@ -1,0 +1,137 @@
+//! Raw throughput of the ONNX text-embeddings backend, without the gateway:
+//! tokenize, one `Session::run` per batch, mean-pool, normalise — the same
+//! work `scripts/bench/onnx_throughput.py` does with Python onnxruntime and
+//! tokenizers, on the same texts, threads and batch size
+//! (`scripts/bench-onnx-backend.sh` runs both, alternated).
+//!
+//! ```sh
+//! cargo run --release -p infergate-backends --example onnx_throughput -- \
+//!     --texts FILE --threads 1 --batch 32 --seconds 10
+//! ```
+//! Prints `RESULT side=rust threads=T batch=B texts=N seconds=S texts_per_s=R`.
+
+use std::time::{Duration, Instant};
+
+use infergate_backends::onnx::{OnnxBackend, OnnxConfig};
+use infergate_backends::{Backend, EmbeddingInput, EmbeddingsRequest, Event, Item, Request};
+use tokio_util::sync::CancellationToken;
+
+struct Args {
+    texts: String,
+    model: String,
+    tokenizer: String,
+    threads: usize,
+    batch: usize,
+    seconds: f64,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        texts: String::new(),
+        model: "models/minilm/model.onnx".into(),
+        tokenizer: "models/minilm/tokenizer.json".into(),
+        threads: 1,
+        batch: 32,
+        seconds: 10.0,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let number = |v: &str| v.parse::<f64>().map_err(|e| format!("{flag}: {e}"));
+        match flag.as_str() {
+            "--texts" => args.texts = value,
+            "--model" => args.model = value,
+            "--tokenizer" => args.tokenizer = value,
+            "--threads" => args.threads = number(&value)? as usize,
+            "--batch" => args.batch = number(&value)? as usize,
+            "--seconds" => args.seconds = number(&value)?,
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    if args.texts.is_empty() || args.threads == 0 || args.batch == 0 {
+        return Err("usage: onnx_throughput --texts FILE [--threads T] [--batch B] [--seconds S] \
+                    [--model PATH] [--tokenizer PATH]"
+            .into());
+    }
+    Ok(args)
+}
+
+/// Embed `texts` as one batch of one-text items; returns how many succeeded.
+async fn run_batch(backend: &OnnxBackend, texts: &[String]) -> usize {
+    let mut receivers = Vec::with_capacity(texts.len());
+    let items = texts
+        .iter()
+        .map(|text| {
+            let (events, rx) = tokio::sync::mpsc::unbounded_channel();
+            receivers.push(rx);
+            Item {
+                request: Request::Embeddings(EmbeddingsRequest {
+                    inputs: vec![EmbeddingInput::Text(text.clone())],
+                    dimensions: None,
+                }),
+                cost: 1.0,
+                cancel: CancellationToken::new(),
+                events,
+            }
+        })
+        .collect();
+    backend.execute(items).await;
+    let mut ok = 0;
+    for mut rx in receivers {
+        if matches!(rx.recv().await, Some(Event::Done(_))) {
+            ok += 1;
+        }
+    }
+    ok
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), String> {
+    let args = parse_args()?;
+    let texts: Vec<String> = std::fs::read_to_string(&args.texts)
+        .map_err(|e| format!("{}: {e}", args.texts))?
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if texts.is_empty() {
+        return Err(format!("{}: no texts", args.texts));
+    }
+    let config: OnnxConfig = serde_json::from_value(serde_json::json!({
+        "pipeline": "text-embeddings",
+        "model": args.model,
+        "tokenizer": args.tokenizer,
+        "intra_threads": args.threads,
+        "max_run_inputs": args.batch.max(1),
+    }))
+    .map_err(|e| e.to_string())?;
+    let backend = OnnxBackend::load("bench", &config)?;
+
+    // Warm-up: one pass over the texts.
+    for chunk in texts.chunks(args.batch) {
+        run_batch(&backend, chunk).await;
+    }
+    let limit = Duration::from_secs_f64(args.seconds);
+    let start = Instant::now();
+    let mut done = 0usize;
+    'passes: loop {
+        for chunk in texts.chunks(args.batch) {
+            let ok = run_batch(&backend, chunk).await;
+            if ok != chunk.len() {
+                return Err(format!("{} of {} texts failed", chunk.len() - ok, chunk.len()));
+            }
+            done += ok;
+            if start.elapsed() >= limit {
+                break 'passes;
+            }
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    println!(
+        "RESULT side=rust threads={} batch={} texts={done} seconds={seconds:.3} texts_per_s={:.1}",
+        args.threads,
+        args.batch,
+        done as f64 / seconds
+    );
+    Ok(())
+}
