@@ -8,7 +8,10 @@
 //! cargo run --release -p infergate-backends --example onnx_throughput -- \
 //!     --texts FILE --threads 1 --batch 32 --seconds 10
 //! ```
-//! Prints `RESULT side=rust threads=T batch=B texts=N seconds=S texts_per_s=R`.
+//! Prints `RESULT side=rust threads=T batch=B texts=N seconds=S texts_per_s=R
+//! cpu_ms_per_text=C` (C: the process's user + system CPU time over the timed
+//! part, per text; it counts ONNX Runtime's threads and is less disturbed by
+//! other load on the machine than the wall-clock rate).
 
 use std::time::{Duration, Instant};
 
@@ -54,6 +57,18 @@ fn parse_args() -> Result<Args, String> {
             .into());
     }
     Ok(args)
+}
+
+/// User + system CPU time of this process so far, in seconds (Linux:
+/// fields 14 and 15 of /proc/self/stat, in USER_HZ = 100 ticks per second
+/// on every Linux ABI that this project builds for).
+fn cpu_seconds() -> Result<f64, String> {
+    let stat = std::fs::read_to_string("/proc/self/stat").map_err(|e| format!("/proc/self/stat: {e}"))?;
+    let after_name = stat.rsplit_once(") ").map(|(_, rest)| rest).ok_or("malformed /proc/self/stat")?;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks =
+        |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).ok_or("malformed /proc/self/stat");
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
 }
 
 /// Embed `texts` as one batch of one-text items; returns how many succeeded.
@@ -112,6 +127,7 @@ async fn main() -> Result<(), String> {
         run_batch(&backend, chunk).await;
     }
     let limit = Duration::from_secs_f64(args.seconds);
+    let cpu_start = cpu_seconds()?;
     let start = Instant::now();
     let mut done = 0usize;
     'passes: loop {
@@ -127,11 +143,13 @@ async fn main() -> Result<(), String> {
         }
     }
     let seconds = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds()? - cpu_start;
     println!(
-        "RESULT side=rust threads={} batch={} texts={done} seconds={seconds:.3} texts_per_s={:.1}",
+        "RESULT side=rust threads={} batch={} texts={done} seconds={seconds:.3} texts_per_s={:.1} cpu_ms_per_text={:.3}",
         args.threads,
         args.batch,
-        done as f64 / seconds
+        done as f64 / seconds,
+        cpu * 1e3 / done as f64
     );
     Ok(())
 }

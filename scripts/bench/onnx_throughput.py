@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Raw text-embeddings throughput with Python onnxruntime + tokenizers: the
+reference side of scripts/bench-onnx-backend.sh (the Rust side is
+backends/examples/onnx_throughput.rs, same arguments, same output line).
+
+Per batch: tokenize each text (one call per text, as the Rust backend does;
+no tokenizer thread pool), pad to the longest, one InferenceSession.run with
+input_ids / attention_mask / token_type_ids, mean-pool over the mask,
+L2-normalise. Sequences are cut at 256 tokens like the backend's default.
+
+    .venv/bin/python scripts/bench/onnx_throughput.py --texts FILE \
+        --threads 1 --batch 32 --seconds 10
+    .venv/bin/python scripts/bench/onnx_throughput.py --make-texts FILE [--count 512] [--lengths 8,12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+MAX_TOKENS = 256
+
+WORDS = (
+    "the a gateway model batch request latency token sentence embedding vector server queue "
+    "deadline quick brown fox jumps over lazy dog weather river city market price report "
+    "customer password router network language translation music guitar window cat kitten "
+    "sun morning evening history printing press book library student teacher doctor patient "
+    "engine train station ticket coffee tea bread garden flower tree mountain ocean island"
+).split()
+
+
+def make_texts(path: str, count: int, lengths: list[int]) -> None:
+    """Deterministic sentences, each of a word count drawn from `lengths`, one per line."""
+    rng = random.Random(20261127)
+    with open(path, "w", encoding="utf-8") as f:
+        for _ in range(count):
+            n = rng.choice(lengths)
+            words = [rng.choice(WORDS) for _ in range(n)]
+            f.write(" ".join(words).capitalize() + ".\n")
+
+
+class Embedder:
+    def __init__(self, model: str, tokenizer: str, threads: int) -> None:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+        self.tokenizer = Tokenizer.from_file(tokenizer)
+        self.tokenizer.no_padding()
+        self.tokenizer.no_truncation()
+        self.sep = self.tokenizer.token_to_id("[SEP]")
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        seqs = []
+        for t in texts:
+            ids = self.tokenizer.encode(t).ids
+            if len(ids) > MAX_TOKENS:
+                ids = ids[: MAX_TOKENS - 1] + [self.sep]
+            seqs.append(ids)
+        width = max(len(s) for s in seqs)
+        ids = np.zeros((len(seqs), width), dtype=np.int64)
+        mask = np.zeros_like(ids)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = s
+            mask[i, : len(s)] = 1
+        hidden = self.session.run(
+            None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        )[0]
+        m = mask[:, :, None].astype(np.float32)
+        pooled = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
+        return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--texts")
+    p.add_argument("--make-texts", help="write the benchmark texts to this file and exit")
+    p.add_argument("--count", type=int, default=512)
+    p.add_argument(
+        "--lengths", default="4,6,8,10,12,16,20,30,45,60", help="word counts to draw from (--make-texts)"
+    )
+    p.add_argument("--model", default="models/minilm/model.onnx")
+    p.add_argument("--tokenizer", default="models/minilm/tokenizer.json")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--seconds", type=float, default=10.0)
+    args = p.parse_args()
+    if args.make_texts:
+        make_texts(args.make_texts, args.count, [int(n) for n in args.lengths.split(",")])
+        return 0
+    if not args.texts:
+        p.error("--texts is required")
+    with open(args.texts, encoding="utf-8") as f:
+        texts = [line.rstrip("\n") for line in f if line.strip()]
+    e = Embedder(args.model, args.tokenizer, args.threads)
+    chunks = [texts[i : i + args.batch] for i in range(0, len(texts), args.batch)]
+    for c in chunks:  # warm-up: one pass
+        e.embed(c)
+    done, start, cpu_start = 0, time.perf_counter(), time.process_time()
+    while True:
+        for c in chunks:
+            e.embed(c)
+            done += len(c)
+            if time.perf_counter() - start >= args.seconds:
+                break
+        else:
+            continue
+        break
+    seconds = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start  # user + system, all threads (ONNX Runtime's too)
+    print(
+        f"RESULT side=python threads={args.threads} batch={args.batch} texts={done} "
+        f"seconds={seconds:.3f} texts_per_s={done / seconds:.1f} cpu_ms_per_text={cpu * 1e3 / done:.3f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
