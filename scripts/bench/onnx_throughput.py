@@ -100,8 +100,8 @@ def main() -> int:
         texts = [line.rstrip("\n") for line in f if line.strip()]
     e = Embedder(args.model, args.tokenizer, args.threads)
     chunks = [texts[i : i + args.batch] for i in range(0, len(texts), args.batch)]
-    for c in chunks:  # warm-up: one pass
-        e.embed(c)
+    for i in range(0, min(len(texts), 64), args.batch):  # warm-up: the first 64 texts
+        e.embed(texts[i : i + args.batch])
     done, start, cpu_start = 0, time.perf_counter(), time.process_time()
     while True:
         for c in chunks:
