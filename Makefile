@@ -54,3 +54,12 @@ bench-embeddings:
 	scripts/setup.sh --bench
 	$(CARGO) build --release --bin infergate
 	scripts/bench-embeddings.sh
+
+# Real model on ONNX Runtime: batching vs. batch size 1 through the gateway,
+# then the backend vs. Python onnxruntime (BENCHMARKS.md).
+.PHONY: bench-onnx
+bench-onnx:
+	scripts/setup.sh --bench
+	$(CARGO) build --release --bin infergate
+	scripts/bench-onnx-gateway.sh
+	scripts/bench-onnx-backend.sh
