@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use crate::onnx::{OnnxBackend, OnnxConfig};
 use crate::synthetic::{SyntheticBackend, SyntheticConfig};
+use crate::whisper::{WhisperBackend, WhisperConfig};
 use crate::Backend;
 
 /// `backend = { kind = "...", ... }` in a model's config.
@@ -16,6 +17,8 @@ pub enum BackendConfig {
     Synthetic(SyntheticConfig),
     /// An in-process model on ONNX Runtime.
     Onnx(OnnxConfig),
+    /// An in-process speech model on whisper.cpp.
+    Whisper(WhisperConfig),
 }
 
 impl BackendConfig {
@@ -24,6 +27,7 @@ impl BackendConfig {
         match self {
             BackendConfig::Synthetic(_) => "synthetic",
             BackendConfig::Onnx(_) => "onnx",
+            BackendConfig::Whisper(_) => "whisper",
         }
     }
 
@@ -32,6 +36,7 @@ impl BackendConfig {
         match self {
             BackendConfig::Synthetic(c) => c.validate(),
             BackendConfig::Onnx(c) => c.validate(),
+            BackendConfig::Whisper(c) => c.validate(),
         }
     }
 
@@ -41,6 +46,7 @@ impl BackendConfig {
         Ok(match self {
             BackendConfig::Synthetic(c) => Arc::new(SyntheticBackend::new(model, c.clone())),
             BackendConfig::Onnx(c) => Arc::new(OnnxBackend::load(model, c)?),
+            BackendConfig::Whisper(c) => Arc::new(WhisperBackend::load(c)?),
         })
     }
 }
@@ -51,7 +57,7 @@ impl BackendConfig {
     pub fn latency_hint(&self) -> Option<(std::time::Duration, std::time::Duration)> {
         match self {
             BackendConfig::Synthetic(c) => Some((c.base_latency, c.per_cost)),
-            BackendConfig::Onnx(_) => None,
+            BackendConfig::Onnx(_) | BackendConfig::Whisper(_) => None,
         }
     }
 }

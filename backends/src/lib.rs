@@ -8,10 +8,12 @@ mod backend;
 mod config;
 mod error;
 pub mod onnx;
+mod pool;
 pub mod synthetic;
 mod task;
 pub mod tensor;
 pub mod tokens;
+pub mod whisper;
 
 pub use backend::{Backend, BatchReport, Event, EventSender, Item, ModelInfo};
 pub use config::BackendConfig;

@@ -148,11 +148,13 @@ pub enum AudioTask {
     Translate,
 }
 
-/// An audio file to transcribe or translate.
+/// Audio to transcribe or translate: 16 kHz mono samples, the whole file
+/// or one chunk of it (the gateway splits long audio at silences).
 #[derive(Debug, Clone)]
 pub struct TranscriptionRequest {
-    pub audio: Bytes,
-    pub filename: Option<String>,
+    pub pcm: std::sync::Arc<[f32]>,
+    /// Where this chunk starts in the file, in seconds; segment times include it.
+    pub offset: f64,
     pub task: AudioTask,
     /// ISO-639-1 code; `None` asks the model to detect it.
     pub language: Option<String>,

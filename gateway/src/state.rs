@@ -23,6 +23,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Unix time the process started, for `created` fields.
     pub started: u64,
+    /// Voice activity detection for cutting long audio (`audio.vad_model`).
+    pub vad: Option<Arc<std::sync::Mutex<infergate_backends::onnx::vad::Vad>>>,
 }
 
 /// Shared handle to the state.
@@ -56,6 +58,13 @@ impl AppState {
             })
             .collect::<Result<_, String>>()?;
         let by_name = models.iter().map(|m| (m.name.clone(), m.clone())).collect();
+        let vad = match &config.audio.vad_model {
+            Some(path) => Some(Arc::new(std::sync::Mutex::new(
+                infergate_backends::onnx::vad::Vad::load(path)
+                    .map_err(|e| format!("audio.vad_model: {e}"))?,
+            ))),
+            None => None,
+        };
         let started = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let state = AppState {
             tenants: TenantDirectory::new(&config),
@@ -65,6 +74,7 @@ impl AppState {
             readiness: Readiness::default(),
             metrics,
             started,
+            vad,
         };
         state.readiness.loaded.store(true, Ordering::SeqCst);
         Ok(Arc::new(state))

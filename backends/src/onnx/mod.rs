@@ -1,7 +1,7 @@
 //! In-process models on ONNX Runtime (`ort`, loaded at run time from the
 //! library `scripts/setup.sh` installs; `ORT_DYLIB_PATH` names it).
 //!
-//! One backend per model: a [`pool::Pool`] of worker threads, each with its
+//! One backend per model: a [`crate::pool::Pool`] of worker threads, each with its
 //! own sessions, runs whole batches — one `Session::run` per batch (split
 //! only past `max_run_inputs` sequences or images, to bound memory).
 //! Pipelines: text embeddings (BERT-style encoders with mean pooling),
@@ -12,7 +12,6 @@ mod embeddings;
 pub mod images;
 mod nsfw;
 mod ocr;
-mod pool;
 pub mod vad;
 
 use std::path::{Path, PathBuf};
@@ -24,8 +23,8 @@ use ort::environment::Environment;
 use ort::session::Session;
 use serde::Deserialize;
 
+use crate::pool::Pool;
 use crate::{Backend, BackendError, BatchReport, Item, ModelInfo, Task};
-use pool::Pool;
 
 /// What the model does with its inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -168,6 +167,15 @@ fn environment() -> Result<&'static Environment, String> {
 
 /// A session for `path` with the configured threads and provider.
 pub(crate) fn session(path: &Path, config: &OnnxConfig) -> Result<Session, String> {
+    session_with(path, config.intra_threads, config.execution_provider)
+}
+
+/// A session for `path` with `intra_threads` threads on `provider`.
+pub(crate) fn session_with(
+    path: &Path,
+    intra_threads: usize,
+    provider: ExecutionProvider,
+) -> Result<Session, String> {
     if !path.is_file() {
         return Err(format!("model file {} not found (scripts/setup.sh fetches the models)", path.display()));
     }
@@ -175,11 +183,11 @@ pub(crate) fn session(path: &Path, config: &OnnxConfig) -> Result<Session, Strin
     let fail = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
     let mut builder = Session::builder(environment)
         .map_err(|e| fail(&e))?
-        .with_intra_threads(config.intra_threads)
+        .with_intra_threads(intra_threads)
         .map_err(|e| fail(&e))?
         .with_inter_threads(1)
         .map_err(|e| fail(&e))?;
-    if config.execution_provider == ExecutionProvider::Cuda {
+    if provider == ExecutionProvider::Cuda {
         builder = builder
             .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
             .map_err(|e| format!("{}: the CUDA execution provider is unavailable: {e}", path.display()))?;

@@ -31,6 +31,11 @@ impl Vad {
         Vad { session }
     }
 
+    /// Load silero VAD from `path` on one CPU thread.
+    pub fn load(path: &std::path::Path) -> Result<Self, String> {
+        Ok(Vad::new(super::session_with(path, 1, super::ExecutionProvider::Cpu)?))
+    }
+
     /// Speech probability per frame, for each stream (a partial last frame
     /// is zero-padded). All streams advance together: one run per frame.
     pub fn probabilities(&mut self, streams: &[&[f32]]) -> Result<Vec<Vec<f32>>, String> {

@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 
 use super::rng::{fnv1a, SplitMix64};
-use crate::audio::WavInfo;
 use crate::tensor::Tensor;
 use crate::{
     tokens, AudioTask, BackendError, ChatOutput, ChatRequest, EmbeddingInput, EmbeddingsOutput,
@@ -139,9 +138,7 @@ fn normalise(v: &mut [f32]) {
 /// A labelled transcript whose length follows the audio's: one segment per
 /// ten seconds, with timestamps that cover the file.
 pub fn transcription(req: &TranscriptionRequest) -> Result<Output, BackendError> {
-    // Compressed formats: assume 128 kbit/s, which is close for speech MP3s.
-    let duration =
-        WavInfo::parse(&req.audio).map(|w| w.duration()).unwrap_or(req.audio.len() as f64 / 16_000.0);
+    let duration = req.pcm.len() as f64 / f64::from(crate::audio::SAMPLE_RATE);
     let verb = match req.task {
         AudioTask::Transcribe => "transcription",
         AudioTask::Translate => "translation",
@@ -150,8 +147,8 @@ pub fn transcription(req: &TranscriptionRequest) -> Result<Output, BackendError>
     let segments: Vec<Segment> = (0..count)
         .map(|i| Segment {
             id: i,
-            start: f64::from(i) * 10.0,
-            end: (f64::from(i + 1) * 10.0).min(duration),
+            start: req.offset + f64::from(i) * 10.0,
+            end: req.offset + (f64::from(i + 1) * 10.0).min(duration),
             text: format!(" [synthetic {verb}, segment {}]", i + 1),
         })
         .collect();

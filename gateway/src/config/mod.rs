@@ -48,6 +48,8 @@ pub struct Config {
     #[serde(default)]
     pub scheduler: SchedulerSection,
     #[serde(default)]
+    pub audio: AudioSection,
+    #[serde(default)]
     pub tenants: Vec<TenantConfig>,
     #[serde(default)]
     pub models: Vec<ModelConfig>,
@@ -189,6 +191,8 @@ pub struct Limits {
     pub max_input_tokens: u32,
     /// Largest audio upload in bytes.
     pub max_audio_bytes: u64,
+    /// Longest audio accepted, in seconds (decoding stops past it).
+    pub max_audio_seconds: f64,
     /// Most elements in one KServe request, over all inputs.
     pub max_tensor_elements: u64,
     /// Largest image (width × height) accepted for OCR, read from its
@@ -205,6 +209,7 @@ impl Default for Limits {
             max_inputs: 2048,
             max_input_tokens: 32_768,
             max_audio_bytes: 25 * 1024 * 1024,
+            max_audio_seconds: 1800.0,
             max_tensor_elements: 16 * 1024 * 1024,
             max_image_pixels: 25_000_000,
         }
@@ -283,6 +288,25 @@ pub struct LatencyConfig {
     pub per_cost: Duration,
     #[serde(default, with = "humantime_serde")]
     pub per_item: Duration,
+}
+
+/// `[audio]`: how long audio is cut into jobs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AudioSection {
+    /// Longest job in seconds: longer audio is split, in silences, into
+    /// sibling jobs that share the request's deadline (Whisper takes 30 s).
+    pub max_chunk_seconds: f64,
+    /// silero VAD model (`models/silero_vad/silero_vad.onnx`): finds the
+    /// silences to cut at, and chunks without speech are skipped. Without
+    /// it, cuts fall at the quietest moments.
+    pub vad_model: Option<std::path::PathBuf>,
+}
+
+impl Default for AudioSection {
+    fn default() -> Self {
+        AudioSection { max_chunk_seconds: 30.0, vad_model: None }
+    }
 }
 
 /// `[scheduler]`: defaults for every model.

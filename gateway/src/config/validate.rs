@@ -45,6 +45,15 @@ impl Config {
                 "max_messages, max_inputs and max_input_tokens must be at least 1",
             ));
         }
+        if limits.max_audio_seconds.is_nan() || limits.max_audio_seconds <= 0.0 {
+            return Err(ConfigError::new("limits.max_audio_seconds", "must be greater than zero"));
+        }
+        if !(1.0..=30.0).contains(&self.audio.max_chunk_seconds) {
+            return Err(ConfigError::new(
+                "audio.max_chunk_seconds",
+                "must be between 1 and 30 (Whisper's window)",
+            ));
+        }
         if limits.max_audio_bytes > self.server.max_body_bytes {
             return Err(ConfigError::new(
                 "limits.max_audio_bytes",

@@ -6,20 +6,18 @@ use axum::Json;
 use bytes::Bytes;
 use http::header;
 use infergate_backends::audio::{AudioFormat, WavInfo};
-use infergate_backends::{
-    AudioTask, Output, Request as JobRequest, Task, TranscriptionOutput, TranscriptionRequest,
-};
+use infergate_backends::{AudioTask, Task, TranscriptionOutput};
 use serde_json::json;
 
 use crate::api::extract::require_content_type;
 use infergate_otel::names::spans;
 use tracing::Instrument;
 
-use crate::api::{dispatch_headers, encode, genai};
+use super::speech;
+use crate::api::{encode, genai};
 use crate::context::RequestContext;
 use crate::error::ApiError;
 use crate::outcome::Outcome;
-use crate::runner::Cost;
 use crate::state::SharedState;
 
 /// The output formats OpenAI defines.
@@ -55,12 +53,12 @@ impl Format {
 /// The multipart form, decoded and checked.
 struct Form {
     file: Bytes,
-    filename: Option<String>,
     model: String,
     language: Option<String>,
     prompt: Option<String>,
     format: Format,
     temperature: f32,
+    stream: bool,
 }
 
 async fn read_form(request: Request, state: &SharedState) -> Result<Form, ApiError> {
@@ -75,12 +73,12 @@ async fn read_form(request: Request, state: &SharedState) -> Result<Form, ApiErr
             ApiError::bad_request(format!("Invalid multipart body: {}", e.body_text()))
         }
     };
-    let (mut file, mut filename, mut model, mut language, mut prompt, mut format, mut temperature) =
-        (None, None, None, None, None, Format::Json, 0.0f32);
+    let (mut file, mut model, mut language, mut prompt, mut format, mut temperature) =
+        (None, None, None, None, Format::Json, 0.0f32);
+    let mut stream = false;
     while let Some(field) = multipart.next_field().await.map_err(field_error)? {
         let name = field.name().unwrap_or_default().to_owned();
         if name == "file" {
-            filename = field.file_name().map(str::to_owned);
             file = Some(field.bytes().await.map_err(field_error)?);
             continue;
         }
@@ -105,11 +103,17 @@ async fn read_form(request: Request, state: &SharedState) -> Result<Form, ApiErr
                     return Err(ApiError::invalid(name, format!("unknown timestamp granularity '{other}'")))
                 }
             },
-            "stream" if value == "true" => {
-                return Err(ApiError::invalid(
-                    "stream",
-                    "streaming transcription is not supported by this model yet",
-                ))
+            "stream" => {
+                stream = match value.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    other => {
+                        return Err(ApiError::invalid(
+                            "stream",
+                            format!("'stream' must be true or false, got '{other}'"),
+                        ))
+                    }
+                }
             }
             // Other fields (`stream=false`, `chunking_strategy`, `include[]`) change nothing here.
             _ => {}
@@ -126,7 +130,7 @@ async fn read_form(request: Request, state: &SharedState) -> Result<Form, ApiErr
             ));
         }
     }
-    Ok(Form { file, filename, model, language, prompt, format, temperature })
+    Ok(Form { file, model, language, prompt, format, temperature, stream })
 }
 
 /// Check the upload is audio we can take, and estimate its length.
@@ -165,17 +169,12 @@ async fn handle(
     let form = read_form(request, &state).instrument(tracing::info_span!(spans::DECODE)).await?;
     // Not in the GenAI conventions: infergate's own operation names.
     genai(if task == AudioTask::Transcribe { "transcription" } else { "translation" }, &form.model);
-    let model = state.model_for(&form.model, Task::Transcription)?;
-    let seconds = check_audio(&form.file, state.config.limits.max_audio_bytes)?;
-    let cost = Cost::whole(seconds, form.file.len());
-    let job = TranscriptionRequest {
-        audio: form.file,
-        filename: form.filename,
-        task,
-        language: form.language,
-        prompt: form.prompt,
-        temperature: form.temperature,
-    };
+    let model = state.model_for(&form.model, Task::Transcription)?.clone();
+    // Not audio at all, or an empty or broken WAV: refused before decoding.
+    check_audio(&form.file, state.config.limits.max_audio_bytes)?;
+    let plan = speech::plan(&state, form.file).await?;
+    let ask =
+        speech::Ask { task, language: form.language, prompt: form.prompt, temperature: form.temperature };
     let deadline = ctx.deadline(model.default_timeout);
     let outcome = Outcome::new(
         &state.metrics,
@@ -184,17 +183,16 @@ async fn handle(
         &ctx,
         deadline,
     );
-    let running = model.submit(&ctx, JobRequest::Transcription(job), cost).await?;
-    let headers = dispatch_headers(&running.dispatch);
-    let Output::Transcription(out) = running.output_by(deadline).await? else {
-        return Err(ApiError::Internal { detail: "speech backend returned another task's output".into() });
-    };
+    if form.stream {
+        return Ok(speech::stream(state, ctx, model, plan, ask, outcome));
+    }
+    let out = speech::transcribe(&state, &ctx, &model, &plan, &ask).await?;
     outcome.answered(None);
     let task_name = match task {
         AudioTask::Transcribe => "transcribe",
         AudioTask::Translate => "translate",
     };
-    Ok((headers, encode(|| render(&out, form.format, task_name, form.temperature))).into_response())
+    Ok(encode(|| render(&out, form.format, task_name, form.temperature)))
 }
 
 fn render(out: &TranscriptionOutput, format: Format, task: &str, temperature: f32) -> Response {

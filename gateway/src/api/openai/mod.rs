@@ -7,3 +7,4 @@ mod chat_stream;
 pub mod embeddings;
 pub mod models;
 pub mod moderations;
+pub mod speech;

@@ -1,5 +1,11 @@
-//! Audio container facts the gateway needs before decoding: what format a
-//! file is, and the layout of a PCM WAV file.
+//! Audio input: container facts from the first bytes (format, WAV layout),
+//! and [`decode`] to 16 kHz mono samples.
+
+pub mod decode;
+pub mod split;
+
+pub use decode::{decode, AudioError, Pcm, SAMPLE_RATE};
+pub use split::split;
 
 /// A container format recognised from its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

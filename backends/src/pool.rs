@@ -1,4 +1,5 @@
-//! Worker threads that each own a model's sessions.
+//! Worker threads that each own a model's sessions (ONNX Runtime) or
+//! decoding state (whisper.cpp).
 //!
 //! `ort`'s `Session::run` takes `&mut self`, and inference is CPU work that
 //! must stay off the async runtime: each worker thread builds its own state

@@ -1,0 +1,216 @@
+//! Speech to text with whisper.cpp (`whisper-rs`): one model context, a pool
+//! of decoding states on worker threads (one job per state at a time), each
+//! job 16 kHz mono audio of at most 30 s — the gateway splits longer audio at
+//! silences into sibling jobs and stitches their segments.
+//!
+//! Language given or detected; transcribe or translate to English; whisper's
+//! temperature fallback (from the request's temperature in steps of
+//! `temperature_increment` while decoding fails its entropy and log-prob
+//! checks); an initial prompt; segment timestamps. A cancelled job stops
+//! inside the decoder (whisper's abort callback).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Once};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState};
+
+use crate::pool::Pool;
+use crate::{
+    AudioTask, Backend, BackendError, BatchReport, Item, ModelInfo, Output, Request, Segment, Task,
+    TranscriptionOutput,
+};
+
+/// `backend = { kind = "whisper", ... }`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WhisperConfig {
+    /// A whisper.cpp ggml model file (`scripts/setup.sh` converts them into models/whisper/).
+    pub model: PathBuf,
+    /// Decoding states, each on its own worker thread: jobs run in parallel
+    /// up to this many. Set the model's `concurrency` to the same number.
+    #[serde(default = "one")]
+    pub states: usize,
+    /// Threads per job (keep states × threads ≤ cores).
+    #[serde(default = "one")]
+    pub threads: usize,
+    /// Step of whisper's temperature fallback; 0 turns fallback off.
+    #[serde(default = "default_increment")]
+    pub temperature_increment: f32,
+    /// Segments more likely silence than this are dropped by whisper.
+    #[serde(default = "default_no_speech")]
+    pub no_speech_threshold: f32,
+}
+
+fn one() -> usize {
+    1
+}
+fn default_increment() -> f32 {
+    0.2
+}
+fn default_no_speech() -> f32 {
+    0.6
+}
+
+impl WhisperConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.states == 0 || self.threads == 0 {
+            return Err("states and threads must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.temperature_increment)
+            || !(0.0..=1.0).contains(&self.no_speech_threshold)
+        {
+            return Err("temperature_increment and no_speech_threshold must be in [0, 1]".into());
+        }
+        Ok(())
+    }
+}
+
+struct Worker {
+    state: WhisperState,
+    multilingual: bool,
+    config: WhisperConfig,
+}
+
+/// A whisper.cpp model.
+pub struct WhisperBackend {
+    pool: Pool<Worker>,
+}
+
+impl WhisperBackend {
+    pub fn load(config: &WhisperConfig) -> Result<Self, String> {
+        config.validate()?;
+        static QUIET: Once = Once::new();
+        // whisper.cpp and ggml print to stderr; the hooks route them to nothing.
+        QUIET.call_once(whisper_rs::install_logging_hooks);
+        let path = &config.model;
+        if !path.is_file() {
+            return Err(format!(
+                "model file {} not found (scripts/setup.sh converts the Whisper models)",
+                path.display()
+            ));
+        }
+        let context = WhisperContext::new_with_params(path, WhisperContextParameters::default())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let context = Arc::new(context);
+        let multilingual = context.is_multilingual();
+        let shared = config.clone();
+        let pool = Pool::start("whisper", config.states, move || {
+            let state = context.create_state().map_err(|e| format!("whisper state: {e}"))?;
+            Ok(Worker { state, multilingual, config: shared.clone() })
+        })?;
+        Ok(WhisperBackend { pool })
+    }
+}
+
+/// whisper.cpp refuses less than 100 ms: shorter audio is padded with silence.
+const MIN_SAMPLES: usize = 16_000;
+
+impl Worker {
+    fn transcribe(&mut self, item: &Item) -> Result<TranscriptionOutput, BackendError> {
+        let Request::Transcription(request) = &item.request else {
+            return Err(BackendError::InvalidInput("this model serves speech to text only".into()));
+        };
+        if request.task == AudioTask::Translate && !self.multilingual {
+            return Err(BackendError::InvalidInput(
+                "this is an English-only model: it cannot translate; use a multilingual model".into(),
+            ));
+        }
+        let language = match (&request.language, self.multilingual) {
+            (Some(code), true) => {
+                if whisper_rs::get_lang_id(code).is_none() {
+                    return Err(BackendError::InvalidInput(format!("unknown language '{code}'")));
+                }
+                code.clone()
+            }
+            (Some(code), false) if code != "en" => {
+                return Err(BackendError::InvalidInput(format!(
+                    "this model is English-only; got language '{code}'"
+                )))
+            }
+            (_, false) => "en".into(),
+            (None, true) => "auto".into(),
+        };
+        let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+        params.set_n_threads(self.config.threads as i32);
+        params.set_translate(request.task == AudioTask::Translate);
+        params.set_language(Some(&language));
+        params.set_no_context(true);
+        params.set_print_special(false);
+        params.set_print_progress(false);
+        params.set_print_realtime(false);
+        params.set_print_timestamps(false);
+        params.set_temperature(request.temperature);
+        params.set_temperature_inc(self.config.temperature_increment);
+        params.set_no_speech_thold(self.config.no_speech_threshold);
+        if let Some(prompt) = request.prompt.as_deref().filter(|p| !p.is_empty()) {
+            params.set_initial_prompt(prompt);
+        }
+        let cancel = item.cancel.clone();
+        params.set_abort_callback_safe(move || cancel.is_cancelled());
+        let mut pcm: Vec<f32> = request.pcm.to_vec();
+        let duration = pcm.len() as f64 / 16_000.0;
+        if pcm.len() < MIN_SAMPLES {
+            pcm.resize(MIN_SAMPLES, 0.0);
+        }
+        let result = self.state.full(params, &pcm);
+        if item.cancel.is_cancelled() {
+            return Err(BackendError::Cancelled);
+        }
+        result.map_err(|e| BackendError::Failed(format!("whisper: {e}")))?;
+        let detected = whisper_rs::get_lang_str(self.state.full_lang_id_from_state()).unwrap_or("en");
+        let mut segments = Vec::new();
+        for segment in self.state.as_iter() {
+            let text = segment.to_str_lossy().map_err(|e| BackendError::Failed(e.to_string()))?.into_owned();
+            let start = (segment.start_timestamp() as f64 / 100.0).min(duration);
+            let end = (segment.end_timestamp() as f64 / 100.0).clamp(start, duration);
+            segments.push(Segment {
+                id: segments.len() as u32,
+                start: request.offset + start,
+                end: request.offset + end,
+                text,
+            });
+        }
+        let text =
+            segments.iter().map(|s| s.text.trim()).filter(|t| !t.is_empty()).collect::<Vec<_>>().join(" ");
+        let language = if request.task == AudioTask::Translate { "en" } else { detected };
+        Ok(TranscriptionOutput { text, language: language.into(), duration, segments })
+    }
+}
+
+impl Worker {
+    fn run(&mut self, items: Vec<Item>) {
+        for item in items {
+            if item.cancel.is_cancelled() {
+                item.fail(BackendError::Cancelled);
+                continue;
+            }
+            match self.transcribe(&item) {
+                Ok(output) => item.done(Output::Transcription(output)),
+                Err(error) => item.fail(error),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for WhisperBackend {
+    fn info(&self) -> ModelInfo {
+        ModelInfo { owned_by: "infergate".into(), platform: "whisper.cpp".into() }
+    }
+
+    fn supports(&self, task: Task) -> bool {
+        task == Task::Transcription
+    }
+
+    async fn execute(&self, batch: Vec<Item>) -> BatchReport {
+        let start = Instant::now();
+        let items = batch.len();
+        if let Err(error) = self.pool.run(move |worker| worker.run(batch)).await {
+            tracing::error!(%error, "whisper batch failed");
+        }
+        BatchReport { items, elapsed: start.elapsed() }
+    }
+}
