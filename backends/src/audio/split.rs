@@ -3,41 +3,50 @@
 
 use super::SAMPLE_RATE;
 
-/// Chunks `(start, end)` in seconds of at most `max` seconds covering the
-/// audio. Each cut is in the middle of the longest pause between speech
-/// segments (the part of it between a third of `max` and `max` into the
-/// chunk), or — with no pause there, or no speech segments given — at the
-/// quietest 100 ms of that stretch. With speech segments given, chunks
-/// holding no speech are left out.
+/// How much audio is kept around detected speech, in seconds.
+const MARGIN: f64 = 0.25;
+/// Speech segments closer than this run in one chunk.
+const JOIN_GAP: f64 = 1.5;
+
+/// Chunks `(start, end)` in seconds, each at most `max` seconds, that a
+/// speech model runs one at a time.
+///
+/// With speech segments (from a voice activity detector), chunks hug the
+/// speech: segments are widened by a quarter second and joined while the
+/// gap between them is short and the chunk stays within `max`; silence
+/// between chunks is not sent to the model at all (Whisper invents text in
+/// silence, and a chunk that starts in silence gets its first timestamps
+/// wrong). Without them the whole audio is covered, cut at the quietest
+/// moments. Speech longer than `max` is cut at its quietest moment too.
 pub fn split(pcm: &[f32], speech: Option<&[(f64, f64)]>, max: f64) -> Vec<(f64, f64)> {
     let total = pcm.len() as f64 / f64::from(SAMPLE_RATE);
+    let Some(speech) = speech else {
+        return cover(pcm, 0.0, total, max);
+    };
+    let mut groups: Vec<(f64, f64)> = Vec::new();
+    for &(s, e) in speech {
+        let (s, e) = ((s - MARGIN).max(0.0), (e + MARGIN).min(total));
+        match groups.last_mut() {
+            Some(last) if s - last.1 <= JOIN_GAP && e - last.0 <= max => last.1 = last.1.max(e),
+            _ => groups.push((s, e)),
+        }
+    }
+    groups.into_iter().flat_map(|(s, e)| cover(pcm, s, e, max)).collect()
+}
+
+/// `start..end` in chunks of at most `max`, cut at the quietest moment of
+/// each chunk's last two thirds.
+fn cover(pcm: &[f32], mut start: f64, end: f64, max: f64) -> Vec<(f64, f64)> {
     let mut chunks = Vec::new();
-    let mut start = 0.0;
-    while total - start > max {
-        let (lo, hi) = (start + max / 3.0, start + max);
-        let pause = speech.and_then(|segments| {
-            pauses(segments, total)
-                .map(|(a, b)| (a.max(lo), b.min(hi)))
-                .filter(|(a, b)| b > a)
-                .max_by(|x, y| (x.1 - x.0).total_cmp(&(y.1 - y.0)))
-                .map(|(a, b)| (a + b) / 2.0)
-        });
-        let cut = pause.unwrap_or_else(|| quietest(pcm, lo, hi));
+    while end - start > max {
+        let cut = quietest(pcm, start + max / 3.0, start + max);
         chunks.push((start, cut));
         start = cut;
     }
-    chunks.push((start, total));
-    if let Some(segments) = speech {
-        chunks.retain(|(s, e)| segments.iter().any(|(a, b)| a < e && b > s));
+    if end > start {
+        chunks.push((start, end));
     }
     chunks
-}
-
-/// The gaps between speech segments (and before the first, after the last).
-fn pauses(segments: &[(f64, f64)], total: f64) -> impl Iterator<Item = (f64, f64)> + '_ {
-    let starts = std::iter::once(0.0).chain(segments.iter().map(|s| s.1));
-    let ends = segments.iter().map(|s| s.0).chain(std::iter::once(total));
-    starts.zip(ends).filter(|(a, b)| b > a)
 }
 
 /// The centre of the quietest 100 ms window between `lo` and `hi` seconds.
@@ -72,18 +81,23 @@ mod tests {
     }
 
     #[test]
-    fn cuts_fall_in_pauses_and_silent_chunks_are_dropped() {
-        // 105 s: speech 0–18 and 21–45, silence 45–100, speech 100–105.
+    fn chunks_hug_speech_and_skip_silence() {
+        // 105 s: speech 2–18 and 19–25 (joined), 40–75 (longer than a chunk),
+        // silence, 100–104.
         let pcm = tone(105.0);
-        let speech = [(0.0, 18.0), (21.0, 45.0), (100.0, 105.0)];
+        let speech = [(2.0, 18.0), (19.0, 25.0), (40.0, 75.0), (100.0, 104.0)];
         let chunks = split(&pcm, Some(&speech), 30.0);
-        let near = |a: f64, b: f64| (a - b).abs() < 1e-9;
-        // Cut in the 18–21 pause, then in the long silence (47.25 = middle of
-        // 45–49.5); the two chunks inside the silence are dropped.
-        assert_eq!(chunks.len(), 3, "{chunks:?}");
-        assert!(near(chunks[0].0, 0.0) && near(chunks[0].1, 19.5), "{chunks:?}");
-        assert!(near(chunks[1].0, 19.5) && near(chunks[1].1, 47.25), "{chunks:?}");
-        assert!(near(chunks[2].1, 105.0) && chunks[2].0 < 100.0 && 105.0 - chunks[2].0 <= 30.0, "{chunks:?}");
+        let near = |a: f64, b: f64| (a - b).abs() < 1e-6;
+        assert!(chunks.iter().all(|(s, e)| e > s && e - s <= 30.0 + 1e-9), "{chunks:?}");
+        assert!(near(chunks[0].0, 1.75) && near(chunks[0].1, 25.25), "{chunks:?}");
+        // 39.75–75.25 is cut once, inside it.
+        assert!(
+            near(chunks[1].0, 39.75) && near(chunks[2].1, 75.25) && near(chunks[1].1, chunks[2].0),
+            "{chunks:?}"
+        );
+        assert!(near(chunks[3].0, 99.75) && near(chunks[3].1, 104.25), "{chunks:?}");
+        assert_eq!(chunks.len(), 4);
+        assert!(split(&pcm, Some(&[]), 30.0).is_empty(), "no speech, nothing to run");
     }
 
     #[test]

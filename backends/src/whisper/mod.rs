@@ -6,8 +6,11 @@
 //! Language given or detected; transcribe or translate to English; whisper's
 //! temperature fallback (from the request's temperature in steps of
 //! `temperature_increment` while decoding fails its entropy and log-prob
-//! checks); an initial prompt; segment timestamps. A cancelled job stops
-//! inside the decoder (whisper's abort callback).
+//! checks); an initial prompt; segment timestamps. A cancelled job is
+//! skipped; one already decoding finishes its ≤ 30 s (whisper-rs 0.16's
+//! `set_abort_callback_safe` casts its user data to the wrong type and
+//! deadlocks or crashes, and the raw callback needs `unsafe`, which this
+//! workspace forbids), so a disconnect stops work between chunks.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Once};
@@ -148,22 +151,20 @@ impl Worker {
         if let Some(prompt) = request.prompt.as_deref().filter(|p| !p.is_empty()) {
             params.set_initial_prompt(prompt);
         }
-        let cancel = item.cancel.clone();
-        params.set_abort_callback_safe(move || cancel.is_cancelled());
         let mut pcm: Vec<f32> = request.pcm.to_vec();
         let duration = pcm.len() as f64 / 16_000.0;
         if pcm.len() < MIN_SAMPLES {
             pcm.resize(MIN_SAMPLES, 0.0);
         }
         let result = self.state.full(params, &pcm);
-        if item.cancel.is_cancelled() {
-            return Err(BackendError::Cancelled);
-        }
         result.map_err(|e| BackendError::Failed(format!("whisper: {e}")))?;
         let detected = whisper_rs::get_lang_str(self.state.full_lang_id_from_state()).unwrap_or("en");
         let mut segments = Vec::new();
         for segment in self.state.as_iter() {
             let text = segment.to_str_lossy().map_err(|e| BackendError::Failed(e.to_string()))?.into_owned();
+            if is_non_speech(&text) {
+                continue;
+            }
             let start = (segment.start_timestamp() as f64 / 100.0).min(duration);
             let end = (segment.end_timestamp() as f64 / 100.0).clamp(start, duration);
             segments.push(Segment {
@@ -178,6 +179,15 @@ impl Worker {
         let language = if request.task == AudioTask::Translate { "en" } else { detected };
         Ok(TranscriptionOutput { text, language: language.into(), duration, segments })
     }
+}
+
+/// Whisper's captions for silence and noise (`[BLANK_AUDIO]`, `(music)`,
+/// `[no audio]`): not speech, so not in the transcript.
+fn is_non_speech(text: &str) -> bool {
+    let t = text.trim();
+    t.is_empty()
+        || ((t.starts_with('[') && t.ends_with(']')) || (t.starts_with('(') && t.ends_with(')')))
+            && !t[1..t.len() - 1].contains(['[', ']', '(', ')'])
 }
 
 impl Worker {
@@ -212,5 +222,18 @@ impl Backend for WhisperBackend {
             tracing::error!(%error, "whisper batch failed");
         }
         BatchReport { items, elapsed: start.elapsed() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bracketed_captions_are_not_speech() {
+        for t in [" [BLANK_AUDIO]", "[no audio]", " (music)", "  "] {
+            assert!(super::is_non_speech(t), "{t}");
+        }
+        for t in [" Hello [laughs] there", " (a) and (b)", " Thank you."] {
+            assert!(!super::is_non_speech(t), "{t}");
+        }
     }
 }
