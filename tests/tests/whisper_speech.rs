@@ -313,3 +313,54 @@ async fn bad_audio_is_refused_and_good_requests_beside_it_succeed() {
         transcribe(&gw, "/v1/audio/translations", "whisper-tiny.en", wav(&pcm, rate), "json").await;
     assert_eq!(translate.status(), 400);
 }
+
+/// `sox` converts the clip (FLAC at 44.1 kHz stereo, OGG/Vorbis at 48 kHz).
+fn convert(wav: &[u8], extension: &str, args: &[&str]) -> Vec<u8> {
+    let dir = std::env::temp_dir();
+    let (input, output) = (
+        dir.join(format!("infergate-sox-{}.wav", std::process::id())),
+        dir.join(format!("infergate-sox-{}.{extension}", std::process::id())),
+    );
+    std::fs::write(&input, wav).unwrap();
+    let status = Command::new("sox").arg(&input).args(args).arg(&output).status().unwrap();
+    assert!(status.success(), "sox failed");
+    let bytes = std::fs::read(&output).unwrap();
+    let _ = (std::fs::remove_file(input), std::fs::remove_file(output));
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flac_and_ogg_at_other_rates_and_a_streamed_answer() {
+    let gw = gateway();
+    let clip = speak("en-us", ENGLISH);
+    for (name, audio) in [
+        ("flac", convert(&clip, "flac", &["-r", "44100", "-c", "2"])),
+        ("ogg", convert(&clip, "ogg", &["-r", "48000"])),
+    ] {
+        let body: Value = transcribe(&gw, "/v1/audio/transcriptions", "whisper-tiny.en", audio, "json")
+            .await
+            .json()
+            .await
+            .unwrap();
+        let error = wer(ENGLISH, body["text"].as_str().unwrap());
+        assert!(error <= 0.25, "{name}: WER {error:.2}: {body}");
+    }
+    // stream=true: segment and delta events, then the whole text.
+    let form = reqwest::multipart::Form::new()
+        .text("model", "whisper-tiny.en")
+        .text("stream", "true")
+        .part("file", reqwest::multipart::Part::bytes(clip).file_name("speech.wav"));
+    let response = client().post(gw.url("/v1/audio/transcriptions")).multipart(form).send().await.unwrap();
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let body = response.text().await.unwrap();
+    let events: Vec<Value> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds.last(), Some(&"transcript.text.done"), "{body}");
+    assert!(kinds.contains(&"transcript.text.segment") && kinds.contains(&"transcript.text.delta"), "{body}");
+    let deltas: String = events.iter().filter_map(|e| e["delta"].as_str()).collect();
+    assert_eq!(deltas.trim(), events.last().unwrap()["text"].as_str().unwrap());
+}
