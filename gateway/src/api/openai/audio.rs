@@ -184,9 +184,9 @@ async fn handle(
         deadline,
     );
     if form.stream {
-        return Ok(speech::stream(state, ctx, model, plan, ask, outcome));
+        return Ok(speech::stream(ctx, model, plan, ask, outcome));
     }
-    let out = speech::transcribe(&state, &ctx, &model, &plan, &ask).await?;
+    let out = speech::transcribe(&ctx, &model, &plan, &ask).await?;
     outcome.answered(None);
     let task_name = match task {
         AudioTask::Transcribe => "transcribe",

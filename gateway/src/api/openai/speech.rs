@@ -82,7 +82,6 @@ pub async fn plan(state: &SharedState, file: Bytes) -> Result<Plan, ApiError> {
 
 /// The chunks' outputs, in order, as each completes (all run at once).
 pub fn run(
-    state: &SharedState,
     ctx: &RequestContext,
     model: &Arc<ModelHandle>,
     plan: &Plan,
@@ -102,7 +101,7 @@ pub fn run(
                 prompt: ask.prompt.clone(),
                 temperature: ask.temperature,
             };
-            let (model, ctx, _state) = (model.clone(), ctx.clone(), state.clone());
+            let (model, ctx) = (model.clone(), ctx.clone());
             async move {
                 let running = model
                     .submit(&ctx, Request::Transcription(request), Cost::whole(end - start, (to - from) * 4))
@@ -139,13 +138,12 @@ pub fn stitch(parts: Vec<TranscriptionOutput>, seconds: f64, ask: &Ask) -> Trans
 
 /// Wait for every chunk.
 pub async fn transcribe(
-    state: &SharedState,
     ctx: &RequestContext,
     model: &Arc<ModelHandle>,
     plan: &Plan,
     ask: &Ask,
 ) -> Result<TranscriptionOutput, ApiError> {
-    let mut jobs = run(state, ctx, model, plan, ask);
+    let mut jobs = run(ctx, model, plan, ask);
     let mut parts = Vec::with_capacity(plan.chunks.len());
     while let Some(part) = jobs.next().await {
         parts.push(part?);
@@ -158,26 +156,24 @@ pub async fn transcribe(
 /// chunks finish, in order, then `transcript.text.done` with the whole text
 /// (or an `error` event).
 pub fn stream(
-    state: SharedState,
     ctx: RequestContext,
     model: Arc<ModelHandle>,
     plan: Plan,
     ask: Ask,
     outcome: Outcome,
 ) -> Response {
-    let events = async_stream(state, ctx, model, plan, ask, outcome);
+    let events = async_stream(ctx, model, plan, ask, outcome);
     Sse::new(events).keep_alive(KeepAlive::default()).into_response()
 }
 
 fn async_stream(
-    state: SharedState,
     ctx: RequestContext,
     model: Arc<ModelHandle>,
     plan: Plan,
     ask: Ask,
     outcome: Outcome,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
-    let jobs = run(&state, &ctx, &model, &plan, &ask);
+    let jobs = run(&ctx, &model, &plan, &ask);
     let event = |value: serde_json::Value| Ok(SseEvent::default().data(value.to_string()));
     futures_util::stream::unfold(
         (jobs, Vec::new(), Some(outcome), plan.seconds, ask, 0u32),
