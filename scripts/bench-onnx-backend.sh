@@ -8,7 +8,7 @@
 # and CPU ms per text (the process's utime+stime over the timed part).
 #
 #   scripts/bench-onnx-backend.sh
-# Environment (defaults): BENCH_ROUNDS=2 BENCH_SECONDS=6 BENCH_THREADS="1 2"
+# Environment (defaults): BENCH_ROUNDS=3 BENCH_SECONDS=5 BENCH_THREADS="1 2"
 #   BENCH_BATCHES="1 32" BENCH_INPUTS="mixed short"
 #   (mixed: 4-60 words per text; short: 8-14 words)
 set -euo pipefail
@@ -17,8 +17,8 @@ LOG_TAG=onnx-backend
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
 
-ROUNDS="${BENCH_ROUNDS:-2}"
-SECONDS_PER_RUN="${BENCH_SECONDS:-6}"
+ROUNDS="${BENCH_ROUNDS:-3}"
+SECONDS_PER_RUN="${BENCH_SECONDS:-5}"
 THREAD_COUNTS="${BENCH_THREADS:-1 2}"
 BATCHES="${BENCH_BATCHES:-1 32}"
 INPUTS="${BENCH_INPUTS:-mixed short}"

@@ -13,7 +13,7 @@
 # (utime+stime from /proc, model threads included).
 #
 #   scripts/bench-onnx-gateway.sh        (needs target/release/infergate)
-# Environment (defaults): RATES="60 120" (req/s) BENCH_ROUNDS=2 BENCH_DURATION=20 (s)
+# Environment (defaults): RATES="60 100 150" (req/s) BENCH_ROUNDS=2 BENCH_DURATION=15 (s)
 #   BENCH_INTRA_THREADS=1 DEADLINE_MS=1000
 set -euo pipefail
 LOG_TAG=onnx-gateway
@@ -21,9 +21,9 @@ LOG_TAG=onnx-gateway
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
 
-RATES="${RATES:-60 120}"
+RATES="${RATES:-60 100 150}"
 ROUNDS="${BENCH_ROUNDS:-2}"
-DURATION="${BENCH_DURATION:-20}"
+DURATION="${BENCH_DURATION:-15}"
 THREADS="${BENCH_INTRA_THREADS:-1}"
 DEADLINE_MS="${DEADLINE_MS:-1000}"
 BIN="${INFERGATE_BIN:-target/release/infergate}"
