@@ -14,6 +14,29 @@ fn invalid(message: impl Into<String>) -> BackendError {
     BackendError::InvalidInput(message.into())
 }
 
+/// A decoder's error as the client sees it: what is wrong, in general
+/// terms; the decoder's own words (chunk types, CRCs) go to the debug log.
+fn broken(what: &'static str) -> impl FnOnce(image::ImageError) -> BackendError {
+    move |error| {
+        tracing::debug!(%error, "{what}");
+        match error {
+            image::ImageError::Limits(_) => invalid("image exceeds the decoder's memory limit"),
+            image::ImageError::Unsupported(_) => {
+                invalid("unsupported image encoding; send PNG, JPEG or WebP")
+            }
+            _ => invalid(what),
+        }
+    }
+}
+
+/// JPEG data ends with the end-of-image marker (possibly followed by
+/// padding); without it the file was cut short, and the decoder would fill
+/// the missing rows in rather than fail.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let tail = &bytes[bytes.len().saturating_sub(4096)..];
+    tail.windows(2).any(|w| w == [0xFF, 0xD9])
+}
+
 /// The bytes of an image given as a `data:` URL (`data:image/png;base64,...`)
 /// or bare base64. Remote URLs are refused: fetching them from the gateway
 /// would let any client make it call any address.
@@ -45,15 +68,14 @@ pub fn dimensions(bytes: &[u8]) -> Result<(u32, u32), BackendError> {
     }
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|e| invalid(format!("image cannot be read: {e}")))?;
+        .map_err(|_| invalid("image cannot be read"))?;
     if !matches!(
         reader.format(),
         Some(image::ImageFormat::Png | image::ImageFormat::Jpeg | image::ImageFormat::WebP)
     ) {
         return Err(invalid("unsupported or unrecognised image format; send PNG, JPEG or WebP"));
     }
-    let (width, height) =
-        reader.into_dimensions().map_err(|e| invalid(format!("image header is corrupt: {e}")))?;
+    let (width, height) = reader.into_dimensions().map_err(broken("image header is corrupt"))?;
     if width == 0 || height == 0 {
         return Err(invalid("image has zero size"));
     }
@@ -68,7 +90,7 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, BackendErro
     let reader = || {
         ImageReader::new(Cursor::new(bytes))
             .with_guessed_format()
-            .map_err(|e| invalid(format!("image cannot be read: {e}")))
+            .map_err(|_| invalid("image cannot be read"))
     };
     let probe = reader()?;
     match probe.format() {
@@ -78,8 +100,7 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, BackendErro
         }
         None => return Err(invalid("unrecognised image format; send PNG, JPEG or WebP")),
     }
-    let (width, height) =
-        probe.into_dimensions().map_err(|e| invalid(format!("image header is corrupt: {e}")))?;
+    let (width, height) = probe.into_dimensions().map_err(broken("image header is corrupt"))?;
     let pixels = u64::from(width) * u64::from(height);
     if pixels == 0 {
         return Err(invalid("image has zero size"));
@@ -96,10 +117,12 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, BackendErro
     // RGBA at 16 bits per channel, and the decoder's own buffers.
     limits.max_alloc = Some(pixels.saturating_mul(16).max(64 << 20));
     reader.limits(limits);
-    let mut decoder = reader.into_decoder().map_err(|e| invalid(format!("image cannot be decoded: {e}")))?;
+    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
+        return Err(invalid("image is truncated (the JPEG has no end-of-image marker)"));
+    }
+    let mut decoder = reader.into_decoder().map_err(broken("image is corrupt or truncated"))?;
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut image =
-        DynamicImage::from_decoder(decoder).map_err(|e| invalid(format!("image cannot be decoded: {e}")))?;
+    let mut image = DynamicImage::from_decoder(decoder).map_err(broken("image is corrupt or truncated"))?;
     image.apply_orientation(orientation);
     Ok(image)
 }
@@ -130,6 +153,19 @@ mod tests {
         assert!(decode(b"GIF89a\x01\x00\x01\x00", 100).is_err(), "unsupported format");
         assert!(decode(b"not an image", 100).is_err());
         assert!(decode(&[], 100).is_err());
+        // A JPEG cut in its data is refused, not filled in.
+        let mut jpeg = Vec::new();
+        DynamicImage::new_rgb8(64, 64)
+            .write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+            .unwrap();
+        assert!(decode(&jpeg, 10_000).is_ok());
+        let error = decode(&jpeg[..jpeg.len() * 3 / 4], 10_000).unwrap_err();
+        assert!(error.to_string().contains("truncated") || error.to_string().contains("corrupt"), "{error}");
+        // The decoder's own words stay out of the message.
+        let mut png = png(3, 2);
+        png[30] ^= 0xFF;
+        let error = decode(&png, 100).unwrap_err().to_string();
+        assert!(!error.contains("CRC") && !error.contains("ChunkType"), "{error}");
     }
 
     #[test]
