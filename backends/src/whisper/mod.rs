@@ -33,8 +33,9 @@ pub struct WhisperConfig {
     /// A whisper.cpp ggml model file (`scripts/setup.sh` converts them into models/whisper/).
     pub model: PathBuf,
     /// Decoding states, each on its own worker thread: jobs run in parallel
-    /// up to this many. Set the model's `concurrency` to the same number.
-    #[serde(default = "one")]
+    /// up to this many (default: one per core). Set the model's
+    /// `concurrency` to the same number.
+    #[serde(default = "cores")]
     pub states: usize,
     /// Threads per job (keep states × threads ≤ cores).
     #[serde(default = "one")]
@@ -49,6 +50,9 @@ pub struct WhisperConfig {
 
 fn one() -> usize {
     1
+}
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 fn default_increment() -> f32 {
     0.2
