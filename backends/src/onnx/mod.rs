@@ -8,6 +8,7 @@
 //! image moderation (open_nsfw), voice activity (silero VAD) and OCR
 //! (PP-OCRv4).
 
+mod chat;
 mod embeddings;
 pub mod images;
 mod nsfw;
@@ -37,6 +38,10 @@ pub enum Pipeline {
     ImageModeration,
     /// silero VAD over KServe: 16 kHz audio → speech probability per 32 ms frame.
     VoiceActivity,
+    /// A decoder-only chat model with a KV cache (SmolLM2); `model` is the
+    /// directory with `model.onnx`, `tokenizer.json`, `chat_template.jinja`
+    /// and `generation.json`.
+    Chat,
     /// PP-OCRv4 detection, orientation and recognition; `model` is the
     /// directory with `det.onnx`, `cls.onnx`, `rec.onnx`, `ppocr_keys_v1.txt`.
     Ocr,
@@ -50,6 +55,7 @@ impl Pipeline {
             Pipeline::ImageModeration => Task::Moderation,
             Pipeline::VoiceActivity => Task::Tensor,
             Pipeline::Ocr => Task::Ocr,
+            Pipeline::Chat => Task::Chat,
         }
     }
 }
@@ -220,6 +226,7 @@ impl OnnxBackend {
                 Pipeline::ImageModeration => Box::new(nsfw::NsfwWorker::load(c)?),
                 Pipeline::VoiceActivity => Box::new(vad::VadWorker::load(c)?),
                 Pipeline::Ocr => Box::new(ocr::OcrWorker::load(c)?),
+                Pipeline::Chat => Box::new(chat::ChatWorker::load(c)?),
             })
         };
         let pool = Pool::start(&format!("onnx-{model}"), config.sessions, make)?;
