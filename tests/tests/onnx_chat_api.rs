@@ -13,7 +13,14 @@ async fn the_openai_sdk_streams_from_the_in_process_model() {
     let gw = Gateway::start("examples/embedded.toml");
     let out = Command::new(repo_root().join(".venv/bin/python"))
         .arg(repo_root().join("tests/python/openai_sdk_chat_stream.py"))
-        .args(["--base-url", &gw.url("/v1"), "--api-key", "sk-infergate-dev", "--model", "smollm2-135m-instruct"])
+        .args([
+            "--base-url",
+            &gw.url("/v1"),
+            "--api-key",
+            "sk-infergate-dev",
+            "--model",
+            "smollm2-135m-instruct",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
