@@ -132,9 +132,6 @@ fn accuracy(expected: &[&str], got: &OcrOutput) -> f64 {
 async fn rendered_english_text_is_read_with_its_boxes() {
     let backend = backend();
     let page = render(&LINES, 28.0);
-    if let Ok(dir) = std::env::var("OCR_DUMP") {
-        page.save(format!("{dir}/page.png")).unwrap();
-    }
     let upside_down = image::imageops::rotate180(&page);
     let small = render(&LINES, 20.0);
     let large = render(&LINES, 40.0);

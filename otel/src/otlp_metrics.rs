@@ -49,6 +49,8 @@ impl MetricsExporter {
         let (stop, stopped) = mpsc::sync_channel(1);
         let worker = std::thread::Builder::new().name("otlp-metrics".into()).spawn(move || {
             let start = unix_nanos(SystemTime::now());
+            // One HTTP client for the exporter's life: its connection is reused.
+            let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build();
             let send = || {
                 let families = match openmetrics::parse(&metrics.encode()) {
                     Ok(families) => families,
@@ -59,7 +61,7 @@ impl MetricsExporter {
                 };
                 let request = request(&families, &target.resource, start, unix_nanos(SystemTime::now()));
                 let points = points(&request);
-                match export(&target, request) {
+                match export(&target, http.as_ref().map_err(ToString::to_string), request) {
                     Ok(()) => count("metrics", "exported", points),
                     Err(error) => {
                         count("metrics", "export_failed", points);
@@ -84,14 +86,15 @@ impl MetricsExporter {
     }
 }
 
-fn export(target: &MetricsTarget, request: ExportMetricsServiceRequest) -> Result<(), String> {
+fn export(
+    target: &MetricsTarget,
+    http: Result<&reqwest::blocking::Client, String>,
+    request: ExportMetricsServiceRequest,
+) -> Result<(), String> {
     match target.protocol {
         OtlpProtocol::HttpProtobuf => {
             let url = format!("{}/v1/metrics", target.endpoint.trim_end_matches('/'));
-            let client = reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .map_err(|e| e.to_string())?;
+            let client = http?;
             let mut call = client.post(url).header("content-type", "application/x-protobuf");
             for (key, value) in &target.headers {
                 call = call.header(key, value);

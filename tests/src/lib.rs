@@ -177,10 +177,21 @@ pub fn client() -> reqwest::Client {
 
 /// A 16-bit mono PCM WAV of `seconds` of a 440 Hz tone.
 pub fn wav(seconds: f64, sample_rate: u32) -> Vec<u8> {
-    let samples = (seconds * f64::from(sample_rate)) as u32;
-    let mut out = Vec::with_capacity(44 + samples as usize * 2);
+    let samples: Vec<i16> = (0..(seconds * f64::from(sample_rate)) as u32)
+        .map(|i| {
+            let t = f64::from(i) / f64::from(sample_rate);
+            ((t * 440.0 * std::f64::consts::TAU).sin() * 8000.0) as i16
+        })
+        .collect();
+    wav_of(&samples, sample_rate)
+}
+
+/// A 16-bit mono PCM WAV of these samples.
+pub fn wav_of(samples: &[i16], sample_rate: u32) -> Vec<u8> {
+    let data = (samples.len() * 2) as u32;
+    let mut out = Vec::with_capacity(44 + data as usize);
     out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + samples * 2).to_le_bytes());
+    out.extend_from_slice(&(36 + data).to_le_bytes());
     out.extend_from_slice(b"WAVEfmt ");
     out.extend_from_slice(&16u32.to_le_bytes());
     out.extend_from_slice(&1u16.to_le_bytes());
@@ -190,11 +201,9 @@ pub fn wav(seconds: f64, sample_rate: u32) -> Vec<u8> {
     out.extend_from_slice(&2u16.to_le_bytes());
     out.extend_from_slice(&16u16.to_le_bytes());
     out.extend_from_slice(b"data");
-    out.extend_from_slice(&(samples * 2).to_le_bytes());
-    for i in 0..samples {
-        let t = f64::from(i) / f64::from(sample_rate);
-        let v = ((t * 440.0 * std::f64::consts::TAU).sin() * 8000.0) as i16;
-        out.extend_from_slice(&v.to_le_bytes());
+    out.extend_from_slice(&data.to_le_bytes());
+    for s in samples {
+        out.extend_from_slice(&s.to_le_bytes());
     }
     out
 }

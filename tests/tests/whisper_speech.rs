@@ -8,7 +8,7 @@
 
 use std::process::Command;
 
-use infergate_e2e::{client, repo_root, Gateway, TEST_KEY, WEB_TENANT};
+use infergate_e2e::{client, repo_root, wav_of as wav, Gateway, TEST_KEY, WEB_TENANT};
 use serde_json::Value;
 
 const MODELS: &str = r#"
@@ -57,27 +57,6 @@ fn samples(wav: &[u8]) -> (Vec<i16>, u32) {
     let rate = u32::from_le_bytes(wav[24..28].try_into().unwrap());
     let data = wav.windows(4).position(|w| w == b"data").unwrap() + 8;
     (wav[data..].chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect(), rate)
-}
-
-fn wav(samples: &[i16], rate: u32) -> Vec<u8> {
-    let data = (samples.len() * 2) as u32;
-    let mut out = Vec::new();
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + data).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&rate.to_le_bytes());
-    out.extend_from_slice(&(rate * 2).to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&16u16.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&data.to_le_bytes());
-    for s in samples {
-        out.extend_from_slice(&s.to_le_bytes());
-    }
-    out
 }
 
 fn words(text: &str) -> Vec<String> {
