@@ -84,4 +84,49 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Run one batch and report how long it took.
     async fn execute(&self, batch: Vec<Item>) -> BatchReport;
+
+    /// Step-wise generation, for backends that decode a running set one
+    /// token at a time (continuous batching); `None` runs whole batches.
+    fn generator(&self) -> Option<&dyn Generate> {
+        None
+    }
+}
+
+/// What one decoding step did, reported back so the caller can decide who
+/// joins at the next step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepReport {
+    /// Sequences still running after the step.
+    pub running: usize,
+    /// KV-cache tokens the running sequences may grow to (prompt plus
+    /// allowed output), which new joiners must fit beside.
+    pub reserved: usize,
+    /// Tokens processed: the joiners' prompts plus one per decoded sequence.
+    pub tokens: usize,
+    /// Sequences that took part in the step.
+    pub sequences: usize,
+    /// Wall time of the step.
+    pub elapsed: Duration,
+    /// Time spent on the joiners' prefill (their time to first token).
+    pub prefill: Duration,
+}
+
+/// Continuous batching: each lane holds a running set of sequences that
+/// decode together; new ones join at a step and finished ones leave, each
+/// item getting its events as for [`Backend::execute`]. The caller decides
+/// who joins (the scheduler), the backend only runs steps.
+#[async_trait]
+pub trait Generate: Send + Sync {
+    /// Independent running sets (one per session).
+    fn lanes(&self) -> usize;
+
+    /// Most sequences one lane decodes together.
+    fn max_sequences(&self) -> usize;
+
+    /// KV-cache tokens one lane may hold.
+    fn kv_budget(&self) -> usize;
+
+    /// Add `join` to `lane`'s running set (prefill: each emits its first
+    /// token), then decode one token for every running sequence.
+    async fn step(&self, lane: usize, join: Vec<Item>) -> StepReport;
 }

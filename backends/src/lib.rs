@@ -15,7 +15,7 @@ pub mod tensor;
 pub mod tokens;
 pub mod whisper;
 
-pub use backend::{Backend, BatchReport, Event, EventSender, Item, ModelInfo};
+pub use backend::{Backend, BatchReport, Event, EventSender, Generate, Item, ModelInfo, StepReport};
 pub use config::BackendConfig;
 pub use error::BackendError;
 pub use task::{

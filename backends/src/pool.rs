@@ -16,7 +16,11 @@ type Job<S> = Box<dyn FnOnce(&mut S) + Send>;
 
 /// A pool of worker threads, each with its own `S`.
 pub(crate) struct Pool<S> {
+    /// Jobs for whichever worker is free.
     jobs: crossbeam_channel::Sender<Job<S>>,
+    /// Jobs for one worker: its state carries over between them (the
+    /// running set of a continuous batch).
+    own: Vec<crossbeam_channel::Sender<Job<S>>>,
 }
 
 impl<S: 'static> Pool<S> {
@@ -30,8 +34,11 @@ impl<S: 'static> Pool<S> {
         let (jobs, queue) = crossbeam_channel::unbounded::<Job<S>>();
         let (ready, loaded) = std::sync::mpsc::channel::<Result<(), String>>();
         let make = Arc::new(make);
+        let mut own = Vec::with_capacity(workers.max(1));
         for i in 0..workers.max(1) {
             let queue = queue.clone();
+            let (mine, my_queue) = crossbeam_channel::unbounded::<Job<S>>();
+            own.push(mine);
             let make = make.clone();
             let ready = ready.clone();
             std::thread::Builder::new()
@@ -46,7 +53,12 @@ impl<S: 'static> Pool<S> {
                     };
                     let _ = ready.send(Ok(()));
                     drop(ready);
-                    while let Ok(job) = queue.recv() {
+                    loop {
+                        let job = crossbeam_channel::select! {
+                            recv(my_queue) -> job => job,
+                            recv(queue) -> job => job,
+                        };
+                        let Ok(job) = job else { break };
                         // A panicking job fails its own items (their senders
                         // drop); the worker and its sessions carry on.
                         if std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut state))).is_err() {
@@ -60,7 +72,12 @@ impl<S: 'static> Pool<S> {
         for _ in 0..workers.max(1) {
             loaded.recv().map_err(|_| "a worker stopped while loading".to_owned())??;
         }
-        Ok(Pool { jobs })
+        Ok(Pool { jobs, own })
+    }
+
+    /// Worker threads in the pool.
+    pub(crate) fn workers(&self) -> usize {
+        self.own.len()
     }
 
     /// Run `job` on the next free worker.
@@ -68,8 +85,26 @@ impl<S: 'static> Pool<S> {
         &self,
         job: impl FnOnce(&mut S) -> R + Send + 'static,
     ) -> Result<R, BackendError> {
+        self.submit(&self.jobs, job).await
+    }
+
+    /// Run `job` on worker `index` (modulo the pool's size), after the jobs
+    /// already waiting for it.
+    pub(crate) async fn run_on<R: Send + 'static>(
+        &self,
+        index: usize,
+        job: impl FnOnce(&mut S) -> R + Send + 'static,
+    ) -> Result<R, BackendError> {
+        self.submit(&self.own[index % self.own.len()], job).await
+    }
+
+    async fn submit<R: Send + 'static>(
+        &self,
+        queue: &crossbeam_channel::Sender<Job<S>>,
+        job: impl FnOnce(&mut S) -> R + Send + 'static,
+    ) -> Result<R, BackendError> {
         let (done, result) = tokio::sync::oneshot::channel();
-        self.jobs
+        queue
             .send(Box::new(move |state| {
                 let _ = done.send(job(state));
             }))
@@ -89,6 +124,21 @@ mod tests {
         assert!(pool.run(|_| -> u32 { panic!("boom") }).await.is_err());
         for _ in 0..4 {
             assert_eq!(pool.run(|s| *s * 2).await.unwrap(), 20);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_job_for_one_worker_finds_that_workers_state() {
+        let pool = Pool::start("t", 3, || Ok(Vec::<u32>::new())).unwrap();
+        assert_eq!(pool.workers(), 3);
+        for round in 0..4u32 {
+            for worker in 0..3 {
+                pool.run_on(worker, move |s| s.push(round * 10 + worker as u32)).await.unwrap();
+            }
+        }
+        for worker in 0..3 {
+            let seen = pool.run_on(worker, |s| s.clone()).await.unwrap();
+            assert_eq!(seen, (0..4).map(|r| r * 10 + worker as u32).collect::<Vec<_>>());
         }
     }
 

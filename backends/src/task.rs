@@ -88,6 +88,8 @@ pub struct ChatRequest {
     pub max_tokens: u32,
     pub temperature: f32,
     pub top_p: f32,
+    /// Sample among the `k` likeliest tokens only (`None`: all).
+    pub top_k: Option<u32>,
     pub seed: Option<u64>,
     pub stop: Vec<String>,
     /// The client reads tokens as they come.

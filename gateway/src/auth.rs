@@ -88,7 +88,11 @@ impl TenantDirectory {
 fn presented_key(headers: &HeaderMap) -> Option<String> {
     if let Some(auth) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         let auth = auth.trim();
-        let key = auth.strip_prefix("Bearer ").or_else(|| auth.strip_prefix("bearer ")).unwrap_or(auth);
+        // DeepL's clients send `DeepL-Auth-Key KEY`.
+        let key = ["Bearer ", "bearer ", "DeepL-Auth-Key "]
+            .iter()
+            .find_map(|scheme| auth.strip_prefix(scheme))
+            .unwrap_or(auth);
         return Some(key.trim().to_owned());
     }
     ["api-key", "x-api-key"]
@@ -131,6 +135,9 @@ mod tests {
         assert_eq!((&*web.tenant, web.class), ("web", Class::Standard));
         let bulk = dir.authenticate(&headers(&[("x-api-key", "sk-infergate-batch")])).unwrap();
         assert_eq!(&*bulk.tenant, "bulk");
+        let deepl =
+            dir.authenticate(&headers(&[("authorization", "DeepL-Auth-Key sk-infergate-test")])).unwrap();
+        assert_eq!(&*deepl.tenant, "web");
         let wrong = dir.authenticate(&headers(&[("authorization", "Bearer sk-nope")])).unwrap_err();
         assert_eq!(wrong.parts().code, Some("invalid_api_key"));
         let missing = dir.authenticate(&HeaderMap::new()).unwrap_err();

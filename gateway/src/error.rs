@@ -184,11 +184,17 @@ pub enum ErrorShape {
     OpenAi,
     /// `{"error": "message"}`
     KServe,
+    /// `{"message": "…"}`, with 403 for a bad key (DeepL's clients read it
+    /// as an authorization failure).
+    DeepL,
 }
 
 impl ErrorShape {
     /// The shape for a request path.
     pub fn for_path(path: &str) -> Self {
+        if ["/v2/translate", "/v2/languages", "/v2/usage"].contains(&path) {
+            return ErrorShape::DeepL;
+        }
         let kserve = path == "/v2"
             || path == "/v2/"
             || path.starts_with("/v2/models")
@@ -228,8 +234,13 @@ impl ErrorShape {
                 }
             }),
             ErrorShape::KServe => serde_json::json!({ "error": error.to_string() }),
+            ErrorShape::DeepL => serde_json::json!({ "message": error.to_string() }),
         };
-        let mut response = (parts.status, axum::Json(body)).into_response();
+        let status = match (self, error) {
+            (ErrorShape::DeepL, ApiError::InvalidApiKey { .. }) => http::StatusCode::FORBIDDEN,
+            _ => parts.status,
+        };
+        let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         if let Some(after) = parts.retry_after {
             let secs = after.as_secs_f64().ceil().max(1.0) as u64;
@@ -293,10 +304,17 @@ mod tests {
     }
 
     #[test]
+    fn deepl_paths_get_deepl_errors() {
+        assert_eq!(ErrorShape::for_path("/v2/translate"), ErrorShape::DeepL);
+        let error = ApiError::InvalidApiKey { message: "no".into(), missing: false };
+        assert_eq!(ErrorShape::DeepL.render(&error).status(), StatusCode::FORBIDDEN);
+    }
+
+    #[test]
     fn kserve_paths_get_kserve_errors() {
         assert_eq!(ErrorShape::for_path("/v2/models/x/infer"), ErrorShape::KServe);
         assert_eq!(ErrorShape::for_path("/v2/health/ready"), ErrorShape::KServe);
         assert_eq!(ErrorShape::for_path("/v1/chat/completions"), ErrorShape::OpenAi);
-        assert_eq!(ErrorShape::for_path("/v2/translate"), ErrorShape::OpenAi);
+        assert_eq!(ErrorShape::for_path("/v2/translate"), ErrorShape::DeepL);
     }
 }

@@ -25,6 +25,8 @@ pub struct AppState {
     pub started: u64,
     /// Voice activity detection for cutting long audio (`audio.vad_model`).
     pub vad: Option<Arc<std::sync::Mutex<infergate_backends::onnx::vad::Vad>>>,
+    /// Characters translated per tenant (DeepL's `/v2/usage`).
+    translated: std::sync::Mutex<HashMap<Arc<str>, u64>>,
 }
 
 /// Shared handle to the state.
@@ -75,6 +77,7 @@ impl AppState {
             metrics,
             started,
             vad,
+            translated: std::sync::Mutex::default(),
         };
         state.readiness.loaded.store(true, Ordering::SeqCst);
         Ok(Arc::new(state))
@@ -92,6 +95,18 @@ impl AppState {
     /// The model with this name.
     pub fn model(&self, name: &str) -> Result<&Arc<ModelHandle>, ApiError> {
         self.by_name.get(name).ok_or_else(|| ApiError::ModelNotFound { model: name.to_owned() })
+    }
+
+    /// Count characters a tenant had translated.
+    pub fn count_translated(&self, tenant: &Arc<str>, chars: u64) {
+        let mut counts = self.translated.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *counts.entry(tenant.clone()).or_default() += chars;
+    }
+
+    /// Characters a tenant had translated since start.
+    pub fn translated(&self, tenant: &str) -> u64 {
+        let counts = self.translated.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        counts.get(tenant).copied().unwrap_or(0)
     }
 
     /// The first model serving a task, for APIs where `model` is optional.

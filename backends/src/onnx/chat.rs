@@ -6,18 +6,25 @@
 //! every step.
 //!
 //! `model` names the directory with `model.onnx`, `tokenizer.json`,
-//! `chat_template.jinja` and `generation.json`. Jobs of a batch run one
-//! after another on a worker for now; continuous batching across requests
-//! is the next step.
+//! `chat_template.jinja` and `generation.json`.
+//!
+//! Continuous batching: each worker keeps a running set. At every step the
+//! joiners are prefilled one by one (each emits its first token), the set's
+//! KV caches are laid out as one left-padded batch when its membership
+//! changed, and one decode run advances every sequence by a token. Between
+//! membership changes the model's `present` outputs are fed back as `past`
+//! without copying. Finished and cancelled sequences leave at the next step.
 
+use std::borrow::Cow;
 use std::path::Path;
+use std::time::Instant;
 
 use ort::session::{Session, SessionInputValue};
-use ort::value::Tensor;
+use ort::value::{DynValue, Tensor};
 use tokenizers::Tokenizer;
 
 use super::{session, OnnxConfig, Worker};
-use crate::{BackendError, ChatOutput, ChatRequest, Event, FinishReason, Item, Output, Request};
+use crate::{BackendError, ChatOutput, ChatRequest, Event, FinishReason, Item, Output, Request, StepReport};
 
 /// What `generation.json` says about the model.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -34,11 +41,52 @@ pub(crate) struct ChatWorker {
     tokenizer: Tokenizer,
     template: String,
     generation: Generation,
+    /// The running set, in the rows of `cache`.
+    running: Vec<Sequence>,
+    /// The running set's KV cache, left-padded to a common width.
+    cache: Option<Cache>,
+}
+
+/// `present.*` of the last run, fed back as `past_key_values.*`: one value
+/// per layer and kind, each `[rows, kv_heads, width, head_dim]`. Row `r`
+/// holds its sequence's `len` positions at the right end.
+struct Cache {
+    values: Vec<DynValue>,
+    width: usize,
+}
+
+/// One request in the running set.
+struct Sequence {
+    item: Item,
+    request: ChatRequest,
+    sampler: Sampler,
+    prompt_tokens: usize,
+    max_tokens: usize,
+    generated: Vec<u32>,
+    text: String,
+    /// Bytes of `text` already streamed.
+    sent: usize,
+    /// Positions this sequence has in the cache.
+    len: usize,
+    /// Its row in the cache (`None` until it joins one).
+    row: Option<usize>,
+    /// The prefill's cache, until the sequence is merged into the batch.
+    own_cache: Option<Vec<DynValue>>,
+    /// The token to feed at the next step.
+    next: u32,
+    /// Its terminal event is sent; it leaves at the next step.
+    finished: bool,
 }
 
 fn read(path: &Path) -> Result<String, String> {
     std::fs::read_to_string(path)
         .map_err(|e| format!("{}: {e} (scripts/setup.sh converts the chat model)", path.display()))
+}
+
+type Inputs<'v> = Vec<(Cow<'v, str>, SessionInputValue<'v>)>;
+
+fn ort_error(e: ort::Error) -> String {
+    e.to_string()
 }
 
 impl ChatWorker {
@@ -53,6 +101,8 @@ impl ChatWorker {
             tokenizer,
             template: read(&dir.join("chat_template.jinja"))?,
             generation,
+            running: Vec::new(),
+            cache: None,
         })
     }
 
@@ -73,144 +123,306 @@ impl ChatWorker {
             .map_err(|e| BackendError::Failed(format!("chat template: {e}")))
     }
 
-    /// Logits of the last position, and the cache after `ids` at `position`.
-    fn forward(
+    fn cache_names(&self) -> impl Iterator<Item = (String, String)> {
+        (0..self.generation.num_hidden_layers).flat_map(|layer| {
+            ["key", "value"]
+                .map(|kind| (format!("past_key_values.{layer}.{kind}"), format!("present.{layer}.{kind}")))
+        })
+    }
+
+    /// One run over `rows` sequences of `width` new tokens each: the logits
+    /// of each row's last position, and the cache after it.
+    fn run(
         &mut self,
-        ids: &[u32],
-        position: usize,
-        cache: &mut Vec<(Vec<i64>, Vec<f32>)>,
-    ) -> Result<Vec<f32>, String> {
-        let g = &self.generation;
-        let n = ids.len();
-        let past = position;
-        let e = |e: ort::Error| e.to_string();
-        let mut inputs: Vec<(std::borrow::Cow<'_, str>, SessionInputValue<'_>)> = vec![
-            (
-                "input_ids".into(),
-                Tensor::from_array(([1, n], ids.iter().map(|&i| i64::from(i)).collect::<Vec<_>>()))
-                    .map_err(e)?
-                    .into(),
-            ),
+        rows: usize,
+        ids: Vec<i64>,
+        mask: Vec<i64>,
+        positions: Vec<i64>,
+        past: Vec<SessionInputValue<'_>>,
+    ) -> Result<(Vec<f32>, Vec<DynValue>), String> {
+        let width = ids.len() / rows;
+        let names: Vec<(String, String)> = self.cache_names().collect();
+        let mut inputs: Inputs<'_> = vec![
+            ("input_ids".into(), Tensor::from_array(([rows, width], ids)).map_err(ort_error)?.into()),
             (
                 "attention_mask".into(),
-                Tensor::from_array(([1, past + n], vec![1i64; past + n])).map_err(e)?.into(),
+                Tensor::from_array(([rows, mask.len() / rows], mask)).map_err(ort_error)?.into(),
             ),
             (
                 "position_ids".into(),
-                Tensor::from_array(([1, n], (past..past + n).map(|p| p as i64).collect::<Vec<_>>()))
-                    .map_err(e)?
-                    .into(),
+                Tensor::from_array(([rows, width], positions)).map_err(ort_error)?.into(),
             ),
         ];
-        for layer in 0..g.num_hidden_layers {
-            for (k, kind) in ["key", "value"].iter().enumerate() {
-                let (shape, data) = cache.get(layer * 2 + k).cloned().unwrap_or_else(|| {
-                    (vec![1, g.num_key_value_heads as i64, 0, g.head_dim as i64], Vec::new())
-                });
-                inputs.push((
-                    format!("past_key_values.{layer}.{kind}").into(),
-                    Tensor::from_array((shape, data)).map_err(e)?.into(),
-                ));
-            }
-        }
-        let outputs = self.session.run(inputs).map_err(e)?;
-        let (shape, logits) = outputs["logits"].try_extract_tensor::<f32>().map_err(e)?;
+        inputs.extend(names.iter().map(|(past_name, _)| Cow::Owned(past_name.clone())).zip(past));
+        let mut outputs = self.session.run(inputs).map_err(ort_error)?;
+        let (shape, logits) = outputs["logits"].try_extract_tensor::<f32>().map_err(ort_error)?;
         let vocab = shape[2] as usize;
-        let last = logits[(n - 1) * vocab..n * vocab].to_vec();
-        cache.clear();
-        for layer in 0..g.num_hidden_layers {
-            for kind in ["key", "value"] {
-                let (shape, data) = outputs[format!("present.{layer}.{kind}").as_str()]
-                    .try_extract_tensor::<f32>()
-                    .map_err(e)?;
-                cache.push((shape.to_vec(), data.to_vec()));
-            }
-        }
-        Ok(last)
+        let last: Vec<f32> = (0..rows)
+            .flat_map(|r| {
+                let at = (r * width + width - 1) * vocab;
+                logits[at..at + vocab].iter().copied()
+            })
+            .collect();
+        let present = names
+            .iter()
+            .map(|(_, name)| outputs.remove(name).ok_or_else(|| format!("the model has no output {name}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((last, present))
     }
 
-    fn generate(&mut self, item: &Item) -> Result<ChatOutput, BackendError> {
-        let Request::Chat(request) = &item.request else {
-            return Err(BackendError::InvalidInput("this model serves chat only".into()));
+    /// Tokenize a joiner and run its prompt; it emits its first token. A
+    /// request that cannot run gets its error here and does not join.
+    fn prefill(&mut self, item: Item) -> Option<Sequence> {
+        let result = (|| {
+            let Request::Chat(request) = &item.request else {
+                return Err(BackendError::InvalidInput("this model serves chat only".into()));
+            };
+            let prompt = self.prompt(request)?;
+            let encoding = self
+                .tokenizer
+                .encode(prompt.as_str(), false)
+                .map_err(|e| BackendError::Failed(e.to_string()))?;
+            let ids: Vec<i64> = encoding.get_ids().iter().map(|&i| i64::from(i)).collect();
+            let context = self.generation.context_length;
+            let room = context.saturating_sub(ids.len());
+            if room == 0 {
+                return Err(BackendError::InvalidInput(format!(
+                    "the prompt is {} tokens; this model's context is {context}",
+                    ids.len()
+                )));
+            }
+            let n = ids.len();
+            let g = &self.generation;
+            let empty = [1, g.num_key_value_heads, 0, g.head_dim];
+            let past = (0..g.num_hidden_layers * 2)
+                .map(|_| Tensor::from_array((empty, Vec::<f32>::new())).map(SessionInputValue::from))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| BackendError::Failed(e.to_string()))?;
+            let (logits, cache) = self
+                .run(1, ids, vec![1; n], (0..n as i64).collect(), past)
+                .map_err(|e| BackendError::Failed(format!("chat model: {e}")))?;
+            let request = request.clone();
+            let max_tokens = (request.max_tokens as usize).min(room);
+            Ok((request, n, max_tokens, logits, cache))
+        })();
+        let (request, prompt_tokens, max_tokens, logits, cache) = match result {
+            Ok(prefilled) => prefilled,
+            Err(error) => {
+                item.fail(error);
+                return None;
+            }
         };
-        let prompt = self.prompt(request)?;
-        let encoding =
-            self.tokenizer.encode(prompt.as_str(), false).map_err(|e| BackendError::Failed(e.to_string()))?;
-        let prompt_ids: Vec<u32> = encoding.get_ids().to_vec();
-        let room = self.generation.context_length.saturating_sub(prompt_ids.len());
-        if room == 0 {
-            return Err(BackendError::InvalidInput(format!(
-                "the prompt is {} tokens; this model's context is {}",
-                prompt_ids.len(),
-                self.generation.context_length
-            )));
+        let mut sequence = Sequence {
+            item,
+            sampler: Sampler::new(&request),
+            request,
+            prompt_tokens,
+            max_tokens,
+            generated: Vec::new(),
+            text: String::new(),
+            sent: 0,
+            len: prompt_tokens,
+            row: None,
+            own_cache: Some(cache),
+            next: 0,
+            finished: false,
+        };
+        match sequence.advance(&logits, &self.tokenizer, self.generation.eos_token_id) {
+            Ok(true) => None,
+            Ok(false) => Some(sequence),
+            Err(error) => {
+                sequence.item.fail(error);
+                None
+            }
         }
-        let max_tokens = (request.max_tokens as usize).min(room);
-        let mut sampler = Sampler::new(request);
-        let mut cache = Vec::new();
-        let failed = |e: String| BackendError::Failed(format!("chat model: {e}"));
-        let mut logits = self.forward(&prompt_ids, 0, &mut cache).map_err(failed)?;
-        let mut generated: Vec<u32> = Vec::new();
-        let mut sent = 0usize; // bytes of text already streamed
-        let mut finish = FinishReason::Length;
-        let mut text = String::new();
-        while generated.len() < max_tokens {
+    }
+
+    /// Lay the running set's caches out as one batch: the rows that stay,
+    /// then the joiners, each right-aligned to the longest.
+    fn rebuild(&mut self) -> Result<(), String> {
+        let g = &self.generation;
+        let (heads, dim) = (g.num_key_value_heads, g.head_dim);
+        let width = self.running.iter().map(|s| s.len).max().unwrap_or(0);
+        let rows = self.running.len();
+        let mut values = Vec::with_capacity(g.num_hidden_layers * 2);
+        for k in 0..g.num_hidden_layers * 2 {
+            let mut data = vec![0f32; rows * heads * width * dim];
+            for (row, seq) in self.running.iter().enumerate() {
+                let (source, source_row, source_width) = match (&seq.own_cache, seq.row, &self.cache) {
+                    (Some(own), _, _) => (&own[k], 0, seq.len),
+                    (None, Some(r), Some(cache)) => (&cache.values[k], r, cache.width),
+                    _ => return Err("a running sequence lost its cache".into()),
+                };
+                let (_, src) = source.try_extract_tensor::<f32>().map_err(ort_error)?;
+                for h in 0..heads {
+                    let from = ((source_row * heads + h) * source_width + source_width - seq.len) * dim;
+                    let to = ((row * heads + h) * width + width - seq.len) * dim;
+                    data[to..to + seq.len * dim].copy_from_slice(&src[from..from + seq.len * dim]);
+                }
+            }
+            let tensor = Tensor::from_array(([rows, heads, width, dim], data)).map_err(ort_error)?;
+            values.push(tensor.into_dyn());
+        }
+        for (row, seq) in self.running.iter_mut().enumerate() {
+            seq.row = Some(row);
+            seq.own_cache = None;
+        }
+        self.cache = Some(Cache { values, width });
+        Ok(())
+    }
+
+    /// One decoding step over the running set.
+    fn decode(&mut self) -> Result<(), String> {
+        let Some(cache) = self.cache.take() else { return Err("no cache to decode from".into()) };
+        let rows = self.running.len();
+        let width = cache.width;
+        let ids = self.running.iter().map(|s| i64::from(s.next)).collect();
+        let positions = self.running.iter().map(|s| s.len as i64).collect();
+        let mask = self
+            .running
+            .iter()
+            .flat_map(|s| (0..=width).map(move |p| i64::from(p >= width - s.len)))
+            .collect();
+        let past = cache.values.iter().map(SessionInputValue::from).collect();
+        let (logits, values) = self.run(rows, ids, mask, positions, past)?;
+        drop(cache);
+        self.cache = Some(Cache { values, width: width + 1 });
+        let vocab = logits.len() / rows;
+        let (tokenizer, eos) = (&self.tokenizer, self.generation.eos_token_id);
+        for (row, seq) in self.running.iter_mut().enumerate() {
+            seq.len += 1;
+            match seq.advance(&logits[row * vocab..(row + 1) * vocab], tokenizer, eos) {
+                Ok(finished) => seq.finished = finished,
+                Err(error) => {
+                    seq.item.fail(error);
+                    seq.finished = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Let `join` in, then decode one token for every running sequence.
+    pub(crate) fn step(&mut self, join: Vec<Item>) -> StepReport {
+        let start = Instant::now();
+        // Leave: finished or cancelled.
+        let before = self.running.len();
+        self.running.retain(|s| {
+            if s.finished {
+                return false;
+            }
+            if s.item.cancel.is_cancelled() {
+                s.item.fail(BackendError::Cancelled);
+                return false;
+            }
+            true
+        });
+        let mut changed = self.running.len() != before;
+        let mut tokens = 0;
+        for item in join {
             if item.cancel.is_cancelled() {
-                return Err(BackendError::Cancelled);
+                item.fail(BackendError::Cancelled);
+                continue;
             }
-            let next = sampler.pick(&logits);
-            if next == self.generation.eos_token_id {
-                finish = FinishReason::Stop;
-                break;
+            if let Some(sequence) = self.prefill(item) {
+                tokens += sequence.prompt_tokens;
+                self.running.push(sequence);
+                changed = true;
             }
-            generated.push(next);
-            text =
-                self.tokenizer.decode(&generated, true).map_err(|e| BackendError::Failed(e.to_string()))?;
-            if let Some(cut) =
-                request.stop.iter().filter(|s| !s.is_empty()).filter_map(|s| text.find(s.as_str())).min()
-            {
-                text.truncate(cut);
-                finish = FinishReason::Stop;
-                break;
-            }
-            // Stream what is settled: not a partial UTF-8 character, and not
-            // the start of a stop sequence that the next token may complete.
-            let hold = request.stop.iter().map(|s| s.len().saturating_sub(1)).max().unwrap_or(0);
-            let safe = text.len().saturating_sub(hold);
-            let settled = text
-                .char_indices()
-                .map(|(i, _)| i)
-                .chain([text.len()])
-                .filter(|&i| i <= safe)
-                .max()
-                .unwrap_or(0);
-            if request.stream && settled > sent && !text[..settled].ends_with('\u{FFFD}') {
-                item.send(Event::Delta(text[sent..settled].to_owned()));
-                sent = settled;
-            }
-            if generated.len() == max_tokens {
-                break;
-            }
-            logits =
-                self.forward(&[next], prompt_ids.len() + generated.len() - 1, &mut cache).map_err(failed)?;
         }
-        if request.stream && text.len() > sent {
-            item.send(Event::Delta(text[sent..].to_owned()));
+        let prefill = start.elapsed();
+        let sequences = self.running.len();
+        if changed {
+            if let Err(error) = self.rebuild() {
+                self.fail_running(&error);
+            }
         }
-        Ok(ChatOutput {
-            text,
-            finish_reason: finish,
-            prompt_tokens: prompt_ids.len() as u32,
-            completion_tokens: generated.len() as u32,
-        })
+        if !self.running.is_empty() {
+            tokens += self.running.len();
+            if let Err(error) = self.decode() {
+                self.fail_running(&error);
+            }
+        }
+        let live = self.running.iter().filter(|s| !s.finished);
+        StepReport {
+            running: live.clone().count(),
+            reserved: live.map(|s| s.prompt_tokens + s.max_tokens).sum(),
+            tokens,
+            sequences,
+            elapsed: start.elapsed(),
+            prefill,
+        }
+    }
+
+    fn fail_running(&mut self, error: &str) {
+        tracing::error!(%error, "chat decoding step failed");
+        for seq in self.running.drain(..) {
+            seq.item.fail(BackendError::Failed(format!("chat model: {error}")));
+        }
+        self.cache = None;
     }
 }
 
-/// Greedy at temperature 0, else softmax sampling with temperature and
-/// nucleus (top_p) from a seeded generator: the same seed, the same tokens.
+impl Sequence {
+    /// Pick the next token from `logits`, stream what is settled, and tell
+    /// whether the sequence finished (its terminal event sent).
+    fn advance(&mut self, logits: &[f32], tokenizer: &Tokenizer, eos: u32) -> Result<bool, BackendError> {
+        let next = self.sampler.pick(logits);
+        let mut finish = None;
+        if next == eos {
+            finish = Some(FinishReason::Stop);
+        } else {
+            self.generated.push(next);
+            self.next = next;
+            self.text =
+                tokenizer.decode(&self.generated, true).map_err(|e| BackendError::Failed(e.to_string()))?;
+            let stops = self.request.stop.iter().filter(|s| !s.is_empty());
+            if let Some(cut) = stops.filter_map(|s| self.text.find(s.as_str())).min() {
+                self.text.truncate(cut);
+                finish = Some(FinishReason::Stop);
+            } else if self.generated.len() >= self.max_tokens {
+                finish = Some(FinishReason::Length);
+            } else {
+                self.stream_settled();
+            }
+        }
+        let Some(finish_reason) = finish else { return Ok(false) };
+        if self.request.stream && self.text.len() > self.sent {
+            self.item.send(Event::Delta(self.text[self.sent..].to_owned()));
+        }
+        self.item.done(Output::Chat(ChatOutput {
+            text: std::mem::take(&mut self.text),
+            finish_reason,
+            prompt_tokens: self.prompt_tokens as u32,
+            completion_tokens: self.generated.len() as u32,
+        }));
+        Ok(true)
+    }
+
+    /// Stream what is settled: not a partial UTF-8 character, and not the
+    /// start of a stop sequence that the next token may complete.
+    fn stream_settled(&mut self) {
+        if !self.request.stream {
+            return;
+        }
+        let text = &self.text;
+        let hold = self.request.stop.iter().map(|s| s.len().saturating_sub(1)).max().unwrap_or(0);
+        let safe = text.len().saturating_sub(hold);
+        let settled =
+            text.char_indices().map(|(i, _)| i).chain([text.len()]).filter(|&i| i <= safe).max().unwrap_or(0);
+        if settled > self.sent && !text[..settled].ends_with('\u{FFFD}') {
+            self.item.send(Event::Delta(text[self.sent..settled].to_owned()));
+            self.sent = settled;
+        }
+    }
+}
+
+/// Greedy at temperature 0, else softmax sampling with temperature, top_k
+/// and nucleus (top_p) from a seeded generator: the same seed, the same tokens.
 struct Sampler {
     temperature: f32,
     top_p: f32,
+    top_k: usize,
     state: u64,
 }
 
@@ -224,6 +436,7 @@ impl Sampler {
         Sampler {
             temperature: request.temperature,
             top_p: request.top_p,
+            top_k: request.top_k.map_or(usize::MAX, |k| k.max(1) as usize),
             state: seed ^ 0x9E37_79B9_7F4A_7C15,
         }
     }
@@ -249,7 +462,12 @@ impl Sampler {
             .enumerate()
             .map(|(i, &l)| (i, f64::from((l - max) / self.temperature).exp()))
             .collect();
-        probs.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let likelier = |a: &(usize, f64), b: &(usize, f64)| b.1.total_cmp(&a.1);
+        if self.top_k < probs.len() {
+            probs.select_nth_unstable_by(self.top_k - 1, likelier);
+            probs.truncate(self.top_k);
+        }
+        probs.sort_by(likelier);
         let total: f64 = probs.iter().map(|p| p.1).sum();
         let (mut kept, mut mass) = (0, 0.0);
         for (_, p) in &probs {
@@ -273,16 +491,15 @@ impl Sampler {
 }
 
 impl Worker for ChatWorker {
+    /// A whole batch: join them all, then step until every one has finished.
     fn run(&mut self, items: Vec<Item>) {
-        for item in items {
-            if item.cancel.is_cancelled() {
-                item.fail(BackendError::Cancelled);
-                continue;
-            }
-            match self.generate(&item) {
-                Ok(output) => item.done(Output::Chat(output)),
-                Err(error) => item.fail(error),
-            }
+        let mut report = self.step(items);
+        while report.running > 0 {
+            report = self.step(Vec::new());
         }
+    }
+
+    fn step(&mut self, join: Vec<Item>) -> StepReport {
+        ChatWorker::step(self, join)
     }
 }

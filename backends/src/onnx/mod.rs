@@ -5,8 +5,10 @@
 //! own sessions, runs whole batches — one `Session::run` per batch (split
 //! only past `max_run_inputs` sequences or images, to bound memory).
 //! Pipelines: text embeddings (BERT-style encoders with mean pooling),
-//! image moderation (open_nsfw), voice activity (silero VAD) and OCR
-//! (PP-OCRv4).
+//! image moderation (open_nsfw), voice activity (silero VAD), OCR
+//! (PP-OCRv4) and chat (decoder with KV cache, stepped for continuous
+//! batching through [`Generate`]: each worker thread is a lane with its own
+//! running set).
 
 mod chat;
 mod embeddings;
@@ -25,7 +27,7 @@ use ort::session::Session;
 use serde::Deserialize;
 
 use crate::pool::Pool;
-use crate::{Backend, BackendError, BatchReport, Item, ModelInfo, Task};
+use crate::{Backend, BackendError, BatchReport, Generate, Item, ModelInfo, StepReport, Task};
 
 /// What the model does with its inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -96,9 +98,14 @@ pub struct OnnxConfig {
     /// `false` refuses them with a 400 instead.
     #[serde(default = "yes")]
     pub truncate: bool,
-    /// Most sequences or images in one `Session::run`.
+    /// Most sequences or images in one `Session::run` (chat: most sequences
+    /// one session decodes together).
     #[serde(default = "default_max_run_inputs")]
     pub max_run_inputs: usize,
+    /// Chat: KV-cache tokens one session's running set may hold (each
+    /// sequence counts its prompt plus its allowed output).
+    #[serde(default = "default_kv_tokens")]
+    pub kv_tokens: usize,
     /// Largest image accepted, in pixels, checked before decoding.
     #[serde(default = "default_max_image_pixels")]
     pub max_image_pixels: u64,
@@ -119,6 +126,9 @@ fn default_max_tokens() -> usize {
 fn default_max_run_inputs() -> usize {
     64
 }
+fn default_kv_tokens() -> usize {
+    16_384
+}
 fn default_max_image_pixels() -> u64 {
     25_000_000
 }
@@ -129,8 +139,8 @@ fn default_flag_threshold() -> f64 {
 impl OnnxConfig {
     /// Checks serde cannot make; errors name the field.
     pub fn validate(&self) -> Result<(), String> {
-        if self.sessions == 0 || self.intra_threads == 0 || self.max_run_inputs == 0 {
-            return Err("sessions, intra_threads and max_run_inputs must be at least 1".into());
+        if self.sessions == 0 || self.intra_threads == 0 || self.max_run_inputs == 0 || self.kv_tokens == 0 {
+            return Err("sessions, intra_threads, max_run_inputs and kv_tokens must be at least 1".into());
         }
         if self.max_tokens < 3 {
             return Err("max_tokens must leave room for the special tokens (at least 3)".into());
@@ -205,12 +215,25 @@ pub(crate) fn session_with(
 pub(crate) trait Worker: Send + 'static {
     /// Run the items as one batch; every item gets exactly one terminal event.
     fn run(&mut self, items: Vec<Item>);
+
+    /// One step of continuous batching (generative pipelines): `join` enters
+    /// the running set, then every running sequence advances a token. Others
+    /// run `join` as a whole batch.
+    fn step(&mut self, join: Vec<Item>) -> StepReport {
+        let start = Instant::now();
+        let sequences = join.len();
+        self.run(join);
+        let elapsed = start.elapsed();
+        StepReport { running: 0, reserved: 0, tokens: 0, sequences, elapsed, prefill: elapsed }
+    }
 }
 
 /// A model on ONNX Runtime.
 pub struct OnnxBackend {
     pipeline: Pipeline,
     pool: Pool<Box<dyn Worker>>,
+    max_sequences: usize,
+    kv_budget: usize,
 }
 
 impl OnnxBackend {
@@ -230,7 +253,12 @@ impl OnnxBackend {
             })
         };
         let pool = Pool::start(&format!("onnx-{model}"), config.sessions, make)?;
-        Ok(OnnxBackend { pipeline: config.pipeline, pool })
+        Ok(OnnxBackend {
+            pipeline: config.pipeline,
+            pool,
+            max_sequences: config.max_run_inputs,
+            kv_budget: config.kv_tokens,
+        })
     }
 }
 
@@ -259,6 +287,39 @@ impl Backend for OnnxBackend {
             }
         }
         BatchReport { items, elapsed: start.elapsed() }
+    }
+
+    fn generator(&self) -> Option<&dyn Generate> {
+        (self.pipeline == Pipeline::Chat).then_some(self as &dyn Generate)
+    }
+}
+
+#[async_trait]
+impl Generate for OnnxBackend {
+    fn lanes(&self) -> usize {
+        self.pool.workers()
+    }
+
+    fn max_sequences(&self) -> usize {
+        self.max_sequences
+    }
+
+    fn kv_budget(&self) -> usize {
+        self.kv_budget
+    }
+
+    async fn step(&self, lane: usize, join: Vec<Item>) -> StepReport {
+        let start = Instant::now();
+        match self.pool.run_on(lane, move |worker| worker.step(join)).await {
+            Ok(report) => report,
+            // The worker panicked: its running set's items were dropped, and
+            // their handlers see their channels close.
+            Err(error) => {
+                tracing::error!(%error, "ONNX decoding step failed");
+                let elapsed = start.elapsed();
+                StepReport { running: 0, reserved: 0, tokens: 0, sequences: 0, elapsed, prefill: elapsed }
+            }
+        }
     }
 }
 

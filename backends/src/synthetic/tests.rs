@@ -12,6 +12,7 @@ fn chat_request(content: &str, max_tokens: u32, stream: bool) -> Request {
         max_tokens,
         temperature: 1.0,
         top_p: 1.0,
+        top_k: None,
         seed: None,
         stop: vec![],
         stream,

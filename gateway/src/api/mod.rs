@@ -5,6 +5,7 @@ mod health;
 mod kserve;
 mod ocr;
 mod openai;
+pub(crate) mod translate;
 
 use axum::routing::{get, post};
 use axum::Router;
@@ -28,6 +29,9 @@ pub fn routes(state: SharedState) -> Router {
         .route("/v1/audio/translations", post(openai::audio::translations))
         .route("/v1/moderations", post(openai::moderations::create))
         .route("/v1/ocr", post(ocr::create))
+        .route("/v2/translate", post(translate::translate))
+        .route("/v2/languages", get(translate::languages).post(translate::languages))
+        .route("/v2/usage", get(translate::usage).post(translate::usage))
         .route("/v2", get(kserve::server_metadata))
         .route("/v2/health/live", get(kserve::live))
         .route("/v2/health/ready", get(kserve::ready))

@@ -50,6 +50,8 @@ pub struct Config {
     #[serde(default)]
     pub audio: AudioSection,
     #[serde(default)]
+    pub translation: TranslationSection,
+    #[serde(default)]
     pub tenants: Vec<TenantConfig>,
     #[serde(default)]
     pub models: Vec<ModelConfig>,
@@ -259,6 +261,10 @@ pub struct ModelConfig {
     /// Deadline for requests that name none; `server.default_timeout` if unset.
     #[serde(default, with = "humantime_serde")]
     pub default_timeout: Option<Duration>,
+    /// Chat models: the prompt `/v2/translate` sends, with `{source}`,
+    /// `{target}`, `{instructions}` and `{text}` filled in.
+    #[serde(default)]
+    pub translation_prompt: Option<String>,
 }
 
 /// `queue = { max_jobs, max_bytes, tenant_max_jobs, tenant_max_bytes }`.
@@ -306,6 +312,35 @@ pub struct AudioSection {
 impl Default for AudioSection {
     fn default() -> Self {
         AudioSection { max_chunk_seconds: 30.0, vad_model: None }
+    }
+}
+
+/// `[translation]`: which chat models serve DeepL's `/v2/translate`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TranslationSection {
+    /// The chat model that translates; the first chat model if unset.
+    pub model: Option<String>,
+    /// Other models for some target languages, by DeepL code (`DE`, or
+    /// `EN-GB` before `EN`).
+    pub targets: std::collections::BTreeMap<String, String>,
+    /// Most `text` values in one request (DeepL's limit is 50).
+    pub max_texts: usize,
+    /// Most characters over a request's texts.
+    pub max_chars: usize,
+    /// Most tokens generated for one text.
+    pub max_output_tokens: u32,
+}
+
+impl Default for TranslationSection {
+    fn default() -> Self {
+        TranslationSection {
+            model: None,
+            targets: Default::default(),
+            max_texts: 50,
+            max_chars: 32_768,
+            max_output_tokens: 1024,
+        }
     }
 }
 

@@ -3,6 +3,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use infergate_backends::Task;
+
 use super::{Config, ConfigError};
 
 impl Config {
@@ -11,6 +13,7 @@ impl Config {
         self.validate_server()?;
         self.validate_tenants()?;
         self.validate_models()?;
+        self.validate_translation()?;
         let limits = &self.limits;
         let telemetry = &self.telemetry;
         if !(0.0..=1.0).contains(&telemetry.sample_ratio) {
@@ -120,6 +123,44 @@ impl Config {
                 "tenants",
                 "no tenant has an API key and auth.anonymous_tenant is unset: nobody could call the API",
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_translation(&self) -> Result<(), ConfigError> {
+        let t = &self.translation;
+        let chat_model = |key: String, name: &str| match self.models.iter().find(|m| m.name == name) {
+            Some(m) if m.task == Task::Chat => Ok(()),
+            Some(_) => Err(ConfigError::new(key, format!("model '{name}' is not a chat model"))),
+            None => Err(ConfigError::new(key, format!("no model is named '{name}'"))),
+        };
+        if let Some(name) = &t.model {
+            chat_model("translation.model".into(), name)?;
+        }
+        for (code, name) in &t.targets {
+            if crate::api::translate::languages::target(code).is_none() {
+                return Err(ConfigError::new(
+                    format!("translation.targets.{code}"),
+                    "not a DeepL target language code",
+                ));
+            }
+            chat_model(format!("translation.targets.{code}"), name)?;
+        }
+        if t.max_texts == 0 || t.max_chars == 0 || t.max_output_tokens == 0 {
+            return Err(ConfigError::new(
+                "translation",
+                "max_texts, max_chars and max_output_tokens must be at least 1",
+            ));
+        }
+        for (i, model) in self.models.iter().enumerate() {
+            let Some(prompt) = &model.translation_prompt else { continue };
+            let key = format!("models[{i}].translation_prompt");
+            if model.task != Task::Chat {
+                return Err(ConfigError::new(key, "only chat models translate"));
+            }
+            if !prompt.contains("{text}") {
+                return Err(ConfigError::new(key, "must contain {text}"));
+            }
         }
         Ok(())
     }

@@ -197,6 +197,7 @@ impl ModelHandle {
             scheduler,
             backend: backend.clone(),
             metrics,
+            cost_factor: config.cost_factor,
         };
         tokio::spawn(runner.run());
         ModelHandle {

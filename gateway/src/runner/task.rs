@@ -1,15 +1,21 @@
 //! The task that owns one model's scheduler: polls it whenever a job
 //! arrives, a batch finishes or its timer fires; runs each batch on its own
 //! task with a `batch` span linked to every member; reports measured times.
+//!
+//! Generative backends ([`infergate_backends::Generate`]) are driven step by step instead
+//! (continuous batching): whenever a lane finishes a decoding step, the
+//! scheduler chooses the queued jobs that join its running set within the
+//! lane's free slots and KV budget, and the next step starts at once.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use infergate_backends::{Backend, BackendError, Item};
+use infergate_backends::{Backend, BackendError, Item, StepReport};
 use infergate_otel::names::spans;
 use infergate_otel::{propagation, Metrics};
 use infergate_scheduler::{
-    Action, Batch, DropReason, Dropped, Job, Measured, ModelScheduler, RejectReason, Rejected,
+    Action, Batch, Decision, DropReason, Dropped, Job, Measured, ModelScheduler, RejectReason, Rejected,
+    StepBudget,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -27,10 +33,28 @@ pub(super) struct Runner {
     pub(super) scheduler: ModelScheduler<Pending>,
     pub(super) backend: Arc<dyn Backend>,
     pub(super) metrics: Arc<Metrics>,
+    /// Scales a job's tokens to its cost (the KV budget is in tokens).
+    pub(super) cost_factor: f64,
+}
+
+/// One running set of a generative backend, as its last step left it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Lane {
+    stepping: bool,
+    running: usize,
+    reserved: usize,
 }
 
 impl Runner {
-    pub(super) async fn run(mut self) {
+    pub(super) async fn run(self) {
+        if self.backend.generator().is_some() {
+            self.run_steps().await
+        } else {
+            self.run_batches().await
+        }
+    }
+
+    async fn run_batches(mut self) {
         let mut open = true;
         loop {
             let wake = self.drain_ready();
@@ -102,6 +126,23 @@ impl Runner {
         let _ = dropped.job.payload.dispatched.send(Err(error));
     }
 
+    /// Tell a dispatched job's handler, and make its backend item (`None`
+    /// when the handler has gone).
+    fn hand_over(&self, job: Job<Pending>, decision: Decision) -> Option<Item> {
+        let labels = Metrics::model(&self.name);
+        self.metrics.queue_wait.get_or_create(&labels).observe(decision.queue_wait.as_secs_f64());
+        let info = DispatchInfo {
+            queue_wait: decision.queue_wait,
+            batch_size: decision.batch_size,
+            batch_id: decision.batch_id,
+            slack: decision.slack,
+            position: decision.position,
+        };
+        let p = job.payload;
+        p.dispatched.send(Ok(info)).ok()?;
+        Some(Item { request: p.request, cost: job.cost, cancel: p.cancel, events: p.events })
+    }
+
     fn dispatch(&self, batch: Batch<Pending>) {
         let labels = Metrics::model(&self.name);
         // Its own trace, linked to every member request's queue span.
@@ -126,21 +167,8 @@ impl Runner {
             min_slack_ms = batch.jobs.iter().filter_map(|(_, d)| d.slack).fold(f64::INFINITY, f64::min) * 1000.0,
             "dispatch"
         );
-        let mut items = Vec::with_capacity(batch.jobs.len());
-        for (job, decision) in batch.jobs {
-            self.metrics.queue_wait.get_or_create(&labels).observe(decision.queue_wait.as_secs_f64());
-            let info = DispatchInfo {
-                queue_wait: decision.queue_wait,
-                batch_size: decision.batch_size,
-                batch_id: decision.batch_id,
-                slack: decision.slack,
-                position: decision.position,
-            };
-            let p = job.payload;
-            if p.dispatched.send(Ok(info)).is_ok() {
-                items.push(Item { request: p.request, cost: job.cost, cancel: p.cancel, events: p.events });
-            }
-        }
+        let items: Vec<Item> =
+            batch.jobs.into_iter().filter_map(|(job, decision)| self.hand_over(job, decision)).collect();
         self.metrics.batch_size.get_or_create(&labels).observe(items.len() as f64);
         let backend = self.backend.clone();
         let metrics = self.metrics.clone();
@@ -171,5 +199,132 @@ impl Runner {
             };
             let _ = done.send((id, measured));
         });
+    }
+}
+
+impl Runner {
+    async fn run_steps(mut self) {
+        let Some(generator) = self.backend.generator() else { return };
+        let mut lanes = vec![Lane::default(); generator.lanes().max(1)];
+        let (steps_tx, mut steps_rx) = mpsc::unbounded_channel::<(usize, StepReport)>();
+        let mut open = true;
+        loop {
+            for (index, lane) in lanes.iter_mut().enumerate() {
+                if !lane.stepping {
+                    lane.stepping = self.start_step(index, *lane, &steps_tx);
+                }
+            }
+            self.publish_depth();
+            let idle = lanes.iter().all(|l| !l.stepping);
+            if !open && self.scheduler.is_empty() && idle {
+                break;
+            }
+            tokio::select! {
+                msg = self.rx.recv(), if open => match msg {
+                    Some(job) => self.enqueue(job),
+                    None => open = false,
+                },
+                Some((lane, report)) = steps_rx.recv() => {
+                    lanes[lane] = Lane { stepping: false, running: report.running, reserved: report.reserved };
+                    self.stepped(&report);
+                }
+            }
+        }
+    }
+
+    /// Start `lane`'s next step if it has sequences running or jobs can
+    /// join; returns whether a step started.
+    fn start_step(
+        &mut self,
+        lane: usize,
+        state: Lane,
+        done: &mpsc::UnboundedSender<(usize, StepReport)>,
+    ) -> bool {
+        let Some(generator) = self.backend.generator() else { return false };
+        let slots = generator.max_sequences().saturating_sub(state.running);
+        // An empty lane takes any job, however large, so none waits forever.
+        let tokens = if state.running == 0 {
+            f64::INFINITY
+        } else {
+            generator.kv_budget().saturating_sub(state.reserved) as f64 * self.cost_factor
+        };
+        let mut joining = Vec::new();
+        if slots > 0 && !self.scheduler.is_empty() {
+            let admission =
+                self.scheduler.admit_step(std::time::Instant::now(), StepBudget { slots, tokens });
+            admission.dropped.into_iter().for_each(|d| self.dropped(d));
+            joining = admission.admitted;
+        }
+        if joining.is_empty() && state.running == 0 {
+            return false;
+        }
+        let size = state.running + joining.len();
+        let span = (!joining.is_empty()).then(|| {
+            let span = tracing::info_span!(
+                parent: None,
+                spans::BATCH,
+                model = %self.name,
+                batch.id = joining[0].1.batch_id,
+                batch.size = size,
+                batch.joined = joining.len(),
+                batch.lane = lane,
+                batch.cost = joining.iter().map(|(j, _)| j.cost).sum::<f64>(),
+            );
+            for (job, _) in &joining {
+                propagation::link(&span, &job.payload.span);
+            }
+            span
+        });
+        let items: Vec<Item> = joining
+            .into_iter()
+            .filter_map(|(job, mut decision)| {
+                decision.batch_size = size;
+                self.hand_over(job, decision)
+            })
+            .collect();
+        let backend = self.backend.clone();
+        let done = done.clone();
+        let platform = self.backend.info().platform;
+        tokio::spawn(async move {
+            let step = async {
+                match backend.generator() {
+                    Some(generator) => generator.step(lane, items).await,
+                    None => StepReport {
+                        running: 0,
+                        reserved: 0,
+                        tokens: 0,
+                        sequences: 0,
+                        elapsed: Duration::ZERO,
+                        prefill: Duration::ZERO,
+                    },
+                }
+            };
+            // Only steps that admit jobs are traced: the rest are counted.
+            let report = match &span {
+                Some(span) => {
+                    let execute = tracing::info_span!(
+                        parent: span,
+                        spans::BACKEND_EXECUTE,
+                        backend.kind = %platform,
+                        batch.size = size,
+                    );
+                    step.instrument(execute).await
+                }
+                None => step.await,
+            };
+            drop(span);
+            let _ = done.send((lane, report));
+        });
+        true
+    }
+
+    /// Learn from a finished step.
+    fn stepped(&mut self, report: &StepReport) {
+        let labels = Metrics::model(&self.name);
+        self.metrics.backend_duration.get_or_create(&labels).observe(report.elapsed.as_secs_f64());
+        if report.sequences > 0 {
+            self.metrics.batch_size.get_or_create(&labels).observe(report.sequences as f64);
+            self.scheduler.observe_step(report.tokens as f64, report.sequences, report.elapsed);
+        }
     }
 }

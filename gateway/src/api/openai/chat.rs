@@ -31,6 +31,10 @@ pub struct ChatCompletionRequest {
     pub temperature: Option<f64>,
     #[serde(default)]
     pub top_p: Option<f64>,
+    /// Not in OpenAI's API; vLLM's and TGI's extension, which OpenAI SDK
+    /// users send through `extra_body`. 0 or -1: no limit.
+    #[serde(default)]
+    pub top_k: Option<i64>,
     #[serde(default)]
     pub n: Option<i64>,
     #[serde(default)]
@@ -144,6 +148,13 @@ fn plan(body: ChatCompletionRequest, limits: &Limits) -> Result<Plan, ApiError> 
     };
     let temperature = in_range("temperature", body.temperature, 0.0, 2.0)?.unwrap_or(1.0);
     let top_p = in_range("top_p", body.top_p, 0.0, 1.0)?.unwrap_or(1.0);
+    let top_k = match body.top_k {
+        None | Some(-1 | 0) => None,
+        Some(k) if k > 0 => Some(u32::try_from(k).unwrap_or(u32::MAX)),
+        Some(k) => {
+            return Err(ApiError::invalid("top_k", format!("'top_k' must be -1, 0 or positive, got {k}")))
+        }
+    };
     in_range("presence_penalty", body.presence_penalty, -2.0, 2.0)?;
     in_range("frequency_penalty", body.frequency_penalty, -2.0, 2.0)?;
     match body.n {
@@ -192,6 +203,7 @@ fn plan(body: ChatCompletionRequest, limits: &Limits) -> Result<Plan, ApiError> 
             max_tokens,
             temperature: temperature as f32,
             top_p: top_p as f32,
+            top_k,
             seed: body.seed.map(|s| s as u64),
             stop,
             stream,
