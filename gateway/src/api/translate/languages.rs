@@ -128,9 +128,55 @@ pub fn from_detected(lang: whatlang::Lang) -> Option<&'static Language> {
     source(code)
 }
 
-/// The language of `text` among DeepL's sources, if it can be told.
+/// Frequent function words of Latin-script languages, which decide short
+/// texts where letter trigrams alone cannot ("Good morning, how are you?"
+/// reads as Norwegian to them). Words of one letter are never counted.
+const FUNCTION_WORDS: &[(&str, &str)] = &[
+    ("EN", "the and is are you of to in it that this how what where with for was have not please my your we they be on at good thank hello"),
+    ("DE", "der die das und ist nicht ich du sie wir ein eine mit wie wo was es zu den dem auf für bitte danke guten ja nein sind hallo"),
+    ("FR", "le la les et est je tu vous nous il elle un une des du de pas que qui où comment avec pour merci bonjour sont ce dans au"),
+    ("ES", "el la los las es yo tú usted un una de del que no dónde cómo con para por gracias hola está son en qué muy buenos"),
+    ("IT", "il lo la gli le è io tu lei noi un una di che non dove come con per grazie ciao sono del della questo buongiorno"),
+    ("PT", "os as é eu você nós um uma de do da que não onde como com para obrigado obrigada olá são está em muito bom"),
+    ("NL", "de het een en is ik jij je wij we niet wat waar hoe met voor van dank hallo zijn dat op goedemorgen alstublieft"),
+    ("SV", "och är jag du vi inte en ett det som var hur vad med för på tack hej att de till"),
+    ("DA", "og er jeg du vi ikke en et det som hvor hvordan hvad med for på tak hej at de til"),
+    ("NB", "og er jeg du vi ikke en et det som hvor hvordan hva med for på takk hei de til"),
+    ("PL", "nie to jest się na że do jak gdzie co ja ty my dziękuję dzień dobry proszę czy"),
+    ("CS", "je to na se že do jak kde co já ty my děkuji dobrý den prosím není"),
+    ("RO", "și este eu tu noi un nu de la în cu pentru unde cum ce mulțumesc bună sunt"),
+    ("TR", "ve bir bu ne nerede nasıl ben sen biz değil için ile teşekkür merhaba günaydın mi var"),
+    ("FI", "ja on ei minä sinä me se että kuin missä miten mitä kiitos hyvää huomenta ole"),
+    ("HU", "az és egy nem van hogy én te mi hol hogyan mit köszönöm jó reggelt is"),
+    ("ID", "dan yang di ini itu saya anda kami tidak dengan untuk apa bagaimana terima kasih selamat pagi ada"),
+];
+
+/// The language whose function words `text` uses most, if one leads.
+fn by_function_words(text: &str) -> Option<&'static Language> {
+    let lower = text.to_lowercase();
+    let words: Vec<&str> =
+        lower.split(|c: char| !c.is_alphabetic()).filter(|w| w.chars().count() > 1).collect();
+    let mut scores: Vec<(usize, &str)> = FUNCTION_WORDS
+        .iter()
+        .map(|(code, list)| (words.iter().filter(|w| list.split(' ').any(|f| f == **w)).count(), *code))
+        .collect();
+    scores.sort_by(|a, b| b.0.cmp(&a.0));
+    match scores.as_slice() {
+        [(best, code), (second, _), ..] if *best > 0 && best > second => source(code),
+        _ => None,
+    }
+}
+
+/// The language of `text` among DeepL's sources, if it can be told:
+/// whatlang where it is confident, else function words, else whatlang's guess.
 pub fn detect(text: &str) -> Option<&'static Language> {
-    whatlang::detect(text).and_then(|info| from_detected(info.lang()))
+    let info = whatlang::detect(text);
+    if let Some(info) = info.as_ref().filter(|i| i.is_reliable()) {
+        if let Some(language) = from_detected(info.lang()) {
+            return Some(language);
+        }
+    }
+    by_function_words(text).or_else(|| info.and_then(|i| from_detected(i.lang())))
 }
 
 #[cfg(test)]
@@ -157,6 +203,12 @@ mod tests {
             ("Hoy hace buen tiempo y vamos a dar un paseo por el parque.", "ES"),
             ("Сегодня хорошая погода, и мы идём гулять в парк.", "RU"),
             ("今日は天気が良いので公園を散歩します。", "JA"),
+            ("Good morning, how are you?", "EN"),
+            ("Where is the railway station?", "EN"),
+            ("Guten Morgen, wie geht es dir?", "DE"),
+            ("Merci, à demain.", "FR"),
+            ("¿Dónde está la estación?", "ES"),
+            ("Dziękuję, dzień dobry!", "PL"),
         ];
         for (text, code) in cases {
             assert_eq!(detect(text).map(|l| l.code), Some(code), "{text}");

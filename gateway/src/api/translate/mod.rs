@@ -410,13 +410,13 @@ pub async fn translate(
     }))
 }
 
-/// `GET|POST /v2/languages?type=source|target`.
-pub async fn languages(request: Request) -> Result<Response, ApiError> {
-    let kind = request
-        .uri()
-        .query()
-        .into_iter()
-        .flat_map(|q| form_urlencoded::parse(q.as_bytes()))
+/// `GET|POST /v2/languages`, `type=source|target` in the query or a form
+/// body (DeepL's Python client sends a form body even with GET).
+pub async fn languages(State(state): State<SharedState>, request: Request) -> Result<Response, ApiError> {
+    let query = request.uri().query().unwrap_or("").as_bytes().to_vec();
+    let body = read_body(request.into_body(), state.config.server.max_body_bytes).await?;
+    let kind = form_urlencoded::parse(&query)
+        .chain(form_urlencoded::parse(&body))
         .find(|(k, _)| k == "type")
         .map(|(_, v)| v.into_owned());
     let list: Vec<Value> = match kind.as_deref() {
