@@ -160,7 +160,7 @@ fn by_function_words(text: &str) -> Option<&'static Language> {
         .iter()
         .map(|(code, list)| (words.iter().filter(|w| list.split(' ').any(|f| f == **w)).count(), *code))
         .collect();
-    scores.sort_by(|a, b| b.0.cmp(&a.0));
+    scores.sort_by_key(|s| std::cmp::Reverse(s.0));
     match scores.as_slice() {
         [(best, code), (second, _), ..] if *best > 0 && best > second => source(code),
         _ => None,
