@@ -87,6 +87,8 @@ async fn run_batch(backend: &OnnxBackend, texts: &[String]) -> usize {
                 cost: 1.0,
                 cancel: CancellationToken::new(),
                 events,
+                deadline: None,
+                span: tracing::Span::none(),
             }
         })
         .collect();

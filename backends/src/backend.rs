@@ -33,6 +33,13 @@ pub struct Item {
     /// Cancelled when the client leaves or the deadline passes.
     pub cancel: CancellationToken,
     pub events: EventSender,
+    /// When the answer (or a stream's first token) is due; remote backends
+    /// pass it upstream and stop retrying past it.
+    pub deadline: Option<std::time::Instant>,
+    /// The request's span in the gateway (its `queue` span): remote
+    /// backends parent their CLIENT spans here, so the upstream's work
+    /// continues the client's trace.
+    pub span: tracing::Span,
 }
 
 impl Item {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::onnx::{OnnxBackend, OnnxConfig};
+use crate::remote::{OpenAiBackend, RemoteConfig};
 use crate::synthetic::{SyntheticBackend, SyntheticConfig};
 use crate::whisper::{WhisperBackend, WhisperConfig};
 use crate::Backend;
@@ -19,6 +20,8 @@ pub enum BackendConfig {
     Onnx(OnnxConfig),
     /// An in-process speech model on whisper.cpp.
     Whisper(WhisperConfig),
+    /// OpenAI-compatible upstream servers (vLLM, TGI, llama.cpp server).
+    Openai(RemoteConfig),
 }
 
 impl BackendConfig {
@@ -28,6 +31,7 @@ impl BackendConfig {
             BackendConfig::Synthetic(_) => "synthetic",
             BackendConfig::Onnx(_) => "onnx",
             BackendConfig::Whisper(_) => "whisper",
+            BackendConfig::Openai(_) => "openai",
         }
     }
 
@@ -37,6 +41,7 @@ impl BackendConfig {
             BackendConfig::Synthetic(c) => c.validate(),
             BackendConfig::Onnx(c) => c.validate(),
             BackendConfig::Whisper(c) => c.validate(),
+            BackendConfig::Openai(c) => c.validate(),
         }
     }
 
@@ -47,6 +52,7 @@ impl BackendConfig {
             BackendConfig::Synthetic(c) => Arc::new(SyntheticBackend::new(model, c.clone())),
             BackendConfig::Onnx(c) => Arc::new(OnnxBackend::load(model, c)?),
             BackendConfig::Whisper(c) => Arc::new(WhisperBackend::load(c)?),
+            BackendConfig::Openai(c) => Arc::new(OpenAiBackend::start(model, c)?),
         })
     }
 }
@@ -57,7 +63,7 @@ impl BackendConfig {
     pub fn latency_hint(&self) -> Option<(std::time::Duration, std::time::Duration)> {
         match self {
             BackendConfig::Synthetic(c) => Some((c.base_latency, c.per_cost)),
-            BackendConfig::Onnx(_) | BackendConfig::Whisper(_) => None,
+            BackendConfig::Onnx(_) | BackendConfig::Whisper(_) | BackendConfig::Openai(_) => None,
         }
     }
 }

@@ -9,6 +9,7 @@ mod config;
 mod error;
 pub mod onnx;
 mod pool;
+pub mod remote;
 pub mod synthetic;
 mod task;
 pub mod tensor;

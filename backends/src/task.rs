@@ -94,6 +94,9 @@ pub struct ChatRequest {
     pub stop: Vec<String>,
     /// The client reads tokens as they come.
     pub stream: bool,
+    /// The client's request body as sent, for remote backends to forward
+    /// with the fields infergate does not interpret (tools, logprobs, ...).
+    pub passthrough: Option<std::sync::Arc<serde_json::Value>>,
 }
 
 /// Why generation ended, as OpenAI names it.

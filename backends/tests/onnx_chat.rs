@@ -33,13 +33,30 @@ fn request(
     seed: Option<u64>,
     stream: bool,
 ) -> ChatRequest {
-    ChatRequest { messages, max_tokens, temperature, top_p: 0.9, top_k: None, seed, stop: Vec::new(), stream }
+    ChatRequest {
+        messages,
+        max_tokens,
+        temperature,
+        top_p: 0.9,
+        top_k: None,
+        seed,
+        stop: Vec::new(),
+        stream,
+        passthrough: None,
+    }
 }
 
 /// Run one request; its streamed deltas and its output.
 async fn run(backend: &OnnxBackend, request: ChatRequest) -> (String, ChatOutput) {
     let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let item = Item { request: Request::Chat(request), cost: 1.0, cancel: CancellationToken::new(), events };
+    let item = Item {
+        request: Request::Chat(request),
+        cost: 1.0,
+        cancel: CancellationToken::new(),
+        events,
+        deadline: None,
+        span: tracing::Span::none(),
+    };
     backend.execute(vec![item]).await;
     let mut deltas = String::new();
     loop {
@@ -93,7 +110,17 @@ fn user(content: &str) -> Vec<ChatMessage> {
 /// An item and the receiver of its events.
 fn item(request: ChatRequest) -> (Item, tokio::sync::mpsc::UnboundedReceiver<Event>) {
     let (events, rx) = tokio::sync::mpsc::unbounded_channel();
-    (Item { request: Request::Chat(request), cost: 1.0, cancel: CancellationToken::new(), events }, rx)
+    (
+        Item {
+            request: Request::Chat(request),
+            cost: 1.0,
+            cancel: CancellationToken::new(),
+            events,
+            deadline: None,
+            span: tracing::Span::none(),
+        },
+        rx,
+    )
 }
 
 /// Collect an item's streamed text into `deltas`; its output once finished.

@@ -41,6 +41,8 @@ async fn run(backend: &OnnxBackend, requests: Vec<EmbeddingsRequest>) -> Vec<Res
                 cost: 1.0,
                 cancel: CancellationToken::new(),
                 events,
+                deadline: None,
+                span: tracing::Span::none(),
             }
         })
         .collect();

@@ -91,6 +91,8 @@ async fn read(backend: &OnnxBackend, images: Vec<Bytes>) -> Vec<Result<OcrOutput
                 cost: 1.0,
                 cancel: CancellationToken::new(),
                 events,
+                deadline: None,
+                span: tracing::Span::none(),
             }
         })
         .collect();

@@ -218,3 +218,91 @@ pub fn sse_data(body: &str) -> Vec<String> {
         })
         .collect()
 }
+
+/// A running `infergate-fake-upstream`, killed when dropped.
+pub struct FakeUpstream {
+    child: Child,
+    /// `http://ADDR:PORT`
+    pub base: String,
+    args: Vec<String>,
+}
+
+impl FakeUpstream {
+    /// Start one listening on `listen` (e.g. `127.0.0.2:0`) with extra arguments.
+    pub fn start(listen: &str, extra: &[&str]) -> FakeUpstream {
+        let mut args: Vec<String> = vec!["--listen".into(), listen.into()];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        let path = binary().with_file_name("infergate-fake-upstream");
+        let mut child = Command::new(&path)
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", path.display()));
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("fake upstream prints its address");
+        let addr = line.trim().strip_prefix("listening on ").expect("listening on ADDR").to_owned();
+        FakeUpstream { child, base: format!("http://{addr}"), args }
+    }
+
+    /// Kill it at once (SIGKILL), as a crashed server.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Start it again on the same address.
+    pub fn restart(&mut self) {
+        self.kill();
+        let addr = self.base.trim_start_matches("http://").to_owned();
+        let extra: Vec<&str> = self.args.iter().skip(2).map(String::as_str).collect();
+        *self = FakeUpstream::start(&addr, &extra);
+    }
+
+    /// Set its fault mode (`ok`, `error`, `slow`, `hang`, `disconnect`).
+    pub async fn fault(&self, mode: &str) {
+        let r = reqwest::Client::new()
+            .post(format!("{}/fault", self.base))
+            .json(&serde_json::json!({ "mode": mode }))
+            .send()
+            .await
+            .expect("fault endpoint");
+        assert!(r.status().is_success());
+    }
+
+    /// How many requests it has received on a path.
+    pub async fn count(&self, path: &str) -> u64 {
+        let body: serde_json::Value = reqwest::get(format!("{}/debug/requests", self.base))
+            .await
+            .expect("debug endpoint")
+            .json()
+            .await
+            .expect("json");
+        body["counts"][path].as_u64().unwrap_or(0)
+    }
+
+    /// The last requests it has received on a path, with their headers.
+    pub async fn seen(&self, path: &str) -> Vec<serde_json::Value> {
+        let body: serde_json::Value = reqwest::get(format!("{}/debug/requests", self.base))
+            .await
+            .expect("debug endpoint")
+            .json()
+            .await
+            .expect("json");
+        body["requests"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r["path"] == path)
+            .collect()
+    }
+}
+
+impl Drop for FakeUpstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

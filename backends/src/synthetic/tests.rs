@@ -16,12 +16,23 @@ fn chat_request(content: &str, max_tokens: u32, stream: bool) -> Request {
         seed: None,
         stop: vec![],
         stream,
+        passthrough: None,
     })
 }
 
 fn item(request: Request) -> (Item, mpsc::UnboundedReceiver<Event>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    (Item { request, cost: 1.0, cancel: CancellationToken::new(), events: tx }, rx)
+    (
+        Item {
+            request,
+            cost: 1.0,
+            cancel: CancellationToken::new(),
+            events: tx,
+            deadline: None,
+            span: tracing::Span::none(),
+        },
+        rx,
+    )
 }
 
 async fn run(backend: &SyntheticBackend, request: Request) -> Vec<Event> {

@@ -23,12 +23,26 @@ impl<T: DeserializeOwned> FromRequest<SharedState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &SharedState) -> Result<Self, ApiError> {
+        let JsonWithRaw(value, _) = JsonWithRaw::from_request(request, state).await?;
+        Ok(JsonBody(value))
+    }
+}
+
+/// A JSON body decoded as [`JsonBody`], with the bytes as they came (for
+/// forwarding to a remote backend).
+#[derive(Debug)]
+pub struct JsonWithRaw<T>(pub T, pub Bytes);
+
+impl<T: DeserializeOwned> FromRequest<SharedState> for JsonWithRaw<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &SharedState) -> Result<Self, ApiError> {
         let span = tracing::info_span!(spans::DECODE, bytes = tracing::field::Empty);
         async {
             require_content_type(&request, "application/json")?;
             let bytes = read_body(request.into_body(), state.config.server.max_body_bytes).await?;
             tracing::Span::current().record("bytes", bytes.len());
-            decode_json(&bytes).map(JsonBody)
+            decode_json(&bytes).map(|value| JsonWithRaw(value, bytes))
         }
         .instrument(span)
         .await
@@ -67,10 +81,42 @@ pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 }
 
 /// Read a whole body, mapping the limit and timeout layers' errors.
+///
+/// A body over the limit is refused with a 413, but first the rest of it is
+/// read and dropped (at most 4096 more frames, for at most two seconds): a
+/// client still sending when the connection closed would see a broken pipe
+/// instead of the answer.
 pub async fn read_body(body: Body, limit: u64) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX))
-        .await
-        .map_err(|e| body_error(&e, limit))
+    use http_body_util::BodyExt;
+    let cap = usize::try_from(limit).unwrap_or(usize::MAX);
+    let mut body = body;
+    let mut data = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let error = match frame {
+            Ok(frame) => match frame.into_data() {
+                Ok(chunk) if data.len() + chunk.len() <= cap => {
+                    data.extend_from_slice(&chunk);
+                    continue;
+                }
+                Ok(_) => ApiError::PayloadTooLarge { limit },
+                Err(_) => continue,
+            },
+            // The body-limit layer's own error is a 413 as well.
+            Err(e) => body_error(&e, limit),
+        };
+        if matches!(error, ApiError::PayloadTooLarge { .. }) {
+            let drain = async {
+                for _ in 0..4096 {
+                    if body.frame().await.is_none() {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
+        }
+        return Err(error);
+    }
+    Ok(data.freeze())
 }
 
 /// Classify a body read error by walking its causes.

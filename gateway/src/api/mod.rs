@@ -10,7 +10,7 @@ pub(crate) mod translate;
 use axum::routing::{get, post};
 use axum::Router;
 
-pub use extract::{dispatch_headers, encode, genai, JsonBody};
+pub use extract::{dispatch_headers, encode, genai, JsonBody, JsonWithRaw};
 
 use crate::state::SharedState;
 

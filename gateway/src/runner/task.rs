@@ -140,7 +140,14 @@ impl Runner {
         };
         let p = job.payload;
         p.dispatched.send(Ok(info)).ok()?;
-        Some(Item { request: p.request, cost: job.cost, cancel: p.cancel, events: p.events })
+        Some(Item {
+            request: p.request,
+            cost: job.cost,
+            cancel: p.cancel,
+            events: p.events,
+            deadline: job.deadline,
+            span: p.span,
+        })
     }
 
     fn dispatch(&self, batch: Batch<Pending>) {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::chat_stream;
-use crate::api::{dispatch_headers, encode, genai, JsonBody};
+use crate::api::{dispatch_headers, encode, genai, JsonWithRaw};
 use crate::config::Limits;
 use crate::context::RequestContext;
 use crate::error::ApiError;
@@ -207,6 +207,7 @@ fn plan(body: ChatCompletionRequest, limits: &Limits) -> Result<Plan, ApiError> 
             seed: body.seed.map(|s| s as u64),
             stop,
             stream,
+            passthrough: None,
         },
     })
 }
@@ -276,12 +277,16 @@ impl From<&ChatOutput> for Usage {
 pub async fn completions(
     State(state): State<SharedState>,
     ctx: RequestContext,
-    JsonBody(body): JsonBody<ChatCompletionRequest>,
+    JsonWithRaw(body, raw): JsonWithRaw<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     let model = state.model_for(&body.model, Task::Chat)?.clone();
     genai("chat", &body.model);
     let model_name = body.model.clone();
-    let plan = plan(body, &state.config.limits)?;
+    let mut plan = plan(body, &state.config.limits)?;
+    // A remote model gets the client's fields infergate does not interpret.
+    if model.info.platform == "openai" {
+        plan.request.passthrough = serde_json::from_slice(&raw).ok().map(std::sync::Arc::new);
+    }
     let stream = plan.request.stream;
     let deadline = ctx.deadline(model.default_timeout);
     let mut outcome = Outcome::new(&state.metrics, &model.name, "chat", &ctx, deadline);

@@ -365,6 +365,7 @@ pub async fn translate(
                 seed: Some(0),
                 stop: Vec::new(),
                 stream: false,
+                passthrough: None,
             };
             let cost = Cost::whole(f64::from(input + max_tokens.min(tokens::estimate(text) * 2)), text.len());
             let running = model.submit(ctx, infergate_backends::Request::Chat(request), cost).await?;

@@ -1,0 +1,473 @@
+//! `infergate-fake-upstream`: a fake GPU inference server for tests and
+//! benchmarks of the remote backends. It speaks the OpenAI API
+//! (`/v1/chat/completions` JSON and SSE, `/v1/embeddings`, `/v1/models`) and
+//! KServe v2 health, answers with the synthetic backend's deterministic
+//! outputs through a dynamic batcher (`--max-batch` jobs within
+//! `--max-delay`, `--base-latency + --per-cost × batch cost` per batch,
+//! `--token-interval` between streamed tokens), and injects faults that a
+//! test can change while it runs:
+//!
+//! ```text
+//! POST /fault {"mode": "ok" | "error" | "slow" | "hang" | "disconnect",
+//!              "error_rate": 0.0, "slow_factor": 10.0}
+//! ```
+//!
+//! `error` answers 500 to everything (health included), `error_rate` fails
+//! that share of requests with 500, `slow` multiplies every latency, `hang`
+//! never answers (health included), `disconnect` cuts streams halfway and
+//! closes the connection of non-streamed requests. `GET /debug/requests`
+//! lists the last requests' `traceparent` and `x-request-timeout` headers.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use clap::Parser;
+use infergate_backends::synthetic::{SyntheticBackend, SyntheticConfig};
+use infergate_backends::{
+    tokens, Backend, ChatMessage, ChatRequest, EmbeddingInput, EmbeddingsRequest, Event, Item, Output,
+    Request,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(version, about = "A fake OpenAI-compatible GPU server with fault injection")]
+struct Args {
+    /// Address to listen on (any 127.0.0.0/8 address).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Model name it serves (any name is accepted in requests).
+    #[arg(long, default_value = "fake-model")]
+    model: String,
+    /// Fixed time per batch.
+    #[arg(long, default_value = "5ms", value_parser = humantime::parse_duration)]
+    base_latency: Duration,
+    /// Time per unit of batch cost (tokens).
+    #[arg(long, default_value = "10us", value_parser = humantime::parse_duration)]
+    per_cost: Duration,
+    /// Time between streamed tokens.
+    #[arg(long, default_value = "2ms", value_parser = humantime::parse_duration)]
+    token_interval: Duration,
+    /// Most requests in one batch.
+    #[arg(long, default_value_t = 16)]
+    max_batch: usize,
+    /// Longest wait for a batch to fill.
+    #[arg(long, default_value = "2ms", value_parser = humantime::parse_duration)]
+    max_delay: Duration,
+    /// Initial fault mode (see POST /fault).
+    #[arg(long, default_value = "ok")]
+    fault: String,
+    /// Share of requests failed with 500.
+    #[arg(long, default_value_t = 0.0)]
+    error_rate: f64,
+}
+
+/// Faults in force, changed by `POST /fault`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+struct Faults {
+    #[serde(default = "ok")]
+    mode: String,
+    #[serde(default)]
+    error_rate: f64,
+    #[serde(default = "ten")]
+    slow_factor: f64,
+}
+
+fn ok() -> String {
+    "ok".into()
+}
+fn ten() -> f64 {
+    10.0
+}
+
+struct Upstream {
+    model: String,
+    faults: Mutex<Faults>,
+    jobs: mpsc::UnboundedSender<Item>,
+    seen: Mutex<VecDeque<Value>>,
+    counts: Mutex<std::collections::BTreeMap<String, u64>>,
+    rolls: Mutex<u64>,
+    address: SocketAddr,
+}
+
+type Shared = Arc<Upstream>;
+
+impl Upstream {
+    fn faults(&self) -> Faults {
+        self.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// A deterministic roll in [0, 1) per request.
+    fn roll(&self) -> f64 {
+        let mut n = self.rolls.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *n = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = *n;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) as f64 / u64::MAX as f64
+    }
+
+    fn record(&self, path: &str, headers: &HeaderMap) {
+        *self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(path.to_owned())
+            .or_default() += 1;
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.len() == 256 {
+            seen.pop_front();
+        }
+        seen.push_back(json!({
+            "path": path,
+            "traceparent": header("traceparent"),
+            "x_request_timeout": header("x-request-timeout"),
+            "authorization": header("authorization"),
+        }));
+    }
+
+    /// The fault's answer before any work, if it has one.
+    async fn refuse(&self) -> Option<Response> {
+        let faults = self.faults();
+        match faults.mode.as_str() {
+            "error" => Some(error(StatusCode::INTERNAL_SERVER_ERROR, "fault injection: error")),
+            "hang" => {
+                std::future::pending::<()>().await;
+                None
+            }
+            _ if self.roll() < faults.error_rate => {
+                Some(error(StatusCode::INTERNAL_SERVER_ERROR, "fault injection: error_rate"))
+            }
+            _ => None,
+        }
+    }
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({"error": {"message": message, "type": "server_error", "code": null}})))
+        .into_response()
+}
+
+/// Collects jobs into batches and runs them on the synthetic backend.
+async fn batcher(
+    backend: Arc<SyntheticBackend>,
+    mut jobs: mpsc::UnboundedReceiver<Item>,
+    max: usize,
+    delay: Duration,
+) {
+    while let Some(first) = jobs.recv().await {
+        let mut batch = vec![first];
+        let until = tokio::time::Instant::now() + delay;
+        while batch.len() < max {
+            match tokio::time::timeout_at(until, jobs.recv()).await {
+                Ok(Some(item)) => batch.push(item),
+                _ => break,
+            }
+        }
+        let backend = backend.clone();
+        tokio::spawn(async move { backend.execute(batch).await });
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ChatBody {
+    #[serde(default)]
+    model: Option<String>,
+    messages: Vec<Value>,
+    #[serde(default)]
+    max_tokens: Option<u32>,
+    #[serde(default)]
+    max_completion_tokens: Option<u32>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    seed: Option<u64>,
+    #[serde(default)]
+    stop: Option<Value>,
+}
+
+/// Submit a job; its events.
+fn submit(
+    up: &Upstream,
+    request: Request,
+    cost: f64,
+    cancel: &CancellationToken,
+) -> mpsc::UnboundedReceiver<Event> {
+    let (events, rx) = mpsc::unbounded_channel();
+    let _ = up.jobs.send(Item {
+        request,
+        cost,
+        cancel: cancel.clone(),
+        events,
+        deadline: None,
+        span: tracing::Span::none(),
+    });
+    rx
+}
+
+async fn slow(up: &Upstream) {
+    let faults = up.faults();
+    if faults.mode == "slow" {
+        tokio::time::sleep(Duration::from_millis((20.0 * faults.slow_factor) as u64)).await;
+    }
+}
+
+async fn chat(State(up): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    up.record("/v1/chat/completions", &headers);
+    if let Some(refused) = up.refuse().await {
+        return refused;
+    }
+    let body: ChatBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid body: {e}")),
+    };
+    let messages: Vec<ChatMessage> = body
+        .messages
+        .iter()
+        .map(|m| ChatMessage {
+            role: m["role"].as_str().unwrap_or("user").to_owned(),
+            content: m["content"].as_str().map(str::to_owned).unwrap_or_else(|| m["content"].to_string()),
+        })
+        .collect();
+    let stream = body.stream.unwrap_or(false);
+    let stop = match body.stop {
+        Some(Value::String(s)) => vec![s],
+        Some(Value::Array(a)) => a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect(),
+        _ => Vec::new(),
+    };
+    let request = ChatRequest {
+        messages,
+        max_tokens: body.max_completion_tokens.or(body.max_tokens).unwrap_or(64),
+        temperature: 0.0,
+        top_p: 1.0,
+        top_k: None,
+        seed: body.seed,
+        stop,
+        stream,
+        passthrough: None,
+    };
+    let cost = f64::from(request.messages.iter().map(|m| tokens::estimate(&m.content)).sum::<u32>());
+    let model = body.model.unwrap_or_else(|| up.model.clone());
+    slow(&up).await;
+    let cancel = CancellationToken::new();
+    let mut events = submit(&up, Request::Chat(request), cost, &cancel);
+    let disconnect = up.faults().mode == "disconnect";
+    if !stream {
+        let guard = cancel.drop_guard();
+        loop {
+            match events.recv().await {
+                Some(Event::Delta(_)) => continue,
+                Some(Event::Done(Output::Chat(c))) if !disconnect => {
+                    drop(guard);
+                    return Json(json!({
+                        "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": model,
+                        "choices": [{"index": 0, "message": {"role": "assistant", "content": c.text},
+                                     "finish_reason": c.finish_reason.as_str()}],
+                        "usage": {"prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
+                                  "total_tokens": c.prompt_tokens + c.completion_tokens},
+                    }))
+                    .into_response();
+                }
+                // A body that ends before it is complete: the connection breaks.
+                Some(Event::Done(_)) => return broken(),
+                Some(Event::Failed(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+                None => return error(StatusCode::INTERNAL_SERVER_ERROR, "job lost"),
+            }
+        }
+    }
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    tokio::spawn(async move {
+        let _guard = cancel.drop_guard();
+        let chunk = |delta: Value, finish: Value| {
+            let data = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model,
+                              "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+            Bytes::from(format!("data: {data}\n\n"))
+        };
+        if tx.send(Ok(chunk(json!({"role": "assistant", "content": ""}), Value::Null))).await.is_err() {
+            return;
+        }
+        let mut sent = 0;
+        while let Some(event) = events.recv().await {
+            let bytes = match event {
+                Event::Delta(d) => {
+                    sent += 1;
+                    if disconnect && sent == 3 {
+                        let _ = tx.send(Err(std::io::Error::other("fault injection: disconnect"))).await;
+                        return;
+                    }
+                    chunk(json!({"content": d}), Value::Null)
+                }
+                Event::Done(Output::Chat(c)) => {
+                    let usage = json!({"prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
+                                       "total_tokens": c.prompt_tokens + c.completion_tokens});
+                    let last = chunk(json!({}), json!(c.finish_reason.as_str()));
+                    let usage = format!(
+                        "data: {}\n\n",
+                        json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "choices": [], "usage": usage})
+                    );
+                    let _ = tx.send(Ok(last)).await;
+                    let _ = tx.send(Ok(Bytes::from(usage))).await;
+                    Bytes::from_static(b"data: [DONE]\n\n")
+                }
+                Event::Done(_) => break,
+                Event::Failed(e) => {
+                    Bytes::from(format!("data: {}\n\n", json!({"error": {"message": e.to_string()}})))
+                }
+            };
+            if tx.send(Ok(bytes)).await.is_err() {
+                return;
+            }
+        }
+    });
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(tokio_stream_from(rx)))
+        .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "response"))
+}
+
+/// A response whose body fails: hyper closes the connection mid-body.
+fn broken() -> Response {
+    let stream = futures_util::stream::once(async {
+        Err::<Bytes, _>(std::io::Error::other("fault injection: disconnect"))
+    });
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "response"))
+}
+
+fn tokio_stream_from(
+    mut rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[derive(Debug, Deserialize)]
+struct EmbeddingsBody {
+    #[serde(default)]
+    model: Option<String>,
+    input: Value,
+}
+
+async fn embeddings(State(up): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    up.record("/v1/embeddings", &headers);
+    if let Some(refused) = up.refuse().await {
+        return refused;
+    }
+    let body: EmbeddingsBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid body: {e}")),
+    };
+    let inputs: Vec<EmbeddingInput> = match body.input {
+        Value::String(s) => vec![EmbeddingInput::Text(s)],
+        Value::Array(a) => {
+            a.into_iter().map(|v| EmbeddingInput::Text(v.as_str().unwrap_or_default().to_owned())).collect()
+        }
+        _ => return error(StatusCode::BAD_REQUEST, "input must be a string or an array of strings"),
+    };
+    let cost = inputs.len() as f64;
+    slow(&up).await;
+    let cancel = CancellationToken::new();
+    let _guard = cancel.clone().drop_guard();
+    let mut events =
+        submit(&up, Request::Embeddings(EmbeddingsRequest { inputs, dimensions: None }), cost, &cancel);
+    match events.recv().await {
+        Some(Event::Done(Output::Embeddings(e))) => {
+            if up.faults().mode == "disconnect" {
+                return broken();
+            }
+            let data: Vec<Value> = e
+                .vectors
+                .iter()
+                .enumerate()
+                .map(|(i, v)| json!({"object": "embedding", "index": i, "embedding": v}))
+                .collect();
+            Json(json!({"object": "list", "data": data, "model": body.model.unwrap_or_else(|| up.model.clone()),
+                        "usage": {"prompt_tokens": e.prompt_tokens, "total_tokens": e.prompt_tokens}}))
+            .into_response()
+        }
+        Some(Event::Failed(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        _ => error(StatusCode::INTERNAL_SERVER_ERROR, "job lost"),
+    }
+}
+
+async fn health(State(up): State<Shared>, headers: HeaderMap) -> Response {
+    up.record("/health", &headers);
+    match up.faults().mode.as_str() {
+        "error" => error(StatusCode::SERVICE_UNAVAILABLE, "fault injection: error"),
+        "hang" => std::future::pending().await,
+        _ => (StatusCode::OK, "ok").into_response(),
+    }
+}
+
+async fn models(State(up): State<Shared>) -> Response {
+    Json(json!({"object": "list", "data": [{"id": up.model, "object": "model", "created": 0, "owned_by": "fake-upstream"}]}))
+        .into_response()
+}
+
+async fn set_fault(State(up): State<Shared>, Json(faults): Json<Faults>) -> Response {
+    if !["ok", "error", "slow", "hang", "disconnect"].contains(&faults.mode.as_str()) {
+        return error(StatusCode::BAD_REQUEST, "mode: ok, error, slow, hang or disconnect");
+    }
+    *up.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = faults.clone();
+    eprintln!("fake-upstream {}: faults now {faults:?}", up.address);
+    Json(json!({"mode": faults.mode, "error_rate": faults.error_rate, "slow_factor": faults.slow_factor}))
+        .into_response()
+}
+
+async fn seen(State(up): State<Shared>) -> Response {
+    let seen = up.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let counts = up.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    Json(json!({"requests": seen.iter().collect::<Vec<_>>(), "counts": counts})).into_response()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let config = SyntheticConfig {
+        base_latency: args.base_latency,
+        per_cost: args.per_cost,
+        token_interval: args.token_interval,
+        ..SyntheticConfig::default()
+    };
+    let backend = Arc::new(SyntheticBackend::new(&args.model, config));
+    let (jobs, queue) = mpsc::unbounded_channel();
+    tokio::spawn(batcher(backend, queue, args.max_batch.max(1), args.max_delay));
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let address = listener.local_addr()?;
+    let faults = Faults { mode: args.fault, error_rate: args.error_rate, slow_factor: 10.0 };
+    let up = Arc::new(Upstream {
+        model: args.model,
+        faults: Mutex::new(faults),
+        jobs,
+        seen: Mutex::new(VecDeque::new()),
+        counts: Mutex::default(),
+        rolls: Mutex::new(0),
+        address,
+    });
+    let app = Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/models", get(models))
+        .route("/health", get(health))
+        .route("/v2/health/ready", get(health))
+        .route("/v2/health/live", get(health))
+        .route("/fault", post(set_fault))
+        .route("/debug/requests", get(seen))
+        .with_state(up);
+    // The address goes to stdout first, so a test can read the port.
+    println!("listening on {address}");
+    axum::serve(listener, app).await?;
+    Ok(())
+}

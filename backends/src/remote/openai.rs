@@ -1,0 +1,467 @@
+//! The `openai` backend: chat completions and embeddings forwarded to
+//! OpenAI-compatible upstreams.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures_util::future::join_all;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+use super::replicas::{resolve, Endpoint, Failure, Lease, Replicas};
+use super::RemoteConfig;
+use crate::{
+    Backend, BackendError, BatchReport, ChatOutput, EmbeddingInput, EmbeddingsOutput, Event, FinishReason,
+    Item, ModelInfo, Output, Request, Task,
+};
+
+/// A model served by OpenAI-compatible upstream replicas.
+pub struct OpenAiBackend {
+    model: String,
+    config: RemoteConfig,
+    replicas: Arc<Replicas>,
+    client: reqwest::Client,
+    api_key: Option<String>,
+    /// Retry tokens: each request adds `retry_budget`, each retry takes one.
+    budget: Mutex<f64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for OpenAiBackend {
+    fn drop(&mut self) {
+        self.tasks.iter().for_each(|t| t.abort());
+    }
+}
+
+/// The base URLs the endpoints name now.
+async fn discover(endpoints: &[Endpoint]) -> Vec<String> {
+    let mut bases = Vec::new();
+    for e in endpoints {
+        match e {
+            Endpoint::Static(base) => bases.push(base.clone()),
+            Endpoint::Dns { host, port } => match resolve(host, *port).await {
+                Ok(addrs) => bases.extend(addrs.iter().map(|a| format!("http://{a}"))),
+                Err(error) => tracing::warn!(%error, "cannot resolve upstream endpoint"),
+            },
+        }
+    }
+    bases
+}
+
+impl OpenAiBackend {
+    /// Start the backend: its heartbeat and, for `dns://` endpoints, its
+    /// re-resolution. Must run inside a tokio runtime.
+    pub fn start(model: &str, config: &RemoteConfig) -> Result<Self, String> {
+        config.validate()?;
+        let endpoints: Vec<Endpoint> =
+            config.endpoints.iter().map(|e| Endpoint::parse(e)).collect::<Result<_, _>>()?;
+        let api_key = match &config.api_key_env {
+            Some(var) => Some(std::env::var(var).map_err(|_| format!("api_key_env: {var} is not set"))?),
+            None => None,
+        };
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?;
+        let statics: Vec<String> = endpoints
+            .iter()
+            .filter_map(|e| match e {
+                Endpoint::Static(b) => Some(b.clone()),
+                Endpoint::Dns { .. } => None,
+            })
+            .collect();
+        let replicas = Arc::new(Replicas::new(statics, config.replica_concurrency, config.health.cooldown));
+        let mut tasks = Vec::new();
+        if endpoints.iter().any(|e| matches!(e, Endpoint::Dns { .. })) {
+            let (replicas, every) = (replicas.clone(), config.dns_refresh);
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    replicas.update(&discover(&endpoints).await);
+                    tokio::time::sleep(every).await;
+                }
+            }));
+        }
+        let (beat_replicas, beat_client, beat_config) = (replicas.clone(), client.clone(), config.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(beat_config.health.interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let beats = beat_replicas.all().into_iter().map(|r| {
+                    let url = format!("{}{}", r.base, beat_config.health.path);
+                    let request = beat_client.get(url).timeout(beat_config.health.interval).send();
+                    let config = &beat_config;
+                    async move {
+                        let ok = request.await.is_ok_and(|resp| resp.status().is_success());
+                        r.heartbeat(ok, config);
+                    }
+                });
+                join_all(beats).await;
+            }
+        }));
+        Ok(OpenAiBackend {
+            model: model.to_owned(),
+            budget: Mutex::new(10.0),
+            config: config.clone(),
+            replicas,
+            client,
+            api_key,
+            tasks,
+        })
+    }
+
+    /// The replicas, for tests and metrics.
+    pub fn replicas(&self) -> &Replicas {
+        &self.replicas
+    }
+
+    fn upstream_model(&self) -> &str {
+        self.config.upstream_model.as_deref().unwrap_or(&self.model)
+    }
+
+    /// The upstream path and JSON body for an item.
+    fn body(&self, request: &Request) -> Result<(&'static str, Value), BackendError> {
+        match request {
+            Request::Chat(chat) => {
+                let mut body = match &chat.passthrough {
+                    Some(original) => (**original).clone(),
+                    None => json!({
+                        "messages": chat.messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect::<Vec<_>>(),
+                        "max_tokens": chat.max_tokens,
+                        "temperature": chat.temperature,
+                        "top_p": chat.top_p,
+                    }),
+                };
+                body["model"] = json!(self.upstream_model());
+                if let Some(seed) = chat.seed {
+                    body["seed"] = json!(seed);
+                }
+                if !chat.stop.is_empty() {
+                    body["stop"] = json!(chat.stop);
+                }
+                body["stream"] = json!(chat.stream);
+                if chat.stream {
+                    // Usage comes back in the last chunk, for metrics and billing.
+                    body["stream_options"] = json!({"include_usage": true});
+                }
+                Ok(("/v1/chat/completions", body))
+            }
+            Request::Embeddings(e) => {
+                let input: Vec<Value> = e
+                    .inputs
+                    .iter()
+                    .map(|i| match i {
+                        EmbeddingInput::Text(t) => json!(t),
+                        EmbeddingInput::Tokens(ids) => json!(ids),
+                    })
+                    .collect();
+                let mut body =
+                    json!({"model": self.upstream_model(), "input": input, "encoding_format": "float"});
+                if let Some(d) = e.dimensions {
+                    body["dimensions"] = json!(d);
+                }
+                Ok(("/v1/embeddings", body))
+            }
+            _ => Err(BackendError::InvalidInput("this remote model serves chat and embeddings only".into())),
+        }
+    }
+
+    /// Take a retry token, if the budget has one.
+    fn may_retry(&self) -> bool {
+        let mut budget = self.budget.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *budget >= 1.0 {
+            *budget -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    async fn run(&self, item: &Item) -> Result<(), BackendError> {
+        {
+            let mut budget = self.budget.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            *budget = (*budget + self.config.retry_budget).min(10.0);
+        }
+        let (path, body) = self.body(&item.request)?;
+        let body = Arc::new(serde_json::to_vec(&body).map_err(|e| BackendError::Failed(e.to_string()))?);
+        let mut tried = Vec::new();
+        let mut last_error = BackendError::Failed("no upstream replica is available".into());
+        loop {
+            if item.cancel.is_cancelled() {
+                return Err(BackendError::Cancelled);
+            }
+            if item.deadline.is_some_and(|d| d <= Instant::now()) {
+                return Err(BackendError::Cancelled);
+            }
+            let Some(lease) = self.replicas.pick(&tried) else { return Err(last_error) };
+            tried.push(lease.replica.clone());
+            match self.attempt(item, path, body.clone(), &lease, tried.len() - 1).await {
+                Attempt::Answered => return Ok(()),
+                Attempt::Final(error) => return Err(error),
+                Attempt::Retryable(error) => {
+                    last_error = error;
+                    if !self.may_retry() {
+                        tracing::info!(model = %self.model, "retry budget exhausted");
+                        return Err(last_error);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One try on one replica.
+    async fn attempt(
+        &self,
+        item: &Item,
+        path: &str,
+        body: Arc<Vec<u8>>,
+        lease: &Lease,
+        retry: usize,
+    ) -> Attempt {
+        let replica = &lease.replica;
+        let span = tracing::info_span!(
+            parent: &item.span,
+            "backend.request",
+            otel.kind = "client",
+            http.request.method = "POST",
+            server.address = %replica.base,
+            url.path = path,
+            http.request.resend_count = retry,
+            http.response.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
+        let mut headers = http::HeaderMap::new();
+        infergate_otel::propagation::inject(&span, &mut headers);
+        let mut request = self
+            .client
+            .post(format!("{}{path}", replica.base))
+            .headers(headers)
+            .header("content-type", "application/json")
+            .body(body.as_ref().clone());
+        if let Some(key) = &self.api_key {
+            request = request.bearer_auth(key);
+        }
+        let wait = match item.deadline {
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                request = request.header("x-request-timeout", format!("{}ms", left.as_millis().max(1)));
+                left
+            }
+            None => self.config.timeout,
+        };
+        let start = Instant::now();
+        let sent = tokio::select! {
+            sent = tokio::time::timeout(wait, request.send()) => sent,
+            () = item.cancel.cancelled() => {
+                replica.finished(Err(Failure::Other), &self.config);
+                return Attempt::Final(BackendError::Cancelled);
+            }
+        };
+        let response = match sent {
+            Err(_) => {
+                span.record("error.type", "timeout");
+                // A replica that does not answer in time is not ejected at
+                // once; its heartbeats decide.
+                replica.finished(Err(Failure::Other), &self.config);
+                return Attempt::Final(BackendError::Cancelled);
+            }
+            Ok(Err(error)) => {
+                span.record("error.type", "connect");
+                tracing::info!(parent: &span, replica = %replica.base, %error, "upstream request failed");
+                replica.finished(Err(Failure::Connect), &self.config);
+                return Attempt::Retryable(BackendError::Disconnected(format!(
+                    "upstream {}: {error}",
+                    replica.base
+                )));
+            }
+            Ok(Ok(response)) => response,
+        };
+        let status = response.status();
+        span.record("http.response.status_code", status.as_u16());
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            let after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .map_or(Duration::from_secs(1), Duration::from_secs_f64);
+            replica.back_off(after);
+            replica.finished(Err(Failure::Other), &self.config);
+            return Attempt::Retryable(BackendError::Failed(format!(
+                "upstream {} is rate limiting",
+                replica.base
+            )));
+        }
+        if status.is_server_error() {
+            span.record("error.type", status.as_str());
+            replica.finished(Err(Failure::Server), &self.config);
+            return Attempt::Retryable(BackendError::Failed(format!(
+                "upstream {} answered {status}",
+                replica.base
+            )));
+        }
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            let message = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+                .unwrap_or(text);
+            replica.finished(Err(Failure::Other), &self.config);
+            return Attempt::Final(BackendError::InvalidInput(format!(
+                "upstream refused the request: {message}"
+            )));
+        }
+        replica.finished(Ok(start.elapsed()), &self.config);
+        // From the first byte on there is no retry: what fails now fails the item.
+        let outcome = match &item.request {
+            Request::Chat(chat) if chat.stream => relay_stream(item, response).await,
+            Request::Chat(_) => chat_json(response).await,
+            _ => embeddings_json(response).await,
+        };
+        match outcome {
+            Ok(Some(output)) => item.done(output),
+            Ok(None) => {}
+            Err(error) => {
+                span.record("error.type", "response");
+                item.fail(error);
+            }
+        }
+        Attempt::Answered
+    }
+}
+
+enum Attempt {
+    /// The item has its terminal event.
+    Answered,
+    /// Failed before any response byte: another replica may try.
+    Retryable(BackendError),
+    /// Failed for good.
+    Final(BackendError),
+}
+
+fn finish_reason(value: &Value) -> FinishReason {
+    match value.as_str() {
+        Some("length") => FinishReason::Length,
+        _ => FinishReason::Stop,
+    }
+}
+
+fn usage(value: &Value) -> (u32, u32) {
+    let n = |k: &str| value[k].as_u64().map_or(0, |v| u32::try_from(v).unwrap_or(u32::MAX));
+    (n("prompt_tokens"), n("completion_tokens"))
+}
+
+async fn chat_json(response: reqwest::Response) -> Result<Option<Output>, BackendError> {
+    let body: Value = response
+        .json()
+        .await
+        .map_err(|e| BackendError::Disconnected(format!("upstream response broke off: {e}")))?;
+    let choice = &body["choices"][0];
+    let (prompt_tokens, completion_tokens) = usage(&body["usage"]);
+    Ok(Some(Output::Chat(ChatOutput {
+        text: choice["message"]["content"].as_str().unwrap_or_default().to_owned(),
+        finish_reason: finish_reason(&choice["finish_reason"]),
+        prompt_tokens,
+        completion_tokens,
+    })))
+}
+
+async fn embeddings_json(response: reqwest::Response) -> Result<Option<Output>, BackendError> {
+    let body: Value = response
+        .json()
+        .await
+        .map_err(|e| BackendError::Disconnected(format!("upstream response broke off: {e}")))?;
+    let mut data: Vec<&Value> = body["data"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+    data.sort_by_key(|d| d["index"].as_u64().unwrap_or(0));
+    let vectors = data
+        .iter()
+        .map(|d| {
+            d["embedding"]
+                .as_array()
+                .map(|v| v.iter().map(|x| x.as_f64().unwrap_or(0.0) as f32).collect::<Vec<f32>>())
+                .ok_or_else(|| BackendError::Failed("upstream embedding is not a float array".into()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(Output::Embeddings(EmbeddingsOutput { vectors, prompt_tokens: usage(&body["usage"]).0 })))
+}
+
+/// Relay an upstream SSE stream as deltas; the output when it ends well.
+async fn relay_stream(item: &Item, response: reqwest::Response) -> Result<Option<Output>, BackendError> {
+    let mut stream = response.bytes_stream();
+    let mut buffer = Vec::new();
+    let (mut text, mut finish, mut tokens, mut done) = (String::new(), FinishReason::Stop, (0, 0), false);
+    let mut deltas = 0u32;
+    while !done {
+        let chunk = tokio::select! {
+            chunk = stream.next() => chunk,
+            () = item.cancel.cancelled() => return Err(BackendError::Cancelled),
+        };
+        let bytes = match chunk {
+            Some(Ok(bytes)) => bytes,
+            Some(Err(e)) => {
+                return Err(BackendError::Disconnected(format!("upstream stream broke off: {e}")))
+            }
+            None => return Err(BackendError::Disconnected("upstream stream ended without [DONE]".into())),
+        };
+        buffer.extend_from_slice(&bytes);
+        while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buffer.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&line);
+            let Some(data) = line.trim_end().strip_prefix("data:").map(str::trim) else { continue };
+            if data == "[DONE]" {
+                done = true;
+                break;
+            }
+            let Ok(event) = serde_json::from_str::<Value>(data) else { continue };
+            if let Some(message) = event["error"]["message"].as_str() {
+                return Err(BackendError::Failed(format!("upstream: {message}")));
+            }
+            if event["usage"].is_object() {
+                tokens = usage(&event["usage"]);
+            }
+            if let Some(choice) = event["choices"].get(0) {
+                if let Some(piece) = choice["delta"]["content"].as_str().filter(|p| !p.is_empty()) {
+                    text.push_str(piece);
+                    deltas += 1;
+                    item.send(Event::Delta(piece.to_owned()));
+                }
+                if !choice["finish_reason"].is_null() {
+                    finish = finish_reason(&choice["finish_reason"]);
+                }
+            }
+        }
+    }
+    let completion_tokens = if tokens.1 > 0 { tokens.1 } else { deltas };
+    Ok(Some(Output::Chat(ChatOutput {
+        text,
+        finish_reason: finish,
+        prompt_tokens: tokens.0,
+        completion_tokens,
+    })))
+}
+
+#[async_trait]
+impl Backend for OpenAiBackend {
+    fn info(&self) -> ModelInfo {
+        ModelInfo { owned_by: "upstream".into(), platform: "openai".into() }
+    }
+
+    fn supports(&self, task: Task) -> bool {
+        matches!(task, Task::Chat | Task::Embeddings)
+    }
+
+    async fn execute(&self, batch: Vec<Item>) -> BatchReport {
+        let start = Instant::now();
+        let items = batch.len();
+        join_all(batch.iter().map(|item| async move {
+            if let Err(error) = self.run(item).await {
+                item.fail(error);
+            }
+        }))
+        .await;
+        BatchReport { items, elapsed: start.elapsed() }
+    }
+}

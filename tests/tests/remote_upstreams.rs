@@ -1,0 +1,219 @@
+//! The `openai` backend in front of three `infergate-fake-upstream`
+//! processes: failover when one is killed, hangs, fails or slows down,
+//! re-admission, the deadline and trace context upstream, streaming through
+//! the OpenAI SDK, a mid-stream disconnect, and DNS discovery.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use infergate_e2e::{client, repo_root, FakeUpstream, Gateway, WEB_TENANT};
+use serde_json::{json, Value};
+
+const CHAT: &str = "/v1/chat/completions";
+
+fn upstreams(extra: &[&str]) -> Vec<FakeUpstream> {
+    (0..3).map(|_| FakeUpstream::start("127.0.0.1:0", extra)).collect()
+}
+
+/// A gateway whose model `remote` is served by `endpoints`.
+fn gateway(endpoints: &[String], extra: &str, env: &[(&str, &str)]) -> Gateway {
+    let list: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+    let config = format!(
+        r#"{WEB_TENANT}
+[[models]]
+name = "remote"
+task = "chat"
+concurrency = 64
+batch = {{ max_size = 1 }}
+backend = {{ kind = "openai", endpoints = [{}], upstream_model = "fake-model", replica_concurrency = 32,
+            health = {{ interval = "200ms", eject_after = 2, readmit_after = 2, eject_after_5xx = 3, cooldown = "1s" }}{extra} }}
+"#,
+        list.join(", ")
+    );
+    Gateway::start_with_env(&config, env)
+}
+
+fn chat(content: &str, stream: bool) -> Value {
+    json!({"model": "remote", "messages": [{"role": "user", "content": content}], "max_tokens": 8, "stream": stream})
+}
+
+/// Send `n` requests, `concurrency` at a time; the statuses.
+async fn load(gw: &Gateway, n: usize, concurrency: usize, timeout: &str) -> Vec<u16> {
+    let http = client();
+    let url = gw.url(CHAT);
+    let mut statuses = Vec::with_capacity(n);
+    for wave in (0..n).collect::<Vec<_>>().chunks(concurrency) {
+        let sends = wave.iter().map(|i| {
+            http.post(&url)
+                .header("x-request-timeout", timeout)
+                .json(&chat(&format!("request {i}"), false))
+                .send()
+        });
+        for r in futures_util::future::join_all(sends).await {
+            statuses.push(r.map_or(0, |r| r.status().as_u16()));
+        }
+    }
+    statuses
+}
+
+fn ok_share(statuses: &[u16]) -> f64 {
+    statuses.iter().filter(|s| **s == 200).count() as f64 / statuses.len() as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_upstream_is_routed_around_and_readmitted_when_it_returns() {
+    let mut fakes = upstreams(&[]);
+    let gw = gateway(&fakes.iter().map(|f| f.base.clone()).collect::<Vec<_>>(), "", &[]);
+    let before = load(&gw, 60, 6, "2s").await;
+    assert_eq!(ok_share(&before), 1.0, "{before:?}");
+    fakes[1].kill();
+    let during = load(&gw, 400, 8, "2s").await;
+    let share = ok_share(&during);
+    assert!(share >= 0.995, "{share} of requests succeeded with one upstream killed: {during:?}");
+    fakes[1].restart();
+    assert_eq!(fakes[1].count(CHAT).await, 0);
+    tokio::time::sleep(Duration::from_millis(1500)).await; // heartbeats re-admit it
+    let after = load(&gw, 90, 6, "2s").await;
+    assert_eq!(ok_share(&after), 1.0);
+    assert!(fakes[1].count(CHAT).await > 10, "the restarted upstream takes traffic again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_upstream_makes_no_client_wait_past_its_deadline() {
+    let fakes = upstreams(&[]);
+    let gw = gateway(&fakes.iter().map(|f| f.base.clone()).collect::<Vec<_>>(), "", &[]);
+    fakes[2].fault("hang").await;
+    let http = client();
+    let mut worst = Duration::ZERO;
+    let mut ok = 0;
+    for i in 0..40 {
+        let start = Instant::now();
+        let r =
+            http.post(gw.url(CHAT)).header("x-request-timeout", "400ms").json(&chat(&format!("h{i}"), false));
+        let status = r.send().await.unwrap().status();
+        worst = worst.max(start.elapsed());
+        ok += usize::from(status == 200);
+    }
+    assert!(worst < Duration::from_millis(900), "a client waited {worst:?} past a 400 ms deadline");
+    assert!(ok >= 30, "{ok}/40 succeeded; once ejected the hung upstream gets no traffic");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_upstreams_are_ejected_and_slow_ones_lose_traffic() {
+    let fakes = upstreams(&[]);
+    let gw = gateway(&fakes.iter().map(|f| f.base.clone()).collect::<Vec<_>>(), "", &[]);
+    fakes[0].fault("error").await;
+    let statuses = load(&gw, 150, 6, "2s").await;
+    assert!(ok_share(&statuses) >= 0.99, "retries cover the failing upstream: {statuses:?}");
+    let failing = fakes[0].count(CHAT).await;
+    assert!(failing <= 10, "the failing upstream was ejected after a burst ({failing} requests)");
+
+    fakes[0].fault("ok").await;
+    fakes[1].fault("slow").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let base: Vec<u64> = futures_util::future::join_all(fakes.iter().map(|f| f.count(CHAT))).await;
+    load(&gw, 150, 6, "5s").await;
+    let now: Vec<u64> = futures_util::future::join_all(fakes.iter().map(|f| f.count(CHAT))).await;
+    let got: Vec<u64> = now.iter().zip(&base).map(|(a, b)| a - b).collect();
+    assert!(got[1] * 4 < got[0] + got[2], "traffic shifted away from the slow upstream: {got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deadline_and_trace_context_go_upstream() {
+    let fakes = upstreams(&[]);
+    let receiver = infergate_e2e::otlp::Receiver::start().await;
+    let env = [
+        ("INFERGATE__TELEMETRY__OTLP_ENDPOINT", receiver.endpoint.as_str()),
+        ("INFERGATE__TELEMETRY__EXPORT_INTERVAL", "100ms"),
+    ];
+    let gw = gateway(&fakes.iter().map(|f| f.base.clone()).collect::<Vec<_>>(), "", &env);
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let r = client()
+        .post(gw.url(CHAT))
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .header("x-request-timeout", "3s")
+        .json(&chat("trace me", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut seen = Vec::new();
+    for f in &fakes {
+        seen.extend(f.seen(CHAT).await);
+    }
+    assert_eq!(seen.len(), 1);
+    let traceparent = seen[0]["traceparent"].as_str().expect("a traceparent upstream");
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(parts[1], trace, "the same trace as the client's request");
+    assert_ne!(parts[2], "00f067aa0ba902b7", "the parent is the gateway's span, not the client's");
+    let timeout = seen[0]["x_request_timeout"].as_str().unwrap();
+    let ms: u64 = timeout.trim_end_matches("ms").parse().unwrap();
+    assert!(ms > 1000 && ms <= 3000, "the remaining deadline went upstream: {timeout}");
+    // The parent span is the gateway's CLIENT span.
+    let spans =
+        receiver.wait_for(Duration::from_secs(10), |s| s.iter().any(|s| s.name == "backend.request")).await;
+    let client_span = spans.iter().find(|s| s.name == "backend.request").expect("a backend.request span");
+    assert_eq!(client_span.kind, 3, "SPAN_KIND_CLIENT");
+    assert_eq!(client_span.span_id, parts[2], "the upstream's parent is the CLIENT span");
+    assert_eq!(client_span.trace_id, trace);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_sdk_streams_through_and_a_broken_stream_ends_with_an_error() {
+    let fakes = upstreams(&["--token-interval", "5ms"]);
+    let gw = gateway(&fakes.iter().map(|f| f.base.clone()).collect::<Vec<_>>(), "", &[]);
+    let out = Command::new(repo_root().join(".venv/bin/python"))
+        .arg(repo_root().join("tests/python/openai_sdk_chat_stream.py"))
+        .args(["--base-url", &gw.url("/v1"), "--api-key", "sk-infergate-test", "--model", "remote"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(result["pieces"].as_array().unwrap().len() > 3, "{result}");
+    assert!(result["text"].as_str().unwrap().starts_with("[synthetic fake-model]"), "{result}");
+
+    for f in &fakes {
+        f.fault("disconnect").await;
+    }
+    let start = Instant::now();
+    let mut body = json!({"model": "remote", "messages": [{"role": "user", "content": "cut"}], "max_tokens": 40, "stream": true});
+    body["stream"] = json!(true);
+    let r = client().post(gw.url(CHAT)).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text =
+        tokio::time::timeout(Duration::from_secs(10), r.text()).await.expect("the stream ends, no hang");
+    let text = text.unwrap_or_default();
+    assert!(text.contains("\"error\""), "the stream ends with an error event: {text}");
+    assert!(!text.contains("[DONE]") || text.contains("error"), "{text}");
+    assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_discovery_follows_added_and_removed_replicas() {
+    // One free port, three loopback addresses behind one name.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let fakes: Vec<FakeUpstream> =
+        (2..=4).map(|i| FakeUpstream::start(&format!("127.0.0.{i}:{port}"), &[])).collect();
+    let hosts = std::env::temp_dir().join(format!("infergate-hosts-{}", std::process::id()));
+    std::fs::write(&hosts, "127.0.0.2 fake.test\n127.0.0.3 fake.test\n").unwrap();
+    let endpoint = format!("dns://fake.test:{port}");
+    let gw = gateway(
+        &[endpoint],
+        ", dns_refresh = \"200ms\"",
+        &[("INFERGATE_HOSTS_FILE", hosts.to_str().unwrap())],
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(ok_share(&load(&gw, 60, 6, "2s").await), 1.0);
+    assert!(fakes[0].count(CHAT).await > 0 && fakes[1].count(CHAT).await > 0);
+    assert_eq!(fakes[2].count(CHAT).await, 0, "not in DNS yet");
+
+    std::fs::write(&hosts, "127.0.0.3 fake.test\n127.0.0.4 fake.test\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let removed = fakes[0].count(CHAT).await;
+    assert_eq!(ok_share(&load(&gw, 60, 6, "2s").await), 1.0);
+    assert_eq!(fakes[0].count(CHAT).await, removed, "a removed replica gets no new requests");
+    assert!(fakes[2].count(CHAT).await > 0, "an added replica takes traffic");
+    let _ = std::fs::remove_file(&hosts);
+}
