@@ -247,6 +247,12 @@ impl ErrorShape {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
             headers.insert("retry-after-ms", HeaderValue::from(after.as_millis().max(1) as u64));
         }
+        // A body refused by size may not have been read: the connection
+        // closes after this answer, and saying so keeps the client from
+        // reusing it (a reused one would fail its next request).
+        if matches!(error, ApiError::PayloadTooLarge { .. }) {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Some(retry) = parts.should_retry {
             headers.insert("x-should-retry", HeaderValue::from_static(if retry { "true" } else { "false" }));
         }
@@ -301,6 +307,14 @@ mod tests {
     fn internal_details_stay_out_of_the_body() {
         let error = ApiError::Internal { detail: "secret path /etc/x".into() };
         assert_eq!(error.to_string(), "Internal server error");
+    }
+
+    #[test]
+    fn a_body_refused_by_size_closes_the_connection() {
+        let response = ErrorShape::OpenAi.render(&ApiError::PayloadTooLarge { limit: 10 });
+        assert_eq!(response.headers()[header::CONNECTION], "close");
+        let other = ErrorShape::OpenAi.render(&ApiError::bad_request("x"));
+        assert!(other.headers().get(header::CONNECTION).is_none());
     }
 
     #[test]

@@ -651,7 +651,7 @@ async fn send(client: &reqwest::Client, gw: &Gateway, case: &Case) -> reqwest::R
             request.body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
         }
     };
-    request.send().await.unwrap_or_else(|e| panic!("{}: {e}", case.name))
+    request.send().await.unwrap_or_else(|e| panic!("{}: {e:?}", case.name))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
