@@ -92,11 +92,35 @@ pub trait Backend: Send + Sync + 'static {
     /// Run one batch and report how long it took.
     async fn execute(&self, batch: Vec<Item>) -> BatchReport;
 
+    /// Jobs the backend can run at once now, where that changes at run time
+    /// (a remote model's healthy replicas × their concurrency). The
+    /// scheduler runs no more batches than this, so excess work waits in
+    /// the gateway's queue, where deadlines are known.
+    fn capacity(&self) -> Option<usize> {
+        None
+    }
+
+    /// A remote backend's replicas and its failover counters, for metrics.
+    fn upstream_stats(&self) -> Option<UpstreamStats> {
+        None
+    }
+
     /// Step-wise generation, for backends that decode a running set one
     /// token at a time (continuous batching); `None` runs whole batches.
     fn generator(&self) -> Option<&dyn Generate> {
         None
     }
+}
+
+/// The state of a remote backend's replicas.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UpstreamStats {
+    /// `(base URL, in rotation, outstanding requests)` per replica.
+    pub replicas: Vec<(String, bool, usize)>,
+    /// Requests sent again to another replica, over the backend's life.
+    pub retries: u64,
+    /// `(reason, total)` ejections over the backend's life.
+    pub ejections: Vec<(&'static str, u64)>,
 }
 
 /// What one decoding step did, reported back so the caller can decide who

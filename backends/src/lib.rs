@@ -16,7 +16,9 @@ pub mod tensor;
 pub mod tokens;
 pub mod whisper;
 
-pub use backend::{Backend, BatchReport, Event, EventSender, Generate, Item, ModelInfo, StepReport};
+pub use backend::{
+    Backend, BatchReport, Event, EventSender, Generate, Item, ModelInfo, StepReport, UpstreamStats,
+};
 pub use config::BackendConfig;
 pub use error::BackendError;
 pub use task::{

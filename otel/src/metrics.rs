@@ -43,6 +43,13 @@ pub struct ModelLabels {
     pub model: String,
 }
 
+/// Labels that name a remote model's replica (its base URL).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReplicaLabels {
+    pub model: String,
+    pub replica: String,
+}
+
 /// Labels that name a model and why a job did not run.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
@@ -77,6 +84,10 @@ pub struct Metrics {
     pub backend_duration: Family<ModelLabels, Histogram, fn() -> Histogram>,
     pub prediction_error: Family<ModelLabels, Gauge<f64, AtomicU64>>,
     pub rejections: Family<ReasonLabels, Counter>,
+    pub upstream_up: Family<ReplicaLabels, Gauge>,
+    pub upstream_outstanding: Family<ReplicaLabels, Gauge>,
+    pub upstream_retries: Family<ModelLabels, Counter>,
+    pub upstream_ejections: Family<ReasonLabels, Counter>,
     pub genai: GenAiMetrics,
 }
 
@@ -123,8 +134,36 @@ impl Metrics {
             "Spans, log records and metric points exported or lost, by signal and outcome",
             crate::queue::EXPORT_STATS.clone(),
         );
+        let upstream_up = Family::<ReplicaLabels, Gauge>::default();
+        let upstream_outstanding = Family::<ReplicaLabels, Gauge>::default();
+        let upstream_retries = Family::<ModelLabels, Counter>::default();
+        let upstream_ejections = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            names::UPSTREAM_REPLICA_UP,
+            "Remote model replicas in rotation (1) or ejected (0)",
+            upstream_up.clone(),
+        );
+        registry.register(
+            names::UPSTREAM_OUTSTANDING,
+            "Requests outstanding at each remote replica",
+            upstream_outstanding.clone(),
+        );
+        registry.register(
+            names::UPSTREAM_RETRIES,
+            "Requests retried on another replica before their first response byte",
+            upstream_retries.clone(),
+        );
+        registry.register(
+            names::UPSTREAM_EJECTIONS,
+            "Remote replicas taken out of rotation, by reason",
+            upstream_ejections.clone(),
+        );
         let genai = GenAiMetrics::register(&mut registry);
         Metrics {
+            upstream_up,
+            upstream_outstanding,
+            upstream_retries,
+            upstream_ejections,
             genai,
             registry,
             http_duration,
@@ -145,6 +184,35 @@ impl Metrics {
         for reason in reasons {
             let labels = ReasonLabels { model: model.to_owned(), reason: (*reason).to_owned() };
             self.rejections.get_or_create(&labels).inc_by(0);
+        }
+    }
+
+    /// Bring a remote model's replica gauges and failover counters up to
+    /// date: `replicas` are `(base URL, in rotation, outstanding)`, `gone`
+    /// the replicas that left its set, `retries` and `ejections` totals.
+    pub fn publish_upstream(
+        &self,
+        model: &str,
+        replicas: &[(String, bool, usize)],
+        gone: &[String],
+        retries: u64,
+        ejections: &[(&str, u64)],
+    ) {
+        let at = |replica: &str| ReplicaLabels { model: model.to_owned(), replica: replica.to_owned() };
+        for (replica, up, outstanding) in replicas {
+            self.upstream_up.get_or_create(&at(replica)).set(i64::from(*up));
+            self.upstream_outstanding.get_or_create(&at(replica)).set(*outstanding as i64);
+        }
+        for replica in gone {
+            self.upstream_up.remove(&at(replica));
+            self.upstream_outstanding.remove(&at(replica));
+        }
+        let counter = self.upstream_retries.get_or_create(&Self::model(model));
+        counter.inc_by(retries.saturating_sub(counter.get()));
+        for (reason, total) in ejections {
+            let labels = ReasonLabels { model: model.to_owned(), reason: (*reason).to_owned() };
+            let counter = self.upstream_ejections.get_or_create(&labels);
+            counter.inc_by(total.saturating_sub(counter.get()));
         }
     }
 

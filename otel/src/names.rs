@@ -21,6 +21,15 @@ pub const LATENCY_PREDICTION_ERROR: &str = "infergate_latency_prediction_error_r
 /// Jobs the scheduler refused or dropped, by reason (counter, `_total` added on encode).
 pub const SCHEDULER_REJECTIONS: &str = "infergate_scheduler_rejections";
 
+/// A remote model's replica in rotation (1) or ejected (0), per replica.
+pub const UPSTREAM_REPLICA_UP: &str = "infergate_upstream_replica_up";
+/// Requests outstanding at a remote model's replica.
+pub const UPSTREAM_OUTSTANDING: &str = "infergate_upstream_outstanding";
+/// Requests sent again to another replica (counter, `_total` added on encode).
+pub const UPSTREAM_RETRIES: &str = "infergate_upstream_retries";
+/// Replicas taken out of rotation, by reason (counter, `_total` added on encode).
+pub const UPSTREAM_EJECTIONS: &str = "infergate_upstream_ejections";
+
 /// `gen_ai.server.request.duration`.
 pub const GENAI_REQUEST_DURATION: &str = "gen_ai_server_request_duration_seconds";
 /// `gen_ai.server.time_to_first_token`.
@@ -63,6 +72,10 @@ pub const OTLP_METRICS: &[(&str, &str, &str)] = &[
     (GENAI_TOKENS, "gen_ai.server.token.usage", "{token}"),
     (DEADLINE_OUTCOMES, "infergate.deadline.outcomes", "{request}"),
     (TELEMETRY_ITEMS, "infergate.telemetry.items", "{item}"),
+    (UPSTREAM_REPLICA_UP, "infergate.upstream.replica.up", "1"),
+    (UPSTREAM_OUTSTANDING, "infergate.upstream.outstanding", "{request}"),
+    (UPSTREAM_RETRIES, "infergate.upstream.retries", "{request}"),
+    (UPSTREAM_EJECTIONS, "infergate.upstream.ejections", "{ejection}"),
 ];
 
 /// Prometheus label names whose OpenTelemetry attribute names differ.

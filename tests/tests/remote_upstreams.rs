@@ -109,6 +109,22 @@ async fn failing_upstreams_are_ejected_and_slow_ones_lose_traffic() {
     assert!(ok_share(&statuses) >= 0.99, "retries cover the failing upstream: {statuses:?}");
     let failing = fakes[0].count(CHAT).await;
     assert!(failing <= 10, "the failing upstream was ejected after a burst ({failing} requests)");
+    let metrics = reqwest::get(gw.url("/metrics")).await.unwrap().text().await.unwrap();
+    let value = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .map_or(-1.0, |v| v.parse().unwrap())
+    };
+    let down = format!("infergate_upstream_replica_up{{model=\"remote\",replica=\"{}\"}}", fakes[0].base);
+    assert_eq!(value(&down), 0.0, "{metrics}");
+    let up = format!("infergate_upstream_replica_up{{model=\"remote\",replica=\"{}\"}}", fakes[1].base);
+    assert_eq!(value(&up), 1.0);
+    assert!(value("infergate_upstream_retries_total{model=\"remote\"}") >= 1.0, "{metrics}");
+    let ejected = value("infergate_upstream_ejections_total{model=\"remote\",reason=\"server_errors\"}")
+        + value("infergate_upstream_ejections_total{model=\"remote\",reason=\"heartbeat\"}");
+    assert!(ejected >= 1.0, "{metrics}");
 
     fakes[0].fault("ok").await;
     fakes[1].fault("slow").await;
@@ -216,4 +232,25 @@ async fn dns_discovery_follows_added_and_removed_replicas() {
     assert_eq!(fakes[0].count(CHAT).await, removed, "a removed replica gets no new requests");
     assert!(fakes[2].count(CHAT).await > 0, "an added replica takes traffic");
     let _ = std::fs::remove_file(&hosts);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_beyond_the_replicas_capacity_waits_in_the_gateway_queue() {
+    let fake = FakeUpstream::start("127.0.0.1:0", &["--token-interval", "20ms", "--max-batch", "1"]);
+    let config = format!(
+        r#"{WEB_TENANT}
+[[models]]
+name = "remote"
+task = "chat"
+concurrency = 64
+batch = {{ max_size = 1 }}
+backend = {{ kind = "openai", endpoints = ["{}"], replica_concurrency = 2 }}
+"#,
+        fake.base
+    );
+    let gw = Gateway::start_with(&config);
+    let statuses = load(&gw, 12, 12, "20s").await;
+    assert!(statuses.iter().all(|s| *s == 200), "queued, not refused: {statuses:?}");
+    let metrics = reqwest::get(gw.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("infergate_upstream_outstanding{model=\"remote\""), "{metrics}");
 }

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use super::replicas::{resolve, Endpoint, Failure, Lease, Replicas};
 use super::RemoteConfig;
+use crate::UpstreamStats;
 use crate::{
     Backend, BackendError, BatchReport, ChatOutput, EmbeddingInput, EmbeddingsOutput, Event, FinishReason,
     Item, ModelInfo, Output, Request, Task,
@@ -25,6 +26,7 @@ pub struct OpenAiBackend {
     api_key: Option<String>,
     /// Retry tokens: each request adds `retry_budget`, each retry takes one.
     budget: Mutex<f64>,
+    retries: std::sync::atomic::AtomicU64,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -105,6 +107,7 @@ impl OpenAiBackend {
         Ok(OpenAiBackend {
             model: model.to_owned(),
             budget: Mutex::new(10.0),
+            retries: std::sync::atomic::AtomicU64::new(0),
             config: config.clone(),
             replicas,
             client,
@@ -174,6 +177,7 @@ impl OpenAiBackend {
         let mut budget = self.budget.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if *budget >= 1.0 {
             *budget -= 1.0;
+            self.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             true
         } else {
             false
@@ -451,6 +455,25 @@ impl Backend for OpenAiBackend {
 
     fn supports(&self, task: Task) -> bool {
         matches!(task, Task::Chat | Task::Embeddings)
+    }
+
+    fn upstream_stats(&self) -> Option<UpstreamStats> {
+        Some(UpstreamStats {
+            replicas: self
+                .replicas
+                .all()
+                .iter()
+                .map(|r| (r.base.clone(), !r.is_ejected(), r.outstanding()))
+                .collect(),
+            retries: self.retries.load(std::sync::atomic::Ordering::Relaxed),
+            ejections: self.replicas.ejections.totals(),
+        })
+    }
+
+    fn capacity(&self) -> Option<usize> {
+        let healthy = self.replicas.all().iter().filter(|r| !r.is_ejected()).count();
+        // With every replica out, one job at a time may probe them.
+        Some((healthy * self.config.replica_concurrency).max(1))
     }
 
     async fn execute(&self, batch: Vec<Item>) -> BatchReport {

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -46,7 +46,20 @@ pub enum Ejection {
     ServerErrors,
 }
 
+/// Ejections over a model's life, by reason (for metrics).
+#[derive(Debug, Default)]
+pub struct EjectionCounts([AtomicU64; 3]);
+
+impl EjectionCounts {
+    /// `(reason, total)` for every reason.
+    pub fn totals(&self) -> Vec<(&'static str, u64)> {
+        Ejection::ALL.iter().map(|e| (e.as_str(), self.0[*e as usize].load(Ordering::Relaxed))).collect()
+    }
+}
+
 impl Ejection {
+    pub const ALL: [Ejection; 3] = [Ejection::Heartbeat, Ejection::ConnectError, Ejection::ServerErrors];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Ejection::Heartbeat => "heartbeat",
@@ -68,6 +81,7 @@ pub struct Replica {
     /// A half-open probe is in flight.
     probing: AtomicBool,
     server_errors: AtomicU32,
+    ejections: Arc<EjectionCounts>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -79,7 +93,7 @@ struct Health {
 }
 
 impl Replica {
-    fn new(base: String, limit: usize) -> Self {
+    fn new(base: String, limit: usize, ejections: Arc<EjectionCounts>) -> Self {
         Replica {
             base,
             outstanding: AtomicUsize::new(0),
@@ -88,6 +102,7 @@ impl Replica {
             state: Mutex::new(Health { ejected: None, misses: 0, successes: 0, backoff_until: None }),
             probing: AtomicBool::new(false),
             server_errors: AtomicU32::new(0),
+            ejections,
         }
     }
 
@@ -114,6 +129,7 @@ impl Replica {
         let was_in = h.ejected.is_none();
         if was_in {
             h.ejected = Some((why, Instant::now()));
+            self.ejections.0[why as usize].fetch_add(1, Ordering::Relaxed);
             tracing::warn!(replica = %self.base, reason = why.as_str(), "upstream replica ejected");
         }
         h.successes = 0;
@@ -287,15 +303,19 @@ pub struct Replicas {
     limit: usize,
     cooldown: Duration,
     rng: Mutex<u64>,
+    pub ejections: Arc<EjectionCounts>,
 }
 
 impl Replicas {
     pub fn new(bases: Vec<String>, limit: usize, cooldown: Duration) -> Self {
+        let ejections = Arc::new(EjectionCounts::default());
+        let list = bases.into_iter().map(|b| Arc::new(Replica::new(b, limit, ejections.clone()))).collect();
         Replicas {
-            list: RwLock::new(bases.into_iter().map(|b| Arc::new(Replica::new(b, limit))).collect()),
+            list: RwLock::new(list),
             limit,
             cooldown,
             rng: Mutex::new(0x2545_F491_4F6C_DD1D),
+            ejections,
         }
     }
 
@@ -309,7 +329,11 @@ impl Replicas {
         let old: HashMap<String, Arc<Replica>> = list.iter().map(|r| (r.base.clone(), r.clone())).collect();
         let new: Vec<Arc<Replica>> = bases
             .iter()
-            .map(|b| old.get(b).cloned().unwrap_or_else(|| Arc::new(Replica::new(b.clone(), self.limit))))
+            .map(|b| {
+                old.get(b)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(Replica::new(b.clone(), self.limit, self.ejections.clone())))
+            })
             .collect();
         if new.len() != list.len() || new.iter().zip(list.iter()).any(|(a, b)| a.base != b.base) {
             tracing::info!(replicas = ?bases, "upstream replica set changed");

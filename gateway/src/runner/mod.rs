@@ -198,6 +198,7 @@ impl ModelHandle {
             backend: backend.clone(),
             metrics,
             cost_factor: config.cost_factor,
+            upstream: (Vec::new(), None),
         };
         tokio::spawn(runner.run());
         ModelHandle {

@@ -35,6 +35,8 @@ pub(super) struct Runner {
     pub(super) metrics: Arc<Metrics>,
     /// Scales a job's tokens to its cost (the KV budget is in tokens).
     pub(super) cost_factor: f64,
+    /// A remote model's replicas at the last metrics update, and when.
+    pub(super) upstream: (Vec<String>, Option<Instant>),
 }
 
 /// One running set of a generative backend, as its last step left it.
@@ -56,7 +58,14 @@ impl Runner {
 
     async fn run_batches(mut self) {
         let mut open = true;
+        let configured = self.scheduler.config().concurrency;
+        // A backend whose capacity changes is looked at again this often.
+        let mut capacity_tick = tokio::time::interval(Duration::from_millis(100));
         loop {
+            if let Some(capacity) = self.backend.capacity() {
+                self.scheduler.set_concurrency(configured.min(capacity));
+            }
+            self.publish_upstream();
             let wake = self.drain_ready();
             if !open && self.scheduler.is_empty() && self.scheduler.running() == 0 {
                 break;
@@ -72,6 +81,7 @@ impl Runner {
                     self.metrics.prediction_error.get_or_create(&Metrics::model(&self.name)).set(error);
                 }
                 () = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
+                _ = capacity_tick.tick(), if !self.scheduler.is_empty() && self.backend.capacity().is_some() => {}
             }
         }
     }
@@ -93,6 +103,19 @@ impl Runner {
                 }
             }
         }
+    }
+
+    /// Replica health and failover counters of a remote model, at most
+    /// ten times a second.
+    fn publish_upstream(&mut self) {
+        if self.upstream.1.is_some_and(|at| at.elapsed() < Duration::from_millis(100)) {
+            return;
+        }
+        let Some(stats) = self.backend.upstream_stats() else { return };
+        let now: Vec<String> = stats.replicas.iter().map(|r| r.0.clone()).collect();
+        let gone: Vec<String> = self.upstream.0.iter().filter(|r| !now.contains(r)).cloned().collect();
+        self.metrics.publish_upstream(&self.name, &stats.replicas, &gone, stats.retries, &stats.ejections);
+        self.upstream = (now, Some(Instant::now()));
     }
 
     fn publish_depth(&self) {

@@ -152,6 +152,12 @@ impl<P: Queued> ModelScheduler<P> {
         &self.cfg
     }
 
+    /// Change how many batches may run at once (a remote model's replicas
+    /// come and go); running batches are not affected.
+    pub fn set_concurrency(&mut self, concurrency: usize) {
+        self.cfg.concurrency = concurrency.max(1);
+    }
+
     /// Jobs waiting.
     pub fn len(&self) -> usize {
         self.slots.len()

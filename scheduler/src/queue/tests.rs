@@ -238,6 +238,21 @@ fn expired_infeasible_and_cancelled_jobs_never_reach_a_backend() {
 }
 
 #[test]
+fn concurrency_can_change_while_jobs_wait() {
+    let mut h = Harness::new(SchedulerConfig { max_batch: 1, concurrency: 1, ..config(Policy::Fifo) });
+    for _ in 0..3 {
+        h.admit("a", Class::Standard, 0, None, 1.0);
+    }
+    h.batch(0);
+    assert!(matches!(h.s.poll(h.at(0)).action, Action::Idle), "one at a time");
+    h.s.set_concurrency(3);
+    h.batch(0);
+    h.batch(0);
+    h.s.set_concurrency(0);
+    assert_eq!(h.s.config().concurrency, 1, "never below one");
+}
+
+#[test]
 fn concurrency_limits_running_batches() {
     let mut h = Harness::new(SchedulerConfig { max_batch: 1, concurrency: 2, ..config(Policy::Fifo) });
     for _ in 0..4 {
