@@ -5,7 +5,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::onnx::{OnnxBackend, OnnxConfig};
-use crate::remote::{OpenAiBackend, RemoteConfig};
+use crate::remote::{Protocol, RemoteBackend, RemoteConfig};
 use crate::synthetic::{SyntheticBackend, SyntheticConfig};
 use crate::whisper::{WhisperBackend, WhisperConfig};
 use crate::Backend;
@@ -22,6 +22,8 @@ pub enum BackendConfig {
     Whisper(WhisperConfig),
     /// OpenAI-compatible upstream servers (vLLM, TGI, llama.cpp server).
     Openai(RemoteConfig),
+    /// KServe v2 upstream servers (Triton).
+    Kserve(RemoteConfig),
 }
 
 impl BackendConfig {
@@ -32,6 +34,7 @@ impl BackendConfig {
             BackendConfig::Onnx(_) => "onnx",
             BackendConfig::Whisper(_) => "whisper",
             BackendConfig::Openai(_) => "openai",
+            BackendConfig::Kserve(_) => "kserve",
         }
     }
 
@@ -41,7 +44,7 @@ impl BackendConfig {
             BackendConfig::Synthetic(c) => c.validate(),
             BackendConfig::Onnx(c) => c.validate(),
             BackendConfig::Whisper(c) => c.validate(),
-            BackendConfig::Openai(c) => c.validate(),
+            BackendConfig::Openai(c) | BackendConfig::Kserve(c) => c.validate(),
         }
     }
 
@@ -52,7 +55,8 @@ impl BackendConfig {
             BackendConfig::Synthetic(c) => Arc::new(SyntheticBackend::new(model, c.clone())),
             BackendConfig::Onnx(c) => Arc::new(OnnxBackend::load(model, c)?),
             BackendConfig::Whisper(c) => Arc::new(WhisperBackend::load(c)?),
-            BackendConfig::Openai(c) => Arc::new(OpenAiBackend::start(model, c)?),
+            BackendConfig::Openai(c) => Arc::new(RemoteBackend::start(model, c, Protocol::OpenAi)?),
+            BackendConfig::Kserve(c) => Arc::new(RemoteBackend::start(model, c, Protocol::KServe)?),
         })
     }
 }
@@ -63,7 +67,10 @@ impl BackendConfig {
     pub fn latency_hint(&self) -> Option<(std::time::Duration, std::time::Duration)> {
         match self {
             BackendConfig::Synthetic(c) => Some((c.base_latency, c.per_cost)),
-            BackendConfig::Onnx(_) | BackendConfig::Whisper(_) | BackendConfig::Openai(_) => None,
+            BackendConfig::Onnx(_)
+            | BackendConfig::Whisper(_)
+            | BackendConfig::Openai(_)
+            | BackendConfig::Kserve(_) => None,
         }
     }
 }

@@ -160,6 +160,67 @@ impl Tensor {
     }
 }
 
+impl Tensor {
+    /// The KServe v2 JSON form: `{"name", "datatype", "shape", "data"}`
+    /// with flat row-major data.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::{json, Value};
+        let data = match &self.data {
+            TensorData::Bool(v) => json!(v),
+            TensorData::Int(v) => Value::Array(
+                v.iter().map(|x| i64::try_from(*x).map_or_else(|_| json!(*x as u64), |i| json!(i))).collect(),
+            ),
+            TensorData::Float(v) => json!(v),
+            TensorData::Bytes(v) => json!(v),
+        };
+        json!({ "name": self.name, "datatype": self.datatype.as_str(), "shape": self.shape, "data": data })
+    }
+
+    /// Read the KServe v2 JSON form (data flat or nested), checked against
+    /// its shape and datatype.
+    pub fn from_json(value: &serde_json::Value) -> Result<Tensor, String> {
+        use serde_json::Value;
+        fn flat<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
+            match v {
+                Value::Array(items) => items.iter().for_each(|i| flat(i, out)),
+                other => out.push(other),
+            }
+        }
+        let name = value["name"].as_str().ok_or("a tensor needs a name")?.to_owned();
+        let datatype: DataType = value["datatype"].as_str().ok_or("a tensor needs a datatype")?.parse()?;
+        let shape = value["shape"]
+            .as_array()
+            .ok_or("a tensor needs a shape")?
+            .iter()
+            .map(|d| d.as_u64().ok_or("shape dimensions are non-negative integers"))
+            .collect::<Result<Vec<u64>, _>>()?;
+        let mut items = Vec::new();
+        flat(&value["data"], &mut items);
+        let bad = || format!("tensor '{name}': data does not match datatype {datatype}");
+        let data = match datatype {
+            DataType::Bool => {
+                TensorData::Bool(items.iter().map(|v| v.as_bool()).collect::<Option<_>>().ok_or_else(bad)?)
+            }
+            DataType::Bytes => TensorData::Bytes(
+                items.iter().map(|v| v.as_str().map(str::to_owned)).collect::<Option<_>>().ok_or_else(bad)?,
+            ),
+            DataType::Fp16 | DataType::Fp32 | DataType::Fp64 => {
+                TensorData::Float(items.iter().map(|v| v.as_f64()).collect::<Option<_>>().ok_or_else(bad)?)
+            }
+            _ => TensorData::Int(
+                items
+                    .iter()
+                    .map(|v| v.as_i64().map(i128::from).or_else(|| v.as_u64().map(i128::from)))
+                    .collect::<Option<_>>()
+                    .ok_or_else(bad)?,
+            ),
+        };
+        let tensor = Tensor { name, datatype, shape, data };
+        tensor.validate()?;
+        Ok(tensor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +239,13 @@ mod tests {
         assert!(tensor(DataType::Bool, vec![1], TensorData::Int(vec![1])).validate().is_err());
         assert!(tensor(DataType::Fp32, vec![u64::MAX, 2], TensorData::Float(vec![])).validate().is_err());
         assert_eq!("FP32".parse::<DataType>(), Ok(DataType::Fp32));
+        let t = tensor(DataType::Int64, vec![2, 2], TensorData::Int(vec![1, -2, 3, 4]));
+        assert_eq!(Tensor::from_json(&t.to_json()), Ok(t));
+        let nested =
+            serde_json::json!({"name": "x", "datatype": "FP32", "shape": [2, 1], "data": [[1.5], [2.0]]});
+        assert_eq!(Tensor::from_json(&nested).unwrap().data, TensorData::Float(vec![1.5, 2.0]));
+        let wrong = serde_json::json!({"name": "x", "datatype": "BOOL", "shape": [1], "data": [3]});
+        assert!(Tensor::from_json(&wrong).is_err());
         assert!("fp32".parse::<DataType>().is_err());
     }
 }

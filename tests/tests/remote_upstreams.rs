@@ -254,3 +254,45 @@ backend = {{ kind = "openai", endpoints = ["{}"], replica_concurrency = 2 }}
     let metrics = reqwest::get(gw.url("/metrics")).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("infergate_upstream_outstanding{model=\"remote\""), "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kserve_inference_is_forwarded_to_triton_compatible_upstreams() {
+    let fakes: Vec<FakeUpstream> = (0..2).map(|_| FakeUpstream::start("127.0.0.1:0", &[])).collect();
+    let list: Vec<String> = fakes.iter().map(|f| format!("\"{}\"", f.base)).collect();
+    let config = format!(
+        r#"{WEB_TENANT}
+[[models]]
+name = "remote-tensor"
+task = "tensor"
+concurrency = 16
+batch = {{ max_size = 1 }}
+backend = {{ kind = "kserve", endpoints = [{}], upstream_model = "identity",
+            health = {{ interval = "200ms", eject_after = 2, eject_after_5xx = 2 }} }}
+"#,
+        list.join(", ")
+    );
+    let gw = Gateway::start_with(&config);
+    let url = gw.url("/v2/models/remote-tensor/infer");
+    let body = json!({"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 2], "data": [[1.0, 2.5], [3.0, -4.0]]},
+                                 {"name": "ids", "datatype": "INT64", "shape": [3], "data": [7, 8, 9]}]});
+    let r = client().post(&url).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let out: Value = r.json().await.unwrap();
+    assert_eq!(out["outputs"][0]["name"], "OUTPUT0");
+    assert_eq!(out["outputs"][0]["data"], json!([1.0, 2.5, 3.0, -4.0]));
+    assert_eq!(out["outputs"][1]["data"], json!([7, 8, 9]));
+    // An output the upstream does not have: its 400 comes back as a 400.
+    let mut one = body.clone();
+    one["outputs"] = json!([{"name": "OUTPUT7"}]);
+    let r = client().post(&url).json(&one).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.json::<Value>().await.unwrap()["error"].as_str().unwrap().contains("OUTPUT7"));
+    // One upstream failing: requests go to the other.
+    fakes[0].fault("error").await;
+    for _ in 0..20 {
+        assert_eq!(client().post(&url).json(&body).send().await.unwrap().status(), 200);
+    }
+    let seen = fakes[1].seen("/v2/models/infer").await;
+    assert!(seen.len() >= 20, "the healthy upstream took the traffic");
+    assert!(seen.iter().all(|r| r["x_request_timeout"].is_string()), "the deadline went upstream: {seen:?}");
+}

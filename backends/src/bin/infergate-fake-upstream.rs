@@ -31,9 +31,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use clap::Parser;
 use infergate_backends::synthetic::{SyntheticBackend, SyntheticConfig};
+use infergate_backends::tensor::Tensor;
 use infergate_backends::{
     tokens, Backend, ChatMessage, ChatRequest, EmbeddingInput, EmbeddingsRequest, Event, Item, Output,
-    Request,
+    Request, TensorRequest,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -402,6 +403,57 @@ async fn embeddings(State(up): State<Shared>, headers: HeaderMap, body: Bytes) -
     }
 }
 
+fn kserve_error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+async fn infer(
+    State(up): State<Shared>,
+    axum::extract::Path(model): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    up.record("/v2/models/infer", &headers);
+    if let Some(refused) = up.refuse().await {
+        return refused;
+    }
+    let body: Value = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return kserve_error(StatusCode::BAD_REQUEST, &format!("invalid body: {e}")),
+    };
+    let inputs = match body["inputs"]
+        .as_array()
+        .map(|a| a.iter().map(Tensor::from_json).collect::<Result<Vec<_>, _>>())
+    {
+        Some(Ok(inputs)) => inputs,
+        Some(Err(e)) => return kserve_error(StatusCode::BAD_REQUEST, e.as_str()),
+        None => return kserve_error(StatusCode::BAD_REQUEST, "'inputs' is required"),
+    };
+    let outputs: Vec<String> = body["outputs"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|o| o["name"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    let cost = inputs.iter().map(|t| t.data.len() as f64).sum::<f64>() / 1000.0;
+    slow(&up).await;
+    let cancel = CancellationToken::new();
+    let _guard = cancel.clone().drop_guard();
+    let mut events = submit(&up, Request::Tensor(TensorRequest { inputs, outputs }), cost, &cancel);
+    match events.recv().await {
+        Some(Event::Done(Output::Tensor(t))) => {
+            if up.faults().mode == "disconnect" {
+                return broken();
+            }
+            let outputs: Vec<Value> = t.outputs.iter().map(Tensor::to_json).collect();
+            Json(json!({ "model_name": model, "outputs": outputs })).into_response()
+        }
+        Some(Event::Failed(infergate_backends::BackendError::InvalidInput(e))) => {
+            kserve_error(StatusCode::BAD_REQUEST, &e)
+        }
+        Some(Event::Failed(e)) => kserve_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        _ => kserve_error(StatusCode::INTERNAL_SERVER_ERROR, "job lost"),
+    }
+}
+
 async fn health(State(up): State<Shared>, headers: HeaderMap) -> Response {
     up.record("/health", &headers);
     match up.faults().mode.as_str() {
@@ -463,6 +515,7 @@ async fn main() -> anyhow::Result<()> {
         .route("/health", get(health))
         .route("/v2/health/ready", get(health))
         .route("/v2/health/live", get(health))
+        .route("/v2/models/{model}/infer", post(infer))
         .route("/fault", post(set_fault))
         .route("/debug/requests", get(seen))
         .with_state(up);

@@ -1,21 +1,31 @@
 //! Remote backends: models served by GPU servers that infergate fronts.
 //!
 //! `openai` forwards chat completions (JSON and SSE) and embeddings to
-//! OpenAI-compatible servers (vLLM, TGI, llama.cpp server, ...). The
+//! OpenAI-compatible servers (vLLM, TGI, llama.cpp server, ...); `kserve`
+//! forwards KServe v2 inference to Triton-compatible servers. The
 //! gateway keeps the queue and the deadlines; each request goes to one
 //! replica chosen by [`replicas::Replicas`], with the deadline
 //! (`X-Request-Timeout`) and a `traceparent` from a CLIENT span, and is
 //! retried on another replica only before the first response byte, while
 //! the deadline and the retry budget allow.
 
-mod openai;
+mod client;
 pub mod replicas;
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use openai::OpenAiBackend;
+pub use client::RemoteBackend;
+
+/// What the upstream speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// OpenAI's HTTP API: chat completions (JSON and SSE) and embeddings.
+    OpenAi,
+    /// KServe v2 HTTP inference (Triton).
+    KServe,
+}
 
 /// `backend = { kind = "openai", endpoints = [...], ... }`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -53,8 +63,9 @@ pub struct RemoteConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthConfig {
-    /// Heartbeat path on each replica.
-    pub path: String,
+    /// Heartbeat path on each replica (`/health` for OpenAI-compatible
+    /// servers, `/v2/health/ready` for KServe).
+    pub path: Option<String>,
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
     /// Missed heartbeats in a row that eject a replica.
@@ -68,10 +79,21 @@ pub struct HealthConfig {
     pub cooldown: Duration,
 }
 
+impl HealthConfig {
+    /// The heartbeat path for a protocol.
+    pub fn path_for(&self, protocol: Protocol) -> &str {
+        match (&self.path, protocol) {
+            (Some(path), _) => path,
+            (None, Protocol::OpenAi) => "/health",
+            (None, Protocol::KServe) => "/v2/health/ready",
+        }
+    }
+}
+
 impl Default for HealthConfig {
     fn default() -> Self {
         HealthConfig {
-            path: "/health".into(),
+            path: None,
             interval: Duration::from_secs(5),
             eject_after: 3,
             readmit_after: 2,

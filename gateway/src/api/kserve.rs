@@ -175,15 +175,7 @@ fn collect<T>(
 }
 
 fn encode_tensor(t: &Tensor) -> Value {
-    let data = match &t.data {
-        TensorData::Bool(v) => json!(v),
-        TensorData::Int(v) => Value::Array(
-            v.iter().map(|x| i64::try_from(*x).map_or_else(|_| json!(*x as u64), |i| json!(i))).collect(),
-        ),
-        TensorData::Float(v) => json!(v),
-        TensorData::Bytes(v) => json!(v),
-    };
-    json!({ "name": t.name, "datatype": t.datatype.as_str(), "shape": t.shape, "data": data })
+    t.to_json()
 }
 
 /// `POST /v2/models/{model}/infer`.

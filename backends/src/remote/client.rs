@@ -1,5 +1,6 @@
-//! The `openai` backend: chat completions and embeddings forwarded to
-//! OpenAI-compatible upstreams.
+//! The remote backend: requests forwarded to upstream replicas in the
+//! protocol they speak — OpenAI (chat completions, embeddings) or KServe v2
+//! (tensor inference, as Triton serves it).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -10,16 +11,17 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use super::replicas::{resolve, Endpoint, Failure, Lease, Replicas};
-use super::RemoteConfig;
+use super::{Protocol, RemoteConfig};
 use crate::UpstreamStats;
 use crate::{
     Backend, BackendError, BatchReport, ChatOutput, EmbeddingInput, EmbeddingsOutput, Event, FinishReason,
     Item, ModelInfo, Output, Request, Task,
 };
 
-/// A model served by OpenAI-compatible upstream replicas.
-pub struct OpenAiBackend {
+/// A model served by upstream replicas.
+pub struct RemoteBackend {
     model: String,
+    protocol: Protocol,
     config: RemoteConfig,
     replicas: Arc<Replicas>,
     client: reqwest::Client,
@@ -30,7 +32,7 @@ pub struct OpenAiBackend {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-impl Drop for OpenAiBackend {
+impl Drop for RemoteBackend {
     fn drop(&mut self) {
         self.tasks.iter().for_each(|t| t.abort());
     }
@@ -51,10 +53,10 @@ async fn discover(endpoints: &[Endpoint]) -> Vec<String> {
     bases
 }
 
-impl OpenAiBackend {
+impl RemoteBackend {
     /// Start the backend: its heartbeat and, for `dns://` endpoints, its
     /// re-resolution. Must run inside a tokio runtime.
-    pub fn start(model: &str, config: &RemoteConfig) -> Result<Self, String> {
+    pub fn start(model: &str, config: &RemoteConfig, protocol: Protocol) -> Result<Self, String> {
         config.validate()?;
         let endpoints: Vec<Endpoint> =
             config.endpoints.iter().map(|e| Endpoint::parse(e)).collect::<Result<_, _>>()?;
@@ -93,7 +95,7 @@ impl OpenAiBackend {
             loop {
                 tick.tick().await;
                 let beats = beat_replicas.all().into_iter().map(|r| {
-                    let url = format!("{}{}", r.base, beat_config.health.path);
+                    let url = format!("{}{}", r.base, beat_config.health.path_for(protocol));
                     let request = beat_client.get(url).timeout(beat_config.health.interval).send();
                     let config = &beat_config;
                     async move {
@@ -104,8 +106,9 @@ impl OpenAiBackend {
                 join_all(beats).await;
             }
         }));
-        Ok(OpenAiBackend {
+        Ok(RemoteBackend {
             model: model.to_owned(),
+            protocol,
             budget: Mutex::new(10.0),
             retries: std::sync::atomic::AtomicU64::new(0),
             config: config.clone(),
@@ -172,6 +175,19 @@ impl OpenAiBackend {
         }
     }
 
+    /// The KServe upstream path and body for an item.
+    fn kserve_body(&self, request: &Request) -> Result<(String, Value), BackendError> {
+        let Request::Tensor(t) = request else {
+            return Err(BackendError::InvalidInput("this remote model serves KServe inference only".into()));
+        };
+        let mut body =
+            json!({ "inputs": t.inputs.iter().map(crate::tensor::Tensor::to_json).collect::<Vec<_>>() });
+        if !t.outputs.is_empty() {
+            body["outputs"] = t.outputs.iter().map(|name| json!({ "name": name })).collect();
+        }
+        Ok((format!("/v2/models/{}/infer", self.upstream_model()), body))
+    }
+
     /// Take a retry token, if the budget has one.
     fn may_retry(&self) -> bool {
         let mut budget = self.budget.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -189,7 +205,11 @@ impl OpenAiBackend {
             let mut budget = self.budget.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             *budget = (*budget + self.config.retry_budget).min(10.0);
         }
-        let (path, body) = self.body(&item.request)?;
+        let (path, body) = match self.protocol {
+            Protocol::OpenAi => self.body(&item.request).map(|(p, b)| (p.to_owned(), b))?,
+            Protocol::KServe => self.kserve_body(&item.request)?,
+        };
+        let path = path.as_str();
         let body = Arc::new(serde_json::to_vec(&body).map_err(|e| BackendError::Failed(e.to_string()))?);
         let mut tried = Vec::new();
         let mut last_error = BackendError::Failed("no upstream replica is available".into());
@@ -311,7 +331,10 @@ impl OpenAiBackend {
             let text = response.text().await.unwrap_or_default();
             let message = serde_json::from_str::<Value>(&text)
                 .ok()
-                .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+                .and_then(|v| {
+                    // OpenAI's `{"error": {"message"}}` or KServe's `{"error": "..."}`.
+                    v["error"]["message"].as_str().or(v["error"].as_str()).map(str::to_owned)
+                })
                 .unwrap_or(text);
             replica.finished(Err(Failure::Other), &self.config);
             return Attempt::Final(BackendError::InvalidInput(format!(
@@ -323,6 +346,7 @@ impl OpenAiBackend {
         let outcome = match &item.request {
             Request::Chat(chat) if chat.stream => relay_stream(item, response).await,
             Request::Chat(_) => chat_json(response).await,
+            Request::Tensor(_) => tensor_json(response).await,
             _ => embeddings_json(response).await,
         };
         match outcome {
@@ -392,6 +416,21 @@ async fn embeddings_json(response: reqwest::Response) -> Result<Option<Output>, 
     Ok(Some(Output::Embeddings(EmbeddingsOutput { vectors, prompt_tokens: usage(&body["usage"]).0 })))
 }
 
+async fn tensor_json(response: reqwest::Response) -> Result<Option<Output>, BackendError> {
+    let body: Value = response
+        .json()
+        .await
+        .map_err(|e| BackendError::Disconnected(format!("upstream response broke off: {e}")))?;
+    let outputs = body["outputs"]
+        .as_array()
+        .ok_or_else(|| BackendError::Failed("upstream KServe answer has no outputs".into()))?
+        .iter()
+        .map(crate::tensor::Tensor::from_json)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| BackendError::Failed(format!("upstream KServe answer: {e}")))?;
+    Ok(Some(Output::Tensor(crate::TensorOutput { outputs })))
+}
+
 /// Relay an upstream SSE stream as deltas; the output when it ends well.
 async fn relay_stream(item: &Item, response: reqwest::Response) -> Result<Option<Output>, BackendError> {
     let mut stream = response.bytes_stream();
@@ -448,13 +487,20 @@ async fn relay_stream(item: &Item, response: reqwest::Response) -> Result<Option
 }
 
 #[async_trait]
-impl Backend for OpenAiBackend {
+impl Backend for RemoteBackend {
     fn info(&self) -> ModelInfo {
-        ModelInfo { owned_by: "upstream".into(), platform: "openai".into() }
+        let platform = match self.protocol {
+            Protocol::OpenAi => "openai",
+            Protocol::KServe => "kserve",
+        };
+        ModelInfo { owned_by: "upstream".into(), platform: platform.into() }
     }
 
     fn supports(&self, task: Task) -> bool {
-        matches!(task, Task::Chat | Task::Embeddings)
+        match self.protocol {
+            Protocol::OpenAi => matches!(task, Task::Chat | Task::Embeddings),
+            Protocol::KServe => task == Task::Tensor,
+        }
     }
 
     fn upstream_stats(&self) -> Option<UpstreamStats> {
