@@ -296,3 +296,49 @@ backend = {{ kind = "kserve", endpoints = [{}], upstream_model = "identity",
     assert!(seen.len() >= 20, "the healthy upstream took the traffic");
     assert!(seen.iter().all(|r| r["x_request_timeout"].is_string()), "the deadline went upstream: {seen:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_is_forwarded_and_long_recordings_keep_their_times() {
+    let fake = FakeUpstream::start("127.0.0.1:0", &[]);
+    let config = format!(
+        r#"{WEB_TENANT}
+[audio]
+max_chunk_seconds = 20
+
+[[models]]
+name = "remote-whisper"
+task = "transcription"
+concurrency = 8
+batch = {{ max_size = 1 }}
+backend = {{ kind = "openai", endpoints = ["{}"], upstream_model = "whisper-large-v3" }}
+"#,
+        fake.base
+    );
+    let gw = Gateway::start_with(&config);
+    // 45 s: cut into chunks upstream, stitched back with their offsets.
+    let form = reqwest::multipart::Form::new()
+        .part("file", reqwest::multipart::Part::bytes(infergate_e2e::wav(45.0, 22_050)).file_name("a.wav"))
+        .text("model", "remote-whisper")
+        .text("language", "de")
+        .text("response_format", "verbose_json");
+    let r = client().post(gw.url("/v1/audio/transcriptions")).multipart(form).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["language"], "de", "{body}");
+    let segments = body["segments"].as_array().unwrap();
+    assert!(segments.len() >= 3, "{body}");
+    let starts: Vec<f64> = segments.iter().map(|s| s["start"].as_f64().unwrap()).collect();
+    assert!(starts.windows(2).all(|w| w[1] > w[0]), "times rise across chunks: {starts:?}");
+    assert!(*starts.last().unwrap() >= 20.0, "later chunks keep their offsets: {starts:?}");
+    assert!(body["text"].as_str().unwrap().contains("synthetic transcription"), "{body}");
+    let seen = fake.count("/v1/audio").await;
+    assert!(seen >= 3, "the recording went upstream in chunks ({seen})");
+
+    let form = reqwest::multipart::Form::new()
+        .part("file", reqwest::multipart::Part::bytes(infergate_e2e::wav(3.0, 16_000)).file_name("b.wav"))
+        .text("model", "remote-whisper");
+    let r = client().post(gw.url("/v1/audio/translations")).multipart(form).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["text"].as_str().unwrap().contains("synthetic translation"), "{body}");
+}

@@ -91,9 +91,40 @@ impl WavInfo {
     }
 }
 
+/// 16-bit PCM WAV of mono samples in [-1, 1] (remote backends send the
+/// decoded audio upstream in this form).
+pub fn wav_bytes(samples: &[f32], sample_rate: u32) -> Vec<u8> {
+    let data = (samples.len() * 2) as u32;
+    let mut out = Vec::with_capacity(44 + data as usize);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&sample_rate.to_le_bytes());
+    out.extend_from_slice(&(sample_rate * 2).to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data.to_le_bytes());
+    for s in samples {
+        out.extend_from_slice(&((s.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wav_bytes_round_trip_through_the_decoder() {
+        let samples: Vec<f32> = (0..1600).map(|i| ((i as f32) * 0.05).sin() * 0.5).collect();
+        let pcm = decode::decode(&wav_bytes(&samples, SAMPLE_RATE), 60.0).unwrap();
+        assert_eq!(pcm.samples.len(), samples.len());
+        assert!(pcm.samples.iter().zip(&samples).all(|(a, b)| (a - b).abs() < 1e-3));
+    }
 
     /// A 16-bit mono WAV header with `data` bytes of silence.
     pub fn wav(sample_rate: u32, data: usize) -> Vec<u8> {

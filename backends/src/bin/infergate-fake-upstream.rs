@@ -1,7 +1,9 @@
 //! `infergate-fake-upstream`: a fake GPU inference server for tests and
 //! benchmarks of the remote backends. It speaks the OpenAI API
-//! (`/v1/chat/completions` JSON and SSE, `/v1/embeddings`, `/v1/models`) and
-//! KServe v2 health, answers with the synthetic backend's deterministic
+//! (`/v1/chat/completions` JSON and SSE, `/v1/embeddings`, `/v1/models`,
+//! `/v1/audio/transcriptions|translations` answering `verbose_json`) and
+//! KServe v2 (`/v2/models/{m}/infer`, whose outputs echo the inputs as
+//! `OUTPUT<i>`, and health), answers with the synthetic backend's deterministic
 //! outputs through a dynamic batcher (`--max-batch` jobs within
 //! `--max-delay`, `--base-latency + --per-cost × batch cost` per batch,
 //! `--token-interval` between streamed tokens), and injects faults that a
@@ -33,8 +35,8 @@ use clap::Parser;
 use infergate_backends::synthetic::{SyntheticBackend, SyntheticConfig};
 use infergate_backends::tensor::Tensor;
 use infergate_backends::{
-    tokens, Backend, ChatMessage, ChatRequest, EmbeddingInput, EmbeddingsRequest, Event, Item, Output,
-    Request, TensorRequest,
+    tokens, AudioTask, Backend, ChatMessage, ChatRequest, EmbeddingInput, EmbeddingsRequest, Event, Item,
+    Output, Request, TensorRequest, TranscriptionRequest,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -403,6 +405,73 @@ async fn embeddings(State(up): State<Shared>, headers: HeaderMap, body: Bytes) -
     }
 }
 
+async fn transcriptions(
+    state: State<Shared>,
+    headers: HeaderMap,
+    form: axum::extract::Multipart,
+) -> Response {
+    audio(state, headers, form, AudioTask::Transcribe).await
+}
+
+async fn translations(state: State<Shared>, headers: HeaderMap, form: axum::extract::Multipart) -> Response {
+    audio(state, headers, form, AudioTask::Translate).await
+}
+
+/// OpenAI's audio routes: a multipart `file` (any format the gateway
+/// decodes) and `language`, `prompt`, `temperature`; answers `verbose_json`.
+async fn audio(
+    State(up): State<Shared>,
+    headers: HeaderMap,
+    mut form: axum::extract::Multipart,
+    task: AudioTask,
+) -> Response {
+    up.record("/v1/audio", &headers);
+    if let Some(refused) = up.refuse().await {
+        return refused;
+    }
+    let (mut file, mut language, mut prompt) = (None, None, None);
+    while let Ok(Some(field)) = form.next_field().await {
+        match field.name().unwrap_or_default().to_owned().as_str() {
+            "file" => file = field.bytes().await.ok(),
+            "language" => language = field.text().await.ok(),
+            "prompt" => prompt = field.text().await.ok(),
+            _ => {}
+        }
+    }
+    let Some(file) = file else { return error(StatusCode::BAD_REQUEST, "'file' is required") };
+    let pcm = match infergate_backends::audio::decode(&file, 3600.0) {
+        Ok(pcm) => pcm,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("audio: {e}")),
+    };
+    let seconds = pcm.seconds();
+    let request = TranscriptionRequest {
+        pcm: pcm.samples.into(),
+        offset: 0.0,
+        task,
+        language,
+        prompt,
+        temperature: 0.0,
+    };
+    slow(&up).await;
+    let cancel = CancellationToken::new();
+    let _guard = cancel.clone().drop_guard();
+    let mut events = submit(&up, Request::Transcription(request), seconds, &cancel);
+    match events.recv().await {
+        Some(Event::Done(Output::Transcription(t))) => {
+            let segments: Vec<Value> = t
+                .segments
+                .iter()
+                .map(|s| json!({"id": s.id, "start": s.start, "end": s.end, "text": s.text}))
+                .collect();
+            Json(json!({"task": if task == AudioTask::Translate { "translate" } else { "transcribe" },
+                        "language": t.language, "duration": t.duration, "text": t.text, "segments": segments}))
+            .into_response()
+        }
+        Some(Event::Failed(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        _ => error(StatusCode::INTERNAL_SERVER_ERROR, "job lost"),
+    }
+}
+
 fn kserve_error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
@@ -511,6 +580,8 @@ async fn main() -> anyhow::Result<()> {
     let app = Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/embeddings", post(embeddings))
+        .route("/v1/audio/transcriptions", post(transcriptions))
+        .route("/v1/audio/translations", post(translations))
         .route("/v1/models", get(models))
         .route("/health", get(health))
         .route("/v2/health/ready", get(health))

@@ -175,6 +175,28 @@ impl RemoteBackend {
         }
     }
 
+    /// An audio job as OpenAI's multipart form: the decoded samples as a
+    /// 16 kHz WAV, with `verbose_json` asked for to get segment times.
+    fn audio_payload(&self, t: &crate::TranscriptionRequest) -> (String, Payload) {
+        let path = match t.task {
+            crate::AudioTask::Transcribe => "/v1/audio/transcriptions",
+            crate::AudioTask::Translate => "/v1/audio/translations",
+        };
+        let mut fields = vec![
+            ("model", self.upstream_model().to_owned()),
+            ("response_format", "verbose_json".to_owned()),
+            ("temperature", t.temperature.to_string()),
+        ];
+        if let (Some(language), crate::AudioTask::Transcribe) = (&t.language, t.task) {
+            fields.push(("language", language.clone()));
+        }
+        if let Some(prompt) = &t.prompt {
+            fields.push(("prompt", prompt.clone()));
+        }
+        let wav = crate::audio::wav_bytes(&t.pcm, crate::audio::SAMPLE_RATE);
+        (path.to_owned(), Payload::Audio { wav: Arc::new(wav), fields })
+    }
+
     /// The KServe upstream path and body for an item.
     fn kserve_body(&self, request: &Request) -> Result<(String, Value), BackendError> {
         let Request::Tensor(t) = request else {
@@ -205,12 +227,18 @@ impl RemoteBackend {
             let mut budget = self.budget.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             *budget = (*budget + self.config.retry_budget).min(10.0);
         }
-        let (path, body) = match self.protocol {
-            Protocol::OpenAi => self.body(&item.request).map(|(p, b)| (p.to_owned(), b))?,
-            Protocol::KServe => self.kserve_body(&item.request)?,
+        let (path, body) = match (&item.request, self.protocol) {
+            (Request::Transcription(t), Protocol::OpenAi) => self.audio_payload(t),
+            (request, Protocol::OpenAi) => {
+                let (path, body) = self.body(request)?;
+                (path.to_owned(), Payload::json(&body)?)
+            }
+            (request, Protocol::KServe) => {
+                let (path, body) = self.kserve_body(request)?;
+                (path, Payload::json(&body)?)
+            }
         };
         let path = path.as_str();
-        let body = Arc::new(serde_json::to_vec(&body).map_err(|e| BackendError::Failed(e.to_string()))?);
         let mut tried = Vec::new();
         let mut last_error = BackendError::Failed("no upstream replica is available".into());
         loop {
@@ -237,14 +265,7 @@ impl RemoteBackend {
     }
 
     /// One try on one replica.
-    async fn attempt(
-        &self,
-        item: &Item,
-        path: &str,
-        body: Arc<Vec<u8>>,
-        lease: &Lease,
-        retry: usize,
-    ) -> Attempt {
+    async fn attempt(&self, item: &Item, path: &str, body: Payload, lease: &Lease, retry: usize) -> Attempt {
         let replica = &lease.replica;
         let span = tracing::info_span!(
             parent: &item.span,
@@ -259,12 +280,22 @@ impl RemoteBackend {
         );
         let mut headers = http::HeaderMap::new();
         infergate_otel::propagation::inject(&span, &mut headers);
-        let mut request = self
-            .client
-            .post(format!("{}{path}", replica.base))
-            .headers(headers)
-            .header("content-type", "application/json")
-            .body(body.as_ref().clone());
+        let mut request = self.client.post(format!("{}{path}", replica.base)).headers(headers);
+        request = match body {
+            Payload::Json(bytes) => {
+                request.header("content-type", "application/json").body(bytes.as_ref().clone())
+            }
+            Payload::Audio { wav, fields } => {
+                let file = reqwest::multipart::Part::bytes(wav.as_ref().clone())
+                    .file_name("audio.wav")
+                    .mime_str("audio/wav")
+                    .unwrap_or_else(|_| reqwest::multipart::Part::bytes(Vec::new()));
+                let form = fields
+                    .into_iter()
+                    .fold(reqwest::multipart::Form::new().part("file", file), |form, (k, v)| form.text(k, v));
+                request.multipart(form)
+            }
+        };
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key);
         }
@@ -347,6 +378,7 @@ impl RemoteBackend {
             Request::Chat(chat) if chat.stream => relay_stream(item, response).await,
             Request::Chat(_) => chat_json(response).await,
             Request::Tensor(_) => tensor_json(response).await,
+            Request::Transcription(t) => transcription_json(response, t.offset).await,
             _ => embeddings_json(response).await,
         };
         match outcome {
@@ -358,6 +390,25 @@ impl RemoteBackend {
             }
         }
         Attempt::Answered
+    }
+}
+
+/// A request body, cheap to send again to another replica.
+#[derive(Clone)]
+enum Payload {
+    Json(Arc<Vec<u8>>),
+    /// OpenAI's audio form: the WAV file and the text fields.
+    Audio {
+        wav: Arc<Vec<u8>>,
+        fields: Vec<(&'static str, String)>,
+    },
+}
+
+impl Payload {
+    fn json(value: &Value) -> Result<Self, BackendError> {
+        Ok(Payload::Json(Arc::new(
+            serde_json::to_vec(value).map_err(|e| BackendError::Failed(e.to_string()))?,
+        )))
     }
 }
 
@@ -414,6 +465,38 @@ async fn embeddings_json(response: reqwest::Response) -> Result<Option<Output>, 
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Some(Output::Embeddings(EmbeddingsOutput { vectors, prompt_tokens: usage(&body["usage"]).0 })))
+}
+
+/// OpenAI's `verbose_json` transcript; segment times shifted by `offset`
+/// (this chunk's place in the whole recording).
+async fn transcription_json(
+    response: reqwest::Response,
+    offset: f64,
+) -> Result<Option<Output>, BackendError> {
+    let body: Value = response
+        .json()
+        .await
+        .map_err(|e| BackendError::Disconnected(format!("upstream response broke off: {e}")))?;
+    let segments = body["segments"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .enumerate()
+                .map(|(i, s)| crate::Segment {
+                    id: s["id"].as_u64().map_or(i as u32, |id| id as u32),
+                    start: offset + s["start"].as_f64().unwrap_or(0.0),
+                    end: offset + s["end"].as_f64().unwrap_or(0.0),
+                    text: s["text"].as_str().unwrap_or_default().to_owned(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Some(Output::Transcription(crate::TranscriptionOutput {
+        text: body["text"].as_str().unwrap_or_default().trim().to_owned(),
+        language: body["language"].as_str().unwrap_or_default().to_owned(),
+        duration: body["duration"].as_f64().unwrap_or(0.0),
+        segments,
+    })))
 }
 
 async fn tensor_json(response: reqwest::Response) -> Result<Option<Output>, BackendError> {
@@ -498,7 +581,7 @@ impl Backend for RemoteBackend {
 
     fn supports(&self, task: Task) -> bool {
         match self.protocol {
-            Protocol::OpenAi => matches!(task, Task::Chat | Task::Embeddings),
+            Protocol::OpenAi => matches!(task, Task::Chat | Task::Embeddings | Task::Transcription),
             Protocol::KServe => task == Task::Tensor,
         }
     }
