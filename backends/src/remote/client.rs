@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures_util::future::join_all;
 use futures_util::StreamExt;
+use tracing::Instrument;
 use serde_json::{json, Value};
 
 use super::replicas::{resolve, Endpoint, Failure, Lease, Replicas};
@@ -265,21 +266,27 @@ impl RemoteBackend {
     }
 
     /// One try on one replica.
+    /// One try on one replica, inside its CLIENT span (so the replica's
+    /// health events land in the request's trace).
     async fn attempt(&self, item: &Item, path: &str, body: Payload, lease: &Lease, retry: usize) -> Attempt {
-        let replica = &lease.replica;
         let span = tracing::info_span!(
             parent: &item.span,
             "backend.request",
             otel.kind = "client",
             http.request.method = "POST",
-            server.address = %replica.base,
+            server.address = %lease.replica.base,
             url.path = path,
             http.request.resend_count = retry,
             http.response.status_code = tracing::field::Empty,
             error.type = tracing::field::Empty,
         );
+        self.send(item, path, body, lease, &span).instrument(span.clone()).await
+    }
+
+    async fn send(&self, item: &Item, path: &str, body: Payload, lease: &Lease, span: &tracing::Span) -> Attempt {
+        let replica = &lease.replica;
         let mut headers = http::HeaderMap::new();
-        infergate_otel::propagation::inject(&span, &mut headers);
+        infergate_otel::propagation::inject(span, &mut headers);
         let mut request = self.client.post(format!("{}{path}", replica.base)).headers(headers);
         request = match body {
             Payload::Json(bytes) => {
@@ -325,7 +332,7 @@ impl RemoteBackend {
             }
             Ok(Err(error)) => {
                 span.record("error.type", "connect");
-                tracing::info!(parent: &span, replica = %replica.base, %error, "upstream request failed");
+                tracing::info!(replica = %replica.base, %error, "upstream request failed");
                 replica.finished(Err(Failure::Connect), &self.config);
                 return Attempt::Retryable(BackendError::Disconnected(format!(
                     "upstream {}: {error}",
