@@ -6,10 +6,13 @@
 #   1. unloaded latency: 1 connection for BENCH_DURATION s; added p50/p99 =
 #      the target's minus the upstream's;
 #   2. ceiling: BENCH_CONNECTIONS connections; requests/s, and each proxy's
-#      CPU time per request (utime+stime from /proc, all its processes).
+#      CPU time per request (utime+stime from /proc, all its processes);
+#   3. open loop: BENCH_RATE req/s for 8 s with k6 (constant-arrival-rate),
+#      p50/p99 and the added p50/p99 against the upstream alone.
 #
 #   scripts/bench-proxy.sh      (needs target/release/infergate and infergate-fake-upstream)
-# Environment (defaults): BENCH_DURATION=8 BENCH_CONNECTIONS=32 INFERGATE_BIN_DIR=target/release
+# Environment (defaults): BENCH_DURATION=8 BENCH_CONNECTIONS=32 BENCH_RATE=5000
+#   INFERGATE_BIN_DIR=target/release
 set -euo pipefail
 LOG_TAG=proxy
 # shellcheck source=scripts/lib.sh
@@ -18,6 +21,7 @@ cd "$REPO_ROOT"
 
 DURATION="${BENCH_DURATION:-8}"
 CONNECTIONS="${BENCH_CONNECTIONS:-32}"
+RATE="${BENCH_RATE:-5000}"
 DIR="${INFERGATE_BIN_DIR:-target/release}"
 [[ -x "$DIR/infergate" && -x "$DIR/infergate-fake-upstream" ]] || die "build first: cargo build --release --bins"
 "$REPO_ROOT/scripts/setup.sh" --bench >/dev/null
@@ -165,4 +169,22 @@ for t in "${targets[@]}"; do
         -v rps="${RPS[$t]}" -v nginx="${RPS[nginx]}" -v cpu="${CPU[$t]}" 'BEGIN {
         added = (t == "upstream") ? "—" : sprintf("%+.0f / %+.0f µs", p50 - b50, p99 - b99)
         printf "| %s | %d µs | %d µs | %s | %d | %.2f× | %.0f µs |\n", t, p50, p99, added, rps, rps / nginx, cpu }'
+done
+
+echo
+echo "| target | offered | achieved | p50 | p99 | added p50 / p99 |"
+echo "|---|---:|---:|---:|---:|---:|"
+declare -A O50 O99
+for t in "${targets[@]}"; do
+    out="$("$REPO_ROOT/.tools/k6" run -q -e URL="${URL[$t]}" -e BODY="$BODY" -e RATE="$RATE" scripts/bench/proxy-rate.js 2>&1)"
+    read -r med p99 < <(awk '/http_req_duration/ {
+        for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] ~ /med/) m = kv[2]; if (kv[1] ~ /p\(99\)/) p = kv[2] }
+        print m, p }' <<<"$out")
+    achieved="$(awk '/http_reqs/ { print $3 }' <<<"$out")"
+    us() { awk -v v="$1" 'BEGIN { if (v ~ /ms$/) printf "%.0f", v * 1000; else if (v ~ /µs$/) printf "%.0f", v + 0; else printf "%.0f", v * 1e6 }'; }
+    O50[$t]="$(us "$med")"; O99[$t]="$(us "$p99")"
+    awk -v t="$t" -v r="$RATE" -v a="$achieved" -v p50="${O50[$t]}" -v p99="${O99[$t]}" \
+        -v b50="${O50[upstream]}" -v b99="${O99[upstream]}" 'BEGIN {
+        added = (t == "upstream") ? "—" : sprintf("%+.2f / %+.2f ms", (p50 - b50) / 1000, (p99 - b99) / 1000)
+        printf "| %s | %d/s | %s | %.2f ms | %.2f ms | %s |\n", t, r, a, p50 / 1000, p99 / 1000, added }'
 done
