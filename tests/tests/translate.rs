@@ -6,7 +6,7 @@
 
 use std::process::Command;
 
-use infergate_e2e::{client, repo_root, Gateway};
+use infergate_e2e::{client, repo_root, Gateway, WEB_TENANT};
 use serde_json::{json, Value};
 
 fn gateway() -> Gateway {
@@ -17,7 +17,20 @@ const SYNTHETIC: &str = "[synthetic synthetic-chat]";
 
 #[tokio::test]
 async fn several_texts_are_detected_translated_in_order_and_batched() {
-    let gw = gateway();
+    // A batching window wide enough that a request's texts always meet in
+    // one batch, however busy the machine.
+    let gw = Gateway::start_with(&format!(
+        r#"{WEB_TENANT}
+[translation]
+model = "synthetic-chat"
+
+[[models]]
+name = "synthetic-chat"
+task = "chat"
+batch = {{ max_size = 8, max_delay = "200ms" }}
+backend = {{ kind = "synthetic", base_latency = "5ms", per_cost = "10us", token_interval = "1ms" }}
+"#
+    ));
     let texts = [
         "The weather is lovely today and we are going for a walk in the park.",
         "Das Wetter ist heute schön und wir gehen im Park spazieren.",

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures_util::future::join_all;
 use futures_util::StreamExt;
-use tracing::Instrument;
 use serde_json::{json, Value};
+use tracing::Instrument;
 
 use super::replicas::{resolve, Endpoint, Failure, Lease, Replicas};
 use super::{Protocol, RemoteConfig};
@@ -283,7 +283,14 @@ impl RemoteBackend {
         self.send(item, path, body, lease, &span).instrument(span.clone()).await
     }
 
-    async fn send(&self, item: &Item, path: &str, body: Payload, lease: &Lease, span: &tracing::Span) -> Attempt {
+    async fn send(
+        &self,
+        item: &Item,
+        path: &str,
+        body: Payload,
+        lease: &Lease,
+        span: &tracing::Span,
+    ) -> Attempt {
         let replica = &lease.replica;
         let mut headers = http::HeaderMap::new();
         infergate_otel::propagation::inject(span, &mut headers);
