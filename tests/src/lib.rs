@@ -271,26 +271,24 @@ impl FakeUpstream {
         assert!(r.status().is_success());
     }
 
-    /// How many requests it has received on a path.
-    pub async fn count(&self, path: &str) -> u64 {
-        let body: serde_json::Value = reqwest::get(format!("{}/debug/requests", self.base))
+    /// What its `/debug/requests` says.
+    async fn debug(&self) -> serde_json::Value {
+        reqwest::get(format!("{}/debug/requests", self.base))
             .await
             .expect("debug endpoint")
             .json()
             .await
-            .expect("json");
-        body["counts"][path].as_u64().unwrap_or(0)
+            .expect("json")
+    }
+
+    /// How many requests it has received on a path.
+    pub async fn count(&self, path: &str) -> u64 {
+        self.debug().await["counts"][path].as_u64().unwrap_or(0)
     }
 
     /// The last requests it has received on a path, with their headers.
     pub async fn seen(&self, path: &str) -> Vec<serde_json::Value> {
-        let body: serde_json::Value = reqwest::get(format!("{}/debug/requests", self.base))
-            .await
-            .expect("debug endpoint")
-            .json()
-            .await
-            .expect("json");
-        body["requests"]
+        self.debug().await["requests"]
             .as_array()
             .cloned()
             .unwrap_or_default()

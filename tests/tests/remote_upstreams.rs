@@ -194,15 +194,14 @@ async fn the_openai_sdk_streams_through_and_a_broken_stream_ends_with_an_error()
         f.fault("disconnect").await;
     }
     let start = Instant::now();
-    let mut body = json!({"model": "remote", "messages": [{"role": "user", "content": "cut"}], "max_tokens": 40, "stream": true});
-    body["stream"] = json!(true);
+    let body = json!({"model": "remote", "messages": [{"role": "user", "content": "cut"}], "max_tokens": 40, "stream": true});
     let r = client().post(gw.url(CHAT)).json(&body).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let text =
         tokio::time::timeout(Duration::from_secs(10), r.text()).await.expect("the stream ends, no hang");
     let text = text.unwrap_or_default();
     assert!(text.contains("\"error\""), "the stream ends with an error event: {text}");
-    assert!(!text.contains("[DONE]") || text.contains("error"), "{text}");
+    assert!(!text.contains("[DONE]"), "a broken stream does not end as if complete: {text}");
     assert!(start.elapsed() < Duration::from_secs(10));
 }
 

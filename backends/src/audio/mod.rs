@@ -126,23 +126,9 @@ mod tests {
         assert!(pcm.samples.iter().zip(&samples).all(|(a, b)| (a - b).abs() < 1e-3));
     }
 
-    /// A 16-bit mono WAV header with `data` bytes of silence.
+    /// A 16-bit mono WAV of `data` bytes of silence.
     pub fn wav(sample_rate: u32, data: usize) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(b"RIFF");
-        out.extend_from_slice(&(36 + data as u32).to_le_bytes());
-        out.extend_from_slice(b"WAVEfmt ");
-        out.extend_from_slice(&16u32.to_le_bytes());
-        out.extend_from_slice(&1u16.to_le_bytes());
-        out.extend_from_slice(&1u16.to_le_bytes());
-        out.extend_from_slice(&sample_rate.to_le_bytes());
-        out.extend_from_slice(&(sample_rate * 2).to_le_bytes());
-        out.extend_from_slice(&2u16.to_le_bytes());
-        out.extend_from_slice(&16u16.to_le_bytes());
-        out.extend_from_slice(b"data");
-        out.extend_from_slice(&(data as u32).to_le_bytes());
-        out.resize(out.len() + data, 0);
-        out
+        wav_bytes(&vec![0.0; data / 2], sample_rate)
     }
 
     #[test]

@@ -62,7 +62,8 @@ impl Runner {
         // A backend whose capacity changes is looked at again this often.
         let mut capacity_tick = tokio::time::interval(Duration::from_millis(100));
         loop {
-            if let Some(capacity) = self.backend.capacity() {
+            let capacity = self.backend.capacity();
+            if let Some(capacity) = capacity {
                 self.scheduler.set_concurrency(configured.min(capacity));
             }
             self.publish_upstream();
@@ -81,7 +82,7 @@ impl Runner {
                     self.metrics.prediction_error.get_or_create(&Metrics::model(&self.name)).set(error);
                 }
                 () = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
-                _ = capacity_tick.tick(), if !self.scheduler.is_empty() && self.backend.capacity().is_some() => {}
+                _ = capacity_tick.tick(), if !self.scheduler.is_empty() && capacity.is_some() => {}
             }
         }
     }
