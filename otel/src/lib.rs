@@ -11,6 +11,7 @@ mod otlp_metrics;
 mod processors;
 pub mod propagation;
 pub mod queue;
+mod spans;
 pub mod telemetry;
 
 pub use metrics::{Metrics, RequestLabels};

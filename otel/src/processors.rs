@@ -1,14 +1,13 @@
-//! Span and log processors that hand finished spans and log records to an
-//! [`ExportQueue`], and the sinks that run the OTLP exporters on its thread.
+//! The export queues of finished spans and log records ([`ExportQueue`]),
+//! and the sinks that run the OTLP exporters on their threads.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use opentelemetry::Context;
 use opentelemetry::InstrumentationScope;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::logs::{LogBatch, LogExporter, LogProcessor, SdkLogRecord};
-use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use opentelemetry_sdk::Resource;
 
 use crate::queue::{ExportQueue, Sink};
@@ -52,49 +51,14 @@ impl<E: SpanExporter + 'static> Sink<SpanData> for SpanSink<E> {
     }
 }
 
-/// Finished, sampled spans into the export queue.
-pub(crate) struct QueuedSpans<E> {
-    queue: ExportQueue<SpanData>,
-    sink: Arc<Mutex<SpanSink<E>>>,
-}
-
-impl<E: SpanExporter + 'static> QueuedSpans<E> {
-    pub(crate) fn start(exporter: E, runner: Runner, options: QueueOptions) -> std::io::Result<Self> {
-        let sink = Arc::new(Mutex::new(SpanSink { exporter, runner }));
-        let queue =
-            ExportQueue::start("spans", sink.clone(), options.capacity, options.interval, options.max_batch)?;
-        Ok(QueuedSpans { queue, sink })
-    }
-}
-
-impl<E> std::fmt::Debug for QueuedSpans<E> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QueuedSpans").finish_non_exhaustive()
-    }
-}
-
-impl<E: SpanExporter + 'static> SpanProcessor for QueuedSpans<E> {
-    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
-
-    fn on_end(&self, span: SpanData) {
-        if span.span_context.is_sampled() {
-            self.queue.push(span);
-        }
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        self.queue.flush()
-    }
-
-    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
-        self.queue.shutdown()
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        if let Ok(mut sink) = self.sink.lock() {
-            sink.exporter.set_resource(resource);
-        }
-    }
+/// The queue that finished, sampled spans go to, exported from its own thread.
+pub(crate) fn span_queue<E: SpanExporter + 'static>(
+    exporter: E,
+    runner: Runner,
+    options: QueueOptions,
+) -> std::io::Result<ExportQueue<SpanData>> {
+    let sink = Arc::new(Mutex::new(SpanSink { exporter, runner }));
+    ExportQueue::start("spans", sink, options.capacity, options.interval, options.max_batch)
 }
 
 type LogItem = (SdkLogRecord, InstrumentationScope);

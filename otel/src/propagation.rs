@@ -1,16 +1,21 @@
 //! W3C trace context and baggage across process boundaries, and links
 //! between spans (a batch span links to every member request's span).
+//!
+//! These read and write the ids that [`crate::spans`] keeps on every span;
+//! with no trace export configured, spans have none and these do nothing.
 
-use opentelemetry::propagation::{Extractor, Injector, TextMapCompositePropagator, TextMapPropagator};
-use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
+use std::sync::Arc;
 
-fn propagator() -> TextMapCompositePropagator {
-    TextMapCompositePropagator::new(vec![
-        Box::new(TraceContextPropagator::new()),
-        Box::new(BaggagePropagator::new()),
-    ])
-}
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{SpanContext, TraceContextExt};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::Registry;
+
+use crate::spans::{self, Recorded};
+
+/// The longest `baggage` passed on (W3C Baggage's limit).
+const MAX_BAGGAGE: usize = 8192;
 
 struct Headers<'a>(&'a http::HeaderMap);
 
@@ -24,39 +29,75 @@ impl Extractor for Headers<'_> {
     }
 }
 
-struct HeadersMut<'a>(&'a mut http::HeaderMap);
-
-impl Injector for HeadersMut<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (http::HeaderName::try_from(key), http::HeaderValue::try_from(value)) {
-            self.0.insert(name, value);
-        }
-    }
+/// Run `f` on what `span` recorded, when it is recorded.
+fn with_recorded<R>(span: &tracing::Span, f: impl FnOnce(&mut Recorded) -> R) -> Option<R> {
+    span.with_subscriber(|(id, dispatch)| {
+        let registry = dispatch.downcast_ref::<Registry>()?;
+        let data = registry.span(id)?;
+        let mut extensions = data.extensions_mut();
+        extensions.get_mut::<Recorded>().map(f)
+    })
+    .flatten()
 }
 
-/// Make `span` a child of the `traceparent` (and `baggage`) in `headers`,
-/// when there is a valid one.
+fn context_of(span: &tracing::Span) -> Option<SpanContext> {
+    with_recorded(span, |r| r.context.clone()).filter(SpanContext::is_valid)
+}
+
+/// Make `span` a child of the `traceparent` (with `tracestate` and
+/// `baggage`) in `headers`, when there is a valid one. Call it before
+/// `span` has children.
 pub fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
-    if headers.contains_key("traceparent") {
-        let parent = propagator().extract(&Headers(headers));
-        // A span that is not recorded (filtered out) has nothing to attach to.
-        let _ = span.set_parent(parent);
+    if !headers.contains_key("traceparent") {
+        return;
     }
+    let extracted = TraceContextPropagator::new().extract(&Headers(headers));
+    let remote = extracted.span().span_context().clone();
+    if !remote.is_valid() {
+        return;
+    }
+    let baggage = headers
+        .get("baggage")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= MAX_BAGGAGE)
+        .map(Arc::<str>::from);
+    with_recorded(span, |recorded| spans::adopt(recorded, &remote, baggage));
 }
 
-/// Write `span`'s context into outgoing `headers` (`traceparent`, `baggage`).
+/// Write `span`'s context into outgoing `headers` (`traceparent`,
+/// `tracestate`, `baggage`).
 pub fn inject(span: &tracing::Span, headers: &mut http::HeaderMap) {
-    propagator().inject_context(&span.context(), &mut HeadersMut(headers));
+    let Some((context, baggage)) =
+        with_recorded(span, |r| (r.context.clone(), r.baggage.clone())).filter(|(c, _)| c.is_valid())
+    else {
+        return;
+    };
+    let traceparent =
+        format!("00-{}-{}-{:02x}", context.trace_id(), context.span_id(), context.trace_flags().to_u8());
+    let mut set = |name: &'static str, value: &str| {
+        if let Ok(value) = http::HeaderValue::try_from(value) {
+            headers.insert(name, value);
+        }
+    };
+    set("traceparent", &traceparent);
+    let state = context.trace_state().header();
+    if !state.is_empty() {
+        set("tracestate", &state);
+    }
+    if let Some(baggage) = baggage {
+        set("baggage", &baggage);
+    }
 }
 
 /// Link `from` to `to`: the OpenTelemetry way to relate spans of different
 /// traces (a batch and its member requests).
 pub fn link(from: &tracing::Span, to: &tracing::Span) {
-    use opentelemetry::trace::TraceContextExt;
-    let context = to.context();
-    let span_context = context.span().span_context().clone();
-    if span_context.is_valid() {
-        from.add_link(span_context);
+    if let Some(to) = context_of(to) {
+        with_recorded(from, |recorded| {
+            if let Some(pending) = recorded.data.as_mut() {
+                pending.link(to);
+            }
+        });
     }
 }
 
@@ -69,8 +110,5 @@ pub fn trace_id(span: &tracing::Span) -> Option<String> {
 /// The trace id of `span` and whether it is sampled, whenever traces are on
 /// (log lines carry it either way).
 pub fn ids(span: &tracing::Span) -> Option<(String, bool)> {
-    use opentelemetry::trace::TraceContextExt;
-    let context = span.context();
-    let span_context = context.span().span_context().clone();
-    span_context.is_valid().then(|| (span_context.trace_id().to_string(), span_context.is_sampled()))
+    context_of(span).map(|c| (c.trace_id().to_string(), c.is_sampled()))
 }

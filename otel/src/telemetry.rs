@@ -1,6 +1,6 @@
 //! Telemetry set-up: logs to stderr and, when an OTLP endpoint is given,
 //! traces, logs and metrics exported over OTLP (HTTP/protobuf or gRPC).
-//! The `tracing` bridge makes every `tracing` span an OpenTelemetry span;
+//! [`crate::spans`] makes every `tracing` span an OpenTelemetry span;
 //! log lines, on stderr and over OTLP, carry trace and span ids.
 //!
 //! Spans and log records go through bounded queues on their own threads
@@ -14,21 +14,23 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::logs::LoggerProvider as _;
 use opentelemetry::KeyValue;
-use opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge;
 use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
 use opentelemetry_otlp::{LogExporter, SpanExporter, WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::logs::SdkLoggerProvider;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
 use opentelemetry_sdk::Resource;
+use tracing::level_filters::LevelFilter;
 use tracing_subscriber::filter::FilterExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::otlp_metrics::{MetricsExporter, MetricsTarget};
-use crate::processors::{QueueOptions, QueuedLogs, QueuedSpans, Runner};
+use crate::processors::{span_queue, QueueOptions, QueuedLogs, Runner};
+use crate::queue::ExportQueue;
+use crate::spans::SpanRecorder;
 use crate::Metrics;
 
 /// How log lines are written to stderr.
@@ -101,7 +103,7 @@ impl Default for TelemetryOptions {
 /// export runs on it): e.g. in `tokio::task::spawn_blocking`.
 #[must_use = "dropping the guard without shutdown() loses the last spans"]
 pub struct TelemetryGuard {
-    tracer: Option<SdkTracerProvider>,
+    spans: Option<Arc<ExportQueue<SpanData>>>,
     logger: Option<SdkLoggerProvider>,
     metrics_target: Option<MetricsTarget>,
     metrics: Option<MetricsExporter>,
@@ -127,8 +129,8 @@ impl TelemetryGuard {
                 eprintln!("infergate: log export shutdown: {error}");
             }
         }
-        if let Some(tracer) = self.tracer.take() {
-            if let Err(error) = tracer.shutdown() {
+        if let Some(spans) = self.spans.take() {
+            if let Err(error) = spans.shutdown() {
                 eprintln!("infergate: trace export shutdown: {error}");
             }
         }
@@ -169,27 +171,28 @@ pub fn init(options: &TelemetryOptions) -> Result<TelemetryGuard, TelemetryError
         meta.is_event() || meta.name() == crate::names::spans::SERVER
     })));
     let exporters = options.otlp_endpoint.as_deref().map(|e| Exporters::start(e, options)).transpose()?;
-    let tracer = exporters.as_ref().map(|x| x.tracer.clone());
+    let spans = exporters.as_ref().map(|x| x.spans.clone());
     let logger = exporters.as_ref().and_then(|x| x.logger.clone());
-    let otel = tracer.as_ref().map(|provider| {
-        // Source locations, thread names and busy/idle timings are not worth
-        // their per-span cost on a request path.
-        tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer("infergate"))
-            .with_location(false)
-            .with_threads(false)
-            .with_tracked_inactivity(false)
-            .with_filter(without_transports(tracing::level_filters::LevelFilter::INFO))
-    });
-    // Log records over OTLP follow the log filter's level, never the
-    // exporters' own crates (which would log about exporting logs).
-    let otlp_logs = logger.as_ref().map(|provider| {
-        let level = log_filter(options).max_level_hint().unwrap_or(tracing::level_filters::LevelFilter::INFO);
-        OpenTelemetryTracingBridge::new(provider).with_filter(without_transports(level))
+    // Spans at info, and log records over OTLP at the log filter's level,
+    // never from the exporters' own crates (which would trace their own
+    // exports and log about exporting logs).
+    let level = filter_level(options);
+    let otel = spans.as_ref().map(|queue| {
+        let recorder = SpanRecorder::new(options.sample_ratio, queue.clone());
+        let recorder = match &logger {
+            Some(provider) => recorder.with_logs(provider.logger("infergate"), level),
+            None => recorder,
+        };
+        recorder.with_filter(without_transports(level.max(LevelFilter::INFO)))
     });
     // A second init (tests) keeps the first subscriber.
-    let _ = tracing_subscriber::registry().with(fmt).with(otel).with(otlp_logs).try_init();
-    Ok(TelemetryGuard { tracer, logger, metrics_target: exporters.map(|x| x.metrics), metrics: None })
+    let _ = tracing_subscriber::registry().with(fmt).with(otel).try_init();
+    Ok(TelemetryGuard { spans, logger, metrics_target: exporters.map(|x| x.metrics), metrics: None })
+}
+
+/// The most verbose level the log filter lets through anywhere.
+fn filter_level(options: &TelemetryOptions) -> LevelFilter {
+    log_filter(options).max_level_hint().unwrap_or(LevelFilter::INFO)
 }
 
 fn log_filter(options: &TelemetryOptions) -> EnvFilter {
@@ -200,8 +203,8 @@ fn log_filter(options: &TelemetryOptions) -> EnvFilter {
 }
 
 /// Everything at `level` and above except the transport and telemetry crates.
-fn without_transports(level: tracing::level_filters::LevelFilter) -> tracing_subscriber::filter::Targets {
-    let off = tracing::level_filters::LevelFilter::OFF;
+fn without_transports(level: LevelFilter) -> tracing_subscriber::filter::Targets {
+    let off = LevelFilter::OFF;
     tracing_subscriber::filter::Targets::new()
         .with_default(level)
         .with_target("hyper", off)
@@ -217,7 +220,7 @@ fn without_transports(level: tracing::level_filters::LevelFilter) -> tracing_sub
 
 /// The providers for one OTLP endpoint, and where metrics will go.
 struct Exporters {
-    tracer: SdkTracerProvider,
+    spans: Arc<ExportQueue<SpanData>>,
     logger: Option<SdkLoggerProvider>,
     metrics: MetricsTarget,
 }
@@ -242,7 +245,7 @@ impl Exporters {
         };
         let base = endpoint.trim_end_matches('/');
         let timeout = Duration::from_secs(5);
-        let spans = match options.protocol {
+        let mut exporter = match options.protocol {
             OtlpProtocol::HttpProtobuf => SpanExporter::builder()
                 .with_http()
                 .with_endpoint(format!("{base}/v1/traces"))
@@ -257,12 +260,8 @@ impl Exporters {
                 .build(),
         }
         .map_err(error)?;
-        let ratio = options.sample_ratio.clamp(0.0, 1.0);
-        let tracer = SdkTracerProvider::builder()
-            .with_span_processor(QueuedSpans::start(spans, runner.clone(), queue).map_err(error)?)
-            .with_resource(sdk_resource.clone())
-            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio))))
-            .build();
+        exporter.set_resource(&sdk_resource);
+        let spans = Arc::new(span_queue(exporter, runner.clone(), queue).map_err(error)?);
         let logger = if options.export_logs {
             let logs = match options.protocol {
                 OtlpProtocol::HttpProtobuf => LogExporter::builder()
@@ -296,7 +295,7 @@ impl Exporters {
             resource,
             runner,
         };
-        Ok(Exporters { tracer, logger, metrics })
+        Ok(Exporters { spans, logger, metrics })
     }
 }
 
