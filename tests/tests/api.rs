@@ -381,3 +381,67 @@ async fn http2_prior_knowledge_is_served() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.version(), reqwest::Version::HTTP_2);
 }
+
+/// Triton's binary tensor extension: a body the header does not describe is
+/// a 400 in KServe's error shape, naming what is wrong.
+#[tokio::test]
+async fn malformed_binary_tensor_bodies_are_400s() {
+    let gw = gateway();
+    let header = |inputs: Value| serde_json::to_vec(&json!({ "inputs": inputs })).unwrap();
+    let fp32 = |size: u64| json!([{"name": "INPUT0", "shape": [2], "datatype": "FP32", "parameters": {"binary_data_size": size}}]);
+    let with = |json: Vec<u8>, tail: &[u8], length: String| {
+        let mut body = json;
+        body.extend_from_slice(tail);
+        (body, length)
+    };
+    let good = header(fp32(8));
+    let cases = [
+        (
+            "length past the body",
+            with(good.clone(), &[0; 8], "100000".into()),
+            "inference-header-content-length",
+        ),
+        ("not a number", with(good.clone(), &[0; 8], "ten".into()), "inference-header-content-length"),
+        ("short data", with(good.clone(), &[0; 4], good.len().to_string()), "only 4 bytes"),
+        ("extra bytes", with(good.clone(), &[0; 12], good.len().to_string()), "belong to no input"),
+        ("size not the shape's", with(header(fp32(4)), &[0; 4], header(fp32(4)).len().to_string()), "take 8"),
+        (
+            "data and binary",
+            {
+                let h = header(
+                    json!([{"name": "INPUT0", "shape": [1], "datatype": "FP32", "data": [1.0], "parameters": {"binary_data_size": 4}}]),
+                );
+                let n = h.len().to_string();
+                with(h, &[0; 4], n)
+            },
+            "both data",
+        ),
+    ];
+    for (what, (body, length), needle) in cases {
+        let response = client()
+            .post(gw.url("/v2/models/synthetic-tensor/infer"))
+            .header("content-type", "application/octet-stream")
+            .header("inference-header-content-length", length)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{what}");
+        let error: Value = response.json().await.unwrap();
+        let message = error["error"].as_str().unwrap_or_default().to_ascii_lowercase();
+        assert!(message.contains(needle), "{what}: {error}");
+    }
+    // And the same binary body, well formed, is answered.
+    let mut body = good.clone();
+    body.extend_from_slice(&[0, 0, 128, 63, 0, 0, 0, 64]);
+    let response = client()
+        .post(gw.url("/v2/models/synthetic-tensor/infer"))
+        .header("inference-header-content-length", good.len().to_string())
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["outputs"][0]["data"], json!([1.0, 2.0]), "outputs in JSON unless asked for binary");
+}

@@ -9,7 +9,7 @@ use std::io::Cursor;
 use ab_glyph::{Font, FontRef, PxScale, ScaleFont};
 use base64::Engine;
 use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
-use infergate_e2e::{client, Gateway, WEB_TENANT};
+use infergate_e2e::{client, repo_root, Gateway, TEST_KEY, WEB_TENANT};
 use serde_json::{json, Value};
 
 const MODELS: &str = r#"
@@ -217,4 +217,21 @@ async fn the_real_models_read_rendered_text_over_both_apis() {
         .await
         .unwrap();
     assert_eq!(bad.status(), 400);
+
+    // Triton's official client sends the image's bytes as binary tensor data.
+    let file = std::env::temp_dir().join(format!("infergate-ocr-{}.jpg", std::process::id()));
+    std::fs::write(&file, &page).unwrap();
+    let host = gw.url("").trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let out = std::process::Command::new(repo_root().join(".venv/bin/python"))
+        .arg(repo_root().join("tests/python/triton_client_check.py"))
+        .args(["--url", &host, "--api-key", TEST_KEY, "--ocr-model", "pp-ocrv4"])
+        .arg("--ocr-image")
+        .arg(&file)
+        .args(["--ocr-expect", "Deadlines fairness. 4471"])
+        .output()
+        .expect("run the Triton client check");
+    let _ = std::fs::remove_file(&file);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("PASS"), "{stdout}");
 }

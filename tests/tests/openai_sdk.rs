@@ -25,3 +25,23 @@ fn official_openai_sdk_works_against_the_gateway() {
     assert!(out.status.success(), "SDK checks failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("PASS"), "{stdout}");
 }
+
+/// Triton's official HTTP client (binary tensor data in both directions by
+/// default) against the KServe v2 routes of the synthetic identity model.
+#[test]
+fn official_triton_client_works_against_the_gateway() {
+    let python = repo_root().join(".venv/bin/python");
+    assert!(python.exists(), "{} is missing: run scripts/setup.sh (make test does)", python.display());
+    let gw = Gateway::start("examples/synthetic.toml");
+    let host = gw.url("").trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let out = Command::new(python)
+        .arg(repo_root().join("tests/python/triton_client_check.py"))
+        .args(["--url", &host, "--api-key", TEST_KEY, "--model", "synthetic-tensor"])
+        .output()
+        .expect("run the Triton client check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(out.status.success(), "Triton client checks failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("PASS"), "{stdout}");
+}

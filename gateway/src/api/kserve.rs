@@ -1,15 +1,20 @@
-//! KServe v2 (Triton HTTP) routes with JSON tensors.
+//! KServe v2 (Triton HTTP) routes, with JSON tensors or Triton's binary
+//! tensor data extension ([`crate::api::kserve_binary`]).
 
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use bytes::Bytes;
 use http::StatusCode;
 use infergate_backends::tensor::{DataType, Tensor, TensorData};
 use infergate_backends::{Output, Request, Task, TensorRequest};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tracing::Instrument;
 
-use crate::api::{dispatch_headers, encode, genai, JsonBody};
+use crate::api::extract::{decode_json, read_body, require_content_type};
+use crate::api::kserve_binary::{self as binary, HEADER_LENGTH};
+use crate::api::{dispatch_headers, encode, genai};
 use crate::context::RequestContext;
 use crate::error::ApiError;
 use crate::outcome::Outcome;
@@ -18,7 +23,11 @@ use crate::state::SharedState;
 
 /// `GET /v2`: server metadata.
 pub async fn server_metadata() -> Json<Value> {
-    Json(json!({ "name": "infergate", "version": env!("CARGO_PKG_VERSION"), "extensions": [] }))
+    Json(json!({
+        "name": "infergate",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": ["binary_tensor_data"],
+    }))
 }
 
 /// `GET /v2/health/live`.
@@ -79,7 +88,7 @@ pub async fn infer_versioned(
     state: State<SharedState>,
     Path((name, version)): Path<(String, String)>,
     ctx: RequestContext,
-    body: JsonBody<InferBody>,
+    body: InferPayload,
 ) -> Result<Response, ApiError> {
     check_version(&name, &version)?;
     infer(state, Path(name), ctx, body).await
@@ -101,6 +110,22 @@ pub struct InferBody {
     pub inputs: Vec<InputTensor>,
     #[serde(default)]
     pub outputs: Vec<RequestedOutput>,
+    #[serde(default)]
+    pub parameters: Parameters,
+}
+
+/// The `parameters` of a request, an input or an output that infergate reads.
+#[derive(Debug, Default, Deserialize)]
+pub struct Parameters {
+    /// Input: this many bytes of the binary section are this tensor's data.
+    #[serde(default)]
+    pub binary_data_size: Option<u64>,
+    /// Output: send this tensor's data in binary.
+    #[serde(default)]
+    pub binary_data: Option<bool>,
+    /// Request: send every output's data in binary.
+    #[serde(default)]
+    pub binary_data_output: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,17 +133,87 @@ pub struct InputTensor {
     pub name: String,
     pub shape: Vec<u64>,
     pub datatype: String,
-    /// Row-major, flat or nested.
-    pub data: Value,
+    /// Row-major, flat or nested; absent when the data is binary.
+    #[serde(default)]
+    pub data: Option<Value>,
+    #[serde(default)]
+    pub parameters: Parameters,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct RequestedOutput {
     pub name: String,
+    #[serde(default)]
+    pub parameters: Parameters,
+}
+
+/// An inference request's JSON and, with the binary extension, each input's
+/// raw bytes (same order as `inputs`).
+#[derive(Debug)]
+pub struct InferPayload {
+    pub body: InferBody,
+    pub binary: Vec<Option<Bytes>>,
+}
+
+impl FromRequest<SharedState> for InferPayload {
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &SharedState) -> Result<Self, ApiError> {
+        let span = tracing::info_span!(infergate_otel::names::spans::DECODE, bytes = tracing::field::Empty);
+        async {
+            let header_length = match request.headers().get(HEADER_LENGTH) {
+                None => None,
+                Some(v) => {
+                    Some(v.to_str().ok().and_then(|v| v.trim().parse::<usize>().ok()).ok_or_else(|| {
+                        ApiError::invalid(
+                            HEADER_LENGTH,
+                            "Inference-Header-Content-Length must be the JSON header's length in bytes",
+                        )
+                    })?)
+                }
+            };
+            if header_length.is_none() {
+                require_content_type(&request, "application/json")?;
+            }
+            let bytes = read_body(request.into_body(), state.config.server.max_body_bytes).await?;
+            tracing::Span::current().record("bytes", bytes.len());
+            let Some(length) = header_length else {
+                return Ok(InferPayload { body: decode_json(&bytes)?, binary: Vec::new() });
+            };
+            if length > bytes.len() {
+                return Err(ApiError::invalid(
+                    HEADER_LENGTH,
+                    format!(
+                        "Inference-Header-Content-Length is {length} but the body has {} bytes",
+                        bytes.len()
+                    ),
+                ));
+            }
+            let body: InferBody = decode_json(&bytes[..length])?;
+            let sizes: Vec<Option<u64>> = body.inputs.iter().map(|i| i.parameters.binary_data_size).collect();
+            let binary = binary::split_inputs(&sizes, bytes.slice(length..))
+                .map_err(|e| ApiError::invalid("inputs", e))?;
+            Ok(InferPayload { body, binary })
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+impl InferPayload {
+    /// Input `index`'s raw bytes, when it came in binary.
+    fn raw(&self, index: usize) -> Option<&Bytes> {
+        self.binary.get(index).and_then(Option::as_ref)
+    }
 }
 
 /// Flatten nested JSON arrays into the tensor's element family.
-fn decode_tensor(input: &InputTensor, index: usize, budget: &mut u64) -> Result<Tensor, ApiError> {
+fn decode_tensor(
+    input: &InputTensor,
+    raw: Option<&Bytes>,
+    index: usize,
+    budget: &mut u64,
+) -> Result<Tensor, ApiError> {
     let param = format!("inputs[{index}]");
     let datatype: DataType =
         input.datatype.parse().map_err(|e: String| ApiError::invalid(param.clone(), e))?;
@@ -127,9 +222,26 @@ fn decode_tensor(input: &InputTensor, index: usize, budget: &mut u64) -> Result<
     *budget = budget.checked_sub(count).ok_or_else(|| {
         ApiError::invalid(param.clone(), "the request holds more tensor elements than allowed")
     })?;
+    let data = match (raw, &input.data) {
+        (Some(raw), None) => {
+            binary::decode(datatype, count, raw).map_err(|e| ApiError::invalid(param.clone(), e))?
+        }
+        (None, Some(data)) => decode_json_data(data, datatype, &param)?,
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(param, "has both data and binary_data_size; send one"));
+        }
+        (None, None) => return Err(ApiError::invalid(param, "needs data (or binary_data_size)")),
+    };
+    let tensor = Tensor { name: input.name.clone(), datatype, shape: input.shape.clone(), data };
+    tensor.validate().map_err(|e| ApiError::invalid(param, e))?;
+    Ok(tensor)
+}
+
+fn decode_json_data(data: &Value, datatype: DataType, param: &str) -> Result<TensorData, ApiError> {
     let mut flat = Vec::new();
-    flatten(&input.data, &mut flat, 0).map_err(|e| ApiError::invalid(param.clone(), e))?;
-    let data = match datatype {
+    flatten(data, &mut flat, 0).map_err(|e| ApiError::invalid(param, e))?;
+    let param = param.to_owned();
+    Ok(match datatype {
         DataType::Bool => TensorData::Bool(collect(&flat, Value::as_bool, "booleans", &param)?),
         DataType::Bytes => {
             TensorData::Bytes(collect(&flat, |v| v.as_str().map(str::to_owned), "strings", &param)?)
@@ -143,10 +255,7 @@ fn decode_tensor(input: &InputTensor, index: usize, budget: &mut u64) -> Result<
             "integers",
             &param,
         )?),
-    };
-    let tensor = Tensor { name: input.name.clone(), datatype, shape: input.shape.clone(), data };
-    tensor.validate().map_err(|e| ApiError::invalid(param, e))?;
-    Ok(tensor)
+    })
 }
 
 fn flatten<'a>(value: &'a Value, out: &mut Vec<&'a Value>, depth: usize) -> Result<(), String> {
@@ -174,8 +283,57 @@ fn collect<T>(
         .ok_or_else(|| ApiError::invalid(param, format!("data must hold {what} for this datatype")))
 }
 
-fn encode_tensor(t: &Tensor) -> Value {
-    t.to_json()
+/// The response: JSON, or with outputs asked for in binary, the JSON
+/// header followed by their bytes.
+fn respond(
+    mut response: Value,
+    outputs: &[&Tensor],
+    body: &InferBody,
+    headers: [(http::HeaderName, http::HeaderValue); 2],
+) -> Response {
+    let all_binary = body.parameters.binary_data_output.unwrap_or(false);
+    let mut blobs = Vec::new();
+    let encoded: Vec<Value> = outputs
+        .iter()
+        .map(|t| {
+            let asked = body.outputs.iter().find(|o| o.name == t.name).and_then(|o| o.parameters.binary_data);
+            if asked.unwrap_or(all_binary) {
+                let raw = binary::encode(t.datatype, &t.data);
+                let entry = json!({
+                    "name": t.name,
+                    "datatype": t.datatype.as_str(),
+                    "shape": t.shape,
+                    "parameters": { "binary_data_size": raw.len() },
+                });
+                blobs.push(raw);
+                entry
+            } else {
+                t.to_json()
+            }
+        })
+        .collect();
+    response["outputs"] = Value::Array(encoded);
+    if let Some(id) = &body.id {
+        response["id"] = json!(id);
+    }
+    if blobs.is_empty() {
+        return encode(|| (headers, Json(response)).into_response());
+    }
+    encode(|| {
+        let header = serde_json::to_vec(&response).unwrap_or_default();
+        let mut out = Vec::with_capacity(header.len() + blobs.iter().map(Bytes::len).sum::<usize>());
+        out.extend_from_slice(&header);
+        blobs.iter().for_each(|b| out.extend_from_slice(b));
+        (
+            headers,
+            [
+                (http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/octet-stream")),
+                (http::HeaderName::from_static(HEADER_LENGTH), http::HeaderValue::from(header.len())),
+            ],
+            out,
+        )
+            .into_response()
+    })
 }
 
 /// `POST /v2/models/{model}/infer`.
@@ -183,12 +341,13 @@ pub async fn infer(
     State(state): State<SharedState>,
     Path(name): Path<String>,
     ctx: RequestContext,
-    JsonBody(body): JsonBody<InferBody>,
+    payload: InferPayload,
 ) -> Result<Response, ApiError> {
     genai("infer", &name);
     if state.model(&name)?.task == Task::Ocr {
-        return infer_ocr(&state, &name, &ctx, body).await;
+        return infer_ocr(&state, &name, &ctx, payload).await;
     }
+    let body = &payload.body;
     let model = state.model_for(&name, Task::Tensor)?;
     if body.inputs.is_empty() {
         return Err(ApiError::invalid("inputs", "at least one input tensor is required"));
@@ -198,10 +357,10 @@ pub async fn infer(
         .inputs
         .iter()
         .enumerate()
-        .map(|(i, t)| decode_tensor(t, i, &mut budget))
+        .map(|(i, t)| decode_tensor(t, payload.raw(i), i, &mut budget))
         .collect::<Result<Vec<_>, _>>()?;
     let elements = state.config.limits.max_tensor_elements - budget;
-    let outputs = body.outputs.into_iter().map(|o| o.name).collect();
+    let outputs = body.outputs.iter().map(|o| o.name.clone()).collect();
     let deadline = ctx.deadline(model.default_timeout);
     let outcome = Outcome::new(&state.metrics, &model.name, "infer", &ctx, deadline);
     let running = model
@@ -216,39 +375,40 @@ pub async fn infer(
         return Err(ApiError::Internal { detail: "tensor backend returned another task's output".into() });
     };
     outcome.answered(None);
-    let mut response = json!({
-        "model_name": model.name,
-        "model_version": "1",
-        "outputs": out.outputs.iter().map(encode_tensor).collect::<Vec<_>>(),
-    });
-    if let Some(id) = body.id {
-        response["id"] = json!(id);
-    }
-    Ok(encode(|| (headers, Json(response)).into_response()))
+    let response = json!({ "model_name": model.name, "model_version": "1" });
+    Ok(respond(response, &out.outputs.iter().collect::<Vec<_>>(), body, headers))
 }
 
 /// An OCR model over KServe: input 0 is one BYTES element holding the image
-/// (base64 or a data URL); outputs `text` (BYTES `[n]`), `confidence`
+/// (base64 or a data URL in JSON; the file's bytes in binary); outputs `text` (BYTES `[n]`), `confidence`
 /// (FP32 `[n]`) and `boxes` (FP32 `[n, 4, 2]`, pixels, clockwise from top-left).
 async fn infer_ocr(
     state: &SharedState,
     name: &str,
     ctx: &RequestContext,
-    body: InferBody,
+    payload: InferPayload,
 ) -> Result<Response, ApiError> {
     let model = state.model_for(name, Task::Ocr)?;
+    let body = &payload.body;
     let [input] = &body.inputs[..] else {
         return Err(ApiError::invalid("inputs", "an OCR model takes one BYTES input holding the image"));
     };
-    let element = match (&input.data, input.datatype.as_str()) {
-        (Value::Array(items), "BYTES") if items.len() == 1 => items[0].as_str(),
-        (Value::String(s), "BYTES") => Some(s.as_str()),
-        _ => None,
+    let one_element =
+        || ApiError::invalid("inputs[0]", "an OCR model takes one BYTES element: the image (base64 in JSON)");
+    if input.datatype != "BYTES" {
+        return Err(one_element());
     }
-    .ok_or_else(|| {
-        ApiError::invalid("inputs[0]", "an OCR model takes one BYTES element: the image as base64")
-    })?;
-    let image = crate::api::ocr::kserve_image(element)?;
+    let image = match (payload.raw(0), &input.data) {
+        (Some(raw), None) => {
+            let element = binary::bytes_elements(raw, 1).map_err(|e| ApiError::invalid("inputs[0]", e))?[0];
+            raw.slice_ref(element)
+        }
+        (None, Some(Value::Array(items))) if items.len() == 1 => {
+            crate::api::ocr::kserve_image(items[0].as_str().ok_or_else(one_element)?)?
+        }
+        (None, Some(Value::String(s))) => crate::api::ocr::kserve_image(s)?,
+        _ => return Err(one_element()),
+    };
     let (out, headers) = crate::api::ocr::run(state, ctx, model, image).await?;
     let n = out.lines.len() as u64;
     let outputs = [
@@ -280,14 +440,8 @@ async fn infer_ocr(
             format!("unknown output '{unknown}': this model has text, confidence, boxes"),
         ));
     }
-    let outputs: Vec<Value> = outputs
-        .iter()
-        .filter(|t| wanted.is_empty() || wanted.contains(&t.name.as_str()))
-        .map(encode_tensor)
-        .collect();
-    let mut response = json!({ "model_name": model.name, "model_version": "1", "outputs": outputs });
-    if let Some(id) = body.id {
-        response["id"] = json!(id);
-    }
-    Ok(encode(|| (headers, Json(response)).into_response()))
+    let outputs: Vec<&Tensor> =
+        outputs.iter().filter(|t| wanted.is_empty() || wanted.contains(&t.name.as_str())).collect();
+    let response = json!({ "model_name": model.name, "model_version": "1" });
+    Ok(respond(response, &outputs, body, headers))
 }

@@ -3,6 +3,7 @@
 mod extract;
 mod health;
 mod kserve;
+mod kserve_binary;
 mod ocr;
 mod openai;
 pub(crate) mod translate;
