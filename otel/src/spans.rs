@@ -214,7 +214,7 @@ where
         // so it keeps its fields whatever the ratio decided.
         let data = (context.is_sampled() || parent == SpanId::INVALID).then(|| {
             let mut pending = Pending::new(attrs.metadata().name(), attrs.fields().len());
-            attrs.record(&mut Fields(&mut pending));
+            attrs.record(&mut Visitor(&mut Fields(&mut pending)));
             Box::new(pending)
         });
         span.extensions_mut().insert(Recorded { context, parent, parent_is_remote: false, baggage, data });
@@ -224,7 +224,7 @@ where
         let Some(span) = ctx.span(id) else { return };
         let mut extensions = span.extensions_mut();
         if let Some(Recorded { data: Some(pending), .. }) = extensions.get_mut::<Recorded>() {
-            values.record(&mut Fields(pending));
+            values.record(&mut Visitor(&mut Fields(pending)));
         }
     }
 
@@ -261,8 +261,8 @@ where
             pending.dropped_events += 1;
             return;
         }
-        let mut fields = EventFields { message: None, attributes: Vec::new() };
-        event.record(&mut fields);
+        let mut fields = EventFields::default();
+        event.record(&mut Visitor(&mut fields));
         let name = fields.message.map_or(Cow::Borrowed(event.metadata().name()), Cow::Owned);
         pending.events.push(Event::new(name, SystemTime::now(), fields.attributes, 0));
     }
@@ -299,8 +299,8 @@ where
 /// Span fields into attributes, name, kind and status.
 struct Fields<'a>(&'a mut Pending);
 
-impl Fields<'_> {
-    fn set(&mut self, field: &Field, value: Value) {
+impl Put for Fields<'_> {
+    fn put(&mut self, field: &Field, value: Value) {
         let pending = &mut *self.0;
         match field.name() {
             "otel.name" => pending.name = Cow::Owned(value.as_str().into_owned()),
@@ -336,72 +336,54 @@ impl Fields<'_> {
     }
 }
 
-impl Visit for Fields<'_> {
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.set(field, Value::Bool(value));
-    }
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.set(field, Value::I64(value));
-    }
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.set(field, integer(value));
-    }
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        self.set(field, Value::F64(value));
-    }
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.set(field, Value::String(value.to_owned().into()));
-    }
-    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.set(field, Value::String(value.to_string().into()));
-    }
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.set(field, Value::String(format!("{value:?}").into()));
-    }
-}
-
-/// OTLP integers are signed; a `u64` past `i64::MAX` is written out.
-fn integer(value: u64) -> Value {
-    i64::try_from(value).map_or_else(|_| Value::String(value.to_string().into()), Value::I64)
-}
-
 /// An event's `message` and its other fields.
+#[derive(Default)]
 struct EventFields {
     message: Option<String>,
     attributes: Vec<KeyValue>,
 }
 
-impl Visit for EventFields {
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.attributes.push(KeyValue::new(field.name(), value));
-    }
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.attributes.push(KeyValue::new(field.name(), value));
-    }
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.attributes.push(KeyValue::new(field.name(), integer(value)));
-    }
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        self.attributes.push(KeyValue::new(field.name(), value));
-    }
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.record_string(field, value.to_owned());
-    }
-    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.record_string(field, value.to_string());
-    }
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.record_string(field, format!("{value:?}"));
-    }
-}
-
-impl EventFields {
-    fn record_string(&mut self, field: &Field, value: String) {
+impl Put for EventFields {
+    fn put(&mut self, field: &Field, value: Value) {
         if field.name() == "message" {
-            self.message = Some(value);
+            self.message = Some(value.as_str().into_owned());
         } else {
             self.attributes.push(KeyValue::new(field.name(), value));
         }
+    }
+}
+
+/// Where visited field values go, as OpenTelemetry values.
+trait Put {
+    fn put(&mut self, field: &Field, value: Value);
+}
+
+/// A `tracing` visitor for any [`Put`].
+struct Visitor<'a, P>(&'a mut P);
+
+impl<P: Put> Visit for Visitor<'_, P> {
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.put(field, Value::Bool(value));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.put(field, Value::I64(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        // OTLP integers are signed; a `u64` past `i64::MAX` is written out.
+        let value = i64::try_from(value).map_or_else(|_| Value::String(value.to_string().into()), Value::I64);
+        self.0.put(field, value);
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.put(field, Value::F64(value));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.put(field, Value::String(value.to_owned().into()));
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.0.put(field, Value::String(value.to_string().into()));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0.put(field, Value::String(format!("{value:?}").into()));
     }
 }
 
@@ -420,8 +402,8 @@ fn emit_log(logger: &SdkLogger, event: &tracing::Event<'_>, context: Option<&Spa
     record.set_severity_text(text);
     record.set_target(meta.target());
     record.set_timestamp(SystemTime::now());
-    let mut fields = EventFields { message: None, attributes: Vec::new() };
-    event.record(&mut fields);
+    let mut fields = EventFields::default();
+    event.record(&mut Visitor(&mut fields));
     if let Some(message) = fields.message {
         record.set_body(AnyValue::String(message.into()));
     }

@@ -173,9 +173,10 @@ pub fn init(options: &TelemetryOptions) -> Result<TelemetryGuard, TelemetryError
     let exporters = options.otlp_endpoint.as_deref().map(|e| Exporters::start(e, options)).transpose()?;
     let spans = exporters.as_ref().map(|x| x.spans.clone());
     let logger = exporters.as_ref().and_then(|x| x.logger.clone());
-    // Spans at info, and log records over OTLP at the log filter's level,
-    // never from the exporters' own crates (which would trace their own
-    // exports and log about exporting logs).
+    // Spans at info (or at the log filter's level when that is more
+    // verbose), and log records over OTLP at the log filter's level; never
+    // from the exporters' own crates (which would trace their own exports
+    // and log about exporting logs).
     let level = filter_level(options);
     let otel = spans.as_ref().map(|queue| {
         let recorder = SpanRecorder::new(options.sample_ratio, queue.clone());

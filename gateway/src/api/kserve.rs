@@ -240,20 +240,19 @@ fn decode_tensor(
 fn decode_json_data(data: &Value, datatype: DataType, param: &str) -> Result<TensorData, ApiError> {
     let mut flat = Vec::new();
     flatten(data, &mut flat, 0).map_err(|e| ApiError::invalid(param, e))?;
-    let param = param.to_owned();
     Ok(match datatype {
-        DataType::Bool => TensorData::Bool(collect(&flat, Value::as_bool, "booleans", &param)?),
+        DataType::Bool => TensorData::Bool(collect(&flat, Value::as_bool, "booleans", param)?),
         DataType::Bytes => {
-            TensorData::Bytes(collect(&flat, |v| v.as_str().map(str::to_owned), "strings", &param)?)
+            TensorData::Bytes(collect(&flat, |v| v.as_str().map(str::to_owned), "strings", param)?)
         }
         DataType::Fp16 | DataType::Fp32 | DataType::Fp64 => {
-            TensorData::Float(collect(&flat, Value::as_f64, "numbers", &param)?)
+            TensorData::Float(collect(&flat, Value::as_f64, "numbers", param)?)
         }
         _ => TensorData::Int(collect(
             &flat,
             |v| v.as_i64().map(i128::from).or_else(|| v.as_u64().map(i128::from)),
             "integers",
-            &param,
+            param,
         )?),
     })
 }
