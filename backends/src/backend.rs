@@ -13,6 +13,10 @@ use crate::{BackendError, Output, Request, Task};
 pub enum Event {
     /// A piece of generated text, in order (token streaming).
     Delta(String),
+    /// A remote model's streamed chunk as the upstream sent it, relayed to
+    /// the client with only the model name rewritten. Backends that send
+    /// these send no `Delta`s.
+    Chunk(serde_json::Value),
     /// The item finished; no further events follow.
     Done(Output),
     /// The item failed; no further events follow.

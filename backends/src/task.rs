@@ -104,6 +104,10 @@ pub struct ChatRequest {
 pub enum FinishReason {
     Stop,
     Length,
+    /// The model called tools (remote models).
+    ToolCalls,
+    /// The upstream's content filter cut the answer.
+    ContentFilter,
 }
 
 impl FinishReason {
@@ -111,6 +115,8 @@ impl FinishReason {
         match self {
             FinishReason::Stop => "stop",
             FinishReason::Length => "length",
+            FinishReason::ToolCalls => "tool_calls",
+            FinishReason::ContentFilter => "content_filter",
         }
     }
 }
@@ -122,6 +128,11 @@ pub struct ChatOutput {
     pub finish_reason: FinishReason,
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
+    /// A remote model's answer body as the upstream sent it, so that the
+    /// fields infergate does not interpret (tool calls, logprobs, reasoning,
+    /// more choices) reach the client. Streams relay chunks instead
+    /// ([`crate::Event::Chunk`]).
+    pub upstream: Option<serde_json::Value>,
 }
 
 /// One embeddings input: text, or token ids from the client's tokenizer.

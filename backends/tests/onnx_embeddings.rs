@@ -53,7 +53,7 @@ async fn run(backend: &OnnxBackend, requests: Vec<EmbeddingsRequest>) -> Vec<Res
         results.push(match rx.recv().await.expect("a terminal event") {
             Event::Done(output) => Ok(output),
             Event::Failed(error) => Err(error),
-            Event::Delta(_) => panic!("embeddings do not stream"),
+            Event::Delta(_) | Event::Chunk(_) => panic!("embeddings do not stream"),
         });
     }
     results

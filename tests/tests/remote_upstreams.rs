@@ -206,6 +206,56 @@ async fn the_openai_sdk_streams_through_and_a_broken_stream_ends_with_an_error()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_calls_logprobs_and_unknown_fields_come_back_from_the_upstream() {
+    let fakes = upstreams(&["--token-interval", "1ms"]);
+    let gw = gateway(&fakes.iter().map(|f| f.base.clone()).collect::<Vec<_>>(), "", &[]);
+    let out = Command::new(repo_root().join(".venv/bin/python"))
+        .arg(repo_root().join("tests/python/openai_sdk_tools.py"))
+        .args(["--base-url", &gw.url("/v1"), "--api-key", "sk-infergate-test", "--model", "remote"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The client's name for the model, not the upstream's ("fake-model").
+    assert_eq!(r["model"], "remote", "{r}");
+    assert_eq!(r["stream_models"], json!(["remote"]), "{r}");
+    assert_eq!(r["system_fingerprint"], "fp_fake", "{r}");
+    assert_eq!(r["finish_reason"], "tool_calls", "{r}");
+    assert_eq!(r["calls"][0]["name"], "lookup_capital", "{r}");
+    let argument = r["calls"][0]["arguments"]["text"].as_str().unwrap();
+    assert!(argument.starts_with("[synthetic fake-model]"), "{r}");
+    assert_eq!(r["stream_finish_reason"], "tool_calls", "{r}");
+    assert_eq!(r["stream_calls"], r["calls"], "streamed tool-call deltas add up to the same call: {r}");
+    assert_eq!(r["stream_usage_only_chunks"], 0, "no usage chunk the client did not ask for: {r}");
+    let tokens: String =
+        r["logprob_tokens"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    assert_eq!(tokens, r["text"].as_str().unwrap(), "{r}");
+
+    // Image parts are the upstream's business (a vision model's), not refused here.
+    let vision = json!({"model": "remote", "max_tokens": 4, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is in this picture?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}]});
+    let r = client().post(gw.url(CHAT)).json(&vision).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+
+    // Raw SSE: the first event carries the first token (the upstream's
+    // role-only chunk is held for it), and usage comes when asked for.
+    let body = json!({"model": "remote", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4,
+                      "stream": true, "stream_options": {"include_usage": true}});
+    let text = client().post(gw.url(CHAT)).json(&body).send().await.unwrap().text().await.unwrap();
+    let events: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert_eq!(events[0]["choices"][0]["delta"]["role"], "assistant", "{text}");
+    assert_eq!(events.iter().filter(|e| e["choices"] == json!([])).count(), 1, "{text}");
+    assert_eq!(events.last().unwrap()["usage"]["completion_tokens"], 4, "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_discovery_follows_added_and_removed_replicas() {
     // One free port, three loopback addresses behind one name.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

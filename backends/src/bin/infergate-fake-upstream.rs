@@ -198,6 +198,84 @@ struct ChatBody {
     seed: Option<u64>,
     #[serde(default)]
     stop: Option<Value>,
+    /// With tools the answer calls the first one, its arguments
+    /// `{"text": <the generated text>}`, as vLLM's auto tool choice does.
+    #[serde(default)]
+    tools: Option<Vec<Value>>,
+    #[serde(default)]
+    logprobs: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<Value>,
+}
+
+/// The fields an answer adds beyond text, as vLLM and OpenAI write them.
+struct Extras {
+    /// The called tool's name.
+    tool: Option<String>,
+    logprobs: bool,
+}
+
+impl Extras {
+    fn of(body: &ChatBody) -> Self {
+        let tool = body
+            .tools
+            .as_ref()
+            .and_then(|t| t.first())
+            .map(|t| t["function"]["name"].as_str().unwrap_or("tool").to_owned());
+        Extras { tool, logprobs: body.logprobs == Some(true) }
+    }
+
+    fn finish_reason<'a>(&self, reason: &'a str) -> &'a str {
+        if self.tool.is_some() {
+            "tool_calls"
+        } else {
+            reason
+        }
+    }
+
+    fn logprobs(&self, pieces: &[&str]) -> Value {
+        if !self.logprobs {
+            return Value::Null;
+        }
+        let content: Vec<Value> = pieces
+            .iter()
+            .map(|p| json!({"token": p, "logprob": -0.25, "bytes": p.as_bytes(), "top_logprobs": []}))
+            .collect();
+        json!({ "content": content })
+    }
+
+    /// The whole answer's message.
+    fn message(&self, text: &str) -> Value {
+        match &self.tool {
+            Some(name) => json!({"role": "assistant", "content": null, "tool_calls": [{
+                "id": "call_fake0", "type": "function",
+                "function": {"name": name, "arguments": json!({"text": text}).to_string()},
+            }]}),
+            None => json!({"role": "assistant", "content": text}),
+        }
+    }
+
+    /// The delta of one streamed piece; `first` opens the tool call.
+    fn delta(&self, piece: &str, first: bool) -> Value {
+        let Some(name) = &self.tool else { return json!({"content": piece}) };
+        // The arguments' JSON in pieces: `{"text": "` + escaped pieces + `"}`.
+        let escaped = json!(piece).to_string();
+        let escaped = &escaped[1..escaped.len() - 1];
+        if first {
+            json!({"tool_calls": [{"index": 0, "id": "call_fake0", "type": "function",
+                                   "function": {"name": name, "arguments": format!("{{\"text\": \"{escaped}")}}]})
+        } else {
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": escaped}}]})
+        }
+    }
+
+    /// What closes the tool call's arguments, if a call is open.
+    fn closing(&self, opened: bool) -> Option<Value> {
+        (self.tool.is_some()).then(|| {
+            let arguments = if opened { "\"}" } else { "{\"text\": \"\"}" };
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": arguments}}]})
+        })
+    }
 }
 
 /// Submit a job; its events.
@@ -244,6 +322,8 @@ async fn chat(State(up): State<Shared>, headers: HeaderMap, body: Bytes) -> Resp
         })
         .collect();
     let stream = body.stream.unwrap_or(false);
+    let extras = Extras::of(&body);
+    let include_usage = body.stream_options.as_ref().is_some_and(|o| o["include_usage"] == json!(true));
     let stop = match body.stop {
         Some(Value::String(s)) => vec![s],
         Some(Value::Array(a)) => a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect(),
@@ -270,13 +350,16 @@ async fn chat(State(up): State<Shared>, headers: HeaderMap, body: Bytes) -> Resp
         let guard = cancel.drop_guard();
         loop {
             match events.recv().await {
-                Some(Event::Delta(_)) => continue,
+                Some(Event::Delta(_) | Event::Chunk(_)) => continue,
                 Some(Event::Done(Output::Chat(c))) if !disconnect => {
                     drop(guard);
+                    let pieces: Vec<&str> = c.text.split_inclusive(' ').collect();
                     return Json(json!({
                         "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": model,
-                        "choices": [{"index": 0, "message": {"role": "assistant", "content": c.text},
-                                     "finish_reason": c.finish_reason.as_str()}],
+                        "system_fingerprint": "fp_fake",
+                        "choices": [{"index": 0, "message": extras.message(&c.text),
+                                     "logprobs": extras.logprobs(&pieces),
+                                     "finish_reason": extras.finish_reason(c.finish_reason.as_str())}],
                         "usage": {"prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
                                   "total_tokens": c.prompt_tokens + c.completion_tokens},
                     }))
@@ -292,12 +375,14 @@ async fn chat(State(up): State<Shared>, headers: HeaderMap, body: Bytes) -> Resp
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
     tokio::spawn(async move {
         let _guard = cancel.drop_guard();
-        let chunk = |delta: Value, finish: Value| {
+        let chunk = |delta: Value, logprobs: Value, finish: Value| {
             let data = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model,
-                              "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+                              "system_fingerprint": "fp_fake",
+                              "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]});
             Bytes::from(format!("data: {data}\n\n"))
         };
-        if tx.send(Ok(chunk(json!({"role": "assistant", "content": ""}), Value::Null))).await.is_err() {
+        let role = chunk(json!({"role": "assistant", "content": ""}), Value::Null, Value::Null);
+        if tx.send(Ok(role)).await.is_err() {
             return;
         }
         let mut sent = 0;
@@ -309,18 +394,23 @@ async fn chat(State(up): State<Shared>, headers: HeaderMap, body: Bytes) -> Resp
                         let _ = tx.send(Err(std::io::Error::other("fault injection: disconnect"))).await;
                         return;
                     }
-                    chunk(json!({"content": d}), Value::Null)
+                    chunk(extras.delta(&d, sent == 1), extras.logprobs(&[&d]), Value::Null)
                 }
+                Event::Chunk(_) => continue,
                 Event::Done(Output::Chat(c)) => {
                     let usage = json!({"prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
                                        "total_tokens": c.prompt_tokens + c.completion_tokens});
-                    let last = chunk(json!({}), json!(c.finish_reason.as_str()));
-                    let usage = format!(
-                        "data: {}\n\n",
-                        json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "choices": [], "usage": usage})
-                    );
+                    if let Some(closing) = extras.closing(sent > 0) {
+                        let _ = tx.send(Ok(chunk(closing, Value::Null, Value::Null))).await;
+                    }
+                    let finish = extras.finish_reason(c.finish_reason.as_str());
+                    let last = chunk(json!({}), Value::Null, json!(finish));
                     let _ = tx.send(Ok(last)).await;
-                    let _ = tx.send(Ok(Bytes::from(usage))).await;
+                    if include_usage {
+                        let usage = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0,
+                                           "model": model, "system_fingerprint": "fp_fake", "choices": [], "usage": usage});
+                        let _ = tx.send(Ok(Bytes::from(format!("data: {usage}\n\n")))).await;
+                    }
                     Bytes::from_static(b"data: [DONE]\n\n")
                 }
                 Event::Done(_) => break,
@@ -463,8 +553,12 @@ async fn audio(
                 .iter()
                 .map(|s| json!({"id": s.id, "start": s.start, "end": s.end, "text": s.text}))
                 .collect();
+            // OpenAI names the language ("german") where whisper gives its code.
+            let language = whisper_rs::get_lang_id(&t.language)
+                .and_then(whisper_rs::get_lang_str_full)
+                .unwrap_or(&t.language);
             Json(json!({"task": if task == AudioTask::Translate { "translate" } else { "transcribe" },
-                        "language": t.language, "duration": t.duration, "text": t.text, "segments": segments}))
+                        "language": language, "duration": t.duration, "text": t.text, "segments": segments}))
             .into_response()
         }
         Some(Event::Failed(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),

@@ -395,6 +395,7 @@ impl Sequence {
             finish_reason,
             prompt_tokens: self.prompt_tokens as u32,
             completion_tokens: self.generated.len() as u32,
+            upstream: None,
         }));
         Ok(true)
     }

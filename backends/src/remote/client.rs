@@ -438,6 +438,8 @@ enum Attempt {
 fn finish_reason(value: &Value) -> FinishReason {
     match value.as_str() {
         Some("length") => FinishReason::Length,
+        Some("tool_calls" | "function_call") => FinishReason::ToolCalls,
+        Some("content_filter") => FinishReason::ContentFilter,
         _ => FinishReason::Stop,
     }
 }
@@ -447,11 +449,16 @@ fn usage(value: &Value) -> (u32, u32) {
     (n("prompt_tokens"), n("completion_tokens"))
 }
 
+/// A chat answer: what infergate reads from it (text, finish reason,
+/// usage) and the whole body, which the client gets.
 async fn chat_json(response: reqwest::Response) -> Result<Option<Output>, BackendError> {
     let body: Value = response
         .json()
         .await
         .map_err(|e| BackendError::Disconnected(format!("upstream response broke off: {e}")))?;
+    if !body["choices"].is_array() {
+        return Err(BackendError::Failed("upstream chat answer has no choices".into()));
+    }
     let choice = &body["choices"][0];
     let (prompt_tokens, completion_tokens) = usage(&body["usage"]);
     Ok(Some(Output::Chat(ChatOutput {
@@ -459,6 +466,7 @@ async fn chat_json(response: reqwest::Response) -> Result<Option<Output>, Backen
         finish_reason: finish_reason(&choice["finish_reason"]),
         prompt_tokens,
         completion_tokens,
+        upstream: Some(body),
     })))
 }
 
@@ -507,10 +515,23 @@ async fn transcription_json(
         .unwrap_or_default();
     Ok(Some(Output::Transcription(crate::TranscriptionOutput {
         text: body["text"].as_str().unwrap_or_default().trim().to_owned(),
-        language: body["language"].as_str().unwrap_or_default().to_owned(),
+        language: language_code(body["language"].as_str().unwrap_or_default()),
         duration: body["duration"].as_f64().unwrap_or(0.0),
         segments,
     })))
+}
+
+/// OpenAI names the language ("english"), vLLM and infergate's own models
+/// give its code ("en"); clients get the code from every backend.
+fn language_code(language: &str) -> String {
+    // whisper-rs panics on a NUL byte; an upstream could send one.
+    let known = |l: &str| !l.is_empty() && !l.contains('\0');
+    Some(language.to_lowercase())
+        .filter(|l| known(l))
+        .and_then(|l| whisper_rs::get_lang_id(&l))
+        .and_then(whisper_rs::get_lang_str)
+        .unwrap_or(language)
+        .to_owned()
 }
 
 async fn tensor_json(response: reqwest::Response) -> Result<Option<Output>, BackendError> {
@@ -528,12 +549,31 @@ async fn tensor_json(response: reqwest::Response) -> Result<Option<Output>, Back
     Ok(Some(Output::Tensor(crate::TensorOutput { outputs })))
 }
 
-/// Relay an upstream SSE stream as deltas; the output when it ends well.
+/// Whether a streamed chunk carries anything beyond the assistant role: the
+/// first such chunk is the stream's first token.
+fn substantive(chunk: &Value) -> bool {
+    let Some(choices) = chunk["choices"].as_array().filter(|c| !c.is_empty()) else { return true };
+    choices.iter().any(|choice| {
+        !choice["finish_reason"].is_null()
+            || choice["delta"].as_object().is_some_and(|delta| {
+                delta.iter().any(|(key, value)| match value {
+                    Value::Null => false,
+                    Value::String(s) => key != "role" && !s.is_empty(),
+                    _ => true,
+                })
+            })
+    })
+}
+
+/// Relay an upstream SSE stream chunk by chunk, as the upstream wrote each;
+/// the output (text, finish reason, usage) when it ends well. Chunks that
+/// only announce the role wait for the first token, so that the first event
+/// is the first token.
 async fn relay_stream(item: &Item, response: reqwest::Response) -> Result<Option<Output>, BackendError> {
     let mut stream = response.bytes_stream();
     let mut buffer = Vec::new();
     let (mut text, mut finish, mut tokens, mut done) = (String::new(), FinishReason::Stop, (0, 0), false);
-    let mut deltas = 0u32;
+    let (mut deltas, mut held) = (0u32, Some(Vec::new()));
     while !done {
         let chunk = tokio::select! {
             chunk = stream.next() => chunk,
@@ -566,20 +606,29 @@ async fn relay_stream(item: &Item, response: reqwest::Response) -> Result<Option
                 if let Some(piece) = choice["delta"]["content"].as_str().filter(|p| !p.is_empty()) {
                     text.push_str(piece);
                     deltas += 1;
-                    item.send(Event::Delta(piece.to_owned()));
                 }
                 if !choice["finish_reason"].is_null() {
                     finish = finish_reason(&choice["finish_reason"]);
                 }
             }
+            match &mut held {
+                Some(waiting) if !substantive(&event) => waiting.push(event),
+                Some(_) => {
+                    held.take().into_iter().flatten().for_each(|c| item.send(Event::Chunk(c)));
+                    item.send(Event::Chunk(event));
+                }
+                None => item.send(Event::Chunk(event)),
+            }
         }
     }
+    held.into_iter().flatten().for_each(|c| item.send(Event::Chunk(c)));
     let completion_tokens = if tokens.1 > 0 { tokens.1 } else { deltas };
     Ok(Some(Output::Chat(ChatOutput {
         text,
         finish_reason: finish,
         prompt_tokens: tokens.0,
         completion_tokens,
+        upstream: None,
     })))
 }
 
@@ -629,5 +678,36 @@ impl Backend for RemoteBackend {
         }))
         .await;
         BatchReport { items, elapsed: start.elapsed() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_language_names_become_codes() {
+        assert_eq!(language_code("english"), "en");
+        assert_eq!(language_code("German"), "de");
+        assert_eq!(language_code("de"), "de");
+        assert_eq!(language_code("klingon"), "klingon");
+        assert_eq!(language_code("e\0n"), "e\0n");
+        assert_eq!(language_code(""), "");
+    }
+
+    #[test]
+    fn the_first_token_is_the_first_chunk_beyond_the_role() {
+        let role = json!({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]});
+        assert!(!substantive(&role));
+        let token = json!({"choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": null}]});
+        assert!(substantive(&token));
+        let call = json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0}]}, "finish_reason": null}]});
+        assert!(substantive(&call));
+        let reasoning =
+            json!({"choices": [{"index": 0, "delta": {"reasoning_content": "So"}, "finish_reason": null}]});
+        assert!(substantive(&reasoning));
+        let end = json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+        assert!(substantive(&end));
+        assert!(substantive(&json!({"choices": [], "usage": {"prompt_tokens": 1}})));
     }
 }

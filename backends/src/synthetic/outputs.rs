@@ -84,7 +84,16 @@ pub fn chat(model: &str, req: &ChatRequest) -> (Vec<String>, Output) {
     }
     let prompt_tokens = req.messages.iter().map(|m| tokens::estimate(&m.content) + 4).sum();
     let completion_tokens = tokens::saturate(words.len());
-    (words, Output::Chat(ChatOutput { text, finish_reason: finish, prompt_tokens, completion_tokens }))
+    (
+        words,
+        Output::Chat(ChatOutput {
+            text,
+            finish_reason: finish,
+            prompt_tokens,
+            completion_tokens,
+            upstream: None,
+        }),
+    )
 }
 
 /// Bag-of-words feature hashing, L2-normalised: texts that share words get

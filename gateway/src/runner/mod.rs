@@ -119,7 +119,7 @@ impl Running {
         by(deadline, async move {
             loop {
                 match self.next().await? {
-                    Event::Delta(_) => continue,
+                    Event::Delta(_) | Event::Chunk(_) => continue,
                     Event::Done(output) => return Ok(output),
                     Event::Failed(error) => return Err(error.into()),
                 }

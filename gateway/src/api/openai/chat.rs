@@ -124,7 +124,10 @@ struct Plan {
     bytes: usize,
 }
 
-fn plan(body: ChatCompletionRequest, limits: &Limits) -> Result<Plan, ApiError> {
+/// `remote`: the model is an OpenAI-compatible upstream, which gets the
+/// client's body as sent and decides on what infergate's own models refuse
+/// (tools, logprobs, several choices, image and audio parts).
+fn plan(body: ChatCompletionRequest, limits: &Limits, remote: bool) -> Result<Plan, ApiError> {
     if body.messages.is_empty() {
         return Err(ApiError::invalid("messages", "'messages' must contain at least one message"));
     }
@@ -138,7 +141,7 @@ fn plan(body: ChatCompletionRequest, limits: &Limits) -> Result<Plan, ApiError> 
         .messages
         .iter()
         .enumerate()
-        .map(|(i, m)| flatten(i, m))
+        .map(|(i, m)| flatten(i, m, remote))
         .collect::<Result<Vec<ChatMessage>, ApiError>>()?;
     let limit = limits.max_completion_tokens;
     let max_tokens = match (body.max_completion_tokens, body.max_tokens) {
@@ -160,12 +163,13 @@ fn plan(body: ChatCompletionRequest, limits: &Limits) -> Result<Plan, ApiError> 
     match body.n {
         None | Some(1) => {}
         Some(n) if n < 1 => return Err(ApiError::invalid("n", format!("'n' must be at least 1, got {n}"))),
+        Some(_) if remote => {}
         Some(_) => return Err(ApiError::invalid("n", "Only n=1 is supported")),
     }
-    if body.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+    if !remote && body.tools.as_ref().is_some_and(|t| !t.is_empty()) {
         return Err(ApiError::invalid("tools", "Tool calling is not supported by this model"));
     }
-    if body.logprobs == Some(true) {
+    if !remote && body.logprobs == Some(true) {
         return Err(ApiError::invalid("logprobs", "logprobs are not supported by this model"));
     }
     let stop = match body.stop {
@@ -212,8 +216,9 @@ fn plan(body: ChatCompletionRequest, limits: &Limits) -> Result<Plan, ApiError> 
     })
 }
 
-/// A message's text; image and audio parts are refused by text models.
-fn flatten(index: usize, message: &Message) -> Result<ChatMessage, ApiError> {
+/// A message's text. Image and audio parts are refused by infergate's text
+/// models; a remote model gets them as sent (and they count no tokens here).
+fn flatten(index: usize, message: &Message, remote: bool) -> Result<ChatMessage, ApiError> {
     let param = format!("messages[{index}].content");
     let content = match &message.content {
         None if message.role == Role::Assistant => String::new(),
@@ -225,6 +230,7 @@ fn flatten(index: usize, message: &Message) -> Result<ChatMessage, ApiError> {
                 match (part.kind.as_str(), &part.text) {
                     ("text", Some(t)) => text.push_str(t),
                     ("text", None) => return Err(ApiError::invalid(param, "a text part needs 'text'")),
+                    _ if remote => {}
                     (kind, _) => {
                         return Err(ApiError::invalid(
                             param,
@@ -282,9 +288,10 @@ pub async fn completions(
     let model = state.model_for(&body.model, Task::Chat)?.clone();
     genai("chat", &body.model);
     let model_name = body.model.clone();
-    let mut plan = plan(body, &state.config.limits)?;
+    let remote = model.info.platform == "openai";
+    let mut plan = plan(body, &state.config.limits, remote)?;
     // A remote model gets the client's fields infergate does not interpret.
-    if model.info.platform == "openai" {
+    if remote {
         plan.request.passthrough = serde_json::from_slice(&raw).ok().map(std::sync::Arc::new);
     }
     let stream = plan.request.stream;
@@ -325,6 +332,11 @@ pub async fn completions(
         .record("gen_ai.usage.input_tokens", chat.prompt_tokens)
         .record("gen_ai.usage.output_tokens", chat.completion_tokens)
         .record("gen_ai.response.finish_reasons", chat.finish_reason.as_str());
+    if let Some(mut answer) = chat.upstream {
+        // The upstream's answer as it wrote it, under the name the client used.
+        answer["model"] = Value::String(meta.model);
+        return Ok(encode(|| (headers, Json(answer)).into_response()));
+    }
     let body = serde_json::json!({
         "id": meta.id,
         "object": "chat.completion",

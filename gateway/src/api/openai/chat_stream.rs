@@ -1,6 +1,8 @@
 //! Server-sent events for streamed chat completions: one
 //! `chat.completion.chunk` per token, a final chunk with the finish reason,
-//! an optional usage chunk, then `data: [DONE]`.
+//! an optional usage chunk, then `data: [DONE]`. A remote model's chunks are
+//! relayed as the upstream wrote them (tool calls, logprobs, reasoning and
+//! all), under the model name the client used.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -64,6 +66,8 @@ struct StreamState {
     running: Running,
     pending: VecDeque<String>,
     finished: bool,
+    /// The backend relays an upstream's chunks; infergate writes none of its own.
+    relay: bool,
 }
 
 impl StreamState {
@@ -71,6 +75,7 @@ impl StreamState {
     fn absorb(&mut self, event: Result<Event, ApiError>) {
         match event {
             Ok(Event::Delta(text)) => self.push(self.meta.chunk(json!({ "content": text }), None)),
+            Ok(Event::Chunk(chunk)) => self.relay(chunk),
             Ok(Event::Done(Output::Chat(chat))) => {
                 self.model.observe_output(chat.completion_tokens);
                 // The body is polled inside the request's server span.
@@ -81,9 +86,11 @@ impl StreamState {
                 if let Some(outcome) = self.outcome.take() {
                     outcome.stream_done(chat.prompt_tokens, chat.completion_tokens, self.first_at);
                 }
-                self.push(self.meta.chunk(json!({}), Some(chat.finish_reason.as_str())));
-                if self.meta.include_usage {
-                    self.push(self.meta.usage_chunk(Usage::from(&chat)));
+                if !self.relay {
+                    self.push(self.meta.chunk(json!({}), Some(chat.finish_reason.as_str())));
+                    if self.meta.include_usage {
+                        self.push(self.meta.usage_chunk(Usage::from(&chat)));
+                    }
                 }
                 self.pending.push_back("[DONE]".to_owned());
                 self.finished = true;
@@ -103,6 +110,25 @@ impl StreamState {
         tracing::warn!(error = %error, "stream failed after it started");
         self.push(json!({ "error": { "message": error.to_string(), "type": parts.kind, "param": null, "code": parts.code } }));
         self.finished = true;
+    }
+
+    /// An upstream's chunk, renamed to the client's model. infergate always
+    /// asks the upstream for usage; a client that did not gets none of it.
+    fn relay(&mut self, mut chunk: Value) {
+        self.relay = true;
+        if let Some(fields) = chunk.as_object_mut() {
+            if fields.contains_key("model") {
+                fields.insert("model".into(), Value::String(self.meta.model.clone()));
+            }
+            if !self.meta.include_usage {
+                let usage_only = fields.get("choices").and_then(Value::as_array).is_some_and(Vec::is_empty);
+                if usage_only && fields.contains_key("usage") {
+                    return;
+                }
+                fields.remove("usage");
+            }
+        }
+        self.push(chunk);
     }
 
     fn push(&mut self, value: Value) {
@@ -128,8 +154,11 @@ pub fn respond(
         running,
         pending: VecDeque::new(),
         finished: false,
+        relay: false,
     };
-    state.push(state.meta.chunk(json!({ "role": "assistant", "content": "" }), None));
+    if !matches!(first, Event::Chunk(_)) {
+        state.push(state.meta.chunk(json!({ "role": "assistant", "content": "" }), None));
+    }
     state.absorb(Ok(first));
     Sse::new(events(state)).keep_alive(KeepAlive::default())
 }
