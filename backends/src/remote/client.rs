@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures_util::future::join_all;
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tracing::Instrument;
 
+use super::http::{self, Client};
 use super::replicas::{resolve, Endpoint, Failure, Lease, Replicas};
 use super::{Protocol, RemoteConfig};
 use crate::UpstreamStats;
@@ -25,8 +25,9 @@ pub struct RemoteBackend {
     protocol: Protocol,
     config: RemoteConfig,
     replicas: Arc<Replicas>,
-    client: reqwest::Client,
-    api_key: Option<String>,
+    client: Client,
+    /// `Bearer <key>` for the upstream, when it wants one.
+    api_key: Option<::http::HeaderValue>,
     /// Retry tokens: each request adds `retry_budget`, each retry takes one.
     budget: Mutex<f64>,
     retries: std::sync::atomic::AtomicU64,
@@ -62,15 +63,13 @@ impl RemoteBackend {
         let endpoints: Vec<Endpoint> =
             config.endpoints.iter().map(|e| Endpoint::parse(e)).collect::<Result<_, _>>()?;
         let api_key = match &config.api_key_env {
-            Some(var) => Some(std::env::var(var).map_err(|_| format!("api_key_env: {var} is not set"))?),
+            Some(var) => {
+                let key = std::env::var(var).map_err(|_| format!("api_key_env: {var} is not set"))?;
+                Some(http::bearer(&key).map_err(|e| format!("api_key_env: {var}: {e}"))?)
+            }
             None => None,
         };
-        let client = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| format!("HTTP client: {e}"))?;
+        let client = Client::new(config.connect_timeout).map_err(|e| format!("HTTP client: {e}"))?;
         let statics: Vec<String> = endpoints
             .iter()
             .filter_map(|e| match e {
@@ -95,15 +94,26 @@ impl RemoteBackend {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let beats = beat_replicas.all().into_iter().map(|r| {
-                    let url = format!("{}{}", r.base, beat_config.health.path_for(protocol));
-                    let request = beat_client.get(url).timeout(beat_config.health.interval).send();
-                    let config = &beat_config;
-                    async move {
-                        let ok = request.await.is_ok_and(|resp| resp.status().is_success());
-                        r.heartbeat(ok, config);
-                    }
-                });
+                let beats =
+                    beat_replicas.all().into_iter().map(|r| {
+                        let (client, config) = (&beat_client, &beat_config);
+                        async move {
+                            let path = config.health.path_for(protocol);
+                            let request =
+                                r.target.as_ref().ok().and_then(|t| t.join(path).ok()).and_then(|uri| {
+                                    ::http::Request::get(uri).body(http::Body::default()).ok()
+                                });
+                            let ok = match request {
+                                Some(request) => {
+                                    let answer =
+                                        tokio::time::timeout(config.health.interval, client.send(request));
+                                    answer.await.is_ok_and(|r| r.is_ok_and(|r| r.status().is_success()))
+                                }
+                                None => false,
+                            };
+                            r.heartbeat(ok, config);
+                        }
+                    });
                 join_all(beats).await;
             }
         }));
@@ -292,38 +302,34 @@ impl RemoteBackend {
         span: &tracing::Span,
     ) -> Attempt {
         let replica = &lease.replica;
-        let mut headers = http::HeaderMap::new();
-        infergate_otel::propagation::inject(span, &mut headers);
-        let mut request = self.client.post(format!("{}{path}", replica.base)).headers(headers);
-        request = match body {
-            Payload::Json(bytes) => {
-                request.header("content-type", "application/json").body(bytes.as_ref().clone())
-            }
-            Payload::Audio { wav, fields } => {
-                let file = reqwest::multipart::Part::bytes(wav.as_ref().clone())
-                    .file_name("audio.wav")
-                    .mime_str("audio/wav")
-                    .unwrap_or_else(|_| reqwest::multipart::Part::bytes(Vec::new()));
-                let form = fields
-                    .into_iter()
-                    .fold(reqwest::multipart::Form::new().part("file", file), |form, (k, v)| form.text(k, v));
-                request.multipart(form)
+        let uri = match replica.target.as_ref().map_err(Clone::clone).and_then(|t| t.join(path)) {
+            Ok(uri) => uri,
+            Err(error) => {
+                return Attempt::Final(BackendError::Failed(format!("upstream {}: {error}", replica.base)))
             }
         };
-        if let Some(key) = &self.api_key {
-            request = request.bearer_auth(key);
-        }
+        let (content_type, bytes) = match body {
+            Payload::Json(bytes) => ("application/json".to_owned(), bytes),
+            Payload::Audio { wav, fields } => http::multipart(&wav, "audio.wav", "audio/wav", &fields),
+        };
+        let mut request = match http::post(uri, &content_type, bytes, self.api_key.as_ref()) {
+            Ok(request) => request,
+            Err(error) => return Attempt::Final(BackendError::Failed(format!("upstream request: {error}"))),
+        };
+        infergate_otel::propagation::inject(span, request.headers_mut());
         let wait = match item.deadline {
             Some(deadline) => {
                 let left = deadline.saturating_duration_since(Instant::now());
-                request = request.header("x-request-timeout", format!("{}ms", left.as_millis().max(1)));
+                if let Ok(value) = ::http::HeaderValue::try_from(format!("{}ms", left.as_millis().max(1))) {
+                    request.headers_mut().insert("x-request-timeout", value);
+                }
                 left
             }
             None => self.config.timeout,
         };
         let start = Instant::now();
         let sent = tokio::select! {
-            sent = tokio::time::timeout(wait, request.send()) => sent,
+            sent = tokio::time::timeout(wait, self.client.send(request)) => sent,
             () = item.cancel.cancelled() => {
                 replica.finished(Err(Failure::Other), &self.config);
                 return Attempt::Final(BackendError::Cancelled);
@@ -350,7 +356,7 @@ impl RemoteBackend {
         };
         let status = response.status();
         span.record("http.response.status_code", status.as_u16());
-        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        if status == ::http::StatusCode::TOO_MANY_REQUESTS {
             let after = response
                 .headers()
                 .get("retry-after")
@@ -373,7 +379,8 @@ impl RemoteBackend {
             )));
         }
         if !status.is_success() {
-            let text = response.text().await.unwrap_or_default();
+            let text = http::read_all(response).await.map(|b| String::from_utf8_lossy(&b).into_owned());
+            let text = text.unwrap_or_default();
             let message = serde_json::from_str::<Value>(&text)
                 .ok()
                 .and_then(|v| {
@@ -410,7 +417,7 @@ impl RemoteBackend {
 /// A request body, cheap to send again to another replica.
 #[derive(Clone)]
 enum Payload {
-    Json(Arc<Vec<u8>>),
+    Json(bytes::Bytes),
     /// OpenAI's audio form: the WAV file and the text fields.
     Audio {
         wav: Arc<Vec<u8>>,
@@ -420,10 +427,17 @@ enum Payload {
 
 impl Payload {
     fn json(value: &Value) -> Result<Self, BackendError> {
-        Ok(Payload::Json(Arc::new(
-            serde_json::to_vec(value).map_err(|e| BackendError::Failed(e.to_string()))?,
-        )))
+        Ok(Payload::Json(serde_json::to_vec(value).map_err(|e| BackendError::Failed(e.to_string()))?.into()))
     }
+}
+
+/// A whole JSON answer.
+async fn json_body(response: http::Response) -> Result<Value, BackendError> {
+    let bytes = http::read_all(response)
+        .await
+        .map_err(|e| BackendError::Disconnected(format!("upstream response broke off: {e}")))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| BackendError::Failed(format!("upstream answer is not JSON: {e}")))
 }
 
 enum Attempt {
@@ -451,11 +465,8 @@ fn usage(value: &Value) -> (u32, u32) {
 
 /// A chat answer: what infergate reads from it (text, finish reason,
 /// usage) and the whole body, which the client gets.
-async fn chat_json(response: reqwest::Response) -> Result<Option<Output>, BackendError> {
-    let body: Value = response
-        .json()
-        .await
-        .map_err(|e| BackendError::Disconnected(format!("upstream response broke off: {e}")))?;
+async fn chat_json(response: http::Response) -> Result<Option<Output>, BackendError> {
+    let body = json_body(response).await?;
     if !body["choices"].is_array() {
         return Err(BackendError::Failed("upstream chat answer has no choices".into()));
     }
@@ -470,11 +481,8 @@ async fn chat_json(response: reqwest::Response) -> Result<Option<Output>, Backen
     })))
 }
 
-async fn embeddings_json(response: reqwest::Response) -> Result<Option<Output>, BackendError> {
-    let body: Value = response
-        .json()
-        .await
-        .map_err(|e| BackendError::Disconnected(format!("upstream response broke off: {e}")))?;
+async fn embeddings_json(response: http::Response) -> Result<Option<Output>, BackendError> {
+    let body = json_body(response).await?;
     let mut data: Vec<&Value> = body["data"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
     data.sort_by_key(|d| d["index"].as_u64().unwrap_or(0));
     let vectors = data
@@ -491,14 +499,8 @@ async fn embeddings_json(response: reqwest::Response) -> Result<Option<Output>, 
 
 /// OpenAI's `verbose_json` transcript; segment times shifted by `offset`
 /// (this chunk's place in the whole recording).
-async fn transcription_json(
-    response: reqwest::Response,
-    offset: f64,
-) -> Result<Option<Output>, BackendError> {
-    let body: Value = response
-        .json()
-        .await
-        .map_err(|e| BackendError::Disconnected(format!("upstream response broke off: {e}")))?;
+async fn transcription_json(response: http::Response, offset: f64) -> Result<Option<Output>, BackendError> {
+    let body = json_body(response).await?;
     let segments = body["segments"]
         .as_array()
         .map(|list| {
@@ -534,11 +536,8 @@ fn language_code(language: &str) -> String {
         .to_owned()
 }
 
-async fn tensor_json(response: reqwest::Response) -> Result<Option<Output>, BackendError> {
-    let body: Value = response
-        .json()
-        .await
-        .map_err(|e| BackendError::Disconnected(format!("upstream response broke off: {e}")))?;
+async fn tensor_json(response: http::Response) -> Result<Option<Output>, BackendError> {
+    let body = json_body(response).await?;
     let outputs = body["outputs"]
         .as_array()
         .ok_or_else(|| BackendError::Failed("upstream KServe answer has no outputs".into()))?
@@ -569,14 +568,14 @@ fn substantive(chunk: &Value) -> bool {
 /// the output (text, finish reason, usage) when it ends well. Chunks that
 /// only announce the role wait for the first token, so that the first event
 /// is the first token.
-async fn relay_stream(item: &Item, response: reqwest::Response) -> Result<Option<Output>, BackendError> {
-    let mut stream = response.bytes_stream();
+async fn relay_stream(item: &Item, response: http::Response) -> Result<Option<Output>, BackendError> {
+    let mut stream = response.into_body();
     let mut buffer = Vec::new();
     let (mut text, mut finish, mut tokens, mut done) = (String::new(), FinishReason::Stop, (0, 0), false);
     let (mut deltas, mut held) = (0u32, Some(Vec::new()));
     while !done {
         let chunk = tokio::select! {
-            chunk = stream.next() => chunk,
+            chunk = http::next_chunk(&mut stream) => chunk,
             () = item.cancel.cancelled() => return Err(BackendError::Cancelled),
         };
         let bytes = match chunk {

@@ -10,6 +10,7 @@
 //! the deadline and the retry budget allow.
 
 mod client;
+mod http;
 pub mod replicas;
 
 use std::time::Duration;

@@ -74,6 +74,9 @@ impl Ejection {
 pub struct Replica {
     /// `http://host:port`, without a trailing slash.
     pub base: String,
+    /// The base parsed, for building request URIs (an error for a base
+    /// that is not a URL, which endpoint validation keeps out).
+    pub target: Result<super::http::Base, String>,
     outstanding: AtomicUsize,
     limit: usize,
     latency: Mutex<PeakEwma>,
@@ -95,6 +98,7 @@ struct Health {
 impl Replica {
     fn new(base: String, limit: usize, ejections: Arc<EjectionCounts>) -> Self {
         Replica {
+            target: super::http::Base::parse(&base),
             base,
             outstanding: AtomicUsize::new(0),
             limit,
@@ -264,6 +268,7 @@ impl Endpoint {
             return Ok(Endpoint::Dns { host: host.to_owned(), port });
         }
         if text.starts_with("http://") || text.starts_with("https://") {
+            super::http::Base::parse(text)?;
             return Ok(Endpoint::Static(text.trim_end_matches('/').to_owned()));
         }
         Err(format!("{text}: endpoints are http://host:port or dns://name:port"))

@@ -1,0 +1,226 @@
+//! The HTTP client the remote backends send with: hyper's pooled client
+//! over plain TCP or TLS (rustls, the Mozilla root set), HTTP/1.1 with
+//! keep-alive. Requests are built from a replica's pre-parsed base, so the
+//! hot path parses no URLs.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use http::uri::{PathAndQuery, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client as Pool;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+/// A request body.
+pub type Body = Full<Bytes>;
+/// A response whose body is read as it arrives.
+pub type Response = http::Response<Incoming>;
+
+/// A pooled HTTP(S) client; cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    pool: Pool<HttpsConnector<HttpConnector>, Body>,
+}
+
+impl Client {
+    pub fn new(connect_timeout: Duration) -> Result<Self, String> {
+        let mut tcp = HttpConnector::new();
+        tcp.set_connect_timeout(Some(connect_timeout));
+        tcp.set_nodelay(true);
+        tcp.enforce_http(false);
+        let tls = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+            .map_err(|e| format!("TLS: {e}"))?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(tcp);
+        let pool = Pool::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_timer(TokioTimer::new())
+            .build(tls);
+        Ok(Client { pool })
+    }
+
+    /// Send a request; the response once its head has arrived.
+    pub async fn send(&self, request: http::Request<Body>) -> Result<Response, String> {
+        self.pool.request(request).await.map_err(|e| describe(&e))
+    }
+}
+
+/// An error with its causes, which hyper's top-level messages leave out
+/// ("client error (Connect)" says little without "connection refused").
+fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
+}
+
+/// A replica's base URL (`http://10.0.0.7:8000`, `https://api.example.com/v1`),
+/// parsed once; requests join a path to it.
+#[derive(Debug, Clone)]
+pub struct Base {
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    /// The base's path without its trailing slash ("" or "/v1").
+    prefix: String,
+}
+
+impl Base {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let uri: Uri = text.parse().map_err(|e| format!("'{text}' is not a URL: {e}"))?;
+        let parts = uri.into_parts();
+        let (Some(scheme), Some(authority)) = (parts.scheme, parts.authority) else {
+            return Err(format!("'{text}' needs a scheme and a host"));
+        };
+        if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
+            return Err(format!("'{text}': only http and https upstreams are supported"));
+        }
+        let path = parts.path_and_query.as_ref().map_or("", |p| p.path());
+        let prefix = path.trim_end_matches('/').to_owned();
+        Ok(Base { scheme, authority, prefix })
+    }
+
+    /// The URI of `path` (which starts with `/`) on this base.
+    pub fn join(&self, path: &str) -> Result<Uri, String> {
+        let path = PathAndQuery::try_from(format!("{}{path}", self.prefix)).map_err(|e| e.to_string())?;
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path)
+            .build()
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// A POST of `body` with its content type, and a bearer key when given.
+pub fn post(
+    uri: Uri,
+    content_type: &str,
+    body: Bytes,
+    key: Option<&HeaderValue>,
+) -> Result<http::Request<Body>, String> {
+    let mut request = http::Request::post(uri).header(CONTENT_TYPE, content_type);
+    if let Some(key) = key {
+        request = request.header(AUTHORIZATION, key.clone());
+    }
+    request.body(Full::new(body)).map_err(|e| e.to_string())
+}
+
+/// `Authorization: Bearer <key>`, marked sensitive (kept out of debug output).
+pub fn bearer(key: &str) -> Result<HeaderValue, String> {
+    let mut value = HeaderValue::try_from(format!("Bearer {key}"))
+        .map_err(|_| "the API key is not a valid header value".to_owned())?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// Read a whole response body.
+pub async fn read_all(response: Response) -> Result<Bytes, String> {
+    response.into_body().collect().await.map(|b| b.to_bytes()).map_err(|e| describe(&e))
+}
+
+/// The next piece of a response body; `None` at its end.
+pub async fn next_chunk(body: &mut Incoming) -> Option<Result<Bytes, String>> {
+    loop {
+        match body.frame().await? {
+            Ok(frame) => match frame.into_data() {
+                Ok(data) => return Some(Ok(data)),
+                Err(_trailers) => continue,
+            },
+            Err(e) => return Some(Err(describe(&e))),
+        }
+    }
+}
+
+/// An OpenAI audio upload as `multipart/form-data`: the file part, then the
+/// text fields. The content type (with its boundary) and the body.
+pub fn multipart(file: &[u8], file_name: &str, mime: &str, fields: &[(&str, String)]) -> (String, Bytes) {
+    let boundary = boundary(fields);
+    let mut body = Vec::with_capacity(file.len() + 256 + fields.len() * 96);
+    let head = |text: String, body: &mut Vec<u8>| body.extend_from_slice(text.as_bytes());
+    head(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{file_name}\"\r\nContent-Type: {mime}\r\n\r\n"
+        ),
+        &mut body,
+    );
+    body.extend_from_slice(file);
+    for (name, value) in fields {
+        head(
+            format!("\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n"),
+            &mut body,
+        );
+        body.extend_from_slice(value.as_bytes());
+    }
+    head(format!("\r\n--{boundary}--\r\n"), &mut body);
+    (format!("multipart/form-data; boundary={boundary}"), Bytes::from(body))
+}
+
+/// A boundary that none of the text fields contains. (The WAV data could
+/// in principle; 32 random hex digits make that a 2^-128 event.)
+fn boundary(fields: &[(&str, String)]) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    loop {
+        let mut bits = String::with_capacity(32);
+        for _ in 0..2 {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_nanos(),
+            );
+            bits.push_str(&format!("{:016x}", h.finish()));
+        }
+        let boundary = format!("infergate-{bits}");
+        if !fields.iter().any(|(_, v)| v.contains(&boundary)) {
+            return boundary;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bases_join_paths_with_and_without_a_prefix() {
+        let base = Base::parse("http://127.0.0.1:8000").unwrap();
+        assert_eq!(
+            base.join("/v1/chat/completions").unwrap().to_string(),
+            "http://127.0.0.1:8000/v1/chat/completions"
+        );
+        let base = Base::parse("https://api.example.com/openai/").unwrap();
+        assert_eq!(
+            base.join("/v1/embeddings").unwrap().to_string(),
+            "https://api.example.com/openai/v1/embeddings"
+        );
+        assert!(Base::parse("ftp://example.com").is_err());
+        assert!(Base::parse("example.com:80").is_err());
+        assert!(Base::parse("not a url").is_err());
+    }
+
+    #[test]
+    fn multipart_bodies_have_the_file_and_every_field() {
+        let fields = [("model", "whisper-1".to_owned()), ("prompt", "a \"quoted\" word".to_owned())];
+        let (content_type, body) = multipart(b"RIFF....", "audio.wav", "audio/wav", &fields);
+        let boundary = content_type.strip_prefix("multipart/form-data; boundary=").unwrap();
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.starts_with(&format!("--{boundary}\r\n")));
+        assert!(text.contains(
+            "name=\"file\"; filename=\"audio.wav\"\r\nContent-Type: audio/wav\r\n\r\nRIFF....\r\n"
+        ));
+        assert!(text.contains("name=\"prompt\"\r\n\r\na \"quoted\" word\r\n"));
+        assert!(text.ends_with(&format!("\r\n--{boundary}--\r\n")));
+        assert_ne!(boundary, multipart(b"", "a", "b", &[]).0.rsplit('=').next().unwrap());
+    }
+}
