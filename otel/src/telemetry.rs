@@ -186,8 +186,14 @@ pub fn init(options: &TelemetryOptions) -> Result<TelemetryGuard, TelemetryError
         };
         recorder.with_filter(without_transports(level.max(LevelFilter::INFO)))
     });
-    // A second init (tests) keeps the first subscriber.
-    let _ = tracing_subscriber::registry().with(fmt).with(otel).try_init();
+    // A second init (tests) keeps the first subscriber. Without export the
+    // recorder is left out rather than added as `None`: an absent optional
+    // layer still tells the registry it wants every span, and the registry
+    // would then build spans that no layer uses (~10% of a proxied request).
+    let _ = match otel {
+        Some(otel) => tracing_subscriber::registry().with(fmt).with(otel).try_init(),
+        None => tracing_subscriber::registry().with(fmt).try_init(),
+    };
     Ok(TelemetryGuard { spans, logger, metrics_target: exporters.map(|x| x.metrics), metrics: None })
 }
 
