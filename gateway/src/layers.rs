@@ -52,11 +52,17 @@ pub async fn shape_errors(State(state): State<SharedState>, request: Request, ne
     shaped
 }
 
-/// Record `http.server.request.duration` and in-flight requests. Streamed
-/// responses are measured to their headers; token timing is measured apart.
-/// A client that disconnects before its response is counted under status
-/// 499 (nginx's "client closed request") and its server span says so.
-pub async fn track(State(state): State<SharedState>, request: Request, next: Next) -> Response {
+/// Admit a request: record `http.server.request.duration` and in-flight
+/// requests, map its API key to a tenant (open routes need none) and parse
+/// its deadline headers into a [`DeadlineSpec`]. One layer rather than
+/// three: each `from_fn` layer clones the rest of the stack and boxes a
+/// future per request.
+///
+/// Streamed responses are measured to their headers; token timing is
+/// measured apart. A client that disconnects before its response is counted
+/// under status 499 (nginx's "client closed request") and its server span
+/// says so.
+pub async fn admit(State(state): State<SharedState>, mut request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -73,7 +79,10 @@ pub async fn track(State(state): State<SharedState>, request: Request, next: Nex
         span: tracing::Span::current(),
     };
     state.metrics.in_flight.inc();
-    let response = next.run(request).await;
+    let response = match authenticate(&state, &mut request).and_then(|()| deadline(&mut request)) {
+        Ok(()) => next.run(request).await,
+        Err(error) => error.into_response(),
+    };
     flight.status = Some(response.status().as_u16());
     response
 }
@@ -112,28 +121,20 @@ impl Drop for InFlight {
 }
 
 /// Map the API key to a tenant; open routes need none.
-pub async fn authenticate(State(state): State<SharedState>, mut request: Request, next: Next) -> Response {
+fn authenticate(state: &SharedState, request: &mut Request) -> Result<(), ApiError> {
     if is_open_route(request.uri().path()) {
-        return next.run(request).await;
+        return Ok(());
     }
-    match state.tenants.authenticate(request.headers()) {
-        Ok(caller) => {
-            request.extensions_mut().insert(caller);
-            next.run(request).await
-        }
-        Err(error) => error.into_response(),
-    }
+    let caller = state.tenants.authenticate(request.headers())?;
+    request.extensions_mut().insert(caller);
+    Ok(())
 }
 
 /// Parse the deadline headers into a [`DeadlineSpec`].
-pub async fn deadline(mut request: Request, next: Next) -> Response {
+fn deadline(request: &mut Request) -> Result<(), ApiError> {
     let now = TokioInstant::now();
-    match DeadlineSpec::from_headers(request.headers(), now) {
-        Ok(spec) => {
-            request.extensions_mut().insert(spec);
-            request.extensions_mut().insert(Received(now));
-            next.run(request).await
-        }
-        Err(error) => error.into_response(),
-    }
+    let spec = DeadlineSpec::from_headers(request.headers(), now)?;
+    request.extensions_mut().insert(spec);
+    request.extensions_mut().insert(Received(now));
+    Ok(())
 }

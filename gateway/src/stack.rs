@@ -3,7 +3,7 @@
 use std::any::Any;
 
 use axum::body::Body;
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use http::Request;
@@ -32,15 +32,14 @@ use crate::state::SharedState;
 /// 3. **catch panic**: a panicking handler becomes a 500 for that request
 ///    only, never a dropped connection;
 /// 4. **trace**: one span per request, carrying the request id;
-/// 5. **metrics**: duration by method, route and status; in-flight gauge;
-/// 6. **auth**: API key to tenant and class (`X-Priority` may lower it);
-///    health, readiness and metrics stay open;
-/// 7. **body limit**: refuse bodies over `server.max_body_bytes` (413) before
+/// 5. **admit** (one layer): duration by method, route and status and the
+///    in-flight gauge; API key to tenant and class (`X-Priority` may lower
+///    it), health, readiness and metrics staying open; `X-Request-Deadline` /
+///    `X-Request-Timeout` into the request's deadline (400 when malformed);
+/// 6. **body limit**: refuse bodies over `server.max_body_bytes` (413) before
 ///    reading them when `Content-Length` says so, and while reading otherwise;
-/// 8. **body timeout**: a client must finish its body within
+/// 7. **body timeout**: a client must finish its body within
 ///    `server.body_read_timeout` (408);
-/// 9. **deadline**: `X-Request-Deadline` / `X-Request-Timeout` into the
-///    request's deadline (400 when malformed);
 ///
 /// then the router. Header read timeouts and TCP_NODELAY are set on the
 /// connection in `server.rs`; the scheduler's admission runs in handlers.
@@ -58,13 +57,11 @@ pub fn build(routes: Router, state: SharedState) -> Router {
                 .on_response(record_response)
                 .on_failure(()),
         )
-        .layer(from_fn_with_state(state.clone(), layers::track))
-        .layer(from_fn_with_state(state.clone(), layers::authenticate))
+        .layer(from_fn_with_state(state.clone(), layers::admit))
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(RequestBodyTimeoutLayer::new(server.body_read_timeout))
         // The body layers wrap the body type; the router takes plain bodies.
-        .map_request(|request: Request<_>| request.map(Body::new))
-        .layer(from_fn(layers::deadline));
+        .map_request(|request: Request<_>| request.map(Body::new));
     routes.layer(layers)
 }
 
