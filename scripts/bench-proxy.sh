@@ -14,6 +14,7 @@
 #
 #   scripts/bench-proxy.sh      (needs target/release/infergate and infergate-fake-upstream)
 # Environment (defaults): BENCH_DURATION=8 BENCH_CONNECTIONS=32 BENCH_RATE=5000 BENCH_LOW_RATE=40
+#   BENCH_BASELINE_BIN (another infergate binary, measured as `baseline`)
 #   INFERGATE_BIN_DIR=target/release
 set -euo pipefail
 LOG_TAG=proxy
@@ -88,6 +89,15 @@ backend = { kind = "openai", endpoints = ["http://127.0.0.1:$up_port"], replica_
 TOML
 RUST_LOG=error "$DIR/infergate" serve --config "$TMP/infergate.toml" --listen "127.0.0.1:$port" >"$TMP/infergate.log" 2>&1 &
 PIDS+=("$!"); PID[infergate]="${PIDS[-1]}"; URL[infergate]="http://127.0.0.1:$port/v1/chat/completions"
+extra=()
+if [[ -n "${BENCH_BASELINE_BIN:-}" ]]; then
+    # Another infergate build (e.g. the previous commit's) side by side, same config.
+    port="$(free_port)"
+    RUST_LOG=error "$BENCH_BASELINE_BIN" serve --config "$TMP/infergate.toml" --listen "127.0.0.1:$port" \
+        >"$TMP/baseline.log" 2>&1 &
+    PIDS+=("$!"); PID[baseline]="${PIDS[-1]}"; URL[baseline]="http://127.0.0.1:$port/v1/chat/completions"
+    extra+=(baseline)
+fi
 
 port="$(free_port)"
 cat >"$TMP/nginx.conf" <<NGINX
@@ -112,7 +122,7 @@ NGINX
 nginx -c "$TMP/nginx.conf" -p "$TMP" &
 PIDS+=("$!"); PID[nginx]="${PIDS[-1]}"; URL[nginx]="http://127.0.0.1:$port/v1/chat/completions"
 
-targets=(upstream infergate nginx)
+targets=(upstream infergate "${extra[@]}" nginx)
 if [[ -x "$ENVOY" ]]; then
     port="$(free_port)"
     cat >"$TMP/envoy.yaml" <<YAML
