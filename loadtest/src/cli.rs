@@ -9,6 +9,7 @@ use clap::{value_parser, ArgGroup, Args, Parser, Subcommand};
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, Method, Uri};
 
+use crate::open::{Arrivals, OpenLoop};
 use crate::request::Target;
 use crate::run::RunConfig;
 
@@ -22,8 +23,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Closed-loop HTTP/1.1 load against one URL: each worker sends its next request as soon as
-    /// the previous response body has been read.
+    /// HTTP/1.1 load against one URL. Closed loop by default: each worker sends its next
+    /// request as soon as the previous response body has been read. With --rate, open loop:
+    /// requests leave on a schedule whatever the server does, and latency runs from each
+    /// request's intended send time.
     Run(RunArgs),
 }
 
@@ -75,6 +78,37 @@ pub struct RunArgs {
     /// Also write the result as JSON to FILE
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+
+    /// Open loop: send this many requests per second on a schedule (-c is then the number of
+    /// keep-alive connections kept; more open while requests are outstanding)
+    #[arg(long, value_name = "PER_SECOND", value_parser = parse_rate)]
+    pub rate: Option<f64>,
+
+    /// Open loop: how arrivals are spaced
+    #[arg(long, value_enum, default_value = "constant", requires = "rate")]
+    pub arrivals: ArrivalKind,
+
+    /// Open loop: seed of the Poisson schedule (the same seed gives the same schedule)
+    #[arg(long, default_value_t = 1, requires = "rate")]
+    pub seed: u64,
+
+    /// Open loop: requests in flight at most; arrivals beyond it are not sent and the run is
+    /// marked invalid
+    #[arg(long, value_name = "N", default_value_t = 10_000, requires = "rate", value_parser = value_parser!(u32).range(1..))]
+    pub max_in_flight: u32,
+
+    /// Open loop: the run is marked invalid when the generator's schedule lag has a p99 above this
+    #[arg(long, value_name = "DURATION", default_value = "1ms", requires = "rate", value_parser = parse_positive_duration)]
+    pub max_lag: Duration,
+}
+
+/// `--arrivals`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ArrivalKind {
+    /// Evenly spaced
+    Constant,
+    /// A Poisson process: exponential gaps
+    Poisson,
 }
 
 impl RunArgs {
@@ -115,6 +149,15 @@ impl RunArgs {
             requests: self.requests,
             warmup: self.warmup,
             timeout: self.timeout,
+            open: self.rate.map(|rate| OpenLoop {
+                arrivals: match self.arrivals {
+                    ArrivalKind::Constant => Arrivals::Constant { rate },
+                    ArrivalKind::Poisson => Arrivals::Poisson { rate, seed: self.seed },
+                },
+                max_in_flight: self.max_in_flight as usize,
+                max_lag: self.max_lag,
+                connections: self.concurrency as usize,
+            }),
         })
     }
 }
@@ -128,6 +171,13 @@ fn parse_header(s: &str) -> Result<(HeaderName, HeaderValue), String> {
     let name = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|e| format!("header name: {e}"))?;
     let value = HeaderValue::from_str(value.trim()).map_err(|e| format!("header value: {e}"))?;
     Ok((name, value))
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!("expected a positive number of requests per second, got {s:?}")),
+    }
 }
 
 fn parse_positive_duration(s: &str) -> Result<Duration, String> {
@@ -235,5 +285,21 @@ mod tests {
         assert!(config(&[&URL[..], &bound, &["--body-json", "{not json"]].concat()).is_err());
         assert!(config(&["--url", "https://example.com/", "--requests", "1"]).is_err());
         assert!(config(&["--url", "/relative", "--requests", "1"]).is_err());
+        assert!(parse(&[&URL[..], &bound, &["--rate", "0"]].concat()).is_err());
+        assert!(parse(&[&URL[..], &bound, &["--rate", "-5"]].concat()).is_err());
+        assert!(parse(&[&URL[..], &bound, &["--arrivals", "poisson"]].concat()).is_err(), "needs --rate");
+    }
+
+    #[test]
+    fn a_rate_makes_the_run_open_loop() {
+        let c = config(
+            &[&URL[..], &["--duration", "5s", "--rate", "250", "--arrivals", "poisson", "--seed", "9"]]
+                .concat(),
+        )
+        .unwrap();
+        let open = c.open.unwrap();
+        assert_eq!(open.arrivals, Arrivals::Poisson { rate: 250.0, seed: 9 });
+        assert_eq!((open.max_in_flight, open.max_lag), (10_000, Duration::from_millis(1)));
+        assert!(config(&[&URL[..], &["--duration", "5s"]].concat()).unwrap().open.is_none());
     }
 }

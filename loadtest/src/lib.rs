@@ -1,9 +1,11 @@
-//! `infergate-load`: load generator for infergate. For now a closed-loop runner; open-loop
-//! load, capacity search and autoscaler tuning will sit beside it and share the request,
+//! `infergate-load`: load generator for infergate. A closed-loop runner (fixed concurrency)
+//! and an open-loop one (arrivals on a schedule, latency from the intended send time);
+//! capacity search and autoscaler tuning will sit beside them and share the request,
 //! statistics and report modules.
 
 pub mod cli;
 pub mod histogram;
+pub mod open;
 pub mod report;
 pub mod request;
 pub mod run;

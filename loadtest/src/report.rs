@@ -91,16 +91,7 @@ impl Tally {
     /// The statistics of this tally over a measured `elapsed` time.
     pub fn summarize(&self, elapsed: Duration) -> Summary {
         let secs = elapsed.as_secs_f64();
-        let ms = |us: u64| us as f64 / 1000.0;
-        let latency = &self.latency_us;
-        let latency_ms = latency.max().map(|max| Latency {
-            mean: latency.mean().unwrap_or_default() / 1000.0,
-            p50: ms(latency.quantile(0.5).unwrap_or_default()),
-            p90: ms(latency.quantile(0.9).unwrap_or_default()),
-            p99: ms(latency.quantile(0.99).unwrap_or_default()),
-            p999: ms(latency.quantile(0.999).unwrap_or_default()),
-            max: ms(max),
-        });
+        let latency_ms = Latency::of(&self.latency_us);
         Summary {
             requests: self.requests,
             duration_s: secs,
@@ -113,11 +104,28 @@ impl Tally {
             latency_ms,
             queue_ms_mean: (self.queue_ms_count > 0).then(|| self.queue_ms_sum / self.queue_ms_count as f64),
             queue_ms_responses: self.queue_ms_count,
+            schedule: None,
         }
     }
 }
 
-/// Latency of 2xx responses in milliseconds, from sending the request to the end of its body.
+impl Latency {
+    /// The statistics of a histogram of microseconds, in milliseconds; `None` when empty.
+    pub fn of(histogram: &Histogram) -> Option<Latency> {
+        let ms = |us: u64| us as f64 / 1000.0;
+        histogram.max().map(|max| Latency {
+            mean: histogram.mean().unwrap_or_default() / 1000.0,
+            p50: ms(histogram.quantile(0.5).unwrap_or_default()),
+            p90: ms(histogram.quantile(0.9).unwrap_or_default()),
+            p99: ms(histogram.quantile(0.99).unwrap_or_default()),
+            p999: ms(histogram.quantile(0.999).unwrap_or_default()),
+            max: ms(max),
+        })
+    }
+}
+
+/// Latency of 2xx responses in milliseconds, from sending the request (in open loop: from
+/// when it was due) to the end of its body.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Latency {
     pub mean: f64,
@@ -147,16 +155,23 @@ pub struct Summary {
     /// Mean of `x-infergate-queue-ms` over the 2xx responses that carried it.
     pub queue_ms_mean: Option<f64>,
     pub queue_ms_responses: u64,
+    /// Open loop only: the offered rate and how well the generator kept its schedule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<crate::open::Schedule>,
 }
 
 /// How a run was configured, echoed in its output so that results are self-describing.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Params {
-    /// Load model, e.g. `closed-loop`.
+    /// Load model: `closed-loop` or `open-loop`.
     pub mode: &'static str,
     pub method: String,
     pub url: String,
+    /// Closed loop: workers. Open loop: keep-alive connections kept.
     pub concurrency: usize,
+    /// Open loop only: the arrival process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arrivals: Option<crate::open::Arrivals>,
     pub duration_s: Option<f64>,
     pub requests: Option<u64>,
     pub warmup_s: f64,
@@ -183,7 +198,32 @@ impl Report {
         ];
         let bounds: Vec<String> = bounds.into_iter().flatten().collect();
         let _ = writeln!(out, "## {} {}\n", p.method, p.url);
-        let _ = writeln!(out, "{}, concurrency {}, {}\n", p.mode, p.concurrency, bounds.join(", "));
+        match &p.arrivals {
+            None => {
+                let _ = writeln!(out, "{}, concurrency {}, {}\n", p.mode, p.concurrency, bounds.join(", "));
+            }
+            Some(a) => {
+                let _ = writeln!(
+                    out,
+                    "{}, {a:?}, {} connections kept, {}\n",
+                    p.mode,
+                    p.concurrency,
+                    bounds.join(", ")
+                );
+            }
+        }
+        if let Some(schedule) = &s.schedule {
+            let verdict = if schedule.valid {
+                "valid".to_owned()
+            } else {
+                format!("INVALID: {}", schedule.invalid_because.join("; "))
+            };
+            let lag = schedule.lag_ms.as_ref().map_or("no requests".to_owned(), |l| {
+                format!("p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms", l.p50, l.p99, l.max)
+            });
+            let _ =
+                writeln!(out, "offered {:.1} req/s; schedule lag {lag}; {verdict}\n", schedule.offered_per_s);
+        }
         let _ = writeln!(out, "| metric | value |\n|---|---|");
         let _ = writeln!(out, "| requests | {} |", s.requests);
         let _ = writeln!(out, "| duration | {:.3} s |", s.duration_s);
@@ -315,6 +355,7 @@ mod tests {
             method: "POST".into(),
             url: "http://127.0.0.1:8080/v1/embeddings".into(),
             concurrency: 8,
+            arrivals: None,
             duration_s: Some(10.0),
             requests: None,
             warmup_s: 1.0,

@@ -21,9 +21,15 @@ pub type Client = LegacyClient<HttpConnector, Full<Bytes>>;
 /// A client that keeps at most one idle connection, so that a worker owning it reuses a
 /// single keep-alive connection.
 pub fn client() -> Client {
+    client_with(1)
+}
+
+/// A client shared by many requests in flight, keeping up to `connections` idle keep-alive
+/// connections (the open-loop runner's; a request finding none idle opens another).
+pub fn client_with(connections: usize) -> Client {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
-    LegacyClient::builder(TokioExecutor::new()).pool_max_idle_per_host(1).build(http)
+    LegacyClient::builder(TokioExecutor::new()).pool_max_idle_per_host(connections).build(http)
 }
 
 /// The request every worker sends.

@@ -1,6 +1,7 @@
 //! The closed-loop runner: `concurrency` workers, each with its own client and keep-alive
 //! connection, each sending its next request as soon as the previous response body is read.
 //! The offered load therefore follows the server's speed, which is what makes it closed-loop.
+//! A run with an arrival process goes to the open-loop runner ([`crate::open`]) instead.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use anyhow::Context as _;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::open::OpenLoop;
 use crate::report::{Params, Report, Tally};
 use crate::request::{self, Target};
 
@@ -27,12 +29,15 @@ pub struct RunConfig {
     pub warmup: Duration,
     /// Limit on each request, body included.
     pub timeout: Duration,
+    /// Open loop: arrivals on a schedule instead of `concurrency` closed loops.
+    pub open: Option<OpenLoop>,
 }
 
 impl RunConfig {
     fn params(&self) -> Params {
         Params {
-            mode: "closed-loop",
+            mode: if self.open.is_some() { "open-loop" } else { "closed-loop" },
+            arrivals: self.open.map(|o| o.arrivals),
             method: self.target.method.to_string(),
             url: self.target.uri.to_string(),
             concurrency: self.concurrency,
@@ -84,6 +89,20 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
         "a run needs a bound: a duration or a number of requests"
     );
     anyhow::ensure!(config.concurrency > 0, "concurrency must be at least 1");
+    if let Some(open) = config.open {
+        let result = crate::open::run(
+            config.target.clone(),
+            open,
+            config.warmup,
+            config.duration,
+            config.requests,
+            config.timeout,
+        )
+        .await?;
+        let mut summary = result.tally.summarize(result.elapsed);
+        summary.schedule = Some(result.schedule);
+        return Ok(Report { params: config.params(), summary });
+    }
     let measure_from = Instant::now() + config.warmup;
     let plan = Arc::new(Plan {
         target: config.target.clone(),
@@ -185,6 +204,7 @@ mod tests {
             requests: None,
             warmup: Duration::ZERO,
             timeout: Duration::from_secs(1),
+            open: None,
         };
         assert!(run(config).await.is_err());
     }
