@@ -9,6 +9,7 @@ use clap::{value_parser, ArgGroup, Args, Parser, Subcommand};
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, Method, Uri};
 
+use crate::capacity::{Settings, Slo};
 use crate::open::{Arrivals, OpenLoop};
 use crate::request::Target;
 use crate::run::RunConfig;
@@ -28,12 +29,120 @@ pub enum Command {
     /// requests leave on a schedule whatever the server does, and latency runs from each
     /// request's intended send time.
     Run(RunArgs),
+    /// Search for the highest open-loop rate meeting the SLOs: the rate doubles until a step
+    /// fails, then bisects; reports each step, the capacity, the knee and, over repeated
+    /// searches, a 95% confidence interval.
+    Capacity(CapacityArgs),
 }
 
-/// Flags of `infergate-load run`.
+/// Flags of `infergate-load capacity`.
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("bound").required(true).multiple(true)))]
-pub struct RunArgs {
+pub struct CapacityArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// SLO: this latency quantile (from each request's intended send time) ...
+    #[arg(long, default_value_t = 0.99)]
+    pub slo_quantile: f64,
+
+    /// ... must be within this
+    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_positive_duration)]
+    pub slo_latency: Duration,
+
+    /// SLO: share of requests answered 2xx within --slo-latency
+    #[arg(long, default_value_t = 0.99)]
+    pub min_goodput: f64,
+
+    /// First rate tried, requests per second
+    #[arg(long, default_value = "10", value_parser = parse_rate)]
+    pub start: f64,
+
+    /// Highest rate tried
+    #[arg(long, default_value = "100000", value_parser = parse_rate)]
+    pub max: f64,
+
+    /// Stop bisecting when the failing rate is within this fraction of the passing one
+    #[arg(long, default_value_t = 0.05)]
+    pub precision: f64,
+
+    /// Measured time per step
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_positive_duration)]
+    pub step: Duration,
+
+    /// Load before each step's measurement
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+
+    /// Limit on each request
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_positive_duration)]
+    pub timeout: Duration,
+
+    /// How arrivals are spaced
+    #[arg(long, value_enum, default_value = "poisson")]
+    pub arrivals: ArrivalKind,
+
+    /// Seed of the Poisson schedules
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// Keep-alive connections kept
+    #[arg(short, long, value_name = "N", default_value_t = 64, value_parser = value_parser!(u32).range(1..))]
+    pub connections: u32,
+
+    /// Requests in flight at most; a step that reaches it fails
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = value_parser!(u32).range(1..))]
+    pub max_in_flight: u32,
+
+    /// A step whose schedule lag p99 is over this ends the search (the generator, not the target, is the limit)
+    #[arg(long, value_name = "DURATION", default_value = "1ms", value_parser = parse_positive_duration)]
+    pub max_lag: Duration,
+
+    /// Searches to run; two or more give a confidence interval
+    #[arg(long, default_value_t = 1, value_parser = value_parser!(u32).range(1..=20))]
+    pub repeats: u32,
+
+    /// Also write the result as JSON to FILE
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+impl CapacityArgs {
+    pub fn to_settings(&self) -> anyhow::Result<(Target, Settings)> {
+        anyhow::ensure!((0.0..=1.0).contains(&self.slo_quantile), "--slo-quantile is in [0, 1]");
+        anyhow::ensure!((0.0..=1.0).contains(&self.min_goodput), "--min-goodput is in [0, 1]");
+        anyhow::ensure!(self.start <= self.max, "--start is above --max");
+        anyhow::ensure!(self.precision > 0.0 && self.precision < 1.0, "--precision is in (0, 1)");
+        let arrivals = match self.arrivals {
+            ArrivalKind::Constant => Arrivals::Constant { rate: self.start },
+            ArrivalKind::Poisson => Arrivals::Poisson { rate: self.start, seed: self.seed },
+        };
+        let settings = Settings {
+            slo: Slo {
+                quantile: self.slo_quantile,
+                latency_ms: self.slo_latency.as_secs_f64() * 1000.0,
+                min_goodput: self.min_goodput,
+            },
+            start: self.start,
+            max: self.max,
+            precision: self.precision,
+            step: self.step,
+            warmup: self.warmup,
+            timeout: self.timeout,
+            open: OpenLoop {
+                arrivals,
+                max_in_flight: self.max_in_flight as usize,
+                max_lag: self.max_lag,
+                connections: self.connections as usize,
+            },
+            repeats: self.repeats,
+        };
+        Ok((self.target.to_target()?, settings))
+    }
+}
+
+/// The request to send: URL, method, body and headers (every subcommand's).
+#[derive(Debug, Args)]
+pub struct TargetArgs {
     /// Target URL (http:// only)
     #[arg(long)]
     pub url: Uri,
@@ -54,6 +163,49 @@ pub struct RunArgs {
     /// given
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
     pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl TargetArgs {
+    /// The request, its body file read.
+    pub fn to_target(&self) -> anyhow::Result<Target> {
+        anyhow::ensure!(
+            self.url.scheme_str() == Some("http") && self.url.authority().is_some(),
+            "--url must be an absolute http:// URL (TLS is not supported), got {}",
+            self.url
+        );
+        let body = match (&self.body, &self.body_json) {
+            (Some(path), _) => Some(Bytes::from(
+                std::fs::read(path).with_context(|| format!("reading --body {}", path.display()))?,
+            )),
+            (None, Some(json)) => {
+                serde_json::from_str::<serde::de::IgnoredAny>(json)
+                    .context("--body-json is not valid JSON")?;
+                Some(Bytes::from(json.clone()))
+            }
+            (None, None) => None,
+        };
+        let mut headers = HeaderMap::new();
+        for (name, value) in &self.headers {
+            headers.append(name.clone(), value.clone());
+        }
+        if body.is_some() && !headers.contains_key(CONTENT_TYPE) {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        let method = match (&self.method, &body) {
+            (Some(method), _) => method.clone(),
+            (None, Some(_)) => Method::POST,
+            (None, None) => Method::GET,
+        };
+        Ok(Target { method, uri: self.url.clone(), headers, body: body.unwrap_or_default() })
+    }
+}
+
+/// Flags of `infergate-load run`.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("bound").required(true).multiple(true)))]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
 
     /// Number of workers, each with its own keep-alive connection
     #[arg(short, long, value_name = "N", default_value_t = 8, value_parser = value_parser!(u32).range(1..))]
@@ -114,36 +266,8 @@ pub enum ArrivalKind {
 impl RunArgs {
     /// Checks the flags against each other and reads the body file.
     pub fn to_config(&self) -> anyhow::Result<RunConfig> {
-        anyhow::ensure!(
-            self.url.scheme_str() == Some("http") && self.url.authority().is_some(),
-            "--url must be an absolute http:// URL (TLS is not supported), got {}",
-            self.url
-        );
-        let body = match (&self.body, &self.body_json) {
-            (Some(path), _) => Some(Bytes::from(
-                std::fs::read(path).with_context(|| format!("reading --body {}", path.display()))?,
-            )),
-            (None, Some(json)) => {
-                serde_json::from_str::<serde::de::IgnoredAny>(json)
-                    .context("--body-json is not valid JSON")?;
-                Some(Bytes::from(json.clone()))
-            }
-            (None, None) => None,
-        };
-        let mut headers = HeaderMap::new();
-        for (name, value) in &self.headers {
-            headers.append(name.clone(), value.clone());
-        }
-        if body.is_some() && !headers.contains_key(CONTENT_TYPE) {
-            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        }
-        let method = match (&self.method, &body) {
-            (Some(method), _) => method.clone(),
-            (None, Some(_)) => Method::POST,
-            (None, None) => Method::GET,
-        };
         Ok(RunConfig {
-            target: Target { method, uri: self.url.clone(), headers, body: body.unwrap_or_default() },
+            target: self.target.to_target()?,
             concurrency: self.concurrency as usize,
             duration: self.duration,
             requests: self.requests,
@@ -197,6 +321,7 @@ mod tests {
         let argv = ["infergate-load", "run"].iter().chain(args);
         Cli::try_parse_from(argv).map(|cli| match cli.command {
             Command::Run(args) => args,
+            other => panic!("not a run: {other:?}"),
         })
     }
 

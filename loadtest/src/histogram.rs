@@ -70,6 +70,13 @@ impl Histogram {
         self.total
     }
 
+    /// How many recorded values are at most `value` (to the bucket: values sharing
+    /// `value`'s bucket count as at most it).
+    pub fn count_at_most(&self, value: u64) -> u64 {
+        let last = index(value);
+        self.counts.iter().take(last + 1).sum()
+    }
+
     /// Exact largest value, if any.
     pub fn max(&self) -> Option<u64> {
         (self.total > 0).then_some(self.max)
@@ -101,6 +108,16 @@ impl Histogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_at_most_a_value() {
+        let mut h = Histogram::default();
+        for v in [5, 10, 100, 1_000, 100_000] {
+            h.record(v);
+        }
+        assert_eq!((h.count_at_most(4), h.count_at_most(10), h.count_at_most(99)), (0, 2, 2));
+        assert_eq!((h.count_at_most(1_000), h.count_at_most(u64::MAX)), (4, 5));
+    }
 
     #[test]
     fn buckets_are_exact_below_sub_and_tight_above() {

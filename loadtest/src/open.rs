@@ -83,7 +83,10 @@ pub struct Schedule {
     pub lag_ms: Option<Latency>,
     /// Arrivals not sent because `max_in_flight` requests were outstanding.
     pub skipped: u64,
-    /// Whether the generator kept its schedule; when not, why.
+    /// The generator itself fell behind its schedule (lag over `max_lag`).
+    pub generator_behind: bool,
+    /// Whether the run measured the target: the generator kept its schedule and never hit
+    /// its in-flight cap; when not, why.
     pub valid: bool,
     pub invalid_because: Vec<String>,
 }
@@ -194,8 +197,10 @@ pub async fn run(
     };
     let lag_ms = Latency::of(&collector.lag_us);
     let mut invalid_because = Vec::new();
+    let generator_behind =
+        lag_ms.as_ref().is_some_and(|lag| lag.p99 > settings.max_lag.as_secs_f64() * 1000.0);
     if let Some(lag) = &lag_ms {
-        if lag.p99 > settings.max_lag.as_secs_f64() * 1000.0 {
+        if generator_behind {
             invalid_because.push(format!(
                 "schedule lag p99 {:.3} ms is over --max-lag {} ms",
                 lag.p99,
@@ -213,6 +218,7 @@ pub async fn run(
         offered_per_s: if window.is_zero() { 0.0 } else { scheduled as f64 / window.as_secs_f64() },
         lag_ms,
         skipped,
+        generator_behind,
         valid: invalid_because.is_empty(),
         invalid_because,
     };

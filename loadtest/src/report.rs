@@ -88,6 +88,21 @@ impl Tally {
         self.queue_ms_count += other.queue_ms_count;
     }
 
+    /// Requests recorded.
+    pub fn requests(&self) -> u64 {
+        self.requests
+    }
+
+    /// 2xx responses within `limit` (to the histogram's resolution, under 0.8%).
+    pub fn successes_within(&self, limit: Duration) -> u64 {
+        self.latency_us.count_at_most(u64::try_from(limit.as_micros()).unwrap_or(u64::MAX))
+    }
+
+    /// The `q`-quantile of 2xx latency in milliseconds.
+    pub fn latency_quantile_ms(&self, q: f64) -> Option<f64> {
+        self.latency_us.quantile(q).map(|us| us as f64 / 1000.0)
+    }
+
     /// The statistics of this tally over a measured `elapsed` time.
     pub fn summarize(&self, elapsed: Duration) -> Summary {
         let secs = elapsed.as_secs_f64();

@@ -77,7 +77,7 @@ async fn respond(behaviour: Behaviour, n: u64) -> Result<Response<Full<Bytes>>, 
 async fn load(addr: SocketAddr, args: &[&str]) -> Report {
     let url = format!("http://{addr}/v1/embeddings");
     let argv = ["infergate-load", "run", "--url", &url].into_iter().chain(args.iter().copied());
-    let Command::Run(args) = Cli::try_parse_from(argv).unwrap().command;
+    let Command::Run(args) = Cli::try_parse_from(argv).unwrap().command else { panic!("not a run") };
     infergate_load::run::run(args.to_config().unwrap()).await.unwrap()
 }
 

@@ -1,0 +1,306 @@
+//! Capacity search: the highest open-loop rate at which the target still meets its SLOs.
+//!
+//! Each step is an open-loop run at one rate. A step passes when the generator kept its
+//! schedule, the SLO quantile of latency (from the intended send time) is within the SLO
+//! latency, and goodput — the share of the step's requests answered 2xx within the SLO
+//! latency — is at least the SLO's. The rate doubles from `start` until a step fails, then
+//! bisects between the last pass and the first failure until they are within `precision` of
+//! each other. The knee is the highest passing rate whose median latency is still within
+//! 1.5× the median at the lowest rate: beyond it queueing, not service, sets the latency.
+//! Repeated searches give a mean capacity with a 95% confidence interval.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::open::{Arrivals, OpenLoop};
+use crate::report::Latency;
+use crate::request::Target;
+
+/// What a step must meet.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Slo {
+    /// The latency quantile that must stay within `latency_ms` (0.99 for p99).
+    pub quantile: f64,
+    pub latency_ms: f64,
+    /// Share of requests answered 2xx within `latency_ms`.
+    pub min_goodput: f64,
+}
+
+/// How to search.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Settings {
+    pub slo: Slo,
+    /// The first rate tried (requests per second).
+    pub start: f64,
+    /// No rate above this is tried; reaching it passing ends the search there.
+    pub max: f64,
+    /// Bisection stops when the failing rate is within this fraction above the passing one.
+    pub precision: f64,
+    /// Measured time per step, after `warmup`.
+    pub step: Duration,
+    pub warmup: Duration,
+    pub timeout: Duration,
+    /// Arrivals, connections and in-flight cap of each step (its rate is replaced).
+    pub open: OpenLoop,
+    /// Searches run one after another.
+    pub repeats: u32,
+}
+
+/// One step of a search.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Step {
+    pub rate: f64,
+    pub achieved_per_s: f64,
+    pub latency_ms: Option<Latency>,
+    /// The SLO quantile of latency, in ms (`None` when nothing succeeded).
+    pub slo_latency_ms: Option<f64>,
+    pub goodput: f64,
+    pub passed: bool,
+    /// Why it failed.
+    pub because: Vec<String>,
+}
+
+/// One search: its steps in the order run, and what they found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Search {
+    pub steps: Vec<Step>,
+    /// The highest passing rate (`None` when even `start` failed).
+    pub capacity: Option<f64>,
+    pub knee: Option<f64>,
+    /// The generator, not the target, fell behind: the capacity is at least `capacity`.
+    pub limited_by_generator: bool,
+}
+
+/// Every search and their summary.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CapacityReport {
+    pub url: String,
+    pub slo: Slo,
+    pub searches: Vec<Search>,
+    /// Mean capacity over the searches that found one.
+    pub capacity: Option<f64>,
+    /// 95% confidence interval of the mean (Student's t), with two or more searches.
+    pub ci95: Option<(f64, f64)>,
+}
+
+/// Run `settings.repeats` searches against `target`.
+pub async fn search(target: &Target, settings: &Settings) -> anyhow::Result<CapacityReport> {
+    anyhow::ensure!(settings.start > 0.0 && settings.start <= settings.max, "need 0 < --start <= --max");
+    anyhow::ensure!(settings.precision > 0.0, "--precision must be positive");
+    let mut searches = Vec::new();
+    for _ in 0..settings.repeats.max(1) {
+        searches.push(one_search(target, settings).await?);
+    }
+    let found: Vec<f64> = searches.iter().filter_map(|s| s.capacity).collect();
+    let (capacity, ci95) = mean_ci(&found);
+    Ok(CapacityReport { url: target.uri.to_string(), slo: settings.slo, searches, capacity, ci95 })
+}
+
+async fn one_search(target: &Target, settings: &Settings) -> anyhow::Result<Search> {
+    let mut steps: Vec<Step> = Vec::new();
+    let (mut pass, mut fail): (Option<f64>, Option<f64>) = (None, None);
+    let mut limited_by_generator = false;
+    let mut rate = settings.start;
+    // Doubling reaches any rate in ~log2(max/start) steps; bisection adds ~log2(1/precision).
+    for _ in 0..64 {
+        let (step, generator_behind) = run_step(target, settings, rate).await?;
+        let passed = step.passed;
+        steps.push(step);
+        if generator_behind {
+            limited_by_generator = true;
+            break;
+        }
+        if passed {
+            pass = Some(rate);
+        } else {
+            fail = Some(rate);
+        }
+        rate = match (pass, fail) {
+            (Some(lo), None) if lo >= settings.max => break,
+            (Some(lo), None) => (lo * 2.0).min(settings.max),
+            (None, Some(_)) => break,
+            (Some(lo), Some(hi)) if (hi - lo) / lo <= settings.precision => break,
+            (Some(lo), Some(hi)) => (lo + hi) / 2.0,
+            (None, None) => break,
+        };
+    }
+    let knee = knee(&steps);
+    Ok(Search { steps, capacity: pass, knee, limited_by_generator })
+}
+
+/// One open-loop step; whether the generator itself fell behind.
+async fn run_step(target: &Target, settings: &Settings, rate: f64) -> anyhow::Result<(Step, bool)> {
+    let arrivals = match settings.open.arrivals {
+        Arrivals::Constant { .. } => Arrivals::Constant { rate },
+        Arrivals::Poisson { seed, .. } => Arrivals::Poisson { rate, seed },
+    };
+    let open = OpenLoop { arrivals, ..settings.open };
+    let result =
+        crate::open::run(target.clone(), open, settings.warmup, Some(settings.step), None, settings.timeout)
+            .await?;
+    let summary = result.tally.summarize(result.elapsed);
+    let slo = settings.slo;
+    let sent = result.tally.requests() + result.schedule.skipped;
+    let good = result.tally.successes_within(Duration::from_secs_f64(slo.latency_ms / 1000.0));
+    let goodput = if sent == 0 { 0.0 } else { good as f64 / sent as f64 };
+    let slo_latency_ms = result.tally.latency_quantile_ms(slo.quantile);
+    let mut because = result.schedule.invalid_because.clone();
+    match slo_latency_ms {
+        Some(ms) if ms > slo.latency_ms => because.push(format!(
+            "p{} latency {ms:.1} ms is over {} ms",
+            slo.quantile * 100.0,
+            slo.latency_ms
+        )),
+        Some(_) => {}
+        None => because.push("no request succeeded".into()),
+    }
+    if goodput < slo.min_goodput {
+        because.push(format!("goodput {:.4} is under {}", goodput, slo.min_goodput));
+    }
+    let step = Step {
+        rate,
+        achieved_per_s: summary.requests_per_s,
+        latency_ms: summary.latency_ms,
+        slo_latency_ms,
+        goodput,
+        passed: because.is_empty(),
+        because,
+    };
+    Ok((step, result.schedule.generator_behind))
+}
+
+/// The highest passing rate whose median stays within 1.5× the median at the lowest rate.
+fn knee(steps: &[Step]) -> Option<f64> {
+    let mut passing: Vec<(f64, f64)> = steps
+        .iter()
+        .filter(|s| s.passed)
+        .filter_map(|s| s.latency_ms.as_ref().map(|l| (s.rate, l.p50)))
+        .collect();
+    passing.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let base = passing.first()?.1;
+    passing.iter().take_while(|(_, p50)| *p50 <= base * 1.5).last().map(|(rate, _)| *rate)
+}
+
+/// The mean and its 95% confidence interval (Student's t; none below two values).
+fn mean_ci(values: &[f64]) -> (Option<f64>, Option<(f64, f64)>) {
+    if values.is_empty() {
+        return (None, None);
+    }
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    if values.len() < 2 {
+        return (Some(mean), None);
+    }
+    let sd = (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+    // t(0.975, df) for df = 1..=10; about 2 beyond.
+    const T: [f64; 10] = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228];
+    let t = T.get(values.len() - 2).copied().unwrap_or(2.0);
+    let half = t * sd / n.sqrt();
+    (Some(mean), Some((mean - half, mean + half)))
+}
+
+impl CapacityReport {
+    /// Markdown for a terminal or BENCHMARKS.md.
+    pub fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let slo = &self.slo;
+        let _ = writeln!(out, "## Capacity of {}\n", self.url);
+        let _ = writeln!(
+            out,
+            "SLO: p{} latency ≤ {} ms and goodput ≥ {}\n",
+            slo.quantile * 100.0,
+            slo.latency_ms,
+            slo.min_goodput
+        );
+        for (i, search) in self.searches.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "| search {} step | rate | achieved | p50 ms | SLO latency ms | goodput | |",
+                i + 1
+            );
+            let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---|");
+            for (n, step) in search.steps.iter().enumerate() {
+                let p50 = step.latency_ms.as_ref().map_or("—".into(), |l| format!("{:.2}", l.p50));
+                let slo_ms = step.slo_latency_ms.map_or("—".into(), |v| format!("{v:.2}"));
+                let verdict = if step.passed {
+                    "pass".to_owned()
+                } else {
+                    format!("fail: {}", step.because.join("; "))
+                };
+                let _ = writeln!(
+                    out,
+                    "| {} | {:.1} | {:.1} | {p50} | {slo_ms} | {:.4} | {verdict} |",
+                    n + 1,
+                    step.rate,
+                    step.achieved_per_s,
+                    step.goodput
+                );
+            }
+            let found =
+                search.capacity.map_or("none (the first step failed)".into(), |c| format!("{c:.1} req/s"));
+            let knee = search.knee.map_or("—".into(), |k| format!("{k:.1} req/s"));
+            let behind =
+                if search.limited_by_generator { " (the generator fell behind: at least this)" } else { "" };
+            let _ = writeln!(out, "\ncapacity {found}{behind}; knee {knee}\n");
+        }
+        match (self.capacity, self.ci95) {
+            (Some(c), Some((lo, hi))) => {
+                let _ = writeln!(
+                    out,
+                    "capacity: mean {c:.1} req/s, 95% CI [{lo:.1}, {hi:.1}] over {} searches",
+                    self.searches.len()
+                );
+            }
+            (Some(c), None) => {
+                let _ = writeln!(out, "capacity: {c:.1} req/s");
+            }
+            _ => {
+                let _ = writeln!(out, "capacity: not found");
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(rate: f64, p50: f64, passed: bool) -> Step {
+        let latency = Latency { mean: p50, p50, p90: p50, p99: p50, p999: p50, max: p50 };
+        Step {
+            rate,
+            achieved_per_s: rate,
+            latency_ms: Some(latency),
+            slo_latency_ms: Some(p50),
+            goodput: 1.0,
+            passed,
+            because: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_knee_is_where_the_median_leaves_its_low_load_level() {
+        let steps = [
+            step(100.0, 10.0, true),
+            step(200.0, 11.0, true),
+            step(400.0, 16.0, true),
+            step(300.0, 12.0, true),
+        ];
+        assert_eq!(knee(&steps), Some(300.0), "16 ms is over 1.5 × 10 ms");
+        assert_eq!(knee(&[step(100.0, 10.0, false)]), None);
+    }
+
+    #[test]
+    fn confidence_intervals_follow_students_t() {
+        assert_eq!(mean_ci(&[]), (None, None));
+        assert_eq!(mean_ci(&[5.0]), (Some(5.0), None));
+        let (mean, ci) = mean_ci(&[90.0, 100.0, 110.0]);
+        assert_eq!(mean, Some(100.0));
+        let (lo, hi) = ci.unwrap();
+        // sd 10, n 3, t 4.303: half-width 24.84.
+        assert!((hi - 100.0 - 24.84).abs() < 0.01 && (100.0 - lo - 24.84).abs() < 0.01, "{lo} {hi}");
+    }
+}
