@@ -2,7 +2,7 @@
 //! at a time, 10 ms each, so 200 req/s — on 127.0.0.1 port 0.
 
 // A test harness: failing loudly on a broken setup is its job.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

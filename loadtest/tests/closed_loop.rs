@@ -2,7 +2,7 @@
 //! behaviour is named by each test (`ok`, `every_other_503`, `hang`).
 
 // A test harness: failing loudly on a broken setup is its job.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

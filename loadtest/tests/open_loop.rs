@@ -2,7 +2,7 @@
 //! answers after a fixed delay (or never), recording when each request arrived.
 
 // A test harness: failing loudly on a broken setup is its job.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
