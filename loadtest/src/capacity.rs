@@ -11,14 +11,14 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::open::{Arrivals, OpenLoop};
 use crate::report::Latency;
 use crate::request::Target;
 
 /// What a step must meet.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Slo {
     /// The latency quantile that must stay within `latency_ms` (0.99 for p99).
     pub quantile: f64,
@@ -48,7 +48,7 @@ pub struct Settings {
 }
 
 /// One step of a search.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Step {
     pub rate: f64,
     pub achieved_per_s: f64,
@@ -62,7 +62,7 @@ pub struct Step {
 }
 
 /// One search: its steps in the order run, and what they found.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Search {
     pub steps: Vec<Step>,
     /// The highest passing rate (`None` when even `start` failed).
@@ -73,7 +73,7 @@ pub struct Search {
 }
 
 /// Every search and their summary.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CapacityReport {
     pub url: String,
     pub slo: Slo,

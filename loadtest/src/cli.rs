@@ -33,6 +33,62 @@ pub enum Command {
     /// fails, then bisects; reports each step, the capacity, the knee and, over repeated
     /// searches, a 95% confidence interval.
     Capacity(CapacityArgs),
+    /// Turn a capacity result (`capacity --json`) into autoscaler settings: a Kubernetes HPA
+    /// v2 and a KEDA ScaledObject on the in-flight metric, and, given a traffic trace, a
+    /// replay of the HPA algorithm predicting SLO attainment and replica-hours.
+    Tune(TuneArgs),
+}
+
+/// Flags of `infergate-load tune`.
+#[derive(Debug, Args)]
+pub struct TuneArgs {
+    /// The JSON written by `infergate-load capacity --json`
+    #[arg(long, value_name = "FILE")]
+    pub capacity: PathBuf,
+    /// Deployment and autoscaler name
+    #[arg(long, default_value = "infergate")]
+    pub name: String,
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    /// Requests per second at the quietest time (sets the minimum replicas)
+    #[arg(long, value_parser = parse_non_negative)]
+    pub baseline_rate: f64,
+    /// Requests per second at the busiest time (sets the maximum replicas)
+    #[arg(long, value_parser = parse_rate)]
+    pub peak_rate: f64,
+    /// Share of a replica's capacity kept free when scaling
+    #[arg(long, default_value_t = 0.2)]
+    pub headroom: f64,
+    /// Prometheus address for KEDA's trigger
+    #[arg(long, default_value = "http://prometheus.monitoring.svc:9090")]
+    pub prometheus: String,
+    /// Seconds a scale-down waits for the recommendation to stay low
+    #[arg(long, default_value_t = 300)]
+    pub scale_down_window: u32,
+    /// Replay: seconds from a scale-up decision to the new pod serving
+    #[arg(long, default_value_t = 60.0)]
+    pub pod_startup: f64,
+    /// Replay the HPA over this trace: CSV lines `seconds,requests_per_second`
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+    /// Write hpa.yaml, scaledobject.yaml and tune.json into this directory
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+impl TuneArgs {
+    pub fn to_settings(&self) -> crate::tune::TuneSettings {
+        crate::tune::TuneSettings {
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
+            baseline_rate: self.baseline_rate,
+            peak_rate: self.peak_rate,
+            headroom: self.headroom,
+            prometheus: self.prometheus.clone(),
+            scale_down_window_s: self.scale_down_window,
+            pod_startup_s: self.pod_startup,
+        }
+    }
 }
 
 /// Flags of `infergate-load capacity`.
@@ -301,6 +357,13 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
         _ => Err(format!("expected a positive number of requests per second, got {s:?}")),
+    }
+}
+
+fn parse_non_negative(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err(format!("expected a number of requests per second, got {s:?}")),
     }
 }
 

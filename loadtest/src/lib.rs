@@ -10,3 +10,4 @@ pub mod open;
 pub mod report;
 pub mod request;
 pub mod run;
+pub mod tune;

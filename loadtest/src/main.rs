@@ -3,13 +3,61 @@
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use infergate_load::cli::{CapacityArgs, Cli, Command, RunArgs};
+use infergate_load::cli::{CapacityArgs, Cli, Command, RunArgs, TuneArgs};
+use infergate_load::tune;
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Run(args) => run(&args),
         Command::Capacity(args) => capacity(&args),
+        Command::Tune(args) => tune(&args),
     }
+}
+
+fn tune(args: &TuneArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.capacity)
+        .with_context(|| format!("reading --capacity {}", args.capacity.display()))?;
+    let report = serde_json::from_str(&text).context("--capacity is not a capacity report")?;
+    let settings = args.to_settings();
+    let derived = tune::derive(&report, &settings)?;
+    let replay = match &args.trace {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading --trace {}", path.display()))?;
+            Some(tune::replay(&derived, &settings, &tune::parse_trace(&text)?))
+        }
+        None => None,
+    };
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let write = |name: &str, text: String| {
+        let path = args.out.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+    };
+    write("hpa.yaml", format!("{}{}", tune::HPA_HEADER, tune::to_yaml(&tune::hpa(&derived, &settings))))?;
+    write("scaledobject.yaml", tune::to_yaml(&tune::keda(&derived, &settings)))?;
+    let summary = serde_json::json!({ "derived": derived, "replay": replay });
+    write("tune.json", serde_json::to_string_pretty(&summary).context("serializing")?)?;
+    println!(
+        "capacity {:.1} req/s per replica at {:.1} ms: {:.1} in flight (Little); target {:.2} per pod; \
+         replicas {}..{}",
+        derived.capacity_per_s,
+        derived.latency_s * 1000.0,
+        derived.in_flight_at_capacity,
+        derived.target_in_flight,
+        derived.min_replicas,
+        derived.max_replicas
+    );
+    if let Some(r) = &replay {
+        println!(
+            "replay: {:.2}% of requests within capacity, {:.2} replica-hours, peak {} replicas, {} scale events",
+            r.slo_attainment * 100.0,
+            r.replica_hours,
+            r.peak_replicas,
+            r.events.len()
+        );
+    }
+    println!("wrote {}/{{hpa.yaml,scaledobject.yaml,tune.json}}", args.out.display());
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

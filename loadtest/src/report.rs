@@ -141,7 +141,7 @@ impl Latency {
 
 /// Latency of 2xx responses in milliseconds, from sending the request (in open loop: from
 /// when it was due) to the end of its body.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Latency {
     pub mean: f64,
     pub p50: f64,
