@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::open::{Arrivals, OpenLoop};
+use crate::open::{OpenLoop, Shape};
 use crate::report::Latency;
 use crate::request::Target;
 
@@ -28,7 +28,7 @@ pub struct Slo {
 }
 
 /// How to search.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub slo: Slo,
     /// The first rate tried (requests per second).
@@ -131,11 +131,12 @@ async fn one_search(target: &Target, settings: &Settings) -> anyhow::Result<Sear
 
 /// One open-loop step; whether the generator itself fell behind.
 async fn run_step(target: &Target, settings: &Settings, rate: f64) -> anyhow::Result<(Step, bool)> {
-    let arrivals = match settings.open.arrivals {
-        Arrivals::Constant { .. } => Arrivals::Constant { rate },
-        Arrivals::Poisson { seed, .. } => Arrivals::Poisson { rate, seed },
+    let open = OpenLoop {
+        arrivals: settings.open.arrivals.with_rate(rate),
+        shape: Shape::Flat,
+        replay: None,
+        ..settings.open.clone()
     };
-    let open = OpenLoop { arrivals, ..settings.open };
     let result =
         crate::open::run(target.clone(), open, settings.warmup, Some(settings.step), None, settings.timeout)
             .await?;

@@ -10,7 +10,7 @@ use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, Method, Uri};
 
 use crate::capacity::{Settings, Slo};
-use crate::open::{Arrivals, OpenLoop};
+use crate::open::{Arrivals, OpenLoop, Shape};
 use crate::request::Target;
 use crate::run::RunConfig;
 
@@ -137,9 +137,13 @@ pub struct CapacityArgs {
     #[arg(long, value_enum, default_value = "poisson")]
     pub arrivals: ArrivalKind,
 
-    /// Seed of the Poisson schedules
+    /// Seed of the random schedules
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+
+    /// Coefficient of variation of --arrivals gamma's gaps
+    #[arg(long, default_value_t = 2.0, value_parser = parse_rate)]
+    pub cv: f64,
 
     /// Keep-alive connections kept
     #[arg(short, long, value_name = "N", default_value_t = 64, value_parser = value_parser!(u32).range(1..))]
@@ -168,10 +172,7 @@ impl CapacityArgs {
         anyhow::ensure!((0.0..=1.0).contains(&self.min_goodput), "--min-goodput is in [0, 1]");
         anyhow::ensure!(self.start <= self.max, "--start is above --max");
         anyhow::ensure!(self.precision > 0.0 && self.precision < 1.0, "--precision is in (0, 1)");
-        let arrivals = match self.arrivals {
-            ArrivalKind::Constant => Arrivals::Constant { rate: self.start },
-            ArrivalKind::Poisson => Arrivals::Poisson { rate: self.start, seed: self.seed },
-        };
+        let arrivals = self.arrivals.at(self.start, self.seed, self.cv);
         let settings = Settings {
             slo: Slo {
                 quantile: self.slo_quantile,
@@ -186,6 +187,8 @@ impl CapacityArgs {
             timeout: self.timeout,
             open: OpenLoop {
                 arrivals,
+                shape: Shape::Flat,
+                replay: None,
                 max_in_flight: self.max_in_flight as usize,
                 max_lag: self.max_lag,
                 connections: self.connections as usize,
@@ -292,21 +295,54 @@ pub struct RunArgs {
     #[arg(long, value_name = "PER_SECOND", value_parser = parse_rate)]
     pub rate: Option<f64>,
 
-    /// Open loop: how arrivals are spaced
+    /// Open loop: how arrivals are spaced around the rate
     #[arg(long, value_enum, default_value = "constant", requires = "rate")]
     pub arrivals: ArrivalKind,
 
-    /// Open loop: seed of the Poisson schedule (the same seed gives the same schedule)
+    /// Open loop: coefficient of variation of --arrivals gamma's gaps (above 1: bursty)
+    #[arg(long, default_value_t = 2.0, requires = "rate", value_parser = parse_rate)]
+    pub cv: f64,
+
+    /// Open loop: seed of random schedules (the same seed gives the same schedule)
     #[arg(long, default_value_t = 1, requires = "rate")]
     pub seed: u64,
 
+    /// Open loop: ramp the rate linearly to this over --ramp-over (then hold it)
+    #[arg(long, value_name = "PER_SECOND", requires_all = ["rate", "ramp_over"], conflicts_with_all = ["step_by", "on"])]
+    pub ramp_to: Option<f64>,
+
+    /// Open loop: how long the ramp lasts
+    #[arg(long, value_name = "DURATION", requires = "ramp_to", value_parser = parse_positive_duration)]
+    pub ramp_over: Option<Duration>,
+
+    /// Open loop: raise the rate by this every --step-every (steps)
+    #[arg(long, value_name = "PER_SECOND", requires_all = ["rate", "step_every"], conflicts_with = "on")]
+    pub step_by: Option<f64>,
+
+    /// Open loop: how long each step lasts
+    #[arg(long, value_name = "DURATION", requires = "step_by", value_parser = parse_positive_duration)]
+    pub step_every: Option<Duration>,
+
+    /// Open loop, bursty: send at the rate for this long, then nothing for --off, repeated
+    #[arg(long, value_name = "DURATION", requires_all = ["rate", "off"], value_parser = parse_positive_duration)]
+    pub on: Option<Duration>,
+
+    /// Open loop: the silent part of --on/--off
+    #[arg(long, value_name = "DURATION", requires = "on", value_parser = parse_positive_duration)]
+    pub off: Option<Duration>,
+
+    /// Open loop: replay a recorded trace's arrival times (seconds, one per line or the first
+    /// CSV column) instead of a rate
+    #[arg(long, value_name = "FILE", conflicts_with = "rate")]
+    pub replay: Option<PathBuf>,
+
     /// Open loop: requests in flight at most; arrivals beyond it are not sent and the run is
     /// marked invalid
-    #[arg(long, value_name = "N", default_value_t = 10_000, requires = "rate", value_parser = value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = value_parser!(u32).range(1..))]
     pub max_in_flight: u32,
 
     /// Open loop: the run is marked invalid when the generator's schedule lag has a p99 above this
-    #[arg(long, value_name = "DURATION", default_value = "1ms", requires = "rate", value_parser = parse_positive_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "1ms", value_parser = parse_positive_duration)]
     pub max_lag: Duration,
 }
 
@@ -317,11 +353,49 @@ pub enum ArrivalKind {
     Constant,
     /// A Poisson process: exponential gaps
     Poisson,
+    /// Gamma-distributed gaps with --cv (bursty above 1)
+    Gamma,
+}
+
+impl ArrivalKind {
+    fn at(self, rate: f64, seed: u64, cv: f64) -> Arrivals {
+        match self {
+            ArrivalKind::Constant => Arrivals::Constant { rate },
+            ArrivalKind::Poisson => Arrivals::Poisson { rate, seed },
+            ArrivalKind::Gamma => Arrivals::Gamma { rate, cv, seed },
+        }
+    }
 }
 
 impl RunArgs {
-    /// Checks the flags against each other and reads the body file.
+    /// Checks the flags against each other and reads the body and replay files.
     pub fn to_config(&self) -> anyhow::Result<RunConfig> {
+        let replay = match &self.replay {
+            Some(path) => Some(crate::open::parse_replay(
+                &std::fs::read_to_string(path)
+                    .with_context(|| format!("reading --replay {}", path.display()))?,
+            )?),
+            None => None,
+        };
+        let shape = match (
+            self.ramp_to.zip(self.ramp_over),
+            self.step_by.zip(self.step_every),
+            self.on.zip(self.off),
+        ) {
+            (Some((to, over)), _, _) => Shape::Ramp { to, over_s: over.as_secs_f64() },
+            (_, Some((by, every)), _) => Shape::Steps { by, every_s: every.as_secs_f64() },
+            (_, _, Some((on, off))) => Shape::OnOff { on_s: on.as_secs_f64(), off_s: off.as_secs_f64() },
+            _ => Shape::Flat,
+        };
+        let open = match (self.rate, replay) {
+            (Some(rate), _) => Some((self.arrivals.at(rate, self.seed, self.cv), None)),
+            (None, Some(times)) => {
+                let span = times.last().copied().unwrap_or(0.0) - times.first().copied().unwrap_or(0.0);
+                let mean = if span > 0.0 { times.len() as f64 / span } else { 1.0 };
+                Some((Arrivals::Constant { rate: mean }, Some(times)))
+            }
+            (None, None) => None,
+        };
         Ok(RunConfig {
             target: self.target.to_target()?,
             concurrency: self.concurrency as usize,
@@ -329,11 +403,10 @@ impl RunArgs {
             requests: self.requests,
             warmup: self.warmup,
             timeout: self.timeout,
-            open: self.rate.map(|rate| OpenLoop {
-                arrivals: match self.arrivals {
-                    ArrivalKind::Constant => Arrivals::Constant { rate },
-                    ArrivalKind::Poisson => Arrivals::Poisson { rate, seed: self.seed },
-                },
+            open: open.map(|(arrivals, replay)| OpenLoop {
+                arrivals,
+                shape,
+                replay,
                 max_in_flight: self.max_in_flight as usize,
                 max_lag: self.max_lag,
                 connections: self.concurrency as usize,
@@ -489,5 +562,40 @@ mod tests {
         assert_eq!(open.arrivals, Arrivals::Poisson { rate: 250.0, seed: 9 });
         assert_eq!((open.max_in_flight, open.max_lag), (10_000, Duration::from_millis(1)));
         assert!(config(&[&URL[..], &["--duration", "5s"]].concat()).unwrap().open.is_none());
+    }
+
+    #[test]
+    fn shapes_and_replays_are_parsed_and_checked() {
+        let d = ["--duration", "5s", "--rate", "100"];
+        let ramp = config(&[&URL[..], &d, &["--ramp-to", "400", "--ramp-over", "1m"]].concat()).unwrap();
+        assert_eq!(ramp.open.unwrap().shape, Shape::Ramp { to: 400.0, over_s: 60.0 });
+        let steps = config(&[&URL[..], &d, &["--step-by", "50", "--step-every", "10s"]].concat()).unwrap();
+        assert_eq!(steps.open.unwrap().shape, Shape::Steps { by: 50.0, every_s: 10.0 });
+        let bursty = config(
+            &[&URL[..], &d, &["--arrivals", "gamma", "--cv", "3", "--on", "2s", "--off", "8s"]].concat(),
+        )
+        .unwrap()
+        .open
+        .unwrap();
+        assert_eq!(bursty.shape, Shape::OnOff { on_s: 2.0, off_s: 8.0 });
+        assert_eq!(bursty.arrivals, Arrivals::Gamma { rate: 100.0, cv: 3.0, seed: 1 });
+        assert!(parse(&[&URL[..], &d, &["--ramp-to", "400"]].concat()).is_err(), "a ramp needs its length");
+        assert!(parse(
+            &[&URL[..], &d, &["--ramp-to", "4", "--ramp-over", "1s", "--on", "1s", "--off", "1s"]].concat()
+        )
+        .is_err());
+        assert!(
+            parse(&[&URL[..], &["--duration", "5s", "--ramp-to", "4", "--ramp-over", "1s"]].concat())
+                .is_err(),
+            "needs --rate"
+        );
+
+        let path = std::env::temp_dir().join(format!("infergate-load-replay-{}.csv", std::process::id()));
+        std::fs::write(&path, "t\n0.0\n0.5\n1.0\n").unwrap();
+        let replay = config(&[&URL[..], &["--duration", "5s", "--replay", path.to_str().unwrap()]].concat());
+        std::fs::remove_file(&path).unwrap();
+        let open = replay.unwrap().open.unwrap();
+        assert_eq!(open.replay.unwrap().len(), 3);
+        assert!(parse(&[&URL[..], &d, &["--replay", "x.csv"]].concat()).is_err(), "a replay has no --rate");
     }
 }

@@ -187,6 +187,12 @@ pub struct Params {
     /// Open loop only: the arrival process.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub arrivals: Option<crate::open::Arrivals>,
+    /// Open loop only: how the rate changed over the run, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shape: Option<crate::open::Shape>,
+    /// Open loop only: the number of recorded arrivals replayed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay_arrivals: Option<usize>,
     pub duration_s: Option<f64>,
     pub requests: Option<u64>,
     pub warmup_s: f64,
@@ -218,9 +224,14 @@ impl Report {
                 let _ = writeln!(out, "{}, concurrency {}, {}\n", p.mode, p.concurrency, bounds.join(", "));
             }
             Some(a) => {
+                let process = match (p.replay_arrivals, &p.shape) {
+                    (Some(n), _) => format!("replay of {n} recorded arrivals"),
+                    (None, Some(shape)) => format!("{a:?}, {shape:?}"),
+                    (None, None) => format!("{a:?}"),
+                };
                 let _ = writeln!(
                     out,
-                    "{}, {a:?}, {} connections kept, {}\n",
+                    "{}, {process}, {} connections kept, {}\n",
                     p.mode,
                     p.concurrency,
                     bounds.join(", ")
@@ -371,6 +382,8 @@ mod tests {
             url: "http://127.0.0.1:8080/v1/embeddings".into(),
             concurrency: 8,
             arrivals: None,
+            shape: None,
+            replay_arrivals: None,
             duration_s: Some(10.0),
             requests: None,
             warmup_s: 1.0,

@@ -37,7 +37,12 @@ impl RunConfig {
     fn params(&self) -> Params {
         Params {
             mode: if self.open.is_some() { "open-loop" } else { "closed-loop" },
-            arrivals: self.open.map(|o| o.arrivals),
+            arrivals: self.open.as_ref().map(|o| o.arrivals),
+            shape: self
+                .open
+                .as_ref()
+                .and_then(|o| (o.replay.is_none() && o.shape != crate::open::Shape::Flat).then_some(o.shape)),
+            replay_arrivals: self.open.as_ref().and_then(|o| o.replay.as_ref().map(|r| r.len())),
             method: self.target.method.to_string(),
             url: self.target.uri.to_string(),
             concurrency: self.concurrency,
@@ -89,7 +94,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
         "a run needs a bound: a duration or a number of requests"
     );
     anyhow::ensure!(config.concurrency > 0, "concurrency must be at least 1");
-    if let Some(open) = config.open {
+    if let Some(open) = config.open.clone() {
         let result = crate::open::run(
             config.target.clone(),
             open,
