@@ -2,8 +2,10 @@
 //!
 //! Each step is an open-loop run at one rate. A step passes when the generator kept its
 //! schedule, the SLO quantile of latency (from the intended send time) is within the SLO
-//! latency, and goodput — the share of the step's requests answered 2xx within the SLO
-//! latency — is at least the SLO's. The rate doubles from `start` until a step fails, then
+//! latency, goodput — the share of the step's requests answered 2xx within the SLO
+//! latency — is at least the SLO's, and the target completed at least `min_throughput` of
+//! the offered rate (a step just over capacity can end before its growing backlog shows in
+//! the latencies; its falling throughput shows it). The rate doubles from `start` until a step fails, then
 //! bisects between the last pass and the first failure until they are within `precision` of
 //! each other. The knee is the highest passing rate whose median latency is still within
 //! 1.5× the median at the lowest rate: beyond it queueing, not service, sets the latency.
@@ -25,6 +27,14 @@ pub struct Slo {
     pub latency_ms: f64,
     /// Share of requests answered 2xx within `latency_ms`.
     pub min_goodput: f64,
+    /// Completed over offered rate a step must reach: below it the target is not keeping
+    /// up, whatever a short step's latencies say (its backlog is still growing).
+    #[serde(default = "default_throughput")]
+    pub min_throughput: f64,
+}
+
+fn default_throughput() -> f64 {
+    0.97
 }
 
 /// How to search.
@@ -51,6 +61,9 @@ pub struct Settings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Step {
     pub rate: f64,
+    /// Arrivals in the measured window per second (a Poisson schedule's own count).
+    #[serde(default)]
+    pub offered_per_s: f64,
     pub achieved_per_s: f64,
     pub latency_ms: Option<Latency>,
     /// The SLO quantile of latency, in ms (`None` when nothing succeeded).
@@ -159,8 +172,16 @@ async fn run_step(target: &Target, settings: &Settings, rate: f64) -> anyhow::Re
     if goodput < slo.min_goodput {
         because.push(format!("goodput {:.4} is under {}", goodput, slo.min_goodput));
     }
+    let offered = result.schedule.offered_per_s;
+    if offered > 0.0 && summary.requests_per_s < offered * slo.min_throughput {
+        because.push(format!(
+            "completed {:.1}/s of {offered:.1}/s offered (under {})",
+            summary.requests_per_s, slo.min_throughput
+        ));
+    }
     let step = Step {
         rate,
+        offered_per_s: offered,
         achieved_per_s: summary.requests_per_s,
         latency_ms: summary.latency_ms,
         slo_latency_ms,
@@ -273,6 +294,7 @@ mod tests {
         let latency = Latency { mean: p50, p50, p90: p50, p99: p50, p999: p50, max: p50 };
         Step {
             rate,
+            offered_per_s: rate,
             achieved_per_s: rate,
             latency_ms: Some(latency),
             slo_latency_ms: Some(p50),

@@ -109,6 +109,10 @@ pub struct CapacityArgs {
     #[arg(long, default_value_t = 0.99)]
     pub min_goodput: f64,
 
+    /// A step also fails when the target completes less than this share of the offered rate
+    #[arg(long, default_value_t = 0.97)]
+    pub min_throughput: f64,
+
     /// First rate tried, requests per second
     #[arg(long, default_value = "10", value_parser = parse_rate)]
     pub start: f64,
@@ -170,6 +174,7 @@ impl CapacityArgs {
     pub fn to_settings(&self) -> anyhow::Result<(Target, Settings)> {
         anyhow::ensure!((0.0..=1.0).contains(&self.slo_quantile), "--slo-quantile is in [0, 1]");
         anyhow::ensure!((0.0..=1.0).contains(&self.min_goodput), "--min-goodput is in [0, 1]");
+        anyhow::ensure!((0.0..=1.0).contains(&self.min_throughput), "--min-throughput is in [0, 1]");
         anyhow::ensure!(self.start <= self.max, "--start is above --max");
         anyhow::ensure!(self.precision > 0.0 && self.precision < 1.0, "--precision is in (0, 1)");
         let arrivals = self.arrivals.at(self.start, self.seed, self.cv);
@@ -178,6 +183,7 @@ impl CapacityArgs {
                 quantile: self.slo_quantile,
                 latency_ms: self.slo_latency.as_secs_f64() * 1000.0,
                 min_goodput: self.min_goodput,
+                min_throughput: self.min_throughput,
             },
             start: self.start,
             max: self.max,

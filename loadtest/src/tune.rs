@@ -379,6 +379,7 @@ mod tests {
             Latency { mean: mean_ms, p50: mean_ms, p90: mean_ms, p99: mean_ms, p999: mean_ms, max: mean_ms };
         let step = |rate: f64, passed: bool| Step {
             rate,
+            offered_per_s: rate,
             achieved_per_s: rate,
             latency_ms: Some(latency.clone()),
             slo_latency_ms: Some(mean_ms),
@@ -388,7 +389,7 @@ mod tests {
         };
         CapacityReport {
             url: "http://127.0.0.1:8080/v1/embeddings".into(),
-            slo: Slo { quantile: 0.99, latency_ms: 500.0, min_goodput: 0.99 },
+            slo: Slo { quantile: 0.99, latency_ms: 500.0, min_goodput: 0.99, min_throughput: 0.97 },
             searches: vec![Search {
                 steps: vec![step(capacity / 2.0, true), step(capacity, true), step(capacity * 1.5, false)],
                 capacity: Some(capacity),
