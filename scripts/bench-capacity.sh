@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # infergate-load's capacity search against synthetic models of known capacity
-# (scripts/bench/capacity.toml): "serial" 100 req/s, "batched" 400 req/s as
-# configured (2 × 1 / 20 ms, 8 / 20 ms); the synthetic backend's sleeps run
-# ~2 ms long on this VM, so the service-time capacities are ~91 and ~364.
+# (scripts/bench/capacity.toml): "serial" 200 req/s (20 × 1 per 100 ms) and
+# "batched" 320 req/s (4 × 8 per 100 ms).
 # Each search: Poisson arrivals, SLO p99 ≤ BENCH_SLO and goodput ≥ 99%,
 # BENCH_STEP s per step after 2 s of warmup, 3% precision, BENCH_REPEATS
 # searches for a confidence interval. Prints each report and the ratio of the
@@ -36,7 +35,7 @@ PIDS+=("$!")
 for _ in $(seq 1 200); do curl -sf -o /dev/null "http://127.0.0.1:$port/readyz" && break; sleep 0.05; done
 
 echo "# Capacity search vs. analytic capacity ($(date -u +%F), $(nproc) cores)"
-for pair in serial:100 batched:400; do
+for pair in serial:200 batched:320; do
     model="${pair%%:*}" analytic="${pair##*:}"
     "$DIR/infergate-load" capacity --url "http://127.0.0.1:$port/v1/embeddings" \
         -H "Authorization: Bearer sk-infergate-test" \

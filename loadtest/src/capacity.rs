@@ -145,7 +145,7 @@ async fn one_search(target: &Target, settings: &Settings) -> anyhow::Result<Sear
 /// One open-loop step; whether the generator itself fell behind.
 async fn run_step(target: &Target, settings: &Settings, rate: f64) -> anyhow::Result<(Step, bool)> {
     let open = OpenLoop {
-        arrivals: settings.open.arrivals.with_rate(rate),
+        arrivals: settings.open.arrivals.with_rate(rate).reseeded(rate.to_bits()),
         shape: Shape::Flat,
         replay: None,
         ..settings.open.clone()

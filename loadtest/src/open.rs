@@ -49,6 +49,21 @@ impl Arrivals {
         }
     }
 
+    /// The same process with its seed mixed with `salt`: the steps of a search each get
+    /// their own random schedule rather than one schedule scaled (whose early draws would
+    /// bias every step the same way).
+    pub fn reseeded(self, salt: u64) -> Self {
+        let mix = |seed: u64| {
+            let mut state = seed ^ salt.rotate_left(17);
+            (uniform(&mut state) * u64::MAX as f64) as u64
+        };
+        match self {
+            Arrivals::Constant { .. } => self,
+            Arrivals::Poisson { rate, seed } => Arrivals::Poisson { rate, seed: mix(seed) },
+            Arrivals::Gamma { rate, cv, seed } => Arrivals::Gamma { rate, cv, seed: mix(seed) },
+        }
+    }
+
     /// One gap at `rate` per second.
     fn gap(&self, rate: f64, state: &mut u64) -> f64 {
         let mean = 1.0 / rate;
