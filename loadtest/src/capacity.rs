@@ -102,8 +102,11 @@ pub async fn search(target: &Target, settings: &Settings) -> anyhow::Result<Capa
     anyhow::ensure!(settings.start > 0.0 && settings.start <= settings.max, "need 0 < --start <= --max");
     anyhow::ensure!(settings.precision > 0.0, "--precision must be positive");
     let mut searches = Vec::new();
-    for _ in 0..settings.repeats.max(1) {
-        searches.push(one_search(target, settings).await?);
+    for repeat in 0..settings.repeats.max(1) {
+        // Each search its own random schedules, or repeats would only repeat.
+        let mut this = settings.clone();
+        this.open.arrivals = settings.open.arrivals.reseeded(u64::from(repeat) << 32);
+        searches.push(one_search(target, &this).await?);
     }
     let found: Vec<f64> = searches.iter().filter_map(|s| s.capacity).collect();
     let (capacity, ci95) = mean_ci(&found);
