@@ -68,7 +68,7 @@ async fn the_search_finds_the_known_capacity_and_the_knee_below_it() {
         "--arrivals",
         "constant",
         "--max-lag",
-        "20ms",
+        "200ms",
     ];
     let Command::Capacity(args) = Cli::try_parse_from(argv).unwrap().command else { panic!("not capacity") };
     let (target, settings) = args.to_settings().unwrap();

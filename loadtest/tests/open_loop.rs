@@ -60,7 +60,7 @@ async fn a_slow_server_does_not_slow_the_schedule_and_its_queueing_shows_in_late
     // 100 ms per answer at 200 req/s: a closed loop of 4 would send 40 req/s and report
     // 100 ms; the open loop keeps 200 req/s (20 in flight) and every request takes ≥ 100 ms.
     let (addr, seen) = serve(Some(Duration::from_millis(100))).await;
-    let report = load(addr, &["--rate", "200", "--duration", "1s", "-c", "4", "--max-lag", "20ms"]).await;
+    let report = load(addr, &["--rate", "200", "--duration", "1s", "-c", "4", "--max-lag", "200ms"]).await;
     let s = &report.summary;
     let schedule = s.schedule.as_ref().unwrap();
     assert_eq!(report.params.mode, "open-loop");
@@ -80,7 +80,7 @@ async fn poisson_arrivals_keep_their_mean_rate() {
     let (addr, _) = serve(Some(Duration::ZERO)).await;
     let report = load(
         addr,
-        &["--rate", "400", "--arrivals", "poisson", "--seed", "3", "--duration", "2s", "--max-lag", "20ms"],
+        &["--rate", "400", "--arrivals", "poisson", "--seed", "3", "--duration", "2s", "--max-lag", "200ms"],
     )
     .await;
     let s = &report.summary;
