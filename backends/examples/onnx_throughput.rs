@@ -89,6 +89,7 @@ async fn run_batch(backend: &OnnxBackend, texts: &[String]) -> usize {
                 events,
                 deadline: None,
                 span: tracing::Span::none(),
+                forwarded: Default::default(),
             }
         })
         .collect();

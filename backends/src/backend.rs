@@ -44,6 +44,35 @@ pub struct Item {
     /// backends parent their CLIENT spans here, so the upstream's work
     /// continues the client's trace.
     pub span: tracing::Span,
+    /// What the client's request says that an upstream should hear too.
+    pub forwarded: Forwarded,
+}
+
+/// Request context a remote backend passes upstream.
+#[derive(Debug, Clone, Default)]
+pub struct Forwarded {
+    /// The gateway's request id, sent as `x-request-id` so upstream logs line up.
+    pub request_id: Option<std::sync::Arc<str>>,
+    /// The client's `traceparent`, `tracestate` and `baggage`, passed on as they came when
+    /// infergate records no trace of its own (with tracing on, a CLIENT span's context goes
+    /// instead).
+    pub trace: Option<std::sync::Arc<[(http::HeaderName, http::HeaderValue)]>>,
+}
+
+impl Forwarded {
+    /// The request id and the trace headers of a client's request.
+    pub fn from_headers(request_id: &std::sync::Arc<str>, headers: &http::HeaderMap) -> Self {
+        let trace = headers.contains_key("traceparent").then(|| {
+            ["traceparent", "tracestate", "baggage"]
+                .iter()
+                .filter_map(|name| {
+                    let value = headers.get(*name)?;
+                    Some((http::HeaderName::from_static(name), value.clone()))
+                })
+                .collect()
+        });
+        Forwarded { request_id: Some(request_id.clone()), trace }
+    }
 }
 
 impl Item {

@@ -56,6 +56,7 @@ async fn run(backend: &OnnxBackend, request: ChatRequest) -> (String, ChatOutput
         events,
         deadline: None,
         span: tracing::Span::none(),
+        forwarded: Default::default(),
     };
     backend.execute(vec![item]).await;
     let mut deltas = String::new();
@@ -118,6 +119,7 @@ fn item(request: ChatRequest) -> (Item, tokio::sync::mpsc::UnboundedReceiver<Eve
             events,
             deadline: None,
             span: tracing::Span::none(),
+            forwarded: Default::default(),
         },
         rx,
     )

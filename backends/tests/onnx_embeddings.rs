@@ -43,6 +43,7 @@ async fn run(backend: &OnnxBackend, requests: Vec<EmbeddingsRequest>) -> Vec<Res
                 events,
                 deadline: None,
                 span: tracing::Span::none(),
+                forwarded: Default::default(),
             }
         })
         .collect();

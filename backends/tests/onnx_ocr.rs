@@ -93,6 +93,7 @@ async fn read(backend: &OnnxBackend, images: Vec<Bytes>) -> Vec<Result<OcrOutput
                 events,
                 deadline: None,
                 span: tracing::Span::none(),
+                forwarded: Default::default(),
             }
         })
         .collect();

@@ -126,6 +126,8 @@ pub struct RequestContext {
     pub class: Class,
     pub deadline: DeadlineSpec,
     pub received: Instant,
+    /// The request id and the client's trace headers, for remote backends to pass upstream.
+    pub forwarded: infergate_backends::Forwarded,
 }
 
 impl RequestContext {
@@ -154,9 +156,17 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
             detail: "no deadline: the deadline layer is missing".into(),
         })?;
         let received = parts.extensions.get::<Received>().map_or_else(Instant::now, |r| r.0);
-        let request_id =
+        let request_id: Arc<str> =
             parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("unknown").into();
-        Ok(RequestContext { request_id, tenant: caller.tenant, class: caller.class, deadline, received })
+        let forwarded = infergate_backends::Forwarded::from_headers(&request_id, &parts.headers);
+        Ok(RequestContext {
+            request_id,
+            tenant: caller.tenant,
+            class: caller.class,
+            deadline,
+            received,
+            forwarded,
+        })
     }
 }
 

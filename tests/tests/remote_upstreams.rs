@@ -177,6 +177,31 @@ async fn the_deadline_and_trace_context_go_upstream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_trace_export_the_clients_trace_context_and_the_request_id_still_go_upstream() {
+    let fakes = upstreams(&[]);
+    let gw = gateway(&fakes.iter().map(|f| f.base.clone()).collect::<Vec<_>>(), "", &[]);
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let r = client()
+        .post(gw.url(CHAT))
+        .header("traceparent", traceparent)
+        .header("tracestate", "vendor=opaque")
+        .header("x-request-id", "req-42")
+        .json(&chat("pass it on", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut seen = Vec::new();
+    for f in &fakes {
+        seen.extend(f.seen(CHAT).await);
+    }
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0]["traceparent"], traceparent, "{seen:?}");
+    assert_eq!(seen[0]["tracestate"], "vendor=opaque", "{seen:?}");
+    assert_eq!(seen[0]["x_request_id"], "req-42", "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_sdk_streams_through_and_a_broken_stream_ends_with_an_error() {
     let fakes = upstreams(&["--token-interval", "5ms"]);
     let gw = gateway(&fakes.iter().map(|f| f.base.clone()).collect::<Vec<_>>(), "", &[]);

@@ -18,7 +18,8 @@
 //! that share of requests with 500, `slow` multiplies every latency, `hang`
 //! never answers (health included), `disconnect` cuts streams halfway and
 //! closes the connection of non-streamed requests. `GET /debug/requests`
-//! lists the last requests' `traceparent` and `x-request-timeout` headers.
+//! lists the last requests' `traceparent`, `tracestate`, `x-request-id` and
+//! `x-request-timeout` headers.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -135,6 +136,8 @@ impl Upstream {
         seen.push_back(json!({
             "path": path,
             "traceparent": header("traceparent"),
+            "tracestate": header("tracestate"),
+            "x_request_id": header("x-request-id"),
             "x_request_timeout": header("x-request-timeout"),
             "authorization": header("authorization"),
         }));
@@ -293,6 +296,7 @@ fn submit(
         events,
         deadline: None,
         span: tracing::Span::none(),
+        forwarded: Default::default(),
     });
     rx
 }

@@ -316,7 +316,19 @@ impl RemoteBackend {
             Ok(request) => request,
             Err(error) => return Attempt::Final(BackendError::Failed(format!("upstream request: {error}"))),
         };
-        infergate_otel::propagation::inject(span, request.headers_mut());
+        let headers = request.headers_mut();
+        infergate_otel::propagation::inject(span, headers);
+        // Without a trace of infergate's own, the client's context goes on as it came.
+        if !headers.contains_key("traceparent") {
+            for (name, value) in item.forwarded.trace.iter().flat_map(|t| t.iter()) {
+                headers.insert(name.clone(), value.clone());
+            }
+        }
+        if let Some(id) =
+            item.forwarded.request_id.as_deref().and_then(|id| ::http::HeaderValue::try_from(id).ok())
+        {
+            headers.insert("x-request-id", id);
+        }
         let wait = match item.deadline {
             Some(deadline) => {
                 let left = deadline.saturating_duration_since(Instant::now());

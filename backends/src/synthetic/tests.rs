@@ -30,6 +30,7 @@ fn item(request: Request) -> (Item, mpsc::UnboundedReceiver<Event>) {
             events: tx,
             deadline: None,
             span: tracing::Span::none(),
+            forwarded: Default::default(),
         },
         rx,
     )

@@ -67,6 +67,7 @@ struct Pending {
     cancel: CancellationToken,
     events: mpsc::UnboundedSender<Event>,
     dispatched: oneshot::Sender<Result<DispatchInfo, ApiError>>,
+    forwarded: infergate_backends::Forwarded,
 }
 
 impl Queued for Pending {
@@ -273,6 +274,7 @@ impl ModelHandle {
                 cancel,
                 events: events_tx,
                 dispatched: dispatched_tx,
+                forwarded: ctx.forwarded.clone(),
             },
         };
         self.tx.try_send(job).map_err(|e| match e {

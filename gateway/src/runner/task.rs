@@ -171,6 +171,7 @@ impl Runner {
             events: p.events,
             deadline: job.deadline,
             span: p.span,
+            forwarded: p.forwarded,
         })
     }
 
