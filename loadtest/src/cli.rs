@@ -195,6 +195,7 @@ impl CapacityArgs {
                 arrivals,
                 shape: Shape::Flat,
                 replay: None,
+                progress: false,
                 max_in_flight: self.max_in_flight as usize,
                 max_lag: self.max_lag,
                 connections: self.connections as usize,
@@ -350,6 +351,10 @@ pub struct RunArgs {
     /// Open loop: the run is marked invalid when the generator's schedule lag has a p99 above this
     #[arg(long, value_name = "DURATION", default_value = "1ms", value_parser = parse_positive_duration)]
     pub max_lag: Duration,
+
+    /// No progress line (it is shown when stderr is a terminal)
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 /// `--arrivals`.
@@ -416,6 +421,7 @@ impl RunArgs {
                 max_in_flight: self.max_in_flight as usize,
                 max_lag: self.max_lag,
                 connections: self.concurrency as usize,
+                progress: !self.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
             }),
         })
     }

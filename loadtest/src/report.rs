@@ -93,6 +93,11 @@ impl Tally {
         self.requests
     }
 
+    /// 2xx responses recorded.
+    pub fn successes(&self) -> u64 {
+        self.successes
+    }
+
     /// 2xx responses within `limit` (to the histogram's resolution, under 0.8%).
     pub fn successes_within(&self, limit: Duration) -> u64 {
         self.latency_us.count_at_most(u64::try_from(limit.as_micros()).unwrap_or(u64::MAX))
