@@ -121,6 +121,9 @@ async fn one_search(target: &Target, settings: &Settings) -> anyhow::Result<Sear
     // Doubling reaches any rate in ~log2(max/start) steps; bisection adds ~log2(1/precision).
     for _ in 0..64 {
         let (step, generator_behind) = run_step(target, settings, rate).await?;
+        if settings.open.progress {
+            eprintln!("{}", step_line(steps.len() + 1, &step));
+        }
         let passed = step.passed;
         steps.push(step);
         if generator_behind {
@@ -193,6 +196,16 @@ async fn run_step(target: &Target, settings: &Settings, rate: f64) -> anyhow::Re
         because,
     };
     Ok((step, result.schedule.generator_behind))
+}
+
+/// A step as one line, for progress while a search runs.
+fn step_line(n: usize, step: &Step) -> String {
+    let slo = step.slo_latency_ms.map_or("—".to_owned(), |ms| format!("{ms:.1} ms"));
+    let verdict = if step.passed { "pass".to_owned() } else { format!("fail: {}", step.because.join("; ")) };
+    format!(
+        "step {n}: {:.1} req/s offered, {:.1} completed, SLO latency {slo}, goodput {:.4} — {verdict}",
+        step.rate, step.achieved_per_s, step.goodput
+    )
 }
 
 /// The highest passing rate whose median stays within 1.5× the median at the lowest rate.
@@ -317,6 +330,18 @@ mod tests {
         ];
         assert_eq!(knee(&steps), Some(300.0), "16 ms is over 1.5 × 10 ms");
         assert_eq!(knee(&[step(100.0, 10.0, false)]), None);
+    }
+
+    #[test]
+    fn progress_lines_name_the_verdict() {
+        let line = step_line(3, &step(200.0, 12.5, true));
+        assert_eq!(
+            line,
+            "step 3: 200.0 req/s offered, 200.0 completed, SLO latency 12.5 ms, goodput 1.0000 — pass"
+        );
+        let mut failed = step(400.0, 900.0, false);
+        failed.because = vec!["p99 latency 900.0 ms is over 500 ms".into()];
+        assert!(step_line(4, &failed).ends_with("— fail: p99 latency 900.0 ms is over 500 ms"));
     }
 
     #[test]

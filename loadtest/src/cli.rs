@@ -161,6 +161,10 @@ pub struct CapacityArgs {
     #[arg(long, value_name = "DURATION", default_value = "1ms", value_parser = parse_positive_duration)]
     pub max_lag: Duration,
 
+    /// No step-by-step progress on stderr (shown when stderr is a terminal)
+    #[arg(long, short)]
+    pub quiet: bool,
+
     /// Searches to run; two or more give a confidence interval
     #[arg(long, default_value_t = 1, value_parser = value_parser!(u32).range(1..=20))]
     pub repeats: u32,
@@ -195,7 +199,7 @@ impl CapacityArgs {
                 arrivals,
                 shape: Shape::Flat,
                 replay: None,
-                progress: false,
+                progress: !self.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
                 max_in_flight: self.max_in_flight as usize,
                 max_lag: self.max_lag,
                 connections: self.connections as usize,
