@@ -58,6 +58,15 @@ async fn load(gw: &Gateway, n: usize, concurrency: usize, timeout: &str) -> Vec<
     statuses
 }
 
+/// The chat requests the upstreams recorded, all of them together.
+async fn chats_seen(fakes: &[FakeUpstream]) -> Vec<Value> {
+    let mut seen = Vec::new();
+    for f in fakes {
+        seen.extend(f.seen(CHAT).await);
+    }
+    seen
+}
+
 fn ok_share(statuses: &[u16]) -> f64 {
     statuses.iter().filter(|s| **s == 200).count() as f64 / statuses.len() as f64
 }
@@ -155,10 +164,7 @@ async fn the_deadline_and_trace_context_go_upstream() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let mut seen = Vec::new();
-    for f in &fakes {
-        seen.extend(f.seen(CHAT).await);
-    }
+    let seen = chats_seen(&fakes).await;
     assert_eq!(seen.len(), 1);
     let traceparent = seen[0]["traceparent"].as_str().expect("a traceparent upstream");
     let parts: Vec<&str> = traceparent.split('-').collect();
@@ -191,10 +197,7 @@ async fn without_trace_export_the_clients_trace_context_and_the_request_id_still
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let mut seen = Vec::new();
-    for f in &fakes {
-        seen.extend(f.seen(CHAT).await);
-    }
+    let seen = chats_seen(&fakes).await;
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0]["traceparent"], traceparent, "{seen:?}");
     assert_eq!(seen[0]["tracestate"], "vendor=opaque", "{seen:?}");
