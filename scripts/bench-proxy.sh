@@ -12,6 +12,9 @@
 #      but LiteLLM, which cannot come near it;
 #   4. the same at BENCH_LOW_RATE req/s, a rate LiteLLM sustains, for all.
 #
+# infergate runs twice, with the default async workers (one per CPU) and with
+# server.worker_threads = 1 (`infergate-1w`), and nginx with 2 workers and 1.
+#
 #   scripts/bench-proxy.sh      (needs target/release/infergate and infergate-fake-upstream)
 # Environment (defaults): BENCH_DURATION=8 BENCH_CONNECTIONS=32 BENCH_RATE=5000 BENCH_LOW_RATE=40
 #   BENCH_BASELINE_BIN (another infergate binary, measured as `baseline`)
@@ -89,7 +92,12 @@ backend = { kind = "openai", endpoints = ["http://127.0.0.1:$up_port"], replica_
 TOML
 RUST_LOG=error "$DIR/infergate" serve --config "$TMP/infergate.toml" --listen "127.0.0.1:$port" >"$TMP/infergate.log" 2>&1 &
 PIDS+=("$!"); PID[infergate]="${PIDS[-1]}"; URL[infergate]="http://127.0.0.1:$port/v1/chat/completions"
-extra=()
+# The same build with one async worker thread (server.worker_threads = 1).
+port="$(free_port)"
+INFERGATE__SERVER__WORKER_THREADS=1 RUST_LOG=error "$DIR/infergate" serve --config "$TMP/infergate.toml" \
+    --listen "127.0.0.1:$port" >"$TMP/infergate-1w.log" 2>&1 &
+PIDS+=("$!"); PID[infergate-1w]="${PIDS[-1]}"; URL[infergate-1w]="http://127.0.0.1:$port/v1/chat/completions"
+extra=(infergate-1w)
 if [[ -n "${BENCH_BASELINE_BIN:-}" ]]; then
     # Another infergate build (e.g. the previous commit's) side by side, same config.
     port="$(free_port)"
@@ -99,11 +107,14 @@ if [[ -n "${BENCH_BASELINE_BIN:-}" ]]; then
     extra+=(baseline)
 fi
 
+# nginx with 2 workers (`nginx`) and with 1 (`nginx-1w`, beside infergate-1w).
+for workers in 2 1; do
+name=nginx; [[ $workers == 1 ]] && name=nginx-1w
 port="$(free_port)"
-cat >"$TMP/nginx.conf" <<NGINX
-worker_processes 2;
-pid $TMP/nginx.pid;
-error_log $TMP/nginx-error.log;
+cat >"$TMP/$name.conf" <<NGINX
+worker_processes $workers;
+pid $TMP/$name.pid;
+error_log $TMP/$name-error.log;
 daemon off;
 events { worker_connections 4096; }
 http {
@@ -119,10 +130,11 @@ http {
     }
 }
 NGINX
-nginx -c "$TMP/nginx.conf" -p "$TMP" &
-PIDS+=("$!"); PID[nginx]="${PIDS[-1]}"; URL[nginx]="http://127.0.0.1:$port/v1/chat/completions"
+nginx -c "$TMP/$name.conf" -p "$TMP" &
+PIDS+=("$!"); PID[$name]="${PIDS[-1]}"; URL[$name]="http://127.0.0.1:$port/v1/chat/completions"
+done
 
-targets=(upstream infergate "${extra[@]}" nginx)
+targets=(upstream infergate "${extra[@]}" nginx nginx-1w)
 if [[ -x "$ENVOY" ]]; then
     port="$(free_port)"
     cat >"$TMP/envoy.yaml" <<YAML

@@ -127,7 +127,11 @@ fn telemetry_options(config: &Config) -> TelemetryOptions {
 /// Start telemetry and serve until a shutdown signal, on one runtime;
 /// telemetry is flushed before the runtime stops (gRPC export is a task on it).
 fn run(config: Config) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if config.server.worker_threads > 0 {
+        builder.worker_threads(config.server.worker_threads);
+    }
+    let runtime = builder.enable_all().build()?;
     let options = telemetry_options(&config);
     let mut telemetry = {
         let _inside = runtime.enter();

@@ -204,6 +204,40 @@ async fn without_trace_export_the_clients_trace_context_and_the_request_id_still
     assert_eq!(seen[0]["x_request_id"], "req-42", "{seen:?}");
 }
 
+/// The names of a process's threads, from procfs.
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_worker_threads_sets_the_async_workers_and_one_still_serves_concurrent_streams() {
+    let fakes = upstreams(&["--token-interval", "2ms"]);
+    let endpoints: Vec<String> = fakes.iter().map(|f| f.base.clone()).collect();
+    let gw = gateway(&endpoints, "", &[("INFERGATE__SERVER__WORKER_THREADS", "1")]);
+    let workers = |pid| thread_names(pid).iter().filter(|n| n.as_str() == "tokio-rt-worker").count();
+    assert_eq!(workers(gw.pid()), 1, "{:?}", thread_names(gw.pid()));
+    // One worker interleaves many streams and plain requests.
+    let http = client();
+    let streams = (0..16).map(|i| {
+        let request = http.post(gw.url(CHAT)).json(&chat(&format!("stream {i}"), true)).send();
+        async move { infergate_e2e::sse_data(&request.await.unwrap().text().await.unwrap()) }
+    });
+    let (streamed, statuses) =
+        tokio::join!(futures_util::future::join_all(streams), load(&gw, 32, 16, "10s"));
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    for events in streamed {
+        assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{events:?}");
+        assert!(events.len() >= 3, "{events:?}");
+    }
+    let default = gateway(&endpoints, "", &[]);
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(workers(default.pid()), cpus, "0 = one worker per usable CPU");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_sdk_streams_through_and_a_broken_stream_ends_with_an_error() {
     let fakes = upstreams(&["--token-interval", "5ms"]);

@@ -82,6 +82,9 @@ pub struct ServerConfig {
     pub drain_delay: Duration,
     /// Accept HTTP/2 without TLS (h2c, prior knowledge) beside HTTP/1.1.
     pub http2: bool,
+    /// Threads running the server and the backends' I/O (model inference has
+    /// its own threads); 0 = one per CPU this process may use.
+    pub worker_threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -95,6 +98,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(30),
             drain_delay: Duration::ZERO,
             http2: true,
+            worker_threads: 0,
         }
     }
 }
