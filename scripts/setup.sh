@@ -39,8 +39,9 @@ LOG_TAG=setup
 # Debian packages every build/test needs. Later features append here.
 # espeak-ng and sox synthesise the speech of the voice-activity end-to-end
 # test (tests/tests/onnx_models.rs); cmake and libclang-dev build whisper.cpp
-# (whisper-rs-sys).
-DEB_PACKAGES="pkg-config curl ca-certificates prometheus espeak-ng sox fonts-dejavu-core cmake libclang-dev"
+# (whisper-rs-sys); chromium renders infergate-load's HTML report in its
+# screenshot test (loadtest/tests/html_report.rs).
+DEB_PACKAGES="pkg-config curl ca-certificates prometheus espeak-ng sox fonts-dejavu-core cmake libclang-dev chromium"
 # Only for `--bench` (scripts/bench-*.sh): the HTTP floor and the load tool.
 BENCH_DEB_PACKAGES="nginx wrk"
 

@@ -16,13 +16,17 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::open::{OpenLoop, Shape};
-use crate::report::Latency;
+use crate::report::{Latency, Metric};
 use crate::request::Target;
 
 /// What a step must meet.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Slo {
-    /// The latency quantile that must stay within `latency_ms` (0.99 for p99).
+    /// What the SLO latency is measured on: the whole response or, for streamed answers,
+    /// the first token.
+    #[serde(default)]
+    pub metric: Metric,
+    /// The quantile of `metric` that must stay within `latency_ms` (0.99 for p99).
     pub quantile: f64,
     pub latency_ms: f64,
     /// Share of requests answered 2xx within `latency_ms`.
@@ -162,14 +166,15 @@ async fn run_step(target: &Target, settings: &Settings, rate: f64) -> anyhow::Re
     let summary = result.tally.summarize(result.elapsed);
     let slo = settings.slo;
     let sent = result.tally.requests() + result.schedule.skipped;
-    let good = result.tally.successes_within(Duration::from_secs_f64(slo.latency_ms / 1000.0));
+    let good = result.tally.successes_within(slo.metric, Duration::from_secs_f64(slo.latency_ms / 1000.0));
     let goodput = if sent == 0 { 0.0 } else { good as f64 / sent as f64 };
-    let slo_latency_ms = result.tally.latency_quantile_ms(slo.quantile);
+    let slo_latency_ms = result.tally.quantile_ms(slo.metric, slo.quantile);
     let mut because = result.schedule.invalid_because.clone();
     match slo_latency_ms {
         Some(ms) if ms > slo.latency_ms => because.push(format!(
-            "p{} latency {ms:.1} ms is over {} ms",
+            "p{} {} {ms:.1} ms is over {} ms",
             slo.quantile * 100.0,
+            slo.metric.name(),
             slo.latency_ms
         )),
         Some(_) => {}
@@ -247,8 +252,9 @@ impl CapacityReport {
         let _ = writeln!(out, "## Capacity of {}\n", self.url);
         let _ = writeln!(
             out,
-            "SLO: p{} latency ≤ {} ms and goodput ≥ {}\n",
+            "SLO: p{} {} ≤ {} ms and goodput ≥ {}\n",
             slo.quantile * 100.0,
+            slo.metric.name(),
             slo.latency_ms,
             slo.min_goodput
         );

@@ -97,6 +97,11 @@ pub struct CapacityArgs {
     #[command(flatten)]
     pub target: TargetArgs,
 
+    /// SLO: what --slo-quantile and --slo-latency apply to: the whole response, or the first
+    /// token of a streamed answer (ask for `"stream": true` in the body)
+    #[arg(long, value_enum, default_value = "latency")]
+    pub slo_metric: crate::report::Metric,
+
     /// SLO: this latency quantile (from each request's intended send time) ...
     #[arg(long, default_value_t = 0.99)]
     pub slo_quantile: f64,
@@ -172,6 +177,10 @@ pub struct CapacityArgs {
     /// Also write the result as JSON to FILE
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+
+    /// Also write an HTML report with plots (SVG) to FILE
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 impl CapacityArgs {
@@ -184,6 +193,7 @@ impl CapacityArgs {
         let arrivals = self.arrivals.at(self.start, self.seed, self.cv);
         let settings = Settings {
             slo: Slo {
+                metric: self.slo_metric,
                 quantile: self.slo_quantile,
                 latency_ms: self.slo_latency.as_secs_f64() * 1000.0,
                 min_goodput: self.min_goodput,
@@ -300,6 +310,20 @@ pub struct RunArgs {
     /// Also write the result as JSON to FILE
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+
+    /// Also write an HTML report with plots (SVG) to FILE
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+
+    /// Scrape the target's Prometheus metrics from URL every second during the run (e.g.
+    /// http://127.0.0.1:8080/metrics), aligned with the run's own timeline
+    #[arg(long, value_name = "URL")]
+    pub metrics_url: Option<Uri>,
+
+    /// A metric to scrape (summed over its series); repeatable [default: infergate_queue_depth,
+    /// infergate_requests_in_flight]
+    #[arg(long = "scrape", value_name = "NAME", requires = "metrics_url")]
+    pub scrape: Vec<String>,
 
     /// Open loop: send this many requests per second on a schedule (-c is then the number of
     /// keep-alive connections kept; more open while requests are outstanding)
@@ -426,6 +450,14 @@ impl RunArgs {
                 max_lag: self.max_lag,
                 connections: self.concurrency as usize,
                 progress: !self.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            }),
+            metrics: self.metrics_url.clone().map(|url| {
+                let names = if self.scrape.is_empty() {
+                    crate::scrape::DEFAULT_METRICS.iter().map(|n| n.to_string()).collect()
+                } else {
+                    self.scrape.clone()
+                };
+                (url, names)
             }),
         })
     }

@@ -6,8 +6,10 @@
 pub mod capacity;
 pub mod cli;
 pub mod histogram;
+pub mod html;
 pub mod open;
 pub mod report;
 pub mod request;
 pub mod run;
+pub mod scrape;
 pub mod tune;

@@ -72,6 +72,10 @@ fn capacity(args: &CapacityArgs) -> anyhow::Result<()> {
         let json = serde_json::to_vec_pretty(&report).context("serializing the report")?;
         std::fs::write(path, json).with_context(|| format!("writing --json {}", path.display()))?;
     }
+    if let Some(path) = &args.html {
+        let html = infergate_load::html::capacity_report(&report);
+        std::fs::write(path, html).with_context(|| format!("writing --html {}", path.display()))?;
+    }
     Ok(())
 }
 
@@ -83,6 +87,10 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.json {
         let json = serde_json::to_vec_pretty(&report).context("serializing the report")?;
         std::fs::write(path, json).with_context(|| format!("writing --json {}", path.display()))?;
+    }
+    if let Some(path) = &args.html {
+        std::fs::write(path, infergate_load::html::run_report(&report))
+            .with_context(|| format!("writing --html {}", path.display()))?;
     }
     Ok(())
 }

@@ -330,11 +330,11 @@ pub async fn run(
         let (client, target, collector) = (client.clone(), target.clone(), collector.clone());
         tasks.spawn(async move {
             let lag = Instant::now().saturating_duration_since(due);
-            let (outcome, _) = target.send(&client, timeout).await;
+            let (outcome, latency) = target.send(&client, timeout, due.into_std()).await;
             let end = Instant::now();
             if measured {
                 let mut c = collector.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                c.tally.record(outcome, end.saturating_duration_since(due));
+                c.tally.record(outcome, latency, due.saturating_duration_since(measure_from));
                 c.lag_us.record(u64::try_from(lag.as_micros()).unwrap_or(u64::MAX));
                 c.last_end = c.last_end.max(Some(end));
             }
@@ -397,7 +397,11 @@ async fn report_progress(collector: Arc<Mutex<Collector>>, measure_from: Instant
         tick.tick().await;
         let (requests, errors, p99) = {
             let c = collector.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            (c.tally.requests(), c.tally.requests() - c.tally.successes(), c.tally.latency_quantile_ms(0.99))
+            (
+                c.tally.requests(),
+                c.tally.requests() - c.tally.successes(),
+                c.tally.quantile_ms(crate::report::Metric::Latency, 0.99),
+            )
         };
         let line = progress_line(measure_from.elapsed(), requests - before, p99, errors);
         eprint!("\r{line}");

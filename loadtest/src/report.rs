@@ -29,9 +29,20 @@ pub enum Outcome {
         status: u16,
         /// The gateway's `x-infergate-queue-ms` header, when present and numeric.
         queue_ms: Option<f64>,
+        /// Token timing, when the answer was an event stream.
+        stream: Option<crate::request::Streamed>,
     },
     /// No complete response; `detail` is the error chain, kept once per kind for the report.
     Error { kind: ErrorKind, detail: String },
+}
+
+/// One second of a run, by when its requests were sent (were due, in an open loop).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Second {
+    requests: u64,
+    successes: u64,
+    latency_us: Histogram,
+    ttft_us: Histogram,
 }
 
 /// What one worker saw; workers merge theirs at the end of a run.
@@ -44,22 +55,51 @@ pub struct Tally {
     first_error: BTreeMap<ErrorKind, String>,
     /// Latency of 2xx responses, in microseconds.
     latency_us: Histogram,
-    queue_ms_sum: f64,
-    queue_ms_count: u64,
+    /// Streamed 2xx answers: time to first token, between tokens, per output token after
+    /// the first; and the gateway's queue time from its response header.
+    ttft_us: Histogram,
+    itl_us: Histogram,
+    tpot_us: Histogram,
+    queue_us: Histogram,
+    output_tokens: u64,
+    seconds: Vec<Second>,
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 impl Tally {
-    /// Records one measured request. Latency and queue time count only for 2xx responses, so
-    /// that fast rejections under overload do not flatter the numbers.
-    pub fn record(&mut self, outcome: Outcome, latency: Duration) {
+    /// Records one measured request, sent `sent` into the measured window. Latency, token
+    /// times and queue time count only for 2xx responses, so that fast rejections under
+    /// overload do not flatter the numbers.
+    pub fn record(&mut self, outcome: Outcome, latency: Duration, sent: Duration) {
         self.requests += 1;
+        let index = usize::try_from(sent.as_secs()).unwrap_or(usize::MAX).min(1 << 20);
+        if self.seconds.len() <= index {
+            self.seconds.resize_with(index + 1, Second::default);
+        }
+        let second = &mut self.seconds[index];
+        second.requests += 1;
         match outcome {
-            Outcome::Response { status, queue_ms } if (200..300).contains(&status) => {
+            Outcome::Response { status, queue_ms, stream } if (200..300).contains(&status) => {
                 self.successes += 1;
-                self.latency_us.record(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
-                if let Some(ms) = queue_ms {
-                    self.queue_ms_sum += ms;
-                    self.queue_ms_count += 1;
+                second.successes += 1;
+                self.latency_us.record(micros(latency));
+                second.latency_us.record(micros(latency));
+                if let Some(ms) = queue_ms.filter(|ms| *ms >= 0.0) {
+                    self.queue_us.record((ms * 1000.0) as u64);
+                }
+                if let Some(stream) = stream {
+                    if let Some(first) = stream.first_token {
+                        self.ttft_us.record(micros(first));
+                        second.ttft_us.record(micros(first));
+                    }
+                    stream.gaps.iter().for_each(|gap| self.itl_us.record(micros(*gap)));
+                    if let Some(per_token) = stream.per_token() {
+                        self.tpot_us.record(micros(per_token));
+                    }
+                    self.output_tokens += stream.tokens;
                 }
             }
             Outcome::Response { status, .. } => *self.by_status.entry(status).or_default() += 1,
@@ -84,8 +124,20 @@ impl Tally {
             self.first_error.entry(kind).or_insert(detail);
         }
         self.latency_us.merge(&other.latency_us);
-        self.queue_ms_sum += other.queue_ms_sum;
-        self.queue_ms_count += other.queue_ms_count;
+        self.ttft_us.merge(&other.ttft_us);
+        self.itl_us.merge(&other.itl_us);
+        self.tpot_us.merge(&other.tpot_us);
+        self.queue_us.merge(&other.queue_us);
+        self.output_tokens += other.output_tokens;
+        if self.seconds.len() < other.seconds.len() {
+            self.seconds.resize_with(other.seconds.len(), Second::default);
+        }
+        for (mine, theirs) in self.seconds.iter_mut().zip(other.seconds) {
+            mine.requests += theirs.requests;
+            mine.successes += theirs.successes;
+            mine.latency_us.merge(&theirs.latency_us);
+            mine.ttft_us.merge(&theirs.ttft_us);
+        }
     }
 
     /// Requests recorded.
@@ -98,20 +150,41 @@ impl Tally {
         self.successes
     }
 
-    /// 2xx responses within `limit` (to the histogram's resolution, under 0.8%).
-    pub fn successes_within(&self, limit: Duration) -> u64 {
-        self.latency_us.count_at_most(u64::try_from(limit.as_micros()).unwrap_or(u64::MAX))
+    /// 2xx responses within `limit` of `metric` (to the histogram's resolution, under 0.8%);
+    /// for time to first token, streamed answers only.
+    pub fn successes_within(&self, metric: Metric, limit: Duration) -> u64 {
+        self.histogram(metric).count_at_most(micros(limit))
     }
 
-    /// The `q`-quantile of 2xx latency in milliseconds.
-    pub fn latency_quantile_ms(&self, q: f64) -> Option<f64> {
-        self.latency_us.quantile(q).map(|us| us as f64 / 1000.0)
+    /// The `q`-quantile of `metric` over 2xx responses, in milliseconds.
+    pub fn quantile_ms(&self, metric: Metric, q: f64) -> Option<f64> {
+        self.histogram(metric).quantile(q).map(|us| us as f64 / 1000.0)
+    }
+
+    fn histogram(&self, metric: Metric) -> &Histogram {
+        match metric {
+            Metric::Latency => &self.latency_us,
+            Metric::Ttft => &self.ttft_us,
+        }
     }
 
     /// The statistics of this tally over a measured `elapsed` time.
     pub fn summarize(&self, elapsed: Duration) -> Summary {
         let secs = elapsed.as_secs_f64();
-        let latency_ms = Latency::of(&self.latency_us);
+        let p = |h: &Histogram, q| h.quantile(q).map(|us| us as f64 / 1000.0);
+        let timeline = self
+            .seconds
+            .iter()
+            .enumerate()
+            .map(|(t, s)| Moment {
+                t_s: t as u64,
+                requests: s.requests,
+                successes: s.successes,
+                p50_ms: p(&s.latency_us, 0.5),
+                p99_ms: p(&s.latency_us, 0.99),
+                ttft_p99_ms: p(&s.ttft_us, 0.99),
+            })
+            .collect();
         Summary {
             requests: self.requests,
             duration_s: secs,
@@ -121,12 +194,60 @@ impl Tally {
             errors_by_status: self.by_status.clone(),
             errors_by_kind: self.by_kind.clone(),
             first_error: self.first_error.clone(),
-            latency_ms,
-            queue_ms_mean: (self.queue_ms_count > 0).then(|| self.queue_ms_sum / self.queue_ms_count as f64),
-            queue_ms_responses: self.queue_ms_count,
+            latency_ms: Latency::of(&self.latency_us),
+            ttft_ms: Latency::of(&self.ttft_us),
+            itl_ms: Latency::of(&self.itl_us),
+            tpot_ms: Latency::of(&self.tpot_us),
+            output_tokens: self.output_tokens,
+            queue_ms: Latency::of(&self.queue_us),
+            queue_ms_responses: self.queue_us.count(),
+            timeline,
+            scraped: Vec::new(),
             schedule: None,
         }
     }
+}
+
+/// What an SLO's latency is measured on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    /// From sending (in an open loop: from when due) to the end of the response.
+    #[default]
+    Latency,
+    /// To the first generated token of a streamed answer.
+    Ttft,
+}
+
+impl Metric {
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Latency => "latency",
+            Metric::Ttft => "TTFT",
+        }
+    }
+}
+
+/// One second of the run in the summary.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Moment {
+    /// Seconds into the measured window.
+    pub t_s: u64,
+    pub requests: u64,
+    pub successes: u64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttft_p99_ms: Option<f64>,
+}
+
+/// The target's own metrics, scraped from its Prometheus endpoint during the run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Scrape {
+    /// Seconds into the measured window (negative during warmup), on the generator's clock.
+    pub t_s: f64,
+    /// Each scraped metric, summed over its series.
+    pub values: BTreeMap<String, f64>,
 }
 
 impl Latency {
@@ -172,9 +293,23 @@ pub struct Summary {
     pub first_error: BTreeMap<ErrorKind, String>,
     /// `None` when no request succeeded.
     pub latency_ms: Option<Latency>,
-    /// Mean of `x-infergate-queue-ms` over the 2xx responses that carried it.
-    pub queue_ms_mean: Option<f64>,
+    /// Streamed answers: time to first token, inter-token latency, time per output token
+    /// after the first, and the tokens generated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttft_ms: Option<Latency>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub itl_ms: Option<Latency>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tpot_ms: Option<Latency>,
+    pub output_tokens: u64,
+    /// The gateway's queue wait (`x-infergate-queue-ms`) over the 2xx responses carrying it.
+    pub queue_ms: Option<Latency>,
     pub queue_ms_responses: u64,
+    /// Per second of the measured window, by send time.
+    pub timeline: Vec<Moment>,
+    /// The target's `/metrics`, when `--metrics-url` was given.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scraped: Vec<Scrape>,
     /// Open loop only: the offered rate and how well the generator kept its schedule.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schedule: Option<crate::open::Schedule>,
@@ -268,30 +403,40 @@ impl Report {
         for (kind, n) in &s.errors_by_kind {
             let _ = writeln!(out, "| errors: {} | {n} |", kind_name(*kind));
         }
-        if let Some(l) = &s.latency_ms {
-            let _ = writeln!(out, "\n| latency (2xx) | ms |\n|---|---|");
-            for (name, v) in [
-                ("mean", l.mean),
-                ("p50", l.p50),
-                ("p90", l.p90),
-                ("p99", l.p99),
-                ("p99.9", l.p999),
-                ("max", l.max),
-            ] {
-                let _ = writeln!(out, "| {name} | {v:.3} |");
+        let metrics = [
+            ("latency (2xx)", &s.latency_ms),
+            ("TTFT", &s.ttft_ms),
+            ("inter-token", &s.itl_ms),
+            ("per output token", &s.tpot_ms),
+            ("queue wait", &s.queue_ms),
+        ];
+        let shown: Vec<(&str, &Latency)> =
+            metrics.iter().filter_map(|(name, l)| l.as_ref().map(|l| (*name, l))).collect();
+        if !shown.is_empty() {
+            let names: Vec<&str> = shown.iter().map(|(n, _)| *n).collect();
+            let _ = writeln!(out, "\n| ms | {} |", names.join(" | "));
+            let _ = writeln!(out, "|---|{}", "---:|".repeat(shown.len()));
+            let rows: [(&str, fn(&Latency) -> f64); 6] = [
+                ("mean", |l| l.mean),
+                ("p50", |l| l.p50),
+                ("p90", |l| l.p90),
+                ("p99", |l| l.p99),
+                ("p99.9", |l| l.p999),
+                ("max", |l| l.max),
+            ];
+            for (row, value) in rows {
+                let cells: Vec<String> = shown.iter().map(|(_, l)| format!("{:.3}", value(l))).collect();
+                let _ = writeln!(out, "| {row} | {} |", cells.join(" | "));
             }
         }
-        match s.queue_ms_mean {
-            Some(mean) => {
-                let _ = writeln!(
-                    out,
-                    "\nqueue wait (x-infergate-queue-ms): mean {mean:.3} ms over {} responses",
-                    s.queue_ms_responses
-                );
-            }
-            None => {
-                let _ = writeln!(out, "\nqueue wait: no x-infergate-queue-ms header on 2xx responses");
-            }
+        if s.output_tokens > 0 {
+            let _ = writeln!(out, "\noutput tokens (streamed): {}", s.output_tokens);
+        }
+        if s.queue_ms.is_some() {
+            let _ =
+                writeln!(out, "\nqueue wait from x-infergate-queue-ms on {} responses", s.queue_ms_responses);
+        } else {
+            let _ = writeln!(out, "\nqueue wait: no x-infergate-queue-ms header on 2xx responses");
         }
         for (kind, detail) in &s.first_error {
             let _ = writeln!(out, "first {} error: {detail}", kind_name(*kind));
@@ -321,8 +466,10 @@ mod tests {
     use super::*;
 
     fn ok(queue_ms: Option<f64>) -> Outcome {
-        Outcome::Response { status: 200, queue_ms }
+        Outcome::Response { status: 200, queue_ms, stream: None }
     }
+
+    const AT: Duration = Duration::ZERO;
 
     fn error(kind: ErrorKind, detail: &str) -> Outcome {
         Outcome::Error { kind, detail: detail.to_owned() }
@@ -332,13 +479,17 @@ mod tests {
     fn tally_counts_successes_errors_and_queue_time() {
         let mut t = Tally::default();
         for i in 1..=100u64 {
-            t.record(ok((i % 2 == 0).then_some(4.0)), Duration::from_millis(i));
+            t.record(ok((i % 2 == 0).then_some(4.0)), Duration::from_millis(i), AT);
         }
-        t.record(Outcome::Response { status: 503, queue_ms: Some(1000.0) }, Duration::from_secs(9));
-        t.record(Outcome::Response { status: 429, queue_ms: None }, Duration::ZERO);
-        t.record(Outcome::Response { status: 503, queue_ms: None }, Duration::ZERO);
-        t.record(error(ErrorKind::Timeout, "first"), Duration::from_secs(30));
-        t.record(error(ErrorKind::Timeout, "second"), Duration::from_secs(30));
+        t.record(
+            Outcome::Response { status: 503, queue_ms: Some(1000.0), stream: None },
+            Duration::from_secs(9),
+            AT,
+        );
+        t.record(Outcome::Response { status: 429, queue_ms: None, stream: None }, Duration::ZERO, AT);
+        t.record(Outcome::Response { status: 503, queue_ms: None, stream: None }, Duration::ZERO, AT);
+        t.record(error(ErrorKind::Timeout, "first"), Duration::from_secs(30), AT);
+        t.record(error(ErrorKind::Timeout, "second"), Duration::from_secs(30), AT);
 
         let s = t.summarize(Duration::from_secs(2));
         assert_eq!((s.requests, s.successes, s.errors), (105, 100, 5));
@@ -352,7 +503,7 @@ mod tests {
             assert!(got >= exact && got <= exact * 1.008, "{got} vs {exact}");
         }
         assert_eq!((l.mean, l.max), (50.5, 100.0));
-        assert_eq!((s.queue_ms_mean, s.queue_ms_responses), (Some(4.0), 50));
+        assert_eq!((s.queue_ms.as_ref().map(|q| q.mean), s.queue_ms_responses), (Some(4.0), 50));
     }
 
     #[test]
@@ -361,8 +512,8 @@ mod tests {
         let (mut a, mut b, mut all) = (Tally::default(), Tally::default(), Tally::default());
         for (i, o) in outcomes.iter().cycle().take(30).enumerate() {
             let latency = Duration::from_micros(i as u64 * 997);
-            if i % 2 == 0 { &mut a } else { &mut b }.record(o.clone(), latency);
-            all.record(o.clone(), latency);
+            if i % 2 == 0 { &mut a } else { &mut b }.record(o.clone(), latency, AT);
+            all.record(o.clone(), latency, AT);
         }
         a.merge(b);
         let elapsed = Duration::from_secs(1);
@@ -373,7 +524,7 @@ mod tests {
     fn empty_run_reports_zeroes_without_dividing_by_zero() {
         let s = Tally::default().summarize(Duration::ZERO);
         assert_eq!(
-            (s.requests, s.requests_per_s, s.latency_ms.clone(), s.queue_ms_mean),
+            (s.requests, s.requests_per_s, s.latency_ms.clone(), s.queue_ms.clone()),
             (0, 0.0, None, None)
         );
         let report = Report { params: params(), summary: s };
@@ -399,9 +550,9 @@ mod tests {
     #[test]
     fn render_shows_every_statistic() {
         let mut t = Tally::default();
-        t.record(ok(Some(2.5)), Duration::from_millis(12));
-        t.record(Outcome::Response { status: 503, queue_ms: None }, Duration::ZERO);
-        t.record(error(ErrorKind::Connect, "connection refused"), Duration::ZERO);
+        t.record(ok(Some(2.5)), Duration::from_millis(12), AT);
+        t.record(Outcome::Response { status: 503, queue_ms: None, stream: None }, Duration::ZERO, AT);
+        t.record(error(ErrorKind::Connect, "connection refused"), Duration::ZERO, AT);
         let text = Report { params: params(), summary: t.summarize(Duration::from_secs(1)) }.render();
         for needle in [
             "## POST http://127.0.0.1:8080/v1/embeddings",
@@ -411,8 +562,9 @@ mod tests {
             "| successes (2xx) | 1 (33.33%) |",
             "| errors: status 503 | 1 |",
             "| errors: connect | 1 |",
-            "| p99.9 | 12.000 |",
-            "mean 2.500 ms over 1 responses",
+            "| p99.9 | 12.000 | 2.500 |",
+            "| ms | latency (2xx) | queue wait |",
+            "queue wait from x-infergate-queue-ms on 1 responses",
             "first connect error: connection refused",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
@@ -422,8 +574,8 @@ mod tests {
     #[test]
     fn json_uses_readable_keys() {
         let mut t = Tally::default();
-        t.record(error(ErrorKind::Timeout, "elapsed"), Duration::ZERO);
-        t.record(Outcome::Response { status: 503, queue_ms: None }, Duration::ZERO);
+        t.record(error(ErrorKind::Timeout, "elapsed"), Duration::ZERO, AT);
+        t.record(Outcome::Response { status: 503, queue_ms: None, stream: None }, Duration::ZERO, AT);
         let json = serde_json::to_value(t.summarize(Duration::from_secs(1))).unwrap();
         assert_eq!(json["errors_by_kind"]["timeout"], 1);
         assert_eq!(json["errors_by_status"]["503"], 1);

@@ -31,6 +31,8 @@ pub struct RunConfig {
     pub timeout: Duration,
     /// Open loop: arrivals on a schedule instead of `concurrency` closed loops.
     pub open: Option<OpenLoop>,
+    /// The target's Prometheus endpoint and the metrics to scrape from it every second.
+    pub metrics: Option<(http::Uri, Vec<String>)>,
 }
 
 impl RunConfig {
@@ -94,6 +96,20 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
         "a run needs a bound: a duration or a number of requests"
     );
     anyhow::ensure!(config.concurrency > 0, "concurrency must be at least 1");
+    // The open loop's window starts 20 ms ahead (its pacer's head start) plus warmup.
+    let head_start = if config.open.is_some() { Duration::from_millis(20) } else { Duration::ZERO };
+    let scraper = config.metrics.clone().map(|(url, names)| {
+        let origin = Instant::now() + head_start + config.warmup;
+        crate::scrape::Scraper::start(request::client(), url, names, origin, Duration::from_secs(1))
+    });
+    let mut report = run_load(&config).await?;
+    if let Some(scraper) = scraper {
+        report.summary.scraped = scraper.stop();
+    }
+    Ok(report)
+}
+
+async fn run_load(config: &RunConfig) -> anyhow::Result<Report> {
     if let Some(open) = config.open.clone() {
         let result = crate::open::run(
             config.target.clone(),
@@ -140,9 +156,10 @@ async fn worker(plan: Arc<Plan>) -> (Tally, Option<Instant>) {
     let mut tally = Tally::default();
     let mut last_end = None;
     while let Some(measured) = plan.admit(Instant::now()) {
-        let (outcome, latency) = plan.target.send(&client, plan.timeout).await;
+        let sent = Instant::now();
+        let (outcome, latency) = plan.target.send(&client, plan.timeout, sent.into_std()).await;
         if measured {
-            tally.record(outcome, latency);
+            tally.record(outcome, latency, sent.saturating_duration_since(plan.measure_from));
             last_end = Some(Instant::now());
         }
     }
@@ -210,6 +227,7 @@ mod tests {
             warmup: Duration::ZERO,
             timeout: Duration::from_secs(1),
             open: None,
+            metrics: None,
         };
         assert!(run(config).await.is_err());
     }

@@ -372,7 +372,7 @@ pub fn replay(derived: &Derived, settings: &TuneSettings, trace: &[(f64, f64)]) 
 mod tests {
     use super::*;
     use crate::capacity::{Search, Slo};
-    use crate::report::Latency;
+    use crate::report::{Latency, Metric};
 
     fn report(capacity: f64, mean_ms: f64) -> CapacityReport {
         let latency =
@@ -389,7 +389,13 @@ mod tests {
         };
         CapacityReport {
             url: "http://127.0.0.1:8080/v1/embeddings".into(),
-            slo: Slo { quantile: 0.99, latency_ms: 500.0, min_goodput: 0.99, min_throughput: 0.97 },
+            slo: Slo {
+                metric: Metric::Latency,
+                quantile: 0.99,
+                latency_ms: 500.0,
+                min_goodput: 0.99,
+                min_throughput: 0.97,
+            },
             searches: vec![Search {
                 steps: vec![step(capacity / 2.0, true), step(capacity, true), step(capacity * 1.5, false)],
                 capacity: Some(capacity),

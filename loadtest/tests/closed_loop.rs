@@ -90,7 +90,8 @@ async fn every_request_succeeds_over_one_connection_per_worker() {
     assert_eq!(seen.requests.load(Ordering::Relaxed), 200);
     let connections = seen.connections.load(Ordering::Relaxed);
     assert_eq!(connections, 4, "each of the 4 workers keeps one connection alive");
-    assert_eq!(s.queue_ms_mean, Some(2.5));
+    assert_eq!(s.queue_ms.as_ref().map(|q| (q.mean, q.p99)), Some((2.5, 2.5)));
+    assert_eq!(s.queue_ms_responses, 200);
     let latency = s.latency_ms.as_ref().unwrap();
     assert!(latency.p50 > 0.0 && latency.p50 <= latency.p99 && latency.p99 <= latency.max);
     assert!(s.requests_per_s > 0.0);
