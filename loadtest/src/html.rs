@@ -38,9 +38,7 @@ fn tick_step(span: f64, n: f64) -> f64 {
 }
 
 fn label(v: f64) -> String {
-    if v == 0.0 || (v.abs() >= 0.1 && v.fract().abs() < 1e-9) {
-        format!("{v:.0}")
-    } else if v.abs() >= 10.0 {
+    if v == 0.0 || v.abs() >= 10.0 || (v.abs() >= 0.1 && v.fract().abs() < 1e-9) {
         format!("{v:.0}")
     } else if v.abs() >= 1.0 {
         format!("{v:.1}")

@@ -416,7 +416,8 @@ impl Report {
             let names: Vec<&str> = shown.iter().map(|(n, _)| *n).collect();
             let _ = writeln!(out, "\n| ms | {} |", names.join(" | "));
             let _ = writeln!(out, "|---|{}", "---:|".repeat(shown.len()));
-            let rows: [(&str, fn(&Latency) -> f64); 6] = [
+            type Pick = fn(&Latency) -> f64;
+            let rows: [(&str, Pick); 6] = [
                 ("mean", |l| l.mean),
                 ("p50", |l| l.p50),
                 ("p90", |l| l.p90),

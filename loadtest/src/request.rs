@@ -79,7 +79,7 @@ async fn exchange(client: &Client, request: Request<Full<Bytes>>, origin: Instan
     let queue_ms =
         header(QUEUE_HEADER).and_then(|v| v.trim().parse::<f64>().ok()).filter(|ms| ms.is_finite());
     let mut stream =
-        header("content-type").is_some_and(|t| t.starts_with("text/event-stream")).then(|| Tokens::default());
+        header("content-type").is_some_and(|t| t.starts_with("text/event-stream")).then(Tokens::default);
     let mut body = response.into_body();
     while let Some(frame) = body.frame().await {
         match frame {

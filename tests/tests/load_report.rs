@@ -1,0 +1,169 @@
+//! `infergate-load` against the real gateway (`examples/synthetic.toml`): streamed chat
+//! gives TTFT, inter-token and per-token times; the gateway's queue time comes from its
+//! headers and its `/metrics` are scraped on the run's clock; the HTML reports of a run and
+//! of a capacity search render in headless Chromium (screenshot: not blank, plots drawn).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use infergate_e2e::{repo_root, Gateway, TEST_KEY};
+use serde_json::Value;
+
+fn load_tool() -> PathBuf {
+    let path = repo_root().join("target/debug/infergate-load");
+    assert!(path.exists(), "{} is missing: run `cargo build --bins`", path.display());
+    path
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("infergate-load-report-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn run_tool(args: &[&str]) -> String {
+    let out = Command::new(load_tool()).args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+/// Headless Chromium's screenshot of `html` and the DOM after it loaded.
+fn render(html: &Path, dir: &Path) -> (image::RgbImage, String) {
+    let png = dir.join("shot.png");
+    let chromium = |extra: &[&str]| {
+        let out = Command::new("chromium")
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"])
+            .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+            .args(extra)
+            .arg(format!("file://{}", html.display()))
+            .output()
+            .expect("chromium is installed by scripts/setup.sh");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    chromium(&[&format!("--screenshot={}", png.display()), "--window-size=900,1400"]);
+    let dom = chromium(&["--dump-dom"]);
+    (image::open(&png).unwrap().to_rgb8(), dom)
+}
+
+/// Pixels within `tolerance` per channel of `hex` (`#rrggbb`).
+fn pixels_of(shot: &image::RgbImage, hex: &str, tolerance: u8) -> usize {
+    let c = u32::from_str_radix(hex.trim_start_matches('#'), 16).unwrap();
+    let want = [(c >> 16) as u8, (c >> 8) as u8, c as u8];
+    shot.pixels().filter(|p| p.0.iter().zip(want).all(|(a, b)| a.abs_diff(b) <= tolerance)).count()
+}
+
+fn assert_rendered(shot: &image::RgbImage, dom: &str, charts: usize, colours: &[&str]) {
+    let total = (shot.width() * shot.height()) as usize;
+    let blank = pixels_of(shot, "#ffffff", 0);
+    assert!(blank < total * 97 / 100, "the screenshot is blank ({blank} of {total} pixels white)");
+    assert_eq!(dom.matches("<svg class=\"chart\"").count(), charts, "{dom}");
+    assert!(!dom.contains("no data"), "a chart has no data: {dom}");
+    for colour in colours {
+        let n = pixels_of(shot, colour, 10);
+        assert!(n > 100, "the {colour} series is not drawn ({n} pixels)");
+    }
+}
+
+#[test]
+fn a_streamed_chat_run_measures_tokens_and_queue_and_its_report_renders() {
+    let gw = Gateway::start("examples/synthetic.toml");
+    let dir = scratch("run");
+    let (json, html) = (dir.join("run.json"), dir.join("run.html"));
+    let body = r#"{"model":"synthetic-chat","messages":[{"role":"user","content":"Count to ten."}],"max_tokens":12,"stream":true}"#;
+    run_tool(&[
+        "run",
+        "--url",
+        &gw.url("/v1/chat/completions"),
+        "-H",
+        &format!("Authorization: Bearer {TEST_KEY}"),
+        "--body-json",
+        body,
+        "--rate",
+        "40",
+        "--duration",
+        "3s",
+        "--warmup",
+        "500ms",
+        "--max-lag",
+        "50ms",
+        "--metrics-url",
+        &gw.url("/metrics"),
+        "--json",
+        json.to_str().unwrap(),
+        "--html",
+        html.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let s = &report["summary"];
+    assert_eq!(s["successes"], s["requests"], "{s}");
+    let n = s["requests"].as_u64().unwrap();
+    assert!((100..=140).contains(&n), "40/s for 3 s: {n}");
+    // The synthetic model streams a token every 2 ms after a 5 ms+ first step.
+    let ms = |metric: &str, q: &str| s[metric][q].as_f64().unwrap_or_else(|| panic!("{metric}.{q}: {s}"));
+    assert!(ms("ttft_ms", "p50") >= 5.0 && ms("ttft_ms", "p50") < ms("latency_ms", "p50"), "{s}");
+    assert!((1.5..50.0).contains(&ms("itl_ms", "p50")), "{s}");
+    assert!((1.5..50.0).contains(&ms("tpot_ms", "p50")), "{s}");
+    assert!(s["output_tokens"].as_u64().unwrap() >= n * 2, "{s}");
+    assert_eq!(s["queue_ms_responses"], n, "every answer carries x-infergate-queue-ms: {s}");
+    assert!(ms("queue_ms", "p50") >= 0.0);
+    let timeline = s["timeline"].as_array().unwrap();
+    assert_eq!(timeline.len(), 3, "{s}");
+    assert!(timeline.iter().all(|m| m["successes"].as_u64().unwrap() >= 30), "{s}");
+    let scraped = s["scraped"].as_array().unwrap();
+    assert!(scraped.len() >= 3, "a scrape a second: {s}");
+    assert!(scraped.iter().any(|x| x["t_s"].as_f64().unwrap() < 0.0), "warmup scrapes come first: {s}");
+    assert!(scraped.iter().all(|x| x["values"]["infergate_requests_in_flight"].is_number()), "{s}");
+    assert!(scraped.iter().all(|x| x["values"]["infergate_queue_depth"].is_number()), "{s}");
+
+    let (shot, dom) = render(&html, &dir);
+    // Percentiles, throughput and the scraped queue over time.
+    assert_rendered(&shot, &dom, 3, &["#1f77b4", "#d62728", "#2ca02c"]);
+    assert!(dom.contains("TTFT p99") && dom.contains("requests_in_flight"), "{dom}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_capacity_search_report_renders_its_curves() {
+    let gw = Gateway::start("examples/synthetic.toml");
+    let dir = scratch("capacity");
+    let html = dir.join("capacity.html");
+    let body = r#"{"model":"synthetic-embed","input":["a short sentence to embed"]}"#;
+    let stdout = run_tool(&[
+        "capacity",
+        "--url",
+        &gw.url("/v1/embeddings"),
+        "-H",
+        &format!("Authorization: Bearer {TEST_KEY}"),
+        "--body-json",
+        body,
+        "--start",
+        "20",
+        "--max",
+        "80",
+        "--step",
+        "1s",
+        "--warmup",
+        "200ms",
+        "--slo-latency",
+        "500ms",
+        "--arrivals",
+        "constant",
+        // Debug builds of both sides share two cores: a hiccup must not end the search.
+        "--max-lag",
+        "50ms",
+        "--html",
+        html.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(stdout.contains("capacity"), "{stdout}");
+    let (shot, dom) = render(&html, &dir);
+    // Latency vs throughput and goodput vs offered load.
+    assert_rendered(&shot, &dom, 2, &["#1f77b4", "#d62728", "#2ca02c"]);
+    assert_eq!(dom.matches("<tr>").count(), 4, "a header and three steps (20, 40, 80): {dom}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
