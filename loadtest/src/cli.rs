@@ -231,6 +231,12 @@ pub struct TargetArgs {
     #[arg(long, value_parser = parse_method)]
     pub method: Option<Method>,
 
+    /// A scenario file (TOML): a weighted mix of chat, embeddings, transcription, OCR,
+    /// moderation and raw requests with their class, tenant and deadline headers; --url then
+    /// gives only the scheme, host and port
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["body", "body_json", "method"])]
+    pub scenario: Option<PathBuf>,
+
     /// Send the contents of FILE as the request body
     #[arg(long, value_name = "FILE")]
     pub body: Option<PathBuf>,
@@ -276,7 +282,15 @@ impl TargetArgs {
             (None, Some(_)) => Method::POST,
             (None, None) => Method::GET,
         };
-        Ok(Target { method, uri: self.url.clone(), headers, body: body.unwrap_or_default() })
+        let mix = match &self.scenario {
+            Some(path) => {
+                let mut extra = headers.clone();
+                extra.remove(CONTENT_TYPE);
+                Some(std::sync::Arc::new(crate::scenario::Mix::load(path, &self.url)?.with_headers(&extra)))
+            }
+            None => None,
+        };
+        Ok(Target { method, uri: self.url.clone(), headers, body: body.unwrap_or_default(), mix })
     }
 }
 

@@ -11,5 +11,6 @@ pub mod open;
 pub mod report;
 pub mod request;
 pub mod run;
+pub mod scenario;
 pub mod scrape;
 pub mod tune;

@@ -330,11 +330,11 @@ pub async fn run(
         let (client, target, collector) = (client.clone(), target.clone(), collector.clone());
         tasks.spawn(async move {
             let lag = Instant::now().saturating_duration_since(due);
-            let (outcome, latency) = target.send(&client, timeout, due.into_std()).await;
+            let sent = target.send(&client, timeout, due.into_std()).await;
             let end = Instant::now();
             if measured {
                 let mut c = collector.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                c.tally.record(outcome, latency, due.saturating_duration_since(measure_from));
+                c.tally.record_sent(sent, due.saturating_duration_since(measure_from));
                 c.lag_us.record(u64::try_from(lag.as_micros()).unwrap_or(u64::MAX));
                 c.last_end = c.last_end.max(Some(end));
             }

@@ -63,6 +63,8 @@ pub struct Tally {
     queue_us: Histogram,
     output_tokens: u64,
     seconds: Vec<Second>,
+    /// Per scenario entry, when the requests come from a scenario file.
+    by_scenario: BTreeMap<std::sync::Arc<str>, Tally>,
 }
 
 fn micros(d: Duration) -> u64 {
@@ -110,8 +112,23 @@ impl Tally {
         }
     }
 
+    /// Records a request's result, under its scenario entry too when it has one.
+    pub fn record_sent(&mut self, sent: crate::request::Sent, at: Duration) {
+        if let Some(name) = sent.scenario {
+            self.by_scenario.entry(name).or_default().record(
+                sent.outcome.clone(),
+                sent.latency,
+                Duration::ZERO,
+            );
+        }
+        self.record(sent.outcome, sent.latency, at);
+    }
+
     /// Adds everything `other` recorded.
     pub fn merge(&mut self, other: Tally) {
+        for (name, tally) in other.by_scenario {
+            self.by_scenario.entry(name).or_default().merge(tally);
+        }
         self.requests += other.requests;
         self.successes += other.successes;
         for (status, n) in other.by_status {
@@ -204,6 +221,15 @@ impl Tally {
             timeline,
             scraped: Vec::new(),
             schedule: None,
+            scenarios: self
+                .by_scenario
+                .iter()
+                .map(|(name, tally)| {
+                    let mut summary = tally.summarize(elapsed);
+                    summary.timeline.clear();
+                    (name.to_string(), summary)
+                })
+                .collect(),
         }
     }
 }
@@ -310,6 +336,9 @@ pub struct Summary {
     /// The target's `/metrics`, when `--metrics-url` was given.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub scraped: Vec<Scrape>,
+    /// Per scenario entry (with `--scenario`), each over the same window.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub scenarios: BTreeMap<String, Summary>,
     /// Open loop only: the offered rate and how well the generator kept its schedule.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schedule: Option<crate::open::Schedule>,
@@ -438,6 +467,28 @@ impl Report {
                 writeln!(out, "\nqueue wait from x-infergate-queue-ms on {} responses", s.queue_ms_responses);
         } else {
             let _ = writeln!(out, "\nqueue wait: no x-infergate-queue-ms header on 2xx responses");
+        }
+        if !s.scenarios.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n| scenario | requests | 2xx | req/s | p50 ms | p99 ms | TTFT p99 ms | queue p99 ms |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+            );
+            let ms = |l: &Option<Latency>, f: fn(&Latency) -> f64| {
+                l.as_ref().map_or("—".into(), |l| format!("{:.3}", f(l)))
+            };
+            for (name, x) in &s.scenarios {
+                let _ = writeln!(
+                    out,
+                    "| {name} | {} | {} | {:.1} | {} | {} | {} | {} |",
+                    x.requests,
+                    x.successes,
+                    x.requests_per_s,
+                    ms(&x.latency_ms, |l| l.p50),
+                    ms(&x.latency_ms, |l| l.p99),
+                    ms(&x.ttft_ms, |l| l.p99),
+                    ms(&x.queue_ms, |l| l.p99),
+                );
+            }
         }
         for (kind, detail) in &s.first_error {
             let _ = writeln!(out, "first {} error: {detail}", kind_name(*kind));

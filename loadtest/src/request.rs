@@ -32,29 +32,39 @@ pub fn client_with(connections: usize) -> Client {
     LegacyClient::builder(TokioExecutor::new()).pool_max_idle_per_host(connections).build(http)
 }
 
-/// The request every worker sends.
+/// The request every worker sends, or a scenario's mix to draw each request from.
 #[derive(Debug, Clone)]
 pub struct Target {
     pub method: Method,
     pub uri: Uri,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// With a scenario file: each request drawn from its mix (the fields above unused).
+    pub mix: Option<std::sync::Arc<crate::scenario::Mix>>,
 }
 
 impl Target {
-    fn request(&self) -> Request<Full<Bytes>> {
-        let mut request = Request::new(Full::new(self.body.clone()));
-        *request.method_mut() = self.method.clone();
-        *request.uri_mut() = self.uri.clone();
-        *request.headers_mut() = self.headers.clone();
-        request
+    /// The next request, and the scenario entry it came from.
+    fn request(&self) -> (Request<Full<Bytes>>, Option<std::sync::Arc<str>>) {
+        let (method, uri, headers, body, name) = match &self.mix {
+            Some(mix) => {
+                let d = mix.draw();
+                (d.method, d.uri, d.headers, d.body, Some(d.entry.name.clone()))
+            }
+            None => (self.method.clone(), self.uri.clone(), self.headers.clone(), self.body.clone(), None),
+        };
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        (request, name)
     }
 
     /// Sends one request and reads the whole response body, all within `timeout`. The
     /// latency (and a stream's token times) run from `origin` — when the request was handed
     /// to the client in a closed loop, when it was due in an open one — to the end of the body.
-    pub async fn send(&self, client: &Client, timeout: Duration, origin: Instant) -> (Outcome, Duration) {
-        let request = self.request();
+    pub async fn send(&self, client: &Client, timeout: Duration, origin: Instant) -> Sent {
+        let (request, scenario) = self.request();
         let outcome = match tokio::time::timeout(timeout, exchange(client, request, origin)).await {
             Ok(outcome) => outcome,
             Err(_) => Outcome::Error {
@@ -62,8 +72,16 @@ impl Target {
                 detail: format!("no complete response within {}", humantime::format_duration(timeout)),
             },
         };
-        (outcome, origin.elapsed())
+        Sent { outcome, latency: origin.elapsed(), scenario }
     }
+}
+
+/// One request's result.
+pub struct Sent {
+    pub outcome: Outcome,
+    pub latency: Duration,
+    /// The scenario entry the request came from.
+    pub scenario: Option<std::sync::Arc<str>>,
 }
 
 async fn exchange(client: &Client, request: Request<Full<Bytes>>, origin: Instant) -> Outcome {

@@ -157,9 +157,9 @@ async fn worker(plan: Arc<Plan>) -> (Tally, Option<Instant>) {
     let mut last_end = None;
     while let Some(measured) = plan.admit(Instant::now()) {
         let sent = Instant::now();
-        let (outcome, latency) = plan.target.send(&client, plan.timeout, sent.into_std()).await;
+        let result = plan.target.send(&client, plan.timeout, sent.into_std()).await;
         if measured {
-            tally.record(outcome, latency, sent.saturating_duration_since(plan.measure_from));
+            tally.record_sent(result, sent.saturating_duration_since(plan.measure_from));
             last_end = Some(Instant::now());
         }
     }
@@ -177,6 +177,7 @@ mod tests {
             uri: http::Uri::from_static("http://127.0.0.1:1/"),
             headers: http::HeaderMap::new(),
             body: bytes::Bytes::new(),
+            mix: None,
         };
         let plan = Plan {
             target,

@@ -167,3 +167,100 @@ fn a_capacity_search_report_renders_its_curves() {
     assert_eq!(dom.matches("<tr>").count(), 4, "a header and three steps (20, 40, 80): {dom}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_scenario_mixes_chat_embeddings_audio_and_images_with_their_tenants_and_deadlines() {
+    let gw = Gateway::start("examples/synthetic.toml");
+    let dir = scratch("scenario");
+    std::fs::write(dir.join("speech.wav"), infergate_e2e::wav(1.5, 16_000)).unwrap();
+    std::fs::write(dir.join("photo.png"), infergate_e2e::images::png_gray1(64, 48)).unwrap();
+    let scenario = dir.join("mix.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            r#"seed = 11
+[defaults]
+key = "{TEST_KEY}"
+timeout = "10s"
+
+[[request]]
+name = "chat"
+kind = "chat"
+weight = 2
+model = "synthetic-chat"
+stream = true
+prompt_words = [5, 40]
+max_tokens = {{ mean = 10, sd = 3 }}
+class = "interactive"
+
+[[request]]
+name = "embed-bulk"
+kind = "embeddings"
+model = "synthetic-embed"
+key = "sk-infergate-batch"
+inputs = [1, 4]
+input_words = [3, 30]
+
+[[request]]
+name = "speech"
+kind = "transcription"
+model = "synthetic-whisper"
+audio = "speech.wav"
+
+[[request]]
+name = "photo"
+kind = "moderation"
+model = "synthetic-moderation"
+image = "photo.png"
+"#
+        ),
+    )
+    .unwrap();
+    let json = dir.join("run.json");
+    let stdout = run_tool(&[
+        "run",
+        "--url",
+        &gw.url("/"),
+        "--scenario",
+        scenario.to_str().unwrap(),
+        "--rate",
+        "40",
+        "--duration",
+        "3s",
+        "--max-lag",
+        "50ms",
+        "--json",
+        json.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(stdout.contains("| scenario |"), "{stdout}");
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let s = &report["summary"];
+    assert_eq!(s["successes"], s["requests"], "{stdout}");
+    let scenarios = s["scenarios"].as_object().unwrap();
+    let count = |name: &str| scenarios[name]["requests"].as_u64().unwrap();
+    let total: u64 = ["chat", "embed-bulk", "speech", "photo"].iter().map(|n| count(n)).sum();
+    assert_eq!(total, s["requests"].as_u64().unwrap());
+    // Weights 2:1:1:1 over ~120 requests.
+    assert!(count("chat") > count("embed-bulk") && count("chat") > count("photo"), "{stdout}");
+    assert!(["embed-bulk", "speech", "photo"].iter().all(|n| count(n) >= 10), "{stdout}");
+    assert!(scenarios["chat"]["ttft_ms"]["p50"].is_number(), "streamed chat has TTFT: {stdout}");
+    assert!(scenarios["speech"].get("ttft_ms").is_none());
+    // The tenants' classes reached the scheduler: the bulk key's embeddings ran as `batch`,
+    // every request had a deadline.
+    let scrape = Command::new("curl").args(["-sf", &gw.url("/metrics")]).output().unwrap();
+    let metrics = String::from_utf8_lossy(&scrape.stdout);
+    let outcomes = |model: &str, class: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("infergate_deadline_outcomes_total{"))
+            .filter(|l| {
+                l.contains(&format!("model=\"{model}\"")) && l.contains(&format!("class=\"{class}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(outcomes("synthetic-embed", "batch"), count("embed-bulk") as f64, "{metrics}");
+    assert_eq!(outcomes("synthetic-chat", "interactive"), count("chat") as f64, "{metrics}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,622 @@
+//! Scenario files: a weighted mix of request kinds — chat (prompt and output lengths drawn
+//! from distributions, optionally streamed), embeddings, transcription (an audio file), OCR
+//! and moderation (an image file), or any raw request — each with its own class, tenant key
+//! and deadline headers. Every request draws its kind and lengths from a seeded stream
+//! indexed by the request's number, so a mix repeats run to run.
+//!
+//! ```toml
+//! seed = 7
+//! [defaults]
+//! key = "sk-infergate-dev"            # Authorization: Bearer …, the tenant
+//!
+//! [[request]]
+//! name = "chat"
+//! kind = "chat"
+//! weight = 3
+//! model = "qwen2.5-0.5b-instruct"
+//! stream = true
+//! prompt_words = [20, 200]           # uniform; or { mean = 100, sd = 30 }; or 50
+//! max_tokens = [16, 128]
+//! class = "interactive"              # x-priority
+//! timeout = "2s"                     # x-request-timeout
+//!
+//! [[request]]
+//! kind = "transcription"
+//! model = "whisper-tiny"
+//! audio = "speech.wav"               # relative to this file
+//! ```
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use serde::Deserialize;
+use serde_json::json;
+
+/// A length: fixed, uniform over `[min, max]`, or normal (rounded, at least 1).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Length {
+    Fixed(u32),
+    Uniform([u32; 2]),
+    Normal { mean: f64, sd: f64 },
+}
+
+impl Length {
+    fn draw(self, state: &mut u64) -> u32 {
+        match self {
+            Length::Fixed(n) => n,
+            Length::Uniform([a, b]) => {
+                let (lo, hi) = (a.min(b), a.max(b));
+                lo + (uniform(state) * f64::from(hi - lo + 1)).floor().min(f64::from(hi - lo)) as u32
+            }
+            Length::Normal { mean, sd } => {
+                // Box–Muller.
+                let (u, v) = (uniform(state).max(f64::MIN_POSITIVE), uniform(state));
+                let z = (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos();
+                (mean + sd * z).round().max(1.0) as u32
+            }
+        }
+    }
+
+    fn check(self, what: &str) -> anyhow::Result<()> {
+        let ok = match self {
+            Length::Fixed(n) => n > 0,
+            Length::Uniform([a, b]) => a > 0 && b > 0,
+            Length::Normal { mean, sd } => mean.is_finite() && mean >= 1.0 && sd.is_finite() && sd >= 0.0,
+        };
+        anyhow::ensure!(ok, "{what}: lengths are at least 1 (a number, [min, max], or {{ mean, sd }})");
+        Ok(())
+    }
+}
+
+/// What a request is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Chat,
+    Embeddings,
+    Transcription,
+    Ocr,
+    Moderation,
+    Raw,
+}
+
+/// Headers every request of an entry carries; an entry's own settings win over `[defaults]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Common {
+    /// The tenant's API key, sent as `Authorization: Bearer`.
+    pub key: Option<String>,
+    /// Scheduling class, sent as `x-priority` (`interactive`, `standard`, `batch`).
+    pub class: Option<String>,
+    /// Deadline relative to sending, sent as `x-request-timeout` (e.g. `2s`, `500ms`).
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+/// One `[[request]]` of a scenario file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntryConfig {
+    /// Shown in the per-scenario statistics; the kind if unset.
+    pub name: Option<String>,
+    pub kind: Kind,
+    #[serde(default = "one")]
+    pub weight: f64,
+    pub model: Option<String>,
+    /// Path on the target; each kind has the OpenAI/infergate default.
+    pub path: Option<String>,
+    /// Chat: stream the answer (server-sent events) and measure its tokens.
+    #[serde(default)]
+    pub stream: bool,
+    /// Chat: words in the user message.
+    pub prompt_words: Option<Length>,
+    /// Chat: `max_tokens`.
+    pub max_tokens: Option<Length>,
+    /// Embeddings: inputs per request, and words per input.
+    pub inputs: Option<Length>,
+    pub input_words: Option<Length>,
+    /// Transcription: an audio file (WAV, FLAC, MP3, OGG), relative to the scenario file.
+    pub audio: Option<String>,
+    /// OCR and moderation: an image file (PNG, JPEG, WebP), relative to the scenario file.
+    pub image: Option<String>,
+    /// Moderation of text: words in the input (when no image is given).
+    pub text_words: Option<Length>,
+    /// Raw: method, body (text) or body file, and content type.
+    pub method: Option<String>,
+    pub body: Option<String>,
+    pub body_file: Option<String>,
+    pub content_type: Option<String>,
+    #[serde(flatten)]
+    pub common: Common,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// A scenario file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioFile {
+    #[serde(default = "one_u64")]
+    pub seed: u64,
+    #[serde(default)]
+    pub defaults: Common,
+    pub request: Vec<EntryConfig>,
+}
+
+fn one_u64() -> u64 {
+    1
+}
+
+/// How one entry's body is made.
+#[derive(Debug)]
+enum Body {
+    /// The same bytes every time (files, raw bodies).
+    Fixed(Bytes),
+    Chat {
+        model: Option<String>,
+        stream: bool,
+        prompt: Length,
+        max_tokens: Length,
+    },
+    Embeddings {
+        model: Option<String>,
+        inputs: Length,
+        words: Length,
+    },
+    ModerationText {
+        model: Option<String>,
+        words: Length,
+    },
+}
+
+/// One prepared entry of the mix.
+#[derive(Debug)]
+pub struct Entry {
+    pub name: Arc<str>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+}
+
+/// A prepared scenario: entries, their cumulative weights, and the request counter.
+#[derive(Debug)]
+pub struct Mix {
+    entries: Vec<Entry>,
+    cumulative: Vec<f64>,
+    seed: u64,
+    next: AtomicU64,
+}
+
+/// One request drawn from the mix.
+pub struct Drawn<'a> {
+    pub entry: &'a Entry,
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Mix {
+    /// Read and prepare a scenario file; request paths are joined to `base` (scheme and
+    /// authority of `--url`), files are read relative to the scenario file.
+    pub fn load(path: &Path, base: &Uri) -> anyhow::Result<Mix> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading --scenario {}", path.display()))?;
+        let file: ScenarioFile =
+            toml::from_str(&text).with_context(|| format!("--scenario {}", path.display()))?;
+        Mix::new(file, path.parent().unwrap_or(Path::new(".")), base)
+    }
+
+    pub fn new(file: ScenarioFile, dir: &Path, base: &Uri) -> anyhow::Result<Mix> {
+        anyhow::ensure!(!file.request.is_empty(), "a scenario needs at least one [[request]]");
+        let mut entries = Vec::new();
+        let mut cumulative = Vec::new();
+        let mut total = 0.0;
+        for (i, config) in file.request.iter().enumerate() {
+            let label = config.name.clone().unwrap_or_else(|| format!("{:?}", config.kind).to_lowercase());
+            let entry = prepare(config, &file.defaults, dir, base)
+                .with_context(|| format!("[[request]] {} ({label})", i + 1))?;
+            anyhow::ensure!(
+                config.weight.is_finite() && config.weight >= 0.0,
+                "[[request]] {}: weight must be ≥ 0",
+                i + 1
+            );
+            total += config.weight;
+            cumulative.push(total);
+            entries.push(Entry { name: label.into(), ..entry });
+        }
+        anyhow::ensure!(total > 0.0, "the weights add up to zero");
+        Ok(Mix { entries, cumulative, seed: file.seed, next: AtomicU64::new(0) })
+    }
+
+    /// Add `extra` (the command line's `-H`) to every entry that does not set the header.
+    pub fn with_headers(mut self, extra: &HeaderMap) -> Self {
+        for entry in &mut self.entries {
+            for (name, value) in extra {
+                if !entry.headers.contains_key(name) {
+                    entry.headers.insert(name.clone(), value.clone());
+                }
+            }
+        }
+        self
+    }
+
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// The next request: its entry by weight, and its body with freshly drawn lengths.
+    pub fn draw(&self) -> Drawn<'_> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut state = self.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let total = self.cumulative.last().copied().unwrap_or(1.0);
+        let pick = uniform(&mut state) * total;
+        let index = self.cumulative.iter().position(|c| pick < *c).unwrap_or(self.entries.len() - 1);
+        let entry = &self.entries[index];
+        let body = match &entry.body {
+            Body::Fixed(bytes) => bytes.clone(),
+            Body::Chat { model, stream, prompt, max_tokens } => {
+                let mut body = json!({
+                    "messages": [{"role": "user", "content": words(prompt.draw(&mut state), &mut state)}],
+                    "max_tokens": max_tokens.draw(&mut state),
+                    "stream": stream,
+                });
+                if let Some(model) = model {
+                    body["model"] = json!(model);
+                }
+                if *stream {
+                    body["stream_options"] = json!({"include_usage": true});
+                }
+                Bytes::from(body.to_string())
+            }
+            Body::Embeddings { model, inputs, words: n } => {
+                let count = inputs.draw(&mut state);
+                let input: Vec<String> = (0..count).map(|_| words(n.draw(&mut state), &mut state)).collect();
+                let mut body = json!({ "input": input });
+                if let Some(model) = model {
+                    body["model"] = json!(model);
+                }
+                Bytes::from(body.to_string())
+            }
+            Body::ModerationText { model, words: n } => {
+                let mut body = json!({ "input": words(n.draw(&mut state), &mut state) });
+                if let Some(model) = model {
+                    body["model"] = json!(model);
+                }
+                Bytes::from(body.to_string())
+            }
+        };
+        Drawn {
+            entry,
+            method: entry.method.clone(),
+            uri: entry.uri.clone(),
+            headers: entry.headers.clone(),
+            body,
+        }
+    }
+}
+
+fn prepare(config: &EntryConfig, defaults: &Common, dir: &Path, base: &Uri) -> anyhow::Result<Entry> {
+    let model = config.model.clone();
+    let read = |file: &str| -> anyhow::Result<Vec<u8>> {
+        let path = dir.join(file);
+        std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+    };
+    let default_path = match config.kind {
+        Kind::Chat => "/v1/chat/completions",
+        Kind::Embeddings => "/v1/embeddings",
+        Kind::Transcription => "/v1/audio/transcriptions",
+        Kind::Ocr => "/v1/ocr",
+        Kind::Moderation => "/v1/moderations",
+        Kind::Raw => "",
+    };
+    let path = config.path.clone().unwrap_or_else(|| default_path.to_owned());
+    anyhow::ensure!(path.starts_with('/'), "path: an absolute path (e.g. /v2/translate) is required");
+    let mut content_type = "application/json".to_owned();
+    let body = match config.kind {
+        Kind::Chat => {
+            let prompt = config.prompt_words.unwrap_or(Length::Fixed(32));
+            let max_tokens = config.max_tokens.unwrap_or(Length::Fixed(64));
+            prompt.check("prompt_words")?;
+            max_tokens.check("max_tokens")?;
+            Body::Chat { model, stream: config.stream, prompt, max_tokens }
+        }
+        Kind::Embeddings => {
+            let (inputs, words) =
+                (config.inputs.unwrap_or(Length::Fixed(1)), config.input_words.unwrap_or(Length::Fixed(16)));
+            inputs.check("inputs")?;
+            words.check("input_words")?;
+            Body::Embeddings { model, inputs, words }
+        }
+        Kind::Transcription => {
+            let file = config.audio.as_deref().context("audio: a transcription needs an audio file")?;
+            let audio = read(file)?;
+            let mut fields = vec![("response_format", "json".to_owned())];
+            if let Some(model) = &model {
+                fields.push(("model", model.clone()));
+            }
+            let (kind, bytes) = multipart(&audio, file, &fields);
+            content_type = kind;
+            Body::Fixed(bytes)
+        }
+        Kind::Ocr => {
+            let file = config.image.as_deref().context("image: OCR needs an image file")?;
+            let url = data_url(&read(file)?, file);
+            Body::Fixed(Bytes::from(json!({ "model": model, "image": url }).to_string()))
+        }
+        Kind::Moderation => match &config.image {
+            Some(file) => {
+                let url = data_url(&read(file)?, file);
+                let input = json!([{"type": "image_url", "image_url": {"url": url}}]);
+                let mut body = json!({ "input": input });
+                if let Some(model) = &model {
+                    body["model"] = json!(model);
+                }
+                Body::Fixed(Bytes::from(body.to_string()))
+            }
+            None => {
+                let words = config.text_words.unwrap_or(Length::Fixed(24));
+                words.check("text_words")?;
+                Body::ModerationText { model, words }
+            }
+        },
+        Kind::Raw => {
+            anyhow::ensure!(config.path.is_some(), "path: a raw request needs one");
+            if let Some(kind) = &config.content_type {
+                content_type = kind.clone();
+            }
+            match (&config.body, &config.body_file) {
+                (Some(text), None) => Body::Fixed(Bytes::from(text.clone())),
+                (None, Some(file)) => Body::Fixed(Bytes::from(read(file)?)),
+                (None, None) => Body::Fixed(Bytes::new()),
+                (Some(_), Some(_)) => anyhow::bail!("body and body_file: give one"),
+            }
+        }
+    };
+    let method = match &config.method {
+        Some(m) => Method::from_bytes(m.to_ascii_uppercase().as_bytes()).context("method")?,
+        None if matches!(&body, Body::Fixed(b) if b.is_empty()) => Method::GET,
+        None => Method::POST,
+    };
+    let scheme = base.scheme_str().unwrap_or("http");
+    let authority = base.authority().context("--url needs a host")?;
+    let uri: Uri =
+        format!("{scheme}://{authority}{path}").parse().with_context(|| format!("path {path:?}"))?;
+    let mut headers = HeaderMap::new();
+    if !matches!(&body, Body::Fixed(b) if b.is_empty()) {
+        headers.insert(CONTENT_TYPE, HeaderValue::from_str(&content_type).context("content_type")?);
+    }
+    for (name, value) in defaults.headers.iter().chain(&config.common.headers) {
+        headers.insert(
+            HeaderName::from_bytes(name.as_bytes()).with_context(|| format!("header {name:?}"))?,
+            HeaderValue::from_str(value).with_context(|| format!("header {name:?}"))?,
+        );
+    }
+    if let Some(key) = config.common.key.as_ref().or(defaults.key.as_ref()) {
+        headers.insert(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {key}")).context("key")?);
+    }
+    if let Some(class) = config.common.class.as_ref().or(defaults.class.as_ref()) {
+        headers.insert("x-priority", HeaderValue::from_str(class).context("class")?);
+    }
+    if let Some(timeout) = config.common.timeout.or(defaults.timeout) {
+        let ms = HeaderValue::from_str(&format!("{}ms", timeout.as_millis().max(1))).context("timeout")?;
+        headers.insert("x-request-timeout", ms);
+    }
+    Ok(Entry { name: "".into(), method, uri, headers, body })
+}
+
+/// `data:<type>;base64,…` of a file, its type from the extension.
+fn data_url(bytes: &[u8], file: &str) -> String {
+    format!("data:{};base64,{}", media_type(file), base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+fn media_type(file: &str) -> &'static str {
+    match file.rsplit('.').next().map(str::to_ascii_lowercase).as_deref() {
+        Some("png") => "image/png",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("webp") => "image/webp",
+        Some("wav") => "audio/wav",
+        Some("flac") => "audio/flac",
+        Some("mp3") => "audio/mpeg",
+        Some("ogg") => "audio/ogg",
+        _ => "application/octet-stream",
+    }
+}
+
+/// A `multipart/form-data` body with `file` and text fields; its content type.
+fn multipart(file: &[u8], name: &str, fields: &[(&str, String)]) -> (String, Bytes) {
+    let boundary = "infergate-load-7d1f0c2a9b";
+    let mut body = Vec::with_capacity(file.len() + 512);
+    for (field, value) in fields {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"\r\n\r\n{value}\r\n")
+                .as_bytes(),
+        );
+    }
+    let file_name = Path::new(name).file_name().and_then(|n| n.to_str()).unwrap_or("audio").replace('"', "");
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{file_name}\"\r\nContent-Type: {}\r\n\r\n",
+            media_type(name)
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(file);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), Bytes::from(body))
+}
+
+/// `n` words of filler text (a word is about one to two tokens).
+fn words(n: u32, state: &mut u64) -> String {
+    const VOCABULARY: [&str; 32] = [
+        "the",
+        "model",
+        "answers",
+        "a",
+        "question",
+        "about",
+        "latency",
+        "and",
+        "throughput",
+        "under",
+        "load",
+        "while",
+        "the",
+        "gateway",
+        "schedules",
+        "requests",
+        "by",
+        "deadline",
+        "for",
+        "every",
+        "tenant",
+        "in",
+        "each",
+        "class",
+        "with",
+        "batches",
+        "of",
+        "tokens",
+        "images",
+        "audio",
+        "text",
+        "translation",
+    ];
+    let mut text = String::with_capacity(n as usize * 7);
+    for i in 0..n {
+        if i > 0 {
+            text.push(' ');
+        }
+        text.push_str(VOCABULARY[(uniform(state) * VOCABULARY.len() as f64) as usize % VOCABULARY.len()]);
+    }
+    text
+}
+
+/// A uniform draw in [0, 1) (splitmix64).
+fn uniform(state: &mut u64) -> f64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mix(toml_text: &str) -> anyhow::Result<Mix> {
+        let file: ScenarioFile = toml::from_str(toml_text)?;
+        Mix::new(file, Path::new("."), &"http://127.0.0.1:9/ignored".parse().unwrap_or_default())
+    }
+
+    #[test]
+    fn requests_follow_the_weights_and_carry_their_headers() {
+        let m = mix(r#"
+seed = 3
+[defaults]
+key = "sk-default"
+[[request]]
+name = "chat"
+kind = "chat"
+weight = 3
+model = "m"
+stream = true
+prompt_words = [4, 8]
+max_tokens = { mean = 50, sd = 10 }
+class = "interactive"
+timeout = "2s"
+[[request]]
+kind = "embeddings"
+key = "sk-bulk"
+inputs = 2
+input_words = 3
+"#)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        let mut chats = 0;
+        for _ in 0..4000 {
+            let d = m.draw();
+            let body: serde_json::Value = serde_json::from_slice(&d.body).unwrap_or_default();
+            if &*d.entry.name == "chat" {
+                chats += 1;
+                assert_eq!(d.uri, "http://127.0.0.1:9/v1/chat/completions");
+                assert_eq!(d.headers["authorization"], "Bearer sk-default");
+                assert_eq!(d.headers["x-priority"], "interactive");
+                assert_eq!(d.headers["x-request-timeout"], "2000ms");
+                let prompt = body["messages"][0]["content"].as_str().unwrap_or_default();
+                assert!((4..=8).contains(&prompt.split(' ').count()), "{prompt}");
+                assert_eq!((body["model"].as_str(), body["stream"].as_bool()), (Some("m"), Some(true)));
+            } else {
+                assert_eq!(&*d.entry.name, "embeddings");
+                assert_eq!(d.headers["authorization"], "Bearer sk-bulk");
+                assert!(!d.headers.contains_key("x-priority"));
+                let inputs = body["input"].as_array().cloned().unwrap_or_default();
+                assert_eq!(inputs.len(), 2);
+                assert!(inputs.iter().all(|i| i.as_str().is_some_and(|t| t.split(' ').count() == 3)));
+            }
+        }
+        assert!((2850..3150).contains(&chats), "3:1 weights: {chats} of 4000");
+    }
+
+    #[test]
+    fn the_same_seed_draws_the_same_requests() {
+        let text =
+            "[[request]]\nkind = \"chat\"\nprompt_words = [1, 100]\n[[request]]\nkind = \"moderation\"\n";
+        let (a, b) =
+            (mix(text).unwrap_or_else(|e| panic!("{e}")), mix(text).unwrap_or_else(|e| panic!("{e}")));
+        for _ in 0..50 {
+            assert_eq!(a.draw().body, b.draw().body);
+        }
+    }
+
+    #[test]
+    fn lengths_have_their_distributions() {
+        let mut state = 1;
+        let draws: Vec<u32> =
+            (0..20_000).map(|_| Length::Normal { mean: 100.0, sd: 20.0 }.draw(&mut state)).collect();
+        let mean = draws.iter().map(|d| f64::from(*d)).sum::<f64>() / draws.len() as f64;
+        assert!((mean - 100.0).abs() < 1.0, "{mean}");
+        let uniform: Vec<u32> = (0..20_000).map(|_| Length::Uniform([3, 5]).draw(&mut state)).collect();
+        assert!(uniform.iter().all(|n| (3..=5).contains(n)));
+        assert!([3, 4, 5].iter().all(|v| uniform.contains(v)));
+    }
+
+    #[test]
+    fn bad_scenarios_are_refused_with_their_place() {
+        for (text, needle) in [
+            ("[[request]]\nkind = \"transcription\"\n", "audio"),
+            ("[[request]]\nkind = \"raw\"\n", "path"),
+            ("[[request]]\nkind = \"chat\"\nprompt_words = 0\n", "prompt_words"),
+            ("[[request]]\nkind = \"chat\"\nweight = 0\n", "zero"),
+            ("[[request]]\nkind = \"ocr\"\nimage = \"/nonexistent.png\"\n", "nonexistent"),
+        ] {
+            let error = format!("{:#}", mix(text).err().unwrap_or_else(|| panic!("{text} was accepted")));
+            assert!(error.contains(needle), "{needle:?} not in {error}");
+        }
+        assert!(toml::from_str::<ScenarioFile>("[[request]]\nkind = \"chat\"\nbogus = 1\n").is_err());
+    }
+
+    #[test]
+    fn files_become_multipart_and_data_urls() {
+        let (kind, body) = multipart(b"RIFF", "dir/a.wav", &[("model", "w".into())]);
+        let text = String::from_utf8_lossy(&body);
+        assert!(kind.starts_with("multipart/form-data; boundary="));
+        assert!(text.contains("name=\"model\"\r\n\r\nw\r\n"));
+        assert!(text.contains("filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\nRIFF\r\n"));
+        assert_eq!(data_url(b"\x89PNG", "x.PNG"), "data:image/png;base64,iVBORw==");
+    }
+}
