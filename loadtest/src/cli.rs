@@ -245,6 +245,11 @@ pub struct TargetArgs {
     #[arg(long, value_name = "JSON", conflicts_with = "body")]
     pub body_json: Option<String>,
 
+    /// Speak HTTP/2 without TLS (h2c, prior knowledge): all requests in flight are streams on
+    /// one connection
+    #[arg(long)]
+    pub http2: bool,
+
     /// Request header, repeatable; Content-Type defaults to application/json when a body is
     /// given
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
@@ -290,7 +295,14 @@ impl TargetArgs {
             }
             None => None,
         };
-        Ok(Target { method, uri: self.url.clone(), headers, body: body.unwrap_or_default(), mix })
+        Ok(Target {
+            method,
+            uri: self.url.clone(),
+            headers,
+            body: body.unwrap_or_default(),
+            mix,
+            http2: self.http2,
+        })
     }
 }
 

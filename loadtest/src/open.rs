@@ -310,7 +310,7 @@ pub async fn run(
         })?
     };
 
-    let client = request::client_with(settings.connections);
+    let client = if target.http2 { request::client_h2() } else { request::client_with(settings.connections) };
     let collector = Arc::new(Mutex::new(Collector {
         tally: Tally::default(),
         lag_us: Histogram::default(),

@@ -351,6 +351,11 @@ pub struct Params {
     pub mode: &'static str,
     pub method: String,
     pub url: String,
+    /// `HTTP/1.1` or `HTTP/2` (h2c).
+    pub protocol: &'static str,
+    /// The scenario file's entries, when requests come from one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scenario: Vec<String>,
     /// Closed loop: workers. Open loop: keep-alive connections kept.
     pub concurrency: usize,
     /// Open loop only: the arrival process.
@@ -387,7 +392,12 @@ impl Report {
             Some(format!("timeout {}s", p.timeout_s)),
         ];
         let bounds: Vec<String> = bounds.into_iter().flatten().collect();
-        let _ = writeln!(out, "## {} {}\n", p.method, p.url);
+        let what = if p.scenario.is_empty() {
+            format!("{} {}", p.method, p.url)
+        } else {
+            format!("scenario {} at {}", p.scenario.join(", "), p.url)
+        };
+        let _ = writeln!(out, "## {what} ({})\n", p.protocol);
         match &p.arrivals {
             None => {
                 let _ = writeln!(out, "{}, concurrency {}, {}\n", p.mode, p.concurrency, bounds.join(", "));
@@ -588,6 +598,8 @@ mod tests {
             mode: "closed-loop",
             method: "POST".into(),
             url: "http://127.0.0.1:8080/v1/embeddings".into(),
+            protocol: "HTTP/1.1",
+            scenario: Vec::new(),
             concurrency: 8,
             arrivals: None,
             shape: None,
@@ -607,7 +619,7 @@ mod tests {
         t.record(error(ErrorKind::Connect, "connection refused"), Duration::ZERO, AT);
         let text = Report { params: params(), summary: t.summarize(Duration::from_secs(1)) }.render();
         for needle in [
-            "## POST http://127.0.0.1:8080/v1/embeddings",
+            "## POST http://127.0.0.1:8080/v1/embeddings (HTTP/1.1)",
             "closed-loop, concurrency 8, duration 10s, warmup 1s, timeout 30s",
             "| requests | 3 |",
             "| throughput | 3.0 req/s |",

@@ -32,6 +32,14 @@ pub fn client_with(connections: usize) -> Client {
     LegacyClient::builder(TokioExecutor::new()).pool_max_idle_per_host(connections).build(http)
 }
 
+/// An HTTP/2 client without TLS (h2c, prior knowledge): every request in flight is a stream
+/// on one connection to the target.
+pub fn client_h2() -> Client {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    LegacyClient::builder(TokioExecutor::new()).http2_only(true).build(http)
+}
+
 /// The request every worker sends, or a scenario's mix to draw each request from.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -41,6 +49,8 @@ pub struct Target {
     pub body: Bytes,
     /// With a scenario file: each request drawn from its mix (the fields above unused).
     pub mix: Option<std::sync::Arc<crate::scenario::Mix>>,
+    /// Speak HTTP/2 without TLS (h2c) over one multiplexed connection instead of HTTP/1.1.
+    pub http2: bool,
 }
 
 impl Target {

@@ -47,6 +47,13 @@ impl RunConfig {
             replay_arrivals: self.open.as_ref().and_then(|o| o.replay.as_ref().map(|r| r.len())),
             method: self.target.method.to_string(),
             url: self.target.uri.to_string(),
+            protocol: if self.target.http2 { "HTTP/2" } else { "HTTP/1.1" },
+            scenario: self
+                .target
+                .mix
+                .as_ref()
+                .map(|mix| mix.entries().iter().map(|e| e.name.to_string()).collect())
+                .unwrap_or_default(),
             concurrency: self.concurrency,
             duration_s: self.duration.map(|d| d.as_secs_f64()),
             requests: self.requests,
@@ -134,9 +141,13 @@ async fn run_load(config: &RunConfig) -> anyhow::Result<Report> {
         claimed: AtomicU64::new(0),
     });
 
+    // HTTP/1.1: a client, hence a keep-alive connection, per worker; HTTP/2: one client whose
+    // single connection carries every worker's stream.
+    let shared = config.target.http2.then(request::client_h2);
     let mut workers = JoinSet::new();
     for _ in 0..config.concurrency {
-        workers.spawn(worker(Arc::clone(&plan)));
+        let client = shared.clone().unwrap_or_else(request::client);
+        workers.spawn(worker(Arc::clone(&plan), client));
     }
     let mut tally = Tally::default();
     let mut last_end: Option<Instant> = None;
@@ -151,8 +162,7 @@ async fn run_load(config: &RunConfig) -> anyhow::Result<Report> {
 
 /// One closed loop: send, read the whole response, repeat until the plan says stop. Returns
 /// what it measured and when its last measured request ended.
-async fn worker(plan: Arc<Plan>) -> (Tally, Option<Instant>) {
-    let client = request::client();
+async fn worker(plan: Arc<Plan>, client: request::Client) -> (Tally, Option<Instant>) {
     let mut tally = Tally::default();
     let mut last_end = None;
     while let Some(measured) = plan.admit(Instant::now()) {
@@ -178,6 +188,7 @@ mod tests {
             headers: http::HeaderMap::new(),
             body: bytes::Bytes::new(),
             mix: None,
+            http2: false,
         };
         let plan = Plan {
             target,

@@ -16,7 +16,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use infergate_load::cli::{Cli, Command};
 use infergate_load::report::{ErrorKind, Report};
 use tokio::net::TcpListener;
@@ -36,6 +36,7 @@ enum Behaviour {
 struct Seen {
     connections: AtomicU64,
     requests: AtomicU64,
+    http2_requests: AtomicU64,
 }
 
 async fn serve(behaviour: Behaviour) -> (SocketAddr, Arc<Seen>) {
@@ -48,13 +49,18 @@ async fn serve(behaviour: Behaviour) -> (SocketAddr, Arc<Seen>) {
             let (stream, _) = listener.accept().await.unwrap();
             counter.connections.fetch_add(1, Ordering::Relaxed);
             let counter = Arc::clone(&counter);
-            let service = service_fn(move |_: Request<Incoming>| {
+            let service = service_fn(move |request: Request<Incoming>| {
                 let n = counter.requests.fetch_add(1, Ordering::Relaxed);
+                if request.version() == http::Version::HTTP_2 {
+                    counter.http2_requests.fetch_add(1, Ordering::Relaxed);
+                }
                 respond(behaviour, n)
             });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service),
-            );
+            // HTTP/1.1 and HTTP/2 with prior knowledge (h2c), as infergate serves them.
+            tokio::spawn(async move {
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+            });
         }
     });
     (addr, seen)
@@ -96,6 +102,18 @@ async fn every_request_succeeds_over_one_connection_per_worker() {
     assert!(latency.p50 > 0.0 && latency.p50 <= latency.p99 && latency.p99 <= latency.max);
     assert!(s.requests_per_s > 0.0);
     assert_eq!(report.params.method, "POST");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_carries_every_worker_on_one_connection() {
+    let (addr, seen) = serve(Behaviour::Ok).await;
+    let report = load(addr, &["--requests", "300", "-c", "16", "--http2"]).await;
+    let s = &report.summary;
+    assert_eq!((s.requests, s.successes), (300, 300));
+    assert_eq!(seen.http2_requests.load(Ordering::Relaxed), 300);
+    assert_eq!(seen.connections.load(Ordering::Relaxed), 1, "16 streams on one connection");
+    assert_eq!(report.params.protocol, "HTTP/2");
+    assert_eq!(s.queue_ms_responses, 300);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

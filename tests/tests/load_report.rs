@@ -1,7 +1,8 @@
 //! `infergate-load` against the real gateway (`examples/synthetic.toml`): streamed chat
 //! gives TTFT, inter-token and per-token times; the gateway's queue time comes from its
 //! headers and its `/metrics` are scraped on the run's clock; the HTML reports of a run and
-//! of a capacity search render in headless Chromium (screenshot: not blank, plots drawn).
+//! of a capacity search render in headless Chromium (screenshot: not blank, plots drawn); a
+//! scenario file mixes every kind of request over HTTP/2.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -223,6 +224,8 @@ image = "photo.png"
         &gw.url("/"),
         "--scenario",
         scenario.to_str().unwrap(),
+        // The gateway speaks h2c too: every request a stream on one connection.
+        "--http2",
         "--rate",
         "40",
         "--duration",
@@ -233,7 +236,7 @@ image = "photo.png"
         json.to_str().unwrap(),
         "--quiet",
     ]);
-    assert!(stdout.contains("| scenario |"), "{stdout}");
+    assert!(stdout.contains("| scenario |") && stdout.contains("(HTTP/2)"), "{stdout}");
     let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let s = &report["summary"];
     assert_eq!(s["successes"], s["requests"], "{stdout}");
