@@ -477,6 +477,7 @@ impl RunArgs {
                 connections: self.concurrency as usize,
                 progress: !self.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
             }),
+            progress: !self.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
             metrics: self.metrics_url.clone().map(|url| {
                 let names = if self.scrape.is_empty() {
                     crate::scrape::DEFAULT_METRICS.iter().map(|n| n.to_string()).collect()

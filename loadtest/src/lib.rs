@@ -8,6 +8,7 @@ pub mod cli;
 pub mod histogram;
 pub mod html;
 pub mod open;
+pub mod progress;
 pub mod report;
 pub mod request;
 pub mod run;

@@ -318,7 +318,8 @@ pub async fn run(
     }));
     let (mut tasks, mut skipped, mut scheduled) = (JoinSet::new(), 0u64, 0u64);
     let target = Arc::new(target);
-    let progress = settings.progress.then(|| tokio::spawn(report_progress(collector.clone(), measure_from)));
+    let live = settings.progress.then(|| Arc::new(crate::progress::Live::default()));
+    let progress = live.clone().map(|live| live.show(measure_from));
     while let Some(due) = rx.recv().await {
         while tasks.try_join_next().is_some() {}
         let measured = due >= measure_from;
@@ -327,12 +328,16 @@ pub async fn run(
             skipped += u64::from(measured);
             continue;
         }
-        let (client, target, collector) = (client.clone(), target.clone(), collector.clone());
+        let (client, target, collector, live) =
+            (client.clone(), target.clone(), collector.clone(), live.clone());
         tasks.spawn(async move {
             let lag = Instant::now().saturating_duration_since(due);
             let sent = target.send(&client, timeout, due.into_std()).await;
             let end = Instant::now();
             if measured {
+                if let Some(live) = &live {
+                    live.record(sent.outcome.is_success(), sent.latency);
+                }
                 let mut c = collector.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 c.tally.record_sent(sent, due.saturating_duration_since(measure_from));
                 c.lag_us.record(u64::try_from(lag.as_micros()).unwrap_or(u64::MAX));
@@ -388,32 +393,6 @@ pub async fn run(
     Ok(OpenResult { tally: collector.tally, schedule, elapsed })
 }
 
-/// Every second, one line on stderr (rewritten in place): measured time, the last
-/// second's completions, p99 so far and errors.
-async fn report_progress(collector: Arc<Mutex<Collector>>, measure_from: Instant) {
-    let mut tick = tokio::time::interval_at(measure_from + Duration::from_secs(1), Duration::from_secs(1));
-    let mut before = 0;
-    loop {
-        tick.tick().await;
-        let (requests, errors, p99) = {
-            let c = collector.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            (
-                c.tally.requests(),
-                c.tally.requests() - c.tally.successes(),
-                c.tally.quantile_ms(crate::report::Metric::Latency, 0.99),
-            )
-        };
-        let line = progress_line(measure_from.elapsed(), requests - before, p99, errors);
-        eprint!("\r{line}");
-        before = requests;
-    }
-}
-
-fn progress_line(elapsed: Duration, last_second: u64, p99_ms: Option<f64>, errors: u64) -> String {
-    let p99 = p99_ms.map_or("—".to_owned(), |ms| format!("{ms:.2} ms"));
-    format!("[{:>5.0}s] {last_second:>7} req/s  p99 {p99:>10}  errors {errors:<8}", elapsed.as_secs_f64())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,14 +406,6 @@ mod tests {
         let n = values.len() as f64;
         let mean = values.iter().sum::<f64>() / n;
         (mean, (values.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / n).sqrt())
-    }
-
-    #[test]
-    fn progress_lines_keep_their_width() {
-        let a = progress_line(Duration::from_secs(3), 5000, Some(1.234), 0);
-        assert_eq!(a, "[    3s]    5000 req/s  p99    1.23 ms  errors 0       ");
-        let b = progress_line(Duration::from_secs(12), 17, None, 3);
-        assert_eq!(a.chars().count(), b.chars().count(), "rewritten in place: {b}");
     }
 
     #[test]

@@ -36,6 +36,13 @@ pub enum Outcome {
     Error { kind: ErrorKind, detail: String },
 }
 
+impl Outcome {
+    /// A complete 2xx response.
+    pub fn is_success(&self) -> bool {
+        matches!(self, Outcome::Response { status, .. } if (200..300).contains(status))
+    }
+}
+
 /// One second of a run, by when its requests were sent (were due, in an open loop).
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Second {

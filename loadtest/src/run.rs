@@ -33,6 +33,9 @@ pub struct RunConfig {
     pub open: Option<OpenLoop>,
     /// The target's Prometheus endpoint and the metrics to scrape from it every second.
     pub metrics: Option<(http::Uri, Vec<String>)>,
+    /// Closed loop: print a progress line to stderr every second (the open loop's own
+    /// setting is in `open`).
+    pub progress: bool,
 }
 
 impl RunConfig {
@@ -74,6 +77,7 @@ struct Plan {
     /// Measured requests allowed, and how many have been claimed.
     budget: Option<u64>,
     claimed: AtomicU64,
+    live: Option<Arc<crate::progress::Live>>,
 }
 
 impl Plan {
@@ -139,7 +143,9 @@ async fn run_load(config: &RunConfig) -> anyhow::Result<Report> {
         stop_at: config.duration.map(|d| measure_from + d),
         budget: config.requests,
         claimed: AtomicU64::new(0),
+        live: config.progress.then(Default::default),
     });
+    let progress = plan.live.clone().map(|live| live.show(measure_from));
 
     // HTTP/1.1: a client, hence a keep-alive connection, per worker; HTTP/2: one client whose
     // single connection carries every worker's stream.
@@ -156,6 +162,10 @@ async fn run_load(config: &RunConfig) -> anyhow::Result<Report> {
         tally.merge(worker_tally);
         last_end = last_end.max(worker_end);
     }
+    if let Some(progress) = progress {
+        progress.abort();
+        eprintln!();
+    }
     let elapsed = last_end.map_or(Duration::ZERO, |end| end.saturating_duration_since(measure_from));
     Ok(Report { params: config.params(), summary: tally.summarize(elapsed) })
 }
@@ -169,6 +179,9 @@ async fn worker(plan: Arc<Plan>, client: request::Client) -> (Tally, Option<Inst
         let sent = Instant::now();
         let result = plan.target.send(&client, plan.timeout, sent.into_std()).await;
         if measured {
+            if let Some(live) = &plan.live {
+                live.record(result.outcome.is_success(), result.latency);
+            }
             tally.record_sent(result, sent.saturating_duration_since(plan.measure_from));
             last_end = Some(Instant::now());
         }
@@ -197,6 +210,7 @@ mod tests {
             stop_at: duration.map(|d| start + warmup + d),
             budget,
             claimed: AtomicU64::new(0),
+            live: None,
         };
         (plan, start)
     }
@@ -240,6 +254,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             open: None,
             metrics: None,
+            progress: false,
         };
         assert!(run(config).await.is_err());
     }
