@@ -71,7 +71,11 @@ pub struct TuneArgs {
     /// Replay the HPA over this trace: CSV lines `seconds,requests_per_second`
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
-    /// Write hpa.yaml, scaledobject.yaml and tune.json into this directory
+    /// The model's name in infergate's configuration, for scheduler.toml (written when the
+    /// capacity search read the gateway's batching with --metrics-url)
+    #[arg(long, default_value = "MODEL")]
+    pub model: String,
+    /// Write hpa.yaml, scaledobject.yaml, tune.json (and scheduler.toml) into this directory
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
 }
@@ -181,6 +185,15 @@ pub struct CapacityArgs {
     /// Also write an HTML report with plots (SVG) to FILE
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
+
+    /// The gateway's Prometheus endpoint (e.g. http://127.0.0.1:8080/metrics): its batching is
+    /// read before and after each step, so that `tune` can propose batch settings
+    #[arg(long, value_name = "URL")]
+    pub metrics_url: Option<Uri>,
+
+    /// With --metrics-url: read only this model's series (all models' when unset)
+    #[arg(long, value_name = "NAME", requires = "metrics_url")]
+    pub model: Option<String>,
 }
 
 impl CapacityArgs {
@@ -215,6 +228,7 @@ impl CapacityArgs {
                 connections: self.connections as usize,
             },
             repeats: self.repeats,
+            metrics: self.metrics_url.clone().map(|url| (url, self.model.clone())),
         };
         Ok((self.target.to_target()?, settings))
     }

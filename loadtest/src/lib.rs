@@ -3,6 +3,7 @@
 //! capacity search and autoscaler tuning will sit beside them and share the request,
 //! statistics and report modules.
 
+pub mod batching;
 pub mod capacity;
 pub mod cli;
 pub mod histogram;

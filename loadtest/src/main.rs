@@ -35,7 +35,11 @@ fn tune(args: &TuneArgs) -> anyhow::Result<()> {
     };
     write("hpa.yaml", format!("{}{}", tune::HPA_HEADER, tune::to_yaml(&tune::hpa(&derived, &settings))))?;
     write("scaledobject.yaml", tune::to_yaml(&tune::keda(&derived, &settings)))?;
-    let summary = serde_json::json!({ "derived": derived, "replay": replay });
+    let scheduler = infergate_load::batching::advise(&report);
+    if let Some(advice) = &scheduler {
+        write("scheduler.toml", infergate_load::batching::to_toml(advice, &args.model))?;
+    }
+    let summary = serde_json::json!({ "derived": derived, "replay": replay, "scheduler": scheduler });
     write("tune.json", serde_json::to_string_pretty(&summary).context("serializing")?)?;
     println!(
         "capacity {:.1} req/s per replica at {:.1} ms: {:.1} in flight (Little); target {:.2} per pod; \
@@ -55,6 +59,15 @@ fn tune(args: &TuneArgs) -> anyhow::Result<()> {
             r.peak_replicas,
             r.events.len()
         );
+    }
+    match &scheduler {
+        Some(a) => println!(
+            "scheduler: batch cost {:.3} ms + {:.4} ms per item; max_size {}, max_delay {:.3} ms (scheduler.toml)",
+            a.base_ms, a.per_item_ms, a.max_batch, a.max_delay_ms
+        ),
+        None => println!(
+            "scheduler: no batch settings (run `capacity --metrics-url` so that steps record the gateway's batching)"
+        ),
     }
     println!("wrote {}/{{hpa.yaml,scaledobject.yaml,tune.json}}", args.out.display());
     Ok(())

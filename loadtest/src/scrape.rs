@@ -43,7 +43,7 @@ impl Scraper {
                 };
                 match fetch(&client, &url).await {
                     Ok(text) => {
-                        let values = parse(&text, &names);
+                        let values = parse(&text, &names, None);
                         sink.lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner)
                             .push(Scrape { t_s, values });
@@ -66,6 +66,16 @@ impl Scraper {
     }
 }
 
+/// One scrape of `names` from `url`, only series labelled `model="…"` when `model` is given.
+pub async fn once(
+    client: &Client,
+    url: &Uri,
+    names: &[String],
+    model: Option<&str>,
+) -> anyhow::Result<BTreeMap<String, f64>> {
+    Ok(parse(&fetch(client, url).await?, names, model))
+}
+
 async fn fetch(client: &Client, url: &Uri) -> anyhow::Result<String> {
     let request = Request::get(url.clone()).body(Full::new(Bytes::new()))?;
     let response = tokio::time::timeout(Duration::from_secs(2), client.request(request)).await??;
@@ -74,10 +84,11 @@ async fn fetch(client: &Client, url: &Uri) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
-/// Each of `names` in Prometheus (or OpenMetrics) text, summed over its series; a name
-/// with no sample is left out.
-pub fn parse(text: &str, names: &[String]) -> BTreeMap<String, f64> {
+/// Each of `names` in Prometheus (or OpenMetrics) text, summed over its series (only those
+/// labelled `model="…"` when `model` is given); a name with no sample is left out.
+pub fn parse(text: &str, names: &[String], model: Option<&str>) -> BTreeMap<String, f64> {
     let mut values = BTreeMap::new();
+    let wanted = model.map(|m| format!("model=\"{}\"", m.replace('\\', "\\\\").replace('"', "\\\"")));
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
         let name_end = line.find(|c: char| c == '{' || c.is_whitespace()).unwrap_or(line.len());
         let name = &line[..name_end];
@@ -85,10 +96,16 @@ pub fn parse(text: &str, names: &[String]) -> BTreeMap<String, f64> {
             continue;
         }
         // The value follows the labels (which may hold spaces inside quotes).
-        let rest = match line[name_end..].strip_prefix('{') {
-            Some(labels) => labels_end(labels).map_or("", |end| &labels[end..]),
-            None => &line[name_end..],
+        let (labels, rest) = match line[name_end..].strip_prefix('{') {
+            Some(labels) => match labels_end(labels) {
+                Some(end) => (&labels[..end], &labels[end..]),
+                None => continue,
+            },
+            None => ("", &line[name_end..]),
         };
+        if wanted.as_ref().is_some_and(|w| !labels.split(',').any(|l| l.trim().trim_end_matches('}') == w)) {
+            continue;
+        }
         if let Some(value) = rest.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) {
             if value.is_finite() {
                 *values.entry(name.to_owned()).or_insert(0.0) += value;
@@ -130,10 +147,14 @@ infergate_requests_in_flight{x="NaN"} NaN
 # EOF
 "#;
         let names: Vec<String> = DEFAULT_METRICS.iter().map(|s| s.to_string()).collect();
-        let values = parse(text, &names);
+        let values = parse(text, &names, None);
         assert_eq!(values.get("infergate_queue_depth"), Some(&7.5));
         assert_eq!(values.get("infergate_requests_in_flight"), Some(&7.0));
         assert_eq!(values.len(), 2);
-        assert!(parse("", &names).is_empty());
+        assert!(parse("", &names, None).is_empty());
+        let chat = parse(text, &names, Some("chat"));
+        assert_eq!((chat.get("infergate_queue_depth"), chat.len()), (Some(&3.0), 1));
+        let odd = parse(text, &names, Some("odd } name \" here"));
+        assert_eq!(odd.get("infergate_queue_depth"), Some(&4.5));
     }
 }

@@ -386,6 +386,7 @@ mod tests {
             goodput: 1.0,
             passed,
             because: Vec::new(),
+            batch: None,
         };
         CapacityReport {
             url: "http://127.0.0.1:8080/v1/embeddings".into(),

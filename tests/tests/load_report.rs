@@ -132,7 +132,7 @@ fn a_streamed_chat_run_measures_tokens_and_queue_and_its_report_renders() {
 fn a_capacity_search_report_renders_its_curves() {
     let gw = Gateway::start("examples/synthetic.toml");
     let dir = scratch("capacity");
-    let html = dir.join("capacity.html");
+    let (html, json) = (dir.join("capacity.html"), dir.join("capacity.json"));
     let body = r#"{"model":"synthetic-embed","input":["a short sentence to embed"]}"#;
     let stdout = run_tool(&[
         "capacity",
@@ -159,9 +159,49 @@ fn a_capacity_search_report_renders_its_curves() {
         "50ms",
         "--html",
         html.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+        "--metrics-url",
+        &gw.url("/metrics"),
+        "--model",
+        "synthetic-embed",
         "--quiet",
     ]);
     assert!(stdout.contains("capacity"), "{stdout}");
+    // Each step read the gateway's batching of this model.
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let steps = report["searches"][0]["steps"].as_array().unwrap();
+    for step in steps {
+        let batch = &step["batch"];
+        assert!(batch["batches"].as_f64().unwrap() > 0.0, "{step}");
+        assert!((1.0..=32.0).contains(&batch["mean_size"].as_f64().unwrap()), "{step}");
+        assert!(batch["mean_execute_ms"].as_f64().unwrap() >= 2.0, "the model's base latency: {step}");
+    }
+    // `tune` turns them into the model's batch settings, which infergate accepts.
+    let out = dir.join("tune");
+    let said = run_tool(&[
+        "tune",
+        "--capacity",
+        json.to_str().unwrap(),
+        "--baseline-rate",
+        "10",
+        "--peak-rate",
+        "100",
+        "--model",
+        "synthetic-embed",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(said.contains("scheduler: batch cost"), "{said}");
+    let scheduler = std::fs::read_to_string(out.join("scheduler.toml")).unwrap();
+    let batch_line = scheduler.lines().find(|l| l.starts_with("batch = ")).unwrap();
+    let example = std::fs::read_to_string(repo_root().join("examples/synthetic.toml")).unwrap();
+    let original = "batch = { max_size = 32, max_delay = \"2ms\" }";
+    assert!(example.contains(original), "examples/synthetic.toml's embedding model changed");
+    let tuned = dir.join("tuned.toml");
+    std::fs::write(&tuned, example.replacen(original, batch_line, 1)).unwrap();
+    let check = Command::new(infergate_e2e::binary()).arg("check-config").arg(&tuned).output().unwrap();
+    assert!(check.status.success(), "{scheduler}\n{}", String::from_utf8_lossy(&check.stderr));
     let (shot, dom) = render(&html, &dir);
     // Latency vs throughput and goodput vs offered load.
     assert_rendered(&shot, &dom, 2, &["#1f77b4", "#d62728", "#2ca02c"]);
