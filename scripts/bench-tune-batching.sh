@@ -4,7 +4,8 @@
 # base_latency + per_cost × tokens = 20 ms + 10 ms per request (100 tokens
 # each). A capacity search (SLO p99 ≤ BENCH_SLO) reads the gateway's batching
 # before and after every step (--metrics-url); `tune` fits the batch cost
-# model from the steps and proposes max_size / max_delay. Prints the fitted
+# model from the steps and picks max_size / max_delay by running candidates
+# through the scheduler in the discrete-event simulator. Prints the fitted
 # model beside the configured one, then runs the same load (BENCH_RATE req/s,
 # open loop) against the model as configured and as tuned.
 #

@@ -75,6 +75,10 @@ pub struct TuneArgs {
     /// capacity search read the gateway's batching with --metrics-url)
     #[arg(long, default_value = "MODEL")]
     pub model: String,
+    /// The model's workers (its `concurrency`) during the capacity search, for the batch
+    /// settings' simulation
+    #[arg(long, default_value_t = 1, value_parser = value_parser!(u32).range(1..=1024))]
+    pub workers: u32,
     /// Write hpa.yaml, scaledobject.yaml, tune.json (and scheduler.toml) into this directory
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,

@@ -35,7 +35,7 @@ fn tune(args: &TuneArgs) -> anyhow::Result<()> {
     };
     write("hpa.yaml", format!("{}{}", tune::HPA_HEADER, tune::to_yaml(&tune::hpa(&derived, &settings))))?;
     write("scaledobject.yaml", tune::to_yaml(&tune::keda(&derived, &settings)))?;
-    let scheduler = infergate_load::batching::advise(&report);
+    let scheduler = infergate_load::batching::advise(&report, args.workers as usize);
     if let Some(advice) = &scheduler {
         write("scheduler.toml", infergate_load::batching::to_toml(advice, &args.model))?;
     }
