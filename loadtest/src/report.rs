@@ -576,6 +576,34 @@ mod tests {
     }
 
     #[test]
+    fn a_ttft_slo_counts_streamed_answers_by_their_first_token() {
+        let streamed = |first_ms: u64, gaps: &[u64]| Outcome::Response {
+            status: 200,
+            queue_ms: None,
+            stream: Some(crate::request::Streamed {
+                first_token: Some(Duration::from_millis(first_ms)),
+                gaps: gaps.iter().map(|g| Duration::from_millis(*g)).collect(),
+                tokens: gaps.len() as u64 + 1,
+                end: Duration::from_millis(first_ms + gaps.iter().sum::<u64>()),
+            }),
+        };
+        let mut t = Tally::default();
+        t.record(streamed(40, &[10, 10]), Duration::from_millis(60), AT);
+        t.record(streamed(90, &[5]), Duration::from_millis(95), AT);
+        t.record(ok(None), Duration::from_millis(10), AT);
+        let limit = Duration::from_millis(50);
+        assert_eq!(t.successes_within(Metric::Ttft, limit), 1, "only the first stream's token came in time");
+        assert_eq!(t.successes_within(Metric::Latency, limit), 1);
+        assert_eq!(t.quantile_ms(Metric::Ttft, 1.0), Some(90.0));
+        let s = t.summarize(Duration::from_secs(1));
+        assert_eq!(s.output_tokens, 5);
+        assert_eq!(s.itl_ms.map(|l| l.max), Some(10.0));
+        // (the histogram's resolution: buckets under 0.8% wide; max is exact)
+        let tpot = s.tpot_ms.unwrap();
+        assert!((5.0..5.04).contains(&tpot.p50) && tpot.max == 10.0, "{tpot:?}");
+    }
+
+    #[test]
     fn merged_tallies_equal_one_tally() {
         let outcomes = [ok(Some(1.0)), ok(None), error(ErrorKind::Connect, "refused")];
         let (mut a, mut b, mut all) = (Tally::default(), Tally::default(), Tally::default());
