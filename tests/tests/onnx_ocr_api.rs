@@ -1,6 +1,7 @@
 //! `POST /v1/ocr` and OCR over KServe v2, end to end: every body form and
 //! its errors against a synthetic OCR model, and the real PP-OCRv4 models on
-//! text rendered at test time with a Debian font (fonts-dejavu-core).
+//! text rendered at test time with a Debian font (fonts-dejavu-core); and infergate-load's
+//! OCR scenario entries against both.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -234,4 +235,43 @@ async fn the_real_models_read_rendered_text_over_both_apis() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("PASS"), "{stdout}");
+}
+
+/// `infergate-load --scenario` with OCR entries: the rendered page as a file, sent to the
+/// synthetic and the real model (a few requests: the real one runs on ONNX Runtime here).
+#[test]
+fn an_infergate_load_scenario_sends_images_to_both_ocr_models() {
+    let gw = Gateway::start_with(&format!("{WEB_TENANT}{MODELS}"));
+    let dir = std::env::temp_dir().join(format!("infergate-ocr-scenario-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("page.png"), encode(&render(&LINES), ImageFormat::Png)).unwrap();
+    std::fs::write(
+        dir.join("ocr.toml"),
+        format!(
+            "[defaults]\nkey = \"{TEST_KEY}\"\ntimeout = \"20s\"\n\n\
+             [[request]]\nname = \"synthetic\"\nkind = \"ocr\"\nmodel = \"synthetic-ocr\"\nimage = \"page.png\"\nweight = 3\n\n\
+             [[request]]\nname = \"real\"\nkind = \"ocr\"\nmodel = \"pp-ocrv4\"\nimage = \"page.png\"\n"
+        ),
+    )
+    .unwrap();
+    let json = dir.join("run.json");
+    let tool = repo_root().join("target/debug/infergate-load");
+    let out = std::process::Command::new(&tool)
+        .args(["run", "--url", &gw.url("/"), "--scenario"])
+        .arg(dir.join("ocr.toml"))
+        .args(["--requests", "16", "-c", "2", "--quiet", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let s = &report["summary"];
+    assert_eq!((s["requests"].as_u64(), s["successes"].as_u64()), (Some(16), Some(16)), "{stdout}");
+    let scenarios = s["scenarios"].as_object().unwrap();
+    let (synthetic, real) =
+        (scenarios["synthetic"]["requests"].as_u64(), scenarios["real"]["requests"].as_u64());
+    assert_eq!(synthetic.unwrap() + real.unwrap(), 16, "{stdout}");
+    assert!(real.unwrap() >= 1 && synthetic.unwrap() > real.unwrap(), "3:1 weights: {stdout}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
