@@ -33,20 +33,7 @@ up_port="$(free_port)"
 "$DIR/infergate-fake-upstream" --listen "127.0.0.1:$up_port" --base-latency 0ms --per-cost 0ms \
     --token-interval 0ms --max-delay 0ms --max-batch 1 >/dev/null 2>&1 &
 PIDS+=("$!")
-cat >"$TMP/infergate.toml" <<TOML
-[[tenants]]
-name = "web"
-class = "interactive"
-api_key_sha256 = ["3b978aa9b13194c6acccdc77d6d65ded5407e7e4fd82b5647e744e3427d71df4"]
-
-[[models]]
-name = "remote"
-task = "chat"
-concurrency = 1024
-batch = { max_size = 1 }
-queue = { max_jobs = 4096, max_bytes = 67108864 }
-backend = { kind = "openai", endpoints = ["http://127.0.0.1:$up_port"], replica_concurrency = 1024 }
-TOML
+proxy_infergate_toml "$up_port" >"$TMP/infergate.toml"
 echo '{"model":"remote","messages":[{"role":"user","content":"Say hi."}],"max_tokens":4}' >"$TMP/body.json"
 export BENCH_BODY_FILE="$TMP/body.json" BENCH_API_KEY="sk-infergate-test"
 

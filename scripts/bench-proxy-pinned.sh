@@ -44,20 +44,7 @@ taskset -c 0 "$DIR/infergate-fake-upstream" --listen "127.0.0.1:${PORT[upstream]
 PIDS+=("$!")
 
 PORT[infergate]="$(free_port)"
-cat >"$TMP/infergate.toml" <<TOML
-[[tenants]]
-name = "web"
-class = "interactive"
-api_key_sha256 = ["3b978aa9b13194c6acccdc77d6d65ded5407e7e4fd82b5647e744e3427d71df4"]
-
-[[models]]
-name = "remote"
-task = "chat"
-concurrency = 1024
-batch = { max_size = 1 }
-queue = { max_jobs = 4096, max_bytes = 67108864 }
-backend = { kind = "openai", endpoints = ["http://127.0.0.1:${PORT[upstream]}"], replica_concurrency = 1024 }
-TOML
+proxy_infergate_toml "${PORT[upstream]}" >"$TMP/infergate.toml"
 INFERGATE__SERVER__WORKER_THREADS=1 RUST_LOG=error taskset -c 1 "$DIR/infergate" serve \
     --config "$TMP/infergate.toml" --listen "127.0.0.1:${PORT[infergate]}" >"$TMP/infergate.log" 2>&1 &
 PIDS+=("$!")
@@ -84,32 +71,7 @@ targets=(upstream infergate nginx)
 
 if [[ -x "$ENVOY" ]]; then
     PORT[envoy]="$(free_port)"
-    cat >"$TMP/envoy.yaml" <<YAML
-static_resources:
-  listeners:
-  - address: { socket_address: { address: 127.0.0.1, port_value: ${PORT[envoy]} } }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: bench
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes: [{ match: { prefix: "/" }, route: { cluster: up } }]
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
-  clusters:
-  - name: up
-    connect_timeout: 1s
-    type: STATIC
-    load_assignment:
-      cluster_name: up
-      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: ${PORT[upstream]} } } } }] }]
-YAML
+    proxy_envoy_yaml "${PORT[envoy]}" "${PORT[upstream]}" >"$TMP/envoy.yaml"
     taskset -c 1 "$ENVOY" -c "$TMP/envoy.yaml" --concurrency 1 --log-level error >"$TMP/envoy.log" 2>&1 &
     PIDS+=("$!")
     targets+=(envoy)

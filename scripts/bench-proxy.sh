@@ -76,20 +76,7 @@ declare -A URL PID
 URL[upstream]="http://127.0.0.1:$up_port/v1/chat/completions"; PID[upstream]="${PIDS[-1]}"
 
 port="$(free_port)"
-cat >"$TMP/infergate.toml" <<TOML
-[[tenants]]
-name = "web"
-class = "interactive"
-api_key_sha256 = ["3b978aa9b13194c6acccdc77d6d65ded5407e7e4fd82b5647e744e3427d71df4"]
-
-[[models]]
-name = "remote"
-task = "chat"
-concurrency = 1024
-batch = { max_size = 1 }
-queue = { max_jobs = 4096, max_bytes = 67108864 }
-backend = { kind = "openai", endpoints = ["http://127.0.0.1:$up_port"], replica_concurrency = 1024 }
-TOML
+proxy_infergate_toml "$up_port" >"$TMP/infergate.toml"
 RUST_LOG=error "$DIR/infergate" serve --config "$TMP/infergate.toml" --listen "127.0.0.1:$port" >"$TMP/infergate.log" 2>&1 &
 PIDS+=("$!"); PID[infergate]="${PIDS[-1]}"; URL[infergate]="http://127.0.0.1:$port/v1/chat/completions"
 # The same build with one async worker thread (server.worker_threads = 1).
@@ -137,32 +124,7 @@ done
 targets=(upstream infergate "${extra[@]}" nginx nginx-1w)
 if [[ -x "$ENVOY" ]]; then
     port="$(free_port)"
-    cat >"$TMP/envoy.yaml" <<YAML
-static_resources:
-  listeners:
-  - address: { socket_address: { address: 127.0.0.1, port_value: $port } }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: bench
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes: [{ match: { prefix: "/" }, route: { cluster: up } }]
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
-  clusters:
-  - name: up
-    connect_timeout: 1s
-    type: STATIC
-    load_assignment:
-      cluster_name: up
-      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $up_port } } } }] }]
-YAML
+    proxy_envoy_yaml "$port" "$up_port" >"$TMP/envoy.yaml"
     "$ENVOY" -c "$TMP/envoy.yaml" --concurrency 2 --log-level error >"$TMP/envoy.log" 2>&1 &
     PIDS+=("$!"); PID[envoy]="${PIDS[-1]}"; URL[envoy]="http://127.0.0.1:$port/v1/chat/completions"
     targets+=(envoy)

@@ -78,3 +78,52 @@ proc_ticks() {
     done
     echo "$total"
 }
+
+# The proxy benchmarks' shared pieces (bench-proxy*.sh): the infergate config
+# with model "remote" in front of one upstream (tenant "web", key
+# sk-infergate-test), and Envoy's equivalent.
+proxy_infergate_toml() { # UPSTREAM_PORT
+    cat <<TOML
+[[tenants]]
+name = "web"
+class = "interactive"
+api_key_sha256 = ["3b978aa9b13194c6acccdc77d6d65ded5407e7e4fd82b5647e744e3427d71df4"]
+
+[[models]]
+name = "remote"
+task = "chat"
+concurrency = 1024
+batch = { max_size = 1 }
+queue = { max_jobs = 4096, max_bytes = 67108864 }
+backend = { kind = "openai", endpoints = ["http://127.0.0.1:$1"], replica_concurrency = 1024 }
+TOML
+}
+
+proxy_envoy_yaml() { # LISTEN_PORT UPSTREAM_PORT
+    cat <<YAML
+static_resources:
+  listeners:
+  - address: { socket_address: { address: 127.0.0.1, port_value: $1 } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: bench
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes: [{ match: { prefix: "/" }, route: { cluster: up } }]
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
+  clusters:
+  - name: up
+    connect_timeout: 1s
+    type: STATIC
+    load_assignment:
+      cluster_name: up
+      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $2 } } } }] }]
+YAML
+}
