@@ -249,6 +249,28 @@ pub fn run_report(report: &Report) -> String {
         .collect();
     body.push_str("<h2>Latency (ms, 2xx responses)</h2>");
     body.push_str(&table(&["", "p50", "p90", "p99", "p99.9", "max"], &rows));
+    if !s.scenarios.is_empty() {
+        let rows: Vec<Vec<String>> = s
+            .scenarios
+            .iter()
+            .map(|(name, x)| {
+                let p = |l: &Option<crate::report::Latency>, f: fn(&crate::report::Latency) -> f64| {
+                    ms(l.as_ref().map(f))
+                };
+                vec![
+                    name.clone(),
+                    x.requests.to_string(),
+                    x.successes.to_string(),
+                    p(&x.latency_ms, |l| l.p50),
+                    p(&x.latency_ms, |l| l.p99),
+                    p(&x.ttft_ms, |l| l.p99),
+                    p(&x.queue_ms, |l| l.p99),
+                ]
+            })
+            .collect();
+        body.push_str("<h2>By scenario entry</h2>");
+        body.push_str(&table(&["entry", "requests", "2xx", "p50", "p99", "TTFT p99", "queue p99"], &rows));
+    }
 
     let over_time = |f: fn(&crate::report::Moment) -> Option<f64>| -> Vec<(f64, f64)> {
         s.timeline.iter().filter_map(|m| f(m).map(|v| (m.t_s as f64, v))).collect()

@@ -257,11 +257,13 @@ image = "photo.png"
         ),
     )
     .unwrap();
-    let json = dir.join("run.json");
+    let (json, html) = (dir.join("run.json"), dir.join("run.html"));
     let stdout = run_tool(&[
         "run",
         "--url",
         &gw.url("/"),
+        "--html",
+        html.to_str().unwrap(),
         "--scenario",
         scenario.to_str().unwrap(),
         // The gateway speaks h2c too: every request a stream on one connection.
@@ -305,5 +307,7 @@ image = "photo.png"
     };
     assert_eq!(outcomes("synthetic-embed", "batch"), count("embed-bulk") as f64, "{metrics}");
     assert_eq!(outcomes("synthetic-chat", "interactive"), count("chat") as f64, "{metrics}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("By scenario entry") && page.contains("<td>embed-bulk</td>"), "{page}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
