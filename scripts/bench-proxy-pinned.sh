@@ -7,10 +7,14 @@
 # --concurrency 1. On two cores shared by everything (scripts/bench-proxy.sh)
 # the load tool and the upstream preempt the proxy, and the tail measures that;
 # here it measures the proxy. Rounds alternate the targets; prints each round
-# and the medians, and the added p50/p99 against the upstream alone.
+# and the medians, and the added p50/p99 against the upstream alone. Then the
+# ceiling in the same arrangement: wrk (1 thread, 32 connections, 8 s) on CPU 0,
+# each target once per round, medians and the ratio to nginx's.
 #
 #   scripts/bench-proxy-pinned.sh   (needs target/release/infergate, infergate-load, infergate-fake-upstream)
 # Environment (defaults): BENCH_RATE=5000 BENCH_DURATION=10 BENCH_ROUNDS=3
+#   BENCH_VARIANT_ENV="NAME=VALUE ..." also runs infergate with these variables
+#   as `infergate-variant` (an A/B of a setting within the same rounds)
 set -euo pipefail
 LOG_TAG=proxy-pinned
 # shellcheck source=scripts/lib.sh
@@ -49,6 +53,16 @@ INFERGATE__SERVER__WORKER_THREADS=1 RUST_LOG=error taskset -c 1 "$DIR/infergate"
     --config "$TMP/infergate.toml" --listen "127.0.0.1:${PORT[infergate]}" >"$TMP/infergate.log" 2>&1 &
 PIDS+=("$!")
 
+targets=(upstream infergate)
+if [[ -n "${BENCH_VARIANT_ENV:-}" ]]; then
+    PORT[infergate-variant]="$(free_port)"
+    # shellcheck disable=SC2086  # NAME=VALUE words are intended
+    env $BENCH_VARIANT_ENV INFERGATE__SERVER__WORKER_THREADS=1 RUST_LOG=error taskset -c 1 "$DIR/infergate" serve \
+        --config "$TMP/infergate.toml" --listen "127.0.0.1:${PORT[infergate-variant]}" >"$TMP/variant.log" 2>&1 &
+    PIDS+=("$!")
+    targets+=(infergate-variant)
+fi
+
 PORT[nginx]="$(free_port)"
 cat >"$TMP/nginx.conf" <<NGINX
 worker_processes 1;
@@ -67,7 +81,7 @@ http {
 NGINX
 taskset -c 1 nginx -c "$TMP/nginx.conf" -p "$TMP" &
 PIDS+=("$!")
-targets=(upstream infergate nginx)
+targets+=(nginx)
 
 if [[ -x "$ENVOY" ]]; then
     PORT[envoy]="$(free_port)"
@@ -78,6 +92,8 @@ if [[ -x "$ENVOY" ]]; then
 fi
 
 BODY='{"model":"remote","messages":[{"role":"user","content":"Say hi."}],"max_tokens":4}'
+echo "$BODY" >"$TMP/body.json"
+export BENCH_BODY_FILE="$TMP/body.json" BENCH_API_KEY="sk-infergate-test"  # for wrk's post.lua
 url() { echo "http://127.0.0.1:${PORT[$1]}/v1/chat/completions"; }
 for t in "${targets[@]}"; do
     for _ in $(seq 1 200); do
@@ -120,4 +136,29 @@ print("|---|---:|---:|---:|---:|")
 for t, (p50, p99, p999) in med.items():
     added = "—" if t == "upstream" else f"{p50 - med['upstream'][0]:+.3f} / {p99 - med['upstream'][1]:+.3f} ms"
     print(f"| {t} | {p50:.3f} ms | {p99:.3f} ms | {p999:.3f} ms | {added} |")
+PY
+
+echo
+echo "| round | ceiling req/s: $(printf '%s | ' "${targets[@]}")"
+echo "|---:|$(printf -- '---:|%.0s' "${targets[@]}")"
+: >"$TMP/ceilings"
+for round in $(seq 1 "$ROUNDS"); do
+    row="| $round |"
+    for t in "${targets[@]}"; do
+        n="$(taskset -c 0 wrk -t1 -c32 -d8s -s scripts/bench/post.lua "$(url "$t")" | awk '/^BENCH/ {
+            split($2, kv, "="); print int(kv[2] / 8) }')"
+        echo "$t $n" >>"$TMP/ceilings"
+        row="$row $n |"
+    done
+    echo "$row"
+done
+echo
+"$PYTHON" - "$TMP/ceilings" <<'PY'
+import statistics, sys
+rows = [line.split() for line in open(sys.argv[1])]
+med = {t: statistics.median(float(r[1]) for r in rows if r[0] == t) for t in dict.fromkeys(r[0] for r in rows)}
+print("| target (median of rounds) | ceiling req/s | vs nginx |")
+print("|---|---:|---:|")
+for t, v in med.items():
+    print(f"| {t} | {v:.0f} | {v / med['nginx']:.2f}× |")
 PY

@@ -31,11 +31,8 @@ cleanup() {
 trap cleanup EXIT
 
 config() { # BATCH_LINE -> config file on stdout
+    bench_tenant_toml
     cat <<TOML
-[[tenants]]
-name = "web"
-class = "interactive"
-api_key_sha256 = ["3b978aa9b13194c6acccdc77d6d65ded5407e7e4fd82b5647e744e3427d71df4"]
 
 [[models]]
 name = "batched"

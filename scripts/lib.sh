@@ -79,15 +79,22 @@ proc_ticks() {
     echo "$total"
 }
 
-# The proxy benchmarks' shared pieces (bench-proxy*.sh): the infergate config
-# with model "remote" in front of one upstream (tenant "web", key
-# sk-infergate-test), and Envoy's equivalent.
-proxy_infergate_toml() { # UPSTREAM_PORT
+# The benchmarks' tenant: "web", interactive, key sk-infergate-test (only its
+# SHA-256 in the config).
+bench_tenant_toml() {
     cat <<TOML
 [[tenants]]
 name = "web"
 class = "interactive"
 api_key_sha256 = ["3b978aa9b13194c6acccdc77d6d65ded5407e7e4fd82b5647e744e3427d71df4"]
+TOML
+}
+
+# The proxy benchmarks' shared pieces (bench-proxy*.sh): the infergate config
+# with model "remote" in front of one upstream, and Envoy's equivalent.
+proxy_infergate_toml() { # UPSTREAM_PORT
+    bench_tenant_toml
+    cat <<TOML
 
 [[models]]
 name = "remote"

@@ -182,13 +182,8 @@ pub struct CapacityArgs {
     #[arg(long, default_value_t = 1, value_parser = value_parser!(u32).range(1..=20))]
     pub repeats: u32,
 
-    /// Also write the result as JSON to FILE
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
-
-    /// Also write an HTML report with plots (SVG) to FILE
-    #[arg(long, value_name = "FILE")]
-    pub html: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputArgs,
 
     /// The gateway's Prometheus endpoint (e.g. http://127.0.0.1:8080/metrics): its batching is
     /// read before and after each step, so that `tune` can propose batch settings
@@ -235,6 +230,32 @@ impl CapacityArgs {
             metrics: self.metrics_url.clone().map(|url| (url, self.model.clone())),
         };
         Ok((self.target.to_target()?, settings))
+    }
+}
+
+/// Where a result goes besides stdout (run's and capacity's).
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Also write the result as JSON to FILE
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Also write an HTML report with plots (SVG) to FILE
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+}
+
+impl OutputArgs {
+    /// Write `result` as JSON and `html()` as the HTML report, where asked.
+    pub fn write(&self, result: &impl serde::Serialize, html: impl FnOnce() -> String) -> anyhow::Result<()> {
+        if let Some(path) = &self.json {
+            let json = serde_json::to_vec_pretty(result).context("serializing the result")?;
+            std::fs::write(path, json).with_context(|| format!("writing --json {}", path.display()))?;
+        }
+        if let Some(path) = &self.html {
+            std::fs::write(path, html()).with_context(|| format!("writing --html {}", path.display()))?;
+        }
+        Ok(())
     }
 }
 
@@ -351,13 +372,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_positive_duration)]
     pub timeout: Duration,
 
-    /// Also write the result as JSON to FILE
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
-
-    /// Also write an HTML report with plots (SVG) to FILE
-    #[arg(long, value_name = "FILE")]
-    pub html: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputArgs,
 
     /// Scrape the target's Prometheus metrics from URL every second during the run (e.g.
     /// http://127.0.0.1:8080/metrics), aligned with the run's own timeline
@@ -479,6 +495,7 @@ impl RunArgs {
             }
             (None, None) => None,
         };
+        let progress = !self.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
         Ok(RunConfig {
             target: self.target.to_target()?,
             concurrency: self.concurrency as usize,
@@ -493,9 +510,9 @@ impl RunArgs {
                 max_in_flight: self.max_in_flight as usize,
                 max_lag: self.max_lag,
                 connections: self.concurrency as usize,
-                progress: !self.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                progress,
             }),
-            progress: !self.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            progress,
             metrics: self.metrics_url.clone().map(|url| {
                 let names = if self.scrape.is_empty() {
                     crate::scrape::DEFAULT_METRICS.iter().map(|n| n.to_string()).collect()

@@ -81,15 +81,7 @@ fn capacity(args: &CapacityArgs) -> anyhow::Result<()> {
     let (target, settings) = args.to_settings()?;
     let report = runtime()?.block_on(infergate_load::capacity::search(&target, &settings))?;
     print!("{}", report.render());
-    if let Some(path) = &args.json {
-        let json = serde_json::to_vec_pretty(&report).context("serializing the report")?;
-        std::fs::write(path, json).with_context(|| format!("writing --json {}", path.display()))?;
-    }
-    if let Some(path) = &args.html {
-        let html = infergate_load::html::capacity_report(&report);
-        std::fs::write(path, html).with_context(|| format!("writing --html {}", path.display()))?;
-    }
-    Ok(())
+    args.output.write(&report, || infergate_load::html::capacity_report(&report))
 }
 
 fn run(args: &RunArgs) -> anyhow::Result<()> {
@@ -97,13 +89,6 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     let config = args.to_config()?;
     let report = runtime()?.block_on(infergate_load::run::run(config))?;
     print!("{}", report.render());
-    if let Some(path) = &args.json {
-        let json = serde_json::to_vec_pretty(&report).context("serializing the report")?;
-        std::fs::write(path, json).with_context(|| format!("writing --json {}", path.display()))?;
-    }
-    if let Some(path) = &args.html {
-        std::fs::write(path, infergate_load::html::run_report(&report))
-            .with_context(|| format!("writing --html {}", path.display()))?;
-    }
+    args.output.write(&report, || infergate_load::html::run_report(&report))?;
     Ok(())
 }

@@ -177,7 +177,7 @@ pub fn parse_replay(text: &str) -> anyhow::Result<Arc<[f64]>> {
 }
 
 /// A standard normal draw (Box–Muller).
-fn normal(state: &mut u64) -> f64 {
+pub(crate) fn normal(state: &mut u64) -> f64 {
     let u1 = 1.0 - uniform(state);
     let u2 = uniform(state);
     (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
@@ -205,13 +205,17 @@ fn gamma(k: f64, state: &mut u64) -> f64 {
 }
 
 /// A uniform draw in [0, 1) (splitmix64).
-fn uniform(state: &mut u64) -> f64 {
+pub(crate) fn uniform(state: &mut u64) -> f64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *state;
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     (z ^ (z >> 31)) as f64 / (u64::MAX as f64 + 1.0)
 }
+
+/// How far ahead of the call the pacer starts, so the first arrivals are not already late;
+/// the measured window starts this plus the warmup after the call.
+pub const HEAD_START: Duration = Duration::from_millis(20);
 
 /// An open-loop run's settings besides the target and bounds.
 #[derive(Debug, Clone, PartialEq)]
@@ -282,8 +286,7 @@ pub async fn run(
         duration.is_some() || requests.is_some(),
         "a run needs a duration or a number of requests"
     );
-    // The pacer starts a little ahead, so the first arrivals are not already late.
-    let start = Instant::now() + Duration::from_millis(20);
+    let start = Instant::now() + HEAD_START;
     let measure_from = start + warmup;
     let stop_at = duration.map(|d| measure_from + d);
     let (tx, mut rx) = mpsc::unbounded_channel::<Instant>();

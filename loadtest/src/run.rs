@@ -107,8 +107,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
         "a run needs a bound: a duration or a number of requests"
     );
     anyhow::ensure!(config.concurrency > 0, "concurrency must be at least 1");
-    // The open loop's window starts 20 ms ahead (its pacer's head start) plus warmup.
-    let head_start = if config.open.is_some() { Duration::from_millis(20) } else { Duration::ZERO };
+    let head_start = if config.open.is_some() { crate::open::HEAD_START } else { Duration::ZERO };
     let scraper = config.metrics.clone().map(|(url, names)| {
         let origin = Instant::now() + head_start + config.warmup;
         crate::scrape::Scraper::start(request::client(), url, names, origin, Duration::from_secs(1))

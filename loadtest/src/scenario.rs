@@ -39,6 +39,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::open::{normal, uniform};
+
 /// A length: fixed, uniform over `[min, max]`, or normal (rounded, at least 1).
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(untagged)]
@@ -56,12 +58,7 @@ impl Length {
                 let (lo, hi) = (a.min(b), a.max(b));
                 lo + (uniform(state) * f64::from(hi - lo + 1)).floor().min(f64::from(hi - lo)) as u32
             }
-            Length::Normal { mean, sd } => {
-                // Box–Muller.
-                let (u, v) = (uniform(state).max(f64::MIN_POSITIVE), uniform(state));
-                let z = (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos();
-                (mean + sd * z).round().max(1.0) as u32
-            }
+            Length::Normal { mean, sd } => (mean + sd * normal(state)).round().max(1.0) as u32,
         }
     }
 
@@ -227,7 +224,7 @@ impl Mix {
         let mut total = 0.0;
         for (i, config) in file.request.iter().enumerate() {
             let label = config.name.clone().unwrap_or_else(|| format!("{:?}", config.kind).to_lowercase());
-            let entry = prepare(config, &file.defaults, dir, base)
+            let entry = prepare(config, label.as_str().into(), &file.defaults, dir, base)
                 .with_context(|| format!("[[request]] {} ({label})", i + 1))?;
             anyhow::ensure!(
                 config.weight.is_finite() && config.weight >= 0.0,
@@ -236,7 +233,7 @@ impl Mix {
             );
             total += config.weight;
             cumulative.push(total);
-            entries.push(Entry { name: label.into(), ..entry });
+            entries.push(entry);
         }
         anyhow::ensure!(total > 0.0, "the weights add up to zero");
         Ok(Mix { entries, cumulative, seed: file.seed, next: AtomicU64::new(0) })
@@ -309,7 +306,13 @@ impl Mix {
     }
 }
 
-fn prepare(config: &EntryConfig, defaults: &Common, dir: &Path, base: &Uri) -> anyhow::Result<Entry> {
+fn prepare(
+    config: &EntryConfig,
+    name: Arc<str>,
+    defaults: &Common,
+    dir: &Path,
+    base: &Uri,
+) -> anyhow::Result<Entry> {
     let model = config.model.clone();
     let read = |file: &str| -> anyhow::Result<Vec<u8>> {
         let path = dir.join(file);
@@ -415,7 +418,7 @@ fn prepare(config: &EntryConfig, defaults: &Common, dir: &Path, base: &Uri) -> a
         let ms = HeaderValue::from_str(&format!("{}ms", timeout.as_millis().max(1))).context("timeout")?;
         headers.insert("x-request-timeout", ms);
     }
-    Ok(Entry { name: "".into(), method, uri, headers, body })
+    Ok(Entry { name, method, uri, headers, body })
 }
 
 /// `data:<type>;base64,…` of a file, its type from the extension.
@@ -503,16 +506,6 @@ fn words(n: u32, state: &mut u64) -> String {
         text.push_str(VOCABULARY[(uniform(state) * VOCABULARY.len() as f64) as usize % VOCABULARY.len()]);
     }
     text
-}
-
-/// A uniform draw in [0, 1) (splitmix64).
-fn uniform(state: &mut u64) -> f64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]
