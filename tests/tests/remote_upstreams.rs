@@ -218,8 +218,17 @@ async fn server_worker_threads_sets_the_async_workers_and_one_still_serves_concu
     let fakes = upstreams(&["--token-interval", "2ms"]);
     let endpoints: Vec<String> = fakes.iter().map(|f| f.base.clone()).collect();
     let gw = gateway(&endpoints, "", &[("INFERGATE__SERVER__WORKER_THREADS", "1")]);
-    let workers = |pid| thread_names(pid).iter().filter(|n| n.as_str() == "tokio-rt-worker").count();
-    assert_eq!(workers(gw.pid()), 1, "{:?}", thread_names(gw.pid()));
+    // A thread is named once it first runs, which on a busy machine can be after the gateway
+    // is ready: wait (up to 5 s) for the count to settle on what is expected.
+    let workers = |pid: u32, expected: usize| {
+        let count = || thread_names(pid).iter().filter(|n| n.as_str() == "tokio-rt-worker").count();
+        let until = Instant::now() + Duration::from_secs(5);
+        while count() != expected && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        count()
+    };
+    assert_eq!(workers(gw.pid(), 1), 1, "{:?}", thread_names(gw.pid()));
     // One worker interleaves many streams and plain requests.
     let http = client();
     let streams = (0..16).map(|i| {
@@ -235,7 +244,7 @@ async fn server_worker_threads_sets_the_async_workers_and_one_still_serves_concu
     }
     let default = gateway(&endpoints, "", &[]);
     let cpus = std::thread::available_parallelism().unwrap().get();
-    assert_eq!(workers(default.pid()), cpus, "0 = one worker per usable CPU");
+    assert_eq!(workers(default.pid(), cpus), cpus, "0 = one worker per usable CPU");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
