@@ -7,6 +7,7 @@ pub mod audio;
 mod backend;
 mod config;
 mod error;
+pub mod json_object;
 pub mod onnx;
 mod pool;
 pub mod remote;

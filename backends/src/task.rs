@@ -94,9 +94,10 @@ pub struct ChatRequest {
     pub stop: Vec<String>,
     /// The client reads tokens as they come.
     pub stream: bool,
-    /// The client's request body as sent, for remote backends to forward
-    /// with the fields infergate does not interpret (tools, logprobs, ...).
-    pub passthrough: Option<std::sync::Arc<serde_json::Value>>,
+    /// The client's request body as sent (a JSON object), for remote
+    /// backends to forward with the fields infergate does not interpret
+    /// (tools, logprobs, ...).
+    pub passthrough: Option<bytes::Bytes>,
 }
 
 /// Why generation ended, as OpenAI names it.
@@ -131,8 +132,8 @@ pub struct ChatOutput {
     /// A remote model's answer body as the upstream sent it, so that the
     /// fields infergate does not interpret (tool calls, logprobs, reasoning,
     /// more choices) reach the client. Streams relay chunks instead
-    /// ([`crate::Event::Chunk`]).
-    pub upstream: Option<serde_json::Value>,
+    /// ([`crate::Event::Chunk`]). A JSON object.
+    pub upstream: Option<bytes::Bytes>,
 }
 
 /// One embeddings input: text, or token ids from the client's tokenizer.

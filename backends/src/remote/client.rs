@@ -139,32 +139,41 @@ impl RemoteBackend {
         self.config.upstream_model.as_deref().unwrap_or(&self.model)
     }
 
-    /// The upstream path and JSON body for an item.
-    fn body(&self, request: &Request) -> Result<(&'static str, Value), BackendError> {
+    /// The upstream path and JSON body for an item. A client's chat body is
+    /// forwarded as sent, with only the model and the streaming fields
+    /// rewritten.
+    fn body(&self, request: &Request) -> Result<(&'static str, Payload), BackendError> {
         match request {
             Request::Chat(chat) => {
-                let mut body = match &chat.passthrough {
-                    Some(original) => (**original).clone(),
-                    None => json!({
+                let model = json!(self.upstream_model());
+                // Usage comes back in a stream's last chunk, for metrics and billing.
+                let usage = chat.stream.then(|| json!({"include_usage": true}));
+                let Some(original) = &chat.passthrough else {
+                    let mut body = json!({
+                        "model": model,
                         "messages": chat.messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect::<Vec<_>>(),
                         "max_tokens": chat.max_tokens,
                         "temperature": chat.temperature,
                         "top_p": chat.top_p,
-                    }),
+                        "stream": chat.stream,
+                    });
+                    if let Some(seed) = chat.seed {
+                        body["seed"] = json!(seed);
+                    }
+                    if !chat.stop.is_empty() {
+                        body["stop"] = json!(chat.stop);
+                    }
+                    if let Some(usage) = usage {
+                        body["stream_options"] = usage;
+                    }
+                    return Ok(("/v1/chat/completions", Payload::json(&body)?));
                 };
-                body["model"] = json!(self.upstream_model());
-                if let Some(seed) = chat.seed {
-                    body["seed"] = json!(seed);
-                }
-                if !chat.stop.is_empty() {
-                    body["stop"] = json!(chat.stop);
-                }
-                body["stream"] = json!(chat.stream);
-                if chat.stream {
-                    // Usage comes back in the last chunk, for metrics and billing.
-                    body["stream_options"] = json!({"include_usage": true});
-                }
-                Ok(("/v1/chat/completions", body))
+                let changes =
+                    [("model", Some(model)), ("stream", Some(json!(chat.stream))), ("stream_options", usage)];
+                let body = crate::json_object::rewrite(original, &changes).map_err(|e| {
+                    BackendError::InvalidInput(format!("the request body is not a JSON object: {e}"))
+                })?;
+                Ok(("/v1/chat/completions", Payload::Json(body.into())))
             }
             Request::Embeddings(e) => {
                 let input: Vec<Value> = e
@@ -180,7 +189,7 @@ impl RemoteBackend {
                 if let Some(d) = e.dimensions {
                     body["dimensions"] = json!(d);
                 }
-                Ok(("/v1/embeddings", body))
+                Ok(("/v1/embeddings", Payload::json(&body)?))
             }
             _ => Err(BackendError::InvalidInput("this remote model serves chat and embeddings only".into())),
         }
@@ -242,7 +251,7 @@ impl RemoteBackend {
             (Request::Transcription(t), Protocol::OpenAi) => self.audio_payload(t),
             (request, Protocol::OpenAi) => {
                 let (path, body) = self.body(request)?;
-                (path.to_owned(), Payload::json(&body)?)
+                (path.to_owned(), body)
             }
             (request, Protocol::KServe) => {
                 let (path, body) = self.kserve_body(request)?;
@@ -476,20 +485,41 @@ fn usage(value: &Value) -> (u32, u32) {
 }
 
 /// A chat answer: what infergate reads from it (text, finish reason,
-/// usage) and the whole body, which the client gets.
+/// usage) and the whole body as sent, which the client gets. Members not
+/// named here are skipped unread.
 async fn chat_json(response: http::Response) -> Result<Option<Output>, BackendError> {
-    let body = json_body(response).await?;
-    if !body["choices"].is_array() {
-        return Err(BackendError::Failed("upstream chat answer has no choices".into()));
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        choices: Vec<Choice>,
+        #[serde(default)]
+        usage: Value,
     }
-    let choice = &body["choices"][0];
-    let (prompt_tokens, completion_tokens) = usage(&body["usage"]);
+    #[derive(serde::Deserialize)]
+    struct Choice {
+        #[serde(default)]
+        message: Message,
+        #[serde(default)]
+        finish_reason: Value,
+    }
+    #[derive(Default, serde::Deserialize)]
+    struct Message {
+        #[serde(default)]
+        content: Value,
+    }
+    let bytes = http::read_all(response)
+        .await
+        .map_err(|e| BackendError::Disconnected(format!("upstream response broke off: {e}")))?;
+    let answer: Answer = serde_json::from_slice(&bytes).map_err(|e| {
+        BackendError::Failed(format!("upstream chat answer is not a JSON object with choices: {e}"))
+    })?;
+    let (prompt_tokens, completion_tokens) = usage(&answer.usage);
+    let choice = answer.choices.into_iter().next();
     Ok(Some(Output::Chat(ChatOutput {
-        text: choice["message"]["content"].as_str().unwrap_or_default().to_owned(),
-        finish_reason: finish_reason(&choice["finish_reason"]),
+        text: choice.as_ref().and_then(|c| c.message.content.as_str()).unwrap_or_default().to_owned(),
+        finish_reason: choice.map_or(FinishReason::Stop, |c| finish_reason(&c.finish_reason)),
         prompt_tokens,
         completion_tokens,
-        upstream: Some(body),
+        upstream: Some(bytes),
     })))
 }
 

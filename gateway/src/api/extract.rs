@@ -60,8 +60,13 @@ pub fn require_content_type(request: &Request, expected: &'static str) -> Result
     }
 }
 
-/// Decode JSON, naming the offending field on type errors.
+/// Decode JSON, naming the offending field on type errors. A body that
+/// decodes is read once, plainly; only a failing one is read again with
+/// its path tracked for the message (tracking wraps every field's decode).
 pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if let Ok(value) = serde_json::from_slice(bytes) {
+        return Ok(value);
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -90,12 +95,19 @@ pub async fn read_body(body: Body, limit: u64) -> Result<Bytes, ApiError> {
     use http_body_util::BodyExt;
     let cap = usize::try_from(limit).unwrap_or(usize::MAX);
     let mut body = body;
+    // A body that comes in one piece (most) is kept as it came, uncopied.
+    let mut first: Option<Bytes> = None;
     let mut data = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
         let error = match frame {
             Ok(frame) => match frame.into_data() {
-                Ok(chunk) if data.len() + chunk.len() <= cap => {
-                    data.extend_from_slice(&chunk);
+                Ok(chunk) if first.as_ref().map_or(0, Bytes::len) + data.len() + chunk.len() <= cap => {
+                    if first.is_none() && data.is_empty() {
+                        first = Some(chunk);
+                    } else {
+                        data.extend_from_slice(&first.take().unwrap_or_default());
+                        data.extend_from_slice(&chunk);
+                    }
                     continue;
                 }
                 Ok(_) => ApiError::PayloadTooLarge { limit },
@@ -116,7 +128,7 @@ pub async fn read_body(body: Body, limit: u64) -> Result<Bytes, ApiError> {
         }
         return Err(error);
     }
-    Ok(data.freeze())
+    Ok(first.unwrap_or_else(|| data.freeze()))
 }
 
 /// Classify a body read error by walking its causes.

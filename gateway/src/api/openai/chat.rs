@@ -3,7 +3,10 @@
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use infergate_backends::{tokens, ChatMessage, ChatOutput, ChatRequest, Event, Output, Request, Task};
+use http::{header, HeaderValue};
+use infergate_backends::{
+    json_object, tokens, ChatMessage, ChatOutput, ChatRequest, Event, Output, Request, Task,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -101,11 +104,35 @@ pub struct Message {
     pub content: Option<Content>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum Content {
     Text(String),
     Parts(Vec<ContentPart>),
+}
+
+/// A string or a list of parts, told apart by the first token (what
+/// `#[serde(untagged)]` would do by buffering the whole value first).
+impl<'de> Deserialize<'de> for Content {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ContentVisitor;
+        impl<'de> serde::de::Visitor<'de> for ContentVisitor {
+            type Value = Content;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or an array of content parts")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Content, E> {
+                Ok(Content::Text(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Content, E> {
+                Ok(Content::Text(v))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Content, A::Error> {
+                Deserialize::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(Content::Parts)
+            }
+        }
+        deserializer.deserialize_any(ContentVisitor)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,7 +166,7 @@ fn plan(body: ChatCompletionRequest, limits: &Limits, remote: bool) -> Result<Pl
     }
     let messages = body
         .messages
-        .iter()
+        .into_iter()
         .enumerate()
         .map(|(i, m)| flatten(i, m, remote))
         .collect::<Result<Vec<ChatMessage>, ApiError>>()?;
@@ -218,22 +245,22 @@ fn plan(body: ChatCompletionRequest, limits: &Limits, remote: bool) -> Result<Pl
 
 /// A message's text. Image and audio parts are refused by infergate's text
 /// models; a remote model gets them as sent (and they count no tokens here).
-fn flatten(index: usize, message: &Message, remote: bool) -> Result<ChatMessage, ApiError> {
-    let param = format!("messages[{index}].content");
-    let content = match &message.content {
+fn flatten(index: usize, message: Message, remote: bool) -> Result<ChatMessage, ApiError> {
+    let param = || format!("messages[{index}].content");
+    let content = match message.content {
         None if message.role == Role::Assistant => String::new(),
-        None => return Err(ApiError::invalid(param, "'content' is required for this role")),
-        Some(Content::Text(t)) => t.clone(),
+        None => return Err(ApiError::invalid(param(), "'content' is required for this role")),
+        Some(Content::Text(t)) => t,
         Some(Content::Parts(parts)) => {
             let mut text = String::new();
-            for part in parts {
+            for part in &parts {
                 match (part.kind.as_str(), &part.text) {
                     ("text", Some(t)) => text.push_str(t),
-                    ("text", None) => return Err(ApiError::invalid(param, "a text part needs 'text'")),
+                    ("text", None) => return Err(ApiError::invalid(param(), "a text part needs 'text'")),
                     _ if remote => {}
                     (kind, _) => {
                         return Err(ApiError::invalid(
-                            param,
+                            param(),
                             format!("content parts of type '{kind}' are not supported by this model"),
                         ))
                     }
@@ -292,7 +319,7 @@ pub async fn completions(
     let mut plan = plan(body, &state.config.limits, remote)?;
     // A remote model gets the client's fields infergate does not interpret.
     if remote {
-        plan.request.passthrough = serde_json::from_slice(&raw).ok().map(std::sync::Arc::new);
+        plan.request.passthrough = Some(raw);
     }
     let stream = plan.request.stream;
     let deadline = ctx.deadline(model.default_timeout);
@@ -332,10 +359,12 @@ pub async fn completions(
         .record("gen_ai.usage.input_tokens", chat.prompt_tokens)
         .record("gen_ai.usage.output_tokens", chat.completion_tokens)
         .record("gen_ai.response.finish_reasons", chat.finish_reason.as_str());
-    if let Some(mut answer) = chat.upstream {
+    if let Some(answer) = chat.upstream {
         // The upstream's answer as it wrote it, under the name the client used.
-        answer["model"] = Value::String(meta.model);
-        return Ok(encode(|| (headers, Json(answer)).into_response()));
+        let answer = json_object::rewrite(&answer, &[("model", Some(Value::String(meta.model)))])
+            .map_err(|e| ApiError::Internal { detail: format!("upstream answer: {e}") })?;
+        let json = [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))];
+        return Ok(encode(|| (headers, json, answer).into_response()));
     }
     let body = serde_json::json!({
         "id": meta.id,
