@@ -23,14 +23,15 @@ pub fn is_open_route(path: &str) -> bool {
 /// errors for KServe routes, and give a body to errors produced by layers
 /// that know nothing of our shapes (404, 405, 413, 408, panics).
 pub async fn shape_errors(State(state): State<SharedState>, request: Request, next: Next) -> Response {
-    let path = request.uri().path().to_owned();
-    let method = request.method().to_string();
+    // Shared, not copied: both are read only when the answer is an error.
+    let (uri, method) = (request.uri().clone(), request.method().clone());
     let response = next.run(request).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
-    let shape = ErrorShape::for_path(&path);
+    let path = uri.path();
+    let shape = ErrorShape::for_path(path);
     let is_json = response
         .headers()
         .get(http::header::CONTENT_TYPE)
@@ -40,7 +41,9 @@ pub async fn shape_errors(State(state): State<SharedState>, request: Request, ne
         Some(Shaped(error)) => error.clone(),
         // A handler's own JSON answer (e.g. `/readyz` while draining).
         None if is_json => return response,
-        None => Arc::new(ApiError::from_status(status, &method, &path, state.config.server.max_body_bytes)),
+        None => {
+            Arc::new(ApiError::from_status(status, method.as_str(), path, state.config.server.max_body_bytes))
+        }
     };
     let mut shaped = shape.render(&error);
     // Keep headers the inner layers set (`x-request-id`, `allow`, ...).

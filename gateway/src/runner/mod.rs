@@ -190,6 +190,7 @@ impl ModelHandle {
         let classes: Vec<&str> = infergate_scheduler::Class::ALL.iter().map(|c| c.as_str()).collect();
         metrics.genai.register_model(&config.name, &classes);
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let series = task::Series::new(&metrics, &config.name);
         let runner = Runner {
             name: config.name.clone(),
             rx,
@@ -200,6 +201,8 @@ impl ModelHandle {
             metrics,
             cost_factor: config.cost_factor,
             upstream: (Vec::new(), None),
+            series,
+            depth: None,
         };
         tokio::spawn(runner.run());
         ModelHandle {

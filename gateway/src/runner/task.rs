@@ -7,6 +7,7 @@
 //! scheduler chooses the queued jobs that join its running set within the
 //! lane's free slots and KV budget, and the next step starts at once.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +18,8 @@ use infergate_scheduler::{
     Action, Batch, Decision, DropReason, Dropped, Job, Measured, ModelScheduler, RejectReason, Rejected,
     StepBudget,
 };
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -37,6 +40,34 @@ pub(super) struct Runner {
     pub(super) cost_factor: f64,
     /// A remote model's replicas at the last metrics update, and when.
     pub(super) upstream: (Vec<String>, Option<Instant>),
+    /// This model's metric series, looked up once (a lookup hashes the
+    /// labels under a lock, several times per job otherwise).
+    pub(super) series: Series,
+    /// The queue depth last published.
+    pub(super) depth: Option<usize>,
+}
+
+/// One model's series of the runner's metrics; clones share the values.
+#[derive(Clone)]
+pub(super) struct Series {
+    queue_depth: Gauge,
+    queue_wait: Histogram,
+    batch_size: Histogram,
+    backend_duration: Histogram,
+    prediction_error: Gauge<f64, AtomicU64>,
+}
+
+impl Series {
+    pub(super) fn new(metrics: &Metrics, model: &str) -> Self {
+        let labels = Metrics::model(model);
+        Series {
+            queue_depth: metrics.queue_depth.get_or_create(&labels).clone(),
+            queue_wait: metrics.queue_wait.get_or_create(&labels).clone(),
+            batch_size: metrics.batch_size.get_or_create(&labels).clone(),
+            backend_duration: metrics.backend_duration.get_or_create(&labels).clone(),
+            prediction_error: metrics.prediction_error.get_or_create(&labels).clone(),
+        }
+    }
 }
 
 /// One running set of a generative backend, as its last step left it.
@@ -79,7 +110,7 @@ impl Runner {
                 Some((batch, measured)) = self.done_rx.recv() => {
                     self.scheduler.complete(batch, measured);
                     let error = self.scheduler.latency().relative_error();
-                    self.metrics.prediction_error.get_or_create(&Metrics::model(&self.name)).set(error);
+                    self.series.prediction_error.set(error);
                 }
                 () = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
                 _ = capacity_tick.tick(), if !self.scheduler.is_empty() && capacity.is_some() => {}
@@ -119,9 +150,12 @@ impl Runner {
         self.upstream = (now, Some(Instant::now()));
     }
 
-    fn publish_depth(&self) {
-        let depth = self.scheduler.len() as i64;
-        self.metrics.queue_depth.get_or_create(&Metrics::model(&self.name)).set(depth);
+    fn publish_depth(&mut self) {
+        let depth = self.scheduler.len();
+        if self.depth != Some(depth) {
+            self.depth = Some(depth);
+            self.series.queue_depth.set(depth as i64);
+        }
     }
 
     fn enqueue(&mut self, job: Job<Pending>) {
@@ -153,8 +187,7 @@ impl Runner {
     /// Tell a dispatched job's handler, and make its backend item (`None`
     /// when the handler has gone).
     fn hand_over(&self, job: Job<Pending>, decision: Decision) -> Option<Item> {
-        let labels = Metrics::model(&self.name);
-        self.metrics.queue_wait.get_or_create(&labels).observe(decision.queue_wait.as_secs_f64());
+        self.series.queue_wait.observe(decision.queue_wait.as_secs_f64());
         let info = DispatchInfo {
             queue_wait: decision.queue_wait,
             batch_size: decision.batch_size,
@@ -176,7 +209,6 @@ impl Runner {
     }
 
     fn dispatch(&self, batch: Batch<Pending>) {
-        let labels = Metrics::model(&self.name);
         // Its own trace, linked to every member request's queue span.
         let batch_span = tracing::info_span!(
             parent: None,
@@ -201,9 +233,9 @@ impl Runner {
         );
         let items: Vec<Item> =
             batch.jobs.into_iter().filter_map(|(job, decision)| self.hand_over(job, decision)).collect();
-        self.metrics.batch_size.get_or_create(&labels).observe(items.len() as f64);
+        self.series.batch_size.observe(items.len() as f64);
         let backend = self.backend.clone();
-        let metrics = self.metrics.clone();
+        let series = self.series.clone();
         let done = self.done_tx.clone();
         let id = batch.id;
         let platform = self.backend.info().platform;
@@ -224,7 +256,7 @@ impl Runner {
             drop(batch_span);
             let measured = match report {
                 Some(r) => {
-                    metrics.backend_duration.get_or_create(&labels).observe(r.elapsed.as_secs_f64());
+                    series.backend_duration.observe(r.elapsed.as_secs_f64());
                     Measured { elapsed: r.elapsed, first: None, cost: None }
                 }
                 None => Measured { elapsed: Duration::ZERO, first: None, cost: Some(0.0) },
@@ -352,10 +384,9 @@ impl Runner {
 
     /// Learn from a finished step.
     fn stepped(&mut self, report: &StepReport) {
-        let labels = Metrics::model(&self.name);
-        self.metrics.backend_duration.get_or_create(&labels).observe(report.elapsed.as_secs_f64());
+        self.series.backend_duration.observe(report.elapsed.as_secs_f64());
         if report.sequences > 0 {
-            self.metrics.batch_size.get_or_create(&labels).observe(report.sequences as f64);
+            self.series.batch_size.observe(report.sequences as f64);
             self.scheduler.observe_step(report.tokens as f64, report.sequences, report.elapsed);
         }
     }
