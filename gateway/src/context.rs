@@ -138,9 +138,11 @@ impl RequestContext {
 
     /// An id for response objects (`chatcmpl-…`), derived from the request id.
     pub fn object_id(&self, prefix: &str) -> String {
-        let compact: String =
-            self.request_id.chars().filter(|c| c.is_ascii_alphanumeric()).take(32).collect();
-        format!("{prefix}-{compact}")
+        let mut id = String::with_capacity(prefix.len() + 33);
+        id.push_str(prefix);
+        id.push('-');
+        id.extend(self.request_id.chars().filter(char::is_ascii_alphanumeric).take(32));
+        id
     }
 }
 
