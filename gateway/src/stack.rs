@@ -1,19 +1,14 @@
 //! The middleware stack, built in one place.
 
 use std::any::Any;
-use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use axum::body::Body;
-use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use http::Request;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -27,21 +22,20 @@ use crate::state::SharedState;
 
 /// Wrap the API routes in the gateway's middleware, outermost first:
 ///
-/// 1. **shape errors**: every 4xx/5xx leaves in its API's error format, even
-///    those produced by the layers below or by a panic;
-/// 2. **request id**: honour or mint `x-request-id` and return it, so logs,
+/// 1. **edge**: honour or mint `x-request-id` and return it, so logs,
 ///    traces and clients share one id (outside the panic catcher, so even a
-///    500 from a panic carries it);
-/// 3. **catch panic**: a panicking handler becomes a 500 for that request
+///    500 from a panic carries it); every 4xx/5xx leaves in its API's error
+///    format, even those produced by the layers below or by a panic;
+/// 2. **catch panic**: a panicking handler becomes a 500 for that request
 ///    only, never a dropped connection;
-/// 4. **trace**: one span per request, carrying the request id;
-/// 5. **admit** (one layer): duration by method, route and status and the
+/// 3. **trace**: one span per request, carrying the request id;
+/// 4. **admit** (one layer): duration by method, route and status and the
 ///    in-flight gauge; API key to tenant and class (`X-Priority` may lower
 ///    it), health, readiness and metrics staying open; `X-Request-Deadline` /
 ///    `X-Request-Timeout` into the request's deadline (400 when malformed);
-/// 6. **body limit**: refuse bodies over `server.max_body_bytes` (413) before
+/// 5. **body limit**: refuse bodies over `server.max_body_bytes` (413) before
 ///    reading them when `Content-Length` says so, and while reading otherwise;
-/// 7. **body timeout**: a client must finish its body within
+/// 6. **body timeout**: a client must finish its body within
 ///    `server.body_read_timeout` (408);
 ///
 /// then the router. Header read timeouts and TCP_NODELAY are set on the
@@ -50,9 +44,7 @@ pub fn build(routes: Router, state: SharedState) -> Router {
     let server = &state.config.server;
     let body_limit = usize::try_from(server.max_body_bytes).unwrap_or(usize::MAX);
     let layers = ServiceBuilder::new()
-        .layer(from_fn_with_state(state.clone(), layers::shape_errors))
-        .layer(SetRequestIdLayer::x_request_id(RequestIds::new()))
-        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(layers::EdgeLayer::new(state.clone()))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(
             TraceLayer::new_for_http()
@@ -60,58 +52,12 @@ pub fn build(routes: Router, state: SharedState) -> Router {
                 .on_response(record_response)
                 .on_failure(()),
         )
-        .layer(from_fn_with_state(state.clone(), layers::admit))
+        .layer(layers::AdmitLayer(state.clone()))
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(RequestBodyTimeoutLayer::new(server.body_read_timeout))
         // The body layers wrap the body type; the router takes plain bodies.
         .map_request(|request: Request<_>| request.map(Body::new));
     routes.layer(layers)
-}
-
-/// Mints `x-request-id`s in UUID version 4's text form without a system
-/// call per request (a random UUID costs a `getrandom`, ~2% of a proxied
-/// request): 60 random bits drawn at start-up, then a keyed permutation of
-/// a counter, so ids never repeat within a process (2^62 of them) and do
-/// not reveal how many requests came before.
-#[derive(Clone)]
-struct RequestIds(Arc<(u64, u64, AtomicU64)>);
-
-impl RequestIds {
-    const MASK: u64 = (1 << 62) - 1;
-
-    fn new() -> Self {
-        let random = std::collections::hash_map::RandomState::new();
-        RequestIds(Arc::new((random.hash_one(1u8), random.hash_one(2u8), AtomicU64::new(0))))
-    }
-
-    /// The next id as (high, low) 64-bit halves, version and variant set.
-    fn next(&self) -> (u64, u64) {
-        let (process, key, counter) = &*self.0;
-        let n = counter.fetch_add(1, Ordering::Relaxed);
-        // Each step is a bijection on 62 bits: an offset, odd multipliers
-        // and right xor-shifts, all modulo 2^62.
-        let mut x = n.wrapping_add(*key) & Self::MASK;
-        x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9) & Self::MASK;
-        x ^= x >> 29;
-        x = x.wrapping_mul(0x94d0_49bb_1331_11eb) & Self::MASK;
-        x ^= x >> 32;
-        ((process & !0xf000) | 0x4000, x | (0b10 << 62))
-    }
-}
-
-impl MakeRequestId for RequestIds {
-    fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
-        let (hi, lo) = self.next();
-        let text = format!(
-            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-            hi >> 32,
-            (hi >> 16) & 0xffff,
-            hi & 0xffff,
-            lo >> 48,
-            lo & 0xffff_ffff_ffff
-        );
-        http::HeaderValue::try_from(text).ok().map(RequestId::new)
-    }
 }
 
 /// The server span (HTTP semantic conventions): named `METHOD /route`,
@@ -198,29 +144,6 @@ mod tests {
     #[allow(clippy::panic)]
     async fn explode() -> &'static str {
         panic!("boom")
-    }
-
-    #[test]
-    fn request_ids_are_version_4_uuids_and_do_not_repeat() {
-        let mut ids = RequestIds::new();
-        let request = Request::get("/").body(()).unwrap();
-        let mut seen = std::collections::HashSet::new();
-        for _ in 0..10_000 {
-            let id = ids.make_request_id(&request).unwrap();
-            let text = id.header_value().to_str().unwrap().to_owned();
-            // xxxxxxxx-xxxx-4xxx-[89ab]xxx-xxxxxxxxxxxx
-            let groups: Vec<&str> = text.split('-').collect();
-            let lengths: Vec<usize> = groups.iter().map(|g| g.len()).collect();
-            assert_eq!(lengths, [8, 4, 4, 4, 12], "{text}");
-            assert!(text.chars().all(|c| c == '-' || c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
-            assert!(groups[2].starts_with('4'), "version 4: {text}");
-            assert!(groups[3].starts_with(['8', '9', 'a', 'b']), "RFC 4122 variant: {text}");
-            assert!(seen.insert(text));
-        }
-        // The permutation itself: distinct counters give distinct low halves.
-        let ids = RequestIds(Arc::new((0, u64::MAX, AtomicU64::new(0))));
-        let lows: std::collections::HashSet<u64> = (0..100_000).map(|_| ids.next().1).collect();
-        assert_eq!(lows.len(), 100_000);
     }
 
     #[tokio::test]
