@@ -7,6 +7,7 @@
 #
 #   scripts/bench-proxy-ab.sh OLD_INFERGATE NEW_INFERGATE
 # Environment (defaults): BENCH_ROUNDS=4 BENCH_DURATION=8 BENCH_CONNECTIONS=32
+#   BENCH_BODY (a chat request for model "remote"; e.g. with "stream": true)
 #   INFERGATE_BIN_DIR=target/release (for infergate-fake-upstream)
 set -euo pipefail
 LOG_TAG=proxy-ab
@@ -34,7 +35,8 @@ up_port="$(free_port)"
     --token-interval 0ms --max-delay 0ms --max-batch 1 >/dev/null 2>&1 &
 PIDS+=("$!")
 proxy_infergate_toml "$up_port" >"$TMP/infergate.toml"
-echo '{"model":"remote","messages":[{"role":"user","content":"Say hi."}],"max_tokens":4}' >"$TMP/body.json"
+DEFAULT_BODY='{"model":"remote","messages":[{"role":"user","content":"Say hi."}],"max_tokens":4}'
+echo "${BENCH_BODY:-$DEFAULT_BODY}" >"$TMP/body.json"
 export BENCH_BODY_FILE="$TMP/body.json" BENCH_API_KEY="sk-infergate-test"
 
 # One ceiling run of BINARY: "requests_per_s cpu_us_per_request".

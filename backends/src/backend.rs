@@ -8,6 +8,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{BackendError, Output, Request, Task};
 
+/// A streamed chunk of an upstream's answer: its JSON object as written,
+/// and what the gateway needs to know to relay it without parsing it again.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    pub json: bytes::Bytes,
+    /// It has a `model` member (which the gateway renames).
+    pub has_model: bool,
+    /// It has a `usage` member.
+    pub has_usage: bool,
+    /// Its `choices` is an empty array (a usage-only chunk, when it has usage).
+    pub no_choices: bool,
+}
+
 /// What a backend tells the waiting handler about one item.
 #[derive(Debug, Clone)]
 pub enum Event {
@@ -16,7 +29,7 @@ pub enum Event {
     /// A remote model's streamed chunk as the upstream sent it, relayed to
     /// the client with only the model name rewritten. Backends that send
     /// these send no `Delta`s.
-    Chunk(serde_json::Value),
+    Chunk(Chunk),
     /// The item finished; no further events follow.
     Done(Output),
     /// The item failed; no further events follow.

@@ -18,7 +18,8 @@ pub mod tokens;
 pub mod whisper;
 
 pub use backend::{
-    Backend, BatchReport, Event, EventSender, Forwarded, Generate, Item, ModelInfo, StepReport, UpstreamStats,
+    Backend, BatchReport, Chunk, Event, EventSender, Forwarded, Generate, Item, ModelInfo, StepReport,
+    UpstreamStats,
 };
 pub use config::BackendConfig;
 pub use error::BackendError;

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures_util::future::join_all;
 use serde_json::{json, Value};
 use tracing::Instrument;
@@ -15,8 +16,8 @@ use super::replicas::{resolve, Endpoint, Failure, Lease, Replicas};
 use super::{Protocol, RemoteConfig};
 use crate::UpstreamStats;
 use crate::{
-    Backend, BackendError, BatchReport, ChatOutput, EmbeddingInput, EmbeddingsOutput, Event, FinishReason,
-    Item, ModelInfo, Output, Request, Task,
+    Backend, BackendError, BatchReport, ChatOutput, Chunk, EmbeddingInput, EmbeddingsOutput, Event,
+    FinishReason, Item, ModelInfo, Output, Request, Task,
 };
 
 /// A model served by upstream replicas.
@@ -590,20 +591,49 @@ async fn tensor_json(response: http::Response) -> Result<Option<Output>, Backend
     Ok(Some(Output::Tensor(crate::TensorOutput { outputs })))
 }
 
-/// Whether a streamed chunk carries anything beyond the assistant role: the
-/// first such chunk is the stream's first token.
-fn substantive(chunk: &Value) -> bool {
-    let Some(choices) = chunk["choices"].as_array().filter(|c| !c.is_empty()) else { return true };
-    choices.iter().any(|choice| {
-        !choice["finish_reason"].is_null()
-            || choice["delta"].as_object().is_some_and(|delta| {
-                delta.iter().any(|(key, value)| match value {
-                    Value::Null => false,
-                    Value::String(s) => key != "role" && !s.is_empty(),
-                    _ => true,
+/// What infergate reads from a streamed chunk; the rest is skipped unread.
+#[derive(serde::Deserialize)]
+struct StreamChunk {
+    #[serde(default)]
+    error: Option<StreamError>,
+    #[serde(default)]
+    model: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    usage: Option<Value>,
+    #[serde(default)]
+    choices: Option<Vec<StreamChoice>>,
+}
+
+#[derive(serde::Deserialize)]
+struct StreamError {
+    #[serde(default)]
+    message: Value,
+}
+
+#[derive(serde::Deserialize)]
+struct StreamChoice {
+    #[serde(default)]
+    delta: Option<serde_json::Map<String, Value>>,
+    #[serde(default)]
+    finish_reason: Value,
+}
+
+impl StreamChunk {
+    /// Whether it carries anything beyond the assistant role: the first
+    /// such chunk is the stream's first token.
+    fn substantive(&self) -> bool {
+        let Some(choices) = self.choices.as_ref().filter(|c| !c.is_empty()) else { return true };
+        choices.iter().any(|choice| {
+            !choice.finish_reason.is_null()
+                || choice.delta.as_ref().is_some_and(|delta| {
+                    delta.iter().any(|(key, value)| match value {
+                        Value::Null => false,
+                        Value::String(s) => key != "role" && !s.is_empty(),
+                        _ => true,
+                    })
                 })
-            })
-    })
+        })
+    }
 }
 
 /// Relay an upstream SSE stream chunk by chunk, as the upstream wrote each;
@@ -636,29 +666,36 @@ async fn relay_stream(item: &Item, response: http::Response) -> Result<Option<Ou
                 done = true;
                 break;
             }
-            let Ok(event) = serde_json::from_str::<Value>(data) else { continue };
-            if let Some(message) = event["error"]["message"].as_str() {
+            let Ok(event) = serde_json::from_str::<StreamChunk>(data) else { continue };
+            if let Some(message) = event.error.as_ref().and_then(|e| e.message.as_str()) {
                 return Err(BackendError::Failed(format!("upstream: {message}")));
             }
-            if event["usage"].is_object() {
-                tokens = usage(&event["usage"]);
+            if let Some(counts) = event.usage.as_ref().filter(|u| u.is_object()) {
+                tokens = usage(counts);
             }
-            if let Some(choice) = event["choices"].get(0) {
-                if let Some(piece) = choice["delta"]["content"].as_str().filter(|p| !p.is_empty()) {
+            if let Some(choice) = event.choices.as_ref().and_then(|c| c.first()) {
+                let piece = choice.delta.as_ref().and_then(|d| d.get("content")).and_then(Value::as_str);
+                if let Some(piece) = piece.filter(|p| !p.is_empty()) {
                     text.push_str(piece);
                     deltas += 1;
                 }
-                if !choice["finish_reason"].is_null() {
-                    finish = finish_reason(&choice["finish_reason"]);
+                if !choice.finish_reason.is_null() {
+                    finish = finish_reason(&choice.finish_reason);
                 }
             }
+            let chunk = Chunk {
+                json: Bytes::copy_from_slice(data.as_bytes()),
+                has_model: event.model.is_some(),
+                has_usage: event.usage.is_some(),
+                no_choices: event.choices.as_ref().is_some_and(Vec::is_empty),
+            };
             match &mut held {
-                Some(waiting) if !substantive(&event) => waiting.push(event),
+                Some(waiting) if !event.substantive() => waiting.push(chunk),
                 Some(_) => {
                     held.take().into_iter().flatten().for_each(|c| item.send(Event::Chunk(c)));
-                    item.send(Event::Chunk(event));
+                    item.send(Event::Chunk(chunk));
                 }
-                None => item.send(Event::Chunk(event)),
+                None => item.send(Event::Chunk(chunk)),
             }
         }
     }
@@ -734,6 +771,10 @@ mod tests {
         assert_eq!(language_code("klingon"), "klingon");
         assert_eq!(language_code("e\0n"), "e\0n");
         assert_eq!(language_code(""), "");
+    }
+
+    fn substantive(chunk: &Value) -> bool {
+        serde_json::from_value::<StreamChunk>(chunk.clone()).unwrap().substantive()
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use futures_util::stream::{self, Stream};
-use infergate_backends::{Event, Output};
+use infergate_backends::{json_object, Chunk, Event, Output};
 use serde_json::{json, Value};
 
 use super::chat::Usage;
@@ -112,23 +112,32 @@ impl StreamState {
         self.finished = true;
     }
 
-    /// An upstream's chunk, renamed to the client's model. infergate always
-    /// asks the upstream for usage; a client that did not gets none of it.
-    fn relay(&mut self, mut chunk: Value) {
+    /// An upstream's chunk, renamed to the client's model, otherwise as it
+    /// came (not parsed again). infergate always asks the upstream for
+    /// usage; a client that did not gets none of it.
+    fn relay(&mut self, chunk: Chunk) {
         self.relay = true;
-        if let Some(fields) = chunk.as_object_mut() {
-            if fields.contains_key("model") {
-                fields.insert("model".into(), Value::String(self.meta.model.clone()));
-            }
-            if !self.meta.include_usage {
-                let usage_only = fields.get("choices").and_then(Value::as_array).is_some_and(Vec::is_empty);
-                if usage_only && fields.contains_key("usage") {
-                    return;
-                }
-                fields.remove("usage");
-            }
+        let strip = !self.meta.include_usage && chunk.has_usage;
+        if strip && chunk.no_choices {
+            return;
         }
-        self.push(chunk);
+        let mut changes = Vec::new();
+        if chunk.has_model {
+            changes.push(("model", Some(Value::String(self.meta.model.clone()))));
+        }
+        if strip {
+            changes.push(("usage", None));
+        }
+        let json = if changes.is_empty() {
+            Ok(chunk.json.to_vec())
+        } else {
+            json_object::rewrite(&chunk.json, &changes)
+        };
+        // The backend sends objects it parsed; one that is not would be a bug there.
+        match json.map(String::from_utf8) {
+            Ok(Ok(text)) => self.pending.push_back(text),
+            _ => self.fail(ApiError::Internal { detail: "an upstream chunk could not be relayed".into() }),
+        }
     }
 
     fn push(&mut self, value: Value) {
