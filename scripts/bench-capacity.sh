@@ -20,13 +20,7 @@ REPEATS="${BENCH_REPEATS:-3}"
 DIR="${INFERGATE_BIN_DIR:-target/release}"
 [[ -x "$DIR/infergate" && -x "$DIR/infergate-load" ]] || die "build first: cargo build --release --bins"
 
-TMP="$(mktemp -d -t infergate-capacity.XXXXXX)"
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+bench_workspace capacity
 
 port="$(free_port)"
 RUST_LOG=warn "$DIR/infergate" serve --config scripts/bench/capacity.toml --listen "127.0.0.1:$port" \

@@ -19,13 +19,7 @@ SECONDS_RUN="${BENCH_SECONDS:-12}"
 DIR="${INFERGATE_BIN_DIR:-target/debug}"
 [[ -x "$DIR/infergate" && -x "$DIR/infergate-fake-upstream" ]] || die "build first: cargo build --bins"
 PY="$REPO_ROOT/.venv/bin/python"
-TMP="$(mktemp -d -t infergate-failover.XXXXXX)"
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+bench_workspace failover
 
 fake() { # -> sets FAKE_PID and FAKE_URL
     local port

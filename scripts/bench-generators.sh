@@ -21,13 +21,7 @@ LOAD="${INFERGATE_BIN_DIR:-target/release}/infergate-load"
 [[ -x "$LOAD" ]] || die "build first: cargo build --release --bins"
 "$REPO_ROOT/scripts/setup.sh" --bench >/dev/null
 
-TMP="$(mktemp -d -t infergate-generators.XXXXXX)"
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+bench_workspace generators
 
 port="$(free_port)"
 cat >"$TMP/nginx.conf" <<NGINX

@@ -32,16 +32,7 @@ BIN="${INFERGATE_BIN:-target/release/infergate}"
 K6="$REPO_ROOT/.tools/k6"
 export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$REPO_ROOT/.ort/lib/libonnxruntime.so}"
 
-TMP="$(mktemp -d -t infergate-onnx-gateway.XXXXXX)"
-PIDS=()
-# shellcheck disable=SC2317  # invoked by the EXIT trap
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+bench_workspace onnx-gateway
 
 "$REPO_ROOT/.venv/bin/python" scripts/bench/onnx_throughput.py --make-texts "$TMP/texts.txt" \
     --count 256 --lengths 8,10,12,14

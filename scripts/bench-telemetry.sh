@@ -25,15 +25,7 @@ BIN="${INFERGATE_BIN:-target/release/infergate}"
 [[ -x "$BIN" ]] || die "$BIN not found: cargo build --release --bin infergate"
 "$REPO_ROOT/scripts/setup.sh" --bench
 
-TMP="$(mktemp -d -t infergate-telemetry.XXXXXX)"
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+bench_workspace telemetry
 
 collector_port="$(free_port)"
 "$REPO_ROOT/.tools/rotel" start --otlp-http-endpoint "127.0.0.1:$collector_port" \

@@ -22,13 +22,7 @@ RATE="${BENCH_RATE:-60}"
 DIR="${INFERGATE_BIN_DIR:-target/release}"
 [[ -x "$DIR/infergate" && -x "$DIR/infergate-load" ]] || die "build first: cargo build --release --bins"
 
-TMP="$(mktemp -d -t infergate-tune-batching.XXXXXX)"
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+bench_workspace tune-batching
 
 config() { # BATCH_LINE -> config file on stdout
     bench_tenant_toml

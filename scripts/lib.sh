@@ -62,6 +62,27 @@ free_port() {
     "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
+# bench_workspace NAME: a fresh $TMP directory and an empty $PIDS array; on
+# exit every process in PIDS gets SIGTERM, up to 3 s to finish, then SIGKILL,
+# and $TMP is removed. Scripts add what they start with PIDS+=("$!").
+bench_workspace() {
+    TMP="$(mktemp -d -t "infergate-$1.XXXXXX")"
+    PIDS=()
+    trap bench_cleanup EXIT
+}
+
+# shellcheck disable=SC2317  # invoked by the EXIT trap
+bench_cleanup() {
+    local pid i
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do
+        for ((i = 0; i < 30; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$TMP"
+}
+
 # proc_ticks PID -> utime+stime (clock ticks) of PID plus all its descendants
 # (nginx serves from worker processes). Fields 14/15 of /proc/PID/stat, counted
 # after the ")" that ends the command name.
