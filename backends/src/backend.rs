@@ -12,7 +12,7 @@ use crate::{BackendError, Output, Request, Task};
 /// and what the gateway needs to know to relay it without parsing it again.
 #[derive(Debug, Clone)]
 pub struct Chunk {
-    pub json: bytes::Bytes,
+    pub json: String,
     /// It has a `model` member (which the gateway renames).
     pub has_model: bool,
     /// It has a `usage` member.

@@ -453,12 +453,16 @@ impl Payload {
     }
 }
 
+/// A whole answer's bytes.
+async fn whole_body(response: http::Response) -> Result<Bytes, BackendError> {
+    http::read_all(response)
+        .await
+        .map_err(|e| BackendError::Disconnected(format!("upstream response broke off: {e}")))
+}
+
 /// A whole JSON answer.
 async fn json_body(response: http::Response) -> Result<Value, BackendError> {
-    let bytes = http::read_all(response)
-        .await
-        .map_err(|e| BackendError::Disconnected(format!("upstream response broke off: {e}")))?;
-    serde_json::from_slice(&bytes)
+    serde_json::from_slice(&whole_body(response).await?)
         .map_err(|e| BackendError::Failed(format!("upstream answer is not JSON: {e}")))
 }
 
@@ -507,9 +511,7 @@ async fn chat_json(response: http::Response) -> Result<Option<Output>, BackendEr
         #[serde(default)]
         content: Value,
     }
-    let bytes = http::read_all(response)
-        .await
-        .map_err(|e| BackendError::Disconnected(format!("upstream response broke off: {e}")))?;
+    let bytes = whole_body(response).await?;
     let answer: Answer = serde_json::from_slice(&bytes).map_err(|e| {
         BackendError::Failed(format!("upstream chat answer is not a JSON object with choices: {e}"))
     })?;
@@ -684,7 +686,7 @@ async fn relay_stream(item: &Item, response: http::Response) -> Result<Option<Ou
                 }
             }
             let chunk = Chunk {
-                json: Bytes::copy_from_slice(data.as_bytes()),
+                json: data.to_owned(),
                 has_model: event.model.is_some(),
                 has_usage: event.usage.is_some(),
                 no_choices: event.choices.as_ref().is_some_and(Vec::is_empty),

@@ -128,13 +128,12 @@ impl StreamState {
         if strip {
             changes.push(("usage", None));
         }
-        let json = if changes.is_empty() {
-            Ok(chunk.json.to_vec())
-        } else {
-            json_object::rewrite(&chunk.json, &changes)
-        };
+        if changes.is_empty() {
+            self.pending.push_back(chunk.json);
+            return;
+        }
         // The backend sends objects it parsed; one that is not would be a bug there.
-        match json.map(String::from_utf8) {
+        match json_object::rewrite(chunk.json.as_bytes(), &changes).map(String::from_utf8) {
             Ok(Ok(text)) => self.pending.push_back(text),
             _ => self.fail(ApiError::Internal { detail: "an upstream chunk could not be relayed".into() }),
         }
