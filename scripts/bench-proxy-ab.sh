@@ -8,6 +8,9 @@
 #   scripts/bench-proxy-ab.sh OLD_INFERGATE NEW_INFERGATE
 # Environment (defaults): BENCH_ROUNDS=4 BENCH_DURATION=8 BENCH_CONNECTIONS=32
 #   BENCH_BODY (a chat request for model "remote"; e.g. with "stream": true)
+#   BENCH_PINNED=1: the arrangement of bench-proxy-pinned.sh's ceiling — the
+#     proxy with one async worker alone on CPU 1, the upstream and wrk (one
+#     thread) on CPU 0 — so the proxy's own cost decides, not the scheduler
 #   INFERGATE_BIN_DIR=target/release (for infergate-fake-upstream)
 set -euo pipefail
 LOG_TAG=proxy-ab
@@ -23,9 +26,15 @@ DIR="${INFERGATE_BIN_DIR:-target/release}"
 command -v wrk >/dev/null || die "wrk is missing: scripts/setup.sh --bench"
 
 bench_workspace proxy-ab
+# Command prefixes that place the upstream and wrk, and the proxy.
+load_on=(); proxy_on=(); wrk_threads=2
+if [[ "${BENCH_PINNED:-0}" == 1 ]]; then
+    [[ "$(nproc)" -ge 2 ]] || die "BENCH_PINNED needs two CPUs"
+    load_on=(taskset -c 0); proxy_on=(env INFERGATE__SERVER__WORKER_THREADS=1 taskset -c 1); wrk_threads=1
+fi
 
 up_port="$(free_port)"
-"$DIR/infergate-fake-upstream" --listen "127.0.0.1:$up_port" --base-latency 0ms --per-cost 0ms \
+"${load_on[@]}" "$DIR/infergate-fake-upstream" --listen "127.0.0.1:$up_port" --base-latency 0ms --per-cost 0ms \
     --token-interval 0ms --max-delay 0ms --max-batch 1 >/dev/null 2>&1 &
 PIDS+=("$!")
 proxy_infergate_toml "$up_port" >"$TMP/infergate.toml"
@@ -37,7 +46,7 @@ export BENCH_BODY_FILE="$TMP/body.json" BENCH_API_KEY="sk-infergate-test"
 ceiling() {
     local port pid before after line
     port="$(free_port)"
-    RUST_LOG=error "$1" serve --config "$TMP/infergate.toml" --listen "127.0.0.1:$port" >"$TMP/gw.log" 2>&1 &
+    RUST_LOG=error "${proxy_on[@]}" "$1" serve --config "$TMP/infergate.toml" --listen "127.0.0.1:$port" >"$TMP/gw.log" 2>&1 &
     pid=$!
     for _ in $(seq 1 200); do
         curl -sf -o /dev/null -H 'Authorization: Bearer sk-infergate-test' -H 'Content-Type: application/json' \
@@ -45,7 +54,7 @@ ceiling() {
         sleep 0.05
     done
     before="$(proc_ticks "$pid")"
-    line="$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -s scripts/bench/post.lua \
+    line="$("${load_on[@]}" wrk -t"$wrk_threads" -c"$CONNECTIONS" -d"${DURATION}s" -s scripts/bench/post.lua \
         "http://127.0.0.1:$port/v1/chat/completions" | grep '^BENCH')"
     after="$(proc_ticks "$pid")"
     kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
@@ -68,5 +77,7 @@ done
 a_rps="$(cut -d' ' -f1 "$TMP/a" | median)"; a_cpu="$(cut -d' ' -f2 "$TMP/a" | median)"
 b_rps="$(cut -d' ' -f1 "$TMP/b" | median)"; b_cpu="$(cut -d' ' -f2 "$TMP/b" | median)"
 echo "| median | $a_rps | $a_cpu | $b_rps | $b_cpu |"
-awk -v ar="$a_rps" -v ac="$a_cpu" -v br="$b_rps" -v bc="$b_cpu" \
-    'BEGIN { printf "\nB/A: throughput %.2f×, CPU per request %.2f×\n", br / ar, bc / ac }'
+ratio="$(paste -d' ' "$TMP/a" "$TMP/b" | awk '{ print $3 / $1 }' | median)"
+awk -v ar="$a_rps" -v ac="$a_cpu" -v br="$b_rps" -v bc="$b_cpu" -v r="$ratio" 'BEGIN {
+    printf "\nB/A: throughput %.2f× (median of the rounds\x27 ratios %.2f×), CPU per request %.2f×\n",
+        br / ar, r, bc / ac }'

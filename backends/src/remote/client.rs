@@ -106,9 +106,14 @@ impl RemoteBackend {
                                 });
                             let ok = match request {
                                 Some(request) => {
-                                    let answer =
-                                        tokio::time::timeout(config.health.interval, client.send(request));
-                                    answer.await.is_ok_and(|r| r.is_ok_and(|r| r.status().is_success()))
+                                    // The body is read so that the connection is kept.
+                                    let beat = async {
+                                        let response = client.send(request).await.ok()?;
+                                        let ok = response.status().is_success();
+                                        http::read_all(response).await.ok().map(|_| ok)
+                                    };
+                                    let answer = tokio::time::timeout(config.health.interval, beat).await;
+                                    answer.ok().flatten() == Some(true)
                                 }
                                 None => false,
                             };

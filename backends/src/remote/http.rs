@@ -1,7 +1,8 @@
-//! The HTTP client the remote backends send with: hyper's pooled client
-//! over plain TCP or TLS (rustls, the Mozilla root set), HTTP/1.1 with
-//! keep-alive. Requests are built from a replica's pre-parsed base, so the
-//! hot path parses no URLs.
+//! The HTTP client the remote backends send with: HTTP/1.1 with keep-alive,
+//! plain `http` upstreams on infergate's own connection pool (`h1`), `https`
+//! ones on hyper-util's pooled client with TLS (rustls, the Mozilla root
+//! set). Requests are built from a replica's pre-parsed base, so the hot path
+//! parses no URLs.
 
 use std::time::Duration;
 
@@ -9,7 +10,6 @@ use bytes::Bytes;
 use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use http::uri::{PathAndQuery, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as Pool;
@@ -18,12 +18,19 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 /// A request body.
 pub type Body = Full<Bytes>;
 /// A response whose body is read as it arrives.
-pub type Response = http::Response<Incoming>;
+pub type Response = http::Response<ResponseBody>;
+pub use super::h1::ResponseBody;
+
+/// How long a connection may sit idle before it is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Idle connections kept per upstream address.
+const MAX_IDLE_PER_HOST: usize = 512;
 
 /// A pooled HTTP(S) client; cheap to clone.
 #[derive(Clone)]
 pub struct Client {
-    pool: Pool<HttpsConnector<HttpConnector>, Body>,
+    plain: super::h1::Pool,
+    tls: Pool<HttpsConnector<HttpConnector>, Body>,
 }
 
 impl Client {
@@ -38,22 +45,28 @@ impl Client {
             .https_or_http()
             .enable_http1()
             .wrap_connector(tcp);
-        let pool = Pool::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
+        let tls = Pool::builder(TokioExecutor::new())
+            .pool_idle_timeout(IDLE_TIMEOUT)
+            .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
             .pool_timer(TokioTimer::new())
             .build(tls);
-        Ok(Client { pool })
+        let plain = super::h1::Pool::new(connect_timeout, IDLE_TIMEOUT, MAX_IDLE_PER_HOST);
+        Ok(Client { plain, tls })
     }
 
-    /// Send a request; the response once its head has arrived.
+    /// Send a request (absolute-form URI); the response once its head has arrived.
     pub async fn send(&self, request: http::Request<Body>) -> Result<Response, String> {
-        self.pool.request(request).await.map_err(|e| describe(&e))
+        if request.uri().scheme() == Some(&http::uri::Scheme::HTTP) {
+            return self.plain.send(request).await;
+        }
+        let response = self.tls.request(request).await.map_err(|e| describe(&e))?;
+        Ok(response.map(ResponseBody::from))
     }
 }
 
 /// An error with its causes, which hyper's top-level messages leave out
 /// ("client error (Connect)" says little without "connection refused").
-fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+pub(super) fn describe(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut cause = error.source();
     while let Some(e) = cause {
@@ -129,7 +142,7 @@ pub async fn read_all(response: Response) -> Result<Bytes, String> {
 }
 
 /// The next piece of a response body; `None` at its end.
-pub async fn next_chunk(body: &mut Incoming) -> Option<Result<Bytes, String>> {
+pub async fn next_chunk(body: &mut ResponseBody) -> Option<Result<Bytes, String>> {
     loop {
         match body.frame().await? {
             Ok(frame) => match frame.into_data() {

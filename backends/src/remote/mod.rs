@@ -10,6 +10,7 @@
 //! the deadline and the retry budget allow.
 
 mod client;
+mod h1;
 mod http;
 pub mod replicas;
 
