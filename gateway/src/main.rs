@@ -127,10 +127,18 @@ fn telemetry_options(config: &Config) -> TelemetryOptions {
 /// Start telemetry and serve until a shutdown signal, on one runtime;
 /// telemetry is flushed before the runtime stops (gRPC export is a task on it).
 fn run(config: Config) -> anyhow::Result<()> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if config.server.worker_threads > 0 {
-        builder.worker_threads(config.server.worker_threads);
-    }
+    // One worker is tokio's current-thread scheduler: the same single thread
+    // without the work-stealing scheduler's cross-thread queues and wake-ups.
+    let mut builder = match config.server.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if n > 0 {
+                builder.worker_threads(n);
+            }
+            builder
+        }
+    };
     let runtime = builder.enable_all().build()?;
     let options = telemetry_options(&config);
     let mut telemetry = {

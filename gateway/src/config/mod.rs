@@ -83,7 +83,8 @@ pub struct ServerConfig {
     /// Accept HTTP/2 without TLS (h2c, prior knowledge) beside HTTP/1.1.
     pub http2: bool,
     /// Threads running the server and the backends' I/O (model inference has
-    /// its own threads); 0 = one per CPU this process may use.
+    /// its own threads); 0 = one per CPU this process may use; 1 runs
+    /// everything on the main thread (tokio's current-thread scheduler).
     pub worker_threads: usize,
 }
 
