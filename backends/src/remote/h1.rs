@@ -94,12 +94,7 @@ impl Pool {
     }
 
     async fn connect(&self, authority: &Authority) -> Result<SendRequest<Body>, String> {
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
-        let port = authority.port_u16().unwrap_or(80);
-        let tcp = tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect((host, port)))
-            .await
-            .map_err(|_| format!("connect to {authority}: timed out after {:?}", self.connect_timeout))?
-            .map_err(|e| format!("connect to {authority}: {e}"))?;
+        let tcp = self.dial(authority).await.map_err(|e| format!("connect to {authority}: {e}"))?;
         tcp.set_nodelay(true).map_err(|e| format!("connect to {authority}: {e}"))?;
         let (sender, connection) =
             Builder::new().handshake(TokioIo::new(tcp)).await.map_err(|e| describe(&e))?;
@@ -109,6 +104,35 @@ impl Pool {
             }
         });
         Ok(sender)
+    }
+
+    /// A TCP connection to one of the authority's addresses, tried in the
+    /// resolver's order, each with an equal share of the connect timeout (so
+    /// that an address that drops packets — an unrouted IPv6 one, say —
+    /// leaves time for the next).
+    async fn dial(&self, authority: &Authority) -> Result<tokio::net::TcpStream, String> {
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        let port = authority.port_u16().unwrap_or(80);
+        let timed_out = || format!("timed out after {:?}", self.connect_timeout);
+        let addresses: Vec<std::net::SocketAddr> =
+            tokio::time::timeout(self.connect_timeout, tokio::net::lookup_host((host, port)))
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(|e| e.to_string())?
+                .collect();
+        let share = self.connect_timeout / u32::try_from(addresses.len().max(1)).unwrap_or(u32::MAX);
+        let mut error = format!("{host} has no address");
+        let many = addresses.len() > 1;
+        for address in addresses {
+            let failed = match tokio::time::timeout(share, tokio::net::TcpStream::connect(address)).await {
+                Ok(Ok(tcp)) => return Ok(tcp),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => timed_out(),
+            };
+            // The last address's error; which address, when there were several.
+            error = if many { format!("{address}: {failed}") } else { failed };
+        }
+        Err(error)
     }
 
     fn lend(
@@ -386,6 +410,18 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(up.accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_host_name_is_resolved_and_its_addresses_tried_in_turn() {
+        // "localhost" may come first as ::1, where nothing listens here.
+        let up = upstream(false).await;
+        let uri = format!("http://localhost:{}/v1/models", up.port);
+        let request = http::Request::post(uri).body(Body::new(Bytes::new())).unwrap();
+        let response = pool().send(request).await.unwrap();
+        assert_eq!(read_all(response).await.unwrap(), "pong");
+        let heads = up.heads.lock().unwrap();
+        assert!(heads[0].contains(&format!("\r\nhost: localhost:{}\r\n", up.port)), "{}", heads[0]);
     }
 
     #[tokio::test]
