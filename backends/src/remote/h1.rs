@@ -279,6 +279,8 @@ mod tests {
     struct Upstream {
         port: u16,
         accepted: Arc<AtomicUsize>,
+        /// Connections the client closed.
+        ended: Arc<AtomicUsize>,
         heads: Arc<Mutex<Vec<String>>>,
     }
 
@@ -286,12 +288,13 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (accepted, heads) = (Arc::new(AtomicUsize::new(0)), Arc::new(Mutex::new(Vec::new())));
-        let (count, kept) = (accepted.clone(), heads.clone());
+        let ended = Arc::new(AtomicUsize::new(0));
+        let (count, kept, gone) = (accepted.clone(), heads.clone(), ended.clone());
         tokio::spawn(async move {
             loop {
                 let (mut socket, _) = listener.accept().await.unwrap();
                 count.fetch_add(1, Ordering::SeqCst);
-                let kept = kept.clone();
+                let (kept, gone) = (kept.clone(), gone.clone());
                 tokio::spawn(async move {
                     let mut buffer = Vec::new();
                     loop {
@@ -301,7 +304,10 @@ mod tests {
                             }
                             let mut chunk = [0u8; 4096];
                             match socket.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
+                                Ok(0) | Err(_) => {
+                                    gone.fetch_add(1, Ordering::SeqCst);
+                                    return;
+                                }
                                 Ok(n) => buffer.extend_from_slice(&chunk[..n]),
                             }
                         };
@@ -337,7 +343,7 @@ mod tests {
                 });
             }
         });
-        Upstream { port, accepted, heads }
+        Upstream { port, accepted, ended, heads }
     }
 
     fn pool() -> Pool {
@@ -388,6 +394,12 @@ mod tests {
         let mut body = pool.send(post(up.port, "/long")).await.unwrap().into_body();
         assert!(next_chunk(&mut body).await.unwrap().unwrap().len() <= 1000);
         drop(body);
+        // The upstream sees that connection closed (and can stop the work).
+        let until = Instant::now() + Duration::from_secs(3);
+        while up.ended.load(Ordering::SeqCst) == 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(up.ended.load(Ordering::SeqCst), 1);
         let response = pool.send(post(up.port, "/short")).await.unwrap();
         assert_eq!(read_all(response).await.unwrap(), "pong");
         assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
