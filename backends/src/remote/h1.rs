@@ -355,13 +355,18 @@ mod tests {
         http::Request::post(uri).body(Body::new(Bytes::from_static(b"{\"ping\":1}"))).unwrap()
     }
 
+    /// Send a POST to `path` and check the answer is the upstream's `pong`.
+    async fn pong(pool: &Pool, port: u16, path: &str) {
+        let response = pool.send(post(port, path)).await.unwrap();
+        assert_eq!(read_all(response).await.unwrap(), "pong");
+    }
+
     #[tokio::test]
     async fn requests_in_turn_share_one_connection_in_origin_form_with_a_host() {
         let up = upstream(false).await;
         let pool = pool();
         for _ in 0..5 {
-            let response = pool.send(post(up.port, "/v1/chat/completions?x=1")).await.unwrap();
-            assert_eq!(read_all(response).await.unwrap(), "pong");
+            pong(&pool, up.port, "/v1/chat/completions?x=1").await;
         }
         assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
         let heads = up.heads.lock().unwrap();
@@ -400,14 +405,12 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(up.ended.load(Ordering::SeqCst), 1);
-        let response = pool.send(post(up.port, "/short")).await.unwrap();
-        assert_eq!(read_all(response).await.unwrap(), "pong");
+        pong(&pool, up.port, "/short").await;
         assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
         // Read to the end, the long answer's connection is kept.
         let response = pool.send(post(up.port, "/long")).await.unwrap();
         assert_eq!(read_all(response).await.unwrap().len(), 2000);
-        let response = pool.send(post(up.port, "/short")).await.unwrap();
-        assert_eq!(read_all(response).await.unwrap(), "pong");
+        pong(&pool, up.port, "/short").await;
         assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
     }
 
@@ -416,8 +419,7 @@ mod tests {
         let up = upstream(true).await;
         let pool = pool();
         for _ in 0..3 {
-            let response = pool.send(post(up.port, "/v1/embeddings")).await.unwrap();
-            assert_eq!(read_all(response).await.unwrap(), "pong");
+            pong(&pool, up.port, "/v1/embeddings").await;
             // Give the close time to arrive, as it would while idle.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
