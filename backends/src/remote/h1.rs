@@ -49,6 +49,13 @@ struct Parked {
     since: Instant,
 }
 
+impl Parked {
+    /// Still open, and idle for less than `timeout`.
+    fn usable(&self, now: Instant, timeout: Duration) -> bool {
+        !self.sender.is_closed() && now.duration_since(self.since) < timeout
+    }
+}
+
 impl Pool {
     pub fn new(connect_timeout: Duration, idle_timeout: Duration, max_idle_per_host: usize) -> Self {
         let idle = Mutex::new(Idle::default());
@@ -157,7 +164,7 @@ impl Shared {
         let parked = idle.hosts.get_mut(authority)?;
         let now = Instant::now();
         while let Some(p) = parked.pop() {
-            if !p.sender.is_closed() && now.duration_since(p.since) < self.idle_timeout {
+            if p.usable(now, self.idle_timeout) {
                 return Some(p.sender);
             }
         }
@@ -174,7 +181,7 @@ impl Shared {
             // Now and then, the lists of authorities no request went to lately.
             let timeout = self.idle_timeout;
             idle.hosts.retain(|_, parked| {
-                parked.retain(|p| !p.sender.is_closed() && now.duration_since(p.since) < timeout);
+                parked.retain(|p| p.usable(now, timeout));
                 !parked.is_empty()
             });
             idle.swept = Some(now);
