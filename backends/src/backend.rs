@@ -146,6 +146,14 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// Whether a batch of one may run in its own request's task: true where
+    /// dropping [`Backend::execute`]'s future stops the work it started (a
+    /// request to a remote upstream is aborted), so a client that leaves
+    /// never leaves work running that the scheduler no longer counts.
+    fn runs_in_caller(&self) -> bool {
+        false
+    }
+
     /// A remote backend's replicas and its failover counters, for metrics.
     fn upstream_stats(&self) -> Option<UpstreamStats> {
         None

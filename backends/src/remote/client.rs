@@ -753,6 +753,10 @@ impl Backend for RemoteBackend {
         Some((healthy * self.config.replica_concurrency).max(1))
     }
 
+    fn runs_in_caller(&self) -> bool {
+        true
+    }
+
     async fn execute(&self, batch: Vec<Item>) -> BatchReport {
         let start = Instant::now();
         let items = batch.len();

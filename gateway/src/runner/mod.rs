@@ -1,10 +1,11 @@
-//! Turns scheduler decisions into backend calls, one task per model.
+//! Turns scheduler decisions into backend calls, one scheduler per model.
 //!
 //! Handlers submit a job and wait for two things: the dispatch (or the
-//! reason there was none), then the backend's events. The runner task owns
-//! the model's [`ModelScheduler`]; it polls it whenever a job arrives, a
-//! batch finishes or the scheduler's timer fires, runs each batch on its own
-//! task, and reports the measured time back so the latency model learns.
+//! reason there was none), then the backend's events. The model's scheduler
+//! is shared ([`core`]): submitting dispatches whatever is due at once, a
+//! finished batch dispatches the next, and a timer task handles batching
+//! delays and deadlines. Generative models are stepped by their own task
+//! ([`steps`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,10 +24,11 @@ use tracing::Instrument;
 
 use crate::config::{ModelConfig, SchedulerSection};
 
-mod task;
+mod core;
+mod steps;
+use self::core::{Core, InCaller};
 use crate::context::RequestContext;
 use crate::error::ApiError;
-use task::Runner;
 
 /// How the scheduler treated a request, for response headers and traces.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -66,8 +68,36 @@ struct Pending {
     request: Request,
     cancel: CancellationToken,
     events: mpsc::UnboundedSender<Event>,
-    dispatched: oneshot::Sender<Result<DispatchInfo, ApiError>>,
+    dispatched: oneshot::Sender<Result<Dispatched, ApiError>>,
     forwarded: infergate_backends::Forwarded,
+}
+
+impl Pending {
+    /// The way to tell the handler, and the job as its backend sees it.
+    fn into_item(
+        self,
+        cost: f64,
+        deadline: Option<std::time::Instant>,
+    ) -> (oneshot::Sender<Result<Dispatched, ApiError>>, infergate_backends::Item) {
+        let item = infergate_backends::Item {
+            request: self.request,
+            cost,
+            cancel: self.cancel,
+            events: self.events,
+            deadline,
+            span: self.span,
+            forwarded: self.forwarded,
+        };
+        (self.dispatched, item)
+    }
+}
+
+/// What a handler hears at dispatch.
+#[derive(Debug)]
+struct Dispatched {
+    info: DispatchInfo,
+    /// A batch of one that the handler's task runs itself.
+    in_caller: Option<InCaller>,
 }
 
 impl Queued for Pending {
@@ -76,7 +106,7 @@ impl Queued for Pending {
     }
 }
 
-/// A served model: its facts and the way into its queue.
+/// A served model: its facts and the way into its scheduler.
 #[derive(Debug)]
 pub struct ModelHandle {
     pub name: String,
@@ -84,7 +114,7 @@ pub struct ModelHandle {
     pub info: ModelInfo,
     pub default_timeout: Duration,
     cost_factor: f64,
-    tx: mpsc::Sender<Job<Pending>>,
+    core: Arc<Core>,
     /// Moving average of generated tokens per request (chat), to estimate cost.
     output_tokens: AtomicU64,
 }
@@ -95,16 +125,34 @@ pub struct ModelHandle {
 pub struct Running {
     pub dispatch: DispatchInfo,
     events: mpsc::UnboundedReceiver<Event>,
+    /// The backend's work, when this request's task runs it.
+    work: Option<Work>,
     _cancel_on_drop: DropGuard,
 }
 
 impl Running {
     /// The next event, or an error if the backend dropped the job silently.
     pub async fn next(&mut self) -> Result<Event, ApiError> {
-        self.events
-            .recv()
-            .await
-            .ok_or_else(|| ApiError::Internal { detail: "backend ended a job without a result".into() })
+        while let Some(work) = self.work.as_mut() {
+            // The work first: it settles its batch in the same poll that
+            // sends the terminal event, before this request can be dropped.
+            tokio::select! {
+                biased;
+                () = &mut work.0 => self.work = None,
+                event = self.events.recv() => {
+                    if matches!(event, Some(Event::Done(_) | Event::Failed(_))) {
+                        // Whatever the backend still does after the last
+                        // event (and its report) must not depend on this
+                        // request being polled any further.
+                        if let Some(rest) = self.work.take() {
+                            tokio::spawn(rest.0);
+                        }
+                    }
+                    return event.ok_or_else(ended);
+                }
+            }
+        }
+        self.events.recv().await.ok_or_else(ended)
     }
 
     /// The next event, or `DeadlineExceeded` if none comes by `deadline`.
@@ -128,6 +176,19 @@ impl Running {
         })
         .await
     }
+}
+
+/// A batch of one running in its request's task.
+struct Work(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>);
+
+impl std::fmt::Debug for Work {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Work")
+    }
+}
+
+fn ended() -> ApiError {
+    ApiError::Internal { detail: "backend ended a job without a result".into() }
 }
 
 /// Run `work` until `deadline` (forever when `None`).
@@ -180,7 +241,6 @@ impl ModelHandle {
         default_timeout: Duration,
     ) -> Self {
         let scheduler = ModelScheduler::new(scheduler_config(config, defaults), std::time::Instant::now());
-        let (tx, rx) = mpsc::channel(config.queue.max_jobs.max(16));
         let reasons: Vec<&str> = RejectReason::ALL
             .iter()
             .map(|r| r.as_str())
@@ -189,29 +249,19 @@ impl ModelHandle {
         metrics.register_model(&config.name, &reasons);
         let classes: Vec<&str> = infergate_scheduler::Class::ALL.iter().map(|c| c.as_str()).collect();
         metrics.genai.register_model(&config.name, &classes);
-        let (done_tx, done_rx) = mpsc::unbounded_channel();
-        let series = task::Series::new(&metrics, &config.name);
-        let runner = Runner {
-            name: config.name.clone(),
-            rx,
-            done_tx,
-            done_rx,
-            scheduler,
-            backend: backend.clone(),
-            metrics,
-            cost_factor: config.cost_factor,
-            upstream: (Vec::new(), None),
-            series,
-            depth: None,
-        };
-        tokio::spawn(runner.run());
+        let core = Arc::new(Core::new(&config.name, scheduler, backend.clone(), metrics, config.cost_factor));
+        if backend.generator().is_some() {
+            tokio::spawn(steps::run(core.clone()));
+        } else {
+            tokio::spawn(core.clone().run_timers());
+        }
         ModelHandle {
             name: config.name.clone(),
             task: config.task,
             info: backend.info(),
             default_timeout: config.default_timeout.unwrap_or(default_timeout),
             cost_factor: config.cost_factor,
-            tx,
+            core,
             output_tokens: AtomicU64::new(0),
         }
     }
@@ -248,7 +298,7 @@ impl ModelHandle {
         let cancel = CancellationToken::new();
         let guard = cancel.clone().drop_guard();
         let (events_tx, events) = mpsc::unbounded_channel();
-        let (dispatched_tx, dispatched) = oneshot::channel();
+        let (dispatched_tx, mut dispatched) = oneshot::channel();
         let span = tracing::info_span!(
             spans::QUEUE,
             model = %self.name,
@@ -280,21 +330,28 @@ impl ModelHandle {
                 forwarded: ctx.forwarded.clone(),
             },
         };
-        self.tx.try_send(job).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => {
-                ApiError::QueueFull { model: self.name.clone(), retry_after: Duration::from_secs(1) }
-            }
-            mpsc::error::TrySendError::Closed(_) => ApiError::ShuttingDown,
-        })?;
-        // If the client leaves while queued, this future is dropped: the span
-        // still says what happened.
-        let mut pending = CancelledUnlessSettled(Some(span.clone()));
-        let outcome = by(deadline, async { dispatched.await.map_err(|_| ApiError::ShuttingDown)? })
-            .instrument(span.clone())
-            .await;
-        pending.0 = None;
+        // Dispatched at once when a worker is free (a batch of one may even
+        // come back to run here); otherwise wait for the scheduler's turn.
+        let outcome = match self.core.submit(job) {
+            Err(refused) => Err(refused),
+            Ok(()) => match dispatched.try_recv() {
+                Ok(outcome) => outcome,
+                Err(oneshot::error::TryRecvError::Closed) => Err(ApiError::ShuttingDown),
+                Err(oneshot::error::TryRecvError::Empty) => {
+                    // If the client leaves while queued, this future is
+                    // dropped: the span still says what happened.
+                    let pending = CancelledUnlessSettled(Some(span.clone()));
+                    let outcome =
+                        by(deadline, async { dispatched.await.map_err(|_| ApiError::ShuttingDown)? })
+                            .instrument(span.clone())
+                            .await;
+                    pending.settle();
+                    outcome
+                }
+            },
+        };
         match &outcome {
-            Ok(d) => {
+            Ok(Dispatched { info: d, .. }) => {
                 span.record("scheduler.decision", "dispatched");
                 span.record("queue.wait_ms", d.queue_wait.as_secs_f64() * 1000.0);
                 span.record("queue.position", d.position);
@@ -309,13 +366,20 @@ impl ModelHandle {
                 span.record("scheduler.reason", error.parts().code.unwrap_or("error"));
             }
         }
-        let dispatch = outcome?;
-        Ok(Running { dispatch, events, _cancel_on_drop: guard })
+        let Dispatched { info, in_caller } = outcome?;
+        let work = in_caller.map(|work| Work(Box::pin(work.run())));
+        Ok(Running { dispatch: info, events, work, _cancel_on_drop: guard })
     }
 }
 
 /// Marks a queue span `cancelled` when its request is dropped while queued.
 struct CancelledUnlessSettled(Option<tracing::Span>);
+
+impl CancelledUnlessSettled {
+    fn settle(mut self) {
+        self.0 = None;
+    }
+}
 
 impl Drop for CancelledUnlessSettled {
     fn drop(&mut self) {
@@ -323,5 +387,11 @@ impl Drop for CancelledUnlessSettled {
             span.record("scheduler.decision", "cancelled");
             span.record("scheduler.reason", "client_disconnected");
         }
+    }
+}
+
+impl Drop for ModelHandle {
+    fn drop(&mut self) {
+        self.core.close();
     }
 }

@@ -360,6 +360,12 @@ impl<P: Queued> ModelScheduler<P> {
             self.first.observe(run.first_cost, run.items, measured.first.unwrap_or(measured.elapsed));
         }
     }
+
+    /// A batch ended without a measurement worth learning from (its only
+    /// client left part-way): free its worker, leave the latency model as is.
+    pub fn release(&mut self, batch_id: u64) {
+        self.running.remove(&batch_id);
+    }
 }
 
 /// Priority levels: interactive first.

@@ -341,3 +341,20 @@ fn step_admission_fills_the_running_set_within_its_budget() {
         "it joins at a later step"
     );
 }
+
+#[test]
+fn a_released_batch_frees_its_worker_without_teaching_the_latency_model() {
+    let mut h = Harness::new(SchedulerConfig { max_batch: 1, ..config(Policy::Fifo) });
+    let first = h.admit("a", Class::Standard, 0, None, 1.0);
+    let second = h.admit("a", Class::Standard, 0, None, 1.0);
+    assert_eq!(h.batch(0), vec![first]);
+    assert!(matches!(h.s.poll(h.at(1)).action, Action::Idle), "the only worker is busy");
+    let before = h.s.latency().predict(1.0, 1);
+
+    // Its client left after 1 ms: the worker is free, and 1 ms is not taken
+    // for what a batch of cost 1 needs.
+    h.s.release(0);
+    assert_eq!(h.s.running(), 0);
+    assert_eq!(h.s.latency().predict(1.0, 1), before);
+    assert_eq!(h.batch(1), vec![second]);
+}
