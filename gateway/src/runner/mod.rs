@@ -395,3 +395,6 @@ impl Drop for ModelHandle {
         self.core.close();
     }
 }
+
+#[cfg(test)]
+mod tests;
