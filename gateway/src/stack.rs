@@ -69,7 +69,7 @@ fn request_span<B>(request: &Request<B>) -> tracing::Span {
     let method = request.method().as_str();
     let span = tracing::info_span!(
         spans::SERVER,
-        otel.name = %format!("{method} {route}"),
+        otel.name = format_args!("{method} {route}"),
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
         http.request.method = %method,

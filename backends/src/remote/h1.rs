@@ -40,7 +40,9 @@ struct Shared {
 
 #[derive(Default)]
 struct Idle {
-    hosts: HashMap<Authority, Vec<Parked>>,
+    /// Keyed by the authority as written: `Authority`'s own hash lowercases
+    /// and hashes byte by byte, which showed on the proxy path.
+    hosts: HashMap<Box<str>, Vec<Parked>>,
     swept: Option<Instant>,
 }
 
@@ -161,7 +163,7 @@ impl Shared {
     /// The most recently parked live connection to `authority`.
     fn take(&self, authority: &Authority) -> Option<SendRequest<Body>> {
         let mut idle = self.lock();
-        let parked = idle.hosts.get_mut(authority)?;
+        let parked = idle.hosts.get_mut(authority.as_str())?;
         let now = Instant::now();
         while let Some(p) = parked.pop() {
             if p.usable(now, self.idle_timeout) {
@@ -186,9 +188,13 @@ impl Shared {
             });
             idle.swept = Some(now);
         }
-        let parked = idle.hosts.entry(authority).or_default();
-        if parked.len() < self.max_idle_per_host {
-            parked.push(Parked { sender, since: now });
+        let parked = Parked { sender, since: now };
+        match idle.hosts.get_mut(authority.as_str()) {
+            Some(list) if list.len() < self.max_idle_per_host => list.push(parked),
+            None if self.max_idle_per_host > 0 => {
+                idle.hosts.insert(authority.as_str().into(), vec![parked]);
+            }
+            _ => {}
         }
     }
 }

@@ -149,11 +149,17 @@ pub fn body_error(error: &(dyn StdError + 'static), limit: u64) -> ApiError {
 /// `x-infergate-queue-ms` and `x-infergate-batch-size`: how the scheduler
 /// treated this request.
 pub fn dispatch_headers(info: &DispatchInfo) -> [(HeaderName, HeaderValue); 2] {
-    let ms = format!("{:.3}", info.queue_wait.as_secs_f64() * 1000.0);
+    // Milliseconds with three decimals, from whole microseconds (no float
+    // formatting or allocation on every response).
+    let us = info.queue_wait.as_micros();
+    let mut ms = [0u8; 48];
+    let mut cursor = std::io::Cursor::new(&mut ms[..]);
+    let _ = std::io::Write::write_fmt(&mut cursor, format_args!("{}.{:03}", us / 1000, us % 1000));
+    let len = usize::try_from(cursor.position()).unwrap_or(0);
     [
         (
             HeaderName::from_static("x-infergate-queue-ms"),
-            HeaderValue::from_str(&ms).unwrap_or(HeaderValue::from_static("0")),
+            HeaderValue::from_bytes(&ms[..len]).unwrap_or(HeaderValue::from_static("0")),
         ),
         (HeaderName::from_static("x-infergate-batch-size"), HeaderValue::from(info.batch_size)),
     ]
@@ -170,4 +176,26 @@ pub fn genai(operation: &'static str, model: &str) {
 pub fn encode<T>(build: impl FnOnce() -> T) -> T {
     let _span = tracing::info_span!(spans::ENCODE).entered();
     build()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn queue_time_is_milliseconds_with_three_decimals() {
+        let header = |wait: Duration| {
+            let info =
+                DispatchInfo { queue_wait: wait, batch_size: 3, batch_id: 0, slack: None, position: 0 };
+            let [(_, ms), (_, size)] = dispatch_headers(&info);
+            assert_eq!(size, "3");
+            ms.to_str().unwrap().to_owned()
+        };
+        assert_eq!(header(Duration::ZERO), "0.000");
+        assert_eq!(header(Duration::from_nanos(1_234_567)), "1.234");
+        assert_eq!(header(Duration::from_micros(5)), "0.005");
+        assert_eq!(header(Duration::from_secs(86_400)), "86400000.000");
+    }
 }
