@@ -7,17 +7,15 @@
 
 use std::sync::Arc;
 
-use infergate_otel::genai::GenAiMetrics;
-use infergate_otel::Metrics;
+use infergate_otel::genai::{ModelGenAi, OperationSeries};
 use tokio::time::Instant;
 
 use crate::context::RequestContext;
 
 /// One request's accounting; see the module docs.
 pub struct Outcome {
-    metrics: Arc<Metrics>,
-    model: String,
-    operation: &'static str,
+    series: Arc<ModelGenAi>,
+    operation: OperationSeries,
     class: &'static str,
     received: Instant,
     deadline: Option<Instant>,
@@ -26,17 +24,16 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// `series` is the model's ([`crate::runner::ModelHandle::genai`]).
     pub fn new(
-        metrics: &Arc<Metrics>,
-        model: &str,
+        series: &Arc<ModelGenAi>,
         operation: &'static str,
         ctx: &RequestContext,
         deadline: Option<Instant>,
     ) -> Self {
         Outcome {
-            metrics: metrics.clone(),
-            model: model.to_owned(),
-            operation,
+            operation: series.operation(operation),
+            series: series.clone(),
             class: ctx.class.as_str(),
             received: ctx.received,
             deadline,
@@ -52,36 +49,31 @@ impl Outcome {
         self.settled = true;
         if let Some(deadline) = self.deadline {
             let outcome = if Instant::now() <= deadline { "on_time" } else { "late" };
-            self.metrics.genai.outcome(&self.model, self.class, outcome);
+            self.series.outcome(self.class, outcome);
         }
     }
 
     /// A complete answer; `tokens` are (input, output) where known.
     pub fn answered(mut self, tokens: Option<(u32, u32)>) {
         self.settle();
-        let labels = GenAiMetrics::labels(self.operation, &self.model);
-        let seconds = self.received.elapsed().as_secs_f64();
-        self.metrics.genai.request_duration.get_or_create(&labels).observe(seconds);
+        self.operation.request_duration.observe(self.received.elapsed().as_secs_f64());
         if let Some((input, output)) = tokens {
-            self.metrics.genai.tokens(&self.model, input, output);
+            self.series.tokens(input, output);
         }
     }
 
     /// A stream's first token arrived.
     pub fn first_token(&mut self) {
         self.settle();
-        let labels = GenAiMetrics::labels(self.operation, &self.model);
-        let seconds = self.received.elapsed().as_secs_f64();
-        self.metrics.genai.time_to_first_token.get_or_create(&labels).observe(seconds);
+        self.operation.time_to_first_token.observe(self.received.elapsed().as_secs_f64());
     }
 
     /// A stream finished with `output` tokens.
     pub fn stream_done(self, input: u32, output: u32, first_token_at: f64) {
-        let labels = GenAiMetrics::labels(self.operation, &self.model);
         let total = self.received.elapsed().as_secs_f64();
         if output > 1 {
             let per_token = (total - first_token_at).max(0.0) / f64::from(output - 1);
-            self.metrics.genai.time_per_output_token.get_or_create(&labels).observe(per_token);
+            self.operation.time_per_output_token.observe(per_token);
         }
         self.answered(Some((input, output)));
     }
@@ -95,7 +87,7 @@ impl Outcome {
 impl Drop for Outcome {
     fn drop(&mut self) {
         if !self.settled && self.deadline.is_some() {
-            self.metrics.genai.outcome(&self.model, self.class, "missed");
+            self.series.outcome(self.class, "missed");
         }
     }
 }

@@ -748,7 +748,7 @@ impl Backend for RemoteBackend {
     }
 
     fn capacity(&self) -> Option<usize> {
-        let healthy = self.replicas.all().iter().filter(|r| !r.is_ejected()).count();
+        let healthy = self.replicas.healthy();
         // With every replica out, one job at a time may probe them.
         Some((healthy * self.config.replica_concurrency).max(1))
     }

@@ -324,6 +324,16 @@ impl Replicas {
         }
     }
 
+    /// Replicas in rotation, counted in place (the scheduler asks twice a request).
+    pub fn healthy(&self) -> usize {
+        self.list
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|r| !r.is_ejected())
+            .count()
+    }
+
     pub fn all(&self) -> Vec<Arc<Replica>> {
         self.list.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }

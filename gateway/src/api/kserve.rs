@@ -361,7 +361,7 @@ pub async fn infer(
     let elements = state.config.limits.max_tensor_elements - budget;
     let outputs = body.outputs.iter().map(|o| o.name.clone()).collect();
     let deadline = ctx.deadline(model.default_timeout);
-    let outcome = Outcome::new(&state.metrics, &model.name, "infer", &ctx, deadline);
+    let outcome = Outcome::new(&model.genai, "infer", &ctx, deadline);
     let running = model
         .submit(
             &ctx,

@@ -126,7 +126,7 @@ pub async fn run(
     let (width, height) = check_image(&image, state, "image")?;
     let megapixels = f64::from(width) * f64::from(height) / 1e6;
     let deadline = ctx.deadline(model.default_timeout);
-    let outcome = Outcome::new(&state.metrics, &model.name, "ocr", ctx, deadline);
+    let outcome = Outcome::new(&model.genai, "ocr", ctx, deadline);
     let bytes = image.len();
     let running = model
         .submit(ctx, infergate_backends::Request::Ocr(OcrRequest { image }), Cost::whole(megapixels, bytes))

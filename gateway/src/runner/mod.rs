@@ -114,6 +114,8 @@ pub struct ModelHandle {
     pub info: ModelInfo,
     pub default_timeout: Duration,
     cost_factor: f64,
+    /// The model's GenAI series, for [`crate::outcome::Outcome`].
+    pub genai: Arc<infergate_otel::genai::ModelGenAi>,
     core: Arc<Core>,
     /// Moving average of generated tokens per request (chat), to estimate cost.
     output_tokens: AtomicU64,
@@ -247,8 +249,8 @@ impl ModelHandle {
             .chain(DropReason::ALL.iter().map(|r| r.as_str()))
             .collect();
         metrics.register_model(&config.name, &reasons);
-        let classes: Vec<&str> = infergate_scheduler::Class::ALL.iter().map(|c| c.as_str()).collect();
-        metrics.genai.register_model(&config.name, &classes);
+        let classes = infergate_scheduler::Class::ALL.map(|c| c.as_str());
+        let genai = Arc::new(metrics.genai.model(&config.name, &classes));
         let core = Arc::new(Core::new(&config.name, scheduler, backend.clone(), metrics, config.cost_factor));
         if backend.generator().is_some() {
             tokio::spawn(steps::run(core.clone()));
@@ -261,6 +263,7 @@ impl ModelHandle {
             info: backend.info(),
             default_timeout: config.default_timeout.unwrap_or(default_timeout),
             cost_factor: config.cost_factor,
+            genai,
             core,
             output_tokens: AtomicU64::new(0),
         }

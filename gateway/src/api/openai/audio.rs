@@ -177,8 +177,7 @@ async fn handle(
         speech::Ask { task, language: form.language, prompt: form.prompt, temperature: form.temperature };
     let deadline = ctx.deadline(model.default_timeout);
     let outcome = Outcome::new(
-        &state.metrics,
-        &model.name,
+        &model.genai,
         if task == AudioTask::Transcribe { "transcription" } else { "translation" },
         &ctx,
         deadline,

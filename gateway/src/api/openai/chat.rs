@@ -323,7 +323,7 @@ pub async fn completions(
     }
     let stream = plan.request.stream;
     let deadline = ctx.deadline(model.default_timeout);
-    let mut outcome = Outcome::new(&state.metrics, &model.name, "chat", &ctx, deadline);
+    let mut outcome = Outcome::new(&model.genai, "chat", &ctx, deadline);
     // Cost: the prompt plus the output we expect (recent usage, capped by
     // max_tokens). A stream's deadline is on its first token: the prompt.
     let prompt = f64::from(plan.prompt_tokens);

@@ -181,7 +181,7 @@ pub async fn create(
         })
         .sum();
     let deadline = ctx.deadline(model.default_timeout);
-    let outcome = Outcome::new(&state.metrics, &model.name, "embeddings", &ctx, deadline);
+    let outcome = Outcome::new(&model.genai, "embeddings", &ctx, deadline);
     let running = model
         .submit(
             &ctx,

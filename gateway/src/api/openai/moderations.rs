@@ -118,7 +118,7 @@ pub async fn create(
         .sum();
     let cost = Cost::whole(groups.iter().flatten().count() as f64, bytes);
     let deadline = ctx.deadline(model.default_timeout);
-    let outcome = Outcome::new(&state.metrics, &model.name, "moderation", &ctx, deadline);
+    let outcome = Outcome::new(&model.genai, "moderation", &ctx, deadline);
     let running = model.submit(&ctx, Request::Moderation(ModerationRequest { groups }), cost).await?;
     let headers = dispatch_headers(&running.dispatch);
     let Output::Moderation(out) = running.output_by(deadline).await? else {

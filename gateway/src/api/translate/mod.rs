@@ -341,7 +341,7 @@ pub async fn translate(
         .and_then(|m| m.translation_prompt.as_deref())
         .unwrap_or(DEFAULT_PROMPT);
     let deadline = ctx.deadline(model.default_timeout);
-    let outcome = Outcome::new(&state.metrics, &model.name, "translation", &ctx, deadline);
+    let outcome = Outcome::new(&model.genai, "translation", &ctx, deadline);
     let jobs = plan.texts.iter().map(|text| {
         let source = plan.source.or_else(|| languages::detect(text));
         let model = model.clone();
