@@ -62,8 +62,32 @@ fn member(out: &mut Vec<u8>, first: &mut bool, key: &str) -> Result<(), serde_js
     Ok(())
 }
 
-/// The top-level members of a JSON object, values as written.
-fn members(object: &[u8]) -> Result<Vec<(Cow<'_, str>, &RawValue)>, serde_json::Error> {
+/// `object` with the bytes at `at` (a member's value, from [`value_range`])
+/// replaced by `value`.
+pub fn splice(
+    object: &[u8],
+    at: std::ops::Range<usize>,
+    value: &Value,
+) -> Result<Vec<u8>, serde_json::Error> {
+    let (Some(head), Some(tail)) = (object.get(..at.start), object.get(at.end..)) else {
+        return Err(serde::de::Error::custom("the value to replace is outside the object"));
+    };
+    let mut out = Vec::with_capacity(object.len() + 64);
+    out.extend_from_slice(head);
+    serde_json::to_writer(&mut out, value)?;
+    out.extend_from_slice(tail);
+    Ok(out)
+}
+
+/// Where `raw`, a value borrowed from `object`, lies within it.
+pub fn value_range(object: &[u8], raw: &RawValue) -> std::ops::Range<usize> {
+    let start = (raw.get().as_ptr() as usize).saturating_sub(object.as_ptr() as usize);
+    start..start + raw.get().len()
+}
+
+/// The top-level members of a JSON object, values as written (borrowed
+/// from `object`).
+pub fn members(object: &[u8]) -> Result<Vec<(Cow<'_, str>, &RawValue)>, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_slice(object);
     let members = de.deserialize_map(Members)?;
     de.end()?;
@@ -118,6 +142,21 @@ mod tests {
 
     fn text(object: &str, changes: &[Change<'_>]) -> String {
         String::from_utf8(rewrite(object.as_bytes(), changes).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_members_value_is_found_in_place_and_replaced_there() {
+        let object = "{ \"id\": \"x\",\n  \"model\" :  \"up/b\\u0031\" , \"n\": [1, {\"model\": 2}] }";
+        let bytes = object.as_bytes();
+        let members = members(bytes).unwrap();
+        let (_, raw) = members.iter().find(|(k, _)| k == "model").unwrap();
+        let at = value_range(bytes, raw);
+        assert_eq!(&object[at.clone()], "\"up/b\\u0031\"");
+        let out = String::from_utf8(splice(bytes, at, &json!("a \"quoted\" name")).unwrap()).unwrap();
+        let value: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(value, json!({"id": "x", "model": "a \"quoted\" name", "n": [1, {"model": 2}]}));
+        assert!(out.starts_with("{ \"id\": \"x\",\n"), "the rest stays as written: {out}");
+        assert!(splice(bytes, 0..bytes.len() + 1, &json!(1)).is_err());
     }
 
     #[test]

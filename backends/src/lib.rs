@@ -27,5 +27,5 @@ pub use task::{
     AudioTask, ChatMessage, ChatOutput, ChatRequest, EmbeddingInput, EmbeddingsOutput, EmbeddingsRequest,
     FinishReason, ModerationInput, ModerationOutput, ModerationRequest, ModerationResult, OcrLine, OcrOutput,
     OcrRequest, Output, Request, Segment, Task, TensorOutput, TensorRequest, TranscriptionOutput,
-    TranscriptionRequest,
+    TranscriptionRequest, UpstreamAnswer,
 };

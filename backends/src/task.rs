@@ -132,8 +132,18 @@ pub struct ChatOutput {
     /// A remote model's answer body as the upstream sent it, so that the
     /// fields infergate does not interpret (tool calls, logprobs, reasoning,
     /// more choices) reach the client. Streams relay chunks instead
-    /// ([`crate::Event::Chunk`]). A JSON object.
-    pub upstream: Option<bytes::Bytes>,
+    /// ([`crate::Event::Chunk`]).
+    pub upstream: Option<UpstreamAnswer>,
+}
+
+/// An upstream's whole answer, a JSON object, as it wrote it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamAnswer {
+    pub body: bytes::Bytes,
+    /// Where its top-level `model` value is written, so that the gateway can
+    /// put the client's model name there without parsing the answer again;
+    /// `None` when there is no such member or there are several.
+    pub model_at: Option<std::ops::Range<usize>>,
 }
 
 /// One embeddings input: text, or token ids from the client's tokenizer.

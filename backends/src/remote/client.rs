@@ -17,7 +17,7 @@ use super::{Protocol, RemoteConfig};
 use crate::UpstreamStats;
 use crate::{
     Backend, BackendError, BatchReport, ChatOutput, Chunk, EmbeddingInput, EmbeddingsOutput, Event,
-    FinishReason, Item, ModelInfo, Output, Request, Task,
+    FinishReason, Item, ModelInfo, Output, Request, Task, UpstreamAnswer,
 };
 
 /// A model served by upstream replicas.
@@ -499,12 +499,6 @@ fn usage(value: &Value) -> (u32, u32) {
 /// named here are skipped unread.
 async fn chat_json(response: http::Response) -> Result<Option<Output>, BackendError> {
     #[derive(serde::Deserialize)]
-    struct Answer {
-        choices: Vec<Choice>,
-        #[serde(default)]
-        usage: Value,
-    }
-    #[derive(serde::Deserialize)]
     struct Choice {
         #[serde(default)]
         message: Message,
@@ -516,18 +510,41 @@ async fn chat_json(response: http::Response) -> Result<Option<Output>, BackendEr
         #[serde(default)]
         content: Value,
     }
-    let bytes = whole_body(response).await?;
-    let answer: Answer = serde_json::from_slice(&bytes).map_err(|e| {
+    let not_chat = |e: &dyn std::fmt::Display| {
         BackendError::Failed(format!("upstream chat answer is not a JSON object with choices: {e}"))
-    })?;
-    let (prompt_tokens, completion_tokens) = usage(&answer.usage);
-    let choice = answer.choices.into_iter().next();
+    };
+    let bytes = whole_body(response).await?;
+    // One pass over the answer finds its members; of their values only the
+    // choices and the usage are read again, and the `model` value's place is
+    // kept for the gateway's rename.
+    let members = crate::json_object::members(&bytes).map_err(|e| not_chat(&e))?;
+    let (mut choices, mut usage_raw, mut model_at, mut models) = (None, None, None, 0);
+    for (key, raw) in &members {
+        match key.as_ref() {
+            "choices" => choices = Some(*raw),
+            "usage" => usage_raw = Some(*raw),
+            "model" => {
+                models += 1;
+                model_at = Some(crate::json_object::value_range(&bytes, raw));
+            }
+            _ => {}
+        }
+    }
+    let choices: Vec<Choice> =
+        serde_json::from_str(choices.ok_or_else(|| not_chat(&"missing field `choices`"))?.get())
+            .map_err(|e| not_chat(&e))?;
+    let usage_value: Value = match usage_raw {
+        Some(raw) => serde_json::from_str(raw.get()).map_err(|e| not_chat(&e))?,
+        None => Value::Null,
+    };
+    let (prompt_tokens, completion_tokens) = usage(&usage_value);
+    let choice = choices.into_iter().next();
     Ok(Some(Output::Chat(ChatOutput {
         text: choice.as_ref().and_then(|c| c.message.content.as_str()).unwrap_or_default().to_owned(),
         finish_reason: choice.map_or(FinishReason::Stop, |c| finish_reason(&c.finish_reason)),
         prompt_tokens,
         completion_tokens,
-        upstream: Some(bytes),
+        upstream: Some(UpstreamAnswer { model_at: model_at.filter(|_| models == 1), body: bytes }),
     })))
 }
 

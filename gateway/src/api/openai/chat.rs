@@ -361,8 +361,12 @@ pub async fn completions(
         .record("gen_ai.response.finish_reasons", chat.finish_reason.as_str());
     if let Some(answer) = chat.upstream {
         // The upstream's answer as it wrote it, under the name the client used.
-        let answer = json_object::rewrite(&answer, &[("model", Some(Value::String(meta.model)))])
-            .map_err(|e| ApiError::Internal { detail: format!("upstream answer: {e}") })?;
+        let name = Value::String(meta.model);
+        let answer = match answer.model_at {
+            Some(at) => json_object::splice(&answer.body, at, &name),
+            None => json_object::rewrite(&answer.body, &[("model", Some(name))]),
+        }
+        .map_err(|e| ApiError::Internal { detail: format!("upstream answer: {e}") })?;
         let json = [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))];
         return Ok(encode(|| (headers, json, answer).into_response()));
     }
