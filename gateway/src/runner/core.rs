@@ -72,6 +72,8 @@ pub(super) struct Core {
     pub(super) series: Series,
     /// Scales a job's tokens to its cost (the KV budget is in tokens).
     pub(super) cost_factor: f64,
+    /// The backend's kind, for `backend.execute` spans.
+    pub(super) platform: String,
     /// The configured concurrency, which a remote backend's capacity caps.
     configured: usize,
     /// Batches of one run in their request's task.
@@ -103,6 +105,7 @@ impl Core {
             name: name.to_owned(),
             series: Series::new(&metrics, name),
             cost_factor,
+            platform: backend.info().platform,
             configured: scheduler.config().concurrency,
             in_caller: backend.runs_in_caller() && backend.generator().is_none(),
             state: Mutex::new(State { scheduler, depth: None, armed: None, upstream: (Vec::new(), None) }),
@@ -169,6 +172,16 @@ impl Core {
     /// Dispatch every batch that is due, and make sure the timer task looks
     /// again by the next time something is due.
     fn drain(self: &Arc<Self>, state: &mut State) {
+        if let Some(at) = self.dispatch_due(state) {
+            if state.armed.is_none_or(|armed| at < armed) {
+                state.armed = Some(at);
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    /// Dispatch every batch that is due; return when something is due next.
+    fn dispatch_due(self: &Arc<Self>, state: &mut State) -> Option<Instant> {
         if let Some(capacity) = self.backend.capacity() {
             state.scheduler.set_concurrency(self.configured.min(capacity));
         }
@@ -182,12 +195,7 @@ impl Core {
             }
         };
         self.publish_depth(state);
-        if let Some(at) = wake {
-            if state.armed.is_none_or(|armed| at < armed) {
-                state.armed = Some(at);
-                self.wake.notify_one();
-            }
-        }
+        wake
     }
 
     pub(super) fn publish_depth(&self, state: &mut State) {
@@ -248,7 +256,7 @@ impl Core {
             parent: &batch_span,
             spans::BACKEND_EXECUTE,
             model = %self.name,
-            backend.kind = %self.backend.info().platform,
+            backend.kind = %self.platform,
             batch.size = batch.jobs.len(),
         );
         if self.in_caller && batch.jobs.len() == 1 {
@@ -328,8 +336,9 @@ impl Core {
                     break;
                 }
                 self.publish_upstream(&mut state);
-                state.armed = None;
-                self.drain(&mut state);
+                // This task is the one a notification would wake: arm it
+                // without one.
+                state.armed = self.dispatch_due(&mut state);
                 state.armed
             };
             tokio::select! {

@@ -108,7 +108,7 @@ fn start_step(
         .collect();
     let backend = core.backend.clone();
     let done = done.clone();
-    let platform = core.backend.info().platform;
+    let platform = core.platform.clone();
     tokio::spawn(async move {
         let step = async {
             match backend.generator() {

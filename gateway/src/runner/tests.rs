@@ -78,19 +78,25 @@ impl Backend for Gate {
 
 /// A model that runs one batch of one at a time.
 fn model(gate: Arc<Gate>) -> ModelHandle {
+    model_with(gate, "{ max_size = 1 }")
+}
+
+fn model_with(gate: Arc<Gate>, batch: &str) -> ModelHandle {
     let config = Config::from_toml(
-        r#"
-        [auth]
-        anonymous_tenant = "t"
-        [[tenants]]
-        name = "t"
-        [[models]]
-        name = "m"
-        task = "embeddings"
-        concurrency = 1
-        batch = { max_size = 1 }
-        backend = { kind = "synthetic" }
-        "#,
+        &format!(
+            r#"
+            [auth]
+            anonymous_tenant = "t"
+            [[tenants]]
+            name = "t"
+            [[models]]
+            name = "m"
+            task = "embeddings"
+            concurrency = 1
+            batch = {batch}
+            backend = {{ kind = "synthetic" }}
+            "#
+        ),
         Vec::new(),
     )
     .unwrap();
@@ -161,4 +167,29 @@ async fn a_request_that_leaves_while_its_batch_runs_in_its_task_stops_it_and_fre
     gate.open.add_permits(1);
     timeout(WAIT, queued).await.unwrap().unwrap().unwrap();
     assert_eq!(gate.started.load(Ordering::SeqCst), 2);
+}
+
+/// CPU time of the calling thread, from `/proc` (clock ticks, 10 ms here).
+fn thread_cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[tokio::test]
+async fn a_job_waiting_for_company_is_dispatched_at_the_batching_delay_without_busy_waiting() {
+    // The test's runtime is one thread: the timer task runs on it too.
+    let gate = Gate::new(false);
+    gate.open.add_permits(1);
+    let model = model_with(gate.clone(), r#"{ max_size = 4, max_delay = "600ms" }"#);
+    let before = (thread_cpu_ticks(), std::time::Instant::now());
+    let running = timeout(WAIT, submit(&model)).await.unwrap().unwrap();
+    let (ticks, waited) = (thread_cpu_ticks() - before.0, before.1.elapsed());
+    assert!(waited >= Duration::from_millis(550), "dispatched after {waited:?}, before the delay");
+    assert_eq!(running.dispatch.batch_size, 1);
+    // A timer task that woke itself in a loop would burn the whole 600 ms.
+    assert!(ticks < 20, "the wait took {ticks} ticks of CPU");
+    timeout(WAIT, running.output_by(None)).await.unwrap().unwrap();
 }
