@@ -75,12 +75,13 @@ pub struct Forwarded {
 impl Forwarded {
     /// The request id and the trace headers of a client's request.
     pub fn from_headers(request_id: &std::sync::Arc<str>, headers: &http::HeaderMap) -> Self {
-        let trace = headers.contains_key("traceparent").then(|| {
-            ["traceparent", "tracestate", "baggage"]
-                .iter()
+        use infergate_otel::propagation::{BAGGAGE, TRACEPARENT, TRACESTATE};
+        let trace = headers.contains_key(TRACEPARENT).then(|| {
+            [TRACEPARENT, TRACESTATE, BAGGAGE]
+                .into_iter()
                 .filter_map(|name| {
-                    let value = headers.get(*name)?;
-                    Some((http::HeaderName::from_static(name), value.clone()))
+                    let value = headers.get(&name)?.clone();
+                    Some((name, value))
                 })
                 .collect()
         });

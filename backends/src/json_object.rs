@@ -8,10 +8,7 @@
 //! its order, and only the named members are replaced, added or removed.
 
 use std::borrow::Cow;
-use std::fmt;
 
-use serde::de::{Deserializer, MapAccess, Visitor};
-use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// What to do with one member: `Some(value)` sets it (in place when present,
@@ -30,7 +27,7 @@ pub fn rewrite(object: &[u8], changes: &[Change<'_>]) -> Result<Vec<u8>, serde_j
         match changes.iter().position(|(name, _)| *name == key.as_ref()) {
             None => {
                 member(&mut out, &mut first, key)?;
-                out.extend_from_slice(raw.get().as_bytes());
+                out.extend_from_slice(raw.as_bytes());
             }
             Some(i) if done[i] => {}
             Some(i) => {
@@ -79,58 +76,223 @@ pub fn splice(
     Ok(out)
 }
 
-/// Where `raw`, a value borrowed from `object`, lies within it.
-pub fn value_range(object: &[u8], raw: &RawValue) -> std::ops::Range<usize> {
-    let start = (raw.get().as_ptr() as usize).saturating_sub(object.as_ptr() as usize);
-    start..start + raw.get().len()
+/// Where `value`, a member's value borrowed from `object`, lies within it.
+pub fn value_range(object: &[u8], value: &str) -> std::ops::Range<usize> {
+    let start = (value.as_ptr() as usize).saturating_sub(object.as_ptr() as usize);
+    start..start + value.len()
 }
 
-/// The top-level members of a JSON object, values as written (borrowed
-/// from `object`).
-pub fn members(object: &[u8]) -> Result<Vec<(Cow<'_, str>, &RawValue)>, serde_json::Error> {
-    let mut de = serde_json::Deserializer::from_slice(object);
-    let members = de.deserialize_map(Members)?;
-    de.end()?;
+/// A top-level member: its key (borrowed unless it had escapes) and its
+/// value's text as written, borrowed from the object.
+pub type Member<'a> = (Cow<'a, str>, &'a str);
+
+/// How deep arrays and objects may nest (serde_json's limit too).
+const MAX_DEPTH: usize = 128;
+
+/// The top-level members of a JSON object, values as written.
+///
+/// One pass of a validating scanner: the whole text is checked against
+/// JSON's grammar (RFC 8259; UTF-8, string escapes, numbers, nesting up
+/// to 128 levels) but nothing is decoded except keys with escapes. It does
+/// the work serde_json's `RawValue` did here in about a third of the
+/// instructions, which matters on a proxy's path: every proxied chat
+/// request and answer goes through it.
+pub fn members(object: &[u8]) -> Result<Vec<Member<'_>>, serde_json::Error> {
+    let text = std::str::from_utf8(object).map_err(|e| invalid(e.valid_up_to(), "not UTF-8"))?;
+    let mut scan = Scan { bytes: object, at: 0 };
+    let mut members = Vec::with_capacity(16);
+    scan.space();
+    scan.expect(b'{', "expected an object")?;
+    scan.space();
+    if scan.peek() == Some(b'}') {
+        scan.at += 1;
+    } else {
+        loop {
+            scan.expect(b'"', "expected a key")?;
+            let start = scan.at;
+            let escaped = scan.string_body()?;
+            let raw_key = &text[start..scan.at - 1];
+            let key = if escaped {
+                Cow::Owned(serde_json::from_str(&text[start - 1..scan.at])?)
+            } else {
+                Cow::Borrowed(raw_key)
+            };
+            scan.space();
+            scan.expect(b':', "expected `:`")?;
+            scan.space();
+            let start = scan.at;
+            scan.value(1)?;
+            members.push((key, &text[start..scan.at]));
+            scan.space();
+            match scan.next() {
+                Some(b',') => scan.space(),
+                Some(b'}') => break,
+                _ => return Err(invalid(scan.at, "expected `,` or `}`")),
+            }
+        }
+    }
+    scan.space();
+    if scan.at < object.len() {
+        return Err(invalid(scan.at, "trailing characters after the object"));
+    }
     Ok(members)
 }
 
-struct Members;
-
-impl<'de> Visitor<'de> for Members {
-    type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(16));
-        while let Some(Key(key)) = map.next_key()? {
-            members.push((key, map.next_value::<&RawValue>()?));
-        }
-        Ok(members)
-    }
+fn invalid(at: usize, what: &str) -> serde_json::Error {
+    serde::de::Error::custom(format_args!("invalid JSON at byte {at}: {what}"))
 }
 
-/// A key, borrowed from the input unless it had escapes.
-struct Key<'de>(Cow<'de, str>);
+/// A cursor over JSON text that checks what it skips.
+struct Scan<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
 
-impl<'de> serde::Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
+impl Scan<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let byte = self.peek()?;
+        self.at += 1;
+        Some(byte)
+    }
+
+    fn expect(&mut self, byte: u8, what: &str) -> Result<(), serde_json::Error> {
+        match self.next() {
+            Some(b) if b == byte => Ok(()),
+            _ => Err(invalid(self.at.saturating_sub(1), what)),
+        }
+    }
+
+    fn space(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
+            self.at += 1;
+        }
+    }
+
+    /// Skip one value, checking it; `depth` is its nesting level.
+    fn value(&mut self, depth: usize) -> Result<(), serde_json::Error> {
+        match self.peek() {
+            Some(b'"') => {
+                self.at += 1;
+                self.string_body().map(drop)
             }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Borrowed(v)))
+            Some(b'{') => self.container(depth, b'}', true),
+            Some(b'[') => self.container(depth, b']', false),
+            Some(b't') => self.word(b"true"),
+            Some(b'f') => self.word(b"false"),
+            Some(b'n') => self.word(b"null"),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            _ => Err(invalid(self.at, "expected a value")),
+        }
+    }
+
+    /// An object (`keyed`) or an array, from its opening bracket.
+    fn container(&mut self, depth: usize, close: u8, keyed: bool) -> Result<(), serde_json::Error> {
+        if depth > MAX_DEPTH {
+            return Err(invalid(self.at, "nested too deeply"));
+        }
+        self.at += 1;
+        self.space();
+        if self.peek() == Some(close) {
+            self.at += 1;
+            return Ok(());
+        }
+        loop {
+            if keyed {
+                self.expect(b'"', "expected a key")?;
+                self.string_body()?;
+                self.space();
+                self.expect(b':', "expected `:`")?;
+                self.space();
             }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
+            self.value(depth + 1)?;
+            self.space();
+            match self.next() {
+                Some(b',') => self.space(),
+                Some(b) if b == close => return Ok(()),
+                _ => return Err(invalid(self.at.saturating_sub(1), "expected `,` or a closing bracket")),
             }
         }
-        deserializer.deserialize_str(KeyVisitor)
+    }
+
+    /// The rest of a string after its opening quote, through its closing
+    /// quote; whether it had escapes.
+    fn string_body(&mut self) -> Result<bool, serde_json::Error> {
+        let mut escaped = false;
+        loop {
+            // Plain bytes are most of a string: skip them in one tight loop.
+            let rest = self.bytes.get(self.at..).unwrap_or_default();
+            self.at += rest.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20).unwrap_or(rest.len());
+            match self.next() {
+                Some(b'"') => return Ok(escaped),
+                Some(b'\\') => {
+                    escaped = true;
+                    match self.next() {
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {}
+                        Some(b'u') => {
+                            let hex = self.bytes.get(self.at..self.at + 4).unwrap_or_default();
+                            if hex.len() < 4 || !hex.iter().all(u8::is_ascii_hexdigit) {
+                                return Err(invalid(self.at, "expected four hex digits after `\\u`"));
+                            }
+                            self.at += 4;
+                        }
+                        _ => return Err(invalid(self.at.saturating_sub(1), "invalid escape")),
+                    }
+                }
+                Some(_) => return Err(invalid(self.at - 1, "control character in a string")),
+                None => return Err(invalid(self.at, "unterminated string")),
+            }
+        }
+    }
+
+    fn word(&mut self, word: &[u8]) -> Result<(), serde_json::Error> {
+        if self.bytes.get(self.at..self.at + word.len()) != Some(word) {
+            return Err(invalid(self.at, "expected a value"));
+        }
+        self.at += word.len();
+        Ok(())
+    }
+
+    /// `-?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?`
+    fn number(&mut self) -> Result<(), serde_json::Error> {
+        if self.peek() == Some(b'-') {
+            self.at += 1;
+        }
+        match self.next() {
+            Some(b'0') => {}
+            Some(b'1'..=b'9') => self.digits(),
+            _ => return Err(invalid(self.at.saturating_sub(1), "invalid number")),
+        }
+        if self.peek() == Some(b'.') {
+            self.at += 1;
+            self.some_digits()?;
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.at += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.at += 1;
+            }
+            self.some_digits()?;
+        }
+        Ok(())
+    }
+
+    fn digits(&mut self) {
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.at += 1;
+        }
+    }
+
+    fn some_digits(&mut self) -> Result<(), serde_json::Error> {
+        let start = self.at;
+        self.digits();
+        if self.at == start {
+            return Err(invalid(self.at, "invalid number"));
+        }
+        Ok(())
     }
 }
 
@@ -187,6 +349,103 @@ mod tests {
         );
         assert_eq!(text("{}", &[("model", Some(json!("c")))]), r#"{"model":"c"}"#);
         assert_eq!(text("{}", &[("model", None)]), "{}");
+    }
+
+    /// What serde_json makes of `text` read as an object whose values are
+    /// skipped: the member keys, or none. serde_json skips bytes inside
+    /// strings without checking their UTF-8; its `RawValue`s, which this
+    /// scanner replaces, did check it.
+    fn serde_keys(text: &[u8]) -> Option<Vec<String>> {
+        struct Keys(Vec<String>);
+        impl<'de> serde::Deserialize<'de> for Keys {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> serde::de::Visitor<'de> for V {
+                    type Value = Keys;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("an object")
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Keys, A::Error> {
+                        let mut keys = Vec::new();
+                        while let Some((k, serde::de::IgnoredAny)) = map.next_entry::<String, _>()? {
+                            keys.push(k);
+                        }
+                        Ok(Keys(keys))
+                    }
+                }
+                d.deserialize_map(V)
+            }
+        }
+        std::str::from_utf8(text).ok()?;
+        serde_json::from_slice::<Keys>(text).ok().map(|k| k.0)
+    }
+
+    #[test]
+    fn accepts_exactly_what_serde_json_accepts() {
+        let seeds: &[&[u8]] = &[
+            br#"{"choices":[{"finish_reason":"length","index":0,"logprobs":null,"message":{"content":"a \"b\" \u00e9\n","role":"assistant"}}],"created":0,"usage":{"completion_tokens":4,"x":-1.5e+3}}"#,
+            b"{ \"a\\u0041\" : [ 1 , 2.0 , -0 , 0.5E-2 , true , false , null , { } , [ ] ] ,\n\t\"\xc3\xa9\" : \"\\/\\b\\f\\r\\t\\ud83d\\ude00\" }",
+            br#"{}"#,
+            br#"{"a":{"b":{"c":[[["x"]]]}}}"#,
+        ];
+        let alphabet = b"{}[]\",:\\/ \n\t01-9.eE+-tfnulrasbu\x01\xff\xc3\xa9";
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut random = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let (mut accepted, mut refused) = (0, 0);
+        for round in 0..40_000 {
+            let mut text = seeds[round % seeds.len()].to_vec();
+            for _ in 0..1 + random(3) {
+                let at = random(text.len() + 1);
+                match random(3) {
+                    0 if at < text.len() => {
+                        text.remove(at);
+                    }
+                    1 if at < text.len() => text[at] = alphabet[random(alphabet.len())],
+                    _ => text.insert(at, alphabet[random(alphabet.len())]),
+                }
+            }
+            let ours = members(&text).ok().map(|m| m.into_iter().map(|(k, _)| k.into_owned()).collect());
+            assert_eq!(ours, serde_keys(&text), "{}", String::from_utf8_lossy(&text));
+            if ours.is_some() {
+                accepted += 1
+            } else {
+                refused += 1
+            }
+        }
+        assert!(accepted > 1_000 && refused > 1_000, "{accepted} accepted, {refused} refused");
+        // Nesting: serde_json skips values of any depth; the scanner, which
+        // recurses, stops at 128 levels (serde_json's limit when it builds
+        // values) with an error rather than a stack overflow.
+        let nested = |depth: usize| format!("{{\"a\":{}1{}}}", "[".repeat(depth), "]".repeat(depth));
+        for depth in 120..=MAX_DEPTH {
+            assert!(members(nested(depth).as_bytes()).is_ok(), "depth {depth}");
+            assert!(serde_keys(nested(depth).as_bytes()).is_some(), "depth {depth}");
+        }
+        for depth in [MAX_DEPTH + 1, 1_000_000] {
+            let error = members(nested(depth).as_bytes()).unwrap_err().to_string();
+            assert!(error.contains("nested too deeply"), "{error}");
+        }
+    }
+
+    #[test]
+    fn values_are_their_text_as_written() {
+        let object = br#"{"a" : [1, {"b": "}"}] , "c":"x\"y", "d": -2.5e3 ,"e":null}"#;
+        let values: Vec<(String, &str)> =
+            members(object).unwrap().into_iter().map(|(k, v)| (k.into_owned(), v)).collect();
+        assert_eq!(
+            values,
+            [
+                ("a".into(), r#"[1, {"b": "}"}]"#),
+                ("c".into(), r#""x\"y""#),
+                ("d".into(), "-2.5e3"),
+                ("e".into(), "null")
+            ]
+        );
     }
 
     #[test]

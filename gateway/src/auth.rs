@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use infergate_scheduler::Class;
 use sha2::{Digest, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq, ConstantTimeGreater};
@@ -60,7 +60,7 @@ impl TenantDirectory {
                 })?
             }
         };
-        if let Some(value) = headers.get(PRIORITY_HEADER) {
+        if let Some(value) = headers.get(crate::context::PRIORITY) {
             let asked: Class = value.to_str().ok().and_then(|s| s.parse().ok()).ok_or_else(|| {
                 ApiError::invalid(PRIORITY_HEADER, "x-priority must be interactive, standard or batch")
             })?;
@@ -95,9 +95,9 @@ fn presented_key(headers: &HeaderMap) -> Option<String> {
             .unwrap_or(auth);
         return Some(key.trim().to_owned());
     }
-    ["api-key", "x-api-key"]
-        .iter()
-        .find_map(|name| headers.get(*name).and_then(|v| v.to_str().ok()))
+    [HeaderName::from_static("api-key"), HeaderName::from_static("x-api-key")]
+        .into_iter()
+        .find_map(|name| headers.get(name).and_then(|v| v.to_str().ok()))
         .map(|k| k.trim().to_owned())
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use http::request::Parts;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use infergate_scheduler::Class;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -20,6 +20,12 @@ pub const DEADLINE_HEADER: &str = "x-request-deadline";
 pub const TIMEOUT_HEADER: &str = "x-request-timeout";
 /// Header that lowers (never raises) the tenant's class.
 pub const PRIORITY_HEADER: &str = "x-priority";
+
+// The same names for header look-ups (a name given as a string is parsed
+// at every look-up).
+const DEADLINE: HeaderName = HeaderName::from_static(DEADLINE_HEADER);
+const TIMEOUT: HeaderName = HeaderName::from_static(TIMEOUT_HEADER);
+pub(crate) const PRIORITY: HeaderName = HeaderName::from_static(PRIORITY_HEADER);
 
 /// The longest deadline a client may ask for.
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
@@ -46,9 +52,9 @@ impl DeadlineSpec {
     /// Read `X-Request-Deadline` / `X-Request-Timeout`; when both are given
     /// the earlier deadline wins.
     pub fn from_headers(headers: &HeaderMap, now: Instant) -> Result<DeadlineSpec, ApiError> {
-        let text = |name: &str| -> Result<Option<String>, ApiError> {
+        let text = |header: HeaderName, name: &str| -> Result<Option<String>, ApiError> {
             headers
-                .get(name)
+                .get(header)
                 .map(|v| {
                     v.to_str()
                         .map(|s| s.trim().to_owned())
@@ -56,7 +62,7 @@ impl DeadlineSpec {
                 })
                 .transpose()
         };
-        let absolute = text(DEADLINE_HEADER)?
+        let absolute = text(DEADLINE, DEADLINE_HEADER)?
             .map(|s| {
                 let at = OffsetDateTime::parse(&s, &Rfc3339).map_err(|_| {
                     ApiError::invalid(
@@ -74,7 +80,7 @@ impl DeadlineSpec {
                 Ok(now + Duration::try_from(left).unwrap_or(Duration::ZERO))
             })
             .transpose()?;
-        let relative = match text(TIMEOUT_HEADER)? {
+        let relative = match text(TIMEOUT, TIMEOUT_HEADER)? {
             None => None,
             Some(s) if s.eq_ignore_ascii_case("none") => {
                 return Ok(absolute.map_or(DeadlineSpec::BestEffort, DeadlineSpec::At))
@@ -158,8 +164,12 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
             detail: "no deadline: the deadline layer is missing".into(),
         })?;
         let received = parts.extensions.get::<Received>().map_or_else(Instant::now, |r| r.0);
-        let request_id: Arc<str> =
-            parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("unknown").into();
+        let request_id: Arc<str> = parts
+            .headers
+            .get(crate::layers::REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("unknown")
+            .into();
         let forwarded = infergate_backends::Forwarded::from_headers(&request_id, &parts.headers);
         Ok(RequestContext {
             request_id,

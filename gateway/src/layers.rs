@@ -124,7 +124,7 @@ where
     }
 }
 
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// An error response in its API's shape; other responses as they are.
 fn shape_error(response: Response, uri: &Uri, method: &Method, state: &SharedState) -> Response {
@@ -189,18 +189,24 @@ impl RequestIds {
 
     /// The next id as a header value.
     pub(crate) fn header(&self) -> HeaderValue {
-        let (hi, lo) = self.next();
-        let text = format!(
-            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-            hi >> 32,
-            (hi >> 16) & 0xffff,
-            hi & 0xffff,
-            lo >> 48,
-            lo & 0xffff_ffff_ffff
-        );
         // Hex digits and dashes only: always a valid header value.
-        HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("unknown"))
+        HeaderValue::from_bytes(&uuid_text(self.next())).unwrap_or(HeaderValue::from_static("unknown"))
     }
+}
+
+/// A UUID's 8-4-4-4-12 hex text, written by hand: `format!` of five hex
+/// fields cost ~2% of a proxied request's instructions.
+fn uuid_text((hi, lo): (u64, u64)) -> [u8; 36] {
+    let mut text = [b'-'; 36];
+    let digits = (0..32).map(|i| {
+        let word = if i < 16 { hi } else { lo };
+        (word >> (60 - 4 * (i % 16))) & 0xf
+    });
+    let places = (0..36).filter(|p| ![8, 13, 18, 23].contains(p));
+    for (place, digit) in places.zip(digits) {
+        text[place] = b"0123456789abcdef"[digit as usize];
+    }
+    text
 }
 
 /// Admit a request: record `http.server.request.duration` and in-flight
@@ -373,6 +379,17 @@ mod tests {
             assert!(groups[2].starts_with('4'), "version 4: {text}");
             assert!(groups[3].starts_with(['8', '9', 'a', 'b']), "RFC 4122 variant: {text}");
             assert!(seen.insert(text));
+        }
+        for (hi, lo) in [(0, 0), (u64::MAX, 1), (0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210)] {
+            let expected = format!(
+                "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+                hi >> 32,
+                (hi >> 16) & 0xffff,
+                hi & 0xffff,
+                lo >> 48,
+                lo & 0xffff_ffff_ffff
+            );
+            assert_eq!(std::str::from_utf8(&uuid_text((hi, lo))).unwrap(), expected);
         }
         // The permutation itself: distinct counters give distinct low halves.
         let ids = RequestIds(Arc::new((0, u64::MAX, AtomicU64::new(0))));

@@ -64,7 +64,7 @@ pub fn build(routes: Router, state: SharedState) -> Router {
 /// continuing the caller's trace when it sent a `traceparent`. Never the
 /// query string or any request content. Handlers fill the `gen_ai.*` fields.
 fn request_span<B>(request: &Request<B>) -> tracing::Span {
-    let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let id = request.headers().get(crate::layers::REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str());
     let method = request.method().as_str();
     let span = tracing::info_span!(

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use http::HeaderName;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{SpanContext, TraceContextExt};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -44,11 +45,19 @@ fn context_of(span: &tracing::Span) -> Option<SpanContext> {
     with_recorded(span, |r| r.context.clone()).filter(SpanContext::is_valid)
 }
 
+/// W3C trace context's headers. Named by constants: looking a header up by
+/// a string parses the name each time.
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// See [`TRACEPARENT`].
+pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+/// W3C baggage's header.
+pub const BAGGAGE: HeaderName = HeaderName::from_static("baggage");
+
 /// Make `span` a child of the `traceparent` (with `tracestate` and
 /// `baggage`) in `headers`, when there is a valid one. Call it before
 /// `span` has children.
 pub fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
-    if !headers.contains_key("traceparent") {
+    if !headers.contains_key(TRACEPARENT) {
         return;
     }
     let extracted = TraceContextPropagator::new().extract(&Headers(headers));
@@ -57,7 +66,7 @@ pub fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
         return;
     }
     let baggage = headers
-        .get("baggage")
+        .get(BAGGAGE)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= MAX_BAGGAGE)
         .map(Arc::<str>::from);
@@ -74,18 +83,18 @@ pub fn inject(span: &tracing::Span, headers: &mut http::HeaderMap) {
     };
     let traceparent =
         format!("00-{}-{}-{:02x}", context.trace_id(), context.span_id(), context.trace_flags().to_u8());
-    let mut set = |name: &'static str, value: &str| {
+    let mut set = |name: HeaderName, value: &str| {
         if let Ok(value) = http::HeaderValue::try_from(value) {
             headers.insert(name, value);
         }
     };
-    set("traceparent", &traceparent);
+    set(TRACEPARENT, &traceparent);
     let state = context.trace_state().header();
     if !state.is_empty() {
-        set("tracestate", &state);
+        set(TRACESTATE, &state);
     }
     if let Some(baggage) = baggage {
-        set("baggage", &baggage);
+        set(BAGGAGE, &baggage);
     }
 }
 

@@ -324,17 +324,22 @@ impl RemoteBackend {
             }
         };
         let (content_type, bytes) = match body {
-            Payload::Json(bytes) => ("application/json".to_owned(), bytes),
-            Payload::Audio { wav, fields } => http::multipart(&wav, "audio.wav", "audio/wav", &fields),
+            Payload::Json(bytes) => (::http::HeaderValue::from_static("application/json"), bytes),
+            Payload::Audio { wav, fields } => {
+                let (content_type, bytes) = http::multipart(&wav, "audio.wav", "audio/wav", &fields);
+                match ::http::HeaderValue::try_from(content_type) {
+                    Ok(content_type) => (content_type, bytes),
+                    Err(error) => {
+                        return Attempt::Final(BackendError::Failed(format!("upstream request: {error}")))
+                    }
+                }
+            }
         };
-        let mut request = match http::post(uri, &content_type, bytes, self.api_key.as_ref()) {
-            Ok(request) => request,
-            Err(error) => return Attempt::Final(BackendError::Failed(format!("upstream request: {error}"))),
-        };
+        let mut request = http::post(uri, content_type, bytes, self.api_key.as_ref());
         let headers = request.headers_mut();
         infergate_otel::propagation::inject(span, headers);
         // Without a trace of infergate's own, the client's context goes on as it came.
-        if !headers.contains_key("traceparent") {
+        if !headers.contains_key(infergate_otel::propagation::TRACEPARENT) {
             for (name, value) in item.forwarded.trace.iter().flat_map(|t| t.iter()) {
                 headers.insert(name.clone(), value.clone());
             }
@@ -342,14 +347,12 @@ impl RemoteBackend {
         if let Some(id) =
             item.forwarded.request_id.as_deref().and_then(|id| ::http::HeaderValue::try_from(id).ok())
         {
-            headers.insert("x-request-id", id);
+            headers.insert(http::REQUEST_ID, id);
         }
         let wait = match item.deadline {
             Some(deadline) => {
                 let left = deadline.saturating_duration_since(Instant::now());
-                if let Ok(value) = ::http::HeaderValue::try_from(format!("{}ms", left.as_millis().max(1))) {
-                    request.headers_mut().insert("x-request-timeout", value);
-                }
+                request.headers_mut().insert(http::REQUEST_TIMEOUT, http::milliseconds(left));
                 left
             }
             None => self.config.timeout,
@@ -386,7 +389,7 @@ impl RemoteBackend {
         if status == ::http::StatusCode::TOO_MANY_REQUESTS {
             let after = response
                 .headers()
-                .get("retry-after")
+                .get(::http::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<f64>().ok())
                 .map_or(Duration::from_secs(1), Duration::from_secs_f64);
@@ -531,10 +534,10 @@ async fn chat_json(response: http::Response) -> Result<Option<Output>, BackendEr
         }
     }
     let choices: Vec<Choice> =
-        serde_json::from_str(choices.ok_or_else(|| not_chat(&"missing field `choices`"))?.get())
+        serde_json::from_str(choices.ok_or_else(|| not_chat(&"missing field `choices`"))?)
             .map_err(|e| not_chat(&e))?;
     let usage_value: Value = match usage_raw {
-        Some(raw) => serde_json::from_str(raw.get()).map_err(|e| not_chat(&e))?,
+        Some(raw) => serde_json::from_str(raw).map_err(|e| not_chat(&e))?,
         None => Value::Null,
     };
     let (prompt_tokens, completion_tokens) = usage(&usage_value);

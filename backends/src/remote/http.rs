@@ -7,8 +7,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use http::uri::{PathAndQuery, Uri};
+use http::Method;
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -104,7 +105,10 @@ impl Base {
 
     /// The URI of `path` (which starts with `/`) on this base.
     pub fn join(&self, path: &str) -> Result<Uri, String> {
-        let path = PathAndQuery::try_from(format!("{}{path}", self.prefix)).map_err(|e| e.to_string())?;
+        let mut joined = String::with_capacity(self.prefix.len() + path.len());
+        joined.push_str(&self.prefix);
+        joined.push_str(path);
+        let path = PathAndQuery::try_from(joined).map_err(|e| e.to_string())?;
         Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
@@ -114,18 +118,41 @@ impl Base {
     }
 }
 
+/// The gateway's request id, passed upstream so logs line up.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The time the upstream has left, in milliseconds (see [`milliseconds`]).
+pub const REQUEST_TIMEOUT: HeaderName = HeaderName::from_static("x-request-timeout");
+
 /// A POST of `body` with its content type, and a bearer key when given.
+/// Its header map has room for the headers the caller adds (trace context,
+/// request id, timeout) without growing.
 pub fn post(
     uri: Uri,
-    content_type: &str,
+    content_type: HeaderValue,
     body: Bytes,
     key: Option<&HeaderValue>,
-) -> Result<http::Request<Body>, String> {
-    let mut request = http::Request::post(uri).header(CONTENT_TYPE, content_type);
+) -> http::Request<Body> {
+    let mut request = http::Request::new(Full::new(body));
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = uri;
+    let headers = request.headers_mut();
+    headers.reserve(8);
+    headers.insert(CONTENT_TYPE, content_type);
     if let Some(key) = key {
-        request = request.header(AUTHORIZATION, key.clone());
+        headers.insert(AUTHORIZATION, key.clone());
     }
-    request.body(Full::new(body)).map_err(|e| e.to_string())
+    request
+}
+
+/// `d` as whole milliseconds, at least 1, with the unit: `250ms`.
+pub fn milliseconds(d: Duration) -> HeaderValue {
+    // Written on the stack: no `String` for a header on every request.
+    let mut text = [0u8; 48];
+    let mut cursor = std::io::Cursor::new(&mut text[..]);
+    let _ = std::io::Write::write_fmt(&mut cursor, format_args!("{}ms", d.as_millis().max(1)));
+    let len = usize::try_from(cursor.position()).unwrap_or(0);
+    // Digits and two letters: always a valid header value.
+    HeaderValue::from_bytes(&text[..len]).unwrap_or(HeaderValue::from_static("1ms"))
 }
 
 /// `Authorization: Bearer <key>`, marked sensitive (kept out of debug output).
@@ -204,6 +231,29 @@ fn boundary(fields: &[(&str, String)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timeouts_are_whole_milliseconds_and_never_zero() {
+        assert_eq!(milliseconds(Duration::from_micros(2_500_900)), "2500ms");
+        assert_eq!(milliseconds(Duration::from_micros(10)), "1ms");
+        assert_eq!(milliseconds(Duration::from_secs(86_400)), "86400000ms");
+    }
+
+    #[test]
+    fn posts_carry_the_content_type_and_the_key() {
+        let key = bearer("sk-up").unwrap();
+        let request = post(
+            Uri::from_static("http://up/v1/x"),
+            HeaderValue::from_static("application/json"),
+            Bytes::from_static(b"{}"),
+            Some(&key),
+        );
+        assert_eq!(request.method(), Method::POST);
+        assert_eq!(request.uri(), "http://up/v1/x");
+        assert_eq!(request.headers()[CONTENT_TYPE], "application/json");
+        assert_eq!(request.headers()[AUTHORIZATION], "Bearer sk-up");
+        assert!(request.headers().capacity() >= 8);
+    }
 
     #[test]
     fn bases_join_paths_with_and_without_a_prefix() {
