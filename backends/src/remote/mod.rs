@@ -9,6 +9,7 @@
 //! retried on another replica only before the first response byte, while
 //! the deadline and the retry budget allow.
 
+mod answers;
 mod client;
 mod h1;
 mod http;
