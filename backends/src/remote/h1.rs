@@ -10,17 +10,8 @@
 //! A connection that the upstream closed while idle, or that has been idle
 //! longer than the idle timeout, is dropped on the way out; a request that a
 //! reused connection could not send at all is sent again on a new one.
-//!
-//! A connection has no task of its own: its I/O (hyper's `Connection`
-//! future) is polled by the request using it — while it waits for the
-//! response head, then from the response body — so the upstream's answer
-//! wakes the request directly, without a hop through a connection task and
-//! hyper's dispatch channel. A parked connection is polled once, without a
-//! waker, when it is taken or swept, which is when an upstream's close of
-//! an idle connection is seen.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -29,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Uri};
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::{Builder, Connection, SendRequest};
+use hyper::client::conn::http1::{Builder, SendRequest};
 use hyper_util::rt::TokioIo;
 
 use super::http::{describe, Body};
@@ -56,59 +47,15 @@ struct Idle {
 }
 
 struct Parked {
-    conn: Conn,
+    sender: SendRequest<Body>,
     since: Instant,
 }
 
 impl Parked {
-    /// Idle for less than `timeout`, and still open.
-    fn usable(&mut self, now: Instant, timeout: Duration) -> bool {
-        now.duration_since(self.since) < timeout && !self.conn.ended()
+    /// Still open, and idle for less than `timeout`.
+    fn usable(&self, now: Instant, timeout: Duration) -> bool {
+        !self.sender.is_closed() && now.duration_since(self.since) < timeout
     }
-}
-
-/// hyper's connection future: it reads and writes the socket when polled,
-/// and is ready when the connection has ended.
-type Driver = Pin<Box<Connection<TokioIo<tokio::net::TcpStream>, Body>>>;
-
-/// A connection: the handle requests go in by, and its I/O, polled by
-/// whoever is using it; `None` once it has ended (dropping hyper's
-/// connection fails whatever request was still queued on it).
-struct Conn {
-    sender: SendRequest<Body>,
-    driver: Option<Driver>,
-}
-
-impl Conn {
-    /// Whether it has ended, after doing its pending I/O (with no task to
-    /// wake: the next user polls it again).
-    fn ended(&mut self) -> bool {
-        poll_io(&mut self.driver, &mut Context::from_waker(std::task::Waker::noop()));
-        self.driver.is_none() || self.sender.is_closed()
-    }
-}
-
-/// Do a connection's pending I/O; drop it once it has ended.
-fn poll_io(driver: &mut Option<Driver>, cx: &mut Context<'_>) {
-    if let Some(io) = driver {
-        if let Poll::Ready(result) = io.as_mut().poll(cx) {
-            if let Err(error) = result {
-                tracing::debug!(error = %describe(&error), "upstream connection ended");
-            }
-            *driver = None;
-        }
-    }
-}
-
-/// `work` (a step of a request on the connection `driver` belongs to),
-/// with the connection's I/O done meanwhile.
-async fn drive<F: Future>(driver: &mut Option<Driver>, work: F) -> F::Output {
-    let mut work = std::pin::pin!(work);
-    std::future::poll_fn(|cx| {
-        poll_io(driver, cx);
-        work.as_mut().poll(cx)
-    })
-    .await
 }
 
 impl Pool {
@@ -137,12 +84,12 @@ impl Pool {
             let host = host.map_err(|e| e.to_string())?;
             request.headers_mut().insert(http::header::HOST, host);
         }
-        while let Some(mut conn) = self.shared.take(&authority) {
-            if drive(&mut conn.driver, conn.sender.ready()).await.is_err() {
+        while let Some(mut sender) = self.shared.take(&authority) {
+            if sender.ready().await.is_err() {
                 continue;
             }
-            match drive(&mut conn.driver, conn.sender.try_send_request(request)).await {
-                Ok(response) => return Ok(self.lend(response, authority, conn)),
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok(self.lend(response, authority, sender)),
                 Err(mut error) => match error.take_message() {
                     // Not written: the connection closed while idle.
                     Some(unsent) => request = unsent,
@@ -150,18 +97,22 @@ impl Pool {
                 },
             }
         }
-        let mut conn = self.connect(&authority).await?;
-        let response =
-            drive(&mut conn.driver, conn.sender.send_request(request)).await.map_err(|e| describe(&e))?;
-        Ok(self.lend(response, authority, conn))
+        let mut sender = self.connect(&authority).await?;
+        let response = sender.send_request(request).await.map_err(|e| describe(&e))?;
+        Ok(self.lend(response, authority, sender))
     }
 
-    async fn connect(&self, authority: &Authority) -> Result<Conn, String> {
+    async fn connect(&self, authority: &Authority) -> Result<SendRequest<Body>, String> {
         let tcp = self.dial(authority).await.map_err(|e| format!("connect to {authority}: {e}"))?;
         tcp.set_nodelay(true).map_err(|e| format!("connect to {authority}: {e}"))?;
         let (sender, connection) =
             Builder::new().handshake(TokioIo::new(tcp)).await.map_err(|e| describe(&e))?;
-        Ok(Conn { sender, driver: Some(Box::pin(connection)) })
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(error = %describe(&error), "upstream connection ended");
+            }
+        });
+        Ok(sender)
     }
 
     /// A TCP connection to one of the authority's addresses, tried in the
@@ -197,9 +148,9 @@ impl Pool {
         &self,
         response: http::Response<Incoming>,
         authority: Authority,
-        conn: Conn,
+        sender: SendRequest<Body>,
     ) -> http::Response<ResponseBody> {
-        let lent = Lent { shared: self.shared.clone(), authority, conn };
+        let lent = Lent { shared: self.shared.clone(), authority, sender };
         response.map(|inner| ResponseBody { inner, lent: Some(lent) })
     }
 }
@@ -210,20 +161,20 @@ impl Shared {
     }
 
     /// The most recently parked live connection to `authority`.
-    fn take(&self, authority: &Authority) -> Option<Conn> {
+    fn take(&self, authority: &Authority) -> Option<SendRequest<Body>> {
         let mut idle = self.lock();
         let parked = idle.hosts.get_mut(authority.as_str())?;
         let now = Instant::now();
-        while let Some(mut p) = parked.pop() {
+        while let Some(p) = parked.pop() {
             if p.usable(now, self.idle_timeout) {
-                return Some(p.conn);
+                return Some(p.sender);
             }
         }
         None
     }
 
-    fn park(&self, authority: Authority, conn: Conn) {
-        if conn.driver.is_none() || conn.sender.is_closed() {
+    fn park(&self, authority: Authority, sender: SendRequest<Body>) {
+        if sender.is_closed() {
             return;
         }
         let now = Instant::now();
@@ -232,12 +183,12 @@ impl Shared {
             // Now and then, the lists of authorities no request went to lately.
             let timeout = self.idle_timeout;
             idle.hosts.retain(|_, parked| {
-                parked.retain_mut(|p| p.usable(now, timeout));
+                parked.retain(|p| p.usable(now, timeout));
                 !parked.is_empty()
             });
             idle.swept = Some(now);
         }
-        let parked = Parked { conn, since: now };
+        let parked = Parked { sender, since: now };
         match idle.hosts.get_mut(authority.as_str()) {
             Some(list) if list.len() < self.max_idle_per_host => list.push(parked),
             None if self.max_idle_per_host > 0 => {
@@ -252,7 +203,7 @@ impl Shared {
 struct Lent {
     shared: Arc<Shared>,
     authority: Authority,
-    conn: Conn,
+    sender: SendRequest<Body>,
 }
 
 /// An upstream response body; the connection goes back to the pool once it
@@ -265,7 +216,7 @@ pub struct ResponseBody {
 impl ResponseBody {
     fn give_back(&mut self) {
         if let Some(lent) = self.lent.take() {
-            lent.shared.park(lent.authority, lent.conn);
+            lent.shared.park(lent.authority, lent.sender);
         }
     }
 }
@@ -294,10 +245,6 @@ impl hyper::body::Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.get_mut();
-        if let Some(lent) = &mut this.lent {
-            // The body arrives as the connection reads it.
-            poll_io(&mut lent.conn.driver, cx);
-        }
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(None) => this.give_back(),
@@ -439,21 +386,6 @@ mod tests {
         assert_eq!(heads.len(), 5);
         assert!(heads[0].starts_with("post /v1/chat/completions?x=1 http/1.1\r\n"), "{}", heads[0]);
         assert!(heads[0].contains(&format!("\r\nhost: 127.0.0.1:{}\r\n", up.port)), "{}", heads[0]);
-    }
-
-    #[tokio::test]
-    async fn a_connection_has_no_task_of_its_own() {
-        let up = upstream(false).await;
-        let pool = pool();
-        let tasks = || tokio::runtime::Handle::current().metrics().num_alive_tasks();
-        let before = tasks();
-        pong(&pool, up.port, "/").await;
-        // The upstream's task for the new connection, and no client-side one:
-        // the request polled the connection, and it is parked unpolled.
-        assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
-        assert_eq!(tasks(), before + 1);
-        pong(&pool, up.port, "/").await;
-        assert_eq!((up.accepted.load(Ordering::SeqCst), tasks()), (1, before + 1));
     }
 
     #[tokio::test]
