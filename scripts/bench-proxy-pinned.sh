@@ -10,9 +10,10 @@
 # and the medians, and the added p50/p99 against the upstream alone. Then the
 # ceiling in the same arrangement: wrk (1 thread, 32 connections, 8 s) on CPU 0,
 # each target once per round, medians and the ratio to nginx's — and each
-# target's CPU time per request meanwhile: a proxy cheap enough that the load
-# core saturates first (nginx) leaves part of its own core idle, so the
-# ceiling ratio flatters the dearer proxy; CPU per request does not.
+# target's CPU time per request meanwhile, user and kernel apart: a proxy
+# cheap enough that the load core saturates first (nginx) leaves part of its
+# own core idle, so the ceiling ratio flatters the dearer proxy; CPU per
+# request does not.
 #
 #   scripts/bench-proxy-pinned.sh   (needs target/release/infergate, infergate-load, infergate-fake-upstream)
 # Environment (defaults): BENCH_RATE=5000 BENCH_DURATION=10 BENCH_ROUNDS=3
@@ -140,12 +141,15 @@ echo "|---:|$(printf -- '---:|%.0s' "${targets[@]}")"
 for round in $(seq 1 "$ROUNDS"); do
     row="| $round |"
     for t in "${targets[@]}"; do
-        before="$(proc_ticks "${PID[$t]}")"
+        user="$(proc_ticks "${PID[$t]}" user)" system="$(proc_ticks "${PID[$t]}" system)"
         n="$(taskset -c 0 wrk -t1 -c32 -d8s -s scripts/bench/post.lua "$(url "$t")" | awk '/^BENCH/ {
             split($2, kv, "="); print int(kv[2] / 8) }')"
-        cpu="$(awk -v b="$before" -v a="$(proc_ticks "${PID[$t]}")" -v hz="$(getconf CLK_TCK)" -v n="$n" \
-            'BEGIN { printf "%.1f", (a - b) / hz * 1e6 / (n * 8) }')"
-        echo "$t $n $cpu" >>"$TMP/ceilings"
+        # CPU µs per request: all, in user space, in the kernel.
+        read -r cpu user system < <(awk -v u0="$user" -v u1="$(proc_ticks "${PID[$t]}" user)" \
+            -v s0="$system" -v s1="$(proc_ticks "${PID[$t]}" system)" -v hz="$(getconf CLK_TCK)" -v n="$n" \
+            'BEGIN { u = (u1 - u0) / hz * 1e6 / (n * 8); s = (s1 - s0) / hz * 1e6 / (n * 8)
+                     printf "%.1f %.1f %.1f\n", u + s, u, s }')
+        echo "$t $n $cpu $user $system" >>"$TMP/ceilings"
         row="$row $n ($cpu µs) |"
     done
     echo "$row"
@@ -156,11 +160,16 @@ import statistics, sys
 rows = [line.split() for line in open(sys.argv[1])]
 targets = dict.fromkeys(r[0] for r in rows)
 med = {t: statistics.median(float(r[1]) for r in rows if r[0] == t) for t in targets}
-cpu = {t: statistics.median(float(r[2]) for r in rows if r[0] == t) for t in targets}
+cpu, user, system = ({t: statistics.median(float(r[i]) for r in rows if r[0] == t) for t in targets}
+                     for i in (2, 3, 4))
 # The load core (wrk and the upstream) can be what limits a cheap proxy, which then
 # idles part of its core: its CPU per request says what a whole core would carry.
-print("| target (median of rounds) | ceiling req/s | vs nginx | CPU µs per request | req/s per core (1/CPU) | vs nginx |")
+# The split says where a proxy's cost is: the kernel's share (the same system calls
+# for every proxy here) or its own code's.
+print("| target (median of rounds) | ceiling req/s | vs nginx | CPU µs per request (user + kernel) "
+      "| req/s per core (1/CPU) | vs nginx |")
 print("|---|---:|---:|---:|---:|---:|")
 for t, v in med.items():
-    print(f"| {t} | {v:.0f} | {v / med['nginx']:.2f}× | {cpu[t]:.1f} | {1e6 / cpu[t]:.0f} | {cpu['nginx'] / cpu[t]:.2f}× |")
+    print(f"| {t} | {v:.0f} | {v / med['nginx']:.2f}× | {cpu[t]:.1f} ({user[t]:.1f} + {system[t]:.1f}) "
+          f"| {1e6 / cpu[t]:.0f} | {cpu['nginx'] / cpu[t]:.2f}× |")
 PY

@@ -83,19 +83,24 @@ bench_cleanup() {
     rm -rf "$TMP"
 }
 
-# proc_ticks PID -> utime+stime (clock ticks) of PID plus all its descendants
-# (nginx serves from worker processes). Fields 14/15 of /proc/PID/stat, counted
-# after the ")" that ends the command name.
+# proc_ticks PID [user|system] -> utime+stime (clock ticks) of PID plus all its
+# descendants (nginx serves from worker processes), or only the user or the
+# kernel share. Fields 14/15 of /proc/PID/stat, counted after the ")" that
+# ends the command name.
 proc_ticks() {
     local stat rest total child kids
     local -a f
     stat="$(<"/proc/$1/stat")" || { echo 0; return; }
     rest="${stat##*) }"
     read -r -a f <<<"$rest"
-    total=$((f[11] + f[12]))
+    case "${2:-}" in
+        user) total=$((f[11])) ;;
+        system) total=$((f[12])) ;;
+        *) total=$((f[11] + f[12])) ;;
+    esac
     kids="$(cat /proc/"$1"/task/*/children 2>/dev/null || true)"
     for child in $kids; do
-        total=$((total + $(proc_ticks "$child")))
+        total=$((total + $(proc_ticks "$child" "${2:-}")))
     done
     echo "$total"
 }
