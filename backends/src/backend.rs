@@ -62,6 +62,13 @@ pub struct Item {
 }
 
 /// Request context a remote backend passes upstream.
+/// `x-request-id`: the gateway's request id, returned to clients and passed
+/// upstream so logs line up.
+pub const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+/// `x-request-timeout`: the time a client gives a request; upstream, the
+/// time it has left.
+pub const REQUEST_TIMEOUT: http::HeaderName = http::HeaderName::from_static("x-request-timeout");
+
 #[derive(Debug, Clone, Default)]
 pub struct Forwarded {
     /// The gateway's request id, sent as `x-request-id` so upstream logs line up.

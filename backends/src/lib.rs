@@ -19,7 +19,7 @@ pub mod whisper;
 
 pub use backend::{
     Backend, BatchReport, Chunk, Event, EventSender, Forwarded, Generate, Item, ModelInfo, StepReport,
-    UpstreamStats,
+    UpstreamStats, REQUEST_ID, REQUEST_TIMEOUT,
 };
 pub use config::BackendConfig;
 pub use error::BackendError;

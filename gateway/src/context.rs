@@ -7,6 +7,7 @@ use std::time::Duration;
 use axum::extract::FromRequestParts;
 use http::request::Parts;
 use http::{HeaderMap, HeaderName};
+use infergate_backends::REQUEST_TIMEOUT as TIMEOUT;
 use infergate_scheduler::Class;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -24,7 +25,6 @@ pub const PRIORITY_HEADER: &str = "x-priority";
 // The same names for header look-ups (a name given as a string is parsed
 // at every look-up).
 const DEADLINE: HeaderName = HeaderName::from_static(DEADLINE_HEADER);
-const TIMEOUT: HeaderName = HeaderName::from_static(TIMEOUT_HEADER);
 pub(crate) const PRIORITY: HeaderName = HeaderName::from_static(PRIORITY_HEADER);
 
 /// The longest deadline a client may ask for.
@@ -52,17 +52,17 @@ impl DeadlineSpec {
     /// Read `X-Request-Deadline` / `X-Request-Timeout`; when both are given
     /// the earlier deadline wins.
     pub fn from_headers(headers: &HeaderMap, now: Instant) -> Result<DeadlineSpec, ApiError> {
-        let text = |header: HeaderName, name: &str| -> Result<Option<String>, ApiError> {
+        let text = |name: &HeaderName| -> Result<Option<String>, ApiError> {
             headers
-                .get(header)
+                .get(name)
                 .map(|v| {
-                    v.to_str()
-                        .map(|s| s.trim().to_owned())
-                        .map_err(|_| ApiError::invalid(name, format!("{name} must be ASCII")))
+                    v.to_str().map(|s| s.trim().to_owned()).map_err(|_| {
+                        ApiError::invalid(name.as_str(), format!("{} must be ASCII", name.as_str()))
+                    })
                 })
                 .transpose()
         };
-        let absolute = text(DEADLINE, DEADLINE_HEADER)?
+        let absolute = text(&DEADLINE)?
             .map(|s| {
                 let at = OffsetDateTime::parse(&s, &Rfc3339).map_err(|_| {
                     ApiError::invalid(
@@ -80,7 +80,7 @@ impl DeadlineSpec {
                 Ok(now + Duration::try_from(left).unwrap_or(Duration::ZERO))
             })
             .transpose()?;
-        let relative = match text(TIMEOUT, TIMEOUT_HEADER)? {
+        let relative = match text(&TIMEOUT)? {
             None => None,
             Some(s) if s.eq_ignore_ascii_case("none") => {
                 return Ok(absolute.map_or(DeadlineSpec::BestEffort, DeadlineSpec::At))

@@ -18,7 +18,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::response::{IntoResponse, Response};
 use axum::BoxError;
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Method, Uri};
+use http::{HeaderValue, Method, Uri};
 use infergate_otel::RequestLabels;
 use tokio::time::Instant as TokioInstant;
 use tower::{Layer, Service};
@@ -124,7 +124,7 @@ where
     }
 }
 
-pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) use infergate_backends::REQUEST_ID;
 
 /// An error response in its API's shape; other responses as they are.
 fn shape_error(response: Response, uri: &Uri, method: &Method, state: &SharedState) -> Response {

@@ -344,12 +344,12 @@ impl RemoteBackend {
         if let Some(id) =
             item.forwarded.request_id.as_deref().and_then(|id| ::http::HeaderValue::try_from(id).ok())
         {
-            headers.insert(http::REQUEST_ID, id);
+            headers.insert(crate::REQUEST_ID, id);
         }
         let wait = match item.deadline {
             Some(deadline) => {
                 let left = deadline.saturating_duration_since(Instant::now());
-                request.headers_mut().insert(http::REQUEST_TIMEOUT, http::milliseconds(left));
+                request.headers_mut().insert(crate::REQUEST_TIMEOUT, http::milliseconds(left));
                 left
             }
             None => self.config.timeout,

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use http::uri::{PathAndQuery, Uri};
 use http::Method;
 use http_body_util::{BodyExt, Full};
@@ -118,11 +118,6 @@ impl Base {
     }
 }
 
-/// The gateway's request id, passed upstream so logs line up.
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-/// The time the upstream has left, in milliseconds (see [`milliseconds`]).
-pub const REQUEST_TIMEOUT: HeaderName = HeaderName::from_static("x-request-timeout");
-
 /// A POST of `body` with its content type, and a bearer key when given.
 /// Its header map has room for the headers the caller adds (trace context,
 /// request id, timeout) without growing.
@@ -144,7 +139,8 @@ pub fn post(
     request
 }
 
-/// `d` as whole milliseconds, at least 1, with the unit: `250ms`.
+/// `d` as whole milliseconds, at least 1, with the unit: `250ms` (an
+/// upstream's `X-Request-Timeout`).
 pub fn milliseconds(d: Duration) -> HeaderValue {
     // Written on the stack: no `String` for a header on every request.
     let mut text = [0u8; 48];
