@@ -15,7 +15,9 @@
 # own core idle, so the ceiling ratio flatters the dearer proxy; CPU per
 # request does not.
 #
-#   scripts/bench-proxy-pinned.sh   (needs target/release/infergate, infergate-load, infergate-fake-upstream)
+#   scripts/bench-proxy-pinned.sh   (needs target/release/infergate, infergate-load, infergate-fake-upstream;
+#   with target/release/examples/hyper_proxy, from `cargo build --release --example hyper_proxy`, also
+#   `hyper-floor`: hyper alone proxying, the least a Rust proxy on this stack costs)
 # Environment (defaults): BENCH_RATE=5000 BENCH_DURATION=10 BENCH_ROUNDS=3
 #   BENCH_VARIANT_ENV="NAME=VALUE ..." also runs infergate with these variables
 #   as `infergate-variant` (an A/B of a setting within the same rounds)
@@ -57,6 +59,15 @@ if [[ -n "${BENCH_VARIANT_ENV:-}" ]]; then
         --config "$TMP/infergate.toml" --listen "127.0.0.1:${PORT[infergate-variant]}" >"$TMP/variant.log" 2>&1 &
     PIDS+=("$!"); PID[infergate-variant]="$!"
     targets+=(infergate-variant)
+fi
+
+# The floor: hyper alone, proxying (backends/examples/hyper_proxy.rs), when built.
+if [[ -x "$DIR/examples/hyper_proxy" ]]; then
+    PORT[hyper-floor]="$(free_port)"
+    taskset -c 1 "$DIR/examples/hyper_proxy" "127.0.0.1:${PORT[hyper-floor]}" "127.0.0.1:${PORT[upstream]}" \
+        >"$TMP/hyper-floor.log" 2>&1 &
+    PIDS+=("$!"); PID[hyper-floor]="$!"
+    targets+=(hyper-floor)
 fi
 
 PORT[nginx]="$(free_port)"
