@@ -9,6 +9,9 @@
 # and BENCH_DURATION s of load are counted.
 #
 #   scripts/bench-proxy-instructions.sh INFERGATE [INFERGATE...]
+# A binary named hyper_proxy (target/release/examples/hyper_proxy, from
+# `cargo build --release --example hyper_proxy`) is run as the floor: hyper
+# alone proxying the same request.
 # Environment (defaults): BENCH_DURATION=5 BENCH_CONNECTIONS=8
 #   INFERGATE_BIN_DIR=target/release (for infergate-fake-upstream)
 set -euo pipefail
@@ -46,11 +49,18 @@ for bin in "$@"; do
     port="$(free_port)"
     out="$TMP/callgrind.out"
     rm -f "$out"*
+    if [[ "$(basename "$bin")" == hyper_proxy ]]; then # the floor: LISTEN UPSTREAM, one thread
+        args=("127.0.0.1:$port" "127.0.0.1:$up_port")
+    else
+        args=(serve --config "$TMP/infergate.toml" --listen "127.0.0.1:$port")
+    fi
     INFERGATE__SERVER__WORKER_THREADS=1 RUST_LOG=error valgrind --tool=callgrind --callgrind-out-file="$out" \
-        "$bin" serve --config "$TMP/infergate.toml" --listen "127.0.0.1:$port" >"$TMP/gw.log" 2>&1 &
+        "$bin" "${args[@]}" >"$TMP/gw.log" 2>&1 &
     pid=$!
     for _ in $(seq 1 120); do
-        curl -sf -o /dev/null "http://127.0.0.1:$port/healthz" && break
+        code="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/healthz" || true)"
+        # infergate ready, or the floor answering at all (its upstream has no /healthz).
+        [[ "$code" == 200 || ("${args[0]}" != serve && "$code" != 000) ]] && break
         sleep 0.5
     done
     load "$port" 3 >/dev/null

@@ -144,11 +144,12 @@ impl RequestContext {
 
     /// An id for response objects (`chatcmpl-…`), derived from the request id.
     pub fn object_id(&self, prefix: &str) -> String {
-        let mut id = String::with_capacity(prefix.len() + 33);
-        id.push_str(prefix);
-        id.push('-');
-        id.extend(self.request_id.chars().filter(char::is_ascii_alphanumeric).take(32));
-        id
+        let mut id = Vec::with_capacity(prefix.len() + 33);
+        id.extend_from_slice(prefix.as_bytes());
+        id.push(b'-');
+        id.extend(self.request_id.bytes().filter(u8::is_ascii_alphanumeric).take(32));
+        // Text and ASCII: always UTF-8.
+        String::from_utf8(id).unwrap_or_default()
     }
 }
 
@@ -186,6 +187,23 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
 mod tests {
     use super::*;
     use crate::test_util::headers;
+
+    #[test]
+    fn object_ids_keep_the_request_ids_letters_and_digits() {
+        let ctx = |request_id: &str| RequestContext {
+            request_id: request_id.into(),
+            tenant: "t".into(),
+            class: Class::Standard,
+            deadline: DeadlineSpec::BestEffort,
+            received: Instant::now(),
+            forwarded: Default::default(),
+        };
+        let id = ctx("0f8fad5b-d9cb-469f-a165-70867728950e").object_id("chatcmpl");
+        assert_eq!(id, "chatcmpl-0f8fad5bd9cb469fa16570867728950e");
+        // A client's own id: only ASCII letters and digits, at most 32 of them.
+        assert_eq!(ctx("é-x_y/1").object_id("modr"), "modr-xy1");
+        assert_eq!(ctx(&"ab".repeat(40)).object_id("ocr"), format!("ocr-{}", "ab".repeat(16)));
+    }
 
     #[test]
     fn reads_relative_absolute_and_best_effort_deadlines() {

@@ -197,15 +197,18 @@ impl RequestIds {
 /// A UUID's 8-4-4-4-12 hex text, written by hand: `format!` of five hex
 /// fields cost ~2% of a proxied request's instructions.
 fn uuid_text((hi, lo): (u64, u64)) -> [u8; 36] {
-    let mut text = [b'-'; 36];
-    let digits = (0..32).map(|i| {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0; 32];
+    for (i, digit) in digits.iter_mut().enumerate() {
         let word = if i < 16 { hi } else { lo };
-        (word >> (60 - 4 * (i % 16))) & 0xf
-    });
-    let places = (0..36).filter(|p| ![8, 13, 18, 23].contains(p));
-    for (place, digit) in places.zip(digits) {
-        text[place] = b"0123456789abcdef"[digit as usize];
+        *digit = HEX[((word >> (60 - 4 * (i % 16))) & 0xf) as usize];
     }
+    let mut text = [b'-'; 36];
+    text[..8].copy_from_slice(&digits[..8]);
+    text[9..13].copy_from_slice(&digits[8..12]);
+    text[14..18].copy_from_slice(&digits[12..16]);
+    text[19..23].copy_from_slice(&digits[16..20]);
+    text[24..].copy_from_slice(&digits[20..]);
     text
 }
 

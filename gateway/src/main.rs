@@ -9,11 +9,20 @@ use clap::{Parser, Subcommand};
 use infergate_gateway::config::{Config, LogFormatConfig, OtlpProtocolConfig};
 use infergate_otel::{LogFormat, OtlpProtocol, TelemetryGuard, TelemetryOptions};
 
-/// mimalloc: requests allocate on one worker thread and free on another
-/// (and spans on the export thread); glibc's malloc spent ~10% of the
-/// gateway's CPU on that (BENCHMARKS.md, telemetry overhead).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// mimalloc: requests allocate on one worker thread and free on another
+// (and spans on the export thread); glibc's malloc spent ~10% of the
+// gateway's CPU on that (BENCHMARKS.md, telemetry overhead).
+//
+// It replaces `malloc` and `free` themselves (the crate's `override`
+// feature) rather than being the `#[global_allocator]`: that one asks for
+// every block through `mi_malloc_aligned`, whose fast path misses for
+// blocks over 1 KiB and whenever the size class has no free block at hand,
+// and then over-allocates by the alignment — ~70 instructions an allocation
+// against ~40 through `malloc` (BENCHMARKS.md, "The floor under the proxy").
+// Rust's system allocator calls `malloc` for alignments up to 16 and
+// `posix_memalign` above, both mimalloc's now; so do the C and C++ libraries
+// in the process (ONNX Runtime, whisper.cpp).
+use mimalloc as _;
 
 /// infergate: an observability-first inference gateway and multimodal
 /// scheduler. Serves OpenAI-compatible and KServe v2 APIs in front of
