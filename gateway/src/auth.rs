@@ -85,7 +85,7 @@ impl TenantDirectory {
 }
 
 /// The key from `Authorization: Bearer`, `api-key` or `x-api-key`.
-fn presented_key(headers: &HeaderMap) -> Option<String> {
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
     if let Some(auth) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         let auth = auth.trim();
         // DeepL's clients send `DeepL-Auth-Key KEY`.
@@ -93,12 +93,12 @@ fn presented_key(headers: &HeaderMap) -> Option<String> {
             .iter()
             .find_map(|scheme| auth.strip_prefix(scheme))
             .unwrap_or(auth);
-        return Some(key.trim().to_owned());
+        return Some(key.trim());
     }
     [HeaderName::from_static("api-key"), HeaderName::from_static("x-api-key")]
         .into_iter()
         .find_map(|name| headers.get(name).and_then(|v| v.to_str().ok()))
-        .map(|k| k.trim().to_owned())
+        .map(str::trim)
 }
 
 #[cfg(test)]
