@@ -50,6 +50,14 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# A profile-guided build for serving: target/pgo/infergate, trained on the
+# proxy, chat, embeddings and translation paths (~15 min on 2 cores;
+# BENCHMARKS.md, "Profile-guided optimisation").
+.PHONY: release-pgo
+release-pgo:
+	scripts/setup.sh --bench
+	scripts/build-pgo.sh
+
 bench-embeddings:
 	scripts/setup.sh --bench
 	$(CARGO) build --release --bin infergate
