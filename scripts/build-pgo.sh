@@ -34,7 +34,7 @@ cargo build --release --bin infergate-fake-upstream --bin infergate-load >&2
 
 bench_workspace pgo
 OUT="${PGO_DIR:-$REPO_ROOT/target/pgo}"
-rm -rf "$OUT/data"
+rm -rf "$OUT/data" "$OUT"/merged-*.profdata
 mkdir -p "$OUT/data"
 # --target keeps RUSTFLAGS off build scripts and proc macros; each build has
 # a directory of its own so that neither invalidates target/release.
@@ -73,16 +73,21 @@ port="$(free_port)"
 INFERGATE__SERVER__WORKER_THREADS=1 RUST_LOG=error "$OUT/gen/$HOST/release/infergate" serve \
     --config "$TMP/infergate.toml" --listen "127.0.0.1:$port" >"$TMP/gateway.log" 2>&1 &
 gateway=$!
+ready=0
 for _ in $(seq 1 120); do
-    curl -sf -o /dev/null "http://127.0.0.1:$port/healthz" && break
+    curl -sf -o /dev/null "http://127.0.0.1:$port/healthz" && { ready=1; break; }
     sleep 0.5
 done
+[[ $ready == 1 ]] || die "the instrumented gateway did not start (see $TMP/gateway.log)"
 export BENCH_API_KEY="sk-infergate-test"
-train() { # PATH BODY
+train() { # PATH BODY: a profile of error answers would train the wrong paths
     log "training on $1 ($SECONDS_PER_PATH s): $2"
     echo "$2" >"$TMP/body.json"
-    BENCH_BODY_FILE="$TMP/body.json" wrk -t1 -c16 -d"${SECONDS_PER_PATH}s" -s scripts/bench/post.lua \
-        "http://127.0.0.1:$port$1" | grep '^BENCH' >&2
+    local result
+    result="$(BENCH_BODY_FILE="$TMP/body.json" wrk -t1 -c16 -d"${SECONDS_PER_PATH}s" -s scripts/bench/post.lua \
+        "http://127.0.0.1:$port$1" | grep '^BENCH')" || die "no result from wrk on $1"
+    echo "$result" >&2
+    [[ "$result" =~ requests=[1-9] && ! "$result" =~ err_[a-z]+=[1-9] ]] || die "training on $1 failed: $result"
 }
 train /v1/chat/completions '{"model":"remote","messages":[{"role":"user","content":"Say hi."}],"max_tokens":4}'
 train /v1/chat/completions \

@@ -61,7 +61,6 @@ pub struct Item {
     pub forwarded: Forwarded,
 }
 
-/// Request context a remote backend passes upstream.
 /// `x-request-id`: the gateway's request id, returned to clients and passed
 /// upstream so logs line up.
 pub const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
@@ -69,6 +68,7 @@ pub const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-reques
 /// time it has left.
 pub const REQUEST_TIMEOUT: http::HeaderName = http::HeaderName::from_static("x-request-timeout");
 
+/// Request context a remote backend passes upstream.
 #[derive(Debug, Clone, Default)]
 pub struct Forwarded {
     /// The gateway's request id, sent as `x-request-id` so upstream logs line up.
