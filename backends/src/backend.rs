@@ -122,12 +122,26 @@ pub struct BatchReport {
 }
 
 /// Static facts about a model for `/v1/models` and KServe metadata.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ModelInfo {
     /// Who serves it, as shown in `owned_by`.
-    pub owned_by: String,
-    /// The backend kind (`synthetic`, `onnx`, ...).
-    pub platform: String,
+    pub owned_by: &'static str,
+    /// The backend kind (`synthetic`, `onnxruntime`, ...).
+    pub platform: &'static str,
+    pub capabilities: Capabilities,
+}
+
+/// What a backend can do beyond serving its task, for the gateway to
+/// decide by (rather than by its kind's name).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Chat requests go upstream as the client sent them (an
+    /// OpenAI-compatible server), so what infergate's own models refuse
+    /// (tools, logprobs, several choices, image and audio parts) is the
+    /// upstream's to judge.
+    pub forwards_body: bool,
+    /// Answers [`crate::Request::VoiceActivity`] with speech segments.
+    pub voice_activity: bool,
 }
 
 /// A model server: runs batches of jobs of one model.

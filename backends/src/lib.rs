@@ -18,8 +18,8 @@ pub mod tokens;
 pub mod whisper;
 
 pub use backend::{
-    Backend, BatchReport, Chunk, Event, EventSender, Forwarded, Generate, Item, ModelInfo, StepReport,
-    UpstreamStats, REQUEST_ID, REQUEST_TIMEOUT,
+    Backend, BatchReport, Capabilities, Chunk, Event, EventSender, Forwarded, Generate, Item, ModelInfo,
+    StepReport, UpstreamStats, REQUEST_ID, REQUEST_TIMEOUT,
 };
 pub use config::BackendConfig;
 pub use error::BackendError;
@@ -27,5 +27,5 @@ pub use task::{
     AudioTask, ChatMessage, ChatOutput, ChatRequest, EmbeddingInput, EmbeddingsOutput, EmbeddingsRequest,
     FinishReason, ModerationInput, ModerationOutput, ModerationRequest, ModerationResult, OcrLine, OcrOutput,
     OcrRequest, Output, Request, Segment, Task, TensorOutput, TensorRequest, TranscriptionOutput,
-    TranscriptionRequest, UpstreamAnswer,
+    TranscriptionRequest, UpstreamAnswer, VoiceActivityOutput, VoiceActivityRequest,
 };

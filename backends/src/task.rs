@@ -58,6 +58,8 @@ pub enum Request {
     Moderation(ModerationRequest),
     Tensor(TensorRequest),
     Ocr(OcrRequest),
+    /// Where the speech is in audio (for cutting long audio into chunks).
+    VoiceActivity(VoiceActivityRequest),
 }
 
 impl Request {
@@ -68,7 +70,7 @@ impl Request {
             Request::Embeddings(_) => Task::Embeddings,
             Request::Transcription(_) => Task::Transcription,
             Request::Moderation(_) => Task::Moderation,
-            Request::Tensor(_) => Task::Tensor,
+            Request::Tensor(_) | Request::VoiceActivity(_) => Task::Tensor,
             Request::Ocr(_) => Task::Ocr,
         }
     }
@@ -189,6 +191,20 @@ pub struct TranscriptionRequest {
     pub temperature: f32,
 }
 
+/// Audio to find speech in: 16 kHz mono samples. Served by voice-activity
+/// models, which are tensor models (their KServe form takes the samples as
+/// an FP32 tensor); this form shares the samples instead of copying them.
+#[derive(Debug, Clone)]
+pub struct VoiceActivityRequest {
+    pub pcm: std::sync::Arc<[f32]>,
+}
+
+/// Speech segments `(start, end)` in seconds, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VoiceActivityOutput {
+    pub segments: Vec<(f64, f64)>,
+}
+
 /// One timed piece of a transcript.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Segment {
@@ -296,4 +312,5 @@ pub enum Output {
     Moderation(ModerationOutput),
     Tensor(TensorOutput),
     Ocr(OcrOutput),
+    VoiceActivity(VoiceActivityOutput),
 }

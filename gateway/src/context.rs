@@ -167,7 +167,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
         let received = parts.extensions.get::<Received>().map_or_else(Instant::now, |r| r.0);
         let request_id: Arc<str> = parts
             .headers
-            .get(crate::layers::REQUEST_ID)
+            .get(infergate_backends::REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("unknown")
             .into();

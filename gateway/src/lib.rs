@@ -3,11 +3,11 @@
 
 pub mod api;
 pub mod auth;
+mod call;
 pub mod config;
 pub mod context;
 pub mod error;
 pub mod layers;
-pub mod outcome;
 pub mod runner;
 pub mod server;
 pub mod stack;

@@ -23,8 +23,6 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Unix time the process started, for `created` fields.
     pub started: u64,
-    /// Voice activity detection for cutting long audio (`audio.vad_model`).
-    pub vad: Option<Arc<std::sync::Mutex<infergate_backends::onnx::vad::Vad>>>,
     /// Characters translated per tenant (DeepL's `/v2/usage`).
     translated: std::sync::Mutex<HashMap<Arc<str>, u64>>,
 }
@@ -60,13 +58,12 @@ impl AppState {
             })
             .collect::<Result<_, String>>()?;
         let by_name = models.iter().map(|m| (m.name.clone(), m.clone())).collect();
-        let vad = match &config.audio.vad_model {
-            Some(path) => Some(Arc::new(std::sync::Mutex::new(
-                infergate_backends::onnx::vad::Vad::load(path)
-                    .map_err(|e| format!("audio.vad_model: {e}"))?,
-            ))),
-            None => None,
-        };
+        if let Some(name) = &config.audio.vad_model {
+            let detects = models.iter().any(|m| &m.name == name && m.info.capabilities.voice_activity);
+            if !detects {
+                return Err(format!("audio.vad_model: model {name} does not detect voice activity"));
+            }
+        }
         let started = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let state = AppState {
             tenants: TenantDirectory::new(&config),
@@ -76,7 +73,6 @@ impl AppState {
             readiness: Readiness::default(),
             metrics,
             started,
-            vad,
             translated: std::sync::Mutex::default(),
         };
         state.readiness.loaded.store(true, Ordering::SeqCst);
@@ -95,6 +91,12 @@ impl AppState {
     /// The model with this name.
     pub fn model(&self, name: &str) -> Result<&Arc<ModelHandle>, ApiError> {
         self.by_name.get(name).ok_or_else(|| ApiError::ModelNotFound { model: name.to_owned() })
+    }
+
+    /// Unix time now, for `created` fields (the start time if the clock is
+    /// before 1970).
+    pub fn now(&self) -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(self.started)
     }
 
     /// Count characters a tenant had translated.

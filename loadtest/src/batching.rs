@@ -14,43 +14,9 @@
 //! that one batch takes more than half the SLO; delays from 0 to the time `b_need`
 //! requests take to arrive, none above half the SLO's slack after a full batch.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::capacity::CapacityReport;
-
-/// Histogram series `capacity --metrics-url` reads, before and after each step.
-pub const METRICS: [&str; 4] = [
-    "infergate_batch_size_sum",
-    "infergate_batch_size_count",
-    "infergate_backend_execute_duration_seconds_sum",
-    "infergate_backend_execute_duration_seconds_count",
-];
-
-/// What the gateway batched during one step.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct BatchStats {
-    pub batches: f64,
-    pub mean_size: f64,
-    pub mean_execute_ms: f64,
-}
-
-impl BatchStats {
-    /// From scrapes before and after a step (`None` when no batch ran).
-    pub fn between(
-        before: &std::collections::BTreeMap<String, f64>,
-        after: &std::collections::BTreeMap<String, f64>,
-    ) -> Option<BatchStats> {
-        let delta =
-            |name: &str| after.get(name).copied().unwrap_or(0.0) - before.get(name).copied().unwrap_or(0.0);
-        let batches = delta(METRICS[1]);
-        let timed = delta(METRICS[3]);
-        (batches > 0.0 && timed > 0.0).then(|| BatchStats {
-            batches,
-            mean_size: delta(METRICS[0]) / batches,
-            mean_execute_ms: delta(METRICS[2]) / timed * 1000.0,
-        })
-    }
-}
 
 /// Proposed scheduler settings for the measured model.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -275,7 +241,7 @@ pub fn to_toml(advice: &Advice, model: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capacity::{Search, Slo, Step};
+    use crate::capacity::{BatchStats, Search, Slo, Step};
     use crate::report::Metric;
 
     fn report(points: &[(f64, f64)], capacity: f64) -> CapacityReport {
@@ -355,13 +321,5 @@ mod tests {
         // 10 req/s per worker: 1/(1 − 0.2) = 1.25.
         assert!((four.needed_batch - 1.25).abs() < 1e-9, "{four:?}");
         assert!(four.max_batch <= 4, "{four:#?}");
-    }
-
-    #[test]
-    fn stats_are_deltas_of_the_histograms() {
-        let scrape = |v: [f64; 4]| METRICS.iter().map(|m| m.to_string()).zip(v).collect();
-        let s = BatchStats::between(&scrape([10.0, 5.0, 0.5, 5.0]), &scrape([70.0, 15.0, 0.9, 15.0]));
-        assert_eq!(s, Some(BatchStats { batches: 10.0, mean_size: 6.0, mean_execute_ms: 40.0 }));
-        assert_eq!(BatchStats::between(&scrape([1.0; 4]), &scrape([1.0; 4])), None);
     }
 }

@@ -9,13 +9,16 @@
 //! bisects between the last pass and the first failure until they are within `precision` of
 //! each other. The knee is the highest passing rate whose median latency is still within
 //! 1.5× the median at the lowest rate: beyond it queueing, not service, sets the latency.
-//! Repeated searches give a mean capacity with a 95% confidence interval.
+//! Repeated searches give a mean capacity with a 95% confidence interval. With
+//! `--metrics-url` each step also records what the gateway batched ([`BatchStats`]), from
+//! which `tune` fits a batch cost model ([`crate::batching`]).
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::open::{OpenLoop, Shape};
+use crate::arrivals::Shape;
+use crate::open::OpenLoop;
 use crate::report::{Latency, Metric};
 use crate::request::Target;
 
@@ -64,6 +67,40 @@ pub struct Settings {
     pub metrics: Option<(http::Uri, Option<String>)>,
 }
 
+/// Histogram series `capacity --metrics-url` reads, before and after each step.
+pub const METRICS: [&str; 4] = [
+    "infergate_batch_size_sum",
+    "infergate_batch_size_count",
+    "infergate_backend_execute_duration_seconds_sum",
+    "infergate_backend_execute_duration_seconds_count",
+];
+
+/// What the gateway batched during one step.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BatchStats {
+    pub batches: f64,
+    pub mean_size: f64,
+    pub mean_execute_ms: f64,
+}
+
+impl BatchStats {
+    /// From scrapes before and after a step (`None` when no batch ran).
+    pub fn between(
+        before: &std::collections::BTreeMap<String, f64>,
+        after: &std::collections::BTreeMap<String, f64>,
+    ) -> Option<BatchStats> {
+        let delta =
+            |name: &str| after.get(name).copied().unwrap_or(0.0) - before.get(name).copied().unwrap_or(0.0);
+        let batches = delta(METRICS[1]);
+        let timed = delta(METRICS[3]);
+        (batches > 0.0 && timed > 0.0).then(|| BatchStats {
+            batches,
+            mean_size: delta(METRICS[0]) / batches,
+            mean_execute_ms: delta(METRICS[2]) / timed * 1000.0,
+        })
+    }
+}
+
 /// One step of a search.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Step {
@@ -81,7 +118,7 @@ pub struct Step {
     pub because: Vec<String>,
     /// What the gateway batched during the step (with `--metrics-url`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub batch: Option<crate::batching::BatchStats>,
+    pub batch: Option<BatchStats>,
 }
 
 /// One search: its steps in the order run, and what they found.
@@ -168,7 +205,7 @@ async fn run_step(target: &Target, settings: &Settings, rate: f64) -> anyhow::Re
     };
     let scrape = || async {
         let (url, model) = settings.metrics.as_ref()?;
-        let names: Vec<String> = crate::batching::METRICS.iter().map(|m| m.to_string()).collect();
+        let names: Vec<String> = METRICS.iter().map(|m| m.to_string()).collect();
         crate::scrape::once(&crate::request::client(), url, &names, model.as_deref()).await.ok()
     };
     let before = scrape().await;
@@ -176,7 +213,7 @@ async fn run_step(target: &Target, settings: &Settings, rate: f64) -> anyhow::Re
         crate::open::run(target.clone(), open, settings.warmup, Some(settings.step), None, settings.timeout)
             .await?;
     let batch = match (before, scrape().await) {
-        (Some(before), Some(after)) => crate::batching::BatchStats::between(&before, &after),
+        (Some(before), Some(after)) => BatchStats::between(&before, &after),
         _ => None,
     };
     let summary = result.tally.summarize(result.elapsed);
@@ -385,5 +422,13 @@ mod tests {
         let (lo, hi) = ci.unwrap();
         // sd 10, n 3, t 4.303: half-width 24.84.
         assert!((hi - 100.0 - 24.84).abs() < 0.01 && (100.0 - lo - 24.84).abs() < 0.01, "{lo} {hi}");
+    }
+
+    #[test]
+    fn stats_are_deltas_of_the_histograms() {
+        let scrape = |v: [f64; 4]| METRICS.iter().map(|m| m.to_string()).zip(v).collect();
+        let s = BatchStats::between(&scrape([10.0, 5.0, 0.5, 5.0]), &scrape([70.0, 15.0, 0.9, 15.0]));
+        assert_eq!(s, Some(BatchStats { batches: 10.0, mean_size: 6.0, mean_execute_ms: 40.0 }));
+        assert_eq!(BatchStats::between(&scrape([1.0; 4]), &scrape([1.0; 4])), None);
     }
 }

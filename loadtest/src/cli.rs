@@ -9,8 +9,9 @@ use clap::{value_parser, ArgGroup, Args, Parser, Subcommand};
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, Method, Uri};
 
+use crate::arrivals::{Arrivals, Shape};
 use crate::capacity::{Settings, Slo};
-use crate::open::{Arrivals, OpenLoop, Shape};
+use crate::open::OpenLoop;
 use crate::request::Target;
 use crate::run::RunConfig;
 
@@ -470,7 +471,7 @@ impl RunArgs {
     /// Checks the flags against each other and reads the body and replay files.
     pub fn to_config(&self) -> anyhow::Result<RunConfig> {
         let replay = match &self.replay {
-            Some(path) => Some(crate::open::parse_replay(
+            Some(path) => Some(crate::arrivals::parse_replay(
                 &std::fs::read_to_string(path)
                     .with_context(|| format!("reading --replay {}", path.display()))?,
             )?),
@@ -525,36 +526,54 @@ impl RunArgs {
     }
 }
 
-fn parse_method(s: &str) -> Result<Method, String> {
-    Method::from_bytes(s.to_ascii_uppercase().as_bytes()).map_err(|e| e.to_string())
+/// A command-line value the parsers below refuse; clap prints it after the flag.
+#[derive(Debug, thiserror::Error)]
+enum ArgError {
+    #[error("{0}")]
+    Method(#[from] http::method::InvalidMethod),
+    #[error("expected 'Name: value', got {0:?}")]
+    Header(String),
+    #[error("header name: {0}")]
+    HeaderName(#[from] http::header::InvalidHeaderName),
+    #[error("header value: {0}")]
+    HeaderValue(#[from] http::header::InvalidHeaderValue),
+    #[error("expected a positive number of requests per second, got {0:?}")]
+    Rate(String),
+    #[error("expected a number of requests per second, got {0:?}")]
+    NonNegativeRate(String),
+    #[error("{0}")]
+    Duration(#[from] humantime::DurationError),
+    #[error("must be greater than zero")]
+    ZeroDuration,
 }
 
-fn parse_header(s: &str) -> Result<(HeaderName, HeaderValue), String> {
-    let (name, value) = s.split_once(':').ok_or_else(|| format!("expected 'Name: value', got {s:?}"))?;
-    let name = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|e| format!("header name: {e}"))?;
-    let value = HeaderValue::from_str(value.trim()).map_err(|e| format!("header value: {e}"))?;
-    Ok((name, value))
+fn parse_method(s: &str) -> Result<Method, ArgError> {
+    Ok(Method::from_bytes(s.to_ascii_uppercase().as_bytes())?)
 }
 
-fn parse_rate(s: &str) -> Result<f64, String> {
+fn parse_header(s: &str) -> Result<(HeaderName, HeaderValue), ArgError> {
+    let (name, value) = s.split_once(':').ok_or_else(|| ArgError::Header(s.to_owned()))?;
+    Ok((HeaderName::from_bytes(name.trim().as_bytes())?, HeaderValue::from_str(value.trim())?))
+}
+
+fn parse_rate(s: &str) -> Result<f64, ArgError> {
     match s.parse::<f64>() {
         Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
-        _ => Err(format!("expected a positive number of requests per second, got {s:?}")),
+        _ => Err(ArgError::Rate(s.to_owned())),
     }
 }
 
-fn parse_non_negative(s: &str) -> Result<f64, String> {
+fn parse_non_negative(s: &str) -> Result<f64, ArgError> {
     match s.parse::<f64>() {
         Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
-        _ => Err(format!("expected a number of requests per second, got {s:?}")),
+        _ => Err(ArgError::NonNegativeRate(s.to_owned())),
     }
 }
 
-fn parse_positive_duration(s: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(s) {
-        Ok(d) if d.is_zero() => Err("must be greater than zero".into()),
-        Ok(d) => Ok(d),
-        Err(e) => Err(e.to_string()),
+fn parse_positive_duration(s: &str) -> Result<Duration, ArgError> {
+    match humantime::parse_duration(s)? {
+        d if d.is_zero() => Err(ArgError::ZeroDuration),
+        d => Ok(d),
     }
 }
 

@@ -3,8 +3,10 @@
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use infergate_load::cli::{CapacityArgs, Cli, Command, RunArgs, TuneArgs};
-use infergate_load::tune;
+use infergate_load::{
+    advise, capacity_report, derive, hpa, keda, parse_trace, run_report, search, to_toml, to_yaml,
+    CapacityArgs, Cli, Command, RunArgs, TuneArgs, HPA_HEADER,
+};
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
@@ -19,12 +21,12 @@ fn tune(args: &TuneArgs) -> anyhow::Result<()> {
         .with_context(|| format!("reading --capacity {}", args.capacity.display()))?;
     let report = serde_json::from_str(&text).context("--capacity is not a capacity report")?;
     let settings = args.to_settings();
-    let derived = tune::derive(&report, &settings)?;
+    let derived = derive(&report, &settings)?;
     let replay = match &args.trace {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading --trace {}", path.display()))?;
-            Some(tune::replay(&derived, &settings, &tune::parse_trace(&text)?))
+            Some(infergate_load::replay(&derived, &settings, &parse_trace(&text)?))
         }
         None => None,
     };
@@ -33,11 +35,11 @@ fn tune(args: &TuneArgs) -> anyhow::Result<()> {
         let path = args.out.join(name);
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
     };
-    write("hpa.yaml", format!("{}{}", tune::HPA_HEADER, tune::to_yaml(&tune::hpa(&derived, &settings))))?;
-    write("scaledobject.yaml", tune::to_yaml(&tune::keda(&derived, &settings)))?;
-    let scheduler = infergate_load::batching::advise(&report, args.workers as usize);
+    write("hpa.yaml", format!("{}{}", HPA_HEADER, to_yaml(&hpa(&derived, &settings))))?;
+    write("scaledobject.yaml", to_yaml(&keda(&derived, &settings)))?;
+    let scheduler = advise(&report, args.workers as usize);
     if let Some(advice) = &scheduler {
-        write("scheduler.toml", infergate_load::batching::to_toml(advice, &args.model))?;
+        write("scheduler.toml", to_toml(advice, &args.model))?;
     }
     let summary = serde_json::json!({ "derived": derived, "replay": replay, "scheduler": scheduler });
     write("tune.json", serde_json::to_string_pretty(&summary).context("serializing")?)?;
@@ -79,16 +81,16 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn capacity(args: &CapacityArgs) -> anyhow::Result<()> {
     let (target, settings) = args.to_settings()?;
-    let report = runtime()?.block_on(infergate_load::capacity::search(&target, &settings))?;
+    let report = runtime()?.block_on(search(&target, &settings))?;
     print!("{}", report.render());
-    args.output.write(&report, || infergate_load::html::capacity_report(&report))
+    args.output.write(&report, || capacity_report(&report))
 }
 
 fn run(args: &RunArgs) -> anyhow::Result<()> {
     // Blocking file I/O stays outside the runtime: the body is read here, the JSON below.
     let config = args.to_config()?;
-    let report = runtime()?.block_on(infergate_load::run::run(config))?;
+    let report = runtime()?.block_on(infergate_load::run(config))?;
     print!("{}", report.render());
-    args.output.write(&report, || infergate_load::html::run_report(&report))?;
+    args.output.write(&report, || run_report(&report))?;
     Ok(())
 }

@@ -7,41 +7,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::arrivals::{Arrivals, Shape};
 use crate::histogram::Histogram;
-
-/// Why a request got no complete response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ErrorKind {
-    /// The TCP connection could not be opened.
-    Connect,
-    /// No complete response within `--timeout`.
-    Timeout,
-    /// Anything else: connection reset, malformed response, body cut short.
-    Other,
-}
-
-/// What one request ended with.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    /// A response whose body was read to the end.
-    Response {
-        status: u16,
-        /// The gateway's `x-infergate-queue-ms` header, when present and numeric.
-        queue_ms: Option<f64>,
-        /// Token timing, when the answer was an event stream.
-        stream: Option<crate::request::Streamed>,
-    },
-    /// No complete response; `detail` is the error chain, kept once per kind for the report.
-    Error { kind: ErrorKind, detail: String },
-}
-
-impl Outcome {
-    /// A complete 2xx response.
-    pub fn is_success(&self) -> bool {
-        matches!(self, Outcome::Response { status, .. } if (200..300).contains(status))
-    }
-}
+use crate::request::{ErrorKind, Outcome, Sent};
 
 /// One second of a run, by when its requests were sent (were due, in an open loop).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -120,7 +88,7 @@ impl Tally {
     }
 
     /// Records a request's result, under its scenario entry too when it has one.
-    pub fn record_sent(&mut self, sent: crate::request::Sent, at: Duration) {
+    pub fn record_sent(&mut self, sent: Sent, at: Duration) {
         if let Some(name) = sent.scenario {
             self.by_scenario.entry(name).or_default().record(
                 sent.outcome.clone(),
@@ -167,11 +135,6 @@ impl Tally {
     /// Requests recorded.
     pub fn requests(&self) -> u64 {
         self.requests
-    }
-
-    /// 2xx responses recorded.
-    pub fn successes(&self) -> u64 {
-        self.successes
     }
 
     /// 2xx responses within `limit` of `metric` (to the histogram's resolution, under 0.8%);
@@ -348,7 +311,24 @@ pub struct Summary {
     pub scenarios: BTreeMap<String, Summary>,
     /// Open loop only: the offered rate and how well the generator kept its schedule.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub schedule: Option<crate::open::Schedule>,
+    pub schedule: Option<Schedule>,
+}
+
+/// What an open-loop run adds to the summary.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Schedule {
+    /// Arrivals scheduled in the measured window, per second of it.
+    pub offered_per_s: f64,
+    /// Actual minus intended send time of the measured requests.
+    pub lag_ms: Option<Latency>,
+    /// Arrivals not sent because `max_in_flight` requests were outstanding.
+    pub skipped: u64,
+    /// The generator itself fell behind its schedule (lag over `max_lag`).
+    pub generator_behind: bool,
+    /// Whether the run measured the target: the generator kept its schedule and never hit
+    /// its in-flight cap; when not, why.
+    pub valid: bool,
+    pub invalid_because: Vec<String>,
 }
 
 /// How a run was configured, echoed in its output so that results are self-describing.
@@ -367,10 +347,10 @@ pub struct Params {
     pub concurrency: usize,
     /// Open loop only: the arrival process.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub arrivals: Option<crate::open::Arrivals>,
+    pub arrivals: Option<Arrivals>,
     /// Open loop only: how the rate changed over the run, when it did.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub shape: Option<crate::open::Shape>,
+    pub shape: Option<Shape>,
     /// Open loop only: the number of recorded arrivals replayed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replay_arrivals: Option<usize>,

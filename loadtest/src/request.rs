@@ -9,8 +9,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as LegacyClient;
 use hyper_util::rt::TokioExecutor;
-
-use crate::report::{ErrorKind, Outcome};
+use serde::Serialize;
 
 /// Response header in which the gateway reports how long the request queued.
 pub const QUEUE_HEADER: &str = "x-infergate-queue-ms";
@@ -83,6 +82,40 @@ impl Target {
             },
         };
         Sent { outcome, latency: origin.elapsed(), scenario }
+    }
+}
+
+/// Why a request got no complete response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorKind {
+    /// The TCP connection could not be opened.
+    Connect,
+    /// No complete response within `--timeout`.
+    Timeout,
+    /// Anything else: connection reset, malformed response, body cut short.
+    Other,
+}
+
+/// What one request ended with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// A response whose body was read to the end.
+    Response {
+        status: u16,
+        /// The gateway's `x-infergate-queue-ms` header, when present and numeric.
+        queue_ms: Option<f64>,
+        /// Token timing, when the answer was an event stream.
+        stream: Option<Streamed>,
+    },
+    /// No complete response; `detail` is the error chain, kept once per kind for the report.
+    Error { kind: ErrorKind, detail: String },
+}
+
+impl Outcome {
+    /// A complete 2xx response.
+    pub fn is_success(&self) -> bool {
+        matches!(self, Outcome::Response { status, .. } if (200..300).contains(status))
     }
 }
 

@@ -43,10 +43,9 @@ impl RunConfig {
         Params {
             mode: if self.open.is_some() { "open-loop" } else { "closed-loop" },
             arrivals: self.open.as_ref().map(|o| o.arrivals),
-            shape: self
-                .open
-                .as_ref()
-                .and_then(|o| (o.replay.is_none() && o.shape != crate::open::Shape::Flat).then_some(o.shape)),
+            shape: self.open.as_ref().and_then(|o| {
+                (o.replay.is_none() && o.shape != crate::arrivals::Shape::Flat).then_some(o.shape)
+            }),
             replay_arrivals: self.open.as_ref().and_then(|o| o.replay.as_ref().map(|r| r.len())),
             method: self.target.method.to_string(),
             url: self.target.uri.to_string(),

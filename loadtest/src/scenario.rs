@@ -36,10 +36,11 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use infergate_rng::SplitMix64;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::open::{normal, uniform};
+use crate::random::{normal, unit};
 
 /// A length: fixed, uniform over `[min, max]`, or normal (rounded, at least 1).
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
@@ -51,14 +52,14 @@ pub enum Length {
 }
 
 impl Length {
-    fn draw(self, state: &mut u64) -> u32 {
+    fn draw(self, rng: &mut SplitMix64) -> u32 {
         match self {
             Length::Fixed(n) => n,
             Length::Uniform([a, b]) => {
                 let (lo, hi) = (a.min(b), a.max(b));
-                lo + (uniform(state) * f64::from(hi - lo + 1)).floor().min(f64::from(hi - lo)) as u32
+                lo + (unit(rng) * f64::from(hi - lo + 1)).floor().min(f64::from(hi - lo)) as u32
             }
-            Length::Normal { mean, sd } => (mean + sd * normal(state)).round().max(1.0) as u32,
+            Length::Normal { mean, sd } => (mean + sd * normal(rng)).round().max(1.0) as u32,
         }
     }
 
@@ -258,17 +259,18 @@ impl Mix {
     /// The next request: its entry by weight, and its body with freshly drawn lengths.
     pub fn draw(&self) -> Drawn<'_> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut state = self.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        // The n-th request's own stream: its draws do not depend on how many the others made.
+        let mut rng = SplitMix64::new(self.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let total = self.cumulative.last().copied().unwrap_or(1.0);
-        let pick = uniform(&mut state) * total;
+        let pick = unit(&mut rng) * total;
         let index = self.cumulative.iter().position(|c| pick < *c).unwrap_or(self.entries.len() - 1);
         let entry = &self.entries[index];
         let body = match &entry.body {
             Body::Fixed(bytes) => bytes.clone(),
             Body::Chat { model, stream, prompt, max_tokens } => {
                 let mut body = json!({
-                    "messages": [{"role": "user", "content": words(prompt.draw(&mut state), &mut state)}],
-                    "max_tokens": max_tokens.draw(&mut state),
+                    "messages": [{"role": "user", "content": words(prompt.draw(&mut rng), &mut rng)}],
+                    "max_tokens": max_tokens.draw(&mut rng),
                     "stream": stream,
                 });
                 if let Some(model) = model {
@@ -280,8 +282,8 @@ impl Mix {
                 Bytes::from(body.to_string())
             }
             Body::Embeddings { model, inputs, words: n } => {
-                let count = inputs.draw(&mut state);
-                let input: Vec<String> = (0..count).map(|_| words(n.draw(&mut state), &mut state)).collect();
+                let count = inputs.draw(&mut rng);
+                let input: Vec<String> = (0..count).map(|_| words(n.draw(&mut rng), &mut rng)).collect();
                 let mut body = json!({ "input": input });
                 if let Some(model) = model {
                     body["model"] = json!(model);
@@ -289,7 +291,7 @@ impl Mix {
                 Bytes::from(body.to_string())
             }
             Body::ModerationText { model, words: n } => {
-                let mut body = json!({ "input": words(n.draw(&mut state), &mut state) });
+                let mut body = json!({ "input": words(n.draw(&mut rng), &mut rng) });
                 if let Some(model) = model {
                     body["model"] = json!(model);
                 }
@@ -463,7 +465,7 @@ fn multipart(file: &[u8], name: &str, fields: &[(&str, String)]) -> (String, Byt
 }
 
 /// `n` words of filler text (a word is about one to two tokens).
-fn words(n: u32, state: &mut u64) -> String {
+fn words(n: u32, rng: &mut SplitMix64) -> String {
     const VOCABULARY: [&str; 32] = [
         "the",
         "model",
@@ -503,7 +505,7 @@ fn words(n: u32, state: &mut u64) -> String {
         if i > 0 {
             text.push(' ');
         }
-        text.push_str(VOCABULARY[(uniform(state) * VOCABULARY.len() as f64) as usize % VOCABULARY.len()]);
+        text.push_str(VOCABULARY[(unit(rng) * VOCABULARY.len() as f64) as usize % VOCABULARY.len()]);
     }
     text
 }
@@ -578,12 +580,12 @@ input_words = 3
 
     #[test]
     fn lengths_have_their_distributions() {
-        let mut state = 1;
+        let mut rng = SplitMix64::new(1);
         let draws: Vec<u32> =
-            (0..20_000).map(|_| Length::Normal { mean: 100.0, sd: 20.0 }.draw(&mut state)).collect();
+            (0..20_000).map(|_| Length::Normal { mean: 100.0, sd: 20.0 }.draw(&mut rng)).collect();
         let mean = draws.iter().map(|d| f64::from(*d)).sum::<f64>() / draws.len() as f64;
         assert!((mean - 100.0).abs() < 1.0, "{mean}");
-        let uniform: Vec<u32> = (0..20_000).map(|_| Length::Uniform([3, 5]).draw(&mut state)).collect();
+        let uniform: Vec<u32> = (0..20_000).map(|_| Length::Uniform([3, 5]).draw(&mut rng)).collect();
         assert!(uniform.iter().all(|n| (3..=5).contains(n)));
         assert!([3, 4, 5].iter().all(|v| uniform.contains(v)));
     }

@@ -16,7 +16,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use infergate_load::cli::{Cli, Command};
+use infergate_load::{Cli, Command};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -72,7 +72,7 @@ async fn the_search_finds_the_known_capacity_and_the_knee_below_it() {
     ];
     let Command::Capacity(args) = Cli::try_parse_from(argv).unwrap().command else { panic!("not capacity") };
     let (target, settings) = args.to_settings().unwrap();
-    let report = infergate_load::capacity::search(&target, &settings).await.unwrap();
+    let report = infergate_load::search(&target, &settings).await.unwrap();
     let search = &report.searches[0];
     let capacity = search.capacity.unwrap();
     // Analytic capacity 2 / 10 ms = 200 req/s; sleeps overshoot by up to a timer tick, and

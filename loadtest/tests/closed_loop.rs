@@ -17,8 +17,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use infergate_load::cli::{Cli, Command};
-use infergate_load::report::{ErrorKind, Report};
+use infergate_load::{Cli, Command, ErrorKind, Report};
 use tokio::net::TcpListener;
 
 #[derive(Clone, Copy)]
@@ -84,7 +83,7 @@ async fn load(addr: SocketAddr, args: &[&str]) -> Report {
     let url = format!("http://{addr}/v1/embeddings");
     let argv = ["infergate-load", "run", "--url", &url].into_iter().chain(args.iter().copied());
     let Command::Run(args) = Cli::try_parse_from(argv).unwrap().command else { panic!("not a run") };
-    infergate_load::run::run(args.to_config().unwrap()).await.unwrap()
+    infergate_load::run(args.to_config().unwrap()).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,6 +52,20 @@ pub mod spans {
     pub const ENCODE: &str = "encode";
 }
 
+/// `gen_ai.operation.name` values: the GenAI conventions' names where they
+/// have one (`chat`, `embeddings`), infergate's own otherwise.
+pub mod operations {
+    pub const CHAT: &str = "chat";
+    pub const EMBEDDINGS: &str = "embeddings";
+    pub const MODERATION: &str = "moderation";
+    pub const OCR: &str = "ocr";
+    /// KServe inference.
+    pub const INFER: &str = "infer";
+    pub const TRANSCRIPTION: &str = "transcription";
+    /// Speech to English text, and text translation.
+    pub const TRANSLATION: &str = "translation";
+}
+
 /// The pipeline's own counters: spans, logs and metric points exported or
 /// lost, by signal and outcome (counter, `_total` added on encode).
 pub const TELEMETRY_ITEMS: &str = "infergate_telemetry_items";

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use infergate_rng::SplitMix64;
 use infergate_scheduler::{
     Action, Class, Job, LatencySeed, Measured, ModelScheduler, Policy, QueueLimits, Queued, SchedulerConfig,
 };
@@ -43,7 +44,8 @@ struct Load {
     sched: ModelScheduler<Live>,
     now: Instant,
     next_id: u64,
-    rng: u64,
+    /// Reproducible deadlines.
+    rng: SplitMix64,
     tenants: Vec<Arc<str>>,
 }
 
@@ -67,7 +69,7 @@ impl Load {
             sched: ModelScheduler::new(cfg, now),
             now,
             next_id: 0,
-            rng: 0x9E37_79B9_7F4A_7C15,
+            rng: SplitMix64::new(1),
             tenants: (0..TENANTS).map(|t| Arc::from(format!("tenant-{t}"))).collect(),
         };
         for _ in 0..QUEUED {
@@ -76,19 +78,11 @@ impl Load {
         load
     }
 
-    /// xorshift64: reproducible deadlines without a dependency.
-    fn random(&mut self) -> u64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng
-    }
-
     fn submit(&mut self) {
         let id = self.next_id;
         self.next_id += 1;
         let t = (id % TENANTS as u64) as usize;
-        let ahead = Duration::from_millis(30_000 + self.random() % 90_000);
+        let ahead = Duration::from_millis(30_000 + self.rng.below(90_000));
         let job = Job {
             id,
             tenant: self.tenants[t].clone(),

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::ParseError;
+
 /// A request's service class. Ordered from most to least urgent, so
 /// `a.min(b)` is the more urgent of two and `a.max(b)` the less urgent one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -45,20 +47,15 @@ impl fmt::Display for Class {
     }
 }
 
-/// The text did not name a class.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown class {0:?}: expected one of interactive, standard, batch")]
-pub struct ParseClassError(pub String);
-
 impl FromStr for Class {
-    type Err = ParseClassError;
+    type Err = ParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
             "interactive" => Ok(Class::Interactive),
             "standard" => Ok(Class::Standard),
             "batch" => Ok(Class::Batch),
-            _ => Err(ParseClassError(s.to_owned())),
+            _ => Err(ParseError::Class(s.to_owned())),
         }
     }
 }

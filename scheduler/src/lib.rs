@@ -8,16 +8,21 @@
 //! One [`ModelScheduler`] per model. Its [`Policy`] is `Deadline` (weighted
 //! earliest-deadline-first on slack with admission control, deficit round
 //! robin across tenants and slack-aware batching), or the baselines `Fifo`
-//! and `Priority`.
+//! and `Priority`. Batches are formed whole ([`ModelScheduler::poll`]) or,
+//! for token generation, re-formed at every decoding step
+//! ([`ModelScheduler::admit_step`]). A latency model per scheduler learns
+//! each batch's time from the measurements the caller reports back.
 
 mod class;
+mod error;
 mod job;
 mod latency;
 mod policy;
 mod queue;
 pub mod sim;
 
-pub use class::{Class, ParseClassError};
+pub use class::Class;
+pub use error::ParseError;
 pub use job::{Batch, Decision, DropReason, Dropped, Job, JobId, Queued, RejectReason, Rejected};
 pub use latency::{LatencyModel, LatencySeed};
 pub use policy::{Policy, QueueLimits, SchedulerConfig};

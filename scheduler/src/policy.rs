@@ -3,7 +3,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::LatencySeed;
+use crate::{LatencySeed, ParseError};
 
 /// How a model's queue orders, admits and batches jobs.
 ///
@@ -36,13 +36,10 @@ impl Policy {
 }
 
 impl FromStr for Policy {
-    type Err = String;
+    type Err = ParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Policy::ALL
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or_else(|| format!("unknown policy {s:?}: expected deadline, fifo or priority"))
+        Policy::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| ParseError::Policy(s.to_owned()))
     }
 }
 

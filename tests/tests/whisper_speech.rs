@@ -16,7 +16,12 @@ const MODELS: &str = r#"
 max_audio_seconds = 150
 
 [audio]
-vad_model = "models/silero_vad/silero_vad.onnx"
+vad_model = "silero-vad"
+
+[[models]]
+name = "silero-vad"
+task = "tensor"
+backend = { kind = "onnx", pipeline = "voice-activity", model = "models/silero_vad/silero_vad.onnx" }
 
 [[models]]
 name = "whisper-tiny.en"

@@ -27,7 +27,7 @@ use ort::session::Session;
 use serde::Deserialize;
 
 use crate::pool::Pool;
-use crate::{Backend, BackendError, BatchReport, Generate, Item, ModelInfo, StepReport, Task};
+use crate::{Backend, BackendError, BatchReport, Capabilities, Generate, Item, ModelInfo, StepReport, Task};
 
 /// What the model does with its inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -265,7 +265,14 @@ impl OnnxBackend {
 #[async_trait]
 impl Backend for OnnxBackend {
     fn info(&self) -> ModelInfo {
-        ModelInfo { owned_by: "infergate".into(), platform: "onnxruntime".into() }
+        ModelInfo {
+            owned_by: "infergate",
+            platform: "onnxruntime",
+            capabilities: Capabilities {
+                voice_activity: self.pipeline == Pipeline::VoiceActivity,
+                ..Capabilities::default()
+            },
+        }
     }
 
     fn supports(&self, task: Task) -> bool {

@@ -12,7 +12,7 @@ use ort::value::Tensor;
 
 use super::{session, OnnxConfig, Worker};
 use crate::tensor::{DataType, Tensor as KTensor, TensorData};
-use crate::{BackendError, Item, Output, Request, TensorOutput};
+use crate::{BackendError, Item, Output, Request, TensorOutput, VoiceActivityOutput};
 
 /// The sample rate the model takes.
 pub const SAMPLE_RATE: u32 = 16_000;
@@ -145,8 +145,10 @@ pub fn speech_segments(probs: &[f32], duration: f64, params: SpeechParams) -> Ve
         })
 }
 
-/// The KServe model: input 0 is FP32 16 kHz mono audio (`[n]` or `[1, n]`);
-/// outputs `probabilities` (`[frames]`) and `segments` (`[k, 2]`, seconds).
+/// The model: over KServe, input 0 is FP32 16 kHz mono audio (`[n]` or
+/// `[1, n]`) and the outputs are `probabilities` (`[frames]`) and `segments`
+/// (`[k, 2]`, seconds); the speech pipeline's
+/// [`Request::VoiceActivity`] gets the segments alone.
 pub(crate) struct VadWorker {
     vad: Vad,
 }
@@ -157,10 +159,31 @@ impl VadWorker {
     }
 }
 
-fn audio(request: &Request) -> Result<Vec<f32>, BackendError> {
+/// An item's samples: copied out of a KServe tensor, or shared.
+enum Samples {
+    Tensor(Vec<f32>),
+    Shared(std::sync::Arc<[f32]>),
+}
+
+impl std::ops::Deref for Samples {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        match self {
+            Samples::Tensor(samples) => samples,
+            Samples::Shared(samples) => samples,
+        }
+    }
+}
+
+fn audio(request: &Request) -> Result<Samples, BackendError> {
     let invalid = |m: &str| BackendError::InvalidInput(m.into());
-    let Request::Tensor(request) = request else {
-        return Err(invalid("this model serves KServe tensors only"));
+    let request = match request {
+        Request::Tensor(request) => request,
+        Request::VoiceActivity(request) if !request.pcm.is_empty() => {
+            return Ok(Samples::Shared(request.pcm.clone()))
+        }
+        Request::VoiceActivity(_) => return Err(invalid("the audio holds no samples")),
+        _ => return Err(invalid("this model serves KServe tensors only")),
     };
     let [input] = &request.inputs[..] else {
         return Err(invalid("expected one input: FP32 audio samples at 16 kHz, shape [n] or [1, n]"));
@@ -168,10 +191,32 @@ fn audio(request: &Request) -> Result<Vec<f32>, BackendError> {
     let mono = matches!(input.shape[..], [_] | [1, _]);
     match (&input.data, input.datatype, mono) {
         (TensorData::Float(samples), DataType::Fp32, true) if !samples.is_empty() => {
-            Ok(samples.iter().map(|&s| s as f32).collect())
+            Ok(Samples::Tensor(samples.iter().map(|&s| s as f32).collect()))
         }
         _ => Err(invalid("input must be non-empty FP32 audio samples at 16 kHz, shape [n] or [1, n]")),
     }
+}
+
+/// An item's answer, in the form its request asked for.
+fn answer(request: &Request, probs: &[f32], segments: Vec<(f64, f64)>) -> Output {
+    if matches!(request, Request::VoiceActivity(_)) {
+        return Output::VoiceActivity(VoiceActivityOutput { segments });
+    }
+    let outputs = vec![
+        KTensor {
+            name: "probabilities".into(),
+            datatype: DataType::Fp32,
+            shape: vec![probs.len() as u64],
+            data: TensorData::Float(probs.iter().map(|&p| f64::from(p)).collect()),
+        },
+        KTensor {
+            name: "segments".into(),
+            datatype: DataType::Fp32,
+            shape: vec![segments.len() as u64, 2],
+            data: TensorData::Float(segments.iter().flat_map(|&(s, e)| [s, e]).collect()),
+        },
+    ];
+    Output::Tensor(TensorOutput { outputs })
 }
 
 impl Worker for VadWorker {
@@ -183,7 +228,7 @@ impl Worker for VadWorker {
                 Err(error) => item.fail(error),
             }
         }
-        let streams: Vec<&[f32]> = accepted.iter().map(|(_, s)| s.as_slice()).collect();
+        let streams: Vec<&[f32]> = accepted.iter().map(|(_, s)| &**s).collect();
         if streams.is_empty() {
             return;
         }
@@ -192,21 +237,7 @@ impl Worker for VadWorker {
                 for ((item, samples), probs) in accepted.iter().zip(all) {
                     let duration = samples.len() as f64 / f64::from(SAMPLE_RATE);
                     let segments = speech_segments(&probs, duration, SpeechParams::default());
-                    let outputs = vec![
-                        KTensor {
-                            name: "probabilities".into(),
-                            datatype: DataType::Fp32,
-                            shape: vec![probs.len() as u64],
-                            data: TensorData::Float(probs.iter().map(|&p| f64::from(p)).collect()),
-                        },
-                        KTensor {
-                            name: "segments".into(),
-                            datatype: DataType::Fp32,
-                            shape: vec![segments.len() as u64, 2],
-                            data: TensorData::Float(segments.iter().flat_map(|&(s, e)| [s, e]).collect()),
-                        },
-                    ];
-                    item.done(Output::Tensor(TensorOutput { outputs }));
+                    item.done(answer(&item.request, &probs, segments));
                 }
             }
             Err(error) => {

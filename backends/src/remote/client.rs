@@ -15,7 +15,9 @@ use super::http::{self, Client};
 use super::replicas::{resolve, Endpoint, Failure, Lease, Replicas};
 use super::{Protocol, RemoteConfig};
 use crate::UpstreamStats;
-use crate::{Backend, BackendError, BatchReport, EmbeddingInput, Item, ModelInfo, Request, Task};
+use crate::{
+    Backend, BackendError, BatchReport, Capabilities, EmbeddingInput, Item, ModelInfo, Request, Task,
+};
 
 /// A model served by upstream replicas.
 pub struct RemoteBackend {
@@ -474,7 +476,9 @@ impl Backend for RemoteBackend {
             Protocol::OpenAi => "openai",
             Protocol::KServe => "kserve",
         };
-        ModelInfo { owned_by: "upstream".into(), platform: platform.into() }
+        let capabilities =
+            Capabilities { forwards_body: self.protocol == Protocol::OpenAi, ..Capabilities::default() };
+        ModelInfo { owned_by: "upstream", platform, capabilities }
     }
 
     fn supports(&self, task: Task) -> bool {

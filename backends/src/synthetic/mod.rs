@@ -65,6 +65,9 @@ impl SyntheticBackend {
             Request::Moderation(req) => Ok(outputs::moderation(req)),
             Request::Tensor(req) => outputs::tensor(req),
             Request::Ocr(req) => outputs::ocr(req),
+            Request::VoiceActivity(_) => {
+                Err(BackendError::InvalidInput("the synthetic backend does not detect voice activity".into()))
+            }
         };
         match output {
             Ok(output) => item.done(output),
@@ -107,7 +110,7 @@ async fn all_cancelled(batch: &[Item]) {
 #[async_trait]
 impl Backend for SyntheticBackend {
     fn info(&self) -> ModelInfo {
-        ModelInfo { owned_by: "infergate-synthetic".into(), platform: "synthetic".into() }
+        ModelInfo { owned_by: "infergate-synthetic", platform: "synthetic", capabilities: Default::default() }
     }
 
     fn supports(&self, _task: Task) -> bool {

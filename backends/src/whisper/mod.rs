@@ -212,7 +212,7 @@ impl Worker {
 #[async_trait]
 impl Backend for WhisperBackend {
     fn info(&self) -> ModelInfo {
-        ModelInfo { owned_by: "infergate".into(), platform: "whisper.cpp".into() }
+        ModelInfo { owned_by: "infergate", platform: "whisper.cpp", capabilities: Default::default() }
     }
 
     fn supports(&self, task: Task) -> bool {

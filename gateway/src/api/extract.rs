@@ -11,8 +11,8 @@ use serde::de::DeserializeOwned;
 use infergate_otel::names::spans;
 use tracing::Instrument;
 
+use crate::call::Dispatch;
 use crate::error::ApiError;
-use crate::runner::DispatchInfo;
 use crate::state::SharedState;
 
 /// A JSON body, decoded with the path of any bad field in the error.
@@ -148,7 +148,7 @@ pub fn body_error(error: &(dyn StdError + 'static), limit: u64) -> ApiError {
 
 /// `x-infergate-queue-ms` and `x-infergate-batch-size`: how the scheduler
 /// treated this request.
-pub fn dispatch_headers(info: &DispatchInfo) -> [(HeaderName, HeaderValue); 2] {
+pub fn dispatch_headers(info: &Dispatch) -> [(HeaderName, HeaderValue); 2] {
     // Milliseconds with three decimals, from whole microseconds (no float
     // formatting or allocation on every response).
     let us = info.queue_wait.as_micros();
@@ -163,13 +163,6 @@ pub fn dispatch_headers(info: &DispatchInfo) -> [(HeaderName, HeaderValue); 2] {
         ),
         (HeaderName::from_static("x-infergate-batch-size"), HeaderValue::from(info.batch_size)),
     ]
-}
-
-/// Name the operation and model on the server span (`gen_ai.operation.name`,
-/// `gen_ai.request.model`). Operations the GenAI conventions lack
-/// (`transcription`, `translation`, `moderation`, `infer`) use infergate's names.
-pub fn genai(operation: &'static str, model: &str) {
-    tracing::Span::current().record("gen_ai.operation.name", operation).record("gen_ai.request.model", model);
 }
 
 /// Build a response body inside the `encode` span.
@@ -187,8 +180,7 @@ mod tests {
     #[test]
     fn queue_time_is_milliseconds_with_three_decimals() {
         let header = |wait: Duration| {
-            let info =
-                DispatchInfo { queue_wait: wait, batch_size: 3, batch_id: 0, slack: None, position: 0 };
+            let info = Dispatch { queue_wait: wait, batch_size: 3, batch_id: 0, slack: None, position: 0 };
             let [(_, ms), (_, size)] = dispatch_headers(&info);
             assert_eq!(size, "3");
             ms.to_str().unwrap().to_owned()

@@ -7,18 +7,17 @@ use axum::Json;
 use bytes::Bytes;
 use http::StatusCode;
 use infergate_backends::tensor::{DataType, Tensor, TensorData};
-use infergate_backends::{Output, Request, Task, TensorRequest};
+use infergate_backends::{Task, TensorRequest};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::Instrument;
 
-use crate::api::extract::{decode_json, read_body, require_content_type};
+use crate::api::extract::{decode_json, dispatch_headers, encode, read_body, require_content_type};
 use crate::api::kserve_binary::{self as binary, HEADER_LENGTH};
-use crate::api::{dispatch_headers, encode, genai};
+use crate::api::ocr::kserve_image;
+use crate::call::{Call, Image, Operation, Tensors};
 use crate::context::RequestContext;
 use crate::error::ApiError;
-use crate::outcome::Outcome;
-use crate::runner::Cost;
 use crate::state::SharedState;
 
 /// `GET /v2`: server metadata.
@@ -342,12 +341,13 @@ pub async fn infer(
     ctx: RequestContext,
     payload: InferPayload,
 ) -> Result<Response, ApiError> {
-    genai("infer", &name);
-    if state.model(&name)?.task == Task::Ocr {
-        return infer_ocr(&state, &name, &ctx, payload).await;
+    // The model's task decides how the tensors are read.
+    let ocr = state.model(&name).map(|m| m.task == Task::Ocr).unwrap_or(false);
+    if ocr {
+        return infer_ocr(&state, &name, ctx, payload).await;
     }
+    let call = Call::open(&state, ctx, Some(&name), Task::Tensor, Operation::Infer)?;
     let body = &payload.body;
-    let model = state.model_for(&name, Task::Tensor)?;
     if body.inputs.is_empty() {
         return Err(ApiError::invalid("inputs", "at least one input tensor is required"));
     }
@@ -360,22 +360,11 @@ pub async fn infer(
         .collect::<Result<Vec<_>, _>>()?;
     let elements = state.config.limits.max_tensor_elements - budget;
     let outputs = body.outputs.iter().map(|o| o.name.clone()).collect();
-    let deadline = ctx.deadline(model.default_timeout);
-    let outcome = Outcome::new(&model.genai, "infer", &ctx, deadline);
-    let running = model
-        .submit(
-            &ctx,
-            Request::Tensor(TensorRequest { inputs, outputs }),
-            Cost::whole(elements as f64 / 1000.0, elements as usize * 8),
-        )
-        .await?;
-    let headers = dispatch_headers(&running.dispatch);
-    let Output::Tensor(out) = running.output_by(deadline).await? else {
-        return Err(ApiError::Internal { detail: "tensor backend returned another task's output".into() });
-    };
-    outcome.answered(None);
-    let response = json!({ "model_name": model.name, "model_version": "1" });
-    Ok(respond(response, &out.outputs.iter().collect::<Vec<_>>(), body, headers))
+    let model = call.model().name.clone();
+    let answer = call.once(Tensors { request: TensorRequest { inputs, outputs }, elements }).await?;
+    let headers = dispatch_headers(&answer.dispatch);
+    let response = json!({ "model_name": model, "model_version": "1" });
+    Ok(respond(response, &answer.output.outputs.iter().collect::<Vec<_>>(), body, headers))
 }
 
 /// An OCR model over KServe: input 0 is one BYTES element holding the image
@@ -384,10 +373,10 @@ pub async fn infer(
 async fn infer_ocr(
     state: &SharedState,
     name: &str,
-    ctx: &RequestContext,
+    ctx: RequestContext,
     payload: InferPayload,
 ) -> Result<Response, ApiError> {
-    let model = state.model_for(name, Task::Ocr)?;
+    let call = Call::open(state, ctx, Some(name), Task::Ocr, Operation::InferOcr)?;
     let body = &payload.body;
     let [input] = &body.inputs[..] else {
         return Err(ApiError::invalid("inputs", "an OCR model takes one BYTES input holding the image"));
@@ -403,12 +392,15 @@ async fn infer_ocr(
             raw.slice_ref(element)
         }
         (None, Some(Value::Array(items))) if items.len() == 1 => {
-            crate::api::ocr::kserve_image(items[0].as_str().ok_or_else(one_element)?)?
+            kserve_image(items[0].as_str().ok_or_else(one_element)?)?
         }
-        (None, Some(Value::String(s))) => crate::api::ocr::kserve_image(s)?,
+        (None, Some(Value::String(s))) => kserve_image(s)?,
         _ => return Err(one_element()),
     };
-    let (out, headers) = crate::api::ocr::run(state, ctx, model, image).await?;
+    let model = call.model().name.clone();
+    let answer = call.once(Image(image)).await?;
+    let headers = dispatch_headers(&answer.dispatch);
+    let out = answer.output;
     let n = out.lines.len() as u64;
     let outputs = [
         Tensor {
@@ -441,6 +433,6 @@ async fn infer_ocr(
     }
     let outputs: Vec<&Tensor> =
         outputs.iter().filter(|t| wanted.is_empty() || wanted.contains(&t.name.as_str())).collect();
-    let response = json!({ "model_name": model.name, "model_version": "1" });
+    let response = json!({ "model_name": model, "model_version": "1" });
     Ok(respond(response, &outputs, body, headers))
 }

@@ -1,17 +1,15 @@
 //! The HTTP API: OpenAI-compatible routes, KServe v2, and operations.
 
-mod extract;
+pub(crate) mod extract;
 mod health;
 mod kserve;
 mod kserve_binary;
-mod ocr;
+pub(crate) mod ocr;
 mod openai;
 pub(crate) mod translate;
 
 use axum::routing::{get, post};
 use axum::Router;
-
-pub use extract::{dispatch_headers, encode, genai, JsonBody, JsonWithRaw};
 
 use crate::state::SharedState;
 

@@ -4,7 +4,7 @@
 //! or bare base64), as multipart (`file`, optional `model`), or as the raw
 //! body (`Content-Type: image/png|jpeg|webp`, `?model=` optional). Its size
 //! is read from the header and checked against `limits.max_image_pixels`
-//! before it is queued; the backend decodes it.
+//! before it is queued (the call layer's [`Image`] job); the backend decodes it.
 
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::response::{IntoResponse, Response};
@@ -12,19 +12,16 @@ use axum::Json;
 use bytes::Bytes;
 use http::header;
 use infergate_backends::onnx::images;
-use infergate_backends::{OcrOutput, OcrRequest, Output, Task};
+use infergate_backends::Task;
 use infergate_otel::names::spans;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::Instrument;
 
-use crate::api::extract::{decode_json, read_body};
-use crate::api::{dispatch_headers, encode, genai};
+use crate::api::extract::{decode_json, dispatch_headers, encode, read_body};
+use crate::call::{Call, Image, Operation};
 use crate::context::RequestContext;
 use crate::error::ApiError;
-use crate::outcome::Outcome;
-use crate::runner::Cost;
-use crate::runner::ModelHandle;
 use crate::state::SharedState;
 
 #[derive(Debug, Deserialize)]
@@ -90,55 +87,6 @@ async fn read_image(request: Request, state: &SharedState) -> Result<(Bytes, Opt
     }
 }
 
-fn model<'a>(
-    state: &'a SharedState,
-    name: Option<&str>,
-) -> Result<&'a std::sync::Arc<ModelHandle>, ApiError> {
-    match name {
-        Some(name) => state.model_for(name, Task::Ocr),
-        None => state
-            .default_model(Task::Ocr)
-            .ok_or_else(|| ApiError::ModelNotFound { model: "(default OCR model)".into() }),
-    }
-}
-
-/// The image's size from its header, within `limits.max_image_pixels`.
-pub fn check_image(image: &[u8], state: &SharedState, param: &str) -> Result<(u32, u32), ApiError> {
-    let (width, height) = images::dimensions(image).map_err(|e| ApiError::invalid(param, e.to_string()))?;
-    let pixels = u64::from(width) * u64::from(height);
-    let limit = state.config.limits.max_image_pixels;
-    if pixels > limit {
-        return Err(ApiError::invalid(
-            param,
-            format!("image is {width}x{height} = {pixels} pixels; the limit is {limit}"),
-        ));
-    }
-    Ok((width, height))
-}
-
-/// Run one image through an OCR model.
-pub async fn run(
-    state: &SharedState,
-    ctx: &RequestContext,
-    model: &ModelHandle,
-    image: Bytes,
-) -> Result<(OcrOutput, [(http::HeaderName, http::HeaderValue); 2]), ApiError> {
-    let (width, height) = check_image(&image, state, "image")?;
-    let megapixels = f64::from(width) * f64::from(height) / 1e6;
-    let deadline = ctx.deadline(model.default_timeout);
-    let outcome = Outcome::new(&model.genai, "ocr", ctx, deadline);
-    let bytes = image.len();
-    let running = model
-        .submit(ctx, infergate_backends::Request::Ocr(OcrRequest { image }), Cost::whole(megapixels, bytes))
-        .await?;
-    let headers = dispatch_headers(&running.dispatch);
-    let Output::Ocr(out) = running.output_by(deadline).await? else {
-        return Err(ApiError::Internal { detail: "OCR backend returned another task's output".into() });
-    };
-    outcome.answered(None);
-    Ok((out, headers))
-}
-
 /// `POST /v1/ocr`.
 pub async fn create(
     State(state): State<SharedState>,
@@ -146,9 +94,11 @@ pub async fn create(
     request: Request,
 ) -> Result<Response, ApiError> {
     let (image, name) = read_image(request, &state).instrument(tracing::info_span!(spans::DECODE)).await?;
-    let model = model(&state, name.as_deref())?;
-    genai("ocr", &model.name);
-    let (out, headers) = run(&state, &ctx, model, image).await?;
+    let call = Call::open(&state, ctx, name.as_deref(), Task::Ocr, Operation::Ocr)?;
+    let (id, model) = (call.ctx().object_id("ocr"), call.model().name.clone());
+    let answer = call.once(Image(image)).await?;
+    let headers = dispatch_headers(&answer.dispatch);
+    let out = answer.output;
     let lines: Vec<Value> = out
         .lines
         .iter()
@@ -156,9 +106,9 @@ pub async fn create(
         .collect();
     let text = out.lines.iter().map(|l| l.text.as_str()).collect::<Vec<_>>().join("\n");
     let body = json!({
-        "id": ctx.object_id("ocr"),
+        "id": id,
         "object": "ocr.result",
-        "model": model.name,
+        "model": model,
         "width": out.width,
         "height": out.height,
         "text": text,

@@ -4,7 +4,7 @@
 //! (`INFERGATE__MODELS__0__CONCURRENCY=4`). The value is read as a TOML value
 //! when it parses as one (`8`, `true`, `["a"]`) and as a string otherwise.
 
-use super::ConfigError;
+use super::error::ConfigError;
 
 /// Prefix of every override variable.
 pub const ENV_PREFIX: &str = "INFERGATE__";

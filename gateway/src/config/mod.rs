@@ -3,6 +3,7 @@
 //! for the rules that span fields.
 
 mod env;
+mod error;
 mod validate;
 
 use std::net::SocketAddr;
@@ -14,22 +15,7 @@ use infergate_scheduler::{Class, Policy, SchedulerConfig};
 use serde::Deserialize;
 
 pub use env::ENV_PREFIX;
-
-/// A configuration problem, with the key path it concerns.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{path}: {message}")]
-pub struct ConfigError {
-    /// Where the problem is: a key path such as `models[1].batch.max_size`,
-    /// an environment variable, or the file itself.
-    pub path: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError { path: path.into(), message: message.into() }
-    }
-}
+pub use error::ConfigError;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -308,10 +294,12 @@ pub struct AudioSection {
     /// Longest job in seconds: longer audio is split, in silences, into
     /// sibling jobs that share the request's deadline (Whisper takes 30 s).
     pub max_chunk_seconds: f64,
-    /// silero VAD model (`models/silero_vad/silero_vad.onnx`): finds the
-    /// silences to cut at, and chunks without speech are skipped. Without
-    /// it, cuts fall at the quietest moments.
-    pub vad_model: Option<std::path::PathBuf>,
+    /// The `[[models]]` entry that finds speech in long audio (a tensor
+    /// model on the `voice-activity` pipeline, such as silero VAD): cuts
+    /// fall in silences, and chunks without speech are skipped. Its jobs
+    /// queue on that model like its KServe requests. Without it, cuts fall
+    /// at the quietest moments.
+    pub vad_model: Option<String>,
 }
 
 impl Default for AudioSection {

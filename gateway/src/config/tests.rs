@@ -100,3 +100,18 @@ fn environment_overrides_any_key() {
     let typed = vec![("INFERGATE__SERVER__HTTP2".to_owned(), "maybe".to_owned())];
     assert_eq!(Config::from_toml(MINIMAL, typed).unwrap_err().path, "server.http2");
 }
+
+#[test]
+fn the_voice_activity_model_is_a_tensor_model_named_by_audio_vad_model() {
+    let vad = "[[models]]\nname = \"vad\"\ntask = \"tensor\"\nbackend = { kind = \"synthetic\" }\n";
+    let with = |value: &str| format!("[audio]\nvad_model = \"{value}\"\n{MINIMAL}{vad}");
+    assert_eq!(parse(&with("vad")).unwrap().audio.vad_model.as_deref(), Some("vad"));
+    let err = parse(&with("m")).unwrap_err();
+    assert_eq!(err.path, "audio.vad_model");
+    assert!(err.message.contains("not a tensor"), "{err}");
+    assert!(parse(&with("nope")).unwrap_err().message.contains("no model is named 'nope'"));
+    // A config from before, with the model's file: told how to move it.
+    let err = parse(&with("models/silero_vad/silero_vad.onnx")).unwrap_err();
+    assert_eq!(err.path, "audio.vad_model");
+    assert!(err.message.contains("[[models]] entry") && err.message.contains("voice-activity"), "{err}");
+}

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use infergate_backends::Task;
 
-use super::{Config, ConfigError};
+use super::error::ConfigError;
+use super::Config;
 
 impl Config {
     /// Check every cross-field rule; the first failure names its key path.
@@ -57,6 +58,7 @@ impl Config {
                 "must be between 1 and 30 (Whisper's window)",
             ));
         }
+        self.validate_audio()?;
         if limits.max_audio_bytes > self.server.max_body_bytes {
             return Err(ConfigError::new(
                 "limits.max_audio_bytes",
@@ -127,6 +129,28 @@ impl Config {
         Ok(())
     }
 
+    /// `audio.vad_model` names a tensor model (the backend, once loaded,
+    /// must answer voice activity).
+    fn validate_audio(&self) -> Result<(), ConfigError> {
+        let Some(name) = &self.audio.vad_model else { return Ok(()) };
+        let key = "audio.vad_model";
+        match self.model(name) {
+            Some(m) if m.task == Task::Tensor => Ok(()),
+            Some(_) => {
+                Err(ConfigError::new(key, format!("model '{name}' is not a tensor (voice-activity) model")))
+            }
+            None if name.ends_with(".onnx") || name.contains('/') => Err(ConfigError::new(
+                key,
+                format!(
+                    "names a [[models]] entry now, not a file: add a model with task = \"tensor\" and \
+                     backend = {{ kind = \"onnx\", pipeline = \"voice-activity\", model = \"{name}\" }}, \
+                     and give its name here"
+                ),
+            )),
+            None => Err(ConfigError::new(key, format!("no model is named '{name}'"))),
+        }
+    }
+
     fn validate_translation(&self) -> Result<(), ConfigError> {
         let t = &self.translation;
         let chat_model = |key: String, name: &str| match self.models.iter().find(|m| m.name == name) {
@@ -138,7 +162,7 @@ impl Config {
             chat_model("translation.model".into(), name)?;
         }
         for (code, name) in &t.targets {
-            if crate::api::translate::languages::target(code).is_none() {
+            if crate::call::translate::languages::target(code).is_none() {
                 return Err(ConfigError::new(
                     format!("translation.targets.{code}"),
                     "not a DeepL target language code",

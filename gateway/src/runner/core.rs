@@ -13,20 +13,68 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use infergate_backends::{Backend, BackendError, Item};
+use infergate_backends::{Backend, BackendError, Event, Item, Request};
 use infergate_otel::names::spans;
 use infergate_otel::{propagation, Metrics};
 use infergate_scheduler::{
-    Action, Batch, Decision, DropReason, Dropped, Job, Measured, ModelScheduler, RejectReason, Rejected,
+    Action, Batch, Decision, DropReason, Dropped, Job, Measured, ModelScheduler, Queued, RejectReason,
+    Rejected,
 };
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{DispatchInfo, Dispatched, Pending};
+use super::job::DispatchInfo;
 use crate::error::ApiError;
+
+/// A queued job's payload: the request and the ways back to its handler.
+#[derive(Debug)]
+pub(super) struct Pending {
+    /// The `queue` span of the request, which the batch span links to.
+    pub(super) span: tracing::Span,
+    pub(super) request: Request,
+    pub(super) cancel: CancellationToken,
+    pub(super) events: mpsc::UnboundedSender<Event>,
+    pub(super) dispatched: oneshot::Sender<Result<Dispatched, ApiError>>,
+    pub(super) forwarded: infergate_backends::Forwarded,
+}
+
+impl Pending {
+    /// The way to tell the handler, and the job as its backend sees it.
+    fn into_item(
+        self,
+        cost: f64,
+        deadline: Option<std::time::Instant>,
+    ) -> (oneshot::Sender<Result<Dispatched, ApiError>>, infergate_backends::Item) {
+        let item = infergate_backends::Item {
+            request: self.request,
+            cost,
+            cancel: self.cancel,
+            events: self.events,
+            deadline,
+            span: self.span,
+            forwarded: self.forwarded,
+        };
+        (self.dispatched, item)
+    }
+}
+
+/// What a handler hears at dispatch.
+#[derive(Debug)]
+pub(super) struct Dispatched {
+    pub(super) info: DispatchInfo,
+    /// A batch of one that the handler's task runs itself.
+    pub(super) in_caller: Option<InCaller>,
+}
+
+impl Queued for Pending {
+    fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled() || self.dispatched.is_closed()
+    }
+}
 
 /// One model's series of the runner's metrics; clones share the values.
 #[derive(Clone)]
@@ -73,7 +121,7 @@ pub(super) struct Core {
     /// Scales a job's tokens to its cost (the KV budget is in tokens).
     pub(super) cost_factor: f64,
     /// The backend's kind, for `backend.execute` spans.
-    pub(super) platform: String,
+    pub(super) platform: &'static str,
     /// The configured concurrency, which a remote backend's capacity caps.
     configured: usize,
     /// Batches of one run in their request's task.

@@ -15,7 +15,7 @@ use infergate_backends::{Backend, Event, ModelInfo, Request, Task};
 use infergate_otel::names::spans;
 use infergate_otel::Metrics;
 use infergate_scheduler::{
-    DropReason, Job, LatencySeed, ModelScheduler, QueueLimits, Queued, RejectReason, SchedulerConfig,
+    DropReason, Job, LatencySeed, ModelScheduler, QueueLimits, RejectReason, SchedulerConfig,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -25,86 +25,12 @@ use tracing::Instrument;
 use crate::config::{ModelConfig, SchedulerSection};
 
 mod core;
+mod job;
 mod steps;
-use self::core::{Core, InCaller};
+use self::core::{Core, Dispatched, Pending};
+pub use self::job::{Cost, DispatchInfo};
 use crate::context::RequestContext;
 use crate::error::ApiError;
-
-/// How the scheduler treated a request, for response headers and traces.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct DispatchInfo {
-    pub queue_wait: Duration,
-    pub batch_size: usize,
-    pub batch_id: u64,
-    /// Predicted seconds to spare at dispatch (`None` for best effort).
-    pub slack: Option<f64>,
-    /// Jobs ahead at admission.
-    pub position: usize,
-}
-
-/// What a request costs the model, in its unit (before `cost_factor`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Cost {
-    /// All the work: tokens in and (expected) out, audio seconds, items.
-    pub total: f64,
-    /// The work before the deadline event: the prompt of a streamed generation.
-    pub first: f64,
-    /// Bytes held while queued.
-    pub bytes: usize,
-}
-
-impl Cost {
-    /// A request whose deadline is on its completion.
-    pub fn whole(total: f64, bytes: usize) -> Self {
-        Cost { total, first: total, bytes }
-    }
-}
-
-/// A queued job's payload: the request and the ways back to its handler.
-#[derive(Debug)]
-struct Pending {
-    /// The `queue` span of the request, which the batch span links to.
-    span: tracing::Span,
-    request: Request,
-    cancel: CancellationToken,
-    events: mpsc::UnboundedSender<Event>,
-    dispatched: oneshot::Sender<Result<Dispatched, ApiError>>,
-    forwarded: infergate_backends::Forwarded,
-}
-
-impl Pending {
-    /// The way to tell the handler, and the job as its backend sees it.
-    fn into_item(
-        self,
-        cost: f64,
-        deadline: Option<std::time::Instant>,
-    ) -> (oneshot::Sender<Result<Dispatched, ApiError>>, infergate_backends::Item) {
-        let item = infergate_backends::Item {
-            request: self.request,
-            cost,
-            cancel: self.cancel,
-            events: self.events,
-            deadline,
-            span: self.span,
-            forwarded: self.forwarded,
-        };
-        (self.dispatched, item)
-    }
-}
-
-/// What a handler hears at dispatch.
-#[derive(Debug)]
-struct Dispatched {
-    info: DispatchInfo,
-    /// A batch of one that the handler's task runs itself.
-    in_caller: Option<InCaller>,
-}
-
-impl Queued for Pending {
-    fn is_cancelled(&self) -> bool {
-        self.cancel.is_cancelled() || self.dispatched.is_closed()
-    }
-}
 
 /// A served model: its facts and the way into its scheduler.
 #[derive(Debug)]
@@ -289,15 +215,16 @@ impl ModelHandle {
         self.output_tokens.store(new, Ordering::Relaxed);
     }
 
-    /// Queue a request and wait until it is dispatched (or refused, dropped,
-    /// or its deadline passes). Dropping the returned future cancels the job.
+    /// Queue a request due by `deadline` (`None`: best effort) and wait until
+    /// it is dispatched (or refused, dropped, or its deadline passes).
+    /// Dropping the returned future cancels the job.
     pub async fn submit(
         &self,
         ctx: &RequestContext,
+        deadline: Option<Instant>,
         request: Request,
         cost: Cost,
     ) -> Result<Running, ApiError> {
-        let deadline = ctx.deadline(self.default_timeout);
         let cancel = CancellationToken::new();
         let guard = cancel.clone().drop_guard();
         let (events_tx, events) = mpsc::unbounded_channel();

@@ -108,7 +108,7 @@ fn start_step(
         .collect();
     let backend = core.backend.clone();
     let done = done.clone();
-    let platform = core.platform.clone();
+    let platform = core.platform;
     tokio::spawn(async move {
         let step = async {
             match backend.generator() {

@@ -51,7 +51,7 @@ impl Drop for CountOnDrop {
 #[async_trait]
 impl Backend for Gate {
     fn info(&self) -> ModelInfo {
-        ModelInfo { owned_by: "test".into(), platform: "gate".into() }
+        ModelInfo { owned_by: "test", platform: "gate", capabilities: Default::default() }
     }
 
     fn supports(&self, _: Task) -> bool {
@@ -114,7 +114,7 @@ async fn submit(model: &ModelHandle) -> Result<Running, ApiError> {
         forwarded: Default::default(),
     };
     let request = Request::Embeddings(EmbeddingsRequest { inputs: Vec::new(), dimensions: None });
-    model.submit(&ctx, request, Cost::whole(1.0, 1)).await
+    model.submit(&ctx, None, request, Cost::whole(1.0, 1)).await
 }
 
 const WAIT: Duration = Duration::from_secs(5);

@@ -16,12 +16,10 @@ use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use step::{StepAdmission, StepBudget};
-
 use self::fxhash::FxHashMap;
 use self::order::{Key, Order, Place};
 use crate::{
-    Class, DropReason, Dropped, Job, JobId, LatencyModel, Policy, Queued, RejectReason, Rejected,
+    Class, Decision, DropReason, Dropped, Job, JobId, LatencyModel, Policy, Queued, RejectReason, Rejected,
     SchedulerConfig,
 };
 
@@ -41,6 +39,23 @@ pub enum Action<P> {
 pub struct Step<P> {
     pub dropped: Vec<Dropped<P>>,
     pub action: Action<P>,
+}
+
+/// Room in the running set at one decoding step (continuous batching:
+/// [`ModelScheduler::admit_step`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepBudget {
+    /// Sequences that may join.
+    pub slots: usize,
+    /// Cost (tokens: prompt plus expected output) the KV cache can still hold.
+    pub tokens: f64,
+}
+
+/// Jobs that join the running set at this step, and jobs dropped on the way.
+#[derive(Debug)]
+pub struct StepAdmission<P> {
+    pub admitted: Vec<(Job<P>, Decision)>,
+    pub dropped: Vec<Dropped<P>>,
 }
 
 /// A job accepted into the queue.

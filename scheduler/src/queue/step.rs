@@ -5,24 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::ModelScheduler;
-use crate::{Decision, Dropped, Job, Queued};
-
-/// Room in the running set at this step.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct StepBudget {
-    /// Sequences that may join.
-    pub slots: usize,
-    /// Cost (tokens: prompt plus expected output) the KV cache can still hold.
-    pub tokens: f64,
-}
-
-/// Jobs that join the running set at this step, and jobs dropped on the way.
-#[derive(Debug)]
-pub struct StepAdmission<P> {
-    pub admitted: Vec<(Job<P>, Decision)>,
-    pub dropped: Vec<Dropped<P>>,
-}
+use super::{ModelScheduler, StepAdmission, StepBudget};
+use crate::{Decision, Queued};
 
 impl<P: Queued> ModelScheduler<P> {
     /// Choose the queued jobs that join the running set now, in the policy's

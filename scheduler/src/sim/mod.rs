@@ -6,12 +6,13 @@
 //! The clock is a base [`Instant`] plus virtual offsets: the scheduler only
 //! compares and adds instants, so it cannot tell. Events are arrivals, batch
 //! completions and the scheduler's own wake-ups (`WaitUntil`); after each,
-//! the affected model is polled until it stops dispatching. Used by the
-//! policy comparison (`cargo run --release -p infergate-scheduler --example
-//! compare`) and by tests.
+//! the affected model is polled until it stops dispatching. Every random draw
+//! comes from `infergate_rng::SplitMix64`, so a seed gives the same run on
+//! every platform. Used by the policy comparison (`cargo run --release -p
+//! infergate-scheduler --example compare`), by `infergate-load tune` to try
+//! batch settings, and by tests.
 
 mod report;
-mod rng;
 mod workload;
 
 use std::cmp::Reverse;
@@ -19,11 +20,13 @@ use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use infergate_rng::SplitMix64;
+
 pub use report::{markdown_table, quantile, ratio, task_table, Ledger, Outcome, Tally};
-pub use rng::Rng;
-pub use workload::{Arrival, Backend, Pattern, Task, Workload};
+pub use workload::{Backend, Pattern, Task, Workload};
 
 use self::report::class_index;
+use self::workload::Arrival;
 use crate::{Action, Class, Job, Measured, ModelScheduler, Policy, Queued};
 
 /// One simulation run.
@@ -112,7 +115,7 @@ struct Sim<'a> {
     running: HashMap<(usize, u64), Running>,
     /// Admission's predictions of jobs still queued.
     predicted: HashMap<u64, Option<Instant>>,
-    noise: Rng,
+    noise: SplitMix64,
     out: Outcome,
 }
 
@@ -151,7 +154,7 @@ pub fn simulate(s: &Scenario) -> Outcome {
         seq: 0,
         running: HashMap::new(),
         predicted: HashMap::new(),
-        noise: Rng::new(s.seed).fork(0x6e6f_6973),
+        noise: SplitMix64::new(s.seed).fork(0x6e6f_6973),
         out,
     };
     for (i, a) in arrivals.iter().enumerate() {
@@ -282,9 +285,9 @@ impl Sim<'_> {
         let first_cost: f64 = jobs.iter().map(|j| j.first_cost).sum();
         let sigma = self.s.workload.noise;
         let first = (b.base + b.per_cost.mul_f64(first_cost) + b.per_item * n as u32)
-            .mul_f64(self.noise.lognormal_factor(sigma));
+            .mul_f64(lognormal_factor(&mut self.noise, sigma));
         let longest = jobs.iter().map(|j| j.payload.output).max().unwrap_or(0);
-        let decode = (b.per_step * longest).mul_f64(self.noise.lognormal_factor(sigma));
+        let decode = (b.per_step * longest).mul_f64(lognormal_factor(&mut self.noise, sigma));
         let generative = task.output.is_some();
         let measured = Measured {
             elapsed: first + decode,
@@ -323,6 +326,12 @@ impl Sim<'_> {
             }
         }
     }
+}
+
+/// Multiplicative noise with median 1: `exp(σ·N(0,1))`, the normal draw
+/// clamped to ±3σ so one batch cannot take arbitrarily long.
+fn lognormal_factor(rng: &mut SplitMix64, sigma: f64) -> f64 {
+    (sigma * rng.normal().clamp(-3.0, 3.0)).exp()
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use super::rng::Rng;
+use infergate_rng::SplitMix64;
+
 use crate::{Class, LatencySeed, Policy, QueueLimits, SchedulerConfig};
 
 /// A model's workers: how long a batch really takes (the simulator's truth).
@@ -255,7 +256,7 @@ impl Pattern {
 
 /// One request entering the gateway.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Arrival {
+pub(crate) struct Arrival {
     pub at: Duration,
     pub task: usize,
     pub class: Class,
@@ -266,14 +267,14 @@ pub struct Arrival {
 }
 
 /// Arrival times of one stream of mean `rate` per second over `[0, horizon)`.
-fn times(rate: f64, pattern: Pattern, horizon: f64, rng: &mut Rng) -> Vec<f64> {
+fn times(rate: f64, pattern: Pattern, horizon: f64, rng: &mut SplitMix64) -> Vec<f64> {
     let mut out = Vec::new();
     if rate <= 0.0 {
         return out;
     }
     if pattern == Pattern::Constant {
         let gap = 1.0 / rate;
-        let mut at = rng.unit() * gap;
+        let mut at = rng.next_f64() * gap;
         while at < horizon {
             out.push(at);
             at += gap;
@@ -310,7 +311,7 @@ impl Workload {
     /// time; the rate ramps up linearly over `[0, ramp)` (by thinning), so the
     /// workers do not all start at once and stay in phase. Depends only on
     /// the arguments, so every policy sees the same requests.
-    pub fn arrivals(
+    pub(crate) fn arrivals(
         &self,
         rate: f64,
         pattern: Pattern,
@@ -319,7 +320,7 @@ impl Workload {
         seed: u64,
     ) -> Vec<Arrival> {
         let ramp = ramp.as_secs_f64();
-        let mut root = Rng::new(seed);
+        let mut root = SplitMix64::new(seed);
         let mut all = Vec::new();
         for (i, task) in self.tasks.iter().enumerate() {
             for class in [Class::Interactive, Class::Batch] {
@@ -334,7 +335,7 @@ impl Workload {
                     }
                     let size = rng.uniform(task.size.0, task.size.1);
                     let output = task.output.map_or(0, |(lo, hi)| {
-                        (f64::from(lo) + rng.unit() * f64::from(hi - lo + 1)).floor() as u32
+                        (f64::from(lo) + rng.next_f64() * f64::from(hi - lo + 1)).floor() as u32
                     });
                     all.push(Arrival { at: Duration::from_secs_f64(at), task: i, class, size, output });
                 }

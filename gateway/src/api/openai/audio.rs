@@ -1,23 +1,24 @@
 //! `POST /v1/audio/transcriptions` and `/v1/audio/translations` (multipart).
 
+use std::convert::Infallible;
+
 use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
+use futures_util::stream::{Stream, StreamExt};
 use http::header;
 use infergate_backends::audio::{AudioFormat, WavInfo};
 use infergate_backends::{AudioTask, Task, TranscriptionOutput};
-use serde_json::json;
-
-use crate::api::extract::require_content_type;
 use infergate_otel::names::spans;
+use serde_json::json;
 use tracing::Instrument;
 
-use super::speech;
-use crate::api::{encode, genai};
+use crate::api::extract::{encode, require_content_type};
+use crate::call::{Ask, Call, Operation, SpeechEvent};
 use crate::context::RequestContext;
 use crate::error::ApiError;
-use crate::outcome::Outcome;
 use crate::state::SharedState;
 
 /// The output formats OpenAI defines.
@@ -167,31 +168,66 @@ async fn handle(
     task: AudioTask,
 ) -> Result<Response, ApiError> {
     let form = read_form(request, &state).instrument(tracing::info_span!(spans::DECODE)).await?;
-    // Not in the GenAI conventions: infergate's own operation names.
-    genai(if task == AudioTask::Transcribe { "transcription" } else { "translation" }, &form.model);
-    let model = state.model_for(&form.model, Task::Transcription)?.clone();
+    let operation = match task {
+        AudioTask::Transcribe => Operation::Transcription,
+        AudioTask::Translate => Operation::SpeechTranslation,
+    };
+    let call = Call::open(&state, ctx, Some(&form.model), Task::Transcription, operation)?;
     // Not audio at all, or an empty or broken WAV: refused before decoding.
     check_audio(&form.file, state.config.limits.max_audio_bytes)?;
-    let plan = speech::plan(&state, form.file).await?;
-    let ask =
-        speech::Ask { task, language: form.language, prompt: form.prompt, temperature: form.temperature };
-    let deadline = ctx.deadline(model.default_timeout);
-    let outcome = Outcome::new(
-        &model.genai,
-        if task == AudioTask::Transcribe { "transcription" } else { "translation" },
-        &ctx,
-        deadline,
-    );
+    let plan = call.speech_plan(form.file).await?;
+    let ask = Ask { task, language: form.language, prompt: form.prompt, temperature: form.temperature };
     if form.stream {
-        return Ok(speech::stream(ctx, model, plan, ask, outcome));
+        let events = call.transcribe_stream(plan, ask);
+        return Ok(Sse::new(sse(events)).keep_alive(KeepAlive::default()).into_response());
     }
-    let out = speech::transcribe(&ctx, &model, &plan, &ask).await?;
-    outcome.answered(None);
+    let out = call.transcribe(plan, ask).await?;
     let task_name = match task {
         AudioTask::Transcribe => "transcribe",
         AudioTask::Translate => "translate",
     };
     Ok(encode(|| render(&out, form.format, task_name, form.temperature)))
+}
+
+/// `stream=true`: OpenAI's transcription events as server-sent events — a
+/// `transcript.text.segment` and a `transcript.text.delta` per segment as
+/// chunks finish, in order, then `transcript.text.done` with the whole text
+/// (or an `error` event).
+fn sse(events: impl Stream<Item = SpeechEvent>) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    let event = |value: serde_json::Value| Ok(SseEvent::default().data(value.to_string()));
+    let mut next_id = 0u32;
+    events
+        .map(move |speech| {
+            let lines: Vec<Result<SseEvent, Infallible>> = match speech {
+                SpeechEvent::Part(part) => part
+                    .segments
+                    .iter()
+                    .flat_map(|segment| {
+                        let id = next_id;
+                        next_id += 1;
+                        [
+                            event(json!({
+                                "type": "transcript.text.segment",
+                                "id": id, "start": segment.start, "end": segment.end, "text": segment.text,
+                            })),
+                            event(json!({ "type": "transcript.text.delta", "delta": segment.text })),
+                        ]
+                    })
+                    .collect(),
+                SpeechEvent::Failed(error) => {
+                    let parts = error.parts();
+                    vec![event(json!({ "type": "error", "error": { "message": error.to_string(), "code": parts.code } }))]
+                }
+                SpeechEvent::Done(done) => vec![event(json!({
+                    "type": "transcript.text.done",
+                    "text": done.text,
+                    "language": done.language,
+                    "usage": { "type": "duration", "seconds": done.duration.ceil() },
+                }))],
+            };
+            futures_util::stream::iter(lines)
+        })
+        .flatten()
 }
 
 fn render(out: &TranscriptionOutput, format: Format, task: &str, temperature: f32) -> Response {

@@ -4,19 +4,16 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http::{header, HeaderValue};
-use infergate_backends::{
-    json_object, tokens, ChatMessage, ChatOutput, ChatRequest, Event, Output, Request, Task,
-};
-use serde::{Deserialize, Serialize};
+use infergate_backends::{json_object, tokens, ChatMessage, ChatRequest, Task};
+use serde::Deserialize;
 use serde_json::Value;
 
-use super::chat_stream;
-use crate::api::{dispatch_headers, encode, genai, JsonWithRaw};
+use super::chat_stream::{self, Usage};
+use crate::api::extract::{dispatch_headers, encode, JsonWithRaw};
+use crate::call::{Call, Chat, Operation};
 use crate::config::Limits;
 use crate::context::RequestContext;
 use crate::error::ApiError;
-use crate::outcome::Outcome;
-use crate::runner::Cost;
 use crate::state::SharedState;
 
 /// The request body, as OpenAI documents it. Fields infergate does not use
@@ -143,12 +140,10 @@ pub struct ContentPart {
     pub text: Option<String>,
 }
 
-/// Validated settings the response needs besides the backend request.
+/// The validated job, and what the response needs besides it.
 struct Plan {
-    request: ChatRequest,
+    chat: Chat,
     include_usage: bool,
-    prompt_tokens: u32,
-    bytes: usize,
 }
 
 /// `remote`: the model is an OpenAI-compatible upstream, which gets the
@@ -225,21 +220,20 @@ fn plan(body: ChatCompletionRequest, limits: &Limits, remote: bool) -> Result<Pl
         ));
     }
     let bytes = messages.iter().map(|m| m.content.len()).sum();
+    let request = ChatRequest {
+        messages,
+        max_tokens,
+        temperature: temperature as f32,
+        top_p: top_p as f32,
+        top_k,
+        seed: body.seed.map(|s| s as u64),
+        stop,
+        stream,
+        passthrough: None,
+    };
     Ok(Plan {
-        prompt_tokens,
-        bytes,
+        chat: Chat { request, prompt_tokens, bytes, expected_output: None },
         include_usage: body.stream_options.is_some_and(|o| o.include_usage),
-        request: ChatRequest {
-            messages,
-            max_tokens,
-            temperature: temperature as f32,
-            top_p: top_p as f32,
-            top_k,
-            seed: body.seed.map(|s| s as u64),
-            stop,
-            stream,
-            passthrough: None,
-        },
     })
 }
 
@@ -288,77 +282,32 @@ fn in_range(param: &str, value: Option<f64>, lo: f64, hi: f64) -> Result<Option<
     }
 }
 
-/// Token counts as OpenAI reports them.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct Usage {
-    pub prompt_tokens: u32,
-    pub completion_tokens: u32,
-    pub total_tokens: u32,
-}
-
-impl From<&ChatOutput> for Usage {
-    fn from(c: &ChatOutput) -> Self {
-        Usage {
-            prompt_tokens: c.prompt_tokens,
-            completion_tokens: c.completion_tokens,
-            total_tokens: c.prompt_tokens.saturating_add(c.completion_tokens),
-        }
-    }
-}
-
 /// Handle a chat completion.
 pub async fn completions(
     State(state): State<SharedState>,
     ctx: RequestContext,
     JsonWithRaw(body, raw): JsonWithRaw<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
-    let model = state.model_for(&body.model, Task::Chat)?.clone();
-    genai("chat", &body.model);
+    let call = Call::open(&state, ctx, Some(&body.model), Task::Chat, Operation::Chat)?;
+    let forwards = call.model().info.capabilities.forwards_body;
     let model_name = body.model.clone();
-    let remote = model.info.platform == "openai";
-    let mut plan = plan(body, &state.config.limits, remote)?;
+    let mut plan = plan(body, &state.config.limits, forwards)?;
     // A remote model gets the client's fields infergate does not interpret.
-    if remote {
-        plan.request.passthrough = Some(raw);
+    if forwards {
+        plan.chat.request.passthrough = Some(raw);
     }
-    let stream = plan.request.stream;
-    let deadline = ctx.deadline(model.default_timeout);
-    let mut outcome = Outcome::new(&model.genai, "chat", &ctx, deadline);
-    // Cost: the prompt plus the output we expect (recent usage, capped by
-    // max_tokens). A stream's deadline is on its first token: the prompt.
-    let prompt = f64::from(plan.prompt_tokens);
-    let total = prompt + f64::from(model.expected_output(plan.request.max_tokens));
-    let cost = Cost { total, first: if stream { prompt } else { total }, bytes: plan.bytes };
-    let mut running = model.submit(&ctx, Request::Chat(plan.request), cost).await?;
-    let headers = dispatch_headers(&running.dispatch);
-    let id = ctx.object_id("chatcmpl");
-    let created = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(state.started);
-    // For streams the deadline is on the first token; otherwise on the answer.
-    let first = running.next_by(deadline).await?;
-    if let Event::Failed(error) = first {
-        return Err(error.into());
+    let id = call.ctx().object_id("chatcmpl");
+    let meta =
+        |created| chat_stream::Meta { id, created, model: model_name, include_usage: plan.include_usage };
+    if plan.chat.request.stream {
+        let stream = call.chat_stream(plan.chat).await?;
+        let headers = dispatch_headers(&stream.dispatch);
+        return Ok((headers, chat_stream::respond(meta(state.now()), stream)).into_response());
     }
-    let meta = chat_stream::Meta { id, created, model: model_name, include_usage: plan.include_usage };
-    if stream {
-        outcome.first_token();
-        return Ok((headers, chat_stream::respond(meta, model, outcome, first, running)).into_response());
-    }
-    let output = match first {
-        Event::Done(output) => output,
-        _ => running.output_by(deadline).await?,
-    };
-    let Output::Chat(chat) = output else {
-        return Err(ApiError::Internal { detail: "chat backend returned another task's output".into() });
-    };
-    model.observe_output(chat.completion_tokens);
-    outcome.answered(Some((chat.prompt_tokens, chat.completion_tokens)));
-    tracing::Span::current()
-        .record("gen_ai.usage.input_tokens", chat.prompt_tokens)
-        .record("gen_ai.usage.output_tokens", chat.completion_tokens)
-        .record("gen_ai.response.finish_reasons", chat.finish_reason.as_str());
+    let answer = call.chat(plan.chat).await?;
+    let headers = dispatch_headers(&answer.dispatch);
+    let meta = meta(state.now());
+    let chat = answer.output;
     if let Some(answer) = chat.upstream {
         // The upstream's answer as it wrote it, under the name the client used.
         let name = Value::String(meta.model);

@@ -6,18 +6,34 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::Arc;
 
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use futures_util::stream::{self, Stream};
-use infergate_backends::{json_object, Chunk, Event, Output};
+use infergate_backends::{json_object, ChatOutput, Chunk};
+use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::chat::Usage;
+use crate::call::{ChatStream, StreamEvent};
 use crate::error::ApiError;
-use crate::outcome::Outcome;
-use crate::runner::{ModelHandle, Running};
+
+/// Token counts as OpenAI reports them.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Usage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    pub total_tokens: u32,
+}
+
+impl From<&ChatOutput> for Usage {
+    fn from(c: &ChatOutput) -> Self {
+        Usage {
+            prompt_tokens: c.prompt_tokens,
+            completion_tokens: c.completion_tokens,
+            total_tokens: c.prompt_tokens.saturating_add(c.completion_tokens),
+        }
+    }
+}
 
 /// What every chunk repeats.
 pub struct Meta {
@@ -58,12 +74,7 @@ impl Meta {
 
 struct StreamState {
     meta: Meta,
-    model: Arc<ModelHandle>,
-    /// Taken when the stream completes; dropped unfinished it counts as missed.
-    outcome: Option<Outcome>,
-    /// Seconds from arrival to the first token.
-    first_at: f64,
-    running: Running,
+    stream: ChatStream,
     pending: VecDeque<String>,
     finished: bool,
     /// The backend relays an upstream's chunks; infergate writes none of its own.
@@ -71,21 +82,12 @@ struct StreamState {
 }
 
 impl StreamState {
-    /// Turn one backend event into the SSE data lines it produces.
-    fn absorb(&mut self, event: Result<Event, ApiError>) {
+    /// Turn one event into the SSE data lines it produces.
+    fn absorb(&mut self, event: Option<StreamEvent>) {
         match event {
-            Ok(Event::Delta(text)) => self.push(self.meta.chunk(json!({ "content": text }), None)),
-            Ok(Event::Chunk(chunk)) => self.relay(chunk),
-            Ok(Event::Done(Output::Chat(chat))) => {
-                self.model.observe_output(chat.completion_tokens);
-                // The body is polled inside the request's server span.
-                tracing::Span::current()
-                    .record("gen_ai.usage.input_tokens", chat.prompt_tokens)
-                    .record("gen_ai.usage.output_tokens", chat.completion_tokens)
-                    .record("gen_ai.response.finish_reasons", chat.finish_reason.as_str());
-                if let Some(outcome) = self.outcome.take() {
-                    outcome.stream_done(chat.prompt_tokens, chat.completion_tokens, self.first_at);
-                }
+            Some(StreamEvent::Delta(text)) => self.push(self.meta.chunk(json!({ "content": text }), None)),
+            Some(StreamEvent::Chunk(chunk)) => self.relay(chunk),
+            Some(StreamEvent::Done(chat)) => {
                 if !self.relay {
                     self.push(self.meta.chunk(json!({}), Some(chat.finish_reason.as_str())));
                     if self.meta.include_usage {
@@ -95,11 +97,8 @@ impl StreamState {
                 self.pending.push_back("[DONE]".to_owned());
                 self.finished = true;
             }
-            Ok(Event::Done(_)) => {
-                self.fail(ApiError::Internal { detail: "chat stream got another task's output".into() })
-            }
-            Ok(Event::Failed(error)) => self.fail(error.into()),
-            Err(error) => self.fail(error),
+            Some(StreamEvent::Failed(error)) => self.fail(error),
+            None => self.finished = true,
         }
     }
 
@@ -144,30 +143,13 @@ impl StreamState {
     }
 }
 
-/// The SSE response. `first` is the event already received (the first token
-/// came before the deadline); dropping the stream cancels the job.
-pub fn respond(
-    meta: Meta,
-    model: Arc<ModelHandle>,
-    outcome: Outcome,
-    first: Event,
-    running: Running,
-) -> impl IntoResponse {
-    let first_at = outcome.elapsed();
-    let mut state = StreamState {
-        meta,
-        model,
-        outcome: Some(outcome),
-        first_at,
-        running,
-        pending: VecDeque::new(),
-        finished: false,
-        relay: false,
-    };
-    if !matches!(first, Event::Chunk(_)) {
+/// The SSE response; dropping it cancels the job.
+pub fn respond(meta: Meta, stream: ChatStream) -> impl IntoResponse {
+    let relay = stream.relays();
+    let mut state = StreamState { meta, stream, pending: VecDeque::new(), finished: false, relay: false };
+    if !relay {
         state.push(state.meta.chunk(json!({ "role": "assistant", "content": "" }), None));
     }
-    state.absorb(Ok(first));
     Sse::new(events(state)).keep_alive(KeepAlive::default())
 }
 
@@ -180,7 +162,7 @@ fn events(state: StreamState) -> impl Stream<Item = Result<SseEvent, Infallible>
             if state.finished {
                 return None;
             }
-            let event = state.running.next().await;
+            let event = state.stream.next().await;
             state.absorb(event);
         }
     })

@@ -4,16 +4,15 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
-use infergate_backends::{tokens, EmbeddingInput, EmbeddingsRequest, Output, Request, Task};
+use infergate_backends::{tokens, EmbeddingInput, EmbeddingsRequest, Task};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::api::{dispatch_headers, encode, genai, JsonBody};
+use crate::api::extract::{dispatch_headers, encode, JsonBody};
+use crate::call::{Call, Operation};
 use crate::config::Limits;
 use crate::context::RequestContext;
 use crate::error::ApiError;
-use crate::outcome::Outcome;
-use crate::runner::Cost;
 use crate::state::SharedState;
 
 /// The request body as OpenAI documents it.
@@ -145,8 +144,7 @@ pub async fn create(
     ctx: RequestContext,
     JsonBody(body): JsonBody<EmbeddingsBody>,
 ) -> Result<Response, ApiError> {
-    let model = state.model_for(&body.model, Task::Embeddings)?;
-    genai("embeddings", &body.model);
+    let call = Call::open(&state, ctx, Some(&body.model), Task::Embeddings, Operation::Embeddings)?;
     let encoding = match body.encoding_format.as_deref() {
         None | Some("float") => Encoding::Float,
         Some("base64") => Encoding::Base64,
@@ -166,36 +164,9 @@ pub async fn create(
         })
         .transpose()?;
     let inputs = parse_inputs(&body.input, &state.config.limits)?;
-    let bytes = inputs
-        .iter()
-        .map(|i| match i {
-            EmbeddingInput::Text(t) => t.len(),
-            EmbeddingInput::Tokens(ids) => ids.len() * 4,
-        })
-        .sum();
-    let tokens: f64 = inputs
-        .iter()
-        .map(|i| match i {
-            EmbeddingInput::Text(t) => f64::from(tokens::estimate(t)),
-            EmbeddingInput::Tokens(ids) => ids.len() as f64,
-        })
-        .sum();
-    let deadline = ctx.deadline(model.default_timeout);
-    let outcome = Outcome::new(&model.genai, "embeddings", &ctx, deadline);
-    let running = model
-        .submit(
-            &ctx,
-            Request::Embeddings(EmbeddingsRequest { inputs, dimensions }),
-            Cost::whole(tokens, bytes),
-        )
-        .await?;
-    let headers = dispatch_headers(&running.dispatch);
-    let output = running.output_by(deadline).await?;
-    let Output::Embeddings(out) = output else {
-        return Err(ApiError::Internal {
-            detail: "embeddings backend returned another task's output".into(),
-        });
-    };
+    let answer = call.once(EmbeddingsRequest { inputs, dimensions }).await?;
+    let headers = dispatch_headers(&answer.dispatch);
+    let out = answer.output;
     let data = out
         .vectors
         .iter()
@@ -212,8 +183,6 @@ pub async fn create(
             },
         })
         .collect();
-    tracing::Span::current().record("gen_ai.usage.input_tokens", out.prompt_tokens);
-    outcome.answered(Some((out.prompt_tokens, 0)));
     let usage = EmbeddingUsage { prompt_tokens: out.prompt_tokens, total_tokens: out.prompt_tokens };
     let body = EmbeddingList { object: "list", data, model: &body.model, usage };
     Ok(encode(|| (headers, Json(body)).into_response()))

@@ -7,4 +7,3 @@ mod chat_stream;
 pub mod embeddings;
 pub mod models;
 pub mod moderations;
-pub mod speech;

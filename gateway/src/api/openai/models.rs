@@ -14,7 +14,7 @@ pub struct ModelObject {
     id: String,
     object: &'static str,
     created: u64,
-    owned_by: String,
+    owned_by: &'static str,
     /// infergate's addition: which task the model serves.
     task: &'static str,
 }
@@ -31,7 +31,7 @@ fn object(state: &SharedState, model: &ModelHandle) -> ModelObject {
         id: model.name.clone(),
         object: "model",
         created: state.started,
-        owned_by: model.info.owned_by.clone(),
+        owned_by: model.info.owned_by,
         task: model.task.as_str(),
     }
 }

@@ -4,16 +4,15 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
-use infergate_backends::{ModerationInput, ModerationRequest, Output, Request, Task};
+use infergate_backends::{ModerationInput, ModerationRequest, Task};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::api::{dispatch_headers, encode, genai, JsonBody};
+use crate::api::extract::{dispatch_headers, encode, JsonBody};
+use crate::call::{Call, Operation};
 use crate::config::Limits;
 use crate::context::RequestContext;
 use crate::error::ApiError;
-use crate::outcome::Outcome;
-use crate::runner::Cost;
 use crate::state::SharedState;
 
 /// The request body as OpenAI documents it; `model` defaults to the first
@@ -101,33 +100,14 @@ pub async fn create(
     ctx: RequestContext,
     JsonBody(body): JsonBody<ModerationBody>,
 ) -> Result<Response, ApiError> {
-    let model = match &body.model {
-        Some(name) => state.model_for(name, Task::Moderation)?,
-        None => state
-            .default_model(Task::Moderation)
-            .ok_or_else(|| ApiError::ModelNotFound { model: "(default moderation model)".into() })?,
-    };
-    genai("moderation", &model.name);
+    let call = Call::open(&state, ctx, body.model.as_deref(), Task::Moderation, Operation::Moderation)?;
+    let id = call.ctx().object_id("modr");
+    let model = call.model().name.clone();
     let groups = parse_groups(&body.input, &state.config.limits)?;
-    let bytes = groups
-        .iter()
-        .flatten()
-        .map(|i| match i {
-            ModerationInput::Text(s) | ModerationInput::ImageUrl(s) => s.len(),
-        })
-        .sum();
-    let cost = Cost::whole(groups.iter().flatten().count() as f64, bytes);
-    let deadline = ctx.deadline(model.default_timeout);
-    let outcome = Outcome::new(&model.genai, "moderation", &ctx, deadline);
-    let running = model.submit(&ctx, Request::Moderation(ModerationRequest { groups }), cost).await?;
-    let headers = dispatch_headers(&running.dispatch);
-    let Output::Moderation(out) = running.output_by(deadline).await? else {
-        return Err(ApiError::Internal {
-            detail: "moderation backend returned another task's output".into(),
-        });
-    };
-    outcome.answered(None);
-    let results: Vec<Value> = out
+    let answer = call.once(ModerationRequest { groups }).await?;
+    let headers = dispatch_headers(&answer.dispatch);
+    let results: Vec<Value> = answer
+        .output
         .results
         .iter()
         .map(|r| {
@@ -139,6 +119,6 @@ pub async fn create(
             })
         })
         .collect();
-    let body = json!({ "id": ctx.object_id("modr"), "model": model.name, "results": results });
+    let body = json!({ "id": id, "model": model, "results": results });
     Ok(encode(|| (headers, Json(body)).into_response()))
 }

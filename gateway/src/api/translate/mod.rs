@@ -2,50 +2,34 @@
 //! /v2/languages` and `GET|POST /v2/usage`, so DeepL's own clients work
 //! with `server_url` pointed at the gateway.
 //!
-//! Each `text` becomes one chat job for the model `[translation]` routes the
-//! target language to (any chat model; the scheduler batches the jobs, and
-//! the in-process model decodes them together), prompted with that model's
-//! `translation_prompt`. Without `source_lang` the language is detected
-//! (whatlang) and reported as `detected_source_language`. A text already in
-//! the target language, or without letters to translate, comes back as it
-//! was. Bodies are JSON or `application/x-www-form-urlencoded` (repeated
-//! `text`); errors are DeepL's `{"message": …}`, and DeepL's
-//! `Authorization: DeepL-Auth-Key …` is accepted beside `Bearer`.
+//! Each `text` is translated by the call layer ([`crate::call::translate`]:
+//! one chat job per text for the model `[translation]` routes the target
+//! language to). Without `source_lang` the language is detected and
+//! reported as `detected_source_language`. Bodies are JSON or
+//! `application/x-www-form-urlencoded` (repeated `text`); errors are
+//! DeepL's `{"message": …}`, and DeepL's `Authorization: DeepL-Auth-Key …`
+//! is accepted beside `Bearer`.
 //!
 //! Accepted but without effect: `split_sentences`, `preserve_formatting`,
 //! `outline_detection` and the tag lists (the model sees each text whole).
 //! Refused with a 400: `tag_handling`, glossaries, style rules and
 //! translation memories, which a chat model cannot honour faithfully.
 
-pub mod languages;
-
-use std::sync::Arc;
-
 use axum::extract::{Request, State};
 use axum::response::{AppendHeaders, IntoResponse, Response};
 use axum::Json;
-use futures_util::future::try_join_all;
 use http::header;
-use infergate_backends::{tokens, ChatMessage, ChatRequest, Output, Task};
 use infergate_otel::names::spans;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tracing::Instrument;
 
-use self::languages::Language;
-use crate::api::extract::{decode_json, read_body};
-use crate::api::{dispatch_headers, encode, genai};
+use crate::api::extract::{decode_json, dispatch_headers, encode, read_body};
+use crate::call::translate::languages::{self, Language};
+use crate::call::translate::{translate as translate_texts, Translation};
 use crate::context::RequestContext;
 use crate::error::ApiError;
-use crate::outcome::Outcome;
-use crate::runner::{Cost, ModelHandle};
 use crate::state::SharedState;
-
-/// The prompt a model gets when its config names none. `{source}`,
-/// `{target}` and `{text}` are replaced; `{instructions}` takes the
-/// formality, context and custom instructions, one sentence each.
-pub const DEFAULT_PROMPT: &str = "Translate the following text from {source} to {target}.{instructions} \
-Reply with the translation only, without notes or quotes.\n\n{text}";
 
 /// The request, from JSON or a form.
 #[derive(Debug, Deserialize)]
@@ -270,54 +254,6 @@ fn plan(body: TranslateBody, max_texts: usize, max_chars: usize) -> Result<Plan,
     })
 }
 
-/// The chat model for a target language.
-fn route<'s>(state: &'s SharedState, target: &Language) -> Result<&'s Arc<ModelHandle>, ApiError> {
-    let t = &state.config.translation;
-    let named = t
-        .targets
-        .iter()
-        .find(|(code, _)| code.eq_ignore_ascii_case(target.code))
-        .or_else(|| {
-            t.targets.iter().find(|(code, _)| code.eq_ignore_ascii_case(languages::base(target.code)))
-        })
-        .map(|(_, model)| model)
-        .or(t.model.as_ref());
-    match named {
-        Some(name) => state.model_for(name, Task::Chat),
-        None => state
-            .default_model(Task::Chat)
-            .ok_or_else(|| ApiError::ModelNotFound { model: "(no chat model serves translation)".into() }),
-    }
-}
-
-/// The prompt for one text.
-fn prompt(
-    template: &str,
-    source: Option<&Language>,
-    target: &Language,
-    instructions: &str,
-    text: &str,
-) -> String {
-    let source = source.map_or("its language", |l| l.name);
-    template
-        .replace("{source}", source)
-        .replace("{target}", target.name)
-        .replace("{instructions}", instructions)
-        .replace("{text}", text)
-}
-
-/// A model's answer without the wrapping small models like to add.
-fn clean(answer: &str, original: &str) -> String {
-    let mut text = answer.trim();
-    for (open, close) in [('"', '"'), ('“', '”'), ('«', '»'), ('„', '“')] {
-        let quoted = text.len() > 1 && text.starts_with(open) && text.ends_with(close);
-        if quoted && !original.trim().starts_with(open) {
-            text = text[open.len_utf8()..text.len() - close.len_utf8()].trim();
-        }
-    }
-    text.to_owned()
-}
-
 /// `POST /v2/translate`.
 pub async fn translate(
     State(state): State<SharedState>,
@@ -331,73 +267,25 @@ pub async fn translate(
     }
     .instrument(tracing::info_span!(spans::DECODE))
     .await?;
-    let model = route(&state, plan.target)?.clone();
-    genai("translation", &model.name);
-    let template = state
-        .config
-        .models
-        .iter()
-        .find(|m| m.name == model.name)
-        .and_then(|m| m.translation_prompt.as_deref())
-        .unwrap_or(DEFAULT_PROMPT);
-    let deadline = ctx.deadline(model.default_timeout);
-    let outcome = Outcome::new(&model.genai, "translation", &ctx, deadline);
-    let jobs = plan.texts.iter().map(|text| {
-        let source = plan.source.or_else(|| languages::detect(text));
-        let model = model.clone();
-        let ctx = &ctx;
-        let plan = &plan;
-        async move {
-            let detected = source.map_or("EN", |l| l.code);
-            let same = source.is_some_and(|s| s.code == languages::base(plan.target.code));
-            if same || !text.chars().any(char::is_alphabetic) {
-                return Ok::<_, ApiError>((detected, text.clone(), (0, 0), None));
-            }
-            let content = prompt(template, source, plan.target, &plan.instructions, text);
-            let input = tokens::estimate(&content);
-            let max_tokens = t.max_output_tokens.min(tokens::estimate(text).saturating_mul(3) + 32);
-            let request = ChatRequest {
-                messages: vec![ChatMessage { role: "user".into(), content }],
-                max_tokens,
-                temperature: 0.0,
-                top_p: 1.0,
-                top_k: None,
-                seed: Some(0),
-                stop: Vec::new(),
-                stream: false,
-                passthrough: None,
-            };
-            let cost = Cost::whole(f64::from(input + max_tokens.min(tokens::estimate(text) * 2)), text.len());
-            let running = model.submit(ctx, infergate_backends::Request::Chat(request), cost).await?;
-            let dispatch = running.dispatch;
-            let Output::Chat(chat) = running.output_by(deadline).await? else {
-                return Err(ApiError::Internal {
-                    detail: "chat backend returned another task's output".into(),
-                });
-            };
-            model.observe_output(chat.completion_tokens);
-            let usage = (chat.prompt_tokens, chat.completion_tokens);
-            Ok((detected, clean(&chat.text, text), usage, Some(dispatch)))
-        }
-    });
-    let results = try_join_all(jobs).await?;
-    let (input, output) = results.iter().fold((0, 0), |(i, o), (_, _, (a, b), _)| (i + a, o + b));
+    let billed: Vec<usize> = plan.texts.iter().map(|t| t.chars().count()).collect();
+    let job = Translation {
+        texts: plan.texts,
+        target: plan.target,
+        source: plan.source,
+        instructions: plan.instructions,
+    };
+    let done = translate_texts(&state, ctx, job).await?;
     // The headers of the largest batch a text joined.
-    let headers =
-        results.iter().filter_map(|r| r.3).max_by_key(|d| d.batch_size).map(|d| dispatch_headers(&d));
-    outcome.answered(Some((input, output)));
-    tracing::Span::current()
-        .record("gen_ai.usage.input_tokens", input)
-        .record("gen_ai.usage.output_tokens", output);
-    let billed: u64 = plan.texts.iter().map(|t| t.chars().count() as u64).sum();
-    state.count_translated(&ctx.tenant, billed);
-    let translations: Vec<Value> = results
+    let headers = done.dispatch.map(|d| dispatch_headers(&d));
+    let translations: Vec<Value> = done
+        .texts
         .into_iter()
-        .zip(&plan.texts)
-        .map(|((detected, text, _, _), original)| {
-            let mut entry = json!({ "detected_source_language": detected, "text": text });
+        .zip(billed)
+        .map(|(translated, chars)| {
+            let mut entry =
+                json!({ "detected_source_language": translated.detected, "text": translated.text });
             if plan.billed {
-                entry["billed_characters"] = json!(original.chars().count());
+                entry["billed_characters"] = json!(chars);
             }
             if let Some(used) = plan.model_type {
                 entry["model_type_used"] = json!(used);

@@ -1,6 +1,7 @@
 use serde_json::json;
 
 use super::*;
+use crate::call::translate::{prompt, DEFAULT_PROMPT};
 
 fn body(value: Value) -> TranslateBody {
     serde_json::from_value(value).unwrap()
@@ -109,12 +110,4 @@ fn formality_context_and_instructions_go_into_the_prompt() {
     assert!(text.ends_with("\n\nGood morning"));
     // Only a hint where the language has no formality.
     assert!(planned(json!({"text": ["x"], "target_lang": "FI", "formality": "prefer_more"})).is_ok());
-}
-
-#[test]
-fn answers_lose_the_quotes_the_model_added() {
-    assert_eq!(clean("  \"Guten Morgen\"\n", "Good morning"), "Guten Morgen");
-    assert_eq!(clean("„Hallo“", "Hello"), "Hallo");
-    assert_eq!(clean("\"quoted\"", "\"quoted\""), "\"quoted\"");
-    assert_eq!(clean("\"", "x"), "\"");
 }

@@ -1,9 +1,10 @@
 //! How each request ended, for the GenAI metrics and goodput.
 //!
-//! A handler creates an [`Outcome`] once it knows the model; it records the
-//! request's duration and, for requests with a deadline, whether the answer
-//! (the first token, for streams) came in time. Dropped without success — an
-//! error, a refusal, a client that left — it counts as a missed deadline.
+//! The call layer creates an [`Outcome`] once a request is valid and about
+//! to reach its model; it records the request's duration and, for requests
+//! with a deadline, whether the answer (the first token, for streams) came
+//! in time. Dropped without success — an error, a refusal, a client that
+//! left — it counts as a missed deadline.
 
 use std::sync::Arc;
 
@@ -24,7 +25,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// `series` is the model's ([`crate::runner::ModelHandle::genai`]).
+    /// `series` is the model's ([`ModelHandle::genai`](crate::runner::ModelHandle)).
     pub fn new(
         series: &Arc<ModelGenAi>,
         operation: &'static str,

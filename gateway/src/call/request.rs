@@ -1,0 +1,203 @@
+//! One request's use of one model: [`Call`] resolves the model, names the
+//! operation on the server span, fixes the deadline, and runs jobs on the
+//! model through the runner; [`Payload`] says what each task's job costs
+//! and what it answers.
+
+use std::sync::Arc;
+
+use infergate_backends::Task;
+use infergate_otel::names::operations;
+use tokio::time::Instant;
+
+use super::outcome::Outcome;
+use super::payload::{Payload, Usage};
+use crate::context::RequestContext;
+use crate::error::ApiError;
+use crate::runner::{DispatchInfo, ModelHandle, Running};
+use crate::state::{AppState, SharedState};
+
+/// What a request does, for `gen_ai.operation.name` on its server span and
+/// on its GenAI metrics. Operations the GenAI conventions lack
+/// (`transcription`, `translation`, `moderation`, `infer`) use infergate's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Chat,
+    Embeddings,
+    Moderation,
+    Ocr,
+    /// KServe inference on a tensor model.
+    Infer,
+    /// KServe inference on an OCR model: `infer` on the span, `ocr` in the metrics.
+    InferOcr,
+    Transcription,
+    /// Speech to English text (`/v1/audio/translations`).
+    SpeechTranslation,
+    /// Text translation (DeepL's `/v2/translate`).
+    Translation,
+}
+
+impl Operation {
+    /// `gen_ai.operation.name` on the server span.
+    fn span_name(self) -> &'static str {
+        match self {
+            Operation::Infer | Operation::InferOcr => operations::INFER,
+            other => other.metric_name(),
+        }
+    }
+
+    /// The operation label of the model's GenAI metrics.
+    fn metric_name(self) -> &'static str {
+        match self {
+            Operation::Chat => operations::CHAT,
+            Operation::Embeddings => operations::EMBEDDINGS,
+            Operation::Moderation => operations::MODERATION,
+            Operation::Ocr | Operation::InferOcr => operations::OCR,
+            Operation::Infer => operations::INFER,
+            Operation::Transcription => operations::TRANSCRIPTION,
+            Operation::SpeechTranslation | Operation::Translation => operations::TRANSLATION,
+        }
+    }
+
+    /// What a request that names no model is told when none serves it.
+    fn no_default(self) -> &'static str {
+        match self {
+            Operation::Moderation => "(default moderation model)",
+            Operation::Ocr | Operation::InferOcr => "(default OCR model)",
+            Operation::Translation => "(no chat model serves translation)",
+            _ => "(default model)",
+        }
+    }
+}
+
+/// Name the operation and model on the server span (`gen_ai.operation.name`,
+/// `gen_ai.request.model`); the handler's task runs inside that span.
+fn name_on_span(operation: Operation, model: &str) {
+    tracing::Span::current()
+        .record("gen_ai.operation.name", operation.span_name())
+        .record("gen_ai.request.model", model);
+}
+
+/// A job's answer and how the scheduler treated it.
+#[derive(Debug)]
+pub struct Answer<T> {
+    pub output: T,
+    pub dispatch: DispatchInfo,
+}
+
+/// One request's use of one model; see the module docs.
+pub struct Call {
+    state: SharedState,
+    ctx: RequestContext,
+    model: Arc<ModelHandle>,
+    operation: Operation,
+    /// When the answer (a stream's first token) is due; `None`: best effort.
+    deadline: Option<Instant>,
+}
+
+impl Call {
+    /// The model `name`d for `operation` (or, without a name, the first
+    /// model serving `task`), checked to serve `task`. A named model is put
+    /// on the server span before it is looked up, so a request for an
+    /// unknown model still says which it asked for.
+    pub fn open(
+        state: &SharedState,
+        ctx: RequestContext,
+        name: Option<&str>,
+        task: Task,
+        operation: Operation,
+    ) -> Result<Call, ApiError> {
+        let model = match name {
+            Some(name) => {
+                name_on_span(operation, name);
+                state.model_for(name, task)?
+            }
+            None => {
+                let model = state
+                    .default_model(task)
+                    .ok_or_else(|| ApiError::ModelNotFound { model: operation.no_default().into() })?;
+                name_on_span(operation, &model.name);
+                model
+            }
+        };
+        let deadline = ctx.deadline(model.default_timeout);
+        Ok(Call { state: state.clone(), model: model.clone(), ctx, operation, deadline })
+    }
+
+    /// The model this call runs on.
+    pub fn model(&self) -> &Arc<ModelHandle> {
+        &self.model
+    }
+
+    /// The request's context.
+    pub fn ctx(&self) -> &RequestContext {
+        &self.ctx
+    }
+
+    /// The gateway's state.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// When the answer is due.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Start counting the request's outcome: it is valid and reaches its
+    /// model now (requests refused as invalid before this count nowhere).
+    pub fn outcome(&self) -> Outcome {
+        Outcome::new(&self.model.genai, self.operation.metric_name(), &self.ctx, self.deadline)
+    }
+
+    /// The whole request as one job: run it, then count the answer.
+    pub async fn once<P: Payload>(self, payload: P) -> Result<Answer<P::Output>, ApiError> {
+        let prepared = payload.prepare(&self.model, &self.state.config.limits)?;
+        let outcome = self.outcome();
+        let answer = job::<P>(&self.model, &self.ctx, self.deadline, prepared).await?;
+        finish(outcome, P::usage(&answer.output));
+        Ok(answer)
+    }
+
+    /// One of the request's jobs (several run at once for long audio and
+    /// for many texts); the caller counts the answer with [`finish`].
+    pub async fn run<P: Payload>(&self, payload: P) -> Result<Answer<P::Output>, ApiError> {
+        let prepared = payload.prepare(&self.model, &self.state.config.limits)?;
+        job::<P>(&self.model, &self.ctx, self.deadline, prepared).await
+    }
+
+    /// Submit a job and wait for its dispatch; its events follow on the
+    /// returned [`Running`] (streams read them one by one).
+    pub(super) async fn submit<P: Payload>(&self, payload: P) -> Result<Running, ApiError> {
+        let (request, cost) = payload.prepare(&self.model, &self.state.config.limits)?;
+        self.model.submit(&self.ctx, self.deadline, request, cost).await
+    }
+}
+
+/// Count a request's answer: its outcome, and its usage on the server span.
+pub fn finish(outcome: Outcome, usage: Option<Usage>) {
+    if let Some(usage) = usage {
+        let span = tracing::Span::current();
+        span.record("gen_ai.usage.input_tokens", usage.input);
+        if let Some(output) = usage.output {
+            span.record("gen_ai.usage.output_tokens", output);
+        }
+    }
+    outcome.answered(usage.map(|u| (u.input, u.output.unwrap_or(0))));
+}
+
+/// Run one prepared job on `model` by `deadline`: submit, wait for the
+/// output, check it is this task's, and let the model learn from it.
+pub(super) async fn job<P: Payload>(
+    model: &ModelHandle,
+    ctx: &RequestContext,
+    deadline: Option<Instant>,
+    (request, cost): (infergate_backends::Request, crate::runner::Cost),
+) -> Result<Answer<P::Output>, ApiError> {
+    let running = model.submit(ctx, deadline, request, cost).await?;
+    let dispatch = running.dispatch;
+    let output = P::output(running.output_by(deadline).await?).ok_or_else(|| ApiError::Internal {
+        detail: format!("a {} backend returned another task's output", P::TASK),
+    })?;
+    P::observe(&output, model);
+    Ok(Answer { output, dispatch })
+}

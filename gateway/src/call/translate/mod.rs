@@ -1,0 +1,175 @@
+//! Translation: each text becomes one chat job for the model `[translation]`
+//! routes the target language to (any chat model; the scheduler batches the
+//! jobs, and the in-process model decodes them together), prompted with that
+//! model's `translation_prompt`. Without a source language it is detected
+//! (whatlang). A text already in the target language, or without letters to
+//! translate, comes back as it was, without a job. The characters of every
+//! text count toward the tenant's usage.
+
+pub mod languages;
+
+use futures_util::future::try_join_all;
+use infergate_backends::{tokens, ChatMessage, ChatRequest, Task};
+
+use self::languages::Language;
+use super::chat::Chat;
+use super::payload::Usage;
+use super::request::{finish, Call, Operation};
+use crate::context::RequestContext;
+use crate::error::ApiError;
+use crate::runner::DispatchInfo;
+use crate::state::SharedState;
+
+/// The prompt a model gets when its config names none. `{source}`,
+/// `{target}` and `{text}` are replaced; `{instructions}` takes the
+/// formality, context and custom instructions, one sentence each.
+pub const DEFAULT_PROMPT: &str = "Translate the following text from {source} to {target}.{instructions} \
+Reply with the translation only, without notes or quotes.\n\n{text}";
+
+/// What to translate, checked.
+#[derive(Debug)]
+pub struct Translation {
+    pub texts: Vec<String>,
+    pub target: &'static Language,
+    /// `None`: detect each text's language.
+    pub source: Option<&'static Language>,
+    /// Sentences the prompt's `{instructions}` takes.
+    pub instructions: String,
+}
+
+/// One text's translation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Translated {
+    /// The source language's code, given or detected (`EN` when unknown).
+    pub detected: &'static str,
+    pub text: String,
+}
+
+/// Every text's translation, in order, and the largest batch a text joined.
+#[derive(Debug)]
+pub struct Translations {
+    pub texts: Vec<Translated>,
+    pub dispatch: Option<DispatchInfo>,
+}
+
+/// One text's job and what came of it.
+struct Job {
+    translated: Translated,
+    usage: Usage,
+    dispatch: Option<DispatchInfo>,
+}
+
+/// Translate every text; see the module docs.
+pub async fn translate(
+    state: &SharedState,
+    ctx: RequestContext,
+    translation: Translation,
+) -> Result<Translations, ApiError> {
+    let call = Call::open(state, ctx, route(state, translation.target), Task::Chat, Operation::Translation)?;
+    let template = state
+        .config
+        .model(&call.model().name)
+        .and_then(|m| m.translation_prompt.as_deref())
+        .unwrap_or(DEFAULT_PROMPT);
+    let outcome = call.outcome();
+    let jobs = translation.texts.iter().map(|text| one(&call, template, &translation, text));
+    let jobs = try_join_all(jobs).await?;
+    let usage = jobs.iter().fold(Usage { input: 0, output: Some(0) }, |sum, job| Usage {
+        input: sum.input + job.usage.input,
+        output: Some(sum.output.unwrap_or(0) + job.usage.output.unwrap_or(0)),
+    });
+    finish(outcome, Some(usage));
+    let billed: u64 = translation.texts.iter().map(|t| t.chars().count() as u64).sum();
+    state.count_translated(&call.ctx().tenant, billed);
+    let dispatch = jobs.iter().filter_map(|j| j.dispatch).max_by_key(|d| d.batch_size);
+    Ok(Translations { texts: jobs.into_iter().map(|j| j.translated).collect(), dispatch })
+}
+
+/// One text: as it was, or translated by the model.
+async fn one(call: &Call, template: &str, translation: &Translation, text: &str) -> Result<Job, ApiError> {
+    let source = translation.source.or_else(|| languages::detect(text));
+    let detected = source.map_or("EN", |l| l.code);
+    let same = source.is_some_and(|s| s.code == languages::base(translation.target.code));
+    if same || !text.chars().any(char::is_alphabetic) {
+        let translated = Translated { detected, text: text.to_owned() };
+        return Ok(Job { translated, usage: Usage::default(), dispatch: None });
+    }
+    let content = prompt(template, source, translation.target, &translation.instructions, text);
+    let input = tokens::estimate(&content);
+    let limit = call.state().config.translation.max_output_tokens;
+    let max_tokens = limit.min(tokens::estimate(text).saturating_mul(3) + 32);
+    let request = ChatRequest {
+        messages: vec![ChatMessage { role: "user".into(), content }],
+        max_tokens,
+        temperature: 0.0,
+        top_p: 1.0,
+        top_k: None,
+        seed: Some(0),
+        stop: Vec::new(),
+        stream: false,
+        passthrough: None,
+    };
+    // Priced by the text's own length rather than the model's recent answers.
+    let expected = max_tokens.min(tokens::estimate(text) * 2);
+    let chat = Chat { request, prompt_tokens: input, bytes: text.len(), expected_output: Some(expected) };
+    let answer = call.run(chat).await?;
+    let usage = Usage { input: answer.output.prompt_tokens, output: Some(answer.output.completion_tokens) };
+    let translated = Translated { detected, text: clean(&answer.output.text, text) };
+    Ok(Job { translated, usage, dispatch: Some(answer.dispatch) })
+}
+
+/// The chat model `[translation]` names for a target language; `None`: the
+/// first chat model.
+fn route<'s>(state: &'s SharedState, target: &Language) -> Option<&'s str> {
+    let t = &state.config.translation;
+    t.targets
+        .iter()
+        .find(|(code, _)| code.eq_ignore_ascii_case(target.code))
+        .or_else(|| {
+            t.targets.iter().find(|(code, _)| code.eq_ignore_ascii_case(languages::base(target.code)))
+        })
+        .map(|(_, model)| model)
+        .or(t.model.as_ref())
+        .map(String::as_str)
+}
+
+/// The prompt for one text.
+pub fn prompt(
+    template: &str,
+    source: Option<&Language>,
+    target: &Language,
+    instructions: &str,
+    text: &str,
+) -> String {
+    let source = source.map_or("its language", |l| l.name);
+    template
+        .replace("{source}", source)
+        .replace("{target}", target.name)
+        .replace("{instructions}", instructions)
+        .replace("{text}", text)
+}
+
+/// A model's answer without the wrapping small models like to add.
+fn clean(answer: &str, original: &str) -> String {
+    let mut text = answer.trim();
+    for (open, close) in [('"', '"'), ('“', '”'), ('«', '»'), ('„', '“')] {
+        let quoted = text.len() > 1 && text.starts_with(open) && text.ends_with(close);
+        if quoted && !original.trim().starts_with(open) {
+            text = text[open.len_utf8()..text.len() - close.len_utf8()].trim();
+        }
+    }
+    text.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_lose_the_quotes_the_model_added() {
+        assert_eq!(clean("  \"Guten Morgen\"\n", "Good morning"), "Guten Morgen");
+        assert_eq!(clean("„Hallo“", "Hello"), "Hallo");
+        assert_eq!(clean("\"quoted\"", "\"quoted\""), "\"quoted\"");
+        assert_eq!(clean("\"", "x"), "\"");
+    }
+}
