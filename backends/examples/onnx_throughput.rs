@@ -123,7 +123,7 @@ async fn main() -> Result<(), String> {
         "max_run_inputs": args.batch.max(1),
     }))
     .map_err(|e| e.to_string())?;
-    let backend = OnnxBackend::load("bench", &config)?;
+    let backend = OnnxBackend::load("bench", &config).map_err(|e| e.to_string())?;
 
     // Warm-up: the first 64 texts.
     for chunk in texts[..texts.len().min(64)].chunks(args.batch) {

@@ -8,7 +8,7 @@ use crate::onnx::{OnnxBackend, OnnxConfig};
 use crate::remote::{Protocol, RemoteBackend, RemoteConfig};
 use crate::synthetic::{SyntheticBackend, SyntheticConfig};
 use crate::whisper::{WhisperBackend, WhisperConfig};
-use crate::Backend;
+use crate::{Backend, LoadError};
 
 /// `backend = { kind = "...", ... }` in a model's config.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -39,7 +39,7 @@ impl BackendConfig {
     }
 
     /// Check settings that serde cannot; errors name the field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), LoadError> {
         match self {
             BackendConfig::Synthetic(c) => c.validate(),
             BackendConfig::Onnx(c) => c.validate(),
@@ -50,7 +50,7 @@ impl BackendConfig {
 
     /// Build the backend for a model; in-process models load here, and a
     /// missing or broken model file is an error that names it.
-    pub fn build(&self, model: &str) -> Result<Arc<dyn Backend>, String> {
+    pub fn build(&self, model: &str) -> Result<Arc<dyn Backend>, LoadError> {
         Ok(match self {
             BackendConfig::Synthetic(c) => Arc::new(SyntheticBackend::new(model, c.clone())),
             BackendConfig::Onnx(c) => Arc::new(OnnxBackend::load(model, c)?),
@@ -72,5 +72,47 @@ impl BackendConfig {
             | BackendConfig::Openai(_)
             | BackendConfig::Kserve(_) => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> BackendConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    /// The gateway prints these at start-up, and takes what comes before the
+    /// first `: ` as the setting's key.
+    #[test]
+    fn setting_errors_start_with_their_key() {
+        let error = |text: &str| config(text).validate().unwrap_err().to_string();
+        assert_eq!(error("kind = \"synthetic\"\njitter = 2.0"), "jitter: must be in [0, 1), got 2");
+        assert_eq!(
+            error("kind = \"openai\"\nendpoints = [\"dns://up\"]"),
+            "endpoints: dns://up: dns:// needs a port (dns://name:port)"
+        );
+        assert_eq!(
+            error("kind = \"onnx\"\npipeline = \"text-embeddings\"\nmodel = \"m.onnx\""),
+            "tokenizer: text-embeddings needs a tokenizer.json"
+        );
+        assert_eq!(
+            error("kind = \"whisper\"\nmodel = \"m.bin\"\nstates = 0"),
+            "states and threads must be at least 1"
+        );
+    }
+
+    #[test]
+    fn backends_that_cannot_start_say_why() {
+        let error = |text: &str| config(text).build("m").err().unwrap().to_string();
+        assert_eq!(
+            error("kind = \"whisper\"\nmodel = \"models/absent.bin\""),
+            "model file models/absent.bin not found (scripts/setup.sh converts the Whisper models)"
+        );
+        assert_eq!(
+            error("kind = \"openai\"\nendpoints = [\"http://up\"]\napi_key_env = \"INFERGATE_TEST_NO_SUCH_KEY\""),
+            "api_key_env: INFERGATE_TEST_NO_SUCH_KEY is not set"
+        );
     }
 }

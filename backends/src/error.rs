@@ -1,4 +1,7 @@
-//! What can go wrong inside a backend.
+//! What can go wrong inside a backend: a job's failure, which clients see,
+//! and a backend's failure to start, which the operator sees.
+
+use std::path::PathBuf;
 
 /// A backend's failure for one item or a whole batch. The gateway maps each
 /// variant to an HTTP status in one place; messages are safe to show clients.
@@ -16,4 +19,48 @@ pub enum BackendError {
     /// The job was cancelled (the client left or the deadline passed).
     #[error("cancelled")]
     Cancelled,
+}
+
+/// Why a backend cannot start (from [`crate::BackendConfig`]'s `validate`
+/// and `build`): a setting it cannot use, a model file that is missing or
+/// broken, or a worker that did not come up. The text names the setting or
+/// the file; a setting's starts with its key (`jitter: ...`).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A setting the backend cannot use; `field` is its key in the
+    /// model's `backend` table.
+    #[error("{field}: {message}")]
+    Setting { field: &'static str, message: String },
+    /// A rule over several settings, whose text names them.
+    #[error("{0}")]
+    Settings(&'static str),
+    /// The model file is not there.
+    #[error("model file {} not found ({hint})", path.display())]
+    Missing { path: PathBuf, hint: &'static str },
+    /// A file that comes with the model cannot be read.
+    #[error("{}: {source} ({hint})", path.display())]
+    Unreadable { path: PathBuf, source: std::io::Error, hint: &'static str },
+    /// ONNX Runtime itself cannot be loaded.
+    #[error("{0}")]
+    Runtime(String),
+    /// A model file is broken or not what the backend expects; the text
+    /// names the file.
+    #[error("{0}")]
+    Model(String),
+    /// The TLS set-up of a remote backend's HTTP client failed.
+    #[error("HTTP client: TLS: {0}")]
+    Tls(#[source] rustls::Error),
+    /// A worker thread could not be started.
+    #[error("cannot start a worker thread: {0}")]
+    Thread(#[source] std::io::Error),
+    /// A worker thread ended before it had loaded.
+    #[error("a worker stopped while loading")]
+    WorkerStopped,
+}
+
+impl LoadError {
+    /// A [`LoadError::Setting`] for `field`.
+    pub(crate) fn setting(field: &'static str, message: impl Into<String>) -> Self {
+        LoadError::Setting { field, message: message.into() }
+    }
 }

@@ -59,8 +59,8 @@ fn member(out: &mut Vec<u8>, first: &mut bool, key: &str) -> Result<(), serde_js
     Ok(())
 }
 
-/// `object` with the bytes at `at` (a member's value, from [`value_range`])
-/// replaced by `value`.
+/// `object` with the bytes at `at` (a member's value, as
+/// [`UpstreamAnswer::model_at`](crate::UpstreamAnswer::model_at) locates it) replaced by `value`.
 pub fn splice(
     object: &[u8],
     at: std::ops::Range<usize>,
@@ -77,14 +77,14 @@ pub fn splice(
 }
 
 /// Where `value`, a member's value borrowed from `object`, lies within it.
-pub fn value_range(object: &[u8], value: &str) -> std::ops::Range<usize> {
+pub(crate) fn value_range(object: &[u8], value: &str) -> std::ops::Range<usize> {
     let start = (value.as_ptr() as usize).saturating_sub(object.as_ptr() as usize);
     start..start + value.len()
 }
 
 /// A top-level member: its key (borrowed unless it had escapes) and its
 /// value's text as written, borrowed from the object.
-pub type Member<'a> = (Cow<'a, str>, &'a str);
+pub(crate) type Member<'a> = (Cow<'a, str>, &'a str);
 
 /// How deep arrays and objects may nest (serde_json's limit too).
 const MAX_DEPTH: usize = 128;
@@ -97,7 +97,7 @@ const MAX_DEPTH: usize = 128;
 /// the work serde_json's `RawValue` did here in about a third of the
 /// instructions, which matters on a proxy's path: every proxied chat
 /// request and answer goes through it.
-pub fn members(object: &[u8]) -> Result<Vec<Member<'_>>, serde_json::Error> {
+pub(crate) fn members(object: &[u8]) -> Result<Vec<Member<'_>>, serde_json::Error> {
     let text = std::str::from_utf8(object).map_err(|e| invalid(e.valid_up_to(), "not UTF-8"))?;
     let mut scan = Scan { bytes: object, at: 0 };
     let mut members = Vec::with_capacity(16);

@@ -1,7 +1,11 @@
 //! infergate's backends: the [`Backend`] trait that runs a batch of jobs of
 //! one model, the typed requests and outputs of every task, and the
-//! backends themselves: synthetic and ONNX Runtime (whisper.cpp and remote
-//! GPU servers follow).
+//! backends themselves, one module each, chosen by [`BackendConfig`]:
+//! [`synthetic`] (outputs without a model, for tests and benchmarks),
+//! [`onnx`] (in-process models on ONNX Runtime), [`whisper`] (speech on
+//! whisper.cpp) and [`remote`] (OpenAI-compatible and KServe v2 GPU
+//! servers). Beside them, what the gateway reads requests with: [`audio`],
+//! [`tensor`], [`tokens`] and [`json_object`].
 
 pub mod audio;
 mod backend;
@@ -22,7 +26,7 @@ pub use backend::{
     StepReport, UpstreamStats, REQUEST_ID, REQUEST_TIMEOUT,
 };
 pub use config::BackendConfig;
-pub use error::BackendError;
+pub use error::{BackendError, LoadError};
 pub use task::{
     AudioTask, ChatMessage, ChatOutput, ChatRequest, EmbeddingInput, EmbeddingsOutput, EmbeddingsRequest,
     FinishReason, ModerationInput, ModerationOutput, ModerationRequest, ModerationResult, OcrLine, OcrOutput,

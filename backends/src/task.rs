@@ -62,20 +62,6 @@ pub enum Request {
     VoiceActivity(VoiceActivityRequest),
 }
 
-impl Request {
-    /// The task this request belongs to.
-    pub fn task(&self) -> Task {
-        match self {
-            Request::Chat(_) => Task::Chat,
-            Request::Embeddings(_) => Task::Embeddings,
-            Request::Transcription(_) => Task::Transcription,
-            Request::Moderation(_) => Task::Moderation,
-            Request::Tensor(_) | Request::VoiceActivity(_) => Task::Tensor,
-            Request::Ocr(_) => Task::Ocr,
-        }
-    }
-}
-
 /// One chat message with its text content flattened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatMessage {
@@ -235,7 +221,7 @@ pub enum ModerationInput {
 
 impl ModerationInput {
     /// The input type as `category_applied_input_types` names it.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             ModerationInput::Text(_) => "text",
             ModerationInput::ImageUrl(_) => "image",

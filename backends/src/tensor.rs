@@ -4,6 +4,30 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// Why a tensor (or its datatype's name) is not one KServe v2 allows; the
+/// text is the client's 400.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TensorError {
+    #[error("unknown datatype {0:?}")]
+    UnknownDatatype(String),
+    /// A member of the JSON form is missing or not of its type: `name`,
+    /// `datatype` or `shape`.
+    #[error("a tensor needs a {0}")]
+    Missing(&'static str),
+    #[error("shape dimensions are non-negative integers")]
+    Dimension,
+    #[error("input '{name}': shape {shape:?} is too large")]
+    TooLarge { name: String, shape: Vec<u64> },
+    #[error("input '{name}': shape {shape:?} holds {expected} elements but {given} were given")]
+    Count { name: String, shape: Vec<u64>, expected: u64, given: usize },
+    /// The data's values do not fit the datatype.
+    #[error("input '{name}': data does not match datatype {datatype}")]
+    Data { name: String, datatype: DataType },
+    /// The JSON form's values are not of the datatype's family.
+    #[error("tensor '{name}': data does not match datatype {datatype}")]
+    JsonData { name: String, datatype: DataType },
+}
+
 /// KServe v2 tensor datatypes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DataType {
@@ -81,10 +105,13 @@ impl fmt::Display for DataType {
 }
 
 impl FromStr for DataType {
-    type Err = String;
+    type Err = TensorError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        DataType::ALL.into_iter().find(|d| d.as_str() == s).ok_or_else(|| format!("unknown datatype {s:?}"))
+        DataType::ALL
+            .into_iter()
+            .find(|d| d.as_str() == s)
+            .ok_or_else(|| TensorError::UnknownDatatype(s.to_owned()))
     }
 }
 
@@ -130,16 +157,16 @@ impl Tensor {
     }
 
     /// Check that the data fits the shape and the datatype.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), TensorError> {
         let expected = Tensor::shape_elements(&self.shape)
-            .ok_or_else(|| format!("input '{}': shape {:?} is too large", self.name, self.shape))?;
+            .ok_or_else(|| TensorError::TooLarge { name: self.name.clone(), shape: self.shape.clone() })?;
         if expected != self.data.len() as u64 {
-            return Err(format!(
-                "input '{}': shape {:?} holds {expected} elements but {} were given",
-                self.name,
-                self.shape,
-                self.data.len()
-            ));
+            return Err(TensorError::Count {
+                name: self.name.clone(),
+                shape: self.shape.clone(),
+                expected,
+                given: self.data.len(),
+            });
         }
         let fits = match (&self.data, self.datatype) {
             (TensorData::Bool(_), DataType::Bool) | (TensorData::Bytes(_), DataType::Bytes) => true,
@@ -155,7 +182,7 @@ impl Tensor {
         if fits {
             Ok(())
         } else {
-            Err(format!("input '{}': data does not match datatype {}", self.name, self.datatype))
+            Err(TensorError::Data { name: self.name.clone(), datatype: self.datatype })
         }
     }
 }
@@ -178,7 +205,7 @@ impl Tensor {
 
     /// Read the KServe v2 JSON form (data flat or nested), checked against
     /// its shape and datatype.
-    pub fn from_json(value: &serde_json::Value) -> Result<Tensor, String> {
+    pub fn from_json(value: &serde_json::Value) -> Result<Tensor, TensorError> {
         use serde_json::Value;
         fn flat<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
             match v {
@@ -186,17 +213,18 @@ impl Tensor {
                 other => out.push(other),
             }
         }
-        let name = value["name"].as_str().ok_or("a tensor needs a name")?.to_owned();
-        let datatype: DataType = value["datatype"].as_str().ok_or("a tensor needs a datatype")?.parse()?;
+        let name = value["name"].as_str().ok_or(TensorError::Missing("name"))?.to_owned();
+        let datatype: DataType =
+            value["datatype"].as_str().ok_or(TensorError::Missing("datatype"))?.parse()?;
         let shape = value["shape"]
             .as_array()
-            .ok_or("a tensor needs a shape")?
+            .ok_or(TensorError::Missing("shape"))?
             .iter()
-            .map(|d| d.as_u64().ok_or("shape dimensions are non-negative integers"))
+            .map(|d| d.as_u64().ok_or(TensorError::Dimension))
             .collect::<Result<Vec<u64>, _>>()?;
         let mut items = Vec::new();
         flat(&value["data"], &mut items);
-        let bad = || format!("tensor '{name}': data does not match datatype {datatype}");
+        let bad = || TensorError::JsonData { name: name.clone(), datatype };
         let data = match datatype {
             DataType::Bool => {
                 TensorData::Bool(items.iter().map(|v| v.as_bool()).collect::<Option<_>>().ok_or_else(bad)?)
@@ -247,5 +275,24 @@ mod tests {
         let wrong = serde_json::json!({"name": "x", "datatype": "BOOL", "shape": [1], "data": [3]});
         assert!(Tensor::from_json(&wrong).is_err());
         assert!("fp32".parse::<DataType>().is_err());
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong() {
+        let short = tensor(DataType::Fp32, vec![2, 3], TensorData::Float(vec![1.0; 4]));
+        assert_eq!(
+            short.validate().unwrap_err().to_string(),
+            "input 'x': shape [2, 3] holds 6 elements but 4 were given"
+        );
+        let big = tensor(DataType::Uint8, vec![1], TensorData::Int(vec![256]));
+        assert_eq!(big.validate().unwrap_err().to_string(), "input 'x': data does not match datatype UINT8");
+        assert_eq!("fp32".parse::<DataType>().unwrap_err().to_string(), "unknown datatype \"fp32\"");
+        let wrong = serde_json::json!({"name": "x", "datatype": "BOOL", "shape": [1], "data": [3]});
+        assert_eq!(
+            Tensor::from_json(&wrong).unwrap_err().to_string(),
+            "tensor 'x': data does not match datatype BOOL"
+        );
+        let nameless = serde_json::json!({"datatype": "BOOL", "shape": [1], "data": [true]});
+        assert_eq!(Tensor::from_json(&nameless).unwrap_err().to_string(), "a tensor needs a name");
     }
 }

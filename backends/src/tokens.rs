@@ -12,7 +12,7 @@ pub fn estimate(text: &str) -> u32 {
 }
 
 /// Clamp a count into `u32`.
-pub fn saturate(n: usize) -> u32 {
+pub(crate) fn saturate(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 

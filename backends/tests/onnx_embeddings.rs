@@ -179,7 +179,7 @@ async fn over_long_inputs_are_truncated_or_refused_as_configured() {
 fn a_missing_model_file_is_a_clear_error() {
     let mut bad = config("");
     bad.model = root().join("models/minilm/absent.onnx");
-    let error = OnnxBackend::load("minilm", &bad).err().unwrap();
+    let error = OnnxBackend::load("minilm", &bad).err().unwrap().to_string();
     assert!(error.contains("absent.onnx") && error.contains("setup.sh"), "{error}");
 }
 
@@ -187,6 +187,7 @@ fn a_missing_model_file_is_a_clear_error() {
 fn asking_for_cuda_without_it_fails_loudly() {
     // These machines have no GPU (and the CPU build of ONNX Runtime):
     // a model configured for CUDA must not silently run on the CPU.
-    let error = OnnxBackend::load("minilm", &config("execution_provider = \"cuda\"")).err().unwrap();
+    let error =
+        OnnxBackend::load("minilm", &config("execution_provider = \"cuda\"")).err().unwrap().to_string();
     assert!(error.contains("CUDA"), "{error}");
 }

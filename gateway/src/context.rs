@@ -1,5 +1,7 @@
-//! What the middleware learned about a request, as handlers see it:
-//! request id, tenant and class (auth), and the deadline (headers).
+//! What the middleware learned about a request, as handlers see it: the
+//! request id (the edge layer), and the tenant, class and deadline that the
+//! admit layer ([`crate::layers::Admit`]) read from the API key and the
+//! deadline headers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,14 +32,14 @@ pub(crate) const PRIORITY: HeaderName = HeaderName::from_static(PRIORITY_HEADER)
 /// The longest deadline a client may ask for.
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
-/// The authenticated caller, inserted by the auth layer.
+/// The authenticated caller, inserted by the admit layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub tenant: Arc<str>,
     pub class: Class,
 }
 
-/// The deadline a request asked for, inserted by the deadline layer.
+/// The deadline a request asked for, inserted by the admit layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeadlineSpec {
     /// No header: the route's default applies from arrival.
@@ -120,7 +122,7 @@ impl DeadlineSpec {
     }
 }
 
-/// When the request's headers were read (inserted by the deadline layer).
+/// When the request's headers were read (inserted by the admit layer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Received(pub Instant);
 
@@ -159,11 +161,12 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let caller =
             parts.extensions.get::<Caller>().cloned().ok_or_else(|| ApiError::Internal {
-                detail: "no caller: the auth layer is missing".into(),
+                detail: "no caller: the admit layer is missing".into(),
             })?;
-        let deadline = parts.extensions.get::<DeadlineSpec>().copied().ok_or_else(|| ApiError::Internal {
-            detail: "no deadline: the deadline layer is missing".into(),
-        })?;
+        let deadline =
+            parts.extensions.get::<DeadlineSpec>().copied().ok_or_else(|| ApiError::Internal {
+                detail: "no deadline: the admit layer is missing".into(),
+            })?;
         let received = parts.extensions.get::<Received>().map_or_else(Instant::now, |r| r.0);
         let request_id: Arc<str> = parts
             .headers

@@ -6,7 +6,6 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::hash::BuildHasher;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -169,8 +168,8 @@ impl RequestIds {
     const MASK: u64 = (1 << 62) - 1;
 
     pub(crate) fn new() -> Self {
-        let random = std::collections::hash_map::RandomState::new();
-        RequestIds(Arc::new((random.hash_one(1u8), random.hash_one(2u8), AtomicU64::new(0))))
+        let (process, key) = (infergate_rng::process_seed(), infergate_rng::process_seed());
+        RequestIds(Arc::new((process, key, AtomicU64::new(0))))
     }
 
     /// The next id as (high, low) 64-bit halves, version and variant set.

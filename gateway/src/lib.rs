@@ -1,31 +1,33 @@
 //! infergate's gateway: the HTTP surface, middleware, configuration and the
 //! wiring from requests to the scheduler and backends.
 
-pub mod api;
-pub mod auth;
+mod api;
+mod auth;
 mod call;
-pub mod config;
-pub mod context;
-pub mod error;
-pub mod layers;
-pub mod runner;
-pub mod server;
-pub mod stack;
-pub mod state;
+mod config;
+mod context;
+mod error;
+mod layers;
+mod runner;
+mod server;
+mod stack;
+mod state;
 #[cfg(test)]
 mod test_util;
+
+// What the `infergate` binary needs; everything else is the library's own.
+pub use config::{Config, ConfigError, LogFormatConfig, OtlpProtocolConfig};
+pub use server::{serve, shutdown_signal};
+pub use state::{AppState, SharedState, StartError};
 
 use std::sync::Arc;
 
 use axum::Router;
 use infergate_otel::Metrics;
 
-use crate::config::Config;
-use crate::state::{AppState, SharedState};
-
 /// Start every model and build the complete service. Must run inside a
 /// tokio runtime; fails when a model cannot load.
-pub fn app(config: Config) -> Result<(Router, SharedState), String> {
+pub fn app(config: Config) -> Result<(Router, SharedState), StartError> {
     let state = AppState::start(config, Arc::new(Metrics::new()))?;
     let router = stack::build(api::routes(state.clone()), state.clone());
     Ok((router, state))

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use infergate_gateway::config::{Config, LogFormatConfig, OtlpProtocolConfig};
+use infergate_gateway::{Config, LogFormatConfig, OtlpProtocolConfig};
 use infergate_otel::{LogFormat, OtlpProtocol, TelemetryGuard, TelemetryOptions};
 
 // mimalloc: requests allocate on one worker thread and free on another
@@ -168,12 +168,11 @@ async fn serve(config: Config, telemetry: &mut TelemetryGuard) -> anyhow::Result
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr()?;
-    let (app, state) = infergate_gateway::app(config).map_err(|e| anyhow::anyhow!(e))?;
+    let (app, state) = infergate_gateway::app(config)?;
     telemetry.export_metrics(state.metrics.clone())?;
     tracing::info!(%addr, models = state.models.len(), "infergate ready");
     println!("infergate listening on http://{addr}");
-    infergate_gateway::server::serve(listener, app, state, infergate_gateway::server::shutdown_signal())
-        .await?;
+    infergate_gateway::serve(listener, app, state, infergate_gateway::shutdown_signal()).await?;
     tracing::info!("infergate stopped");
     Ok(())
 }

@@ -39,7 +39,8 @@ use crate::state::SharedState;
 ///    `server.body_read_timeout` (408);
 ///
 /// then the router. Header read timeouts and TCP_NODELAY are set on the
-/// connection in `server.rs`; the scheduler's admission runs in handlers.
+/// connection in `server.rs`; the scheduler's admission runs in the call
+/// layer (`call/`), in the request's task.
 pub fn build(routes: Router, state: SharedState) -> Router {
     let server = &state.config.server;
     let body_limit = usize::try_from(server.max_body_bytes).unwrap_or(usize::MAX);
@@ -62,7 +63,7 @@ pub fn build(routes: Router, state: SharedState) -> Router {
 
 /// The server span (HTTP semantic conventions): named `METHOD /route`,
 /// continuing the caller's trace when it sent a `traceparent`. Never the
-/// query string or any request content. Handlers fill the `gen_ai.*` fields.
+/// query string or any request content. The call layer fills the `gen_ai.*` fields.
 fn request_span<B>(request: &Request<B>) -> tracing::Span {
     let id = request.headers().get(crate::layers::REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str());

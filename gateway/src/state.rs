@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use infergate_backends::Task;
+use infergate_backends::{LoadError, Task};
 use infergate_otel::Metrics;
 
 use crate::auth::TenantDirectory;
@@ -30,23 +30,35 @@ pub struct AppState {
 /// Shared handle to the state.
 pub type SharedState = Arc<AppState>;
 
+/// Why the gateway cannot start serving its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A model's backend did not load (the error is part of the message,
+    /// not a source, so a printed chain says it once).
+    #[error("model {model}: {error}")]
+    Load { model: String, error: LoadError },
+    #[error("model {model}: its {kind} backend cannot serve task {task}")]
+    WrongTask { model: String, kind: &'static str, task: Task },
+    #[error("audio.vad_model: model {model} does not detect voice activity")]
+    NoVoiceActivity { model: String },
+}
+
 impl AppState {
     /// Build every backend (loading in-process models) and start every
     /// model's runner. Must run inside a tokio runtime. Fails with the model
     /// and the reason when a backend cannot load or cannot serve its task.
-    pub fn start(config: Config, metrics: Arc<Metrics>) -> Result<SharedState, String> {
+    pub fn start(config: Config, metrics: Arc<Metrics>) -> Result<SharedState, StartError> {
         let models: Vec<Arc<ModelHandle>> = config
             .models
             .iter()
             .map(|m| {
-                let backend = m.backend.build(&m.name).map_err(|e| format!("model {}: {e}", m.name))?;
+                let backend = m
+                    .backend
+                    .build(&m.name)
+                    .map_err(|error| StartError::Load { model: m.name.clone(), error })?;
                 if !backend.supports(m.task) {
-                    return Err(format!(
-                        "model {}: its {} backend cannot serve task {}",
-                        m.name,
-                        m.backend.kind(),
-                        m.task
-                    ));
+                    let (model, kind, task) = (m.name.clone(), m.backend.kind(), m.task);
+                    return Err(StartError::WrongTask { model, kind, task });
                 }
                 Ok(Arc::new(ModelHandle::spawn(
                     m,
@@ -56,12 +68,12 @@ impl AppState {
                     config.server.default_timeout,
                 )))
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, StartError>>()?;
         let by_name = models.iter().map(|m| (m.name.clone(), m.clone())).collect();
         if let Some(name) = &config.audio.vad_model {
             let detects = models.iter().any(|m| &m.name == name && m.info.capabilities.voice_activity);
             if !detects {
-                return Err(format!("audio.vad_model: model {name} does not detect voice activity"));
+                return Err(StartError::NoVoiceActivity { model: name.clone() });
             }
         }
         let started = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);

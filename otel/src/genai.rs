@@ -72,7 +72,8 @@ pub struct GenAiMetrics {
 pub const OUTCOMES: [&str; 3] = ["on_time", "late", "missed"];
 
 impl GenAiMetrics {
-    pub fn register(registry: &mut Registry) -> Self {
+    /// The families, registered in `registry` (by [`crate::Metrics::new`]).
+    pub(crate) fn register(registry: &mut Registry) -> Self {
         let m = GenAiMetrics {
             request_duration: Family::new_with_constructor(request_histogram as fn() -> Histogram),
             time_to_first_token: Family::new_with_constructor(ttft_histogram as fn() -> Histogram),

@@ -1,18 +1,26 @@
-//! Telemetry for infergate: logs and OTLP export of traces, logs and metrics, the names of every
-//! span and metric, and the Prometheus registry the gateway serves on `/metrics`.
+//! Telemetry for infergate: logs to stderr, OTLP export of traces, logs and
+//! metrics, W3C trace context across process boundaries, the names of every
+//! span and metric, and the Prometheus registry the gateway serves on
+//! `/metrics`.
 //!
-//! Names live here, once, so dashboards, tests and code agree on them.
+//! Names live here, once, so dashboards, tests and code agree on them
+//! ([`names`]). That module, [`propagation`] (trace context in and out of a
+//! process) and [`genai`] (a model's GenAI series) are public; the rest is
+//! reached through the items re-exported below.
 
 pub mod genai;
-pub mod metrics;
+mod metrics;
 pub mod names;
-pub mod openmetrics;
+mod openmetrics;
+mod options;
 mod otlp_metrics;
 mod processors;
 pub mod propagation;
-pub mod queue;
+mod queue;
 mod spans;
-pub mod telemetry;
+mod telemetry;
+mod transport;
 
-pub use metrics::{Metrics, RequestLabels};
-pub use telemetry::{init, LogFormat, OtlpProtocol, TelemetryGuard, TelemetryOptions};
+pub use metrics::{Metrics, ModelLabels, ReasonLabels, ReplicaLabels, RequestLabels, TraceLabels};
+pub use options::{LogFormat, OtlpProtocol, TelemetryOptions};
+pub use telemetry::{init, TelemetryError, TelemetryGuard};

@@ -1,7 +1,9 @@
-//! The Prometheus registry behind `/metrics`.
+//! The Prometheus registry behind `/metrics`; OTLP metric export reads the
+//! same registry ([`crate::otlp_metrics`]), so both always agree.
 //!
 //! Label values are low-cardinality by construction: methods, route
-//! templates, status codes, model names from config and reason enums.
+//! templates, status codes, model names and replica URLs from config (or
+//! DNS discovery), tenant classes and reason and outcome enums.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;

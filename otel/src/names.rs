@@ -41,7 +41,7 @@ pub const GENAI_TOKENS: &str = "gen_ai_usage_tokens";
 /// Requests with a deadline by outcome: on time (goodput), late, missed.
 pub const DEADLINE_OUTCOMES: &str = "infergate_deadline_outcomes";
 
-/// Span names, one per hop of a request (DESIGN.md). The server span is
+/// Span names, one per hop of a request (docs/ARCHITECTURE.md). The server span is
 /// named `METHOD /route` as the HTTP conventions prescribe.
 pub mod spans {
     pub const SERVER: &str = "request";

@@ -47,16 +47,49 @@ pub struct Family {
     pub samples: Vec<Sample>,
 }
 
+/// A line of the exposition that does not parse, and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("line {line}: {problem}: {text}")]
+pub struct ParseError {
+    /// Counted from 1.
+    pub line: usize,
+    pub problem: Problem,
+    pub text: String,
+}
+
+/// What is wrong with a line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    #[error("bad comment")]
+    BadComment,
+    #[error("sample without a family")]
+    NoFamily,
+    #[error("no value")]
+    NoValue,
+    #[error("exemplar without a value")]
+    ExemplarWithoutValue,
+    #[error("expected '{{'")]
+    ExpectedBrace,
+    #[error("expected label=\"value\"")]
+    ExpectedLabel,
+    #[error("unterminated escape")]
+    UnterminatedEscape,
+    #[error("unterminated label value")]
+    UnterminatedValue,
+    #[error("not a number: {0}")]
+    NotANumber(String),
+}
+
 /// Read an exposition; a line that does not parse is an error naming it.
-pub fn parse(text: &str) -> Result<Vec<Family>, String> {
+pub fn parse(text: &str) -> Result<Vec<Family>, ParseError> {
     let mut families: Vec<Family> = Vec::new();
     for (number, line) in text.lines().enumerate() {
-        let fail = |why: &str| format!("line {}: {why}: {line}", number + 1);
+        let fail = |problem: Problem| ParseError { line: number + 1, problem, text: line.to_owned() };
         if line.is_empty() || line == "# EOF" {
             continue;
         }
         if let Some(rest) = line.strip_prefix("# ") {
-            let (keyword, rest) = rest.split_once(' ').ok_or_else(|| fail("bad comment"))?;
+            let (keyword, rest) = rest.split_once(' ').ok_or_else(|| fail(Problem::BadComment))?;
             let (name, value) = rest.split_once(' ').unwrap_or((rest, ""));
             let family = family(&mut families, name);
             match keyword {
@@ -73,13 +106,13 @@ pub fn parse(text: &str) -> Result<Vec<Family>, String> {
             }
             continue;
         }
-        let (sample_name, sample) = sample(line).map_err(|why| fail(&why))?;
+        let (sample_name, sample) = sample(line).map_err(fail)?;
         // The family is the longest declared name that prefixes the sample's.
         let owner = families
             .iter_mut()
             .filter(|f| sample_name.starts_with(f.name.as_str()))
             .max_by_key(|f| f.name.len())
-            .ok_or_else(|| fail("sample without a family"))?;
+            .ok_or_else(|| fail(Problem::NoFamily))?;
         let suffix = sample_name[owner.name.len()..].to_owned();
         owner.samples.push(Sample { suffix, ..sample });
     }
@@ -103,8 +136,8 @@ fn family<'a>(families: &'a mut Vec<Family>, name: &str) -> &'a mut Family {
 }
 
 /// `name{labels} value [timestamp] [# {labels} value [timestamp]]`.
-fn sample(line: &str) -> Result<(String, Sample), String> {
-    let name_end = line.find(['{', ' ']).ok_or("no value")?;
+fn sample(line: &str) -> Result<(String, Sample), Problem> {
+    let name_end = line.find(['{', ' ']).ok_or(Problem::NoValue)?;
     let name = line[..name_end].to_owned();
     let mut rest = &line[name_end..];
     let mut labels = Vec::new();
@@ -117,11 +150,11 @@ fn sample(line: &str) -> Result<(String, Sample), String> {
         Some((v, e)) => (v, Some(e)),
         None => (rest, None),
     };
-    let value = number(value_part.split_whitespace().next().ok_or("no value")?)?;
+    let value = number(value_part.split_whitespace().next().ok_or(Problem::NoValue)?)?;
     let exemplar = exemplar_part
-        .map(|e| -> Result<Exemplar, String> {
+        .map(|e| -> Result<Exemplar, Problem> {
             let (labels, after) = label_set(e)?;
-            let value = number(after.split_whitespace().next().ok_or("exemplar without a value")?)?;
+            let value = number(after.split_whitespace().next().ok_or(Problem::ExemplarWithoutValue)?)?;
             Ok(Exemplar { labels, value })
         })
         .transpose()?;
@@ -132,15 +165,15 @@ fn sample(line: &str) -> Result<(String, Sample), String> {
 type Labels = Vec<(String, String)>;
 
 /// `{a="x",b="y"}` and what follows it.
-fn label_set(text: &str) -> Result<(Labels, &str), String> {
-    let mut rest = text.strip_prefix('{').ok_or("expected '{'")?;
+fn label_set(text: &str) -> Result<(Labels, &str), Problem> {
+    let mut rest = text.strip_prefix('{').ok_or(Problem::ExpectedBrace)?;
     let mut labels = Vec::new();
     loop {
         rest = rest.trim_start_matches([',', ' ']);
         if let Some(after) = rest.strip_prefix('}') {
             return Ok((labels, after));
         }
-        let (key, after) = rest.split_once("=\"").ok_or("expected label=\"value\"")?;
+        let (key, after) = rest.split_once("=\"").ok_or(Problem::ExpectedLabel)?;
         let mut value = String::new();
         let mut chars = after.char_indices();
         let end = loop {
@@ -149,10 +182,10 @@ fn label_set(text: &str) -> Result<(Labels, &str), String> {
                 Some((_, '\\')) => match chars.next() {
                     Some((_, 'n')) => value.push('\n'),
                     Some((_, c)) => value.push(c),
-                    None => return Err("unterminated escape".into()),
+                    None => return Err(Problem::UnterminatedEscape),
                 },
                 Some((_, c)) => value.push(c),
-                None => return Err("unterminated label value".into()),
+                None => return Err(Problem::UnterminatedValue),
             }
         };
         labels.push((key.to_owned(), value));
@@ -160,12 +193,12 @@ fn label_set(text: &str) -> Result<(Labels, &str), String> {
     }
 }
 
-fn number(text: &str) -> Result<f64, String> {
+fn number(text: &str) -> Result<f64, Problem> {
     match text {
         "+Inf" | "Inf" => Ok(f64::INFINITY),
         "-Inf" => Ok(f64::NEG_INFINITY),
         "NaN" => Ok(f64::NAN),
-        _ => text.parse().map_err(|_| format!("not a number: {text}")),
+        _ => text.parse().map_err(|_| Problem::NotANumber(text.to_owned())),
     }
 }
 
@@ -218,6 +251,13 @@ infergate_requests_in_flight 1
         for bad in ["# TYPE x counter\nx_total{a=\"1} 2", "# TYPE x gauge\nx abc", "y 1"] {
             assert!(parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_error_names_the_line_and_the_problem() {
+        let error = parse("# TYPE x gauge\nx abc").unwrap_err();
+        assert_eq!((error.line, &error.problem), (2, &Problem::NotANumber("abc".into())));
+        assert_eq!(error.to_string(), "line 2: not a number: abc: x abc");
     }
 
     #[test]

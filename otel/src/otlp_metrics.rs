@@ -22,20 +22,18 @@ use prost::Message;
 
 use crate::names;
 use crate::openmetrics::{self, Family, Kind, Sample};
-use crate::processors::Runner;
 use crate::queue::count;
-use crate::telemetry::OtlpProtocol;
+use crate::transport::Transport;
 use crate::Metrics;
 
 /// Where and how often metrics go.
 #[derive(Debug, Clone)]
 pub(crate) struct MetricsTarget {
-    pub protocol: OtlpProtocol,
+    pub transport: Transport,
     pub endpoint: String,
     pub headers: Vec<(String, String)>,
     pub interval: Duration,
     pub resource: Vec<(String, String)>,
-    pub runner: Runner,
 }
 
 /// The running exporter; [`MetricsExporter::shutdown`] sends a last export.
@@ -49,8 +47,6 @@ impl MetricsExporter {
         let (stop, stopped) = mpsc::sync_channel(1);
         let worker = std::thread::Builder::new().name("otlp-metrics".into()).spawn(move || {
             let start = unix_nanos(SystemTime::now());
-            // One HTTP client for the exporter's life: its connection is reused.
-            let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build();
             let send = || {
                 let families = match openmetrics::parse(&metrics.encode()) {
                     Ok(families) => families,
@@ -61,7 +57,7 @@ impl MetricsExporter {
                 };
                 let request = request(&families, &target.resource, start, unix_nanos(SystemTime::now()));
                 let points = points(&request);
-                match export(&target, http.as_ref().map_err(ToString::to_string), request) {
+                match export(&target, request) {
                     Ok(()) => count("metrics", "exported", points),
                     Err(error) => {
                         count("metrics", "export_failed", points);
@@ -86,46 +82,51 @@ impl MetricsExporter {
     }
 }
 
-fn export(
-    target: &MetricsTarget,
-    http: Result<&reqwest::blocking::Client, String>,
-    request: ExportMetricsServiceRequest,
-) -> Result<(), String> {
-    match target.protocol {
-        OtlpProtocol::HttpProtobuf => {
+/// Why one export failed: logged at debug, counted as `export_failed`.
+#[derive(Debug, thiserror::Error)]
+enum ExportError {
+    #[error(transparent)]
+    Http(#[from] reqwest::Error),
+    #[error("receiver answered {0}")]
+    Status(reqwest::StatusCode),
+    #[error("connect timed out")]
+    ConnectTimeout,
+    #[error(transparent)]
+    Connect(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Rpc(#[from] tonic::Status),
+}
+
+fn export(target: &MetricsTarget, request: ExportMetricsServiceRequest) -> Result<(), ExportError> {
+    match &target.transport {
+        Transport::Http(client) => {
             let url = format!("{}/v1/metrics", target.endpoint.trim_end_matches('/'));
-            let client = http?;
             let mut call = client.post(url).header("content-type", "application/x-protobuf");
             for (key, value) in &target.headers {
                 call = call.header(key, value);
             }
-            let response = call.body(request.encode_to_vec()).send().map_err(|e| e.to_string())?;
+            let response = call.body(request.encode_to_vec()).send()?;
             match response.status() {
                 status if status.is_success() => Ok(()),
-                status => Err(format!("receiver answered {status}")),
+                status => Err(ExportError::Status(status)),
             }
         }
-        OtlpProtocol::Grpc => {
-            let Runner::Tokio(handle) = &target.runner else {
-                return Err("OTLP/gRPC needs a tokio runtime".into());
-            };
-            handle.block_on(async {
-                let connect = MetricsServiceClient::connect(target.endpoint.clone());
-                let mut client = tokio::time::timeout(Duration::from_secs(5), connect)
-                    .await
-                    .map_err(|_| "connect timed out".to_owned())?
-                    .map_err(|e| e.to_string())?;
-                let mut call = tonic::Request::new(request);
-                call.set_timeout(Duration::from_secs(5));
-                for (key, value) in &target.headers {
-                    let key = tonic::metadata::MetadataKey::from_bytes(key.as_bytes());
-                    if let (Ok(key), Ok(value)) = (key, value.parse()) {
-                        call.metadata_mut().insert(key, value);
-                    }
+        Transport::Grpc(handle) => handle.block_on(async {
+            let connect = MetricsServiceClient::connect(target.endpoint.clone());
+            let mut client = tokio::time::timeout(Duration::from_secs(5), connect)
+                .await
+                .map_err(|_| ExportError::ConnectTimeout)??;
+            let mut call = tonic::Request::new(request);
+            call.set_timeout(Duration::from_secs(5));
+            for (key, value) in &target.headers {
+                let key = tonic::metadata::MetadataKey::from_bytes(key.as_bytes());
+                if let (Ok(key), Ok(value)) = (key, value.parse()) {
+                    call.metadata_mut().insert(key, value);
                 }
-                client.export(call).await.map(|_| ()).map_err(|e| e.to_string())
-            })
-        }
+            }
+            client.export(call).await?;
+            Ok(())
+        }),
     }
 }
 

@@ -1,8 +1,9 @@
 //! W3C trace context and baggage across process boundaries, and links
 //! between spans (a batch span links to every member request's span).
 //!
-//! These read and write the ids that [`crate::spans`] keeps on every span;
-//! with no trace export configured, spans have none and these do nothing.
+//! These read and write the ids that infergate's span layer (`spans.rs`)
+//! keeps on every span; with no trace export configured, spans have none
+//! and these do nothing.
 
 use std::sync::Arc;
 

@@ -1,11 +1,16 @@
 //! A bounded export queue on its own thread, shared by spans and logs.
 //!
-//! The request path only ever `try_send`s: when the queue is full the item
-//! is dropped and counted (`infergate_telemetry_dropped_total{signal,reason}`),
-//! so a slow or dead collector costs requests nothing and memory stays at
-//! `capacity` items. The worker sends a batch every `interval`, or sooner
-//! when `max_batch` items are waiting; it sleeps in between, so queueing an
-//! item is a lock-free push with no wake-up.
+//! The request path only ever pushes into a fixed-size lock-free queue:
+//! when it is full the item is dropped and counted
+//! (`infergate_telemetry_items_total{signal,outcome="queue_full"}`, see
+//! [`crate::names::TELEMETRY_ITEMS`]), so a slow or dead collector costs
+//! requests nothing and memory stays at `capacity` items. Exported and
+//! failed items are counted there too (`exported`, `export_failed`).
+//!
+//! The worker sends a batch every `interval`, or sooner when `max_batch`
+//! items are waiting; it sleeps in between. Queueing an item unparks the
+//! worker only while a full batch is waiting; otherwise it is a lock-free
+//! push and nothing more.
 //!
 //! OpenTelemetry's own batch processors drop the same way but expose no
 //! count, which is why infergate has its own.

@@ -7,7 +7,9 @@
 //! ([`crate::queue`]: `max_queue` items each, default 4096) that drop and
 //! count when the collector is slow or down, so telemetry never blocks a
 //! request or grows without bound. Metrics are read from the Prometheus
-//! registry every `metrics_interval` ([`crate::otlp_metrics`]).
+//! registry every `metrics_interval` ([`crate::otlp_metrics`]). Over
+//! OTLP/HTTP all three signals share one client ([`crate::transport`]:
+//! TLS by rustls with ring).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -27,76 +29,13 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+use crate::options::{LogFormat, OtlpProtocol, TelemetryOptions};
 use crate::otlp_metrics::{MetricsExporter, MetricsTarget};
-use crate::processors::{span_queue, QueueOptions, QueuedLogs, Runner};
+use crate::processors::{span_queue, QueueOptions, QueuedLogs};
 use crate::queue::ExportQueue;
 use crate::spans::SpanRecorder;
+use crate::transport::Transport;
 use crate::Metrics;
-
-/// How log lines are written to stderr.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LogFormat {
-    /// Human-readable, one line per event.
-    #[default]
-    Text,
-    /// One JSON object per line, for log shippers.
-    Json,
-}
-
-/// The OTLP transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OtlpProtocol {
-    /// OTLP/HTTP with protobuf bodies (port 4318); `/v1/traces` is appended.
-    #[default]
-    HttpProtobuf,
-    /// OTLP/gRPC (port 4317). Needs a tokio runtime at `init`.
-    Grpc,
-}
-
-/// What to export, and where.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TelemetryOptions {
-    pub protocol: OtlpProtocol,
-    pub log_format: LogFormat,
-    /// `RUST_LOG`-style filter; `None` reads `RUST_LOG`, else `info`.
-    pub log_filter: Option<String>,
-    /// Base URL of an OTLP receiver (`http://host:4318` for HTTP, where
-    /// `/v1/traces` is appended; `http://host:4317` for gRPC). `None`: no export.
-    pub otlp_endpoint: Option<String>,
-    /// Extra headers on every export (authentication).
-    pub otlp_headers: HashMap<String, String>,
-    /// Fraction of new traces to record; a sampled parent is always followed.
-    pub sample_ratio: f64,
-    /// Spans buffered for export before new ones are dropped.
-    pub max_queue: usize,
-    /// How often buffered spans and log records are sent.
-    pub export_interval: Duration,
-    /// How often metrics are sent.
-    pub metrics_interval: Duration,
-    /// Send log records over OTLP too (they always go to stderr).
-    pub export_logs: bool,
-    pub service_name: String,
-    pub service_version: String,
-}
-
-impl Default for TelemetryOptions {
-    fn default() -> Self {
-        TelemetryOptions {
-            protocol: OtlpProtocol::HttpProtobuf,
-            log_format: LogFormat::Text,
-            log_filter: None,
-            otlp_endpoint: None,
-            otlp_headers: HashMap::new(),
-            sample_ratio: 1.0,
-            max_queue: 4096,
-            export_interval: Duration::from_secs(1),
-            metrics_interval: Duration::from_secs(15),
-            export_logs: true,
-            service_name: "infergate".into(),
-            service_version: env!("CARGO_PKG_VERSION").into(),
-        }
-    }
-}
 
 /// Keeps the exporters alive; [`TelemetryGuard::shutdown`] flushes them.
 /// Call it where blocking is allowed, while the runtime still runs (gRPC
@@ -238,56 +177,27 @@ impl Exporters {
         let sdk_resource = Resource::builder_empty()
             .with_attributes(resource.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())))
             .build();
-        let runner = match options.protocol {
-            // The blocking HTTP client runs on the queue's own thread.
-            OtlpProtocol::HttpProtobuf => Runner::Blocking,
-            OtlpProtocol::Grpc => Runner::Tokio(tokio::runtime::Handle::try_current().map_err(|_| {
-                TelemetryError("OTLP/gRPC export must be initialised inside a tokio runtime".into())
-            })?),
-        };
+        let timeout = Duration::from_secs(5);
+        let transport = match options.protocol {
+            OtlpProtocol::HttpProtobuf => Transport::http(timeout),
+            OtlpProtocol::Grpc => Transport::grpc(),
+        }
+        .map_err(error)?;
+        let runner = transport.runner();
         let queue = QueueOptions {
             capacity: options.max_queue,
             interval: options.export_interval,
             max_batch: options.max_queue.clamp(1, 512),
         };
         let base = endpoint.trim_end_matches('/');
-        let timeout = Duration::from_secs(5);
-        let mut exporter = match options.protocol {
-            OtlpProtocol::HttpProtobuf => SpanExporter::builder()
-                .with_http()
-                .with_endpoint(format!("{base}/v1/traces"))
-                .with_headers(options.otlp_headers.clone())
-                .with_timeout(timeout)
-                .build(),
-            OtlpProtocol::Grpc => SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint)
-                .with_metadata(metadata(&options.otlp_headers)?)
-                .with_timeout(timeout)
-                .build(),
-        }
-        .map_err(error)?;
+        let mut exporter = span_exporter(&transport, endpoint, options, timeout)?;
         exporter.set_resource(&sdk_resource);
         let spans = Arc::new(span_queue(exporter, runner.clone(), queue).map_err(error)?);
         let logger = if options.export_logs {
-            let logs = match options.protocol {
-                OtlpProtocol::HttpProtobuf => LogExporter::builder()
-                    .with_http()
-                    .with_endpoint(format!("{base}/v1/logs"))
-                    .with_headers(options.otlp_headers.clone())
-                    .with_timeout(timeout)
-                    .build(),
-                OtlpProtocol::Grpc => LogExporter::builder()
-                    .with_tonic()
-                    .with_endpoint(endpoint)
-                    .with_metadata(metadata(&options.otlp_headers)?)
-                    .with_timeout(timeout)
-                    .build(),
-            }
-            .map_err(error)?;
+            let logs = log_exporter(&transport, endpoint, options, timeout)?;
             Some(
                 SdkLoggerProvider::builder()
-                    .with_log_processor(QueuedLogs::start(logs, runner.clone(), queue).map_err(error)?)
+                    .with_log_processor(QueuedLogs::start(logs, runner, queue).map_err(error)?)
                     .with_resource(sdk_resource)
                     .build(),
             )
@@ -295,15 +205,64 @@ impl Exporters {
             None
         };
         let metrics = MetricsTarget {
-            protocol: options.protocol,
+            transport,
             endpoint: base.to_owned(),
             headers: options.otlp_headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             interval: options.metrics_interval,
             resource,
-            runner,
         };
         Ok(Exporters { spans, logger, metrics })
     }
+}
+
+/// The span exporter: `/v1/traces` under the endpoint over HTTP, the endpoint itself over gRPC.
+fn span_exporter(
+    transport: &Transport,
+    endpoint: &str,
+    options: &TelemetryOptions,
+    timeout: Duration,
+) -> Result<SpanExporter, TelemetryError> {
+    match transport {
+        Transport::Http(client) => SpanExporter::builder()
+            .with_http()
+            .with_http_client(client.clone())
+            .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
+            .with_headers(options.otlp_headers.clone())
+            .with_timeout(timeout)
+            .build(),
+        Transport::Grpc(_) => SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .with_metadata(metadata(&options.otlp_headers)?)
+            .with_timeout(timeout)
+            .build(),
+    }
+    .map_err(error)
+}
+
+/// The log exporter: `/v1/logs` under the endpoint over HTTP, the endpoint itself over gRPC.
+fn log_exporter(
+    transport: &Transport,
+    endpoint: &str,
+    options: &TelemetryOptions,
+    timeout: Duration,
+) -> Result<LogExporter, TelemetryError> {
+    match transport {
+        Transport::Http(client) => LogExporter::builder()
+            .with_http()
+            .with_http_client(client.clone())
+            .with_endpoint(format!("{}/v1/logs", endpoint.trim_end_matches('/')))
+            .with_headers(options.otlp_headers.clone())
+            .with_timeout(timeout)
+            .build(),
+        Transport::Grpc(_) => LogExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .with_metadata(metadata(&options.otlp_headers)?)
+            .with_timeout(timeout)
+            .build(),
+    }
+    .map_err(error)
 }
 
 fn metadata(headers: &HashMap<String, String>) -> Result<MetadataMap, TelemetryError> {
@@ -328,4 +287,36 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "host".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::net::TcpListener;
+
+    use super::*;
+
+    #[test]
+    fn otlp_over_https_speaks_tls() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("https://{}", listener.local_addr().unwrap());
+        let received = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut head = [0u8; 2];
+            stream.read_exact(&mut head).unwrap();
+            head
+        });
+        let options = TelemetryOptions {
+            export_logs: false,
+            metrics_interval: Duration::from_secs(3600),
+            ..TelemetryOptions::default()
+        };
+        // Builds the span exporter's HTTP client and, below, the metric exporter's.
+        let exporters = Exporters::start(&endpoint, &options).unwrap();
+        let metrics = MetricsExporter::start(Arc::new(Metrics::new()), exporters.metrics).unwrap();
+        metrics.shutdown(); // one last export, which the listener cuts short
+                            // A TLS record of type handshake (22), version 3.x: a ClientHello.
+        assert_eq!(received.join().unwrap(), [0x16, 0x03]);
+        exporters.spans.shutdown().unwrap();
+    }
 }

@@ -119,6 +119,11 @@ impl SharedSplitMix64 {
     pub fn next_f64(&self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
+
+    /// Uniform in [0, n) (0 when `n` is 0), by multiply-shift.
+    pub fn below(&self, n: u64) -> u64 {
+        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+    }
 }
 
 #[cfg(test)]

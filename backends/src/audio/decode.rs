@@ -110,7 +110,7 @@ pub fn decode(bytes: &[u8], max_seconds: f64) -> Result<Pcm, AudioError> {
 
 /// Band-limited resampling: a Hann-windowed sinc, cut off at the lower
 /// Nyquist frequency, 16 zero crossings each side.
-pub fn resample(input: &[f32], from: u32, to: u32) -> Vec<f32> {
+fn resample(input: &[f32], from: u32, to: u32) -> Vec<f32> {
     if from == to || input.is_empty() {
         return input.to_vec();
     }

@@ -1,11 +1,27 @@
 //! Audio input: container facts from the first bytes (format, WAV layout),
-//! and [`decode`] to 16 kHz mono samples.
+//! [`decode`] to 16 kHz mono samples, and [`split`] into chunks a speech
+//! model takes.
 
-pub mod decode;
-pub mod split;
+mod decode;
+mod split;
 
 pub use decode::{decode, AudioError, Pcm, SAMPLE_RATE};
 pub use split::split;
+
+/// Why bytes are not a WAV file [`WavInfo::parse`] can read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WavError {
+    #[error("not a RIFF/WAVE file")]
+    NotWav,
+    #[error("truncated WAV: the fmt chunk is cut short")]
+    ShortFormat,
+    #[error("malformed WAV: the data chunk comes before the fmt chunk")]
+    DataFirst,
+    #[error("malformed WAV: zero channels, sample rate or sample size")]
+    Zero,
+    #[error("truncated WAV: no data chunk")]
+    NoData,
+}
 
 /// A container format recognised from its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,9 +68,9 @@ pub struct WavInfo {
 
 impl WavInfo {
     /// Read a RIFF/WAVE header; errors say what is wrong with the file.
-    pub fn parse(bytes: &[u8]) -> Result<WavInfo, String> {
+    pub fn parse(bytes: &[u8]) -> Result<WavInfo, WavError> {
         if AudioFormat::sniff(bytes) != Some(AudioFormat::Wav) {
-            return Err("not a RIFF/WAVE file".into());
+            return Err(WavError::NotWav);
         }
         let u16_at = |p: usize| bytes.get(p..p + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
         let u32_at = |p: usize| bytes.get(p..p + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
@@ -68,20 +84,19 @@ impl WavInfo {
                     (Some(channels), Some(sample_rate), Some(bits)) => {
                         format = Some((channels, sample_rate, bits))
                     }
-                    _ => return Err("truncated WAV: the fmt chunk is cut short".into()),
+                    _ => return Err(WavError::ShortFormat),
                 }
             } else if id == b"data" {
-                let (channels, sample_rate, bits_per_sample) =
-                    format.ok_or("malformed WAV: the data chunk comes before the fmt chunk")?;
+                let (channels, sample_rate, bits_per_sample) = format.ok_or(WavError::DataFirst)?;
                 if channels == 0 || sample_rate == 0 || bits_per_sample == 0 {
-                    return Err("malformed WAV: zero channels, sample rate or sample size".into());
+                    return Err(WavError::Zero);
                 }
                 let data_bytes = size.min(bytes.len().saturating_sub(body));
                 return Ok(WavInfo { channels, sample_rate, bits_per_sample, data_bytes });
             }
             pos = body.saturating_add(size).saturating_add(size & 1);
         }
-        Err("truncated WAV: no data chunk".into())
+        Err(WavError::NoData)
     }
 
     /// Length of the audio in seconds.
@@ -93,7 +108,7 @@ impl WavInfo {
 
 /// 16-bit PCM WAV of mono samples in [-1, 1] (remote backends send the
 /// decoded audio upstream in this form).
-pub fn wav_bytes(samples: &[f32], sample_rate: u32) -> Vec<u8> {
+pub(crate) fn wav_bytes(samples: &[f32], sample_rate: u32) -> Vec<u8> {
     let data = (samples.len() * 2) as u32;
     let mut out = Vec::with_capacity(44 + data as usize);
     out.extend_from_slice(b"RIFF");
@@ -139,6 +154,15 @@ mod tests {
         assert!(WavInfo::parse(&wav(16_000, 32_000)[..30]).is_err());
         assert!(WavInfo::parse(b"RIFF\0\0\0\0WAVE").is_err());
         assert!(WavInfo::parse(b"hello").is_err());
+    }
+
+    #[test]
+    fn wav_errors_say_what_is_wrong() {
+        assert_eq!(WavInfo::parse(b"hello").unwrap_err().to_string(), "not a RIFF/WAVE file");
+        assert_eq!(
+            WavInfo::parse(b"RIFF\0\0\0\0WAVE").unwrap_err().to_string(),
+            "truncated WAV: no data chunk"
+        );
     }
 
     #[test]

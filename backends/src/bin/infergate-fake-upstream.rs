@@ -39,6 +39,7 @@ use infergate_backends::{
     tokens, AudioTask, Backend, ChatMessage, ChatRequest, EmbeddingInput, EmbeddingsRequest, Event, Item,
     Output, Request, TensorRequest, TranscriptionRequest,
 };
+use infergate_rng::SharedSplitMix64;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -100,7 +101,7 @@ struct Upstream {
     jobs: mpsc::UnboundedSender<Item>,
     seen: Mutex<VecDeque<Value>>,
     counts: Mutex<std::collections::BTreeMap<String, u64>>,
-    rolls: Mutex<u64>,
+    rolls: SharedSplitMix64,
     address: SocketAddr,
 }
 
@@ -113,12 +114,7 @@ impl Upstream {
 
     /// A deterministic roll in [0, 1) per request.
     fn roll(&self) -> f64 {
-        let mut n = self.rolls.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        *n = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = *n;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) as f64 / u64::MAX as f64
+        self.rolls.next_u64() as f64 / u64::MAX as f64
     }
 
     fn record(&self, path: &str, headers: &HeaderMap) {
@@ -593,7 +589,7 @@ async fn infer(
         .map(|a| a.iter().map(Tensor::from_json).collect::<Result<Vec<_>, _>>())
     {
         Some(Ok(inputs)) => inputs,
-        Some(Err(e)) => return kserve_error(StatusCode::BAD_REQUEST, e.as_str()),
+        Some(Err(e)) => return kserve_error(StatusCode::BAD_REQUEST, &e.to_string()),
         None => return kserve_error(StatusCode::BAD_REQUEST, "'inputs' is required"),
     };
     let outputs: Vec<String> = body["outputs"]
@@ -672,7 +668,7 @@ async fn main() -> anyhow::Result<()> {
         jobs,
         seen: Mutex::new(VecDeque::new()),
         counts: Mutex::default(),
-        rolls: Mutex::new(0),
+        rolls: SharedSplitMix64::new(0),
         address,
     });
     let app = Router::new()

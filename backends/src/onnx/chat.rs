@@ -23,8 +23,14 @@ use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Tensor};
 use tokenizers::Tokenizer;
 
-use super::{session, OnnxConfig, Worker};
-use crate::{BackendError, ChatOutput, ChatRequest, Event, FinishReason, Item, Output, Request, StepReport};
+use infergate_rng::SplitMix64;
+
+use super::config::OnnxConfig;
+use super::session::session;
+use super::worker::{InferError, Worker};
+use crate::{
+    BackendError, ChatOutput, ChatRequest, Event, FinishReason, Item, LoadError, Output, Request, StepReport,
+};
 
 /// What `generation.json` says about the model.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -78,24 +84,23 @@ struct Sequence {
     finished: bool,
 }
 
-fn read(path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path)
-        .map_err(|e| format!("{}: {e} (scripts/setup.sh converts the chat model)", path.display()))
+fn read(path: &Path) -> Result<String, LoadError> {
+    std::fs::read_to_string(path).map_err(|source| LoadError::Unreadable {
+        path: path.to_owned(),
+        source,
+        hint: "scripts/setup.sh converts the chat model",
+    })
 }
 
 type Inputs<'v> = Vec<(Cow<'v, str>, SessionInputValue<'v>)>;
 
-fn ort_error(e: ort::Error) -> String {
-    e.to_string()
-}
-
 impl ChatWorker {
-    pub(crate) fn load(config: &OnnxConfig) -> Result<Self, String> {
+    pub(crate) fn load(config: &OnnxConfig) -> Result<Self, LoadError> {
         let dir = &config.model;
         let generation: Generation = serde_json::from_str(&read(&dir.join("generation.json"))?)
-            .map_err(|e| format!("generation.json: {e}"))?;
-        let tokenizer =
-            Tokenizer::from_file(dir.join("tokenizer.json")).map_err(|e| format!("tokenizer.json: {e}"))?;
+            .map_err(|e| LoadError::Model(format!("generation.json: {e}")))?;
+        let tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
+            .map_err(|e| LoadError::Model(format!("tokenizer.json: {e}")))?;
         Ok(ChatWorker {
             session: session(&dir.join("model.onnx"), config)?,
             tokenizer,
@@ -139,23 +144,17 @@ impl ChatWorker {
         mask: Vec<i64>,
         positions: Vec<i64>,
         past: Vec<SessionInputValue<'_>>,
-    ) -> Result<(Vec<f32>, Vec<DynValue>), String> {
+    ) -> Result<(Vec<f32>, Vec<DynValue>), InferError> {
         let width = ids.len() / rows;
         let names: Vec<(String, String)> = self.cache_names().collect();
         let mut inputs: Inputs<'_> = vec![
-            ("input_ids".into(), Tensor::from_array(([rows, width], ids)).map_err(ort_error)?.into()),
-            (
-                "attention_mask".into(),
-                Tensor::from_array(([rows, mask.len() / rows], mask)).map_err(ort_error)?.into(),
-            ),
-            (
-                "position_ids".into(),
-                Tensor::from_array(([rows, width], positions)).map_err(ort_error)?.into(),
-            ),
+            ("input_ids".into(), Tensor::from_array(([rows, width], ids))?.into()),
+            ("attention_mask".into(), Tensor::from_array(([rows, mask.len() / rows], mask))?.into()),
+            ("position_ids".into(), Tensor::from_array(([rows, width], positions))?.into()),
         ];
         inputs.extend(names.iter().map(|(past_name, _)| Cow::Owned(past_name.clone())).zip(past));
-        let mut outputs = self.session.run(inputs).map_err(ort_error)?;
-        let (shape, logits) = outputs["logits"].try_extract_tensor::<f32>().map_err(ort_error)?;
+        let mut outputs = self.session.run(inputs)?;
+        let (shape, logits) = outputs["logits"].try_extract_tensor::<f32>()?;
         let vocab = shape[2] as usize;
         let last: Vec<f32> = (0..rows)
             .flat_map(|r| {
@@ -165,7 +164,11 @@ impl ChatWorker {
             .collect();
         let present = names
             .iter()
-            .map(|(_, name)| outputs.remove(name).ok_or_else(|| format!("the model has no output {name}")))
+            .map(|(_, name)| {
+                outputs
+                    .remove(name)
+                    .ok_or_else(|| InferError::Unexpected(format!("the model has no output {name}")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok((last, present))
     }
@@ -239,7 +242,7 @@ impl ChatWorker {
 
     /// Lay the running set's caches out as one batch: the rows that stay,
     /// then the joiners, each right-aligned to the longest.
-    fn rebuild(&mut self) -> Result<(), String> {
+    fn rebuild(&mut self) -> Result<(), InferError> {
         let g = &self.generation;
         let (heads, dim) = (g.num_key_value_heads, g.head_dim);
         let width = self.running.iter().map(|s| s.len).max().unwrap_or(0);
@@ -251,16 +254,16 @@ impl ChatWorker {
                 let (source, source_row, source_width) = match (&seq.own_cache, seq.row, &self.cache) {
                     (Some(own), _, _) => (&own[k], 0, seq.len),
                     (None, Some(r), Some(cache)) => (&cache.values[k], r, cache.width),
-                    _ => return Err("a running sequence lost its cache".into()),
+                    _ => return Err(InferError::Unexpected("a running sequence lost its cache".into())),
                 };
-                let (_, src) = source.try_extract_tensor::<f32>().map_err(ort_error)?;
+                let (_, src) = source.try_extract_tensor::<f32>()?;
                 for h in 0..heads {
                     let from = ((source_row * heads + h) * source_width + source_width - seq.len) * dim;
                     let to = ((row * heads + h) * width + width - seq.len) * dim;
                     data[to..to + seq.len * dim].copy_from_slice(&src[from..from + seq.len * dim]);
                 }
             }
-            let tensor = Tensor::from_array(([rows, heads, width, dim], data)).map_err(ort_error)?;
+            let tensor = Tensor::from_array(([rows, heads, width, dim], data))?;
             values.push(tensor.into_dyn());
         }
         for (row, seq) in self.running.iter_mut().enumerate() {
@@ -272,8 +275,10 @@ impl ChatWorker {
     }
 
     /// One decoding step over the running set.
-    fn decode(&mut self) -> Result<(), String> {
-        let Some(cache) = self.cache.take() else { return Err("no cache to decode from".into()) };
+    fn decode(&mut self) -> Result<(), InferError> {
+        let Some(cache) = self.cache.take() else {
+            return Err(InferError::Unexpected("no cache to decode from".into()));
+        };
         let rows = self.running.len();
         let width = cache.width;
         let ids = self.running.iter().map(|s| i64::from(s.next)).collect();
@@ -354,7 +359,7 @@ impl ChatWorker {
         }
     }
 
-    fn fail_running(&mut self, error: &str) {
+    fn fail_running(&mut self, error: &InferError) {
         tracing::error!(%error, "chat decoding step failed");
         for seq in self.running.drain(..) {
             seq.item.fail(BackendError::Failed(format!("chat model: {error}")));
@@ -424,7 +429,7 @@ struct Sampler {
     temperature: f32,
     top_p: f32,
     top_k: usize,
-    state: u64,
+    rng: SplitMix64,
 }
 
 impl Sampler {
@@ -438,17 +443,14 @@ impl Sampler {
             temperature: request.temperature,
             top_p: request.top_p,
             top_k: request.top_k.map_or(usize::MAX, |k| k.max(1) as usize),
-            state: seed ^ 0x9E37_79B9_7F4A_7C15,
+            rng: SplitMix64::new(seed ^ 0x9E37_79B9_7F4A_7C15),
         }
     }
 
+    /// A draw in [0, 1], as the sampler has always drawn (the same seed, the
+    /// same tokens across releases).
     fn uniform(&mut self) -> f64 {
-        // splitmix64
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) as f64 / u64::MAX as f64
+        self.rng.next_u64() as f64 / u64::MAX as f64
     }
 
     fn pick(&mut self, logits: &[f32]) -> u32 {

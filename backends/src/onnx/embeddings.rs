@@ -8,8 +8,10 @@ use ort::session::Session;
 use ort::value::Tensor;
 use tokenizers::Tokenizer;
 
-use super::{fail_all, session, OnnxConfig, Worker};
-use crate::{BackendError, EmbeddingInput, EmbeddingsOutput, Item, Output, Request};
+use super::config::OnnxConfig;
+use super::session::session;
+use super::worker::{fail_all, InferError, Worker};
+use crate::{BackendError, EmbeddingInput, EmbeddingsOutput, Item, LoadError, Output, Request};
 
 pub(crate) struct EmbeddingsWorker {
     session: Session,
@@ -26,29 +28,33 @@ pub(crate) struct EmbeddingsWorker {
     token_types: bool,
 }
 
-fn load_tokenizer(path: &Path) -> Result<Tokenizer, String> {
-    let mut tokenizer = Tokenizer::from_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+fn load_tokenizer(path: &Path) -> Result<Tokenizer, LoadError> {
+    let mut tokenizer =
+        Tokenizer::from_file(path).map_err(|e| LoadError::Model(format!("{}: {e}", path.display())))?;
     // Truncation and padding are done here, per batch, not by the tokenizer.
     tokenizer.with_padding(None);
-    tokenizer.with_truncation(None).map_err(|e| e.to_string())?;
+    tokenizer.with_truncation(None).map_err(|e| LoadError::Model(e.to_string()))?;
     Ok(tokenizer)
 }
 
 impl EmbeddingsWorker {
-    pub(crate) fn load(config: &OnnxConfig) -> Result<Self, String> {
-        let path = config.tokenizer.as_deref().ok_or("text-embeddings needs a tokenizer")?;
+    pub(crate) fn load(config: &OnnxConfig) -> Result<Self, LoadError> {
+        let path =
+            config.tokenizer.as_deref().ok_or(LoadError::Settings("text-embeddings needs a tokenizer"))?;
         let tokenizer = load_tokenizer(path)?;
         let id = |token: &str| {
-            tokenizer.token_to_id(token).ok_or_else(|| format!("{}: no {token} token", path.display()))
+            tokenizer
+                .token_to_id(token)
+                .ok_or_else(|| LoadError::Model(format!("{}: no {token} token", path.display())))
         };
         let (cls, sep, pad) = (id("[CLS]")?, id("[SEP]")?, id("[PAD]")?);
         let session = session(&config.model, config)?;
         let names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
         if !names.contains(&"input_ids") || !names.contains(&"attention_mask") {
-            return Err(format!(
+            return Err(LoadError::Model(format!(
                 "{}: expected inputs input_ids and attention_mask, found {names:?}",
                 config.model.display()
-            ));
+            )));
         }
         let token_types = names.contains(&"token_type_ids");
         Ok(EmbeddingsWorker {
@@ -104,7 +110,7 @@ impl EmbeddingsWorker {
     }
 
     /// Embed sequences (already tokenized) in runs of at most `max_run_inputs`.
-    fn embed(&mut self, sequences: &[&[u32]]) -> Result<Vec<Vec<f32>>, String> {
+    fn embed(&mut self, sequences: &[&[u32]]) -> Result<Vec<Vec<f32>>, InferError> {
         // Similar lengths together: less padding per run.
         let mut order: Vec<usize> = (0..sequences.len()).collect();
         order.sort_by_key(|&i| sequences[i].len());
@@ -118,7 +124,7 @@ impl EmbeddingsWorker {
         Ok(vectors)
     }
 
-    fn run(&mut self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>, String> {
+    fn run(&mut self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>, InferError> {
         let rows = batch.len();
         let width = batch.iter().map(|s| s.len()).max().unwrap_or(0).max(1);
         let mut ids = vec![i64::from(self.pad); rows * width];
@@ -130,7 +136,7 @@ impl EmbeddingsWorker {
             }
         }
         let shape = [rows, width];
-        let tensor = |data: Vec<i64>| Tensor::from_array((shape, data)).map_err(|e| e.to_string());
+        let tensor = |data: Vec<i64>| Tensor::from_array((shape, data));
         let mut inputs = ort::inputs![
             "input_ids" => tensor(ids)?,
             "attention_mask" => tensor(mask.clone())?,
@@ -138,14 +144,18 @@ impl EmbeddingsWorker {
         if self.token_types {
             inputs.push(("token_type_ids".into(), tensor(vec![0; rows * width])?.into()));
         }
-        let outputs = self.session.run(inputs).map_err(|e| e.to_string())?;
+        let outputs = self.session.run(inputs)?;
         let hidden = outputs.get("last_hidden_state").unwrap_or(&outputs[0]);
-        let (dims, values) = hidden.try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
+        let (dims, values) = hidden.try_extract_tensor::<f32>()?;
         let [r, t, d] = dims[..] else {
-            return Err(format!("expected last_hidden_state [batch, tokens, dim], got {dims:?}"));
+            return Err(InferError::Unexpected(format!(
+                "expected last_hidden_state [batch, tokens, dim], got {dims:?}"
+            )));
         };
         if r as usize != rows || t as usize != width {
-            return Err(format!("output shape {dims:?} does not match the batch [{rows}, {width}]"));
+            return Err(InferError::Unexpected(format!(
+                "output shape {dims:?} does not match the batch [{rows}, {width}]"
+            )));
         }
         let d = d as usize;
         Ok((0..rows)

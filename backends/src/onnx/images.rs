@@ -83,7 +83,7 @@ pub fn dimensions(bytes: &[u8]) -> Result<(u32, u32), BackendError> {
 }
 
 /// Decode an image, refusing more than `max_pixels` before decoding it.
-pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, BackendError> {
+pub(crate) fn decode(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, BackendError> {
     if bytes.is_empty() {
         return Err(invalid("image is empty"));
     }

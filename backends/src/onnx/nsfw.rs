@@ -12,9 +12,13 @@ use image::{DynamicImage, RgbImage};
 use ort::session::Session;
 use ort::value::Tensor;
 
+use super::config::OnnxConfig;
 use super::images;
-use super::{fail_all, session, OnnxConfig, Worker};
-use crate::{BackendError, Item, ModerationInput, ModerationOutput, ModerationResult, Output, Request};
+use super::session::session;
+use super::worker::{fail_all, InferError, Worker};
+use crate::{
+    BackendError, Item, LoadError, ModerationInput, ModerationOutput, ModerationResult, Output, Request,
+};
 
 const RESIZE: u32 = 256;
 const CROP: u32 = 224;
@@ -46,16 +50,13 @@ pub(crate) struct NsfwWorker {
 }
 
 /// The model's input for one image: 224×224×3 floats.
-pub(crate) fn preprocess(image: &DynamicImage) -> Result<Vec<f32>, String> {
+fn preprocess(image: &DynamicImage) -> Result<Vec<f32>, image::ImageError> {
     let resized = image.to_rgb8();
     let resized = image::imageops::resize(&resized, RESIZE, RESIZE, FilterType::Triangle);
     let mut jpeg = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut Cursor::new(&mut jpeg), 75)
-        .encode_image(&resized)
-        .map_err(|e| e.to_string())?;
-    let decoded: RgbImage = image::load_from_memory_with_format(&jpeg, image::ImageFormat::Jpeg)
-        .map_err(|e| e.to_string())?
-        .to_rgb8();
+        .encode_image(&resized)?;
+    let decoded: RgbImage = image::load_from_memory_with_format(&jpeg, image::ImageFormat::Jpeg)?.to_rgb8();
     let offset = (RESIZE - CROP) / 2;
     let mut out = Vec::with_capacity((CROP * CROP * 3) as usize);
     for y in offset..offset + CROP {
@@ -72,9 +73,10 @@ pub(crate) fn preprocess(image: &DynamicImage) -> Result<Vec<f32>, String> {
 }
 
 impl NsfwWorker {
-    pub(crate) fn load(config: &OnnxConfig) -> Result<Self, String> {
+    pub(crate) fn load(config: &OnnxConfig) -> Result<Self, LoadError> {
         let session = session(&config.model, config)?;
-        let input = session.inputs().first().map(|i| i.name().to_owned()).ok_or("model has no input")?;
+        let input = session.inputs().first().map(|i| i.name().to_owned());
+        let input = input.ok_or_else(|| LoadError::Model("model has no input".into()))?;
         Ok(NsfwWorker {
             session,
             input,
@@ -112,17 +114,15 @@ impl NsfwWorker {
             .collect()
     }
 
-    fn scores(&mut self, images: &[&[f32]]) -> Result<Vec<f32>, String> {
+    fn scores(&mut self, images: &[&[f32]]) -> Result<Vec<f32>, InferError> {
         let mut scores = Vec::with_capacity(images.len());
         for chunk in images.chunks(self.max_run_inputs) {
             let data: Vec<f32> = chunk.iter().flat_map(|i| i.iter().copied()).collect();
-            let tensor = Tensor::from_array(([chunk.len(), CROP as usize, CROP as usize, 3], data))
-                .map_err(|e| e.to_string())?;
-            let outputs =
-                self.session.run(ort::inputs![self.input.as_str() => tensor]).map_err(|e| e.to_string())?;
-            let (shape, values) = outputs[0].try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
+            let tensor = Tensor::from_array(([chunk.len(), CROP as usize, CROP as usize, 3], data))?;
+            let outputs = self.session.run(ort::inputs![self.input.as_str() => tensor])?;
+            let (shape, values) = outputs[0].try_extract_tensor::<f32>()?;
             if shape[..] != [chunk.len() as i64, 2] {
-                return Err(format!("expected [batch, 2] scores, got {shape:?}"));
+                return Err(InferError::Unexpected(format!("expected [batch, 2] scores, got {shape:?}")));
             }
             scores.extend(values.chunks_exact(2).map(|pair| pair[1]));
         }

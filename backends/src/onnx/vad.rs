@@ -1,7 +1,8 @@
 //! Voice activity with silero VAD: a speech probability for every 32 ms
 //! frame of 16 kHz mono audio, and speech segments from those
-//! probabilities. A reusable component (the speech pipeline splits long
-//! audio at silences with it) and a KServe model (`voice-activity`).
+//! probabilities. It answers KServe tensors (`voice-activity`) and the
+//! speech pipeline's [`Request::VoiceActivity`] jobs, whose segments tell
+//! the gateway where to split long audio.
 //!
 //! The model is recurrent: each 512-sample frame goes in with the previous
 //! 64 samples of context and the previous state. Several streams run in
@@ -10,35 +11,28 @@
 use ort::session::Session;
 use ort::value::Tensor;
 
-use super::{session, OnnxConfig, Worker};
+use super::config::OnnxConfig;
+use super::session::session;
+use super::worker::{InferError, Worker};
 use crate::tensor::{DataType, Tensor as KTensor, TensorData};
-use crate::{BackendError, Item, Output, Request, TensorOutput, VoiceActivityOutput};
+use crate::{BackendError, Item, LoadError, Output, Request, TensorOutput, VoiceActivityOutput};
 
 /// The sample rate the model takes.
-pub const SAMPLE_RATE: u32 = 16_000;
+const SAMPLE_RATE: u32 = 16_000;
 /// Samples per frame (32 ms).
-pub const FRAME: usize = 512;
+const FRAME: usize = 512;
 const CONTEXT: usize = 64;
 const STATE: usize = 128;
 
 /// Silero VAD on one session.
-pub struct Vad {
+struct Vad {
     session: Session,
 }
 
 impl Vad {
-    pub fn new(session: Session) -> Self {
-        Vad { session }
-    }
-
-    /// Load silero VAD from `path` on one CPU thread.
-    pub fn load(path: &std::path::Path) -> Result<Self, String> {
-        Ok(Vad::new(super::session_with(path, 1, super::ExecutionProvider::Cpu)?))
-    }
-
     /// Speech probability per frame, for each stream (a partial last frame
     /// is zero-padded). All streams advance together: one run per frame.
-    pub fn probabilities(&mut self, streams: &[&[f32]]) -> Result<Vec<Vec<f32>>, String> {
+    fn probabilities(&mut self, streams: &[&[f32]]) -> Result<Vec<Vec<f32>>, InferError> {
         let b = streams.len();
         let frames: Vec<usize> = streams.iter().map(|s| s.len().div_ceil(FRAME)).collect();
         let longest = frames.iter().copied().max().unwrap_or(0);
@@ -55,19 +49,19 @@ impl Vad {
                 line[CONTEXT..CONTEXT + end - start].copy_from_slice(&stream[start..end]);
                 context[row * CONTEXT..(row + 1) * CONTEXT].copy_from_slice(&line[FRAME..]);
             }
-            let e = |e: ort::Error| e.to_string();
-            let outputs = self
-                .session
-                .run(ort::inputs![
-                    "input" => Tensor::from_array(([b, CONTEXT + FRAME], input)).map_err(e)?,
-                    "state" => Tensor::from_array(([2, b, STATE], state)).map_err(e)?,
-                    "sr" => Tensor::from_array(((), vec![i64::from(SAMPLE_RATE)])).map_err(e)?,
-                ])
-                .map_err(e)?;
-            let (_, probs) = outputs[0].try_extract_tensor::<f32>().map_err(e)?;
-            let (_, next) = outputs[1].try_extract_tensor::<f32>().map_err(e)?;
+            let outputs = self.session.run(ort::inputs![
+                "input" => Tensor::from_array(([b, CONTEXT + FRAME], input))?,
+                "state" => Tensor::from_array(([2, b, STATE], state))?,
+                "sr" => Tensor::from_array(((), vec![i64::from(SAMPLE_RATE)]))?,
+            ])?;
+            let (_, probs) = outputs[0].try_extract_tensor::<f32>()?;
+            let (_, next) = outputs[1].try_extract_tensor::<f32>()?;
             if probs.len() != b || next.len() != 2 * b * STATE {
-                return Err(format!("unexpected VAD output sizes {} and {}", probs.len(), next.len()));
+                return Err(InferError::Unexpected(format!(
+                    "unexpected VAD output sizes {} and {}",
+                    probs.len(),
+                    next.len()
+                )));
             }
             state = next.to_vec();
             for (row, p) in probs.iter().enumerate() {
@@ -82,15 +76,15 @@ impl Vad {
 
 /// How probabilities become speech segments (silero's own defaults).
 #[derive(Debug, Clone, Copy)]
-pub struct SpeechParams {
+struct SpeechParams {
     /// Speech starts at this probability...
-    pub threshold: f32,
+    threshold: f32,
     /// ... and ends below `threshold - 0.15` for `min_silence` seconds.
-    pub min_silence: f64,
+    min_silence: f64,
     /// Shorter speech is dropped.
-    pub min_speech: f64,
+    min_speech: f64,
     /// Each segment is widened by this much on both sides.
-    pub pad: f64,
+    pad: f64,
 }
 
 impl Default for SpeechParams {
@@ -101,7 +95,7 @@ impl Default for SpeechParams {
 
 /// Speech segments `(start, end)` in seconds from per-frame probabilities of
 /// audio `duration` seconds long.
-pub fn speech_segments(probs: &[f32], duration: f64, params: SpeechParams) -> Vec<(f64, f64)> {
+fn speech_segments(probs: &[f32], duration: f64, params: SpeechParams) -> Vec<(f64, f64)> {
     let frame = FRAME as f64 / f64::from(SAMPLE_RATE);
     let off = params.threshold - 0.15;
     let mut segments: Vec<(f64, f64)> = Vec::new();
@@ -154,8 +148,8 @@ pub(crate) struct VadWorker {
 }
 
 impl VadWorker {
-    pub(crate) fn load(config: &OnnxConfig) -> Result<Self, String> {
-        Ok(VadWorker { vad: Vad::new(session(&config.model, config)?) })
+    pub(crate) fn load(config: &OnnxConfig) -> Result<Self, LoadError> {
+        Ok(VadWorker { vad: Vad { session: session(&config.model, config)? } })
     }
 }
 
@@ -242,7 +236,7 @@ impl Worker for VadWorker {
             }
             Err(error) => {
                 for (item, _) in &accepted {
-                    item.fail(BackendError::Failed(error.clone()));
+                    item.fail(BackendError::Failed(error.to_string()));
                 }
             }
         }

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::http;
+use super::transport as http;
 use crate::{
     BackendError, ChatOutput, Chunk, EmbeddingsOutput, Event, FinishReason, Item, Output, UpstreamAnswer,
 };

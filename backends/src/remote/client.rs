@@ -1,6 +1,7 @@
 //! The remote backend: requests forwarded to upstream replicas in the
-//! protocol they speak — OpenAI (chat completions, embeddings) or KServe v2
-//! (tensor inference, as Triton serves it).
+//! protocol they speak — OpenAI (chat completions, embeddings, audio
+//! transcriptions and translations) or KServe v2 (tensor inference, as
+//! Triton serves it).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,16 +12,17 @@ use serde_json::{json, Value};
 use tracing::Instrument;
 
 use super::answers::{chat_json, embeddings_json, relay_stream, tensor_json, transcription_json};
-use super::http::{self, Client};
-use super::replicas::{resolve, Endpoint, Failure, Lease, Replicas};
-use super::{Protocol, RemoteConfig};
-use crate::UpstreamStats;
+use super::config::{Protocol, RemoteConfig};
+use super::discovery::{discover, Endpoint};
+use super::replicas::{Failure, Lease, Replicas};
+use super::transport::{self as http, Client};
 use crate::{
-    Backend, BackendError, BatchReport, Capabilities, EmbeddingInput, Item, ModelInfo, Request, Task,
+    Backend, BackendError, BatchReport, Capabilities, EmbeddingInput, Item, LoadError, ModelInfo, Request,
+    Task, UpstreamStats,
 };
 
 /// A model served by upstream replicas.
-pub struct RemoteBackend {
+pub(crate) struct RemoteBackend {
     model: String,
     protocol: Protocol,
     config: RemoteConfig,
@@ -40,36 +42,27 @@ impl Drop for RemoteBackend {
     }
 }
 
-/// The base URLs the endpoints name now.
-async fn discover(endpoints: &[Endpoint]) -> Vec<String> {
-    let mut bases = Vec::new();
-    for e in endpoints {
-        match e {
-            Endpoint::Static(base) => bases.push(base.clone()),
-            Endpoint::Dns { host, port } => match resolve(host, *port).await {
-                Ok(addrs) => bases.extend(addrs.iter().map(|a| format!("http://{a}"))),
-                Err(error) => tracing::warn!(%error, "cannot resolve upstream endpoint"),
-            },
-        }
-    }
-    bases
-}
-
 impl RemoteBackend {
     /// Start the backend: its heartbeat and, for `dns://` endpoints, its
     /// re-resolution. Must run inside a tokio runtime.
-    pub fn start(model: &str, config: &RemoteConfig, protocol: Protocol) -> Result<Self, String> {
+    pub(crate) fn start(model: &str, config: &RemoteConfig, protocol: Protocol) -> Result<Self, LoadError> {
         config.validate()?;
-        let endpoints: Vec<Endpoint> =
-            config.endpoints.iter().map(|e| Endpoint::parse(e)).collect::<Result<_, _>>()?;
+        let endpoints = config.parsed_endpoints()?;
         let api_key = match &config.api_key_env {
             Some(var) => {
-                let key = std::env::var(var).map_err(|_| format!("api_key_env: {var} is not set"))?;
-                Some(http::bearer(&key).map_err(|e| format!("api_key_env: {var}: {e}"))?)
+                let unset = |_| LoadError::setting("api_key_env", format!("{var} is not set"));
+                let key = std::env::var(var).map_err(unset)?;
+                let invalid = |_| {
+                    LoadError::setting(
+                        "api_key_env",
+                        format!("{var}: the API key is not a valid header value"),
+                    )
+                };
+                Some(http::bearer(&key).map_err(invalid)?)
             }
             None => None,
         };
-        let client = Client::new(config.connect_timeout).map_err(|e| format!("HTTP client: {e}"))?;
+        let client = Client::new(config.connect_timeout).map_err(LoadError::Tls)?;
         let statics: Vec<String> = endpoints
             .iter()
             .filter_map(|e| match e {
@@ -133,11 +126,6 @@ impl RemoteBackend {
             api_key,
             tasks,
         })
-    }
-
-    /// The replicas, for tests and metrics.
-    pub fn replicas(&self) -> &Replicas {
-        &self.replicas
     }
 
     fn upstream_model(&self) -> &str {
@@ -289,7 +277,6 @@ impl RemoteBackend {
         }
     }
 
-    /// One try on one replica.
     /// One try on one replica, inside its CLIENT span (so the replica's
     /// health events land in the request's trace).
     async fn attempt(&self, item: &Item, path: &str, body: Payload, lease: &Lease, retry: usize) -> Attempt {
@@ -316,11 +303,13 @@ impl RemoteBackend {
         span: &tracing::Span,
     ) -> Attempt {
         let replica = &lease.replica;
-        let uri = match replica.target.as_ref().map_err(Clone::clone).and_then(|t| t.join(path)) {
-            Ok(uri) => uri,
-            Err(error) => {
-                return Attempt::Final(BackendError::Failed(format!("upstream {}: {error}", replica.base)))
-            }
+        let unusable = |error: &dyn std::fmt::Display| {
+            Attempt::Final(BackendError::Failed(format!("upstream {}: {error}", replica.base)))
+        };
+        let uri = match replica.target.as_ref().map(|target| target.join(path)) {
+            Ok(Ok(uri)) => uri,
+            Ok(Err(error)) => return unusable(&error),
+            Err(error) => return unusable(error),
         };
         let (content_type, bytes) = match body {
             Payload::Json(bytes) => (::http::HeaderValue::from_static("application/json"), bytes),

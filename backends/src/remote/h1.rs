@@ -19,11 +19,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Uri};
+use http_body_util::Full;
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{Builder, SendRequest};
 use hyper_util::rt::TokioIo;
 
-use super::http::{describe, Body};
+use super::error::{describe, TransportError};
+
+/// A request body.
+pub type Body = Full<Bytes>;
 
 /// Idle connections per authority, most recently used last; cheap to clone.
 #[derive(Clone)]
@@ -69,8 +73,8 @@ impl Pool {
     pub async fn send(
         &self,
         mut request: http::Request<Body>,
-    ) -> Result<http::Response<ResponseBody>, String> {
-        let authority = request.uri().authority().cloned().ok_or("the request has no host")?;
+    ) -> Result<http::Response<ResponseBody>, TransportError> {
+        let authority = request.uri().authority().cloned().ok_or(TransportError::NoHost)?;
         // Origin form on the wire, the authority in Host (what a browser or
         // curl sends to a server that is not a proxy).
         let path = request.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
@@ -81,7 +85,7 @@ impl Pool {
                 Some((_, host)) => http::HeaderValue::from_str(host),
                 None => http::HeaderValue::from_str(authority.as_str()),
             };
-            let host = host.map_err(|e| e.to_string())?;
+            let host = host.map_err(http::Error::from)?;
             request.headers_mut().insert(http::header::HOST, host);
         }
         while let Some(mut sender) = self.shared.take(&authority) {
@@ -93,20 +97,21 @@ impl Pool {
                 Err(mut error) => match error.take_message() {
                     // Not written: the connection closed while idle.
                     Some(unsent) => request = unsent,
-                    None => return Err(describe(error.error())),
+                    None => return Err(TransportError::http(error.into_error())),
                 },
             }
         }
         let mut sender = self.connect(&authority).await?;
-        let response = sender.send_request(request).await.map_err(|e| describe(&e))?;
+        let response = sender.send_request(request).await.map_err(TransportError::http)?;
         Ok(self.lend(response, authority, sender))
     }
 
-    async fn connect(&self, authority: &Authority) -> Result<SendRequest<Body>, String> {
-        let tcp = self.dial(authority).await.map_err(|e| format!("connect to {authority}: {e}"))?;
-        tcp.set_nodelay(true).map_err(|e| format!("connect to {authority}: {e}"))?;
+    async fn connect(&self, authority: &Authority) -> Result<SendRequest<Body>, TransportError> {
+        let failed = |source| TransportError::Connect { authority: authority.clone(), source };
+        let tcp = self.dial(authority).await.map_err(failed)?;
+        tcp.set_nodelay(true).map_err(failed)?;
         let (sender, connection) =
-            Builder::new().handshake(TokioIo::new(tcp)).await.map_err(|e| describe(&e))?;
+            Builder::new().handshake(TokioIo::new(tcp)).await.map_err(TransportError::http)?;
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(error = %describe(&error), "upstream connection ended");
@@ -119,27 +124,28 @@ impl Pool {
     /// resolver's order, each with an equal share of the connect timeout (so
     /// that an address that drops packets — an unrouted IPv6 one, say —
     /// leaves time for the next).
-    async fn dial(&self, authority: &Authority) -> Result<tokio::net::TcpStream, String> {
+    async fn dial(&self, authority: &Authority) -> std::io::Result<tokio::net::TcpStream> {
+        use std::io::{Error, ErrorKind};
         let host = authority.host().trim_start_matches('[').trim_end_matches(']');
         let port = authority.port_u16().unwrap_or(80);
-        let timed_out = || format!("timed out after {:?}", self.connect_timeout);
+        let timed_out =
+            || Error::new(ErrorKind::TimedOut, format!("timed out after {:?}", self.connect_timeout));
         let addresses: Vec<std::net::SocketAddr> =
             tokio::time::timeout(self.connect_timeout, tokio::net::lookup_host((host, port)))
                 .await
-                .map_err(|_| timed_out())?
-                .map_err(|e| e.to_string())?
+                .map_err(|_| timed_out())??
                 .collect();
         let share = self.connect_timeout / u32::try_from(addresses.len().max(1)).unwrap_or(u32::MAX);
-        let mut error = format!("{host} has no address");
+        let mut error = Error::new(ErrorKind::NotFound, format!("{host} has no address"));
         let many = addresses.len() > 1;
         for address in addresses {
             let failed = match tokio::time::timeout(share, tokio::net::TcpStream::connect(address)).await {
                 Ok(Ok(tcp)) => return Ok(tcp),
-                Ok(Err(e)) => e.to_string(),
+                Ok(Err(e)) => e,
                 Err(_) => timed_out(),
             };
             // The last address's error; which address, when there were several.
-            error = if many { format!("{address}: {failed}") } else { failed };
+            error = if many { Error::new(failed.kind(), format!("{address}: {failed}")) } else { failed };
         }
         Err(error)
     }
@@ -282,7 +288,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
-    use super::super::http::{next_chunk, read_all};
+    use super::super::transport::{next_chunk, read_all};
     use super::*;
 
     /// A raw HTTP/1.1 server on port 0: counts connections, keeps each
@@ -454,7 +460,7 @@ mod tests {
     #[tokio::test]
     async fn a_refused_connection_is_an_error_that_names_the_address() {
         let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
-        let error = pool().send(post(port, "/")).await.unwrap_err();
+        let error = pool().send(post(port, "/")).await.unwrap_err().to_string();
         assert!(error.contains(&format!("connect to 127.0.0.1:{port}")), "{error}");
     }
 }

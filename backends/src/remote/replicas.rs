@@ -9,12 +9,13 @@
 //! `cooldown`: one request may probe it, and its success re-admits it.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use super::RemoteConfig;
+use infergate_rng::SharedSplitMix64;
+
+use super::config::RemoteConfig;
 
 /// Latency estimate that jumps up at once and decays slowly.
 #[derive(Debug)]
@@ -76,7 +77,7 @@ pub struct Replica {
     pub base: String,
     /// The base parsed, for building request URIs (an error for a base
     /// that is not a URL, which endpoint validation keeps out).
-    pub target: Result<super::http::Base, String>,
+    pub target: Result<super::transport::Base, super::error::EndpointError>,
     outstanding: AtomicUsize,
     limit: usize,
     latency: Mutex<PeakEwma>,
@@ -98,7 +99,7 @@ struct Health {
 impl Replica {
     fn new(base: String, limit: usize, ejections: Arc<EjectionCounts>) -> Self {
         Replica {
-            target: super::http::Base::parse(&base),
+            target: super::transport::Base::parse(&base),
             base,
             outstanding: AtomicUsize::new(0),
             limit,
@@ -249,65 +250,14 @@ impl Drop for Lease {
     }
 }
 
-/// Where the replicas come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Endpoint {
-    /// A fixed base URL.
-    Static(String),
-    /// `dns://name:port`: every address the name resolves to, on `port`.
-    Dns { host: String, port: u16 },
-}
-
-impl Endpoint {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        if let Some(rest) = text.strip_prefix("dns://") {
-            let (host, port) = rest
-                .rsplit_once(':')
-                .ok_or_else(|| format!("{text}: dns:// needs a port (dns://name:port)"))?;
-            let port = port.parse().map_err(|_| format!("{text}: bad port"))?;
-            return Ok(Endpoint::Dns { host: host.to_owned(), port });
-        }
-        if text.starts_with("http://") || text.starts_with("https://") {
-            super::http::Base::parse(text)?;
-            return Ok(Endpoint::Static(text.trim_end_matches('/').to_owned()));
-        }
-        Err(format!("{text}: endpoints are http://host:port or dns://name:port"))
-    }
-}
-
-/// Resolves names for `dns://` endpoints. `INFERGATE_HOSTS_FILE` (hosts(5)
-/// format, re-read at every resolution) overrides the system resolver:
-/// tests and local set-ups put several loopback addresses behind one name.
-pub async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
-    if let Ok(path) = std::env::var("INFERGATE_HOSTS_FILE") {
-        let text = tokio::fs::read_to_string(&path).await.map_err(|e| format!("{path}: {e}"))?;
-        let mut found: Vec<SocketAddr> = text
-            .lines()
-            .map(|l| l.split('#').next().unwrap_or(""))
-            .filter_map(|l| {
-                let mut parts = l.split_whitespace();
-                let ip: std::net::IpAddr = parts.next()?.parse().ok()?;
-                parts.any(|name| name == host).then_some(SocketAddr::new(ip, port))
-            })
-            .collect();
-        found.sort();
-        found.dedup();
-        return Ok(found);
-    }
-    let mut found: Vec<SocketAddr> =
-        tokio::net::lookup_host((host, port)).await.map_err(|e| format!("{host}: {e}"))?.collect();
-    found.sort();
-    found.dedup();
-    Ok(found)
-}
-
 /// The replicas of one model.
 #[derive(Debug)]
 pub struct Replicas {
     list: RwLock<Vec<Arc<Replica>>>,
     limit: usize,
     cooldown: Duration,
-    rng: Mutex<u64>,
+    /// Seeded per process: replicas of the gateway pick differently.
+    rng: SharedSplitMix64,
     pub ejections: Arc<EjectionCounts>,
 }
 
@@ -319,7 +269,7 @@ impl Replicas {
             list: RwLock::new(list),
             limit,
             cooldown,
-            rng: Mutex::new(0x2545_F491_4F6C_DD1D),
+            rng: SharedSplitMix64::from_process(),
             ejections,
         }
     }
@@ -357,11 +307,7 @@ impl Replicas {
     }
 
     fn random(&self, n: usize) -> usize {
-        let mut s = self.rng.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        *s ^= *s << 13;
-        *s ^= *s >> 7;
-        *s ^= *s << 17;
-        (*s % n as u64) as usize
+        self.rng.below(n as u64) as usize
     }
 
     /// Choose a replica (not one of `tried`) and hold it.

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::LoadError;
+
 /// A fault the synthetic backend injects into every batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -76,18 +78,27 @@ impl Default for SyntheticConfig {
 
 impl SyntheticConfig {
     /// Range checks serde cannot express; errors name the field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), LoadError> {
         if !(0.0..1.0).contains(&self.jitter) {
-            return Err(format!("jitter: must be in [0, 1), got {}", self.jitter));
+            return Err(LoadError::setting("jitter", format!("must be in [0, 1), got {}", self.jitter)));
         }
         if !(0.0..=1.0).contains(&self.error_rate) {
-            return Err(format!("error_rate: must be in [0, 1], got {}", self.error_rate));
+            return Err(LoadError::setting(
+                "error_rate",
+                format!("must be in [0, 1], got {}", self.error_rate),
+            ));
         }
         if !(self.slow_factor.is_finite() && self.slow_factor >= 1.0) {
-            return Err(format!("slow_factor: must be at least 1, got {}", self.slow_factor));
+            return Err(LoadError::setting(
+                "slow_factor",
+                format!("must be at least 1, got {}", self.slow_factor),
+            ));
         }
         if !(1..=65_536).contains(&self.dimensions) {
-            return Err(format!("dimensions: must be in 1..=65536, got {}", self.dimensions));
+            return Err(LoadError::setting(
+                "dimensions",
+                format!("must be in 1..=65536, got {}", self.dimensions),
+            ));
         }
         Ok(())
     }

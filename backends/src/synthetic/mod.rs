@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use futures_util::future::join_all;
 
 pub use config::{Fault, SyntheticConfig};
-use rng::SplitMix64;
+use infergate_rng::SplitMix64;
 
 use crate::{Backend, BackendError, BatchReport, Event, Item, ModelInfo, Output, Request, Task};
 

@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use super::rng::{fnv1a, SplitMix64};
+use infergate_rng::SplitMix64;
+
+use super::rng::fnv1a;
 use crate::tensor::Tensor;
 use crate::{
     tokens, AudioTask, BackendError, ChatOutput, ChatRequest, EmbeddingInput, EmbeddingsOutput,

@@ -22,8 +22,8 @@ use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextPar
 
 use crate::pool::Pool;
 use crate::{
-    AudioTask, Backend, BackendError, BatchReport, Item, ModelInfo, Output, Request, Segment, Task,
-    TranscriptionOutput,
+    AudioTask, Backend, BackendError, BatchReport, Item, LoadError, ModelInfo, Output, Request, Segment,
+    Task, TranscriptionOutput,
 };
 
 /// `backend = { kind = "whisper", ... }`.
@@ -62,14 +62,17 @@ fn default_no_speech() -> f32 {
 }
 
 impl WhisperConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    /// Range checks serde cannot express.
+    pub(crate) fn validate(&self) -> Result<(), LoadError> {
         if self.states == 0 || self.threads == 0 {
-            return Err("states and threads must be at least 1".into());
+            return Err(LoadError::Settings("states and threads must be at least 1"));
         }
         if !(0.0..=1.0).contains(&self.temperature_increment)
             || !(0.0..=1.0).contains(&self.no_speech_threshold)
         {
-            return Err("temperature_increment and no_speech_threshold must be in [0, 1]".into());
+            return Err(LoadError::Settings(
+                "temperature_increment and no_speech_threshold must be in [0, 1]",
+            ));
         }
         Ok(())
     }
@@ -82,30 +85,31 @@ struct Worker {
 }
 
 /// A whisper.cpp model.
-pub struct WhisperBackend {
+pub(crate) struct WhisperBackend {
     pool: Pool<Worker>,
 }
 
 impl WhisperBackend {
-    pub fn load(config: &WhisperConfig) -> Result<Self, String> {
+    /// Load the model and start `config.states` workers; fails with a
+    /// message naming the file when it is missing or broken.
+    pub(crate) fn load(config: &WhisperConfig) -> Result<Self, LoadError> {
         config.validate()?;
         static QUIET: Once = Once::new();
         // whisper.cpp and ggml print to stderr; the hooks route them to nothing.
         QUIET.call_once(whisper_rs::install_logging_hooks);
         let path = &config.model;
         if !path.is_file() {
-            return Err(format!(
-                "model file {} not found (scripts/setup.sh converts the Whisper models)",
-                path.display()
-            ));
+            let hint = "scripts/setup.sh converts the Whisper models";
+            return Err(LoadError::Missing { path: path.clone(), hint });
         }
         let context = WhisperContext::new_with_params(path, WhisperContextParameters::default())
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(|e| LoadError::Model(format!("{}: {e}", path.display())))?;
         let context = Arc::new(context);
         let multilingual = context.is_multilingual();
         let shared = config.clone();
         let pool = Pool::start("whisper", config.states, move || {
-            let state = context.create_state().map_err(|e| format!("whisper state: {e}"))?;
+            let state =
+                context.create_state().map_err(|e| LoadError::Model(format!("whisper state: {e}")))?;
             Ok(Worker { state, multilingual, config: shared.clone() })
         })?;
         Ok(WhisperBackend { pool })

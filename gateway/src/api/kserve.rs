@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use http::StatusCode;
-use infergate_backends::tensor::{DataType, Tensor, TensorData};
+use infergate_backends::tensor::{DataType, Tensor, TensorData, TensorError};
 use infergate_backends::{Task, TensorRequest};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -191,7 +191,7 @@ impl FromRequest<SharedState> for InferPayload {
             let body: InferBody = decode_json(&bytes[..length])?;
             let sizes: Vec<Option<u64>> = body.inputs.iter().map(|i| i.parameters.binary_data_size).collect();
             let binary = binary::split_inputs(&sizes, bytes.slice(length..))
-                .map_err(|e| ApiError::invalid("inputs", e))?;
+                .map_err(|e| ApiError::invalid("inputs", e.to_string()))?;
             Ok(InferPayload { body, binary })
         }
         .instrument(span)
@@ -215,16 +215,15 @@ fn decode_tensor(
 ) -> Result<Tensor, ApiError> {
     let param = format!("inputs[{index}]");
     let datatype: DataType =
-        input.datatype.parse().map_err(|e: String| ApiError::invalid(param.clone(), e))?;
+        input.datatype.parse().map_err(|e: TensorError| ApiError::invalid(param.clone(), e.to_string()))?;
     let count = Tensor::shape_elements(&input.shape)
         .ok_or_else(|| ApiError::invalid(param.clone(), "shape is too large"))?;
     *budget = budget.checked_sub(count).ok_or_else(|| {
         ApiError::invalid(param.clone(), "the request holds more tensor elements than allowed")
     })?;
     let data = match (raw, &input.data) {
-        (Some(raw), None) => {
-            binary::decode(datatype, count, raw).map_err(|e| ApiError::invalid(param.clone(), e))?
-        }
+        (Some(raw), None) => binary::decode(datatype, count, raw)
+            .map_err(|e| ApiError::invalid(param.clone(), e.to_string()))?,
         (None, Some(data)) => decode_json_data(data, datatype, &param)?,
         (Some(_), Some(_)) => {
             return Err(ApiError::invalid(param, "has both data and binary_data_size; send one"));
@@ -232,13 +231,13 @@ fn decode_tensor(
         (None, None) => return Err(ApiError::invalid(param, "needs data (or binary_data_size)")),
     };
     let tensor = Tensor { name: input.name.clone(), datatype, shape: input.shape.clone(), data };
-    tensor.validate().map_err(|e| ApiError::invalid(param, e))?;
+    tensor.validate().map_err(|e| ApiError::invalid(param, e.to_string()))?;
     Ok(tensor)
 }
 
 fn decode_json_data(data: &Value, datatype: DataType, param: &str) -> Result<TensorData, ApiError> {
     let mut flat = Vec::new();
-    flatten(data, &mut flat, 0).map_err(|e| ApiError::invalid(param, e))?;
+    flatten(data, &mut flat, 0, param)?;
     Ok(match datatype {
         DataType::Bool => TensorData::Bool(collect(&flat, Value::as_bool, "booleans", param)?),
         DataType::Bytes => {
@@ -256,12 +255,17 @@ fn decode_json_data(data: &Value, datatype: DataType, param: &str) -> Result<Ten
     })
 }
 
-fn flatten<'a>(value: &'a Value, out: &mut Vec<&'a Value>, depth: usize) -> Result<(), String> {
+fn flatten<'a>(
+    value: &'a Value,
+    out: &mut Vec<&'a Value>,
+    depth: usize,
+    param: &str,
+) -> Result<(), ApiError> {
     if depth > 32 {
-        return Err("data is nested too deeply".into());
+        return Err(ApiError::invalid(param, "data is nested too deeply"));
     }
     match value {
-        Value::Array(items) => items.iter().try_for_each(|v| flatten(v, out, depth + 1)),
+        Value::Array(items) => items.iter().try_for_each(|v| flatten(v, out, depth + 1, param)),
         other => {
             out.push(other);
             Ok(())
@@ -388,7 +392,8 @@ async fn infer_ocr(
     }
     let image = match (payload.raw(0), &input.data) {
         (Some(raw), None) => {
-            let element = binary::bytes_elements(raw, 1).map_err(|e| ApiError::invalid("inputs[0]", e))?[0];
+            let element =
+                binary::bytes_elements(raw, 1).map_err(|e| ApiError::invalid("inputs[0]", e.to_string()))?[0];
             raw.slice_ref(element)
         }
         (None, Some(Value::Array(items))) if items.len() == 1 => {

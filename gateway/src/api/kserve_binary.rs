@@ -13,10 +13,29 @@ use infergate_backends::tensor::{DataType, TensorData};
 /// The request and response header that says how long the JSON part is.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
 
+/// What is wrong with a request's binary tensor data.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BinaryError {
+    #[error("inputs[{input}] declares binary_data_size {size} but only {left} bytes follow")]
+    Short { input: usize, size: usize, left: usize },
+    #[error("{0} bytes after the inference header belong to no input")]
+    Unclaimed(usize),
+    #[error("a BYTES element's 4-byte length is cut off")]
+    LengthCut,
+    #[error("a BYTES element says {len} bytes but {left} remain")]
+    ElementCut { len: usize, left: usize },
+    #[error("the binary data holds {found} BYTES elements; the shape says {count}")]
+    Elements { found: usize, count: u64 },
+    #[error("binary_data_size is {size} bytes; {count} {datatype} elements take {needed}")]
+    Size { size: usize, count: u64, datatype: &'static str, needed: String },
+    #[error("BYTES elements must be UTF-8 text")]
+    NotText,
+}
+
 /// Split the binary section after the JSON header into each input's bytes,
 /// by the `binary_data_size` of each input (`None` for JSON inputs). Every
 /// byte must belong to an input.
-pub fn split_inputs(sizes: &[Option<u64>], mut binary: Bytes) -> Result<Vec<Option<Bytes>>, String> {
+pub fn split_inputs(sizes: &[Option<u64>], mut binary: Bytes) -> Result<Vec<Option<Bytes>>, BinaryError> {
     let mut parts = Vec::with_capacity(sizes.len());
     for (i, size) in sizes.iter().enumerate() {
         parts.push(match size {
@@ -24,17 +43,14 @@ pub fn split_inputs(sizes: &[Option<u64>], mut binary: Bytes) -> Result<Vec<Opti
             Some(size) => {
                 let size = usize::try_from(*size).unwrap_or(usize::MAX);
                 if size > binary.len() {
-                    return Err(format!(
-                        "inputs[{i}] declares binary_data_size {size} but only {} bytes follow",
-                        binary.len()
-                    ));
+                    return Err(BinaryError::Short { input: i, size, left: binary.len() });
                 }
                 Some(binary.split_to(size))
             }
         });
     }
     if !binary.is_empty() {
-        return Err(format!("{} bytes after the inference header belong to no input", binary.len()));
+        return Err(BinaryError::Unclaimed(binary.len()));
     }
     Ok(parts)
 }
@@ -51,41 +67,38 @@ fn element_size(datatype: DataType) -> Option<usize> {
 }
 
 /// BYTES elements: each a 4-byte little-endian length, then its bytes.
-pub fn bytes_elements(raw: &[u8], count: u64) -> Result<Vec<&[u8]>, String> {
+pub fn bytes_elements(raw: &[u8], count: u64) -> Result<Vec<&[u8]>, BinaryError> {
     let mut rest = raw;
     let mut elements = Vec::new();
     while !rest.is_empty() {
         let Some((len, tail)) = rest.split_first_chunk::<4>() else {
-            return Err("a BYTES element's 4-byte length is cut off".into());
+            return Err(BinaryError::LengthCut);
         };
         let len = u32::from_le_bytes(*len) as usize;
         if len > tail.len() {
-            return Err(format!("a BYTES element says {len} bytes but {} remain", tail.len()));
+            return Err(BinaryError::ElementCut { len, left: tail.len() });
         }
         let (element, tail) = tail.split_at(len);
         elements.push(element);
         rest = tail;
     }
     if elements.len() as u64 != count {
-        return Err(format!(
-            "the binary data holds {} BYTES elements; the shape says {count}",
-            elements.len()
-        ));
+        return Err(BinaryError::Elements { found: elements.len(), count });
     }
     Ok(elements)
 }
 
 /// Decode `count` elements of `datatype` from their binary form.
-pub fn decode(datatype: DataType, count: u64, raw: &[u8]) -> Result<TensorData, String> {
+pub fn decode(datatype: DataType, count: u64, raw: &[u8]) -> Result<TensorData, BinaryError> {
     let Some(size) = element_size(datatype) else { return decode_text(raw, count) };
     let expected = usize::try_from(count).ok().and_then(|c| c.checked_mul(size));
     if expected != Some(raw.len()) {
-        return Err(format!(
-            "binary_data_size is {} bytes; {count} {} elements take {}",
-            raw.len(),
-            datatype.as_str(),
-            expected.map_or_else(|| "more".to_string(), |e| e.to_string())
-        ));
+        return Err(BinaryError::Size {
+            size: raw.len(),
+            count,
+            datatype: datatype.as_str(),
+            needed: expected.map_or_else(|| "more".to_string(), |e| e.to_string()),
+        });
     }
     let chunks = raw.chunks_exact(size);
     Ok(match datatype {
@@ -122,10 +135,10 @@ pub fn decode(datatype: DataType, count: u64, raw: &[u8]) -> Result<TensorData, 
 }
 
 /// BYTES elements as text (the tensor type infergate's models take).
-fn decode_text(raw: &[u8], count: u64) -> Result<TensorData, String> {
+fn decode_text(raw: &[u8], count: u64) -> Result<TensorData, BinaryError> {
     bytes_elements(raw, count)?
         .into_iter()
-        .map(|e| String::from_utf8(e.to_vec()).map_err(|_| "BYTES elements must be UTF-8 text".to_string()))
+        .map(|e| String::from_utf8(e.to_vec()).map_err(|_| BinaryError::NotText))
         .collect::<Result<Vec<_>, _>>()
         .map(TensorData::Bytes)
 }
@@ -203,17 +216,20 @@ mod tests {
 
     #[test]
     fn sizes_that_do_not_add_up_are_errors() {
-        assert!(decode(DataType::Fp32, 3, &[0u8; 8]).unwrap_err().contains("take 12"));
-        assert!(decode(DataType::Bytes, 1, &[5, 0, 0, 0, b'a']).unwrap_err().contains("5 bytes"));
-        assert!(decode(DataType::Bytes, 1, &[1, 0]).unwrap_err().contains("cut off"));
-        assert!(decode(DataType::Bytes, 2, &[1, 0, 0, 0, b'a']).unwrap_err().contains("shape says 2"));
-        assert!(decode(DataType::Bytes, 1, &[1, 0, 0, 0, 0xff]).unwrap_err().contains("UTF-8"));
+        assert!(decode(DataType::Fp32, 3, &[0u8; 8]).unwrap_err().to_string().contains("take 12"));
+        assert!(decode(DataType::Bytes, 1, &[5, 0, 0, 0, b'a']).unwrap_err().to_string().contains("5 bytes"));
+        assert!(decode(DataType::Bytes, 1, &[1, 0]).unwrap_err().to_string().contains("cut off"));
+        assert!(decode(DataType::Bytes, 2, &[1, 0, 0, 0, b'a'])
+            .unwrap_err()
+            .to_string()
+            .contains("shape says 2"));
+        assert!(decode(DataType::Bytes, 1, &[1, 0, 0, 0, 0xff]).unwrap_err().to_string().contains("UTF-8"));
         let body = Bytes::from_static(&[1, 2, 3, 4, 5]);
         assert_eq!(
             split_inputs(&[Some(2), None, Some(3)], body.clone()).unwrap(),
             vec![Some(body.slice(..2)), None, Some(body.slice(2..))]
         );
-        assert!(split_inputs(&[Some(6)], body.clone()).unwrap_err().contains("only 5"));
-        assert!(split_inputs(&[Some(2)], body).unwrap_err().contains("belong to no input"));
+        assert!(split_inputs(&[Some(6)], body.clone()).unwrap_err().to_string().contains("only 5"));
+        assert!(split_inputs(&[Some(2)], body).unwrap_err().to_string().contains("belong to no input"));
     }
 }

@@ -9,6 +9,21 @@ use super::error::ConfigError;
 /// Prefix of every override variable.
 pub const ENV_PREFIX: &str = "INFERGATE__";
 
+/// Why a variable's keys do not lead to a place in the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum Misplaced {
+    #[error("no key")]
+    NoKey,
+    #[error("no index")]
+    NoIndex,
+    #[error("'{at}' is an array: expected an index, got '{index}'")]
+    NotAnIndex { at: String, index: String },
+    #[error("'{at}' has {len} entries, no index {index}")]
+    NoEntry { at: String, len: usize, index: usize },
+    #[error("'{at}' is a value, not a section")]
+    NotASection { at: String },
+}
+
 /// Apply every `INFERGATE__*` variable to the parsed file.
 pub fn apply(
     table: &mut toml::Table,
@@ -22,7 +37,7 @@ pub fn apply(
         if keys.iter().any(String::is_empty) {
             return Err(ConfigError::new(name, "empty key segment"));
         }
-        set(table, &keys, parse_value(&raw)).map_err(|message| ConfigError::new(name, message))?;
+        set(table, &keys, parse_value(&raw)).map_err(|e| ConfigError::new(name, e.to_string()))?;
     }
     Ok(())
 }
@@ -34,8 +49,8 @@ fn parse_value(raw: &str) -> toml::Value {
         .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
 }
 
-fn set(table: &mut toml::Table, keys: &[String], value: toml::Value) -> Result<(), String> {
-    let (first, rest) = keys.split_first().ok_or("no key")?;
+fn set(table: &mut toml::Table, keys: &[String], value: toml::Value) -> Result<(), Misplaced> {
+    let (first, rest) = keys.split_first().ok_or(Misplaced::NoKey)?;
     if rest.is_empty() {
         table.insert(first.clone(), value);
         return Ok(());
@@ -44,15 +59,17 @@ fn set(table: &mut toml::Table, keys: &[String], value: toml::Value) -> Result<(
     set_in(child, first, rest, value)
 }
 
-fn set_in(node: &mut toml::Value, at: &str, keys: &[String], value: toml::Value) -> Result<(), String> {
+fn set_in(node: &mut toml::Value, at: &str, keys: &[String], value: toml::Value) -> Result<(), Misplaced> {
     match node {
         toml::Value::Table(t) => set(t, keys, value),
         toml::Value::Array(items) => {
-            let (index, rest) = keys.split_first().ok_or("no index")?;
-            let i: usize =
-                index.parse().map_err(|_| format!("'{at}' is an array: expected an index, got '{index}'"))?;
+            let (index, rest) = keys.split_first().ok_or(Misplaced::NoIndex)?;
+            let i: usize = index
+                .parse()
+                .map_err(|_| Misplaced::NotAnIndex { at: at.to_owned(), index: index.clone() })?;
             let len = items.len();
-            let item = items.get_mut(i).ok_or_else(|| format!("'{at}' has {len} entries, no index {i}"))?;
+            let item =
+                items.get_mut(i).ok_or_else(|| Misplaced::NoEntry { at: at.to_owned(), len, index: i })?;
             if rest.is_empty() {
                 *item = value;
                 Ok(())
@@ -60,6 +77,6 @@ fn set_in(node: &mut toml::Value, at: &str, keys: &[String], value: toml::Value)
                 set_in(item, index, rest, value)
             }
         }
-        _ => Err(format!("'{at}' is a value, not a section")),
+        _ => Err(Misplaced::NotASection { at: at.to_owned() }),
     }
 }

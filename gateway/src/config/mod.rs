@@ -14,7 +14,6 @@ use infergate_backends::{BackendConfig, Task};
 use infergate_scheduler::{Class, Policy, SchedulerConfig};
 use serde::Deserialize;
 
-pub use env::ENV_PREFIX;
 pub use error::ConfigError;
 
 /// The whole configuration file.

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use infergate_backends::Task;
+use infergate_backends::{LoadError, Task};
 
 use super::error::ConfigError;
 use super::Config;
@@ -226,10 +226,11 @@ impl Config {
             if model.default_timeout.is_some_and(|t| t.is_zero()) {
                 return Err(ConfigError::new(at("default_timeout"), "must be greater than zero"));
             }
-            model.backend.validate().map_err(|message| {
-                let (field, rest) = message.split_once(": ").unwrap_or(("", message.as_str()));
-                let path = if field.is_empty() { at("backend") } else { at(&format!("backend.{field}")) };
-                ConfigError::new(path, rest.to_owned())
+            model.backend.validate().map_err(|error| match error {
+                LoadError::Setting { field, message } => {
+                    ConfigError::new(at(&format!("backend.{field}")), message)
+                }
+                other => ConfigError::new(at("backend"), other.to_string()),
             })?;
         }
         Ok(())

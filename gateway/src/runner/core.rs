@@ -1,5 +1,5 @@
-//! One model's scheduler, shared by everyone who changes it. A handler
-//! submits its job and dispatches whatever is due right there; a finishing
+//! One model's scheduler, shared by everyone who changes it. A request's
+//! task submits its job and dispatches whatever is due right there; a finishing
 //! batch frees its worker and dispatches the next; the model's timer task
 //! wakes only for batching delays, deadlines and replica changes. No request
 //! waits for another task to notice it.

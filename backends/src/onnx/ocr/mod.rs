@@ -12,8 +12,11 @@ use image::RgbImage;
 use ort::session::Session;
 use ort::value::Tensor;
 
-use super::{images, session, OnnxConfig, Worker};
-use crate::{BackendError, Item, OcrLine, OcrOutput, Output, Request};
+use super::config::OnnxConfig;
+use super::images;
+use super::session::session;
+use super::worker::{InferError, Worker};
+use crate::{BackendError, Item, LoadError, OcrLine, OcrOutput, Output, Request};
 use geometry::Point;
 
 /// RapidOCR 1.4.4's defaults (its config.yaml).
@@ -41,11 +44,14 @@ pub(crate) struct OcrWorker {
 }
 
 impl OcrWorker {
-    pub(crate) fn load(config: &OnnxConfig) -> Result<Self, String> {
+    pub(crate) fn load(config: &OnnxConfig) -> Result<Self, LoadError> {
         let dir = &config.model;
         let keys = dir.join("ppocr_keys_v1.txt");
-        let text = std::fs::read_to_string(&keys)
-            .map_err(|e| format!("{}: {e} (scripts/setup.sh fetches it)", keys.display()))?;
+        let text = std::fs::read_to_string(&keys).map_err(|source| LoadError::Unreadable {
+            path: keys.clone(),
+            source,
+            hint: "scripts/setup.sh fetches it",
+        })?;
         // Not trimmed: one entry is U+3000, an ideographic space.
         let mut characters = vec![String::new()];
         characters
@@ -68,11 +74,10 @@ impl OcrWorker {
         let image = images::decode(&request.image, self.max_pixels)?;
         let (width, height) = (image.width(), image.height());
         let rgb = image.to_rgb8();
-        let failed = |e: String| BackendError::Failed(e);
-        let boxes = self.detect(&rgb).map_err(failed)?;
+        let boxes = self.detect(&rgb)?;
         let mut crops: Vec<RgbImage> = boxes.iter().map(|b| crop(&rgb, b)).collect();
-        let turned = self.orient(&mut crops).map_err(failed)?;
-        let texts = self.recognize(&crops).map_err(failed)?;
+        let turned = self.orient(&mut crops)?;
+        let texts = self.recognize(&crops)?;
         let mut lines: Vec<OcrLine> = boxes
             .into_iter()
             .zip(texts)
@@ -87,7 +92,7 @@ impl OcrWorker {
     }
 
     /// Text boxes in original-image coordinates, in reading order.
-    fn detect(&mut self, image: &RgbImage) -> Result<Vec<[Point; 4]>, String> {
+    fn detect(&mut self, image: &RgbImage) -> Result<Vec<[Point; 4]>, InferError> {
         let (w0, h0) = (image.width() as f32, image.height() as f32);
         // Large images are scaled down to MAX_SIDE, then to the detector's size:
         // the shorter side at least 736, both multiples of 32.
@@ -98,12 +103,9 @@ impl OcrWorker {
         let (dw, dh) = (round32(w1), round32(h1));
         let resized = image::imageops::resize(image, dw, dh, FilterType::Triangle);
         let input = chw_bgr(&resized, dw);
-        let e = |e: ort::Error| e.to_string();
-        let outputs = self
-            .det
-            .run(ort::inputs![Tensor::from_array(([1, 3, dh as usize, dw as usize], input)).map_err(e)?])
-            .map_err(e)?;
-        let (shape, map) = outputs[0].try_extract_tensor::<f32>().map_err(e)?;
+        let outputs =
+            self.det.run(ort::inputs![Tensor::from_array(([1, 3, dh as usize, dw as usize], input))?])?;
+        let (shape, map) = outputs[0].try_extract_tensor::<f32>()?;
         let (mh, mw) = (shape[2] as usize, shape[3] as usize);
         // Binarise and dilate by a 2×2 kernel, as RapidOCR does.
         let on: Vec<bool> = map.iter().map(|&p| p > DET_THRESHOLD).collect();
@@ -155,7 +157,7 @@ impl OcrWorker {
     /// line wider than 4:1 is judged on up to three 4:1 windows (start,
     /// middle, end) whose probabilities are averaged.
     /// Returns how many crops were turned.
-    fn orient(&mut self, crops: &mut [RgbImage]) -> Result<usize, String> {
+    fn orient(&mut self, crops: &mut [RgbImage]) -> Result<usize, InferError> {
         let (h, w) = CLS_SHAPE;
         let mut windows: Vec<(usize, RgbImage)> = Vec::new();
         for (i, crop) in crops.iter().enumerate() {
@@ -172,14 +174,9 @@ impl OcrWorker {
         let mut upside_down = vec![(0f32, 0u32); crops.len()];
         for chunk in windows.chunks(self.max_run_inputs) {
             let input: Vec<f32> = chunk.iter().flat_map(|(_, c)| fit(c, h, w)).collect();
-            let e = |e: ort::Error| e.to_string();
-            let outputs = self
-                .cls
-                .run(ort::inputs![
-                    Tensor::from_array(([chunk.len(), 3, h as usize, w as usize], input)).map_err(e)?
-                ])
-                .map_err(e)?;
-            let (_, scores) = outputs[0].try_extract_tensor::<f32>().map_err(e)?;
+            let input = Tensor::from_array(([chunk.len(), 3, h as usize, w as usize], input))?;
+            let outputs = self.cls.run(ort::inputs![input])?;
+            let (_, scores) = outputs[0].try_extract_tensor::<f32>()?;
             for ((i, _), p) in chunk.iter().zip(scores.chunks_exact(2)) {
                 upside_down[*i].0 += p[1];
                 upside_down[*i].1 += 1;
@@ -196,7 +193,7 @@ impl OcrWorker {
     }
 
     /// Text and confidence per crop, in order.
-    fn recognize(&mut self, crops: &[RgbImage]) -> Result<Vec<(String, f32)>, String> {
+    fn recognize(&mut self, crops: &[RgbImage]) -> Result<Vec<(String, f32)>, InferError> {
         let ratio = |c: &RgbImage| c.width() as f32 / c.height().max(1) as f32;
         let mut order: Vec<usize> = (0..crops.len()).collect();
         order.sort_by(|&a, &b| ratio(&crops[a]).total_cmp(&ratio(&crops[b])));
@@ -208,22 +205,16 @@ impl OcrWorker {
                 .fold(REC_MIN_WIDTH as f32 / REC_HEIGHT as f32, f32::max);
             let width = (REC_HEIGHT as f32 * widest) as u32;
             let input: Vec<f32> = chunk.iter().flat_map(|&i| fit(&crops[i], REC_HEIGHT, width)).collect();
-            let e = |e: ort::Error| e.to_string();
-            let outputs = self
-                .rec
-                .run(ort::inputs![Tensor::from_array((
-                    [chunk.len(), 3, REC_HEIGHT as usize, width as usize],
-                    input.clone()
-                ))
-                .map_err(e)?])
-                .map_err(e)?;
-            let (shape, probs) = outputs[0].try_extract_tensor::<f32>().map_err(e)?;
+            let tensor =
+                Tensor::from_array(([chunk.len(), 3, REC_HEIGHT as usize, width as usize], input.clone()))?;
+            let outputs = self.rec.run(ort::inputs![tensor])?;
+            let (shape, probs) = outputs[0].try_extract_tensor::<f32>()?;
             let (steps, classes) = (shape[1] as usize, shape[2] as usize);
             if classes != self.characters.len() {
-                return Err(format!(
+                return Err(InferError::Unexpected(format!(
                     "recogniser has {classes} classes; the dictionary gives {}",
                     self.characters.len()
-                ));
+                )));
             }
             let (h, w) = (REC_HEIGHT as usize, width as usize);
             for (row, &i) in chunk.iter().enumerate() {

@@ -1,8 +1,8 @@
 //! The HTTP client the remote backends send with: HTTP/1.1 with keep-alive,
-//! plain `http` upstreams on infergate's own connection pool (`h1`), `https`
-//! ones on hyper-util's pooled client with TLS (rustls, the Mozilla root
-//! set). Requests are built from a replica's pre-parsed base, so the hot path
-//! parses no URLs.
+//! plain `http` upstreams on infergate's own connection pool (`h1.rs`),
+//! `https` ones on hyper-util's pooled client with TLS (rustls, the Mozilla
+//! root set). Requests are built from a replica's pre-parsed base, so the
+//! hot path parses no URLs; what fails is a [`TransportError`].
 
 use std::time::Duration;
 
@@ -16,11 +16,12 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as Pool;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-/// A request body.
-pub type Body = Full<Bytes>;
+use super::error::{EndpointError, TransportError};
+use super::h1;
+pub use super::h1::{Body, ResponseBody};
+
 /// A response whose body is read as it arrives.
 pub type Response = http::Response<ResponseBody>;
-pub use super::h1::ResponseBody;
 
 /// How long a connection may sit idle before it is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -30,19 +31,20 @@ const MAX_IDLE_PER_HOST: usize = 512;
 /// A pooled HTTP(S) client; cheap to clone.
 #[derive(Clone)]
 pub struct Client {
-    plain: super::h1::Pool,
+    plain: h1::Pool,
     tls: Pool<HttpsConnector<HttpConnector>, Body>,
 }
 
 impl Client {
-    pub fn new(connect_timeout: Duration) -> Result<Self, String> {
+    /// A client whose connections give up after `connect_timeout`; fails
+    /// only when TLS cannot be set up.
+    pub fn new(connect_timeout: Duration) -> Result<Self, rustls::Error> {
         let mut tcp = HttpConnector::new();
         tcp.set_connect_timeout(Some(connect_timeout));
         tcp.set_nodelay(true);
         tcp.enforce_http(false);
         let tls = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .map_err(|e| format!("TLS: {e}"))?
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
             .https_or_http()
             .enable_http1()
             .wrap_connector(tcp);
@@ -51,31 +53,18 @@ impl Client {
             .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
             .pool_timer(TokioTimer::new())
             .build(tls);
-        let plain = super::h1::Pool::new(connect_timeout, IDLE_TIMEOUT, MAX_IDLE_PER_HOST);
+        let plain = h1::Pool::new(connect_timeout, IDLE_TIMEOUT, MAX_IDLE_PER_HOST);
         Ok(Client { plain, tls })
     }
 
     /// Send a request (absolute-form URI); the response once its head has arrived.
-    pub async fn send(&self, request: http::Request<Body>) -> Result<Response, String> {
+    pub async fn send(&self, request: http::Request<Body>) -> Result<Response, TransportError> {
         if request.uri().scheme() == Some(&http::uri::Scheme::HTTP) {
             return self.plain.send(request).await;
         }
-        let response = self.tls.request(request).await.map_err(|e| describe(&e))?;
+        let response = self.tls.request(request).await.map_err(TransportError::http)?;
         Ok(response.map(ResponseBody::from))
     }
-}
-
-/// An error with its causes, which hyper's top-level messages leave out
-/// ("client error (Connect)" says little without "connection refused").
-pub(super) fn describe(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(e) = cause {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        cause = e.source();
-    }
-    text
 }
 
 /// A replica's base URL (`http://10.0.0.7:8000`, `https://api.example.com/v1`),
@@ -89,14 +78,15 @@ pub struct Base {
 }
 
 impl Base {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let uri: Uri = text.parse().map_err(|e| format!("'{text}' is not a URL: {e}"))?;
+    pub fn parse(text: &str) -> Result<Self, EndpointError> {
+        let uri: Uri =
+            text.parse().map_err(|source| EndpointError::NotUrl { text: text.to_owned(), source })?;
         let parts = uri.into_parts();
         let (Some(scheme), Some(authority)) = (parts.scheme, parts.authority) else {
-            return Err(format!("'{text}' needs a scheme and a host"));
+            return Err(EndpointError::Incomplete(text.to_owned()));
         };
         if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
-            return Err(format!("'{text}': only http and https upstreams are supported"));
+            return Err(EndpointError::NotHttp(text.to_owned()));
         }
         let path = parts.path_and_query.as_ref().map_or("", |p| p.path());
         let prefix = path.trim_end_matches('/').to_owned();
@@ -104,17 +94,14 @@ impl Base {
     }
 
     /// The URI of `path` (which starts with `/`) on this base.
-    pub fn join(&self, path: &str) -> Result<Uri, String> {
+    pub fn join(&self, path: &str) -> Result<Uri, TransportError> {
         let mut joined = String::with_capacity(self.prefix.len() + path.len());
         joined.push_str(&self.prefix);
         joined.push_str(path);
-        let path = PathAndQuery::try_from(joined).map_err(|e| e.to_string())?;
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path)
-            .build()
-            .map_err(|e| e.to_string())
+        let path = PathAndQuery::try_from(joined).map_err(http::Error::from)?;
+        let uri =
+            Uri::builder().scheme(self.scheme.clone()).authority(self.authority.clone()).path_and_query(path);
+        Ok(uri.build()?)
     }
 }
 
@@ -151,28 +138,28 @@ pub fn milliseconds(d: Duration) -> HeaderValue {
     HeaderValue::from_bytes(&text[..len]).unwrap_or(HeaderValue::from_static("1ms"))
 }
 
-/// `Authorization: Bearer <key>`, marked sensitive (kept out of debug output).
-pub fn bearer(key: &str) -> Result<HeaderValue, String> {
-    let mut value = HeaderValue::try_from(format!("Bearer {key}"))
-        .map_err(|_| "the API key is not a valid header value".to_owned())?;
+/// `Authorization: Bearer <key>`, marked sensitive (kept out of debug
+/// output); an error when the key has bytes a header cannot hold.
+pub fn bearer(key: &str) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+    let mut value = HeaderValue::try_from(format!("Bearer {key}"))?;
     value.set_sensitive(true);
     Ok(value)
 }
 
 /// Read a whole response body.
-pub async fn read_all(response: Response) -> Result<Bytes, String> {
-    response.into_body().collect().await.map(|b| b.to_bytes()).map_err(|e| describe(&e))
+pub async fn read_all(response: Response) -> Result<Bytes, TransportError> {
+    response.into_body().collect().await.map(|b| b.to_bytes()).map_err(TransportError::http)
 }
 
 /// The next piece of a response body; `None` at its end.
-pub async fn next_chunk(body: &mut ResponseBody) -> Option<Result<Bytes, String>> {
+pub async fn next_chunk(body: &mut ResponseBody) -> Option<Result<Bytes, TransportError>> {
     loop {
         match body.frame().await? {
             Ok(frame) => match frame.into_data() {
                 Ok(data) => return Some(Ok(data)),
                 Err(_trailers) => continue,
             },
-            Err(e) => return Some(Err(describe(&e))),
+            Err(e) => return Some(Err(TransportError::http(e))),
         }
     }
 }

@@ -1,0 +1,144 @@
+//! `backend = { kind = "openai" | "kserve", ... }`: a remote model's
+//! replicas, limits, retries and health checks.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::discovery::Endpoint;
+use crate::LoadError;
+
+/// What the upstream speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    /// OpenAI's HTTP API: chat completions (JSON and SSE) and embeddings.
+    OpenAi,
+    /// KServe v2 HTTP inference (Triton).
+    KServe,
+}
+
+/// `backend = { kind = "openai", endpoints = [...], ... }`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteConfig {
+    /// `http://host:port` (a base URL; `/v1/...` is appended) or
+    /// `dns://name:port` (every address of the name, re-resolved).
+    pub endpoints: Vec<String>,
+    /// The model name upstream; the served name if unset.
+    #[serde(default)]
+    pub upstream_model: Option<String>,
+    /// Environment variable holding the upstream's API key (sent as Bearer).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Requests one replica takes at once; more wait in the gateway's queue.
+    #[serde(default = "default_replica_concurrency")]
+    pub replica_concurrency: usize,
+    /// Longest wait for response headers when the request has no deadline.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Connection set-up limit.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Extra load retries may add, as a share of requests.
+    #[serde(default = "default_retry_budget")]
+    pub retry_budget: f64,
+    /// How often `dns://` endpoints are re-resolved.
+    #[serde(default = "default_dns_refresh", with = "humantime_serde")]
+    pub dns_refresh: Duration,
+    #[serde(default)]
+    pub health: HealthConfig,
+}
+
+/// `health = { ... }`: heartbeats, ejection and the half-open probe.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Heartbeat path on each replica (`/health` for OpenAI-compatible
+    /// servers, `/v2/health/ready` for KServe).
+    pub path: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Missed heartbeats in a row that eject a replica.
+    pub eject_after: u32,
+    /// Good heartbeats in a row that re-admit it.
+    pub readmit_after: u32,
+    /// 5xx answers in a row that eject it.
+    pub eject_after_5xx: u32,
+    /// How long an ejected replica rests before one request may probe it.
+    #[serde(with = "humantime_serde")]
+    pub cooldown: Duration,
+}
+
+impl HealthConfig {
+    /// The heartbeat path for a protocol.
+    pub(crate) fn path_for(&self, protocol: Protocol) -> &str {
+        match (&self.path, protocol) {
+            (Some(path), _) => path,
+            (None, Protocol::OpenAi) => "/health",
+            (None, Protocol::KServe) => "/v2/health/ready",
+        }
+    }
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            path: None,
+            interval: Duration::from_secs(5),
+            eject_after: 3,
+            readmit_after: 2,
+            eject_after_5xx: 5,
+            cooldown: Duration::from_secs(10),
+        }
+    }
+}
+
+fn default_replica_concurrency() -> usize {
+    64
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_retry_budget() -> f64 {
+    0.2
+}
+fn default_dns_refresh() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl RemoteConfig {
+    /// Checks serde cannot make; errors name the field.
+    pub(crate) fn validate(&self) -> Result<(), LoadError> {
+        self.parsed_endpoints()?;
+        if self.replica_concurrency == 0 {
+            return Err(LoadError::setting("replica_concurrency", "must be at least 1"));
+        }
+        if !(0.0..=1.0).contains(&self.retry_budget) {
+            return Err(LoadError::setting("retry_budget", "must be in [0, 1]"));
+        }
+        let h = &self.health;
+        if h.interval.is_zero() || h.eject_after == 0 || h.readmit_after == 0 || h.eject_after_5xx == 0 {
+            return Err(LoadError::setting("health", "interval and the counts must be greater than zero"));
+        }
+        if self.timeout.is_zero() || self.connect_timeout.is_zero() || self.dns_refresh.is_zero() {
+            return Err(LoadError::Settings(
+                "timeout, connect_timeout and dns_refresh must be greater than zero",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The endpoints, parsed; at least one.
+    pub(crate) fn parsed_endpoints(&self) -> Result<Vec<Endpoint>, LoadError> {
+        if self.endpoints.is_empty() {
+            return Err(LoadError::setting("endpoints", "at least one is required"));
+        }
+        self.endpoints
+            .iter()
+            .map(|e| Endpoint::parse(e).map_err(|error| LoadError::setting("endpoints", error.to_string())))
+            .collect()
+    }
+}
