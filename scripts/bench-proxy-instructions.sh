@@ -14,6 +14,10 @@
 # alone proxying the same request.
 # Environment (defaults): BENCH_DURATION=5 BENCH_CONNECTIONS=8
 #   INFERGATE_BIN_DIR=target/release (for infergate-fake-upstream)
+#   BENCH_KEEP=DIR keeps each build's counted dump as DIR/BUILD.callgrind, for
+#   `callgrind_annotate --auto=no --threshold=100 DIR/BUILD.callgrind` (names
+#   are written uncompressed: a dump after zeroing refers to names defined in
+#   the part never written, which callgrind_annotate cannot resolve).
 set -euo pipefail
 LOG_TAG=proxy-instructions
 # shellcheck source=scripts/lib.sh
@@ -54,7 +58,7 @@ for bin in "$@"; do
     else
         args=(serve --config "$TMP/infergate.toml" --listen "127.0.0.1:$port")
     fi
-    INFERGATE__SERVER__WORKER_THREADS=1 RUST_LOG=error valgrind --tool=callgrind --callgrind-out-file="$out" \
+    INFERGATE__SERVER__WORKER_THREADS=1 RUST_LOG=error valgrind --tool=callgrind --compress-strings=no --compress-pos=no --callgrind-out-file="$out" \
         "$bin" "${args[@]}" >"$TMP/gw.log" 2>&1 &
     pid=$!
     for _ in $(seq 1 120); do
@@ -71,5 +75,9 @@ for bin in "$@"; do
     # The dump asked for above (the one at exit holds only the shutdown).
     total="$(grep -l '^desc: Trigger: dump' "$out"* | xargs cat | sed -n 's/^summary: //p' | awk '{ s += $1 } END { print s }')"
     [[ "${requests:-0}" -gt 0 && -n "$total" ]] || die "no count for $bin (see $TMP/gw.log)"
+    if [[ -n "${BENCH_KEEP:-}" ]]; then
+        mkdir -p "$BENCH_KEEP"
+        grep -l '^desc: Trigger: dump' "$out"* | head -1 | xargs -I{} cp {} "$BENCH_KEEP/$(basename "$bin").callgrind"
+    fi
     echo "| $(basename "$bin") | $requests | $total | $((total / requests)) |"
 done

@@ -9,7 +9,7 @@ use infergate_backends::{ChatOutput, ChatRequest, Chunk, Event, Output, Request,
 
 use super::outcome::Outcome;
 use super::payload::{Payload, Usage};
-use super::request::{Answer, Call};
+use super::request::Call;
 use crate::config::Limits;
 use crate::error::ApiError;
 use crate::runner::{Cost, DispatchInfo, ModelHandle, Running};
@@ -53,6 +53,13 @@ impl Payload for Chat {
     fn usage(output: &ChatOutput) -> Option<Usage> {
         Some(Usage { input: output.prompt_tokens, output: Some(output.completion_tokens) })
     }
+
+    /// The usage and the finish reason.
+    fn record(output: &ChatOutput, span: &tracing::Span) {
+        span.record("gen_ai.usage.input_tokens", output.prompt_tokens)
+            .record("gen_ai.usage.output_tokens", output.completion_tokens)
+            .record("gen_ai.response.finish_reasons", output.finish_reason.as_str());
+    }
 }
 
 /// What a streamed chat answer produces, in order.
@@ -69,14 +76,6 @@ pub enum StreamEvent {
 }
 
 impl Call {
-    /// A whole chat answer.
-    pub async fn chat(self, chat: Chat) -> Result<Answer<ChatOutput>, ApiError> {
-        let answer = self.once(chat).await?;
-        tracing::Span::current()
-            .record("gen_ai.response.finish_reasons", answer.output.finish_reason.as_str());
-        Ok(answer)
-    }
-
     /// A streamed chat answer, once its first event came by the deadline
     /// (an error before it is the request's error).
     pub async fn chat_stream(self, chat: Chat) -> Result<ChatStream, ApiError> {
@@ -130,10 +129,7 @@ impl ChatStream {
             Ok(Event::Done(Output::Chat(chat))) => {
                 Chat::observe(&chat, &self.model);
                 // The body is polled inside the request's server span.
-                tracing::Span::current()
-                    .record("gen_ai.usage.input_tokens", chat.prompt_tokens)
-                    .record("gen_ai.usage.output_tokens", chat.completion_tokens)
-                    .record("gen_ai.response.finish_reasons", chat.finish_reason.as_str());
+                Chat::record(&chat, &tracing::Span::current());
                 if let Some(outcome) = self.outcome.take() {
                     outcome.stream_done(chat.prompt_tokens, chat.completion_tokens, self.first_at);
                 }

@@ -42,6 +42,16 @@ pub trait Payload: Sized {
     fn usage(_output: &Self::Output) -> Option<Usage> {
         None
     }
+
+    /// Put what the answer says on the request's server span: its usage.
+    fn record(output: &Self::Output, span: &tracing::Span) {
+        if let Some(usage) = Self::usage(output) {
+            span.record("gen_ai.usage.input_tokens", usage.input);
+            if let Some(output) = usage.output {
+                span.record("gen_ai.usage.output_tokens", output);
+            }
+        }
+    }
 }
 
 impl Payload for EmbeddingsRequest {

@@ -89,21 +89,19 @@ impl Running {
         by(deadline, self.next()).await
     }
 
-    /// Wait for the job's output by `deadline`, skipping streamed deltas.
-    pub async fn output_by(
-        mut self,
+    /// Wait for the job's output by `deadline`, skipping streamed deltas
+    /// (a job that is not streamed answers with its output alone).
+    pub async fn output(
+        &mut self,
         deadline: Option<Instant>,
     ) -> Result<infergate_backends::Output, ApiError> {
-        by(deadline, async move {
-            loop {
-                match self.next().await? {
-                    Event::Delta(_) | Event::Chunk(_) => continue,
-                    Event::Done(output) => return Ok(output),
-                    Event::Failed(error) => return Err(error.into()),
-                }
+        loop {
+            match self.next_by(deadline).await? {
+                Event::Delta(_) | Event::Chunk(_) => continue,
+                Event::Done(output) => return Ok(output),
+                Event::Failed(error) => return Err(error.into()),
             }
-        })
-        .await
+        }
     }
 }
 

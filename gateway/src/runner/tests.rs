@@ -124,18 +124,18 @@ async fn a_finished_batch_dispatches_the_next_whether_it_ran_in_its_request_or_o
     for in_caller in [true, false] {
         let gate = Gate::new(in_caller);
         let model = Arc::new(model(gate.clone()));
-        let first = submit(&model).await.unwrap();
+        let mut first = submit(&model).await.unwrap();
         assert_eq!(first.dispatch.position, 0, "a free worker takes it at once");
         // The worker is busy: the second waits in the queue.
         let queued = tokio::spawn({
             let model = model.clone();
-            async move { submit(&model).await?.output_by(None).await }
+            async move { submit(&model).await?.output(None).await }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!queued.is_finished(), "in_caller={in_caller}: dispatched while the worker was busy");
 
         gate.open.add_permits(2);
-        timeout(WAIT, first.output_by(None)).await.unwrap().unwrap();
+        timeout(WAIT, first.output(None)).await.unwrap().unwrap();
         timeout(WAIT, queued).await.unwrap().unwrap().unwrap();
         assert_eq!(gate.started.load(Ordering::SeqCst), 2, "in_caller={in_caller}");
         assert_eq!(gate.ended.load(Ordering::SeqCst), 2, "in_caller={in_caller}");
@@ -155,7 +155,7 @@ async fn a_request_that_leaves_while_its_batch_runs_in_its_task_stops_it_and_fre
 
     let queued = tokio::spawn({
         let model = model.clone();
-        async move { submit(&model).await?.output_by(None).await }
+        async move { submit(&model).await?.output(None).await }
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!queued.is_finished());
@@ -185,11 +185,11 @@ async fn a_job_waiting_for_company_is_dispatched_at_the_batching_delay_without_b
     gate.open.add_permits(1);
     let model = model_with(gate.clone(), r#"{ max_size = 4, max_delay = "600ms" }"#);
     let before = (thread_cpu_ticks(), std::time::Instant::now());
-    let running = timeout(WAIT, submit(&model)).await.unwrap().unwrap();
+    let mut running = timeout(WAIT, submit(&model)).await.unwrap().unwrap();
     let (ticks, waited) = (thread_cpu_ticks() - before.0, before.1.elapsed());
     assert!(waited >= Duration::from_millis(550), "dispatched after {waited:?}, before the delay");
     assert_eq!(running.dispatch.batch_size, 1);
     // A timer task that woke itself in a loop would burn the whole 600 ms.
     assert!(ticks < 20, "the wait took {ticks} ticks of CPU");
-    timeout(WAIT, running.output_by(None)).await.unwrap().unwrap();
+    timeout(WAIT, running.output(None)).await.unwrap().unwrap();
 }

@@ -304,7 +304,7 @@ pub async fn completions(
         let headers = dispatch_headers(&stream.dispatch);
         return Ok((headers, chat_stream::respond(meta(state.now()), stream)).into_response());
     }
-    let answer = call.chat(plan.chat).await?;
+    let answer = call.once(plan.chat).await?;
     let headers = dispatch_headers(&answer.dispatch);
     let meta = meta(state.now());
     let chat = answer.output;
