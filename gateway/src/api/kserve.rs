@@ -364,10 +364,9 @@ pub async fn infer(
         .collect::<Result<Vec<_>, _>>()?;
     let elements = state.config.limits.max_tensor_elements - budget;
     let outputs = body.outputs.iter().map(|o| o.name.clone()).collect();
-    let model = call.model().name.clone();
     let answer = call.once(Tensors { request: TensorRequest { inputs, outputs }, elements }).await?;
     let headers = dispatch_headers(&answer.dispatch);
-    let response = json!({ "model_name": model, "model_version": "1" });
+    let response = json!({ "model_name": call.model().name, "model_version": "1" });
     Ok(respond(response, &answer.output.outputs.iter().collect::<Vec<_>>(), body, headers))
 }
 
@@ -402,7 +401,6 @@ async fn infer_ocr(
         (None, Some(Value::String(s))) => kserve_image(s)?,
         _ => return Err(one_element()),
     };
-    let model = call.model().name.clone();
     let answer = call.once(Image(image)).await?;
     let headers = dispatch_headers(&answer.dispatch);
     let out = answer.output;
@@ -438,6 +436,6 @@ async fn infer_ocr(
     }
     let outputs: Vec<&Tensor> =
         outputs.iter().filter(|t| wanted.is_empty() || wanted.contains(&t.name.as_str())).collect();
-    let response = json!({ "model_name": model, "model_version": "1" });
+    let response = json!({ "model_name": call.model().name, "model_version": "1" });
     Ok(respond(response, &outputs, body, headers))
 }

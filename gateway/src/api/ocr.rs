@@ -95,7 +95,6 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let (image, name) = read_image(request, &state).instrument(tracing::info_span!(spans::DECODE)).await?;
     let call = Call::open(&state, ctx, name.as_deref(), Task::Ocr, Operation::Ocr)?;
-    let (id, model) = (call.ctx().object_id("ocr"), call.model().name.clone());
     let answer = call.once(Image(image)).await?;
     let headers = dispatch_headers(&answer.dispatch);
     let out = answer.output;
@@ -106,9 +105,9 @@ pub async fn create(
         .collect();
     let text = out.lines.iter().map(|l| l.text.as_str()).collect::<Vec<_>>().join("\n");
     let body = json!({
-        "id": id,
+        "id": call.ctx().object_id("ocr"),
         "object": "ocr.result",
-        "model": model,
+        "model": call.model().name,
         "width": out.width,
         "height": out.height,
         "text": text,

@@ -46,11 +46,23 @@ pub trait Payload: Sized {
     /// Put what the answer says on the request's server span: its usage.
     fn record(output: &Self::Output, span: &tracing::Span) {
         if let Some(usage) = Self::usage(output) {
-            span.record("gen_ai.usage.input_tokens", usage.input);
-            if let Some(output) = usage.output {
-                span.record("gen_ai.usage.output_tokens", output);
-            }
+            usage.record(span);
         }
+    }
+}
+
+impl Usage {
+    /// `gen_ai.usage.input_tokens` (and `output_tokens`, where counted) on `span`.
+    pub fn record(self, span: &tracing::Span) {
+        span.record("gen_ai.usage.input_tokens", self.input);
+        if let Some(output) = self.output {
+            span.record("gen_ai.usage.output_tokens", output);
+        }
+    }
+
+    /// The (input, output) tokens the GenAI metrics count.
+    pub fn tokens(self) -> (u32, u32) {
+        (self.input, self.output.unwrap_or(0))
     }
 }
 

@@ -161,7 +161,7 @@ impl Call {
         let output = answer::<P>(&self.model, running.output(self.deadline).await?)?;
         let span = tracing::Span::current();
         P::record(&output, &span);
-        outcome.answered(P::usage(&output).map(|u| (u.input, u.output.unwrap_or(0))));
+        outcome.answered(P::usage(&output).map(Usage::tokens));
         Ok(Answer { output, dispatch: running.dispatch })
     }
 
@@ -183,13 +183,9 @@ impl Call {
 /// Count a request's answer: its outcome, and its usage on the server span.
 pub fn finish(outcome: Outcome, usage: Option<Usage>) {
     if let Some(usage) = usage {
-        let span = tracing::Span::current();
-        span.record("gen_ai.usage.input_tokens", usage.input);
-        if let Some(output) = usage.output {
-            span.record("gen_ai.usage.output_tokens", output);
-        }
+        usage.record(&tracing::Span::current());
     }
-    outcome.answered(usage.map(|u| (u.input, u.output.unwrap_or(0))));
+    outcome.answered(usage.map(Usage::tokens));
 }
 
 /// Run one prepared job on `model` by `deadline`: submit, wait for the

@@ -2,11 +2,10 @@
 //!
 //! The call layer (`call/`) submits a request's jobs and waits for two
 //! things: the dispatch (or the reason there was none), then the backend's
-//! events. The model's scheduler
-//! is shared ([`core`]): submitting dispatches whatever is due at once, a
-//! finished batch dispatches the next, and a timer task handles batching
-//! delays and deadlines. Generative models are stepped by their own task
-//! ([`steps`]).
+//! events. The model's scheduler is shared ([`core`]): submitting
+//! dispatches whatever is due at once, a finished batch dispatches the
+//! next, and a timer task handles batching delays and deadlines.
+//! Generative models are stepped by their own task ([`steps`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

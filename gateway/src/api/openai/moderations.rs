@@ -101,8 +101,6 @@ pub async fn create(
     JsonBody(body): JsonBody<ModerationBody>,
 ) -> Result<Response, ApiError> {
     let call = Call::open(&state, ctx, body.model.as_deref(), Task::Moderation, Operation::Moderation)?;
-    let id = call.ctx().object_id("modr");
-    let model = call.model().name.clone();
     let groups = parse_groups(&body.input, &state.config.limits)?;
     let answer = call.once(ModerationRequest { groups }).await?;
     let headers = dispatch_headers(&answer.dispatch);
@@ -119,6 +117,6 @@ pub async fn create(
             })
         })
         .collect();
-    let body = json!({ "id": id, "model": model, "results": results });
+    let body = json!({ "id": call.ctx().object_id("modr"), "model": call.model().name, "results": results });
     Ok(encode(|| (headers, Json(body)).into_response()))
 }

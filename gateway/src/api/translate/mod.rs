@@ -267,7 +267,6 @@ pub async fn translate(
     }
     .instrument(tracing::info_span!(spans::DECODE))
     .await?;
-    let billed: Vec<usize> = plan.texts.iter().map(|t| t.chars().count()).collect();
     let job = Translation {
         texts: plan.texts,
         target: plan.target,
@@ -280,12 +279,11 @@ pub async fn translate(
     let translations: Vec<Value> = done
         .texts
         .into_iter()
-        .zip(billed)
-        .map(|(translated, chars)| {
+        .map(|translated| {
             let mut entry =
                 json!({ "detected_source_language": translated.detected, "text": translated.text });
             if plan.billed {
-                entry["billed_characters"] = json!(chars);
+                entry["billed_characters"] = json!(translated.billed);
             }
             if let Some(used) = plan.model_type {
                 entry["model_type_used"] = json!(used);

@@ -13,7 +13,7 @@ use infergate_backends::{tokens, ChatMessage, ChatRequest, Task};
 
 use self::languages::Language;
 use super::chat::Chat;
-use super::payload::Usage;
+use super::payload::{Payload, Usage};
 use super::request::{finish, Call, Operation};
 use crate::context::RequestContext;
 use crate::error::ApiError;
@@ -43,6 +43,8 @@ pub struct Translated {
     /// The source language's code, given or detected (`EN` when unknown).
     pub detected: &'static str,
     pub text: String,
+    /// Characters of the original text: what the tenant is billed.
+    pub billed: usize,
 }
 
 /// Every text's translation, in order, and the largest batch a text joined.
@@ -74,13 +76,10 @@ pub async fn translate(
     let outcome = call.outcome();
     let jobs = translation.texts.iter().map(|text| one(&call, template, &translation, text));
     let jobs = try_join_all(jobs).await?;
-    let usage = jobs.iter().fold(Usage { input: 0, output: Some(0) }, |sum, job| Usage {
-        input: sum.input + job.usage.input,
-        output: Some(sum.output.unwrap_or(0) + job.usage.output.unwrap_or(0)),
-    });
-    finish(outcome, Some(usage));
-    let billed: u64 = translation.texts.iter().map(|t| t.chars().count() as u64).sum();
-    state.count_translated(&call.ctx().tenant, billed);
+    let (input, output) = jobs.iter().map(|j| j.usage.tokens()).fold((0, 0), |(i, o), (a, b)| (i + a, o + b));
+    finish(outcome, Some(Usage { input, output: Some(output) }));
+    let billed: usize = jobs.iter().map(|j| j.translated.billed).sum();
+    state.count_translated(&call.ctx().tenant, billed as u64);
     let dispatch = jobs.iter().filter_map(|j| j.dispatch).max_by_key(|d| d.batch_size);
     Ok(Translations { texts: jobs.into_iter().map(|j| j.translated).collect(), dispatch })
 }
@@ -91,7 +90,7 @@ async fn one(call: &Call, template: &str, translation: &Translation, text: &str)
     let detected = source.map_or("EN", |l| l.code);
     let same = source.is_some_and(|s| s.code == languages::base(translation.target.code));
     if same || !text.chars().any(char::is_alphabetic) {
-        let translated = Translated { detected, text: text.to_owned() };
+        let translated = Translated { detected, text: text.to_owned(), billed: text.chars().count() };
         return Ok(Job { translated, usage: Usage::default(), dispatch: None });
     }
     let content = prompt(template, source, translation.target, &translation.instructions, text);
@@ -113,8 +112,9 @@ async fn one(call: &Call, template: &str, translation: &Translation, text: &str)
     let expected = max_tokens.min(tokens::estimate(text) * 2);
     let chat = Chat { request, prompt_tokens: input, bytes: text.len(), expected_output: Some(expected) };
     let answer = call.run(chat).await?;
-    let usage = Usage { input: answer.output.prompt_tokens, output: Some(answer.output.completion_tokens) };
-    let translated = Translated { detected, text: clean(&answer.output.text, text) };
+    let usage = Chat::usage(&answer.output).unwrap_or_default();
+    let translated =
+        Translated { detected, text: clean(&answer.output.text, text), billed: text.chars().count() };
     Ok(Job { translated, usage, dispatch: Some(answer.dispatch) })
 }
 
