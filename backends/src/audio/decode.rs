@@ -1,9 +1,13 @@
 //! Any supported audio file to 16 kHz mono `f32`: WAV, FLAC, MP3 and
-//! OGG/Vorbis through `symphonia`, at any sample rate and channel count,
-//! downmixed and resampled with a windowed-sinc filter.
+//! OGG/Vorbis through `symphonia`, at any sample rate up to a bound and any
+//! channel count, downmixed and resampled as it is decoded (rubato's FFT
+//! resampler: cost and memory linear in the audio's length, and only the
+//! 16 kHz result is kept).
 
 use std::io::Cursor;
 
+use rubato::audioadapter_buffers::direct::SequentialSlice;
+use rubato::{Fft, FixedSync, Indexing, Resampler};
 use symphonia::core::audio::SampleBuffer;
 use symphonia::core::codecs::{DecoderOptions, CODEC_TYPE_NULL};
 use symphonia::core::errors::Error as SymphoniaError;
@@ -14,6 +18,12 @@ use symphonia::core::probe::Hint;
 
 /// The sample rate speech models take.
 pub const SAMPLE_RATE: u32 = 16_000;
+
+/// Lowest source rate accepted: below it there is no speech band to keep.
+const MIN_RATE: u32 = 4_000;
+
+/// Input frames per resampler run.
+const CHUNK: usize = 4096;
 
 /// Decoded audio: 16 kHz mono samples.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,7 +38,16 @@ impl Pcm {
     }
 }
 
-/// Why audio could not be used; each is the client's 400.
+/// What one decode may cost: the audio's length and its source sample rate
+/// (decoding and resampling work grows with both).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DecodeLimits {
+    pub max_seconds: f64,
+    pub max_sample_rate: u32,
+}
+
+/// Why audio could not be used; each is the client's 400 (but `Stopped`,
+/// whose client has left or whose deadline has passed).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AudioError {
     #[error("unsupported or unrecognised audio format: send WAV, FLAC, MP3 or OGG/Vorbis")]
@@ -39,12 +58,17 @@ pub enum AudioError {
     Empty,
     #[error("the audio is longer than the limit of {limit} seconds")]
     TooLong { limit: f64 },
+    #[error("the audio's sample rate of {rate} Hz is outside {MIN_RATE}..={limit} Hz")]
+    SampleRate { rate: u32, limit: u32 },
+    #[error("decoding was stopped")]
+    Stopped,
 }
 
 /// Decode and convert to 16 kHz mono, stopping as soon as the audio is
-/// longer than `max_seconds` (so an hour-long upload costs no more than
-/// the limit to refuse).
-pub fn decode(bytes: &[u8], max_seconds: f64) -> Result<Pcm, AudioError> {
+/// longer than `limits.max_seconds` (so an hour-long upload costs no more
+/// than the limit to refuse), and between packets and resampler runs as soon
+/// as `stop()` says so.
+pub fn decode(bytes: &[u8], limits: DecodeLimits, stop: &dyn Fn() -> bool) -> Result<Pcm, AudioError> {
     let source = MediaSourceStream::new(Box::new(Cursor::new(bytes.to_vec())), Default::default());
     let probed = symphonia::default::get_probe()
         .format(&Hint::new(), source, &FormatOptions::default(), &MetadataOptions::default())
@@ -57,23 +81,27 @@ pub fn decode(bytes: &[u8], max_seconds: f64) -> Result<Pcm, AudioError> {
         .ok_or(AudioError::Unsupported)?;
     let track_id = track.id;
     let rate = track.codec_params.sample_rate.ok_or_else(|| AudioError::Corrupt("no sample rate".into()))?;
-    if rate == 0 {
-        return Err(AudioError::Corrupt("sample rate 0".into()));
+    if !(MIN_RATE..=limits.max_sample_rate).contains(&rate) {
+        return Err(AudioError::SampleRate { rate, limit: limits.max_sample_rate });
     }
     let mut decoder = symphonia::default::get_codecs()
         .make(&track.codec_params, &DecoderOptions::default())
         .map_err(|_| AudioError::Unsupported)?;
-    let max_frames = (max_seconds * f64::from(rate)).ceil() as usize;
-    let mut mono: Vec<f32> = Vec::new();
+    let max_frames = (limits.max_seconds * f64::from(rate)).ceil() as usize;
+    let mut resampler = Stream::new(rate)?;
     let mut buffer: Option<SampleBuffer<f32>> = None;
+    let mut mono: Vec<f32> = Vec::new();
     loop {
+        if stop() {
+            return Err(AudioError::Stopped);
+        }
         let packet = match format.next_packet() {
             Ok(packet) => packet,
             Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
             Err(SymphoniaError::ResetRequired) => break,
             Err(e) => {
                 // A truncated file decodes to where it ends, if anything came out.
-                if mono.is_empty() {
+                if resampler.frames_in == 0 {
                     return Err(AudioError::Corrupt(e.to_string()));
                 }
                 break;
@@ -89,68 +117,129 @@ pub fn decode(bytes: &[u8], max_seconds: f64) -> Result<Pcm, AudioError> {
             Err(e) => return Err(AudioError::Corrupt(e.to_string())),
         };
         let spec = *decoded.spec();
+        if spec.rate != rate {
+            return Err(AudioError::Corrupt("the sample rate changes within the stream".into()));
+        }
         let channels = spec.channels.count().max(1);
         let samples = buffer.get_or_insert_with(|| SampleBuffer::new(decoded.capacity() as u64, spec));
         if samples.capacity() < decoded.capacity() * channels {
             *samples = SampleBuffer::new(decoded.capacity() as u64, spec);
         }
         samples.copy_interleaved_ref(decoded);
+        mono.clear();
         mono.extend(
             samples.samples().chunks_exact(channels).map(|frame| frame.iter().sum::<f32>() / channels as f32),
         );
-        if mono.len() > max_frames {
-            return Err(AudioError::TooLong { limit: max_seconds });
+        resampler.push(&mono, stop)?;
+        if resampler.frames_in > max_frames {
+            return Err(AudioError::TooLong { limit: limits.max_seconds });
         }
     }
-    if mono.is_empty() {
+    if resampler.frames_in == 0 {
         return Err(AudioError::Empty);
     }
-    Ok(Pcm { samples: resample(&mono, rate, SAMPLE_RATE) })
+    Ok(Pcm { samples: resampler.finish()? })
 }
 
-/// Band-limited resampling: a Hann-windowed sinc, cut off at the lower
-/// Nyquist frequency, 16 zero crossings each side.
-fn resample(input: &[f32], from: u32, to: u32) -> Vec<f32> {
-    if from == to || input.is_empty() {
-        return input.to_vec();
+/// Resampling to [`SAMPLE_RATE`] as samples arrive: the source-rate samples
+/// wait only until a resampler run's worth has come.
+struct Stream {
+    /// `None` when the source is already at 16 kHz.
+    fft: Option<Fft<f32>>,
+    ratio: f64,
+    pending: Vec<f32>,
+    scratch: Vec<f32>,
+    out: Vec<f32>,
+    /// Output frames still to drop: the resampler's delay.
+    delay: usize,
+    frames_in: usize,
+}
+
+impl Stream {
+    fn new(rate: u32) -> Result<Stream, AudioError> {
+        let ratio = f64::from(SAMPLE_RATE) / f64::from(rate);
+        let fft = if rate == SAMPLE_RATE {
+            None
+        } else {
+            Some(
+                Fft::<f32>::new(rate as usize, SAMPLE_RATE as usize, CHUNK, 1, FixedSync::Input)
+                    .map_err(|e| AudioError::Corrupt(e.to_string()))?,
+            )
+        };
+        let (delay, scratch) = match &fft {
+            Some(fft) => (fft.output_delay(), vec![0.0; fft.output_frames_max()]),
+            None => (0, Vec::new()),
+        };
+        Ok(Stream { fft, ratio, pending: Vec::new(), scratch, out: Vec::new(), delay, frames_in: 0 })
     }
-    const HALF: f64 = 16.0;
-    let ratio = f64::from(to) / f64::from(from);
-    let cutoff = ratio.min(1.0);
-    let half_width = HALF / cutoff;
-    let out_len = ((input.len() as f64) * ratio).round().max(1.0) as usize;
-    (0..out_len)
-        .map(|n| {
-            let t = n as f64 / ratio;
-            let (lo, hi) = (
-                (t - half_width).ceil().max(0.0) as usize,
-                ((t + half_width).floor() as usize).min(input.len() - 1),
-            );
-            let (mut sum, mut weight) = (0.0f64, 0.0f64);
-            for (k, &x) in input.iter().enumerate().take(hi + 1).skip(lo) {
-                let d = (t - k as f64) * cutoff;
-                let sinc = if d.abs() < 1e-9 {
-                    1.0
-                } else {
-                    (std::f64::consts::PI * d).sin() / (std::f64::consts::PI * d)
-                };
-                let window = 0.5 + 0.5 * (std::f64::consts::PI * d / HALF).cos();
-                let w = sinc * window;
-                sum += f64::from(x) * w;
-                weight += w;
+
+    fn push(&mut self, samples: &[f32], stop: &dyn Fn() -> bool) -> Result<(), AudioError> {
+        self.frames_in += samples.len();
+        let Some(fft) = self.fft.as_mut() else {
+            self.out.extend_from_slice(samples);
+            return Ok(());
+        };
+        self.pending.extend_from_slice(samples);
+        let mut at = 0;
+        while self.pending.len() - at >= fft.input_frames_next() {
+            if stop() {
+                return Err(AudioError::Stopped);
             }
-            if weight.abs() < 1e-12 {
-                0.0
-            } else {
-                (sum / weight) as f32
-            }
-        })
-        .collect()
+            let n = fft.input_frames_next();
+            let produced = run(fft, &self.pending[at..at + n], None, &mut self.scratch)?;
+            keep(&mut self.out, &self.scratch[..produced], &mut self.delay);
+            at += n;
+        }
+        self.pending.drain(..at);
+        Ok(())
+    }
+
+    /// The rest of the input, and zeros until the output is as long as the
+    /// input (the resampler's delay flushed out).
+    fn finish(mut self) -> Result<Vec<f32>, AudioError> {
+        let Some(fft) = self.fft.as_mut() else { return Ok(self.out) };
+        let expected = (self.frames_in as f64 * self.ratio).round().max(1.0) as usize;
+        let mut partial = Some(self.pending.len());
+        while self.out.len() < expected {
+            let input = if partial.is_some() { &self.pending[..] } else { &[][..] };
+            let produced = run(fft, input, Some(partial.take().unwrap_or(0)), &mut self.scratch)?;
+            keep(&mut self.out, &self.scratch[..produced], &mut self.delay);
+        }
+        self.out.truncate(expected);
+        Ok(self.out)
+    }
+}
+
+/// One resampler run over `input` (`partial`: fewer frames than a run takes).
+fn run(fft: &mut Fft<f32>, input: &[f32], partial: Option<usize>, out: &mut [f32]) -> Result<usize, AudioError> {
+    let broken = |e: &dyn std::fmt::Display| AudioError::Corrupt(format!("resampling failed: {e}"));
+    let adapter_in = SequentialSlice::new(input, 1, input.len()).map_err(|e| broken(&e))?;
+    let frames = out.len();
+    let mut adapter_out = SequentialSlice::new_mut(out, 1, frames).map_err(|e| broken(&e))?;
+    let indexing = partial.map(|n| Indexing::new().partial_len(n));
+    let (_, produced) =
+        fft.process_into_buffer(&adapter_in, &mut adapter_out, indexing.as_ref()).map_err(|e| broken(&e))?;
+    Ok(produced)
+}
+
+/// Append `produced` to `out`, first dropping what is left of `delay`.
+fn keep(out: &mut Vec<f32>, produced: &[f32], delay: &mut usize) {
+    let skip = (*delay).min(produced.len());
+    *delay -= skip;
+    out.extend_from_slice(&produced[skip..]);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn limits(max_seconds: f64) -> DecodeLimits {
+        DecodeLimits { max_seconds, max_sample_rate: 192_000 }
+    }
+
+    fn never() -> bool {
+        false
+    }
 
     /// A 16-bit PCM WAV of a sine, `channels` interleaved copies.
     fn wav(rate: u32, channels: u16, seconds: f64, hz: f64) -> Vec<u8> {
@@ -182,7 +271,7 @@ mod tests {
     #[test]
     fn any_rate_and_channel_count_becomes_16k_mono() {
         for (rate, channels) in [(16_000, 1), (44_100, 2), (48_000, 6), (8_000, 1), (22_050, 2)] {
-            let pcm = decode(&wav(rate, channels, 1.5, 440.0), 60.0).unwrap();
+            let pcm = decode(&wav(rate, channels, 1.5, 440.0), limits(60.0), &never).unwrap();
             assert!((pcm.seconds() - 1.5).abs() < 0.01, "{rate} Hz × {channels}: {}", pcm.seconds());
             // Still a 440 Hz sine of the same amplitude: count zero crossings.
             let crossings = pcm.samples.windows(2).filter(|w| (w[0] < 0.0) != (w[1] < 0.0)).count();
@@ -194,14 +283,49 @@ mod tests {
 
     #[test]
     fn bad_audio_is_a_clear_error() {
-        assert_eq!(decode(b"not audio at all", 60.0), Err(AudioError::Unsupported));
-        assert_eq!(decode(&[], 60.0), Err(AudioError::Unsupported));
+        assert_eq!(decode(b"not audio at all", limits(60.0), &never), Err(AudioError::Unsupported));
+        assert_eq!(decode(&[], limits(60.0), &never), Err(AudioError::Unsupported));
         let long = wav(16_000, 1, 3.0, 440.0);
-        assert_eq!(decode(&long, 2.0), Err(AudioError::TooLong { limit: 2.0 }));
+        assert_eq!(decode(&long, limits(2.0), &never), Err(AudioError::TooLong { limit: 2.0 }));
         let header_only = &long[..44];
-        assert!(matches!(decode(header_only, 60.0), Err(AudioError::Empty | AudioError::Corrupt(_))));
+        assert!(matches!(decode(header_only, limits(60.0), &never), Err(AudioError::Empty | AudioError::Corrupt(_))));
         // Truncated mid-data: what is there decodes.
-        let cut = decode(&long[..44 + 16_000], 60.0).unwrap();
+        let cut = decode(&long[..44 + 16_000], limits(60.0), &never).unwrap();
         assert!((cut.seconds() - 0.5).abs() < 0.01);
+    }
+
+    #[test]
+    fn sample_rates_outside_the_bounds_are_refused_from_the_header() {
+        // A header claiming 4 GHz (or 400 kHz, or 1 Hz) is refused, not
+        // resampled to nothing.
+        for rate in [4_000_000_000u32, 400_000, 1] {
+            let mut file = wav(16_000, 1, 0.1, 440.0);
+            file[24..28].copy_from_slice(&rate.to_le_bytes());
+            assert_eq!(
+                decode(&file, limits(60.0), &never),
+                Err(AudioError::SampleRate { rate, limit: 192_000 }),
+                "{rate} Hz"
+            );
+        }
+    }
+
+    #[test]
+    fn resampling_cost_is_linear_and_stops_when_asked() {
+        // 20 s at the highest rate: one pass, not a sinc per output sample.
+        let file = wav(192_000, 1, 20.0, 440.0);
+        let started = std::time::Instant::now();
+        let pcm = decode(&file, limits(60.0), &never).unwrap();
+        assert_eq!(pcm.samples.len(), 320_000);
+        let crossings = pcm.samples.windows(2).filter(|w| (w[0] < 0.0) != (w[1] < 0.0)).count();
+        assert!((crossings as f64 - 17_600.0).abs() < 20.0, "{crossings} crossings");
+        // Generous for a debug build on a busy machine; the old resampler took minutes.
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "{:?}", started.elapsed());
+        // Asked to stop, it stops at the next packet.
+        let calls = std::cell::Cell::new(0);
+        let stop = || {
+            calls.set(calls.get() + 1);
+            calls.get() > 3
+        };
+        assert_eq!(decode(&file, limits(60.0), &stop), Err(AudioError::Stopped));
     }
 }

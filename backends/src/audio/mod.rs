@@ -5,7 +5,7 @@
 mod decode;
 mod split;
 
-pub use decode::{decode, AudioError, Pcm, SAMPLE_RATE};
+pub use decode::{decode, AudioError, DecodeLimits, Pcm, SAMPLE_RATE};
 pub use split::split;
 
 /// Why bytes are not a WAV file [`WavInfo::parse`] can read.
@@ -136,7 +136,11 @@ mod tests {
     #[test]
     fn wav_bytes_round_trip_through_the_decoder() {
         let samples: Vec<f32> = (0..1600).map(|i| ((i as f32) * 0.05).sin() * 0.5).collect();
-        let pcm = decode::decode(&wav_bytes(&samples, SAMPLE_RATE), 60.0).unwrap();
+        let pcm = decode::decode(
+            &wav_bytes(&samples, SAMPLE_RATE),
+            DecodeLimits { max_seconds: 60.0, max_sample_rate: 48_000 },
+            &|| false,
+        ).unwrap();
         assert_eq!(pcm.samples.len(), samples.len());
         assert!(pcm.samples.iter().zip(&samples).all(|(a, b)| (a - b).abs() < 1e-3));
     }

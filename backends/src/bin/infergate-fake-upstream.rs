@@ -529,7 +529,11 @@ async fn audio(
         }
     }
     let Some(file) = file else { return error(StatusCode::BAD_REQUEST, "'file' is required") };
-    let pcm = match infergate_backends::audio::decode(&file, 3600.0) {
+    let pcm = match infergate_backends::audio::decode(
+        &file,
+        infergate_backends::audio::DecodeLimits { max_seconds: 3600.0, max_sample_rate: 192_000 },
+        &|| false,
+    ) {
         Ok(pcm) => pcm,
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("audio: {e}")),
     };

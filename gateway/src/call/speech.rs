@@ -8,11 +8,12 @@
 //! chunk not yet done.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::stream::{FuturesOrdered, Stream, StreamExt};
-use infergate_backends::audio::{self, AudioError, SAMPLE_RATE};
+use infergate_backends::audio::{self, AudioError, DecodeLimits, SAMPLE_RATE};
 use infergate_backends::{AudioTask, Task, TranscriptionOutput, TranscriptionRequest, VoiceActivityRequest};
 use infergate_otel::names::spans;
 use tracing::Instrument;
@@ -51,20 +52,46 @@ pub enum SpeechEvent {
 }
 
 fn audio_error(error: AudioError) -> ApiError {
-    ApiError::invalid("file", error.to_string())
+    match error {
+        // Only the deadline stops a decode whose client is still waiting.
+        AudioError::Stopped => ApiError::DeadlineExceeded,
+        error => ApiError::invalid("file", error.to_string()),
+    }
+}
+
+/// Raises its flag when dropped.
+#[derive(Default)]
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 impl Call {
     /// Decode (off the async workers) and cut the audio into chunks.
     pub async fn speech_plan(&self, file: Bytes) -> Result<Plan, ApiError> {
         let config = &self.state().config;
-        let limit = config.limits.max_audio_seconds;
+        let limits = DecodeLimits {
+            max_seconds: config.limits.max_audio_seconds,
+            max_sample_rate: config.limits.max_audio_sample_rate,
+        };
         let span = tracing::info_span!(spans::DECODE, audio.seconds = tracing::field::Empty);
-        let pcm = tokio::task::spawn_blocking(move || audio::decode(&file, limit))
-            .instrument(span.clone())
-            .await
-            .map_err(|e| ApiError::Internal { detail: format!("audio decoder stopped: {e}") })?
-            .map_err(audio_error)?;
+        // The decoder stops between packets once this future is dropped (the
+        // client left) or the deadline has passed.
+        let stop = StopOnDrop::default();
+        let flag = stop.0.clone();
+        let deadline = self.deadline().map(tokio::time::Instant::into_std);
+        let pcm = tokio::task::spawn_blocking(move || {
+            let stopped = || flag.load(Ordering::Relaxed) || deadline.is_some_and(|d| std::time::Instant::now() >= d);
+            audio::decode(&file, limits, &stopped)
+        })
+        .instrument(span.clone())
+        .await
+        .map_err(|e| ApiError::Internal { detail: format!("audio decoder stopped: {e}") })?
+        .map_err(audio_error)?;
+        drop(stop);
         let seconds = pcm.seconds();
         span.record("audio.seconds", seconds);
         let samples: Arc<[f32]> = pcm.samples.into();

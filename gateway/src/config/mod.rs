@@ -185,6 +185,9 @@ pub struct Limits {
     pub max_audio_bytes: u64,
     /// Longest audio accepted, in seconds (decoding stops past it).
     pub max_audio_seconds: f64,
+    /// Highest source sample rate accepted (decoding and resampling cost
+    /// grows with it); 4 kHz is the lowest.
+    pub max_audio_sample_rate: u32,
     /// Most elements in one KServe request, over all inputs.
     pub max_tensor_elements: u64,
     /// Largest image (width × height) accepted for OCR, read from its
@@ -202,6 +205,7 @@ impl Default for Limits {
             max_input_tokens: 32_768,
             max_audio_bytes: 25 * 1024 * 1024,
             max_audio_seconds: 1800.0,
+            max_audio_sample_rate: 192_000,
             max_tensor_elements: 16 * 1024 * 1024,
             max_image_pixels: 25_000_000,
         }
