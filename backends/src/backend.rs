@@ -97,6 +97,21 @@ impl Forwarded {
 }
 
 impl Item {
+    /// Whether work on the item should stop at the next safe point: its
+    /// client left, or its deadline passed.
+    pub fn stopped(&self) -> bool {
+        self.cancel.is_cancelled() || self.deadline.is_some_and(|d| std::time::Instant::now() >= d)
+    }
+
+    /// `Err(Cancelled)` once [`Item::stopped`].
+    pub fn check(&self) -> Result<(), BackendError> {
+        if self.stopped() {
+            Err(BackendError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
     /// Send an event; a handler that has gone away is not an error.
     pub fn send(&self, event: Event) {
         let _ = self.events.send(event);

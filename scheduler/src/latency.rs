@@ -30,6 +30,12 @@ impl Default for LatencySeed {
 const DECAY: f64 = 0.98;
 /// Strength of the pull towards the seed, in pseudo-measurements.
 const RIDGE: f64 = 0.05;
+/// Once the model has this many measurements, one measurement counts as at
+/// most `STEP` times (or 1/`STEP` of) what the model predicted: a single
+/// huge or stalled batch moves it a bounded step, while a real change of
+/// speed still comes through over a few batches.
+const SETTLED: u64 = 8;
+const STEP: f64 = 4.0;
 
 /// An online linear latency model.
 #[derive(Debug, Clone)]
@@ -96,6 +102,11 @@ impl LatencyModel {
             let e = ((predicted - y) / y).abs().min(10.0);
             self.error = if self.samples == 0 { e } else { 0.95 * self.error + 0.05 * e };
         }
+        let y = if self.samples >= SETTLED && predicted > 0.0 {
+            y.clamp(predicted / STEP, predicted * STEP)
+        } else {
+            y
+        };
         let cs = *self.cost_scale.get_or_insert(cost.max(1.0));
         let x = [1.0, cost.max(0.0) / cs, items as f64 / self.item_scale];
         for i in 0..3 {
@@ -196,5 +207,27 @@ mod tests {
         }
         let p = m.predict(10.0, 4).as_secs_f64() * 1000.0;
         assert!((p - 40.0).abs() < 3.0, "{p}");
+    }
+
+    #[test]
+    fn one_outlier_moves_a_settled_model_a_bounded_step() {
+        let mut m =
+            LatencyModel::new(LatencySeed { base: ms(10.0), per_cost: ms(1.0), per_item: ms(0.0) }, 8);
+        for i in 0..50 {
+            let cost = f64::from(i % 10 + 1);
+            m.observe(cost, 1, ms(10.0 + cost));
+        }
+        let before = m.predict(5.0, 1);
+        // One batch that took 1000 s (a huge job nobody stopped).
+        m.observe(5.0, 1, Duration::from_secs(1000));
+        let after = m.predict(5.0, 1);
+        assert!(after < before * 2, "{before:?} -> {after:?}");
+        // A real slow-down (every batch 3x slower) is still learned.
+        for i in 0..100 {
+            let cost = f64::from(i % 10 + 1);
+            m.observe(cost, 1, ms(3.0 * (10.0 + cost)));
+        }
+        let learned = m.predict(5.0, 1).as_secs_f64() * 1000.0;
+        assert!((learned - 45.0).abs() < 5.0, "{learned} ms");
     }
 }

@@ -211,7 +211,12 @@ impl Stream {
 }
 
 /// One resampler run over `input` (`partial`: fewer frames than a run takes).
-fn run(fft: &mut Fft<f32>, input: &[f32], partial: Option<usize>, out: &mut [f32]) -> Result<usize, AudioError> {
+fn run(
+    fft: &mut Fft<f32>,
+    input: &[f32],
+    partial: Option<usize>,
+    out: &mut [f32],
+) -> Result<usize, AudioError> {
     let broken = |e: &dyn std::fmt::Display| AudioError::Corrupt(format!("resampling failed: {e}"));
     let adapter_in = SequentialSlice::new(input, 1, input.len()).map_err(|e| broken(&e))?;
     let frames = out.len();
@@ -288,7 +293,10 @@ mod tests {
         let long = wav(16_000, 1, 3.0, 440.0);
         assert_eq!(decode(&long, limits(2.0), &never), Err(AudioError::TooLong { limit: 2.0 }));
         let header_only = &long[..44];
-        assert!(matches!(decode(header_only, limits(60.0), &never), Err(AudioError::Empty | AudioError::Corrupt(_))));
+        assert!(matches!(
+            decode(header_only, limits(60.0), &never),
+            Err(AudioError::Empty | AudioError::Corrupt(_))
+        ));
         // Truncated mid-data: what is there decodes.
         let cut = decode(&long[..44 + 16_000], limits(60.0), &never).unwrap();
         assert!((cut.seconds() - 0.5).abs() < 0.01);

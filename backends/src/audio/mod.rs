@@ -140,7 +140,8 @@ mod tests {
             &wav_bytes(&samples, SAMPLE_RATE),
             DecodeLimits { max_seconds: 60.0, max_sample_rate: 48_000 },
             &|| false,
-        ).unwrap();
+        )
+        .unwrap();
         assert_eq!(pcm.samples.len(), samples.len());
         assert!(pcm.samples.iter().zip(&samples).all(|(a, b)| (a - b).abs() < 1e-3));
     }

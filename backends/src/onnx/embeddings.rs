@@ -109,15 +109,31 @@ impl EmbeddingsWorker {
         Ok(ids)
     }
 
-    /// Embed sequences (already tokenized) in runs of at most `max_run_inputs`.
-    fn embed(&mut self, sequences: &[&[u32]]) -> Result<Vec<Vec<f32>>, InferError> {
+    /// Embed sequences (already tokenized) in runs of at most
+    /// `max_run_inputs`. Before each run, sequences whose owner (an index
+    /// into `items`, per sequence) has [stopped](Item::stopped) are dropped:
+    /// their vectors stay empty.
+    fn embed(
+        &mut self,
+        sequences: &[&[u32]],
+        owners: &[usize],
+        items: &[&Item],
+    ) -> Result<Vec<Vec<f32>>, InferError> {
         // Similar lengths together: less padding per run.
         let mut order: Vec<usize> = (0..sequences.len()).collect();
         order.sort_by_key(|&i| sequences[i].len());
         let mut vectors = vec![Vec::new(); sequences.len()];
+        let mut stopped: Vec<bool> = items.iter().map(|item| item.stopped()).collect();
         for chunk in order.chunks(self.max_run_inputs) {
-            let batch: Vec<&[u32]> = chunk.iter().map(|&i| sequences[i]).collect();
-            for (vector, &i) in self.run(&batch)?.into_iter().zip(chunk) {
+            for (flag, item) in stopped.iter_mut().zip(items) {
+                *flag = *flag || item.stopped();
+            }
+            let live: Vec<usize> = chunk.iter().copied().filter(|&i| !stopped[owners[i]]).collect();
+            if live.is_empty() {
+                continue;
+            }
+            let batch: Vec<&[u32]> = live.iter().map(|&i| sequences[i]).collect();
+            for (vector, &i) in self.run(&batch)?.into_iter().zip(&live) {
                 vectors[i] = vector;
             }
         }
@@ -213,7 +229,13 @@ impl Worker for EmbeddingsWorker {
         if sequences.is_empty() {
             return;
         }
-        let vectors = match self.embed(&sequences) {
+        let owners: Vec<usize> = accepted
+            .iter()
+            .enumerate()
+            .flat_map(|(i, (_, tokens, _))| std::iter::repeat_n(i, tokens.len()))
+            .collect();
+        let members: Vec<&Item> = accepted.iter().map(|(item, _, _)| item).collect();
+        let vectors = match self.embed(&sequences, &owners, &members) {
             Ok(vectors) => vectors,
             Err(error) => {
                 let items: Vec<Item> = accepted.into_iter().map(|(item, _, _)| item).collect();
@@ -223,6 +245,10 @@ impl Worker for EmbeddingsWorker {
         let mut vectors = vectors.into_iter();
         for (item, tokens, dimensions) in accepted {
             let mine: Vec<Vec<f32>> = vectors.by_ref().take(tokens.len()).collect();
+            if mine.iter().any(Vec::is_empty) {
+                item.fail(BackendError::Cancelled);
+                continue;
+            }
             let native = mine.first().map_or(0, Vec::len);
             if let Some(d) = dimensions.filter(|&d| d as usize != native) {
                 item.fail(BackendError::InvalidInput(format!(

@@ -27,6 +27,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 pub use self::config::{ExecutionProvider, OnnxConfig, Pipeline};
+pub use self::ocr::detector_size;
 use self::worker::Worker;
 use crate::pool::Pool;
 use crate::{

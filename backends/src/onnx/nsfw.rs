@@ -86,9 +86,9 @@ impl NsfwWorker {
         })
     }
 
-    /// Each group's images, preprocessed; a group with text, or with an
-    /// image that cannot be used, is that item's 400.
-    fn prepare(&self, request: &Request) -> Result<Vec<Vec<Vec<f32>>>, BackendError> {
+    /// Each group's images, as `data:` URLs or base64; a group with text is
+    /// that item's 400.
+    fn images(request: &Request) -> Result<Vec<Vec<&str>>, BackendError> {
         let Request::Moderation(request) = request else {
             return Err(BackendError::InvalidInput("this model serves moderation only".into()));
         };
@@ -103,30 +103,29 @@ impl NsfwWorker {
                             "this moderation model judges images only; send text to a text moderation model"
                                 .into(),
                         )),
-                        ModerationInput::ImageUrl(url) => {
-                            let bytes = images::bytes_from_url(url)?;
-                            let image = images::decode(&bytes, self.max_pixels)?;
-                            preprocess(&image).map_err(|e| BackendError::InvalidInput(format!("image: {e}")))
-                        }
+                        ModerationInput::ImageUrl(url) => Ok(url.as_str()),
                     })
                     .collect()
             })
             .collect()
     }
 
-    fn scores(&mut self, images: &[&[f32]]) -> Result<Vec<f32>, InferError> {
-        let mut scores = Vec::with_capacity(images.len());
-        for chunk in images.chunks(self.max_run_inputs) {
-            let data: Vec<f32> = chunk.iter().flat_map(|i| i.iter().copied()).collect();
-            let tensor = Tensor::from_array(([chunk.len(), CROP as usize, CROP as usize, 3], data))?;
-            let outputs = self.session.run(ort::inputs![self.input.as_str() => tensor])?;
-            let (shape, values) = outputs[0].try_extract_tensor::<f32>()?;
-            if shape[..] != [chunk.len() as i64, 2] {
-                return Err(InferError::Unexpected(format!("expected [batch, 2] scores, got {shape:?}")));
-            }
-            scores.extend(values.chunks_exact(2).map(|pair| pair[1]));
+    /// The model's input for one image.
+    fn prepare(&self, url: &str) -> Result<Vec<f32>, BackendError> {
+        let bytes = images::bytes_from_url(url)?;
+        let image = images::decode(&bytes, self.max_pixels)?;
+        preprocess(&image).map_err(|e| BackendError::InvalidInput(format!("image: {e}")))
+    }
+
+    fn scores(&mut self, chunk: &[Vec<f32>]) -> Result<Vec<f32>, InferError> {
+        let data: Vec<f32> = chunk.iter().flat_map(|i| i.iter().copied()).collect();
+        let tensor = Tensor::from_array(([chunk.len(), CROP as usize, CROP as usize, 3], data))?;
+        let outputs = self.session.run(ort::inputs![self.input.as_str() => tensor])?;
+        let (shape, values) = outputs[0].try_extract_tensor::<f32>()?;
+        if shape[..] != [chunk.len() as i64, 2] {
+            return Err(InferError::Unexpected(format!("expected [batch, 2] scores, got {shape:?}")));
         }
-        Ok(scores)
+        Ok(values.chunks_exact(2).map(|pair| pair[1]).collect())
     }
 
     fn result(&self, score: f64) -> ModerationResult {
@@ -150,40 +149,77 @@ impl NsfwWorker {
 }
 
 impl Worker for NsfwWorker {
+    /// Images are decoded and preprocessed a run at a time (only one run's
+    /// inputs are held), and those of items that failed or
+    /// [stopped](Item::stopped) are skipped.
     fn run(&mut self, items: Vec<Item>) {
-        let mut accepted = Vec::with_capacity(items.len());
-        for item in items {
-            match self.prepare(&item.request) {
-                Ok(groups) => accepted.push((item, groups)),
-                Err(error) => item.fail(error),
+        let mut groups: Vec<Option<Vec<Vec<&str>>>> = Vec::with_capacity(items.len());
+        let mut failed: Vec<Option<BackendError>> = Vec::with_capacity(items.len());
+        for item in &items {
+            match NsfwWorker::images(&item.request) {
+                Ok(g) => {
+                    groups.push(Some(g));
+                    failed.push(None);
+                }
+                Err(error) => {
+                    groups.push(None);
+                    failed.push(Some(error));
+                }
             }
         }
-        let images: Vec<&[f32]> =
-            accepted.iter().flat_map(|(_, groups)| groups.iter().flatten().map(Vec::as_slice)).collect();
-        if images.is_empty() && accepted.iter().all(|(_, g)| g.is_empty()) {
-            for (item, _) in accepted {
-                item.done(Output::Moderation(ModerationOutput { results: Vec::new() }));
+        let all: Vec<(usize, &str)> = groups
+            .iter()
+            .enumerate()
+            .filter_map(|(i, g)| g.as_ref().map(|g| (i, g)))
+            .flat_map(|(i, g)| g.iter().flatten().map(move |url| (i, *url)))
+            .collect();
+        let mut scores: Vec<f32> = vec![0.0; all.len()];
+        for (start, chunk) in (0..all.len()).step_by(self.max_run_inputs).zip(all.chunks(self.max_run_inputs))
+        {
+            let mut inputs = Vec::with_capacity(chunk.len());
+            let mut at = Vec::with_capacity(chunk.len());
+            for (offset, &(owner, url)) in chunk.iter().enumerate() {
+                if failed[owner].is_some() {
+                    continue;
+                }
+                if items[owner].stopped() {
+                    failed[owner] = Some(BackendError::Cancelled);
+                    continue;
+                }
+                match self.prepare(url) {
+                    Ok(input) => {
+                        inputs.push(input);
+                        at.push(start + offset);
+                    }
+                    Err(error) => failed[owner] = Some(error),
+                }
             }
-            return;
+            if inputs.is_empty() {
+                continue;
+            }
+            match self.scores(&inputs) {
+                Ok(got) => at.iter().zip(got).for_each(|(&i, score)| scores[i] = score),
+                Err(error) => return fail_all(&items, &error),
+            }
         }
-        let scores = match self.scores(&images) {
-            Ok(scores) => scores,
-            Err(error) => {
-                let items: Vec<Item> = accepted.into_iter().map(|(item, _)| item).collect();
-                return fail_all(&items, &error);
-            }
-        };
         let mut scores = scores.into_iter();
-        for (item, groups) in accepted {
+        for ((item, groups), failed) in items.iter().zip(groups).zip(failed) {
+            let Some(groups) = groups else {
+                item.fail(failed.unwrap_or(BackendError::Cancelled));
+                continue;
+            };
             // A group's score is its most explicit image.
-            let results = groups
+            let results: Vec<ModerationResult> = groups
                 .iter()
                 .map(|group| {
                     let top = scores.by_ref().take(group.len()).fold(0f32, f32::max);
                     self.result(f64::from(top))
                 })
                 .collect();
-            item.done(Output::Moderation(ModerationOutput { results }));
+            match failed {
+                Some(error) => item.fail(error),
+                None => item.done(Output::Moderation(ModerationOutput { results })),
+            }
         }
     }
 }

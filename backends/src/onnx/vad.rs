@@ -13,7 +13,7 @@ use ort::value::Tensor;
 
 use super::config::OnnxConfig;
 use super::session::session;
-use super::worker::{InferError, Worker};
+use super::worker::{fail_all, InferError, Worker};
 use crate::tensor::{DataType, Tensor as KTensor, TensorData};
 use crate::{BackendError, Item, LoadError, Output, Request, TensorOutput, VoiceActivityOutput};
 
@@ -32,7 +32,13 @@ struct Vad {
 impl Vad {
     /// Speech probability per frame, for each stream (a partial last frame
     /// is zero-padded). All streams advance together: one run per frame.
-    fn probabilities(&mut self, streams: &[&[f32]]) -> Result<Vec<Vec<f32>>, InferError> {
+    /// Speech probability per frame of each stream; checks `stopped` every
+    /// 64 frames (2 s of audio) and gives up once it says so.
+    fn probabilities(
+        &mut self,
+        streams: &[&[f32]],
+        stopped: &dyn Fn() -> bool,
+    ) -> Result<Vec<Vec<f32>>, InferError> {
         let b = streams.len();
         let frames: Vec<usize> = streams.iter().map(|s| s.len().div_ceil(FRAME)).collect();
         let longest = frames.iter().copied().max().unwrap_or(0);
@@ -40,6 +46,9 @@ impl Vad {
         let mut state = vec![0f32; 2 * b * STATE];
         let mut context = vec![0f32; b * CONTEXT];
         for frame in 0..longest {
+            if frame % 64 == 0 && stopped() {
+                return Err(InferError::Stopped);
+            }
             let mut input = vec![0f32; b * (CONTEXT + FRAME)];
             for (row, stream) in streams.iter().enumerate() {
                 let line = &mut input[row * (CONTEXT + FRAME)..(row + 1) * (CONTEXT + FRAME)];
@@ -226,7 +235,9 @@ impl Worker for VadWorker {
         if streams.is_empty() {
             return;
         }
-        match self.vad.probabilities(&streams) {
+        let stopped = || accepted.iter().all(|(item, _)| item.stopped());
+        let result = self.vad.probabilities(&streams, &stopped);
+        match result {
             Ok(all) => {
                 for ((item, samples), probs) in accepted.iter().zip(all) {
                     let duration = samples.len() as f64 / f64::from(SAMPLE_RATE);
@@ -235,9 +246,8 @@ impl Worker for VadWorker {
                 }
             }
             Err(error) => {
-                for (item, _) in &accepted {
-                    item.fail(BackendError::Failed(error.to_string()));
-                }
+                let items: Vec<Item> = accepted.into_iter().map(|(item, _)| item).collect();
+                fail_all(&items, &error);
             }
         }
     }

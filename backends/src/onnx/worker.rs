@@ -32,17 +32,26 @@ pub(crate) enum InferError {
     /// pipeline expects.
     #[error("{0}")]
     Unexpected(String),
+    /// Every item of the run stopped (client gone, deadline passed).
+    #[error("cancelled")]
+    Stopped,
 }
 
 impl From<InferError> for BackendError {
     fn from(error: InferError) -> Self {
-        BackendError::Failed(error.to_string())
+        match error {
+            InferError::Stopped => BackendError::Cancelled,
+            error => BackendError::Failed(error.to_string()),
+        }
     }
 }
 
 /// A run failed: every item of the batch gets the error.
 pub(crate) fn fail_all(items: &[Item], error: &InferError) {
     for item in items {
-        item.fail(BackendError::Failed(error.to_string()));
+        item.fail(match error {
+            InferError::Stopped => BackendError::Cancelled,
+            error => BackendError::Failed(error.to_string()),
+        });
     }
 }

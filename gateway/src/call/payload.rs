@@ -133,8 +133,8 @@ impl Payload for Image {
     type Output = OcrOutput;
     const TASK: Task = Task::Ocr;
 
-    /// Megapixels, from the size in the image's header, which must be
-    /// within `limits.max_image_pixels`.
+    /// Megapixels of the detector's input, from the size in the image's
+    /// header, which must be within `limits.max_image_pixels`.
     fn prepare(self, _: &ModelHandle, limits: &Limits) -> Result<(Request, Cost), ApiError> {
         let (width, height) =
             images::dimensions(&self.0).map_err(|e| ApiError::invalid("image", e.to_string()))?;
@@ -146,7 +146,10 @@ impl Payload for Image {
                 format!("image is {width}x{height} = {pixels} pixels; the limit is {limit}"),
             ));
         }
-        let megapixels = f64::from(width) * f64::from(height) / 1e6;
+        // The detector's run on the resized image is most of the work: its
+        // size, bounded whatever the image's shape, is the cost.
+        let (dw, dh) = infergate_backends::onnx::detector_size(width, height);
+        let megapixels = f64::from(dw) * f64::from(dh) / 1e6;
         let bytes = self.0.len();
         Ok((Request::Ocr(OcrRequest { image: self.0 }), Cost::whole(megapixels, bytes)))
     }

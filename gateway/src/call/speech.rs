@@ -84,7 +84,8 @@ impl Call {
         let flag = stop.0.clone();
         let deadline = self.deadline().map(tokio::time::Instant::into_std);
         let pcm = tokio::task::spawn_blocking(move || {
-            let stopped = || flag.load(Ordering::Relaxed) || deadline.is_some_and(|d| std::time::Instant::now() >= d);
+            let stopped =
+                || flag.load(Ordering::Relaxed) || deadline.is_some_and(|d| std::time::Instant::now() >= d);
             audio::decode(&file, limits, &stopped)
         })
         .instrument(span.clone())

@@ -53,7 +53,10 @@ impl Config {
             return Err(ConfigError::new("limits.max_audio_seconds", "must be greater than zero"));
         }
         if !(4_000..=768_000).contains(&limits.max_audio_sample_rate) {
-            return Err(ConfigError::new("limits.max_audio_sample_rate", "must be between 4000 and 768000 Hz"));
+            return Err(ConfigError::new(
+                "limits.max_audio_sample_rate",
+                "must be between 4000 and 768000 Hz",
+            ));
         }
         if !(1.0..=30.0).contains(&self.audio.max_chunk_seconds) {
             return Err(ConfigError::new(

@@ -324,10 +324,11 @@ impl Core {
                 core.release(id);
                 return;
             }
+            let tokens: Vec<CancellationToken> = items.iter().map(|item| item.cancel.clone()).collect();
             let report = core.backend.execute(items).instrument(execute_span).await;
             drop(batch_span);
             core.series.backend_duration.observe(report.elapsed.as_secs_f64());
-            core.complete(id, Measured { elapsed: report.elapsed, first: None, cost: None });
+            core.finished_run(id, &tokens, report.elapsed);
         });
     }
 
@@ -360,6 +361,17 @@ impl Core {
         state.scheduler.complete(id, measured);
         self.series.prediction_error.set(state.scheduler.latency().relative_error());
         self.drain(&mut state);
+    }
+
+    /// A run ended: its time teaches the latency model, unless one of its
+    /// jobs was cancelled while it ran (the run stopped early, or ran on
+    /// for a client that had gone: either way not the time such a batch takes).
+    fn finished_run(self: &Arc<Self>, id: u64, tokens: &[CancellationToken], elapsed: Duration) {
+        if tokens.iter().any(CancellationToken::is_cancelled) {
+            self.release(id);
+        } else {
+            self.complete(id, Measured { elapsed, first: None, cost: None });
+        }
     }
 
     /// A batch ended without a time worth learning from: free its worker.
@@ -426,11 +438,12 @@ impl InCaller {
         let (Some(item), Some((batch_span, execute_span))) = (self.item.take(), self.spans.take()) else {
             return;
         };
+        let token = item.cancel.clone();
         let report = self.core.backend.execute(vec![item]).instrument(execute_span).await;
         drop(batch_span);
         self.core.series.backend_duration.observe(report.elapsed.as_secs_f64());
         if let Some(id) = self.id.take() {
-            self.core.complete(id, Measured { elapsed: report.elapsed, first: None, cost: None });
+            self.core.finished_run(id, std::slice::from_ref(&token), report.elapsed);
         }
     }
 }

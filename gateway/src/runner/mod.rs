@@ -55,7 +55,9 @@ pub struct Running {
     events: mpsc::UnboundedReceiver<Event>,
     /// The backend's work, when this request's task runs it.
     work: Option<Work>,
-    _cancel_on_drop: DropGuard,
+    /// Cancels the job if this is dropped before its terminal event came;
+    /// disarmed by that event (a job that ended was not cancelled).
+    cancel_on_drop: Option<DropGuard>,
 }
 
 impl Running {
@@ -68,7 +70,7 @@ impl Running {
                 biased;
                 () = &mut work.0 => self.work = None,
                 event = self.events.recv() => {
-                    if matches!(event, Some(Event::Done(_) | Event::Failed(_))) {
+                    if self.settle(&event) {
                         // Whatever the backend still does after the last
                         // event (and its report) must not depend on this
                         // request being polled any further.
@@ -80,7 +82,20 @@ impl Running {
                 }
             }
         }
-        self.events.recv().await.ok_or_else(ended)
+        let event = self.events.recv().await;
+        self.settle(&event);
+        event.ok_or_else(ended)
+    }
+
+    /// Whether `event` ends the job; if so, leaving now cancels nothing.
+    fn settle(&mut self, event: &Option<Event>) -> bool {
+        let terminal = matches!(event, Some(Event::Done(_) | Event::Failed(_)));
+        if terminal {
+            if let Some(guard) = self.cancel_on_drop.take() {
+                guard.disarm();
+            }
+        }
+        terminal
     }
 
     /// The next event, or `DeadlineExceeded` if none comes by `deadline`.
@@ -296,7 +311,7 @@ impl ModelHandle {
         }
         let Dispatched { info, in_caller } = outcome?;
         let work = in_caller.map(|work| Work(Box::pin(work.run())));
-        Ok(Running { dispatch: info, events, work, _cancel_on_drop: guard })
+        Ok(Running { dispatch: info, events, work, cancel_on_drop: Some(guard) })
     }
 }
 

@@ -33,6 +33,31 @@ const REC_HEIGHT: u32 = 48;
 const REC_MIN_WIDTH: u32 = 320;
 const TEXT_SCORE: f32 = 0.5;
 
+/// Bounds on the work one image costs, whatever its shape: the detector's
+/// input (a thin 2000×20 strip would otherwise grow to 73600×736), and the
+/// recogniser's width (a crop wider than 80:1 is squeezed to it).
+const DET_MAX_SIDE: f32 = 4000.0;
+const DET_MAX_PIXELS: f32 = 4_000_000.0;
+const REC_MAX_WIDTH: u32 = 3840;
+/// Crops are sampled at no more than twice the recogniser's height.
+const CROP_MAX_HEIGHT: f32 = 2.0 * REC_HEIGHT as f32;
+
+/// The detector's input size for an image of `width` × `height`: RapidOCR's
+/// (longer side at most 2000, then the shorter side at least 736, both
+/// multiples of 32), within [`DET_MAX_SIDE`] and [`DET_MAX_PIXELS`]. The
+/// detector's run is most of an image's cost.
+pub fn detector_size(width: u32, height: u32) -> (u32, u32) {
+    let (w0, h0) = (width.max(1) as f32, height.max(1) as f32);
+    let shrink = (MAX_SIDE as f32 / w0.max(h0)).min(1.0);
+    let (w1, h1) = (w0 * shrink, h0 * shrink);
+    let grow = (DET_LIMIT_MIN_SIDE / w1.min(h1))
+        .min(DET_MAX_SIDE / w1.max(h1))
+        .min((DET_MAX_PIXELS / (w1 * h1)).sqrt())
+        .max(1.0);
+    let round32 = |v: f32| (((v * grow) / 32.0).round() as u32).max(1) * 32;
+    (round32(w1), round32(h1))
+}
+
 pub(crate) struct OcrWorker {
     det: Session,
     cls: Session,
@@ -67,17 +92,34 @@ impl OcrWorker {
         })
     }
 
-    fn read(&mut self, request: &Request) -> Result<OcrOutput, BackendError> {
-        let Request::Ocr(request) = request else {
+    /// Detect, then orient and recognise the boxes a batch of crops at a
+    /// time (only one batch of crops is held), stopping between runs once
+    /// the item is [stopped](Item::stopped).
+    fn read(&mut self, item: &Item) -> Result<OcrOutput, BackendError> {
+        let Request::Ocr(request) = &item.request else {
             return Err(BackendError::InvalidInput("this model serves OCR only".into()));
         };
         let image = images::decode(&request.image, self.max_pixels)?;
         let (width, height) = (image.width(), image.height());
         let rgb = image.to_rgb8();
+        drop(image);
+        item.check()?;
         let boxes = self.detect(&rgb)?;
-        let mut crops: Vec<RgbImage> = boxes.iter().map(|b| crop(&rgb, b)).collect();
-        let turned = self.orient(&mut crops)?;
-        let texts = self.recognize(&crops)?;
+        // Batches of similar width pad least.
+        let mut order: Vec<usize> = (0..boxes.len()).collect();
+        order.sort_by(|&a, &b| crop_ratio(&boxes[a]).total_cmp(&crop_ratio(&boxes[b])));
+        let mut texts = vec![(String::new(), 0.0); boxes.len()];
+        let mut turned = 0;
+        for chunk in order.chunks(self.max_run_inputs) {
+            item.check()?;
+            let mut crops: Vec<RgbImage> = chunk.iter().map(|&i| crop(&rgb, &boxes[i])).collect();
+            turned += self.orient(&mut crops)?;
+            item.check()?;
+            for (&i, text) in chunk.iter().zip(self.recognize(&crops)?) {
+                texts[i] = text;
+            }
+        }
+        let count = boxes.len();
         let mut lines: Vec<OcrLine> = boxes
             .into_iter()
             .zip(texts)
@@ -85,7 +127,7 @@ impl OcrWorker {
             .map(|(corners, (text, confidence))| OcrLine { text, confidence, corners })
             .collect();
         // Most lines upside down: the page is, and it reads bottom to top.
-        if turned * 2 > crops.len() {
+        if turned * 2 > count {
             lines.reverse();
         }
         Ok(OcrOutput { width, height, lines })
@@ -94,13 +136,7 @@ impl OcrWorker {
     /// Text boxes in original-image coordinates, in reading order.
     fn detect(&mut self, image: &RgbImage) -> Result<Vec<[Point; 4]>, InferError> {
         let (w0, h0) = (image.width() as f32, image.height() as f32);
-        // Large images are scaled down to MAX_SIDE, then to the detector's size:
-        // the shorter side at least 736, both multiples of 32.
-        let shrink = (MAX_SIDE as f32 / w0.max(h0)).min(1.0);
-        let (w1, h1) = (w0 * shrink, h0 * shrink);
-        let grow = (DET_LIMIT_MIN_SIDE / w1.min(h1)).max(1.0);
-        let round32 = |v: f32| (((v * grow) / 32.0).round() as u32).max(1) * 32;
-        let (dw, dh) = (round32(w1), round32(h1));
+        let (dw, dh) = detector_size(image.width(), image.height());
         let resized = image::imageops::resize(image, dw, dh, FilterType::Triangle);
         let input = chw_bgr(&resized, dw);
         let outputs =
@@ -195,15 +231,14 @@ impl OcrWorker {
     /// Text and confidence per crop, in order.
     fn recognize(&mut self, crops: &[RgbImage]) -> Result<Vec<(String, f32)>, InferError> {
         let ratio = |c: &RgbImage| c.width() as f32 / c.height().max(1) as f32;
-        let mut order: Vec<usize> = (0..crops.len()).collect();
-        order.sort_by(|&a, &b| ratio(&crops[a]).total_cmp(&ratio(&crops[b])));
+        let order: Vec<usize> = (0..crops.len()).collect();
         let mut out = vec![(String::new(), 0.0); crops.len()];
         for chunk in order.chunks(self.max_run_inputs) {
             let widest = chunk
                 .iter()
                 .map(|&i| ratio(&crops[i]))
                 .fold(REC_MIN_WIDTH as f32 / REC_HEIGHT as f32, f32::max);
-            let width = (REC_HEIGHT as f32 * widest) as u32;
+            let width = ((REC_HEIGHT as f32 * widest) as u32).min(REC_MAX_WIDTH);
             let input: Vec<f32> = chunk.iter().flat_map(|&i| fit(&crops[i], REC_HEIGHT, width)).collect();
             let tensor =
                 Tensor::from_array(([chunk.len(), 3, REC_HEIGHT as usize, width as usize], input.clone()))?;
@@ -349,11 +384,16 @@ fn fit(crop: &RgbImage, height: u32, width: u32) -> Vec<f32> {
 
 /// The box's content as an upright image (bilinear sampling of the
 /// parallelogram spanned by its corners); tall crops are turned 90°.
+/// The crop is sampled with its text at most [`CROP_MAX_HEIGHT`] pixels
+/// high and its length within twice the recogniser's widest input, so that
+/// its size does not grow with the image's.
 fn crop(image: &RgbImage, corners: &[Point; 4]) -> RgbImage {
-    let dist = |a: Point, b: Point| ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt();
-    let [tl, tr, br, bl] = *corners;
-    let w = dist(tl, tr).max(dist(bl, br)).round().max(1.0) as u32;
-    let h = dist(tl, bl).max(dist(tr, br)).round().max(1.0) as u32;
+    let [tl, tr, _, bl] = *corners;
+    let (full_w, full_h) = crop_size(corners);
+    let (text_h, text_w) = if full_h >= 1.5 * full_w { (full_w, full_h) } else { (full_h, full_w) };
+    let scale = (CROP_MAX_HEIGHT / text_h).min(2.0 * REC_MAX_WIDTH as f32 / text_w).min(1.0);
+    let w = (full_w * scale).round().max(1.0) as u32;
+    let h = (full_h * scale).round().max(1.0) as u32;
     let (ux, uy) = ((tr[0] - tl[0]) / w as f32, (tr[1] - tl[1]) / w as f32);
     let (vx, vy) = ((bl[0] - tl[0]) / h as f32, (bl[1] - tl[1]) / h as f32);
     let out = RgbImage::from_fn(w, h, |x, y| {
@@ -366,6 +406,23 @@ fn crop(image: &RgbImage, corners: &[Point; 4]) -> RgbImage {
         image::imageops::rotate270(&out)
     } else {
         out
+    }
+}
+
+/// A box's width and height (along its top and left edges).
+fn crop_size(corners: &[Point; 4]) -> (f32, f32) {
+    let dist = |a: Point, b: Point| ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt();
+    let [tl, tr, br, bl] = *corners;
+    (dist(tl, tr).max(dist(bl, br)).round().max(1.0), dist(tl, bl).max(dist(tr, br)).round().max(1.0))
+}
+
+/// The box's text length over its height, once upright.
+fn crop_ratio(corners: &[Point; 4]) -> f32 {
+    let (w, h) = crop_size(corners);
+    if h >= 1.5 * w {
+        h / w
+    } else {
+        w / h
     }
 }
 
@@ -390,14 +447,48 @@ impl Worker for OcrWorker {
         // Each image is its own detector run (sizes differ); crops of one
         // image are classified and recognised in batches.
         for item in items {
-            if item.cancel.is_cancelled() {
-                item.fail(BackendError::Cancelled);
-                continue;
-            }
-            match self.read(&item.request) {
+            match self.read(&item) {
                 Ok(output) => item.done(Output::Ocr(output)),
                 Err(error) => item.fail(error),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_detector_input_is_bounded_whatever_the_shape() {
+        // RapidOCR's sizes where they are already bounded.
+        assert_eq!(detector_size(1000, 500), (1472, 736));
+        assert_eq!(detector_size(3000, 2000), (2016, 1344));
+        // Thin strips no longer grow the long side without bound.
+        for (w, h) in [(2000, 20), (20, 2000), (250, 100_000), (100_000, 250), (5000, 1), (1, 1)] {
+            let (dw, dh) = detector_size(w, h);
+            assert!(
+                dw as f32 <= DET_MAX_SIDE + 32.0 && dh as f32 <= DET_MAX_SIDE + 32.0,
+                "{w}x{h}: {dw}x{dh}"
+            );
+            assert!(((dw * dh) as f32) <= DET_MAX_PIXELS * 1.1, "{w}x{h}: {dw}x{dh}");
+            assert!(dw >= 32 && dh >= 32);
+        }
+    }
+
+    #[test]
+    fn crops_are_sampled_at_the_recogniser_scale() {
+        let image = RgbImage::new(4000, 3000);
+        // A box covering the whole page: its crop is not the whole page.
+        let page = [[0.0, 0.0], [4000.0, 0.0], [4000.0, 3000.0], [0.0, 3000.0]];
+        let out = crop(&image, &page);
+        assert!(
+            out.height() as f32 <= CROP_MAX_HEIGHT && out.width() <= 2 * REC_MAX_WIDTH,
+            "{:?}",
+            out.dimensions()
+        );
+        // A thin line keeps its aspect ratio up to the recogniser's width.
+        let line = [[0.0, 0.0], [4000.0, 0.0], [4000.0, 30.0], [0.0, 30.0]];
+        assert_eq!(crop(&image, &line).dimensions(), (4000, 30));
     }
 }
