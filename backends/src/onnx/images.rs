@@ -120,11 +120,68 @@ pub(crate) fn decode(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, Back
     if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
         return Err(invalid("image is truncated (the JPEG has no end-of-image marker)"));
     }
+    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_holds_its_blocks(bytes) {
+        return Err(invalid("image is truncated (the JPEG holds less data than its size needs)"));
+    }
     let mut decoder = reader.into_decoder().map_err(broken("image is corrupt or truncated"))?;
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut image = DynamicImage::from_decoder(decoder).map_err(broken("image is corrupt or truncated"))?;
     image.apply_orientation(orientation);
     Ok(image)
+}
+
+/// Whether a JPEG's compressed data could hold every 8×8 block its frame
+/// header declares: each block costs at least one bit (its DC code) in any
+/// sequential or progressive JPEG. The decoder fills missing blocks in with
+/// grey, so a header declaring 5000×5000 followed by a few bytes would
+/// otherwise cost a whole 5000×5000 image of work and be answered as one.
+fn jpeg_holds_its_blocks(bytes: &[u8]) -> bool {
+    let mut at = 2;
+    let mut blocks: Option<u64> = None;
+    while at + 4 <= bytes.len() {
+        if bytes[at] != 0xFF {
+            return false;
+        }
+        let marker = bytes[at + 1];
+        if marker == 0xFF {
+            at += 1;
+            continue;
+        }
+        let length = usize::from(u16::from_be_bytes([bytes[at + 2], bytes[at + 3]]));
+        let segment = at + 4..(at + 2 + length).min(bytes.len());
+        match marker {
+            // SOF0..SOF15 but DHT (C4), JPG (C8) and DAC (CC).
+            0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => {
+                let frame = &bytes[segment];
+                if frame.len() < 6 {
+                    return false;
+                }
+                let height = u64::from(u16::from_be_bytes([frame[1], frame[2]]));
+                let width = u64::from(u16::from_be_bytes([frame[3], frame[4]]));
+                let components: Vec<(u64, u64)> = frame[6..]
+                    .chunks_exact(3)
+                    .take(usize::from(frame[5]))
+                    .map(|c| (u64::from(c[1] >> 4).max(1), u64::from(c[1] & 15).max(1)))
+                    .collect();
+                let h_max = components.iter().map(|c| c.0).max().unwrap_or(1);
+                let v_max = components.iter().map(|c| c.1).max().unwrap_or(1);
+                blocks = Some(
+                    components
+                        .iter()
+                        .map(|&(h, v)| (width * h).div_ceil(8 * h_max) * (height * v).div_ceil(8 * v_max))
+                        .sum(),
+                );
+            }
+            // Start of scan: the compressed data follows to the end.
+            0xDA => {
+                let data = bytes.len().saturating_sub(segment.end) as u64;
+                return blocks.is_some_and(|blocks| data * 8 >= blocks);
+            }
+            _ => {}
+        }
+        at += 2 + length;
+    }
+    false
 }
 
 #[cfg(test)]
@@ -161,6 +218,15 @@ mod tests {
         assert!(decode(&jpeg, 10_000).is_ok());
         let error = decode(&jpeg[..jpeg.len() * 3 / 4], 10_000).unwrap_err();
         assert!(error.to_string().contains("truncated") || error.to_string().contains("corrupt"), "{error}");
+        // A header declaring far more than its data holds, ending in an
+        // end-of-image marker, is refused too, not filled in with grey.
+        let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        let mut big = jpeg.clone();
+        big[sof + 5..sof + 7].copy_from_slice(&5000u16.to_be_bytes());
+        big[sof + 7..sof + 9].copy_from_slice(&5000u16.to_be_bytes());
+        assert_eq!(dimensions(&big).unwrap(), (5000, 5000));
+        let error = decode(&big, 25_000_000).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains("truncated"), "{error}");
         // The decoder's own words stay out of the message.
         let mut png = png(3, 2);
         png[30] ^= 0xFF;
