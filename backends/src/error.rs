@@ -4,12 +4,24 @@
 use std::path::PathBuf;
 
 /// A backend's failure for one item or a whole batch. The gateway maps each
-/// variant to an HTTP status in one place; messages are safe to show clients.
+/// variant to an HTTP status in one place. `InvalidInput`'s and `Refused`'s
+/// messages are for the client; the others' texts are details for logs and
+/// spans (they may name upstream replicas), never shown to clients.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BackendError {
     /// The input was well-formed HTTP but the model cannot take it.
     #[error("{0}")]
     InvalidInput(String),
+    /// An upstream refused the client's request (a 4xx other than 401, 403
+    /// and 429): its status, and its message (redacted), `param` and `code`.
+    #[error("{message}")]
+    Refused { status: u16, message: String, param: Option<String>, code: Option<String> },
+    /// An upstream refused the gateway's own credentials (401 or 403).
+    #[error("upstream refused the gateway's credentials: {0}")]
+    UpstreamAuth(String),
+    /// Every upstream tried is rate limiting; try again after `retry_after`.
+    #[error("upstream is rate limiting")]
+    UpstreamBusy { retry_after: std::time::Duration },
     /// The backend failed while running the job.
     #[error("backend failed: {0}")]
     Failed(String),

@@ -45,7 +45,7 @@ pub enum ApiError {
     ShuttingDown,
     #[error("The server is not ready: {reason}")]
     NotReady { reason: &'static str },
-    #[error("{0}")]
+    #[error("{}", backend_message(.0))]
     Backend(BackendError),
     /// An unexpected failure; `detail` is logged, not shown.
     #[error("Internal server error")]
@@ -117,6 +117,20 @@ impl ApiError {
             E::Backend(BackendError::InvalidInput(_)) => {
                 (StatusCode::BAD_REQUEST, "invalid_request_error", Some("invalid_input"))
             }
+            E::Backend(BackendError::Refused { status, .. }) => (
+                StatusCode::from_u16(*status)
+                    .ok()
+                    .filter(StatusCode::is_client_error)
+                    .unwrap_or(StatusCode::BAD_REQUEST),
+                "invalid_request_error",
+                Some("upstream_refused"),
+            ),
+            E::Backend(BackendError::UpstreamAuth(_)) => {
+                (StatusCode::BAD_GATEWAY, "server_error", Some("upstream_auth"))
+            }
+            E::Backend(BackendError::UpstreamBusy { .. }) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "server_error", Some("upstream_rate_limited"))
+            }
             E::Backend(BackendError::Failed(_) | BackendError::Disconnected(_)) => {
                 (StatusCode::BAD_GATEWAY, "server_error", Some("backend_error"))
             }
@@ -134,6 +148,8 @@ impl ApiError {
             E::DeadlineInfeasible { retry_after, retryable } => (Some(*retry_after), Some(*retryable)),
             E::ShuttingDown | E::NotReady { .. } => (Some(Duration::from_secs(1)), Some(true)),
             E::Backend(BackendError::Failed(_) | BackendError::Disconnected(_)) => (None, Some(true)),
+            E::Backend(BackendError::UpstreamBusy { retry_after }) => (Some(*retry_after), Some(true)),
+            E::Backend(BackendError::UpstreamAuth(_)) => (None, Some(false)),
             E::DeadlineExceeded => (None, Some(false)),
             _ if status.is_client_error() => (None, Some(false)),
             _ => (None, None),
@@ -146,7 +162,16 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest { param, .. } => param.as_deref(),
             ApiError::ModelNotFound { .. } | ApiError::WrongTask { .. } => Some("model"),
+            ApiError::Backend(BackendError::Refused { param, .. }) => param.as_deref(),
             _ => None,
+        }
+    }
+
+    /// The `code` field: an upstream's own code for its refusal, else ours.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ApiError::Backend(BackendError::Refused { code: Some(code), .. }) => Some(code),
+            _ => self.parts().code,
         }
     }
 
@@ -168,6 +193,20 @@ impl ApiError {
             s if s.is_client_error() => ApiError::bad_request(s.canonical_reason().unwrap_or("Bad request")),
             s => ApiError::Internal { detail: format!("unshaped {s} response") },
         }
+    }
+}
+
+/// What a client reads of a backend's failure: the model's own words for a
+/// request it cannot take, a general statement otherwise (the details, which
+/// may name upstream servers, go to the log and the span).
+fn backend_message(error: &BackendError) -> std::borrow::Cow<'_, str> {
+    match error {
+        BackendError::InvalidInput(message) | BackendError::Refused { message, .. } => message.into(),
+        BackendError::UpstreamAuth(_) => "The model's server refused the gateway's credentials".into(),
+        BackendError::UpstreamBusy { .. } => "The model's servers are rate limiting; retry later".into(),
+        BackendError::Failed(_) => "The model's backend failed; retry later".into(),
+        BackendError::Disconnected(_) => "The model's backend disconnected; retry later".into(),
+        BackendError::Cancelled => "The request was cancelled".into(),
     }
 }
 
@@ -216,7 +255,9 @@ impl ErrorShape {
         // the log exactly when the gateway is busiest.
         match error {
             ApiError::Internal { .. }
-            | ApiError::Backend(BackendError::Failed(_) | BackendError::Disconnected(_)) => {
+            | ApiError::Backend(
+                BackendError::Failed(_) | BackendError::Disconnected(_) | BackendError::UpstreamAuth(_),
+            ) => {
                 tracing::warn!(error = ?error, status = parts.status.as_u16(), "request failed")
             }
             _ if parts.status.is_server_error() => {
@@ -230,7 +271,7 @@ impl ErrorShape {
                     "message": error.to_string(),
                     "type": parts.kind,
                     "param": error.param(),
-                    "code": parts.code,
+                    "code": error.code(),
                 }
             }),
             ErrorShape::KServe => serde_json::json!({ "error": error.to_string() }),
@@ -307,6 +348,42 @@ mod tests {
     fn internal_details_stay_out_of_the_body() {
         let error = ApiError::Internal { detail: "secret path /etc/x".into() };
         assert_eq!(error.to_string(), "Internal server error");
+        for detail in [
+            BackendError::Failed("upstream http://u:key@10.0.0.1:80 answered 500".into()),
+            BackendError::Disconnected("upstream gpu-1:8000: connection reset".into()),
+            BackendError::UpstreamAuth("gpu-1:8000 answered 401".into()),
+        ] {
+            let error = ApiError::Backend(detail);
+            assert!(
+                !error.to_string().contains("10.0.0.1") && !error.to_string().contains("gpu-1"),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn upstream_answers_map_to_the_gateway_statuses() {
+        let auth = ApiError::Backend(BackendError::UpstreamAuth("x".into()));
+        assert_eq!((auth.parts().status.as_u16(), auth.parts().code), (502, Some("upstream_auth")));
+        let busy = ApiError::Backend(BackendError::UpstreamBusy { retry_after: Duration::from_secs(7) });
+        let response = busy.clone().into_response();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()["retry-after"], "7");
+        let refused = ApiError::Backend(BackendError::Refused {
+            status: 422,
+            message: "'tools' is not supported".into(),
+            param: Some("tools".into()),
+            code: Some("unsupported_parameter".into()),
+        });
+        assert_eq!(refused.parts().status.as_u16(), 422);
+        assert_eq!((refused.param(), refused.code()), (Some("tools"), Some("unsupported_parameter")));
+        let odd = ApiError::Backend(BackendError::Refused {
+            status: 302,
+            message: "m".into(),
+            param: None,
+            code: None,
+        });
+        assert_eq!(odd.parts().status.as_u16(), 400);
     }
 
     #[test]

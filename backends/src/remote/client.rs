@@ -285,7 +285,7 @@ impl RemoteBackend {
             "backend.request",
             otel.kind = "client",
             http.request.method = "POST",
-            server.address = %lease.replica.base,
+            server.address = %lease.replica.name,
             url.path = path,
             http.request.resend_count = retry,
             http.response.status_code = tracing::field::Empty,
@@ -304,7 +304,7 @@ impl RemoteBackend {
     ) -> Attempt {
         let replica = &lease.replica;
         let unusable = |error: &dyn std::fmt::Display| {
-            Attempt::Final(BackendError::Failed(format!("upstream {}: {error}", replica.base)))
+            Attempt::Final(BackendError::Failed(format!("upstream {}: {error}", replica.name)))
         };
         let uri = match replica.target.as_ref().map(|target| target.join(path)) {
             Ok(Ok(uri)) => uri,
@@ -363,11 +363,11 @@ impl RemoteBackend {
             }
             Ok(Err(error)) => {
                 span.record("error.type", "connect");
-                tracing::info!(replica = %replica.base, %error, "upstream request failed");
+                tracing::info!(replica = %replica.name, %error, "upstream request failed");
                 replica.finished(Err(Failure::Connect), &self.config);
                 return Attempt::Retryable(BackendError::Disconnected(format!(
                     "upstream {}: {error}",
-                    replica.base
+                    replica.name
                 )));
             }
             Ok(Ok(response)) => response,
@@ -380,36 +380,35 @@ impl RemoteBackend {
                 .get(::http::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<f64>().ok())
-                .map_or(Duration::from_secs(1), Duration::from_secs_f64);
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map_or(Duration::from_secs(1), |s| Duration::from_secs_f64(s.min(3600.0)));
             replica.back_off(after);
             replica.finished(Err(Failure::Other), &self.config);
-            return Attempt::Retryable(BackendError::Failed(format!(
-                "upstream {} is rate limiting",
-                replica.base
-            )));
+            tracing::info!(replica = %replica.name, ?after, "upstream is rate limiting");
+            return Attempt::Retryable(BackendError::UpstreamBusy { retry_after: after });
         }
         if status.is_server_error() {
             span.record("error.type", status.as_str());
             replica.finished(Err(Failure::Server), &self.config);
             return Attempt::Retryable(BackendError::Failed(format!(
                 "upstream {} answered {status}",
-                replica.base
+                replica.name
             )));
         }
         if !status.is_success() {
+            span.record("error.type", status.as_str());
             let text = http::read_all(response).await.map(|b| String::from_utf8_lossy(&b).into_owned());
             let text = text.unwrap_or_default();
-            let message = serde_json::from_str::<Value>(&text)
-                .ok()
-                .and_then(|v| {
-                    // OpenAI's `{"error": {"message"}}` or KServe's `{"error": "..."}`.
-                    v["error"]["message"].as_str().or(v["error"].as_str()).map(str::to_owned)
-                })
-                .unwrap_or(text);
             replica.finished(Err(Failure::Other), &self.config);
-            return Attempt::Final(BackendError::InvalidInput(format!(
-                "upstream refused the request: {message}"
-            )));
+            if status == ::http::StatusCode::UNAUTHORIZED || status == ::http::StatusCode::FORBIDDEN {
+                // About the gateway's own key: the operator's problem, not the client's.
+                tracing::warn!(replica = %replica.name, %status, "upstream refused the gateway's credentials");
+                return Attempt::Final(BackendError::UpstreamAuth(format!(
+                    "{} answered {status}",
+                    replica.name
+                )));
+            }
+            return Attempt::Final(refusal(status, &text));
         }
         replica.finished(Ok(start.elapsed()), &self.config);
         // From the first byte on there is no retry: what fails now fails the item.
@@ -430,6 +429,25 @@ impl RemoteBackend {
         }
         Attempt::Answered
     }
+}
+
+/// An upstream's 4xx about the client's request, for the client: its
+/// status, and from OpenAI's `{"error": {"message", "param", "code"}}` or
+/// KServe's `{"error": "..."}` the message (redacted) and the fields.
+fn refusal(status: ::http::StatusCode, text: &str) -> BackendError {
+    let body = serde_json::from_str::<Value>(text).ok();
+    let error = body.as_ref().map(|v| &v["error"]);
+    let field = |name: &str| {
+        let value = error.and_then(|e| e[name].as_str())?;
+        let clean = super::redact::message(value);
+        (!clean.is_empty() && clean.len() <= 64).then_some(clean)
+    };
+    let message = error
+        .and_then(|e| e["message"].as_str().or(e.as_str()))
+        .map(super::redact::message)
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| format!("the model's server refused the request ({status})"));
+    BackendError::Refused { status: status.as_u16(), message, param: field("param"), code: field("code") }
 }
 
 /// A request body, cheap to send again to another replica.
@@ -483,7 +501,7 @@ impl Backend for RemoteBackend {
                 .replicas
                 .all()
                 .iter()
-                .map(|r| (r.base.clone(), !r.is_ejected(), r.outstanding()))
+                .map(|r| (r.name.clone(), !r.is_ejected(), r.outstanding()))
                 .collect(),
             retries: self.retries.load(std::sync::atomic::Ordering::Relaxed),
             ejections: self.replicas.ejections.totals(),

@@ -12,7 +12,8 @@
 //! Files: `config.rs` (the settings), `discovery.rs` (fixed and `dns://`
 //! endpoints), `replicas.rs` (choice and health), `client.rs` (the backend:
 //! request bodies, attempts, retries), `answers.rs` (reading answers and
-//! relaying streams), `transport.rs` (the HTTP client, with `h1.rs`'s pool
+//! relaying streams), `redact.rs` (what of an upstream may be shown),
+//! `transport.rs` (the HTTP client, with `h1.rs`'s pool
 //! for plain `http`) and `error.rs` (what fails on the way).
 
 mod answers;
@@ -21,6 +22,7 @@ mod config;
 mod discovery;
 mod error;
 mod h1;
+mod redact;
 mod replicas;
 mod transport;
 

@@ -75,6 +75,9 @@ impl Ejection {
 pub struct Replica {
     /// `http://host:port`, without a trailing slash.
     pub base: String,
+    /// `base` without credentials, query or fragment: what logs, metric
+    /// labels and spans show.
+    pub name: String,
     /// The base parsed, for building request URIs (an error for a base
     /// that is not a URL, which endpoint validation keeps out).
     pub target: Result<super::transport::Base, super::error::EndpointError>,
@@ -100,6 +103,7 @@ impl Replica {
     fn new(base: String, limit: usize, ejections: Arc<EjectionCounts>) -> Self {
         Replica {
             target: super::transport::Base::parse(&base),
+            name: super::redact::url(&base),
             base,
             outstanding: AtomicUsize::new(0),
             limit,
@@ -135,7 +139,7 @@ impl Replica {
         if was_in {
             h.ejected = Some((why, Instant::now()));
             self.ejections.0[why as usize].fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(replica = %self.base, reason = why.as_str(), "upstream replica ejected");
+            tracing::warn!(replica = %self.name, reason = why.as_str(), "upstream replica ejected");
         }
         h.successes = 0;
         was_in
@@ -144,7 +148,7 @@ impl Replica {
     fn readmit(&self) {
         let mut h = self.health();
         if h.ejected.take().is_some() {
-            tracing::info!(replica = %self.base, "upstream replica re-admitted");
+            tracing::info!(replica = %self.name, "upstream replica re-admitted");
         }
         h.misses = 0;
         self.server_errors.store(0, Ordering::Relaxed);
@@ -301,7 +305,7 @@ impl Replicas {
             })
             .collect();
         if new.len() != list.len() || new.iter().zip(list.iter()).any(|(a, b)| a.base != b.base) {
-            tracing::info!(replicas = ?bases, "upstream replica set changed");
+            tracing::info!(replicas = ?bases.iter().map(|b| super::redact::url(b)).collect::<Vec<_>>(), "upstream replica set changed");
         }
         *list = new;
     }
@@ -327,7 +331,7 @@ impl Replicas {
                 if r.probing.swap(true, Ordering::AcqRel) {
                     return None;
                 }
-                tracing::info!(replica = %r.base, "half-open probe of an ejected upstream replica");
+                tracing::info!(replica = %r.name, "half-open probe of an ejected upstream replica");
                 r.clone()
             }
             1 => healthy[0].clone(),
