@@ -42,7 +42,7 @@ impl<T: DeserializeOwned> FromRequest<SharedState> for JsonWithRaw<T> {
             require_content_type(&request, "application/json")?;
             let bytes = read_body(request.into_body(), state.config.server.max_body_bytes).await?;
             tracing::Span::current().record("bytes", bytes.len());
-            decode_json(&bytes).map(|value| JsonWithRaw(value, bytes))
+            decode_json(&bytes, state.config.limits.max_json_depth).map(|value| JsonWithRaw(value, bytes))
         }
         .instrument(span)
         .await
@@ -60,10 +60,16 @@ pub fn require_content_type(request: &Request, expected: &'static str) -> Result
     }
 }
 
-/// Decode JSON, naming the offending field on type errors. A body that
-/// decodes is read once, plainly; only a failing one is read again with
-/// its path tracked for the message (tracking wraps every field's decode).
-pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+/// Decode JSON nested at most `max_depth` deep, naming the offending field
+/// on type errors. A body that decodes is read once, plainly; only a failing
+/// one is read again with its path tracked for the message (tracking wraps
+/// every field's decode).
+pub fn decode_json<T: DeserializeOwned>(bytes: &[u8], max_depth: usize) -> Result<T, ApiError> {
+    if depth(bytes) > max_depth {
+        return Err(ApiError::bad_request(format!(
+            "The JSON body is nested more than {max_depth} levels deep"
+        )));
+    }
     if let Ok(value) = serde_json::from_slice(bytes) {
         return Ok(value);
     }
@@ -71,18 +77,79 @@ pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
+        let text = plain(&inner.to_string());
         if inner.is_syntax() || inner.is_eof() || inner.is_io() {
             ApiError::bad_request(format!(
-                "We could not parse the JSON body of your request ({inner}). The body must be valid UTF-8 JSON."
+                "We could not parse the JSON body of your request ({text}). The body must be valid UTF-8 JSON."
             ))
         } else if path == "." {
-            ApiError::bad_request(format!("Invalid request body: {inner}"))
+            ApiError::bad_request(format!("Invalid request body: {text}"))
         } else {
-            ApiError::invalid(path.clone(), format!("Invalid value for '{path}': {inner}"))
+            ApiError::invalid(path.clone(), format!("Invalid value for '{path}': {text}"))
         }
     })?;
-    de.end().map_err(|e| ApiError::bad_request(format!("Unexpected data after the JSON body: {e}")))?;
+    de.end().map_err(|e| {
+        ApiError::bad_request(format!("Unexpected data after the JSON body: {}", plain(&e.to_string())))
+    })?;
     Ok(value)
+}
+
+/// How deeply arrays and objects nest in `bytes` (strings skipped), read in
+/// one pass before anything is decoded.
+fn depth(bytes: &[u8]) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// serde's message without the Rust type names it carries
+/// ("expected struct ChatMessage" reads "expected an object").
+pub fn plain(message: &str) -> String {
+    const NAMES: [(&str, &str); 5] = [
+        ("any variant of untagged enum ", "any accepted form"),
+        ("untagged enum ", "one of the accepted forms"),
+        ("tuple struct ", "an array"),
+        ("struct ", "an object"),
+        ("enum ", "one of the accepted values"),
+    ];
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    'scan: while !rest.is_empty() {
+        for (kind, plain) in NAMES {
+            if let Some(after) = rest.strip_prefix(kind) {
+                let name_len =
+                    after.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(after.len());
+                if name_len > 0 && after.starts_with(|c: char| c.is_ascii_uppercase()) {
+                    out.push_str(plain);
+                    rest = &after[name_len..];
+                    continue 'scan;
+                }
+            }
+        }
+        let c = rest.chars().next().unwrap_or_default();
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
 }
 
 /// Read a whole body, mapping the limit and timeout layers' errors.
@@ -174,6 +241,33 @@ pub fn encode<T>(build: impl FnOnce() -> T) -> T {
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    #[test]
+    fn depth_skips_strings_and_counts_nesting() {
+        assert_eq!(super::depth(br#"{"a": [1, {"b": "[[[{{{"}]}"#), 3);
+        assert_eq!(super::depth(br#""\"[""#), 0);
+        let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        let error = super::decode_json::<serde_json::Value>(deep.as_bytes(), 64).unwrap_err();
+        assert!(error.to_string().contains("64 levels"), "{error}");
+    }
+
+    #[test]
+    fn messages_carry_no_rust_type_names() {
+        use super::plain;
+        assert_eq!(
+            plain("invalid type: string \"x\", expected struct ChatMessage"),
+            "invalid type: string \"x\", expected an object"
+        );
+        assert_eq!(
+            plain("data did not match any variant of untagged enum ContentWire"),
+            "data did not match any accepted form"
+        );
+        assert_eq!(
+            plain("unknown variant `x`, expected `a` or `b`"),
+            "unknown variant `x`, expected `a` or `b`"
+        );
+        assert_eq!(plain("a struct literal"), "a struct literal");
+    }
 
     use super::*;
 

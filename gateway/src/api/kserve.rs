@@ -177,7 +177,10 @@ impl FromRequest<SharedState> for InferPayload {
             let bytes = read_body(request.into_body(), state.config.server.max_body_bytes).await?;
             tracing::Span::current().record("bytes", bytes.len());
             let Some(length) = header_length else {
-                return Ok(InferPayload { body: decode_json(&bytes)?, binary: Vec::new() });
+                return Ok(InferPayload {
+                    body: decode_json(&bytes, state.config.limits.max_json_depth)?,
+                    binary: Vec::new(),
+                });
             };
             if length > bytes.len() {
                 return Err(ApiError::invalid(
@@ -188,7 +191,7 @@ impl FromRequest<SharedState> for InferPayload {
                     ),
                 ));
             }
-            let body: InferBody = decode_json(&bytes[..length])?;
+            let body: InferBody = decode_json(&bytes[..length], state.config.limits.max_json_depth)?;
             let sizes: Vec<Option<u64>> = body.inputs.iter().map(|i| i.parameters.binary_data_size).collect();
             let binary = binary::split_inputs(&sizes, bytes.slice(length..))
                 .map_err(|e| ApiError::invalid("inputs", e.to_string()))?;

@@ -50,7 +50,8 @@ async fn read_image(request: Request, state: &SharedState) -> Result<(Bytes, Opt
     let limit = state.config.server.max_body_bytes;
     match media.as_str() {
         "application/json" => {
-            let body: OcrBody = decode_json(&read_body(request.into_body(), limit).await?)?;
+            let bytes = read_body(request.into_body(), limit).await?;
+            let body: OcrBody = decode_json(&bytes, state.config.limits.max_json_depth)?;
             let image =
                 images::bytes_from_url(&body.image).map_err(|e| ApiError::invalid("image", e.to_string()))?;
             Ok((Bytes::from(image), body.model.or(query_model)))

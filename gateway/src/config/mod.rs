@@ -194,6 +194,9 @@ pub struct Limits {
     /// header before it is queued or decoded. Image backends have their own
     /// `max_image_pixels` too.
     pub max_image_pixels: u64,
+    /// Deepest nesting of arrays and objects in a JSON body; deeper bodies
+    /// are refused (400) before they are decoded.
+    pub max_json_depth: usize,
 }
 
 impl Default for Limits {
@@ -208,6 +211,7 @@ impl Default for Limits {
             max_audio_sample_rate: 192_000,
             max_tensor_elements: 16 * 1024 * 1024,
             max_image_pixels: 25_000_000,
+            max_json_depth: 64,
         }
     }
 }

@@ -52,6 +52,12 @@ impl Config {
         if limits.max_audio_seconds.is_nan() || limits.max_audio_seconds <= 0.0 {
             return Err(ConfigError::new("limits.max_audio_seconds", "must be greater than zero"));
         }
+        if !(1..=128).contains(&limits.max_json_depth) {
+            return Err(ConfigError::new(
+                "limits.max_json_depth",
+                "must be between 1 and 128 (serde_json's own bound)",
+            ));
+        }
         if !(4_000..=768_000).contains(&limits.max_audio_sample_rate) {
             return Err(ConfigError::new(
                 "limits.max_audio_sample_rate",

@@ -114,7 +114,11 @@ fn truthy(value: Option<&Value>) -> bool {
     }
 }
 
-async fn read_translate_body(request: Request, limit: u64) -> Result<TranslateBody, ApiError> {
+async fn read_translate_body(
+    request: Request,
+    limit: u64,
+    max_depth: usize,
+) -> Result<TranslateBody, ApiError> {
     let media = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -125,9 +129,15 @@ async fn read_translate_body(request: Request, limit: u64) -> Result<TranslateBo
         .to_ascii_lowercase();
     let bytes = read_body(request.into_body(), limit).await?;
     match media.as_str() {
-        "application/json" => decode_json(&bytes),
-        "application/x-www-form-urlencoded" | "" => serde_json::from_value(form_to_json(&bytes))
-            .map_err(|e| ApiError::bad_request(format!("Invalid form body: {e}"))),
+        "application/json" => decode_json(&bytes, max_depth),
+        "application/x-www-form-urlencoded" | "" => {
+            serde_json::from_value(form_to_json(&bytes)).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "Invalid form body: {}",
+                    crate::api::extract::plain(&e.to_string())
+                ))
+            })
+        }
         _ => Err(ApiError::UnsupportedMediaType {
             expected: "application/json or application/x-www-form-urlencoded",
         }),
@@ -262,7 +272,12 @@ pub async fn translate(
 ) -> Result<Response, ApiError> {
     let t = &state.config.translation;
     let plan = async {
-        let body = read_translate_body(request, state.config.server.max_body_bytes).await?;
+        let body = read_translate_body(
+            request,
+            state.config.server.max_body_bytes,
+            state.config.limits.max_json_depth,
+        )
+        .await?;
         plan(body, t.max_texts, t.max_chars)
     }
     .instrument(tracing::info_span!(spans::DECODE))
