@@ -7,7 +7,6 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
@@ -78,9 +77,19 @@ where
     }
 
     fn call(&mut self, mut request: Request) -> Self::Future {
+        // A client's id is kept when it is short and printable; otherwise
+        // it is dropped and one is minted (it is echoed, logged and sent
+        // upstream).
+        let max = self.state.config.server.max_request_id_bytes;
         let id = match request.headers().get(REQUEST_ID) {
-            Some(id) => id.clone(),
-            None => {
+            Some(id)
+                if id.len() <= max
+                    && !id.is_empty()
+                    && id.as_bytes().iter().all(|b| b.is_ascii_graphic()) =>
+            {
+                id.clone()
+            }
+            _ => {
                 let id = self.ids.header();
                 request.headers_mut().insert(REQUEST_ID, id.clone());
                 id
@@ -156,34 +165,41 @@ fn shape_error(response: Response, uri: &Uri, method: &Method, state: &SharedSta
     shaped
 }
 
-/// Mints `x-request-id`s in UUID version 4's text form without a system
-/// call per request (a random UUID costs a `getrandom`, ~2% of a proxied
-/// request): 60 random bits drawn at start-up, then a keyed permutation of
-/// a counter, so ids never repeat within a process (2^62 of them) and do
-/// not reveal how many requests came before.
+/// Request ids: random version-4 UUIDs. The random bytes come from the
+/// operating system 64 ids at a time per thread (one `getrandom` per
+/// request cost ~2% of a proxied request), so ids reveal nothing about the
+/// traffic between them; if the system's generator fails, a per-process
+/// SplitMix64 stream stands in.
 #[derive(Clone)]
-pub(crate) struct RequestIds(Arc<(u64, u64, AtomicU64)>);
+pub(crate) struct RequestIds(Arc<infergate_rng::SharedSplitMix64>);
+
+/// Bytes of randomness fetched at once: 64 ids.
+const POOL: usize = 64 * 16;
+
+thread_local! {
+    static RANDOM: std::cell::RefCell<([u8; POOL], usize)> = const { std::cell::RefCell::new(([0; POOL], POOL)) };
+}
 
 impl RequestIds {
-    const MASK: u64 = (1 << 62) - 1;
-
     pub(crate) fn new() -> Self {
-        let (process, key) = (infergate_rng::process_seed(), infergate_rng::process_seed());
-        RequestIds(Arc::new((process, key, AtomicU64::new(0))))
+        RequestIds(Arc::new(infergate_rng::SharedSplitMix64::from_process()))
     }
 
     /// The next id as (high, low) 64-bit halves, version and variant set.
     fn next(&self) -> (u64, u64) {
-        let (process, key, counter) = &*self.0;
-        let n = counter.fetch_add(1, Ordering::Relaxed);
-        // Each step is a bijection on 62 bits: an offset, odd multipliers
-        // and right xor-shifts, all modulo 2^62.
-        let mut x = n.wrapping_add(*key) & Self::MASK;
-        x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9) & Self::MASK;
-        x ^= x >> 29;
-        x = x.wrapping_mul(0x94d0_49bb_1331_11eb) & Self::MASK;
-        x ^= x >> 32;
-        ((process & !0xf000) | 0x4000, x | (0b10 << 62))
+        let drawn = RANDOM.with(|pool| {
+            let (bytes, used) = &mut *pool.borrow_mut();
+            if *used + 16 > POOL {
+                getrandom::fill(bytes).ok()?;
+                *used = 0;
+            }
+            let at = *used;
+            *used += 16;
+            let half = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap_or_default());
+            Some((half(at), half(at + 8)))
+        });
+        let (hi, lo) = drawn.unwrap_or_else(|| (self.0.next_u64(), self.0.next_u64()));
+        ((hi & !0xf000) | 0x4000, (lo & !(0b11 << 62)) | (0b10 << 62))
     }
 
     /// The next id as a header value.
@@ -261,7 +277,7 @@ where
         let flight = InFlight {
             state: state.clone(),
             start: Instant::now(),
-            method: request.method().as_str().to_owned(),
+            method: method_label(request.method()).to_owned(),
             route,
             status: None,
             // The server span (the trace layer calls this inside it).
@@ -363,9 +379,88 @@ fn deadline(request: &mut Request) -> Result<(), ApiError> {
     Ok(())
 }
 
+pin_project_lite::pin_project! {
+    /// A request body that must arrive whole within a total time
+    /// (`server.body_read_timeout`), however it trickles: tower-http's
+    /// timeout beside it bounds only the wait for each frame.
+    pub(crate) struct TotalTimeout<B> {
+        #[pin]
+        body: B,
+        #[pin]
+        deadline: tokio::time::Sleep,
+    }
+}
+
+impl<B> TotalTimeout<B> {
+    pub(crate) fn new(body: B, total: std::time::Duration) -> Self {
+        TotalTimeout { body, deadline: tokio::time::sleep(total) }
+    }
+}
+
+/// The body did not arrive whole in time.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body was not received in time")]
+pub(crate) struct BodyDeadline;
+
+impl<B> http_body::Body for TotalTimeout<B>
+where
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = B::Data;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, BoxError>>> {
+        let this = self.project();
+        if let Poll::Ready(frame) = this.body.poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        match this.deadline.poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyDeadline)))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The method as a metric label: the HTTP semantic conventions' known
+/// methods, and `_OTHER` for any other (each made-up method would otherwise
+/// be a new series).
+pub(crate) fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::PATCH => "PATCH",
+        http::Method::CONNECT => "CONNECT",
+        http::Method::TRACE => "TRACE",
+        _ => "_OTHER",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn made_up_methods_share_one_label() {
+        assert_eq!(method_label(&http::Method::POST), "POST");
+        assert_eq!(method_label(&http::Method::from_bytes(b"BREW").unwrap()), "_OTHER");
+        assert_eq!(method_label(&http::Method::from_bytes(b"get").unwrap()), "_OTHER");
+    }
 
     #[test]
     fn request_ids_are_version_4_uuids_and_do_not_repeat() {
@@ -393,9 +488,9 @@ mod tests {
             );
             assert_eq!(std::str::from_utf8(&uuid_text((hi, lo))).unwrap(), expected);
         }
-        // The permutation itself: distinct counters give distinct low halves.
-        let ids = RequestIds(Arc::new((0, u64::MAX, AtomicU64::new(0))));
-        let lows: std::collections::HashSet<u64> = (0..100_000).map(|_| ids.next().1).collect();
-        assert_eq!(lows.len(), 100_000);
+        // Consecutive ids share nothing: about half their bits differ.
+        let (a, b) = (ids.next(), ids.next());
+        let differing = (a.0 ^ b.0).count_ones() + (a.1 ^ b.1).count_ones();
+        assert!((30..=98).contains(&differing), "{differing} bits differ");
     }
 }

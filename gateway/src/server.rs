@@ -63,9 +63,16 @@ pub async fn serve(
     }
     drop(listener);
     tracing::info!(grace = ?server.shutdown_grace, "shutting down: finishing in-flight requests");
+    let drained = graceful.shutdown();
+    tokio::pin!(drained);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(server.shutdown_grace) => tracing::warn!("grace period over; closing remaining connections"),
+        () = &mut drained => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(server.shutdown_grace) => {
+            tracing::warn!("grace period over; ending open streams and closing remaining connections");
+            // Streams still open end with an error event; give it a moment to go out.
+            state.readiness.grace_over.cancel();
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(500), &mut drained).await;
+        }
     }
     Ok(())
 }

@@ -44,6 +44,7 @@ use crate::state::SharedState;
 pub fn build(routes: Router, state: SharedState) -> Router {
     let server = &state.config.server;
     let body_limit = usize::try_from(server.max_body_bytes).unwrap_or(usize::MAX);
+    let body_timeout = server.body_read_timeout;
     let layers = ServiceBuilder::new()
         .layer(layers::EdgeLayer::new(state.clone()))
         .layer(CatchPanicLayer::custom(panic_response))
@@ -56,8 +57,11 @@ pub fn build(routes: Router, state: SharedState) -> Router {
         .layer(layers::AdmitLayer(state.clone()))
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(RequestBodyTimeoutLayer::new(server.body_read_timeout))
-        // The body layers wrap the body type; the router takes plain bodies.
-        .map_request(|request: Request<_>| request.map(Body::new));
+        // The body layers wrap the body type; the router takes plain bodies,
+        // each of which must arrive whole within the timeout.
+        .map_request(move |request: Request<_>| {
+            request.map(|body| Body::new(layers::TotalTimeout::new(body, body_timeout)))
+        });
     routes.layer(layers)
 }
 
@@ -67,10 +71,12 @@ pub fn build(routes: Router, state: SharedState) -> Router {
 fn request_span<B>(request: &Request<B>) -> tracing::Span {
     let id = request.headers().get(crate::layers::REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str());
-    let method = request.method().as_str();
+    // Known methods as they are; any other as `_OTHER` (span name `HTTP`).
+    let method = layers::method_label(request.method());
+    let name = if method == "_OTHER" { "HTTP" } else { method };
     let span = tracing::info_span!(
         spans::SERVER,
-        otel.name = format_args!("{method} {route}"),
+        otel.name = format_args!("{name} {route}"),
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
         http.request.method = %method,

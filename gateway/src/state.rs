@@ -136,6 +136,9 @@ pub struct Readiness {
     pub loaded: AtomicBool,
     /// SIGTERM arrived: finishing in-flight work, taking no new work.
     pub draining: AtomicBool,
+    /// `server.shutdown_grace` is over: streams still open end now, with a
+    /// final error event.
+    pub grace_over: tokio_util::sync::CancellationToken,
 }
 
 impl Readiness {

@@ -205,12 +205,25 @@ pub fn body_error(error: &(dyn StdError + 'static), limit: u64) -> ApiError {
         if e.is::<http_body_util::LengthLimitError>() {
             return ApiError::PayloadTooLarge { limit };
         }
-        if e.is::<tower_http::timeout::TimeoutError>() {
-            return ApiError::BodyTimeout;
+        cause = e.source();
+    }
+    if is_timeout(error) {
+        return ApiError::BodyTimeout;
+    }
+    ApiError::bad_request(format!("Failed to read the request body: {error}"))
+}
+
+/// Whether a body read failed because the body took too long (in total, or
+/// waiting for its next frame).
+pub fn is_timeout(error: &(dyn StdError + 'static)) -> bool {
+    let mut cause: Option<&(dyn StdError + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if e.is::<tower_http::timeout::TimeoutError>() || e.is::<crate::layers::BodyDeadline>() {
+            return true;
         }
         cause = e.source();
     }
-    ApiError::bad_request(format!("Failed to read the request body: {error}"))
+    false
 }
 
 /// `x-infergate-queue-ms` and `x-infergate-batch-size`: how the scheduler

@@ -62,7 +62,9 @@ async fn read_image(request: Request, state: &SharedState) -> Result<(Bytes, Opt
                 .map_err(|e| ApiError::bad_request(format!("Invalid multipart body: {}", e.body_text())))?;
             let (mut file, mut model) = (None, query_model);
             let field_error = |e: axum::extract::multipart::MultipartError| {
-                if e.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
+                if crate::api::extract::is_timeout(&e) {
+                    ApiError::BodyTimeout
+                } else if e.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
                     ApiError::PayloadTooLarge { limit }
                 } else {
                     ApiError::bad_request(format!("Invalid multipart body: {}", e.body_text()))

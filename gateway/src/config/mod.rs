@@ -71,6 +71,9 @@ pub struct ServerConfig {
     /// its own threads); 0 = one per CPU this process may use; 1 runs
     /// everything on the main thread (tokio's current-thread scheduler).
     pub worker_threads: usize,
+    /// Longest `X-Request-Id` a client may set; a longer (or unprintable)
+    /// one is dropped and a fresh id minted.
+    pub max_request_id_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -85,6 +88,7 @@ impl Default for ServerConfig {
             drain_delay: Duration::ZERO,
             http2: true,
             worker_threads: 0,
+            max_request_id_bytes: 128,
         }
     }
 }

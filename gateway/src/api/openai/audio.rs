@@ -68,7 +68,9 @@ async fn read_form(request: Request, state: &SharedState) -> Result<Form, ApiErr
         .await
         .map_err(|e| ApiError::bad_request(format!("Invalid multipart body: {}", e.body_text())))?;
     let field_error = |e: axum::extract::multipart::MultipartError| {
-        if e.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
+        if crate::api::extract::is_timeout(&e) {
+            ApiError::BodyTimeout
+        } else if e.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge { limit: state.config.server.max_body_bytes }
         } else {
             ApiError::bad_request(format!("Invalid multipart body: {}", e.body_text()))

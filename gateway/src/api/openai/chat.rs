@@ -302,7 +302,11 @@ pub async fn completions(
     if plan.chat.request.stream {
         let stream = call.chat_stream(plan.chat).await?;
         let headers = dispatch_headers(&stream.dispatch);
-        return Ok((headers, chat_stream::respond(meta(state.now()), stream)).into_response());
+        return Ok((
+            headers,
+            chat_stream::respond(meta(state.now()), stream, state.readiness.grace_over.clone()),
+        )
+            .into_response());
     }
     let answer = call.once(plan.chat).await?;
     let headers = dispatch_headers(&answer.dispatch);

@@ -13,6 +13,7 @@ use futures_util::stream::{self, Stream};
 use infergate_backends::{json_object, ChatOutput, Chunk};
 use serde::Serialize;
 use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
 
 use crate::call::{ChatStream, StreamEvent};
 use crate::error::ApiError;
@@ -79,6 +80,7 @@ struct StreamState {
     finished: bool,
     /// The backend relays an upstream's chunks; infergate writes none of its own.
     relay: bool,
+    grace_over: CancellationToken,
 }
 
 impl StreamState {
@@ -144,9 +146,13 @@ impl StreamState {
 }
 
 /// The SSE response; dropping it cancels the job.
-pub fn respond(meta: Meta, stream: ChatStream) -> impl IntoResponse {
+///
+/// When `grace_over` fires (the shutdown grace ended with the stream still
+/// open) the stream ends with an error event saying so.
+pub fn respond(meta: Meta, stream: ChatStream, grace_over: CancellationToken) -> impl IntoResponse {
     let relay = stream.relays();
-    let mut state = StreamState { meta, stream, pending: VecDeque::new(), finished: false, relay: false };
+    let mut state =
+        StreamState { meta, stream, pending: VecDeque::new(), finished: false, relay: false, grace_over };
     if !relay {
         state.push(state.meta.chunk(json!({ "role": "assistant", "content": "" }), None));
     }
@@ -162,8 +168,11 @@ fn events(state: StreamState) -> impl Stream<Item = Result<SseEvent, Infallible>
             if state.finished {
                 return None;
             }
-            let event = state.stream.next().await;
-            state.absorb(event);
+            let grace_over = state.grace_over.clone();
+            tokio::select! {
+                event = state.stream.next() => state.absorb(event),
+                () = grace_over.cancelled() => state.fail(ApiError::ShuttingDown),
+            }
         }
     })
 }
