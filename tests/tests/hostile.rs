@@ -36,7 +36,8 @@ async fn transcribe(gateway: &Gateway, file: Vec<u8>) -> (u16, Value, Duration) 
         .text("model", "whisper")
         .part("file", reqwest::multipart::Part::bytes(file).file_name("a.wav"));
     let start = Instant::now();
-    let response = client().post(gateway.url("/v1/audio/transcriptions")).multipart(form).send().await.unwrap();
+    let response =
+        client().post(gateway.url("/v1/audio/transcriptions")).multipart(form).send().await.unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null), start.elapsed())
 }
@@ -68,7 +69,8 @@ async fn audio_is_bounded_by_its_sample_rate_and_decodes_in_linear_time() {
 async fn made_up_methods_do_not_grow_the_metrics() {
     let gateway = Gateway::start_with(&config(""));
     let plain = reqwest::Client::new();
-    let size = || async { plain.get(gateway.url("/metrics")).send().await.unwrap().text().await.unwrap().len() };
+    let size =
+        || async { plain.get(gateway.url("/metrics")).send().await.unwrap().text().await.unwrap().len() };
     let _ = plain.get(gateway.url("/v1/models")).send().await.unwrap();
     let before = size().await;
     for i in 0..300 {
@@ -148,7 +150,8 @@ async fn upstream(status: u16, body: Value) -> String {
 #[tokio::test]
 async fn upstream_failures_leak_no_address_credentials_or_text() {
     let secret_text = "key sk-live-0123456789abcdefABCDEF for http://10.9.8.7:9000/v1 at /srv/models/llama";
-    let auth = upstream(401, json!({"error": {"message": format!("Incorrect API key: {secret_text}")}})).await;
+    let auth =
+        upstream(401, json!({"error": {"message": format!("Incorrect API key: {secret_text}")}})).await;
     let refused = upstream(
         400,
         json!({"error": {"message": format!("'tools' is not supported ({secret_text})"), "param": "tools", "code": "unsupported"}}),
@@ -181,14 +184,17 @@ backend = {{ kind = "openai", endpoints = ["{}"] }}
     let ask = |model: &'static str| {
         let url = gateway.url("/v1/chat/completions");
         async move {
-            let body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4});
+            let body =
+                json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4});
             let response = client().post(url).json(&body).send().await.unwrap();
             let status = response.status().as_u16();
             (status, response.text().await.unwrap())
         }
     };
     let leaks = |text: &str| {
-        ["sk-live", "10.9.8.7", "/srv/models", "hunter2", "admin", "127.0.0.1"].into_iter().find(|s| text.contains(s))
+        ["sk-live", "10.9.8.7", "/srv/models", "hunter2", "admin", "127.0.0.1"]
+            .into_iter()
+            .find(|s| text.contains(s))
     };
     let (status, text) = ask("auth").await;
     assert_eq!(status, 502, "{text}");
@@ -197,7 +203,10 @@ backend = {{ kind = "openai", endpoints = ["{}"] }}
     let (status, text) = ask("refused").await;
     assert_eq!(status, 400, "{text}");
     let body: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!((body["error"]["param"].as_str(), body["error"]["code"].as_str()), (Some("tools"), Some("unsupported")));
+    assert_eq!(
+        (body["error"]["param"].as_str(), body["error"]["code"].as_str()),
+        (Some("tools"), Some("unsupported"))
+    );
     assert!(body["error"]["message"].as_str().unwrap().starts_with("'tools' is not supported"), "{text}");
     assert_eq!(leaks(&text), None, "{text}");
     let (status, text) = ask("failing").await;

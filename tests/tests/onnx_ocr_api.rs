@@ -275,3 +275,45 @@ fn an_infergate_load_scenario_sends_images_to_both_ocr_models() {
     assert!(real.unwrap() >= 1 && synthetic.unwrap() > real.unwrap(), "3:1 weights: {stdout}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A field of `/proc/PID/status` in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = text.lines().find(|l| l.starts_with(field)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn thin_images_cost_what_the_detector_computes() {
+    let config = format!("{WEB_TENANT}{MODELS}");
+    let gateway = Gateway::start_with(&config);
+    let http = client();
+    let ocr = |image: RgbImage| {
+        let body = json!({"model": "pp-ocrv4", "image": format!("data:image/png;base64,{}", b64(&encode(&image, ImageFormat::Png)))});
+        let request = http.post(gateway.url("/v1/ocr")).json(&body);
+        async move {
+            let start = std::time::Instant::now();
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), start.elapsed())
+        }
+    };
+    // Warm the model up, then take the idle footprint.
+    assert_eq!(ocr(render(&LINES[..1])).await.0, 200);
+    let idle = status_kib(gateway.pid(), "VmRSS:");
+    // Strips whose short side the detector once scaled up to 736 px with no
+    // bound on the long one (a 2000x20 strip grew past 8 GB).
+    for (w, h) in [(2000, 20), (20, 2000), (16_000, 250), (250, 16_000)] {
+        let mut strip = RgbImage::from_pixel(w, h, Rgb([255, 255, 255]));
+        for x in (0..w).step_by(7) {
+            for y in 0..h.min(12) {
+                strip.put_pixel(x, y, Rgb([0, 0, 0]));
+            }
+        }
+        let (status, took) = ocr(strip).await;
+        assert_eq!(status, 200, "{w}x{h}");
+        assert!(took < std::time::Duration::from_secs(30), "{w}x{h} took {took:?}");
+    }
+    let peak = status_kib(gateway.pid(), "VmHWM:");
+    assert!(peak < idle + 1024 * 1024, "peak RSS {peak} KiB vs idle {idle} KiB");
+    assert_eq!(ocr(render(&LINES)).await.0, 200, "the gateway still serves");
+}
