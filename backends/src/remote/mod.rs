@@ -13,7 +13,8 @@
 //! endpoints), `replicas.rs` (choice and health), `client.rs` (the backend:
 //! request bodies, attempts, retries), `answers.rs` (reading answers and
 //! relaying streams), `transport.rs` (the HTTP client, with `h1.rs`'s pool
-//! for plain `http`) and `error.rs` (what fails on the way).
+//! for plain `http`), `tls.rs` (trust roots and client certificates for
+//! `https`) and `error.rs` (what fails on the way).
 
 mod answers;
 mod client;
@@ -22,6 +23,7 @@ mod discovery;
 mod error;
 mod h1;
 mod replicas;
+mod tls;
 mod transport;
 
 pub(crate) use client::RemoteBackend;
