@@ -14,11 +14,13 @@ mod stack;
 mod state;
 #[cfg(test)]
 mod test_util;
+mod tls;
 
 // What the `infergate` binary needs; everything else is the library's own.
 pub use config::{Config, ConfigError, LogFormatConfig, OtlpProtocolConfig};
 pub use server::{serve, shutdown_signal};
 pub use state::{AppState, SharedState, StartError};
+pub use tls::Tls;
 
 use std::sync::Arc;
 
@@ -31,4 +33,10 @@ pub fn app(config: Config) -> Result<(Router, SharedState), StartError> {
     let state = AppState::start(config, Arc::new(Metrics::new()))?;
     let router = stack::build(api::routes(state.clone()), state.clone());
     Ok((router, state))
+}
+
+/// The service of `server.metrics_listen`: `/metrics` alone, without the
+/// API's middleware (no key, no request metrics of its own).
+pub fn metrics_app(state: SharedState) -> Router {
+    api::metrics_routes(state)
 }

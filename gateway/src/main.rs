@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use infergate_gateway::{Config, LogFormatConfig, OtlpProtocolConfig};
+use infergate_gateway::{Config, LogFormatConfig, OtlpProtocolConfig, Tls};
 use infergate_otel::{LogFormat, OtlpProtocol, TelemetryGuard, TelemetryOptions};
 
 // mimalloc: requests allocate on one worker thread and free on another
@@ -41,7 +41,9 @@ enum Command {
     /// Every config key can be overridden from the environment as
     /// INFERGATE__SECTION__KEY (e.g. INFERGATE__SERVER__LISTEN=0.0.0.0:8080;
     /// INFERGATE__MODELS__0__CONCURRENCY=4). The bound address is printed on
-    /// stdout as "infergate listening on http://ADDR".
+    /// stdout as "infergate listening on http://ADDR" (https with
+    /// server.tls), after "infergate metrics on http://ADDR" when
+    /// server.metrics_listen is set.
     Serve {
         /// The TOML configuration file.
         #[arg(short, long, value_name = "FILE")]
@@ -118,6 +120,7 @@ fn telemetry_options(config: &Config) -> TelemetryOptions {
             None => OtlpProtocol::HttpProtobuf,
         },
         otlp_headers: t.otlp_headers.clone(),
+        otlp_ca_file: t.otlp_ca_file.clone(),
         sample_ratio: env("OTEL_TRACES_SAMPLER_ARG").and_then(|v| v.parse().ok()).unwrap_or(t.sample_ratio),
         max_queue: t.max_queue,
         export_interval: t.export_interval,
@@ -168,11 +171,30 @@ async fn serve(config: Config, telemetry: &mut TelemetryGuard) -> anyhow::Result
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr()?;
+    let metrics_listener = match config.server.metrics_listen {
+        Some(at) => Some(
+            tokio::net::TcpListener::bind(at)
+                .await
+                .map_err(|e| anyhow::anyhow!("server.metrics_listen: cannot listen on {at}: {e}"))?,
+        ),
+        None => None,
+    };
+    let tls = config.server.tls.as_ref().map(|t| Tls::start(t, config.server.http2)).transpose()?;
     let (app, state) = infergate_gateway::app(config)?;
     telemetry.export_metrics(state.metrics.clone())?;
-    tracing::info!(%addr, models = state.models.len(), "infergate ready");
-    println!("infergate listening on http://{addr}");
-    infergate_gateway::serve(listener, app, state, infergate_gateway::shutdown_signal()).await?;
+    if let Some(metrics_listener) = metrics_listener {
+        println!("infergate metrics on http://{}", metrics_listener.local_addr()?);
+        let metrics = infergate_gateway::metrics_app(state.clone());
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(metrics_listener, metrics).await {
+                tracing::error!(%error, "the metrics listener stopped");
+            }
+        });
+    }
+    tracing::info!(%addr, models = state.models.len(), tls = tls.is_some(), "infergate ready");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("infergate listening on {scheme}://{addr}");
+    infergate_gateway::serve(listener, app, state, tls, infergate_gateway::shutdown_signal()).await?;
     tracing::info!("infergate stopped");
     Ok(())
 }

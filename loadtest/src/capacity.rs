@@ -206,7 +206,7 @@ async fn run_step(target: &Target, settings: &Settings, rate: f64) -> anyhow::Re
     let scrape = || async {
         let (url, model) = settings.metrics.as_ref()?;
         let names: Vec<String> = METRICS.iter().map(|m| m.to_string()).collect();
-        crate::scrape::once(&crate::request::client(), url, &names, model.as_deref()).await.ok()
+        crate::scrape::once(&crate::request::client(&target.tls), url, &names, model.as_deref()).await.ok()
     };
     let before = scrape().await;
     let result =

@@ -263,9 +263,17 @@ impl OutputArgs {
 /// The request to send: URL, method, body and headers (every subcommand's).
 #[derive(Debug, Args)]
 pub struct TargetArgs {
-    /// Target URL (http:// only)
+    /// Target URL (http:// or https://)
     #[arg(long)]
     pub url: Uri,
+
+    /// Trust the PEM certificates in FILE for https:// targets, besides Mozilla's roots
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    pub cacert: Option<PathBuf>,
+
+    /// Accept any server certificate of an https:// target (the traffic is still encrypted)
+    #[arg(long, short = 'k')]
+    pub insecure: bool,
 
     /// HTTP method [default: POST with a body, GET without]
     #[arg(long, value_parser = parse_method)]
@@ -285,8 +293,8 @@ pub struct TargetArgs {
     #[arg(long, value_name = "JSON", conflicts_with = "body")]
     pub body_json: Option<String>,
 
-    /// Speak HTTP/2 without TLS (h2c, prior knowledge): all requests in flight are streams on
-    /// one connection
+    /// Speak HTTP/2 (h2c with prior knowledge for http://, h2 in ALPN for https://): all
+    /// requests in flight are streams on one connection
     #[arg(long)]
     pub http2: bool,
 
@@ -300,8 +308,8 @@ impl TargetArgs {
     /// The request, its body file read.
     pub fn to_target(&self) -> anyhow::Result<Target> {
         anyhow::ensure!(
-            self.url.scheme_str() == Some("http") && self.url.authority().is_some(),
-            "--url must be an absolute http:// URL (TLS is not supported), got {}",
+            matches!(self.url.scheme_str(), Some("http" | "https")) && self.url.authority().is_some(),
+            "--url must be an absolute http:// or https:// URL, got {}",
             self.url
         );
         let body = match (&self.body, &self.body_json) {
@@ -342,6 +350,7 @@ impl TargetArgs {
             body: body.unwrap_or_default(),
             mix,
             http2: self.http2,
+            tls: crate::tls::Tls::new(self.cacert.as_deref(), self.insecure)?,
         })
     }
 }

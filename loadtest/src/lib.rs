@@ -28,6 +28,7 @@ mod request;
 mod run;
 mod scenario;
 mod scrape;
+mod tls;
 mod tune;
 
 // What the binary and the tests name; the types these take and return are reachable

@@ -101,7 +101,11 @@ pub async fn run(
         })?
     };
 
-    let client = if target.http2 { request::client_h2() } else { request::client_with(settings.connections) };
+    let client = if target.http2 {
+        request::client_h2(&target.tls)
+    } else {
+        request::client_with(&target.tls, settings.connections)
+    };
     let collector = Arc::new(Mutex::new(Collector {
         tally: Tally::default(),
         lag_us: Histogram::default(),

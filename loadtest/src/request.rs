@@ -6,37 +6,54 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as LegacyClient;
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 
+use crate::tls::Tls;
+
 /// Response header in which the gateway reports how long the request queued.
 pub const QUEUE_HEADER: &str = "x-infergate-queue-ms";
 
-/// HTTP/1.1 client over plain TCP.
-pub type Client = LegacyClient<HttpConnector, Full<Bytes>>;
+/// HTTP client over plain TCP, or over TLS for `https://` URLs.
+pub type Client = LegacyClient<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// A client that keeps at most one idle connection, so that a worker owning it reuses a
 /// single keep-alive connection.
-pub fn client() -> Client {
-    client_with(1)
+pub fn client(tls: &Tls) -> Client {
+    client_with(tls, 1)
 }
 
 /// A client shared by many requests in flight, keeping up to `connections` idle keep-alive
 /// connections (the open-loop runner's; a request finding none idle opens another).
-pub fn client_with(connections: usize) -> Client {
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    LegacyClient::builder(TokioExecutor::new()).pool_max_idle_per_host(connections).build(http)
+pub fn client_with(tls: &Tls, connections: usize) -> Client {
+    let https = HttpsConnectorBuilder::new()
+        .with_tls_config(tls.config())
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(tcp());
+    LegacyClient::builder(TokioExecutor::new()).pool_max_idle_per_host(connections).build(https)
 }
 
-/// An HTTP/2 client without TLS (h2c, prior knowledge): every request in flight is a stream
-/// on one connection to the target.
-pub fn client_h2() -> Client {
+/// An HTTP/2 client (h2c, prior knowledge, for `http://`; h2 in ALPN for `https://`): every
+/// request in flight is a stream on one connection to the target.
+pub fn client_h2(tls: &Tls) -> Client {
+    let https = HttpsConnectorBuilder::new()
+        .with_tls_config(tls.config())
+        .https_or_http()
+        .enable_http2()
+        .wrap_connector(tcp());
+    LegacyClient::builder(TokioExecutor::new()).http2_only(true).build(https)
+}
+
+fn tcp() -> HttpConnector {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
-    LegacyClient::builder(TokioExecutor::new()).http2_only(true).build(http)
+    // `https://` URLs are the TLS connector's to take.
+    http.enforce_http(false);
+    http
 }
 
 /// The request every worker sends, or a scenario's mix to draw each request from.
@@ -48,8 +65,10 @@ pub struct Target {
     pub body: Bytes,
     /// With a scenario file: each request drawn from its mix (the fields above unused).
     pub mix: Option<std::sync::Arc<crate::scenario::Mix>>,
-    /// Speak HTTP/2 without TLS (h2c) over one multiplexed connection instead of HTTP/1.1.
+    /// Speak HTTP/2 (h2c, or h2 over TLS) over one multiplexed connection instead of HTTP/1.1.
     pub http2: bool,
+    /// How `https://` targets are trusted.
+    pub tls: Tls,
 }
 
 impl Target {

@@ -109,7 +109,13 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
     let head_start = if config.open.is_some() { crate::open::HEAD_START } else { Duration::ZERO };
     let scraper = config.metrics.clone().map(|(url, names)| {
         let origin = Instant::now() + head_start + config.warmup;
-        crate::scrape::Scraper::start(request::client(), url, names, origin, Duration::from_secs(1))
+        crate::scrape::Scraper::start(
+            request::client(&config.target.tls),
+            url,
+            names,
+            origin,
+            Duration::from_secs(1),
+        )
     });
     let mut report = run_load(&config).await?;
     if let Some(scraper) = scraper {
@@ -147,10 +153,11 @@ async fn run_load(config: &RunConfig) -> anyhow::Result<Report> {
 
     // HTTP/1.1: a client, hence a keep-alive connection, per worker; HTTP/2: one client whose
     // single connection carries every worker's stream.
-    let shared = config.target.http2.then(request::client_h2);
+    let tls = &config.target.tls;
+    let shared = config.target.http2.then(|| request::client_h2(tls));
     let mut workers = JoinSet::new();
     for _ in 0..config.concurrency {
-        let client = shared.clone().unwrap_or_else(request::client);
+        let client = shared.clone().unwrap_or_else(|| request::client(tls));
         workers.spawn(worker(Arc::clone(&plan), client));
     }
     let mut tally = Tally::default();
@@ -200,6 +207,7 @@ mod tests {
             body: bytes::Bytes::new(),
             mix: None,
             http2: false,
+            tls: crate::tls::Tls::default(),
         };
         let plan = Plan {
             target,

@@ -41,6 +41,9 @@ pub struct TelemetryOptions {
     pub otlp_endpoint: Option<String>,
     /// Extra headers on every export (authentication).
     pub otlp_headers: HashMap<String, String>,
+    /// PEM certificates trusted for an `https://` endpoint besides the
+    /// system's roots (a private CA); OTLP/HTTP only.
+    pub otlp_ca_file: Option<std::path::PathBuf>,
     /// Fraction of new traces to record; a sampled parent is always followed.
     pub sample_ratio: f64,
     /// Spans, and log records, each buffered for export before new ones are
@@ -65,6 +68,7 @@ impl Default for TelemetryOptions {
             log_filter: None,
             otlp_endpoint: None,
             otlp_headers: HashMap::new(),
+            otlp_ca_file: None,
             sample_ratio: 1.0,
             max_queue: 4096,
             export_interval: Duration::from_secs(1),

@@ -34,7 +34,7 @@ use crate::otlp_metrics::{MetricsExporter, MetricsTarget};
 use crate::processors::{span_queue, QueueOptions, QueuedLogs};
 use crate::queue::ExportQueue;
 use crate::spans::SpanRecorder;
-use crate::transport::Transport;
+use crate::transport::{Transport, TransportError};
 use crate::Metrics;
 
 /// Keeps the exporters alive; [`TelemetryGuard::shutdown`] flushes them.
@@ -179,7 +179,8 @@ impl Exporters {
             .build();
         let timeout = Duration::from_secs(5);
         let transport = match options.protocol {
-            OtlpProtocol::HttpProtobuf => Transport::http(timeout),
+            OtlpProtocol::HttpProtobuf => Transport::http(timeout, options.otlp_ca_file.as_deref()),
+            OtlpProtocol::Grpc if options.otlp_ca_file.is_some() => Err(TransportError::CaOverGrpc),
             OtlpProtocol::Grpc => Transport::grpc(),
         }
         .map_err(error)?;

@@ -7,13 +7,16 @@
 //! panics building any client, even for `http://`, until the process has a
 //! default provider: ring's is installed here unless the program installed
 //! one first. Receivers are verified against the system's root
-//! certificates; on a host that has none the client trusts no root, so
-//! `http://` export still works and `https://` fails at the handshake
-//! (counted as failed exports).
+//! certificates and those of `otlp_ca_file` (a private CA); on a host that
+//! has no system roots the client trusts only that file's, or none, so
+//! `http://` export still works and `https://` to a public receiver fails
+//! at the handshake (counted as failed exports).
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reqwest::blocking::Client;
+use reqwest::Certificate;
 
 use crate::processors::Runner;
 
@@ -37,23 +40,33 @@ pub(crate) enum TransportError {
     Client(#[from] reqwest::Error),
     #[error("OTLP/gRPC export must be initialised inside a tokio runtime")]
     NoRuntime,
+    #[error("telemetry.otlp_ca_file: cannot read {}: {source}", path.display())]
+    CaFile { path: PathBuf, source: std::io::Error },
+    #[error("telemetry.otlp_ca_file: {} holds no PEM certificate", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("telemetry.otlp_ca_file applies to OTLP/HTTP only, not gRPC")]
+    CaOverGrpc,
 }
 
 impl Transport {
-    /// OTLP/HTTP through a client whose requests time out after `timeout`.
-    pub(crate) fn http(timeout: Duration) -> Result<Self, TransportError> {
+    /// OTLP/HTTP through a client whose requests time out after `timeout`,
+    /// trusting the certificates in `ca_file` too.
+    pub(crate) fn http(timeout: Duration, ca_file: Option<&Path>) -> Result<Self, TransportError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let extra = ca_file.map(certificates).transpose()?.unwrap_or_default();
         // On a thread of its own: a blocking client runs a runtime of its own,
         // and building one inside tokio's (where `init` may run) panics.
         let client = std::thread::Builder::new()
             .name("otlp-http-client".into())
             .spawn(move || {
                 let builder = || Client::builder().timeout(timeout);
-                builder().build().or_else(|error| {
-                    let why =
-                        std::error::Error::source(&error).map_or(error.to_string(), ToString::to_string);
-                    eprintln!("infergate: OTLP/HTTP export without TLS roots ({why}): https will fail");
-                    builder().tls_certs_only(Vec::new()).build()
+                builder().tls_certs_merge(extra.clone()).build().or_else(|error| {
+                    if extra.is_empty() {
+                        let why =
+                            std::error::Error::source(&error).map_or(error.to_string(), ToString::to_string);
+                        eprintln!("infergate: OTLP/HTTP export without TLS roots ({why}): https will fail");
+                    }
+                    builder().tls_certs_only(extra).build()
                 })
             })?
             .join()
@@ -75,4 +88,15 @@ impl Transport {
             Transport::Grpc(handle) => Runner::Tokio(handle.clone()),
         }
     }
+}
+
+/// The certificates of a PEM file; at least one.
+fn certificates(path: &Path) -> Result<Vec<Certificate>, TransportError> {
+    let pem =
+        std::fs::read(path).map_err(|source| TransportError::CaFile { path: path.to_owned(), source })?;
+    let certs = Certificate::from_pem_bundle(&pem)?;
+    if certs.is_empty() {
+        return Err(TransportError::NoCertificate { path: path.to_owned() });
+    }
+    Ok(certs)
 }

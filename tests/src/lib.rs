@@ -6,6 +6,7 @@
 
 pub mod images;
 pub mod otlp;
+pub mod tls;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -50,8 +51,10 @@ pub fn binary() -> PathBuf {
 /// A running gateway process, killed when dropped.
 pub struct Gateway {
     child: Child,
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT` (`https://` with `server.tls`)
     pub base: String,
+    /// `http://127.0.0.1:PORT` of `server.metrics_listen`, when set.
+    pub metrics_base: Option<String>,
     _config: Option<tempfile_path::TempConfig>,
 }
 
@@ -106,8 +109,14 @@ impl Gateway {
         let mut child = command.spawn().expect("start infergate");
         let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, rx) = mpsc::channel();
+        // The metrics listener's line, if any, comes before the main one.
+        let metrics = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let metrics_line = metrics.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("infergate metrics on ") {
+                    *metrics_line.lock().expect("metrics line") = Some(addr.to_owned());
+                }
                 if let Some(addr) = line.strip_prefix("infergate listening on ") {
                     let _ = tx.send(addr.to_owned());
                 }
@@ -124,7 +133,8 @@ impl Gateway {
                 panic!("infergate did not report its address within 30 s");
             }
         };
-        Gateway { child, base, _config: temp }
+        let metrics_base = metrics.lock().expect("metrics line").clone();
+        Gateway { child, base, metrics_base, _config: temp }
     }
 
     /// The full URL of a path.

@@ -231,17 +231,29 @@ impl Receiver {
     /// Listen on a free loopback port.
     pub async fn start() -> Receiver {
         let store = Arc::new(Store::default());
-        let app = Router::new()
-            .route("/v1/traces", post(export))
-            .route("/v1/metrics", post(export_metrics))
-            .route("/v1/logs", post(export_logs))
-            .with_state(store.clone());
+        let app = Receiver::app(store.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
         let endpoint = format!("http://{}", listener.local_addr().expect("address"));
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
         Receiver { endpoint, store }
+    }
+
+    /// Listen over TLS (OTLP/HTTPS) on a free loopback port; the endpoint
+    /// is `https://127.0.0.1:PORT`.
+    pub async fn start_tls(config: Arc<rustls::ServerConfig>) -> Receiver {
+        let store = Arc::new(Store::default());
+        let addr = crate::tls::serve_tls(Receiver::app(store.clone()), config).await;
+        Receiver { endpoint: format!("https://{addr}"), store }
+    }
+
+    fn app(store: Arc<Store>) -> Router {
+        Router::new()
+            .route("/v1/traces", post(export))
+            .route("/v1/metrics", post(export_metrics))
+            .route("/v1/logs", post(export_logs))
+            .with_state(store)
     }
 
     /// Every span received so far.

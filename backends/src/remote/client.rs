@@ -62,7 +62,7 @@ impl RemoteBackend {
             }
             None => None,
         };
-        let client = Client::new(config.connect_timeout).map_err(LoadError::Tls)?;
+        let client = Client::new(config.connect_timeout, super::tls::client_config(config)?);
         let statics: Vec<String> = endpoints
             .iter()
             .filter_map(|e| match e {

@@ -1,6 +1,7 @@
 //! `backend = { kind = "openai" | "kserve", ... }`: a remote model's
 //! replicas, limits, retries and health checks.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -47,6 +48,17 @@ pub struct RemoteConfig {
     pub dns_refresh: Duration,
     #[serde(default)]
     pub health: HealthConfig,
+    /// PEM certificates trusted for `https` endpoints besides Mozilla's
+    /// root set (a private CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate chain presented to `https` upstreams that ask for
+    /// one (mutual TLS); with `client_key`.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `client_cert`.
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
 }
 
 /// `health = { ... }`: heartbeats, ejection and the half-open probe.

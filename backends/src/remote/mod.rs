@@ -13,8 +13,9 @@
 //! endpoints), `replicas.rs` (choice and health), `client.rs` (the backend:
 //! request bodies, attempts, retries), `answers.rs` (reading answers and
 //! relaying streams), `redact.rs` (what of an upstream may be shown),
-//! `transport.rs` (the HTTP client, with `h1.rs`'s pool
-//! for plain `http`) and `error.rs` (what fails on the way).
+//! `transport.rs` (the HTTP client, with `h1.rs`'s pool for plain `http`),
+//! `tls.rs` (trust roots and client certificates for `https`) and
+//! `error.rs` (what fails on the way).
 
 mod answers;
 mod client;
@@ -24,6 +25,7 @@ mod error;
 mod h1;
 mod redact;
 mod replicas;
+mod tls;
 mod transport;
 
 pub(crate) use client::RemoteBackend;

@@ -1,7 +1,7 @@
 //! The HTTP client the remote backends send with: HTTP/1.1 with keep-alive,
 //! plain `http` upstreams on infergate's own connection pool (`h1.rs`),
-//! `https` ones on hyper-util's pooled client with TLS (rustls, the Mozilla
-//! root set). Requests are built from a replica's pre-parsed base, so the
+//! `https` ones on hyper-util's pooled client with TLS (rustls; the Mozilla
+//! root set, a backend's `ca_file` and client certificate: `tls.rs`). Requests are built from a replica's pre-parsed base, so the
 //! hot path parses no URLs; what fails is a [`TransportError`].
 
 use std::time::Duration;
@@ -36,15 +36,15 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client whose connections give up after `connect_timeout`; fails
-    /// only when TLS cannot be set up.
-    pub fn new(connect_timeout: Duration) -> Result<Self, rustls::Error> {
+    /// A client whose connections give up after `connect_timeout`, speaking
+    /// `tls` to `https` upstreams.
+    pub fn new(connect_timeout: Duration, tls: rustls::ClientConfig) -> Self {
         let mut tcp = HttpConnector::new();
         tcp.set_connect_timeout(Some(connect_timeout));
         tcp.set_nodelay(true);
         tcp.enforce_http(false);
         let tls = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
+            .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .wrap_connector(tcp);
@@ -54,7 +54,7 @@ impl Client {
             .pool_timer(TokioTimer::new())
             .build(tls);
         let plain = h1::Pool::new(connect_timeout, IDLE_TIMEOUT, MAX_IDLE_PER_HOST);
-        Ok(Client { plain, tls })
+        Client { plain, tls }
     }
 
     /// Send a request (absolute-form URI); the response once its head has arrived.

@@ -14,12 +14,17 @@ use axum::Router;
 use crate::state::SharedState;
 
 /// Every route, with state applied; `stack::build` adds the middleware.
+/// `/metrics` is among them unless `server.metrics_listen` serves it
+/// elsewhere ([`metrics_routes`]); then it is an unknown route here (404).
 pub fn routes(state: SharedState) -> Router {
     let limit = usize::try_from(state.config.server.max_body_bytes).unwrap_or(usize::MAX);
-    Router::new()
+    let router = match state.config.server.metrics_listen {
+        None => Router::new().route("/metrics", get(health::metrics)),
+        Some(_) => Router::new(),
+    };
+    router
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
         .route("/v1/models", get(openai::models::list))
         .route("/v1/models/{*model}", get(openai::models::retrieve))
         .route("/v1/chat/completions", post(openai::chat::completions))
@@ -42,4 +47,9 @@ pub fn routes(state: SharedState) -> Router {
         .route("/v2/models/{model}/versions/{version}/infer", post(kserve::infer_versioned))
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .with_state(state)
+}
+
+/// `/metrics` alone, for the listener of `server.metrics_listen`.
+pub fn metrics_routes(state: SharedState) -> Router {
+    Router::new().route("/metrics", get(health::metrics)).with_state(state)
 }

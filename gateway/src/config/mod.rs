@@ -4,6 +4,7 @@
 
 mod env;
 mod error;
+mod tls;
 mod validate;
 
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use infergate_scheduler::{Class, Policy, SchedulerConfig};
 use serde::Deserialize;
 
 pub use error::ConfigError;
+pub use tls::{TlsConfig, TlsFiles};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -65,7 +67,8 @@ pub struct ServerConfig {
     /// load balancer can stop routing here first (0 = stop at once).
     #[serde(with = "humantime_serde")]
     pub drain_delay: Duration,
-    /// Accept HTTP/2 without TLS (h2c, prior knowledge) beside HTTP/1.1.
+    /// Accept HTTP/2 beside HTTP/1.1: h2c (prior knowledge) without TLS,
+    /// offered in ALPN with it.
     pub http2: bool,
     /// Threads running the server and the backends' I/O (model inference has
     /// its own threads); 0 = one per CPU this process may use; 1 runs
@@ -74,6 +77,17 @@ pub struct ServerConfig {
     /// Longest `X-Request-Id` a client may set; a longer (or unprintable)
     /// one is dropped and a fresh id minted.
     pub max_request_id_bytes: usize,
+    /// TLS on the listener (`tls = { cert, key, client_ca }`); plain HTTP when unset.
+    pub tls: Option<TlsConfig>,
+    /// Connections open at once; further ones wait in the accept backlog.
+    pub max_connections: usize,
+    /// Streams a client may have open at once on one HTTP/2 connection.
+    pub http2_max_concurrent_streams: u32,
+    /// Largest request head: HTTP/1.1's read buffer and HTTP/2's header list.
+    pub max_header_list_bytes: u32,
+    /// A second, plain-HTTP listener that alone serves `/metrics`
+    /// (the public one then answers it 404).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -89,6 +103,11 @@ impl Default for ServerConfig {
             http2: true,
             worker_threads: 0,
             max_request_id_bytes: 128,
+            tls: None,
+            max_connections: 10_000,
+            http2_max_concurrent_streams: 100,
+            max_header_list_bytes: 64 * 1024,
+            metrics_listen: None,
         }
     }
 }
@@ -123,6 +142,9 @@ pub struct TelemetryConfig {
     pub protocol: Option<OtlpProtocolConfig>,
     /// Headers sent with every export (e.g. an API key).
     pub otlp_headers: std::collections::HashMap<String, String>,
+    /// PEM certificates trusted for an `https://` endpoint besides the
+    /// system's roots (a private CA); OTLP/HTTP only.
+    pub otlp_ca_file: Option<std::path::PathBuf>,
     /// Fraction of new traces recorded (a sampled incoming parent is always followed).
     pub sample_ratio: f64,
     /// Spans buffered for export; beyond this they are dropped, never waited for.
@@ -153,6 +175,7 @@ impl Default for TelemetryConfig {
             otlp_endpoint: None,
             protocol: None,
             otlp_headers: std::collections::HashMap::new(),
+            otlp_ca_file: None,
             sample_ratio: 1.0,
             max_queue: 4096,
             export_interval: Duration::from_secs(1),

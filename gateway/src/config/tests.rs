@@ -115,3 +115,29 @@ fn the_voice_activity_model_is_a_tensor_model_named_by_audio_vad_model() {
     assert_eq!(err.path, "audio.vad_model");
     assert!(err.message.contains("[[models]] entry") && err.message.contains("voice-activity"), "{err}");
 }
+
+#[test]
+fn listener_bounds_have_defaults_and_refuse_what_cannot_work() {
+    let config = parse(MINIMAL).unwrap();
+    let s = &config.server;
+    assert_eq!(
+        (s.max_connections, s.http2_max_concurrent_streams, s.max_header_list_bytes),
+        (10_000, 100, 65_536)
+    );
+    assert!(s.tls.is_none() && s.metrics_listen.is_none());
+    let with = |server: &str| format!("[server]\n{server}\n{MINIMAL}");
+    assert_eq!(error_path(&with("max_connections = 0")), "server.max_connections");
+    assert_eq!(error_path(&with("http2_max_concurrent_streams = 0")), "server.http2_max_concurrent_streams");
+    assert_eq!(error_path(&with("max_header_list_bytes = 4096")), "server.max_header_list_bytes");
+    assert_eq!(
+        error_path(&with("listen = \"127.0.0.1:9000\"\nmetrics_listen = \"127.0.0.1:9000\"")),
+        "server.metrics_listen"
+    );
+    let tls = with("tls = { cert = \"/nonexistent/cert.pem\", key = \"/nonexistent/key.pem\" }");
+    let err = parse(&tls).unwrap_err();
+    assert_eq!(err.path, "server.tls.cert");
+    assert!(err.message.contains("/nonexistent/cert.pem"), "{err}");
+    assert_eq!(error_path(&with("tls = { cert = \"a.pem\" }")), "server.tls");
+    let ca = format!("[telemetry]\notlp_ca_file = \"/nonexistent/ca.pem\"\n{MINIMAL}");
+    assert_eq!(error_path(&ca), "telemetry.otlp_ca_file");
+}

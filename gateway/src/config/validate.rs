@@ -28,6 +28,17 @@ impl Config {
                 ));
             }
         }
+        if let Some(path) = &telemetry.otlp_ca_file {
+            if let Err(e) = std::fs::read(path) {
+                return Err(ConfigError::new(
+                    "telemetry.otlp_ca_file",
+                    format!("cannot read {}: {e}", path.display()),
+                ));
+            }
+            if telemetry.protocol == Some(super::OtlpProtocolConfig::Grpc) {
+                return Err(ConfigError::new("telemetry.otlp_ca_file", "applies to http/protobuf only"));
+            }
+        }
         if telemetry.metrics_interval.is_some_and(|i| i.is_zero()) {
             return Err(ConfigError::new("telemetry.metrics_interval", "must be greater than zero"));
         }
@@ -96,6 +107,29 @@ impl Config {
             if value.is_zero() {
                 return Err(ConfigError::new(key, "must be greater than zero"));
             }
+        }
+        self.validate_listener()
+    }
+
+    /// Connection bounds and the TLS files (read here, so that a missing
+    /// or mismatched file stops `check-config` and start-up by its key).
+    fn validate_listener(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        if s.max_connections == 0 {
+            return Err(ConfigError::new("server.max_connections", "must be at least 1"));
+        }
+        if s.http2_max_concurrent_streams == 0 {
+            return Err(ConfigError::new("server.http2_max_concurrent_streams", "must be at least 1"));
+        }
+        // hyper's HTTP/1.1 read buffer cannot be smaller.
+        if s.max_header_list_bytes < 8192 {
+            return Err(ConfigError::new("server.max_header_list_bytes", "must be at least 8192"));
+        }
+        if s.metrics_listen.is_some_and(|m| m == s.listen && m.port() != 0) {
+            return Err(ConfigError::new("server.metrics_listen", "must differ from server.listen"));
+        }
+        if let Some(tls) = &s.tls {
+            tls.read()?;
         }
         Ok(())
     }
