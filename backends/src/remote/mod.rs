@@ -15,7 +15,7 @@
 //! relaying streams), `transport.rs` (the HTTP client, with `h1.rs`'s pool
 //! for plain `http`) and `error.rs` (what fails on the way).
 
-mod answers;
+pub(crate) mod answers;
 mod client;
 mod config;
 mod discovery;
