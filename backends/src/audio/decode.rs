@@ -45,6 +45,7 @@ pub enum AudioError {
 /// longer than `max_seconds` (so an hour-long upload costs no more than
 /// the limit to refuse).
 pub fn decode(bytes: &[u8], max_seconds: f64) -> Result<Pcm, AudioError> {
+    super::metadata::check(bytes)?;
     let source = MediaSourceStream::new(Box::new(Cursor::new(bytes.to_vec())), Default::default());
     let probed = symphonia::default::get_probe()
         .format(&Hint::new(), source, &FormatOptions::default(), &MetadataOptions::default())

@@ -3,6 +3,7 @@
 //! model takes.
 
 mod decode;
+mod metadata;
 mod split;
 
 pub use decode::{decode, AudioError, Pcm, SAMPLE_RATE};

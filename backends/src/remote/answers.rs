@@ -420,4 +420,60 @@ mod tests {
         assert!(substantive(&end));
         assert!(substantive(&json!({"choices": [], "usage": {"prompt_tokens": 1}})));
     }
+
+    /// The relayed chunks' JSON and the output of a stream fed in `pieces`.
+    fn relay(pieces: &[&[u8]]) -> (Vec<String>, Result<Option<ChatOutput>, String>) {
+        let mut chunks = Vec::new();
+        let mut send = |chunk: Chunk| chunks.push(chunk.json);
+        let mut relay = Relay::new();
+        for piece in pieces.iter().take_while(|_| !relay.done) {
+            if let Err(e) = relay.feed(piece, &mut send) {
+                return (chunks, Err(e.to_string()));
+            }
+        }
+        let output = relay.done.then(|| match relay.finish(&mut send) {
+            Output::Chat(chat) => chat,
+            _ => unreachable!("a relay ends in a chat output"),
+        });
+        (chunks, Ok(output))
+    }
+
+    #[test]
+    fn a_relayed_stream_reads_the_same_however_its_body_is_cut() {
+        let stream = concat!(
+            "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n",
+            ": keep-alive\r\n",
+            "data: {\"model\":\"up\",\"choices\":[{\"delta\":{\"content\":\"Hé\"}}]}\r\n",
+            "data:{\"choices\":[{\"delta\":{\"content\":\"llo\"},\"finish_reason\":\"length\"}]}\n",
+            "data: not json\n",
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":5}}\n",
+            "data: [DONE]\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"after the end\"}}]}\n",
+        )
+        .as_bytes();
+        let (chunks, output) = relay(&[stream]);
+        let output = output.unwrap().expect("the stream ended with [DONE]");
+        assert_eq!(chunks.len(), 4, "{chunks:?}");
+        assert!(chunks[0].contains("role"), "the role chunk first, held until the first token");
+        assert_eq!((output.text.as_str(), output.finish_reason), ("Héllo", FinishReason::Length));
+        assert_eq!((output.prompt_tokens, output.completion_tokens), (3, 5));
+        // Cut inside "é" (a UTF-8 pair), inside `data:`, at every line end.
+        let e = stream.iter().position(|&b| b == 0xC3).unwrap();
+        for cut in [1, 3, e, e + 1, stream.len() / 2] {
+            let (head, tail) = stream.split_at(cut);
+            let (cut_chunks, cut_output) = relay(&[head, tail]);
+            assert_eq!(cut_chunks, chunks, "cut at {cut}");
+            assert_eq!(cut_output.unwrap().map(|o| o.text), Some(output.text.clone()), "cut at {cut}");
+        }
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(relay(&bytes).0, chunks, "a byte at a time");
+    }
+
+    #[test]
+    fn an_upstream_error_event_fails_the_relay_and_a_stream_without_done_is_not_finished() {
+        let (chunks, output) = relay(&[b"data: {\"error\":{\"message\":\"overloaded\"}}\n"]);
+        assert!(chunks.is_empty());
+        assert!(output.unwrap_err().contains("upstream: overloaded"));
+        assert_eq!(relay(&[b"data: {\"choices\":[]}\n"]).1.unwrap().map(|o| o.text), None);
+    }
 }

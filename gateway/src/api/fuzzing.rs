@@ -19,13 +19,16 @@ use crate::state::{AppState, SharedState};
 /// The multipart boundary the fuzzed bodies use.
 pub const BOUNDARY: &str = "fuzzboundary";
 
+/// No models; the default limits; one tenant (a configuration must name one).
+const FIXTURE_CONFIG: &str = "auth.anonymous_tenant = \"fuzz\"\n[[tenants]]\nname = \"fuzz\"\n";
+
 /// A state with no models (decoding needs only the limits) and a runtime
 /// for the async extractors, made once per process.
 fn fixture() -> &'static (tokio::runtime::Runtime, SharedState) {
     static FIXTURE: OnceLock<(tokio::runtime::Runtime, SharedState)> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
-        let config = Config::from_toml("", Vec::new());
+        let config = Config::from_toml(FIXTURE_CONFIG, Vec::new());
         match (runtime, config) {
             (Ok(runtime), Ok(config)) => match AppState::start(config, Arc::new(Metrics::new())) {
                 Ok(state) => (runtime, state),
