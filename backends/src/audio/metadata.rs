@@ -7,9 +7,11 @@
 use super::AudioError;
 
 /// `Err` when a FLAC file declares a Vorbis comment longer than its block;
-/// any other input passes (symphonia judges it).
+/// any other input passes (symphonia judges it). symphonia's probe skips
+/// whatever comes before the first `fLaC` marker, so the check starts there.
 pub(super) fn check(bytes: &[u8]) -> Result<(), AudioError> {
-    let Some(mut rest) = bytes.strip_prefix(b"fLaC") else { return Ok(()) };
+    let Some(marker) = bytes.windows(4).position(|w| w == b"fLaC") else { return Ok(()) };
+    let mut rest = &bytes[marker + 4..];
     while let [header, a, b, c, tail @ ..] = rest {
         let len = u32::from_be_bytes([0, *a, *b, *c]) as usize;
         let body = tail.get(..len).unwrap_or(tail);
@@ -79,6 +81,10 @@ mod tests {
         let bomb = flac(0xFFFF_FFF0, b"TITLE=x");
         assert!(matches!(check(&bomb), Err(AudioError::Corrupt(_))));
         assert!(matches!(super::super::decode(&bomb, 60.0), Err(AudioError::Corrupt(_))));
+        // Found next: junk before the marker, which symphonia's probe skips.
+        let mut behind_junk = b"fLh\xff\xdf\0aC".to_vec();
+        behind_junk.extend_from_slice(&bomb);
+        assert!(matches!(super::super::decode(&behind_junk, 60.0), Err(AudioError::Corrupt(_))));
         assert_eq!(check(&flac(7, b"TITLE=x")), Ok(()));
         assert!(check(&flac(8, b"TITLE=x")).is_err(), "one byte past the block");
         // Not FLAC, or cut short: left to symphonia.
