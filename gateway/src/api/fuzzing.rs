@@ -19,8 +19,10 @@ use crate::state::{AppState, SharedState};
 /// The multipart boundary the fuzzed bodies use.
 pub const BOUNDARY: &str = "fuzzboundary";
 
-/// No models; the default limits; one tenant (a configuration must name one).
-const FIXTURE_CONFIG: &str = "auth.anonymous_tenant = \"fuzz\"\n[[tenants]]\nname = \"fuzz\"\n";
+/// The default limits; one tenant and one synthetic model (a configuration
+/// must name both; decoding reaches no model).
+const FIXTURE_CONFIG: &str = "auth.anonymous_tenant = \"fuzz\"\n[[tenants]]\nname = \"fuzz\"\n\
+    [[models]]\nname = \"fuzz\"\ntask = \"chat\"\nbackend = { kind = \"synthetic\" }\n";
 
 /// A state with no models (decoding needs only the limits) and a runtime
 /// for the async extractors, made once per process.
@@ -30,10 +32,14 @@ fn fixture() -> &'static (tokio::runtime::Runtime, SharedState) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
         let config = Config::from_toml(FIXTURE_CONFIG, Vec::new());
         match (runtime, config) {
-            (Ok(runtime), Ok(config)) => match AppState::start(config, Arc::new(Metrics::new())) {
-                Ok(state) => (runtime, state),
-                Err(e) => panic!("fuzz fixture: {e}"),
-            },
+            (Ok(runtime), Ok(config)) => {
+                // A model's runner starts on the runtime.
+                let started = runtime.block_on(async { AppState::start(config, Arc::new(Metrics::new())) });
+                match started {
+                    Ok(state) => (runtime, state),
+                    Err(e) => panic!("fuzz fixture: {e}"),
+                }
+            }
             (Err(e), _) => panic!("fuzz fixture: {e}"),
             (_, Err(e)) => panic!("fuzz fixture: {e}"),
         }
