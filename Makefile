@@ -4,6 +4,8 @@
 #   make run               build release and serve $(RUN_CONFIG) on the console
 #   make test              build all binaries, then run every test (nextest if installed)
 #   make lint              rustfmt check + clippy with warnings as errors + import circles
+#                          + cargo deny (licenses, bans, sources)
+#   make fuzz              every fuzz target in fuzz/ for FUZZ_SECONDS (default 60) each
 #   make bench-embeddings  infergate vs nginx floor on POST /v1/embeddings
 #   make setup             only the set-up
 
@@ -20,7 +22,7 @@ RUN_API_KEY ?= sk-infergate-dev
 # environment wins.
 export ORT_DYLIB_PATH ?= $(CURDIR)/.ort/lib/libonnxruntime.so
 
-.PHONY: setup run test lint bench-embeddings
+.PHONY: setup run test lint fuzz bench-embeddings
 
 setup:
 	scripts/setup.sh
@@ -48,9 +50,19 @@ test:
 	exit $$status
 
 lint:
+	scripts/setup.sh --lint
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	scripts/check-import-cycles.py
+	.tools/cargo-deny --log-level error check licenses bans sources
+
+# Coverage-guided fuzzing (cargo-fuzz on nightly, AddressSanitizer): each
+# target in turn for FUZZ_SECONDS from the seeds in fuzz/corpus/; fails on a
+# crash (fuzz/README.md).
+FUZZ_SECONDS ?= 60
+fuzz:
+	scripts/setup.sh --fuzz
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
 
 # A profile-guided build for serving: target/pgo/infergate, trained on the
 # proxy, chat, embeddings and translation paths (~15 min on 2 cores;

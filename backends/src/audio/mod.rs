@@ -3,6 +3,7 @@
 //! model takes.
 
 mod decode;
+mod metadata;
 mod split;
 
 pub use decode::{decode, AudioError, DecodeLimits, Pcm, SAMPLE_RATE};

@@ -48,7 +48,7 @@ pub(super) async fn chat_json(response: http::Response) -> Result<Option<Output>
 }
 
 /// See [`chat_json`]. Members not named here are skipped unread.
-fn chat_answer(bytes: Bytes) -> Result<Output, BackendError> {
+pub(crate) fn chat_answer(bytes: Bytes) -> Result<Output, BackendError> {
     #[derive(serde::Deserialize)]
     struct Choice {
         #[serde(default)]
@@ -234,72 +234,118 @@ pub(super) async fn relay_stream(
     response: http::Response,
 ) -> Result<Option<Output>, BackendError> {
     let mut stream = response.into_body();
-    let mut buffer = Vec::new();
-    let (mut text, mut finish, mut tokens, mut done) = (String::new(), FinishReason::Stop, (0, 0), false);
-    let (mut deltas, mut held) = (0u32, Some(Vec::new()));
-    while !done {
+    let mut relay = Relay::new();
+    let mut send = |chunk| item.send(Event::Chunk(chunk));
+    while !relay.done {
         let chunk = tokio::select! {
             chunk = http::next_chunk(&mut stream) => chunk,
             () = item.cancel.cancelled() => return Err(BackendError::Cancelled),
         };
-        let bytes = match chunk {
-            Some(Ok(bytes)) => bytes,
+        match chunk {
+            Some(Ok(bytes)) => relay.feed(&bytes, &mut send)?,
             Some(Err(e)) => {
                 return Err(BackendError::Disconnected(format!("upstream stream broke off: {e}")))
             }
             None => return Err(BackendError::Disconnected("upstream stream ended without [DONE]".into())),
-        };
-        buffer.extend_from_slice(&bytes);
-        while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = buffer.drain(..=end).collect();
+        }
+    }
+    Ok(Some(relay.finish(&mut send)))
+}
+
+/// The SSE parser of [`relay_stream`], apart from its I/O: the body goes in
+/// piece by piece as it arrives ([`Relay::feed`]), chunks to relay come out
+/// through `send`, and [`Relay::finish`] gives the output after `[DONE]`.
+pub(crate) struct Relay {
+    /// Bytes after the last complete line.
+    buffer: Vec<u8>,
+    text: String,
+    finish: FinishReason,
+    tokens: (u32, u32),
+    deltas: u32,
+    /// Chunks that only announce the role, until the first token.
+    held: Option<Vec<Chunk>>,
+    /// `data: [DONE]` came; what follows is not read.
+    pub(crate) done: bool,
+}
+
+impl Relay {
+    pub(crate) fn new() -> Relay {
+        Relay {
+            buffer: Vec::new(),
+            text: String::new(),
+            finish: FinishReason::Stop,
+            tokens: (0, 0),
+            deltas: 0,
+            held: Some(Vec::new()),
+            done: false,
+        }
+    }
+
+    /// Take the next piece of the body: every complete line in it is read;
+    /// an upstream `error` event fails the stream.
+    pub(crate) fn feed(&mut self, bytes: &[u8], send: &mut impl FnMut(Chunk)) -> Result<(), BackendError> {
+        self.buffer.extend_from_slice(bytes);
+        while let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.buffer.drain(..=end).collect();
             let line = String::from_utf8_lossy(&line);
             let Some(data) = line.trim_end().strip_prefix("data:").map(str::trim) else { continue };
             if data == "[DONE]" {
-                done = true;
+                self.done = true;
                 break;
             }
-            let Ok(event) = serde_json::from_str::<StreamChunk>(data) else { continue };
-            if let Some(message) = event.error.as_ref().and_then(|e| e.message.as_str()) {
-                return Err(BackendError::Failed(format!("upstream: {message}")));
+            self.event(data, send)?;
+        }
+        Ok(())
+    }
+
+    /// One `data:` line's JSON; lines that are not a chunk are skipped.
+    fn event(&mut self, data: &str, send: &mut impl FnMut(Chunk)) -> Result<(), BackendError> {
+        let Ok(event) = serde_json::from_str::<StreamChunk>(data) else { return Ok(()) };
+        if let Some(message) = event.error.as_ref().and_then(|e| e.message.as_str()) {
+            return Err(BackendError::Failed(format!("upstream: {message}")));
+        }
+        if let Some(counts) = event.usage.as_ref().filter(|u| u.is_object()) {
+            self.tokens = usage(counts);
+        }
+        if let Some(choice) = event.choices.as_ref().and_then(|c| c.first()) {
+            let piece = choice.delta.as_ref().and_then(|d| d.get("content")).and_then(Value::as_str);
+            if let Some(piece) = piece.filter(|p| !p.is_empty()) {
+                self.text.push_str(piece);
+                self.deltas += 1;
             }
-            if let Some(counts) = event.usage.as_ref().filter(|u| u.is_object()) {
-                tokens = usage(counts);
-            }
-            if let Some(choice) = event.choices.as_ref().and_then(|c| c.first()) {
-                let piece = choice.delta.as_ref().and_then(|d| d.get("content")).and_then(Value::as_str);
-                if let Some(piece) = piece.filter(|p| !p.is_empty()) {
-                    text.push_str(piece);
-                    deltas += 1;
-                }
-                if !choice.finish_reason.is_null() {
-                    finish = finish_reason(&choice.finish_reason);
-                }
-            }
-            let chunk = Chunk {
-                json: data.to_owned(),
-                has_model: event.model.is_some(),
-                has_usage: event.usage.is_some(),
-                no_choices: event.choices.as_ref().is_some_and(Vec::is_empty),
-            };
-            match &mut held {
-                Some(waiting) if !event.substantive() => waiting.push(chunk),
-                Some(_) => {
-                    held.take().into_iter().flatten().for_each(|c| item.send(Event::Chunk(c)));
-                    item.send(Event::Chunk(chunk));
-                }
-                None => item.send(Event::Chunk(chunk)),
+            if !choice.finish_reason.is_null() {
+                self.finish = finish_reason(&choice.finish_reason);
             }
         }
+        let chunk = Chunk {
+            json: data.to_owned(),
+            has_model: event.model.is_some(),
+            has_usage: event.usage.is_some(),
+            no_choices: event.choices.as_ref().is_some_and(Vec::is_empty),
+        };
+        match &mut self.held {
+            Some(waiting) if !event.substantive() => waiting.push(chunk),
+            Some(_) => {
+                self.held.take().into_iter().flatten().for_each(&mut *send);
+                send(chunk);
+            }
+            None => send(chunk),
+        }
+        Ok(())
     }
-    held.into_iter().flatten().for_each(|c| item.send(Event::Chunk(c)));
-    let completion_tokens = if tokens.1 > 0 { tokens.1 } else { deltas };
-    Ok(Some(Output::Chat(ChatOutput {
-        text,
-        finish_reason: finish,
-        prompt_tokens: tokens.0,
-        completion_tokens,
-        upstream: None,
-    })))
+
+    /// The output once the stream ended; chunks still held are sent first.
+    pub(crate) fn finish(self, send: &mut impl FnMut(Chunk)) -> Output {
+        self.held.into_iter().flatten().for_each(&mut *send);
+        let completion_tokens = if self.tokens.1 > 0 { self.tokens.1 } else { self.deltas };
+        Output::Chat(ChatOutput {
+            text: self.text,
+            finish_reason: self.finish,
+            prompt_tokens: self.tokens.0,
+            completion_tokens,
+            upstream: None,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -373,5 +419,61 @@ mod tests {
         let end = json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
         assert!(substantive(&end));
         assert!(substantive(&json!({"choices": [], "usage": {"prompt_tokens": 1}})));
+    }
+
+    /// The relayed chunks' JSON and the output of a stream fed in `pieces`.
+    fn relay(pieces: &[&[u8]]) -> (Vec<String>, Result<Option<ChatOutput>, String>) {
+        let mut chunks = Vec::new();
+        let mut send = |chunk: Chunk| chunks.push(chunk.json);
+        let mut relay = Relay::new();
+        for piece in pieces.iter().take_while(|_| !relay.done) {
+            if let Err(e) = relay.feed(piece, &mut send) {
+                return (chunks, Err(e.to_string()));
+            }
+        }
+        let output = relay.done.then(|| match relay.finish(&mut send) {
+            Output::Chat(chat) => chat,
+            _ => unreachable!("a relay ends in a chat output"),
+        });
+        (chunks, Ok(output))
+    }
+
+    #[test]
+    fn a_relayed_stream_reads_the_same_however_its_body_is_cut() {
+        let stream = concat!(
+            "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n",
+            ": keep-alive\r\n",
+            "data: {\"model\":\"up\",\"choices\":[{\"delta\":{\"content\":\"Hé\"}}]}\r\n",
+            "data:{\"choices\":[{\"delta\":{\"content\":\"llo\"},\"finish_reason\":\"length\"}]}\n",
+            "data: not json\n",
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":5}}\n",
+            "data: [DONE]\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"after the end\"}}]}\n",
+        )
+        .as_bytes();
+        let (chunks, output) = relay(&[stream]);
+        let output = output.unwrap().expect("the stream ended with [DONE]");
+        assert_eq!(chunks.len(), 4, "{chunks:?}");
+        assert!(chunks[0].contains("role"), "the role chunk first, held until the first token");
+        assert_eq!((output.text.as_str(), output.finish_reason), ("Héllo", FinishReason::Length));
+        assert_eq!((output.prompt_tokens, output.completion_tokens), (3, 5));
+        // Cut inside "é" (a UTF-8 pair), inside `data:`, at every line end.
+        let e = stream.iter().position(|&b| b == 0xC3).unwrap();
+        for cut in [1, 3, e, e + 1, stream.len() / 2] {
+            let (head, tail) = stream.split_at(cut);
+            let (cut_chunks, cut_output) = relay(&[head, tail]);
+            assert_eq!(cut_chunks, chunks, "cut at {cut}");
+            assert_eq!(cut_output.unwrap().map(|o| o.text), Some(output.text.clone()), "cut at {cut}");
+        }
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(relay(&bytes).0, chunks, "a byte at a time");
+    }
+
+    #[test]
+    fn an_upstream_error_event_fails_the_relay_and_a_stream_without_done_is_not_finished() {
+        let (chunks, output) = relay(&[b"data: {\"error\":{\"message\":\"overloaded\"}}\n"]);
+        assert!(chunks.is_empty());
+        assert!(output.unwrap_err().contains("upstream: overloaded"));
+        assert_eq!(relay(&[b"data: {\"choices\":[]}\n"]).1.unwrap().map(|o| o.text), None);
     }
 }

@@ -17,7 +17,7 @@
 //! `tls.rs` (trust roots and client certificates for `https`) and
 //! `error.rs` (what fails on the way).
 
-mod answers;
+pub(crate) mod answers;
 mod client;
 mod config;
 mod discovery;

@@ -442,3 +442,15 @@ async fn infer_ocr(
     let response = json!({ "model_name": call.model().name, "model_version": "1" });
     Ok(respond(response, &outputs, body, headers))
 }
+
+/// The fuzz target's way in (`fuzz/`): the request read (JSON, or the JSON
+/// header and binary tensors) and every input decoded, as `infer` does.
+#[cfg(feature = "fuzzing")]
+pub(crate) async fn fuzz(request: axum::extract::Request, state: &SharedState) -> Result<(), ApiError> {
+    let payload = InferPayload::from_request(request, state).await?;
+    let mut budget = state.config.limits.max_tensor_elements;
+    for (i, input) in payload.body.inputs.iter().enumerate() {
+        decode_tensor(input, payload.raw(i), i, &mut budget)?;
+    }
+    Ok(())
+}

@@ -1,6 +1,8 @@
 //! The HTTP API: OpenAI-compatible routes, KServe v2, and operations.
 
 pub(crate) mod extract;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod health;
 mod kserve;
 mod kserve_binary;

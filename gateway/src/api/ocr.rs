@@ -125,3 +125,9 @@ pub fn kserve_image(element: &str) -> Result<Bytes, ApiError> {
     let image = images::bytes_from_url(element).map_err(|e| ApiError::invalid("inputs[0]", e.to_string()))?;
     Ok(Bytes::from(image))
 }
+
+/// The fuzz target's way in (`fuzz/`): the image read from any body form.
+#[cfg(feature = "fuzzing")]
+pub(crate) async fn fuzz(request: Request, state: &SharedState) -> Result<(), ApiError> {
+    read_image(request, state).await.map(drop)
+}

@@ -302,6 +302,13 @@ pub async fn translations(
     handle(state, ctx, request, AudioTask::Translate).await
 }
 
+/// The fuzz target's way in (`fuzz/`): the form read and the file checked.
+#[cfg(feature = "fuzzing")]
+pub(crate) async fn fuzz(request: Request, state: &SharedState) -> Result<(), ApiError> {
+    let form = read_form(request, state).await?;
+    check_audio(&form.file, state.config.limits.max_audio_bytes).map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use infergate_backends::Segment;

@@ -339,3 +339,10 @@ pub async fn completions(
     });
     Ok(encode(|| (headers, Json(body)).into_response()))
 }
+
+/// The fuzz target's way in (`fuzz/`): a body decoded and checked as the
+/// handler does, for an in-process model or (`remote`) an upstream.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz(body: &[u8], limits: &Limits, remote: bool) -> Result<(), ApiError> {
+    plan(crate::api::extract::decode_json(body)?, limits, remote).map(drop)
+}

@@ -334,3 +334,10 @@ pub async fn create(
     let body = EmbeddingList { object: "list", data, model: &body.model, usage };
     Ok(encode(|| (headers, Json(body)).into_response()))
 }
+
+/// The fuzz target's way in (`fuzz/`): a body decoded and its inputs read.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz(body: &[u8], limits: &Limits) -> Result<(), ApiError> {
+    let body: EmbeddingsBody = crate::api::extract::decode_json(body)?;
+    parse_inputs(&body.input, limits).map(drop)
+}

@@ -120,3 +120,10 @@ pub async fn create(
     let body = json!({ "id": call.ctx().object_id("modr"), "model": call.model().name, "results": results });
     Ok(encode(|| (headers, Json(body)).into_response()))
 }
+
+/// The fuzz target's way in (`fuzz/`): a body decoded and its inputs read.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz(body: &[u8], limits: &Limits) -> Result<(), ApiError> {
+    let body: ModerationBody = crate::api::extract::decode_json(body)?;
+    parse_groups(&body.input, limits).map(drop)
+}
