@@ -52,6 +52,10 @@ fn comments_fit(mut body: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    fn limits() -> super::super::DecodeLimits {
+        super::super::DecodeLimits { max_seconds: 60.0, max_sample_rate: 192_000 }
+    }
     use super::*;
 
     /// `fLaC`, a STREAMINFO block, then a VORBIS_COMMENT block (the last)
@@ -80,11 +84,11 @@ mod tests {
         // Found by fuzzing: symphonia would allocate the 4 GiB declared here.
         let bomb = flac(0xFFFF_FFF0, b"TITLE=x");
         assert!(matches!(check(&bomb), Err(AudioError::Corrupt(_))));
-        assert!(matches!(super::super::decode(&bomb, 60.0), Err(AudioError::Corrupt(_))));
+        assert!(matches!(super::super::decode(&bomb, limits(), &|| false), Err(AudioError::Corrupt(_))));
         // Found next: junk before the marker, which symphonia's probe skips.
         let mut behind_junk = b"fLh\xff\xdf\0aC".to_vec();
         behind_junk.extend_from_slice(&bomb);
-        assert!(matches!(super::super::decode(&behind_junk, 60.0), Err(AudioError::Corrupt(_))));
+        assert!(matches!(super::super::decode(&behind_junk, limits(), &|| false), Err(AudioError::Corrupt(_))));
         assert_eq!(check(&flac(7, b"TITLE=x")), Ok(()));
         assert!(check(&flac(8, b"TITLE=x")).is_err(), "one byte past the block");
         // Not FLAC, or cut short: left to symphonia.

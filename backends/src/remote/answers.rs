@@ -426,7 +426,10 @@ mod tests {
         let mut chunks = Vec::new();
         let mut send = |chunk: Chunk| chunks.push(chunk.json);
         let mut relay = Relay::new();
-        for piece in pieces.iter().take_while(|_| !relay.done) {
+        for piece in pieces {
+            if relay.done {
+                break;
+            }
             if let Err(e) = relay.feed(piece, &mut send) {
                 return (chunks, Err(e.to_string()));
             }
