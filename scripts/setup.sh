@@ -46,7 +46,7 @@ LOG_TAG=setup
 DEB_PACKAGES="pkg-config curl ca-certificates prometheus espeak-ng sox fonts-dejavu-core cmake libclang-dev chromium"
 # Only for `--bench` (scripts/bench-*.sh): the HTTP floor, the load tool, and
 # valgrind (instructions per request, which the shared cores' noise does not move).
-BENCH_DEB_PACKAGES="nginx wrk valgrind"
+BENCH_DEB_PACKAGES="nginx wrk valgrind openssl"
 
 # ONNX Runtime comes from the PyPI wheel (no other download host is reachable).
 # The shared library inside does not depend on the Python version, so the

@@ -682,7 +682,18 @@ mod tests {
         assert!(parse(&[&URL[..], &bound, &["-H", "no-colon"]].concat()).is_err());
         assert!(parse(&[&URL[..], &bound, &["-H", "bad name: v"]].concat()).is_err());
         assert!(config(&[&URL[..], &bound, &["--body-json", "{not json"]].concat()).is_err());
-        assert!(config(&["--url", "https://example.com/", "--requests", "1"]).is_err());
+        assert!(config(&["--url", "https://example.com/", "--requests", "1"]).is_ok());
+        assert!(config(&["--url", "ftp://example.com/", "--requests", "1"]).is_err());
+        assert!(config(&[
+            "--url",
+            "https://example.com/",
+            "--requests",
+            "1",
+            "--cacert",
+            "/nonexistent.pem"
+        ])
+        .is_err());
+        assert!(parse(&[&URL[..], &bound, &["--cacert", "a.pem", "--insecure"]].concat()).is_err());
         assert!(config(&["--url", "/relative", "--requests", "1"]).is_err());
         assert!(parse(&[&URL[..], &bound, &["--rate", "0"]].concat()).is_err());
         assert!(parse(&[&URL[..], &bound, &["--rate", "-5"]].concat()).is_err());
