@@ -339,20 +339,20 @@ fn cases() -> Vec<Case> {
         ),
         json_case("embeddings: empty string", "/v1/embeddings", embed(json!("")), 400, Some("input")),
         json_case("embeddings: empty array", "/v1/embeddings", embed(json!([])), 400, Some("input")),
-        json_case("embeddings: mixed array", "/v1/embeddings", embed(json!([1, "a"])), 400, Some("input")),
+        json_case("embeddings: mixed array", "/v1/embeddings", embed(json!([1, "a"])), 400, Some("input[1]")),
         json_case(
             "embeddings: negative token id",
             "/v1/embeddings",
             embed(json!([1, -2])),
             400,
-            Some("input"),
+            Some("input[1]"),
         ),
         json_case(
             "embeddings: token id over u32",
             "/v1/embeddings",
             embed(json!([[1, 99_999_999_999i64]])),
             400,
-            Some("input[0]"),
+            Some("input[0][1]"),
         ),
         json_case(
             "embeddings: object input",

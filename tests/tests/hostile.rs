@@ -95,8 +95,8 @@ async fn request_ids_are_bounded_and_minted_ids_are_random() {
         async move { request.send().await.unwrap().headers()["x-request-id"].to_str().unwrap().to_owned() }
     };
     assert_eq!(get(Some("client-id-42".into())).await, "client-id-42");
-    let long = get(Some("x".repeat(100_000))).await;
-    assert_eq!(long.len(), 36, "a 100 KB id is replaced by a minted one");
+    let long = get(Some("x".repeat(10_000))).await;
+    assert_eq!(long.len(), 36, "a 10 KB id is replaced by a minted one");
     let (a, b) = (get(None).await, get(None).await);
     let bits = |s: &str| u128::from_str_radix(&s.replace('-', ""), 16).unwrap();
     let differing = (bits(&a) ^ bits(&b)).count_ones();

@@ -163,8 +163,18 @@ impl Stream {
             None
         } else {
             Some(
-                Fft::<f32>::new(rate as usize, SAMPLE_RATE as usize, CHUNK, 1, FixedSync::Input)
-                    .map_err(|e| AudioError::Corrupt(e.to_string()))?,
+                // One FFT per run (no sub-chunks): a long filter, a sharp
+                // anti-aliasing cut (small sub-chunks cost Whisper accuracy).
+                Fft::<f32>::new_custom(
+                    rate as usize,
+                    SAMPLE_RATE as usize,
+                    CHUNK,
+                    1,
+                    1,
+                    rubato::WindowFunction::BlackmanHarris2,
+                    FixedSync::Input,
+                )
+                .map_err(|e| AudioError::Corrupt(e.to_string()))?,
             )
         };
         let (delay, scratch) = match &fft {

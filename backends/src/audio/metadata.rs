@@ -88,7 +88,10 @@ mod tests {
         // Found next: junk before the marker, which symphonia's probe skips.
         let mut behind_junk = b"fLh\xff\xdf\0aC".to_vec();
         behind_junk.extend_from_slice(&bomb);
-        assert!(matches!(super::super::decode(&behind_junk, limits(), &|| false), Err(AudioError::Corrupt(_))));
+        assert!(matches!(
+            super::super::decode(&behind_junk, limits(), &|| false),
+            Err(AudioError::Corrupt(_))
+        ));
         assert_eq!(check(&flac(7, b"TITLE=x")), Ok(()));
         assert!(check(&flac(8, b"TITLE=x")).is_err(), "one byte past the block");
         // Not FLAC, or cut short: left to symphonia.
