@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use crate::remote::answers::{self, Relay};
+use crate::remote::answers;
 use crate::{audio, json_object, onnx::images, Output};
 
 /// The JSON object scanner against serde_json: what serde_json reads as an
@@ -68,22 +68,10 @@ pub fn sse_relay(data: &[u8], cuts: &[usize]) {
     assert_eq!(relay(&pieces), whole, "split at {cuts:?}");
 }
 
-/// Chunks relayed (their JSON), then the text, finish reason and counts, or
-/// the error.
+/// Chunks relayed (their JSON), then the output (as debug text), or the error.
 fn relay(pieces: &[&[u8]]) -> (Vec<String>, Result<Option<String>, String>) {
-    let mut chunks = Vec::new();
-    let mut send = |chunk: crate::Chunk| chunks.push(chunk.json);
-    let mut relay = Relay::new();
-    for piece in pieces {
-        if relay.done {
-            break;
-        }
-        if let Err(e) = relay.feed(piece, &mut send) {
-            return (chunks, Err(e.to_string()));
-        }
-    }
-    let end = relay.done.then(|| format!("{:?}", relay.finish(&mut send)));
-    (chunks, Ok(end))
+    let (chunks, output) = answers::relay_pieces(pieces);
+    (chunks, output.map(|o| o.map(|o| format!("{o:?}"))))
 }
 
 /// Audio: the container sniffer, the WAV header reader and the decoders to

@@ -381,8 +381,8 @@ fn deadline(request: &mut Request) -> Result<(), ApiError> {
 
 pin_project_lite::pin_project! {
     /// A request body that must arrive whole within a total time
-    /// (`server.body_read_timeout`), however it trickles: tower-http's
-    /// timeout beside it bounds only the wait for each frame.
+    /// (`server.body_read_timeout`), however it trickles (a per-frame idle
+    /// timeout would let a body at one byte a second run forever).
     pub(crate) struct TotalTimeout<B> {
         #[pin]
         body: B,

@@ -9,7 +9,6 @@ use http::Request;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use axum::extract::MatchedPath;
@@ -56,9 +55,9 @@ pub fn build(routes: Router, state: SharedState) -> Router {
         )
         .layer(layers::AdmitLayer(state.clone()))
         .layer(RequestBodyLimitLayer::new(body_limit))
-        .layer(RequestBodyTimeoutLayer::new(server.body_read_timeout))
-        // The body layers wrap the body type; the router takes plain bodies,
-        // each of which must arrive whole within the timeout.
+        // The body layer wraps the body type; the router takes plain bodies,
+        // each of which must arrive whole within the timeout (which bounds
+        // any wait for its next piece as well).
         .map_request(move |request: Request<_>| {
             request.map(|body| Body::new(layers::TotalTimeout::new(body, body_timeout)))
         });

@@ -348,6 +348,25 @@ impl Relay {
     }
 }
 
+/// The relayed chunks' JSON and the output of a stream fed in `pieces`
+/// (for the tests and the fuzz target that cut streams anywhere).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn relay_pieces(pieces: &[&[u8]]) -> (Vec<String>, Result<Option<Output>, String>) {
+    let mut chunks = Vec::new();
+    let mut send = |chunk: Chunk| chunks.push(chunk.json);
+    let mut relay = Relay::new();
+    for piece in pieces {
+        if relay.done {
+            break;
+        }
+        if let Err(e) = relay.feed(piece, &mut send) {
+            return (chunks, Err(e.to_string()));
+        }
+    }
+    let output = relay.done.then(|| relay.finish(&mut send));
+    (chunks, Ok(output))
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -421,24 +440,14 @@ mod tests {
         assert!(substantive(&json!({"choices": [], "usage": {"prompt_tokens": 1}})));
     }
 
-    /// The relayed chunks' JSON and the output of a stream fed in `pieces`.
+    /// The relayed chunks' JSON and the chat output of a stream fed in `pieces`.
     fn relay(pieces: &[&[u8]]) -> (Vec<String>, Result<Option<ChatOutput>, String>) {
-        let mut chunks = Vec::new();
-        let mut send = |chunk: Chunk| chunks.push(chunk.json);
-        let mut relay = Relay::new();
-        for piece in pieces {
-            if relay.done {
-                break;
-            }
-            if let Err(e) = relay.feed(piece, &mut send) {
-                return (chunks, Err(e.to_string()));
-            }
-        }
-        let output = relay.done.then(|| match relay.finish(&mut send) {
+        let (chunks, output) = relay_pieces(pieces);
+        let chat = |output: Output| match output {
             Output::Chat(chat) => chat,
             _ => unreachable!("a relay ends in a chat output"),
-        });
-        (chunks, Ok(output))
+        };
+        (chunks, output.map(|o| o.map(chat)))
     }
 
     #[test]

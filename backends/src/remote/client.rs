@@ -255,12 +255,7 @@ impl RemoteBackend {
         let mut tried = Vec::new();
         let mut last_error = BackendError::Failed("no upstream replica is available".into());
         loop {
-            if item.cancel.is_cancelled() {
-                return Err(BackendError::Cancelled);
-            }
-            if item.deadline.is_some_and(|d| d <= Instant::now()) {
-                return Err(BackendError::Cancelled);
-            }
+            item.check()?;
             let Some(lease) = self.replicas.pick(&tried) else { return Err(last_error) };
             tried.push(lease.replica.clone());
             match self.attempt(item, path, body.clone(), &lease, tried.len() - 1).await {
