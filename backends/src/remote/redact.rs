@@ -25,9 +25,8 @@ pub fn url(base: &str) -> String {
 /// are, control characters dropped, cut at 300 characters.
 pub fn message(text: &str) -> String {
     let mut out = String::with_capacity(text.len().min(MAX_MESSAGE + 8));
-    let mut words = text.split_inclusive(char::is_whitespace).peekable();
     let mut bearer = false;
-    while let Some(word) = words.next() {
+    for word in text.split_inclusive(char::is_whitespace) {
         let body = word.trim_end_matches(char::is_whitespace);
         let space = &word[body.len()..];
         // Keep the punctuation around a token: `'tools'`, `(host:80)`, `x,`.
