@@ -69,7 +69,7 @@ pub enum AudioError {
 /// than the limit to refuse), and between packets and resampler runs as soon
 /// as `stop()` says so.
 pub fn decode(bytes: &[u8], limits: DecodeLimits, stop: &dyn Fn() -> bool) -> Result<Pcm, AudioError> {
-    super::metadata::check(bytes)?;
+    super::metadata::check(bytes).map_err(|why| AudioError::Corrupt(why.into()))?;
     let source = MediaSourceStream::new(Box::new(Cursor::new(bytes.to_vec())), Default::default());
     let probed = symphonia::default::get_probe()
         .format(&Hint::new(), source, &FormatOptions::default(), &MetadataOptions::default())
