@@ -70,3 +70,62 @@ async fn sigterm_drains_fifty_streams_then_exits_zero() {
     let status = tokio::task::spawn_blocking(move || gw.wait(Duration::from_secs(15))).await.unwrap();
     assert_eq!(status.and_then(|s| s.code()), Some(0), "exit 0 after draining");
 }
+
+/// Streams still open when the grace ends: each ends with an error event
+/// saying the server is shutting down, not a cut connection.
+const SHORT_GRACE: &str = r#"
+[server]
+shutdown_grace = "1s"
+
+[[models]]
+name = "chat"
+task = "chat"
+backend = { kind = "synthetic", token_interval = "1s" }
+
+[[models]]
+name = "speech"
+task = "transcription"
+batch = { max_size = 1 }
+backend = { kind = "synthetic", base_latency = "10s" }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_cut_by_the_grace_end_with_a_shutting_down_event() {
+    let mut gw = Gateway::start_with(&format!("{SHORT_GRACE}{WEB_TENANT}"));
+    let client = client();
+    let chat = client
+        .post(gw.url("/v1/chat/completions"))
+        .json(&json!({"model": "chat", "stream": true, "messages": [{"role": "user", "content": "a long answer"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chat.status(), 200);
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(infergate_e2e::wav(3.0, 16_000))
+                .file_name("a.wav")
+                .mime_str("audio/wav")
+                .unwrap(),
+        )
+        .text("model", "speech")
+        .text("stream", "true");
+    let speech = client.post(gw.url("/v1/audio/transcriptions")).multipart(form).send().await.unwrap();
+    assert_eq!(speech.status(), 200);
+
+    gw.terminate();
+    let read = |response: reqwest::Response| async move {
+        tokio::time::timeout(Duration::from_secs(10), response.text())
+            .await
+            .expect("the stream ends soon after the grace")
+    };
+    let (chat, speech) = tokio::join!(read(chat), read(speech));
+    for (what, body) in [("chat", chat.unwrap()), ("speech", speech.unwrap())] {
+        let events = sse_data(&body);
+        let last = events.iter().rev().find(|e| *e != "[DONE]").unwrap_or_else(|| panic!("{what}: {body}"));
+        let last: serde_json::Value = serde_json::from_str(last).unwrap();
+        assert_eq!(last["error"]["code"], "shutting_down", "{what}: {body}");
+    }
+    let status = tokio::task::spawn_blocking(move || gw.wait(Duration::from_secs(15))).await.unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(0));
+}

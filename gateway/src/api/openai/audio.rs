@@ -7,12 +7,13 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
-use futures_util::stream::{Stream, StreamExt};
+use futures_util::stream::{self, Stream, StreamExt};
 use http::header;
 use infergate_backends::audio::{AudioFormat, WavInfo};
 use infergate_backends::{AudioTask, Task, TranscriptionOutput};
 use infergate_otel::names::spans;
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::api::extract::{encode, require_content_type};
@@ -180,7 +181,7 @@ async fn handle(
     let plan = call.speech_plan(form.file).await?;
     let ask = Ask { task, language: form.language, prompt: form.prompt, temperature: form.temperature };
     if form.stream {
-        let events = call.transcribe_stream(plan, ask);
+        let events = until_grace(call.transcribe_stream(plan, ask), state.readiness.grace_over.clone());
         return Ok(Sse::new(sse(events)).keep_alive(KeepAlive::default()).into_response());
     }
     let out = call.transcribe(plan, ask).await?;
@@ -189,6 +190,26 @@ async fn handle(
         AudioTask::Translate => "translate",
     };
     Ok(encode(|| render(&out, form.format, task_name, form.temperature)))
+}
+
+/// The events until the shutdown grace ends with the stream still open;
+/// then an `error` event saying so (code `shutting_down`) ends it.
+fn until_grace(
+    events: impl Stream<Item = SpeechEvent> + Send + 'static,
+    grace_over: CancellationToken,
+) -> impl Stream<Item = SpeechEvent> {
+    stream::unfold((Box::pin(events), Some(grace_over)), |(mut events, grace)| async move {
+        // `None` once the final event has gone out.
+        let grace = grace?;
+        tokio::select! {
+            event = events.next() => {
+                let event = event?;
+                let last = matches!(event, SpeechEvent::Done(_) | SpeechEvent::Failed(_));
+                Some((event, (events, (!last).then_some(grace))))
+            }
+            () = grace.cancelled() => Some((SpeechEvent::Failed(ApiError::ShuttingDown), (events, None))),
+        }
+    })
 }
 
 /// `stream=true`: OpenAI's transcription events as server-sent events — a
