@@ -229,6 +229,95 @@ pub fn wav_of(samples: &[i16], sample_rate: u32) -> Vec<u8> {
     out
 }
 
+/// A FLAC file of `seconds` of silence at `sample_rate` with `channels`
+/// channels (16-bit), each frame of 16384 samples one CONSTANT subframe per
+/// channel: a few bytes of upload for every second of audio, the smallest
+/// file that makes a decoder work the longest.
+pub fn flac_silence(seconds: u32, sample_rate: u32, channels: u8) -> Vec<u8> {
+    const BLOCK: u32 = 16384;
+    assert!((1..=8).contains(&channels) && sample_rate < 1 << 20);
+    let total = u64::from(seconds) * u64::from(sample_rate);
+    let mut out = b"fLaC".to_vec();
+    // STREAMINFO, the last metadata block: block sizes, frame sizes unknown,
+    // rate (20 bits), channels - 1 (3), bits - 1 (5), samples (36), no MD5.
+    out.extend_from_slice(&[0x80, 0, 0, 34]);
+    out.extend_from_slice(&(BLOCK as u16).to_be_bytes());
+    out.extend_from_slice(&(BLOCK as u16).to_be_bytes());
+    out.extend_from_slice(&[0; 6]);
+    let packed = (u64::from(sample_rate) << 44)
+        | (u64::from(channels - 1) << 41)
+        | (15u64 << 36)
+        | (total & ((1 << 36) - 1));
+    out.extend_from_slice(&packed.to_be_bytes());
+    out.extend_from_slice(&[0; 16]);
+    let mut left = total;
+    let mut number = 0u32;
+    while left > 0 {
+        let size = left.min(u64::from(BLOCK)) as u32;
+        left -= u64::from(size);
+        let start = out.len();
+        // Sync and fixed block size; block size from the 16 bits at the end
+        // of the header, rate from STREAMINFO; independent channels, 16 bits.
+        out.extend_from_slice(&[0xFF, 0xF8, 0x70, ((channels - 1) << 4) | 0x08]);
+        // The frame number, UTF-8 coded (at most 3 bytes here).
+        match number {
+            0..=0x7F => out.push(number as u8),
+            0x80..=0x7FF => {
+                out.extend_from_slice(&[0xC0 | (number >> 6) as u8, 0x80 | (number & 0x3F) as u8])
+            }
+            _ => out.extend_from_slice(&[
+                0xE0 | (number >> 12) as u8,
+                0x80 | ((number >> 6) & 0x3F) as u8,
+                0x80 | (number & 0x3F) as u8,
+            ]),
+        }
+        out.extend_from_slice(&((size - 1) as u16).to_be_bytes());
+        out.push(crc(&out[start..], 8, 0x07) as u8);
+        for _ in 0..channels {
+            // A CONSTANT subframe of the value 0.
+            out.extend_from_slice(&[0x00, 0x00, 0x00]);
+        }
+        let crc16 = crc(&out[start..], 16, 0x8005) as u16;
+        out.extend_from_slice(&crc16.to_be_bytes());
+        number += 1;
+    }
+    out
+}
+
+/// An unreflected CRC of `bits` bits with this polynomial, starting at 0
+/// (FLAC's CRC-8 and CRC-16).
+fn crc(bytes: &[u8], bits: u32, poly: u32) -> u32 {
+    let top = 1 << (bits - 1);
+    let mask = if bits == 32 { u32::MAX } else { (1 << bits) - 1 };
+    let mut crc = 0u32;
+    for &byte in bytes {
+        crc ^= u32::from(byte) << (bits - 8);
+        for _ in 0..8 {
+            let shifted = if crc & top != 0 { (crc << 1) ^ poly } else { crc << 1 };
+            crc = shifted & mask;
+        }
+    }
+    crc
+}
+
+/// A field of `/proc/<pid>/status` in KiB (`VmRSS:`, `VmHWM:`).
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the process's status");
+    let line = text.lines().find(|l| l.starts_with(field)).expect("the field");
+    line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("a number")
+}
+
+/// The CPU time (user and system) a process has used, in seconds.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the process's stat");
+    // Fields after the command name (which may hold spaces), from field 3 on.
+    let after = &stat[stat.rfind(')').expect("a command name") + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+    // Linux reports these in USER_HZ, 100 on every architecture it runs on.
+    ticks / 100.0
+}
+
 /// Parse an SSE body into its `data:` payloads.
 pub fn sse_data(body: &str) -> Vec<String> {
     body.split("\n\n")

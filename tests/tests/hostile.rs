@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use infergate_e2e::{client, wav, Gateway, TEST_KEY, WEB_TENANT};
+use infergate_e2e::{client, cpu_seconds, flac_silence, status_kib, wav, Gateway, TEST_KEY, WEB_TENANT};
 use serde_json::{json, Value};
 
 fn config(extra: &str) -> String {
@@ -63,6 +63,37 @@ async fn audio_is_bounded_by_its_sample_rate_and_decodes_in_linear_time() {
     let (status, body, took) = transcribe(&gateway, wav(30.0, 192_000)).await;
     assert_eq!(status, 200, "{body}");
     assert!(took < Duration::from_secs(30), "192 kHz took {took:?}");
+}
+
+#[tokio::test]
+async fn a_small_flac_of_long_audio_stops_when_its_client_leaves_and_stays_in_memory_bounds() {
+    let gateway = Gateway::start_with(&config(""));
+    // The default limit's 30 minutes at 192 kHz in 8 channels, in under 1 MB:
+    // 2.8 billion samples to decode, downmix and resample.
+    let bomb = flac_silence(1800, 192_000, 8);
+    assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
+    assert_eq!(transcribe(&gateway, wav(1.0, 16_000)).await.0, 200);
+    let idle = status_kib(gateway.pid(), "VmRSS:");
+
+    let form = reqwest::multipart::Form::new()
+        .text("model", "whisper")
+        .part("file", reqwest::multipart::Part::bytes(bomb).file_name("long.flac"));
+    let sent = client()
+        .post(gateway.url("/v1/audio/transcriptions"))
+        .multipart(form)
+        .timeout(Duration::from_secs(1))
+        .send()
+        .await;
+    assert!(sent.as_ref().is_err_and(reqwest::Error::is_timeout), "still decoding after 1 s: {sent:?}");
+    // Within a second of the client leaving, decoding has stopped.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = cpu_seconds(gateway.pid());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let used = cpu_seconds(gateway.pid()) - before;
+    assert!(used < 0.3, "{used:.2} s of CPU in the 2 s after the first second");
+    let peak = status_kib(gateway.pid(), "VmHWM:");
+    assert!(peak < idle + 1024 * 1024, "peak RSS {peak} KiB vs idle {idle} KiB");
+    assert_eq!(transcribe(&gateway, wav(1.0, 16_000)).await.0, 200, "the gateway still serves");
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use std::io::Cursor;
 use ab_glyph::{Font, FontRef, PxScale, ScaleFont};
 use base64::Engine;
 use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
-use infergate_e2e::{client, repo_root, Gateway, TEST_KEY, WEB_TENANT};
+use infergate_e2e::{client, repo_root, status_kib, Gateway, TEST_KEY, WEB_TENANT};
 use serde_json::{json, Value};
 
 const MODELS: &str = r#"
@@ -277,12 +277,6 @@ fn an_infergate_load_scenario_sends_images_to_both_ocr_models() {
 }
 
 /// A field of `/proc/PID/status` in KiB.
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = text.lines().find(|l| l.starts_with(field)).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 #[tokio::test]
 async fn thin_images_cost_what_the_detector_computes() {
     let config = format!("{WEB_TENANT}{MODELS}");
