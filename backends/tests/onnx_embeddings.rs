@@ -85,9 +85,10 @@ async fn embeddings_match_python_onnxruntime_and_tokens_are_checked() {
     )
     .unwrap();
     let items = fixture["items"].as_array().unwrap();
-    let backend = OnnxBackend::load("minilm", &config("max_run_inputs = 4")).unwrap();
+    let backend = OnnxBackend::load("minilm", &config("max_run_inputs = 4\nmax_run_tokens = 48")).unwrap();
 
-    // Every fixture text in one request (several runs of 4), and each alone in its own item.
+    // Every fixture text in one request (several runs of at most 4 sequences
+    // and 48 padded tokens, longer ones alone), and each alone in its own item.
     let all = EmbeddingsRequest {
         inputs: items.iter().map(|i| text(i["text"].as_str().unwrap())).collect(),
         dimensions: None,

@@ -129,11 +129,30 @@ pub fn init(options: &TelemetryOptions) -> Result<TelemetryGuard, TelemetryError
     // recorder is left out rather than added as `None`: an absent optional
     // layer still tells the registry it wants every span, and the registry
     // would then build spans that no layer uses (~10% of a proxied request).
-    let _ = match otel {
+    let installed = match otel {
         Some(otel) => tracing_subscriber::registry().with(fmt).with(otel).try_init(),
         None => tracing_subscriber::registry().with(fmt).try_init(),
     };
+    // Records of the `log` crate (tokenizers, ort) reach the subscriber
+    // through its log bridge, which lets every level through when the
+    // filters give no hint (a `filter_fn` gives none): tokenizers' per-character
+    // `trace!` then cost more than the tokenizing. Only what a layer keeps.
+    if installed.is_ok() {
+        log::set_max_level(as_log(level.max(LevelFilter::INFO)));
+    }
     Ok(TelemetryGuard { spans, logger, metrics_target: exporters.map(|x| x.metrics), metrics: None })
+}
+
+/// The `log` crate's level for a tracing level.
+fn as_log(level: LevelFilter) -> log::LevelFilter {
+    match level.into_level() {
+        None => log::LevelFilter::Off,
+        Some(tracing::Level::ERROR) => log::LevelFilter::Error,
+        Some(tracing::Level::WARN) => log::LevelFilter::Warn,
+        Some(tracing::Level::INFO) => log::LevelFilter::Info,
+        Some(tracing::Level::DEBUG) => log::LevelFilter::Debug,
+        Some(tracing::Level::TRACE) => log::LevelFilter::Trace,
+    }
 }
 
 /// The most verbose level the log filter lets through anywhere.

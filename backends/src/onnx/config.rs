@@ -81,6 +81,11 @@ pub struct OnnxConfig {
     /// one session decodes together).
     #[serde(default = "default_max_run_inputs")]
     pub max_run_inputs: usize,
+    /// Text embeddings: most padded tokens (sequences × the longest) in one
+    /// `Session::run`, so that one run of long texts stays short (a job
+    /// whose client has left stops between runs).
+    #[serde(default = "default_max_run_tokens")]
+    pub max_run_tokens: usize,
     /// Chat: KV-cache tokens one session's running set may hold (each
     /// sequence counts its prompt plus its allowed output).
     #[serde(default = "default_kv_tokens")]
@@ -105,6 +110,9 @@ fn default_max_tokens() -> usize {
 fn default_max_run_inputs() -> usize {
     64
 }
+fn default_max_run_tokens() -> usize {
+    4096
+}
 fn default_kv_tokens() -> usize {
     16_384
 }
@@ -118,9 +126,14 @@ fn default_flag_threshold() -> f64 {
 impl OnnxConfig {
     /// Checks serde cannot make; errors name the field.
     pub(crate) fn validate(&self) -> Result<(), LoadError> {
-        if self.sessions == 0 || self.intra_threads == 0 || self.max_run_inputs == 0 || self.kv_tokens == 0 {
+        if self.sessions == 0
+            || self.intra_threads == 0
+            || self.max_run_inputs == 0
+            || self.max_run_tokens == 0
+            || self.kv_tokens == 0
+        {
             return Err(LoadError::Settings(
-                "sessions, intra_threads, max_run_inputs and kv_tokens must be at least 1",
+                "sessions, intra_threads, max_run_inputs, max_run_tokens and kv_tokens must be at least 1",
             ));
         }
         if self.max_tokens < 3 {

@@ -24,6 +24,7 @@ pub(crate) struct EmbeddingsWorker {
     max_tokens: usize,
     truncate: bool,
     max_run_inputs: usize,
+    max_run_tokens: usize,
     /// The model takes `token_type_ids` (most BERT exports do).
     token_types: bool,
 }
@@ -67,6 +68,7 @@ impl EmbeddingsWorker {
             max_tokens: config.max_tokens,
             truncate: config.truncate,
             max_run_inputs: config.max_run_inputs,
+            max_run_tokens: config.max_run_tokens,
             token_types,
         })
     }
@@ -110,7 +112,8 @@ impl EmbeddingsWorker {
     }
 
     /// Embed sequences (already tokenized) in runs of at most
-    /// `max_run_inputs`. Before each run, sequences whose owner (an index
+    /// `max_run_inputs` sequences and `max_run_tokens` padded tokens (one
+    /// sequence at least). Before each run, sequences whose owner (an index
     /// into `items`, per sequence) has [stopped](Item::stopped) are dropped:
     /// their vectors stay empty.
     fn embed(
@@ -124,18 +127,20 @@ impl EmbeddingsWorker {
         order.sort_by_key(|&i| sequences[i].len());
         let mut vectors = vec![Vec::new(); sequences.len()];
         let mut stopped: Vec<bool> = items.iter().map(|item| item.stopped()).collect();
-        for chunk in order.chunks(self.max_run_inputs) {
-            for (flag, item) in stopped.iter_mut().zip(items) {
+        let mut rest = order.as_slice();
+        while !rest.is_empty() {
+            for (flag, item) in stopped.iter_mut().zip(items.iter()) {
                 *flag = *flag || item.stopped();
             }
-            let live: Vec<usize> = chunk.iter().copied().filter(|&i| !stopped[owners[i]]).collect();
-            if live.is_empty() {
-                continue;
-            }
-            let batch: Vec<&[u32]> = live.iter().map(|&i| sequences[i]).collect();
+            let live: Vec<usize> = rest.iter().copied().filter(|&i| !stopped[owners[i]]).collect();
+            let take = run_length(&live, |i| sequences[i].len(), self.max_run_inputs, self.max_run_tokens);
+            let Some(&last) = live.get(take.saturating_sub(1)) else { break };
+            let batch: Vec<&[u32]> = live[..take].iter().map(|&i| sequences[i]).collect();
             for (vector, &i) in self.run(&batch)?.into_iter().zip(&live) {
                 vectors[i] = vector;
             }
+            let done = rest.iter().position(|&i| i == last).map_or(rest.len(), |at| at + 1);
+            rest = &rest[done..];
         }
         Ok(vectors)
     }
@@ -186,6 +191,25 @@ impl EmbeddingsWorker {
     }
 }
 
+/// How many of `sequences` (sorted by length, shortest first) the next run
+/// takes: at most `max_inputs`, and at most `max_tokens` once padded to the
+/// longest; always one, when there is one.
+fn run_length(
+    sequences: &[usize],
+    len: impl Fn(usize) -> usize,
+    max_inputs: usize,
+    max_tokens: usize,
+) -> usize {
+    let mut take = 0;
+    for (n, &i) in sequences.iter().take(max_inputs).enumerate() {
+        if n > 0 && (n + 1) * len(i) > max_tokens {
+            break;
+        }
+        take = n + 1;
+    }
+    take
+}
+
 /// Mean over the unmasked tokens, then L2 normalisation.
 fn pool(hidden: &[f32], mask: &[i64], dim: usize) -> Vec<f32> {
     let mut sum = vec![0f32; dim];
@@ -214,8 +238,18 @@ impl Worker for EmbeddingsWorker {
                 item.fail(BackendError::InvalidInput("this model serves embeddings only".into()));
                 continue;
             };
-            let tokens: Result<Vec<Vec<u32>>, BackendError> =
-                request.inputs.iter().enumerate().map(|(i, input)| self.tokens(i, input)).collect();
+            // Long texts take a while to tokenize: stop between inputs too.
+            let tokens: Result<Vec<Vec<u32>>, BackendError> = request
+                .inputs
+                .iter()
+                .enumerate()
+                .map(|(i, input)| {
+                    if item.stopped() {
+                        return Err(BackendError::Cancelled);
+                    }
+                    self.tokens(i, input)
+                })
+                .collect();
             match tokens {
                 Ok(tokens) => {
                     let dimensions = request.dimensions;
@@ -259,5 +293,25 @@ impl Worker for EmbeddingsWorker {
             let prompt_tokens = tokens.iter().map(|t| t.len() as u32).sum();
             item.done(Output::Embeddings(EmbeddingsOutput { vectors: mine, prompt_tokens }));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::run_length;
+
+    #[test]
+    fn runs_are_bounded_by_sequences_and_padded_tokens() {
+        let lens = [3, 5, 8, 8, 20, 300];
+        let len = |i: usize| lens[i];
+        let all: Vec<usize> = (0..lens.len()).collect();
+        assert_eq!(run_length(&all, len, 64, 4096), 6);
+        assert_eq!(run_length(&all, len, 2, 4096), 2);
+        // 4 sequences padded to 8 tokens fit in 32; a fifth of 20 would make 100.
+        assert_eq!(run_length(&all, len, 64, 32), 4);
+        assert_eq!(run_length(&all, len, 64, 31), 3);
+        // A sequence longer than the budget still runs, alone.
+        assert_eq!(run_length(&all[5..], len, 64, 32), 1);
+        assert_eq!(run_length(&[], len, 64, 32), 0);
     }
 }
