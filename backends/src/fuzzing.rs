@@ -55,7 +55,7 @@ pub fn json_object(data: &[u8]) {
 
 /// The SSE relay: `data` split into body pieces at `cuts` (offsets) gives
 /// the same chunks and output as `data` in one piece.
-pub fn sse_relay(data: &[u8], cuts: &[usize]) {
+pub fn sse_relay_cut(data: &[u8], cuts: &[usize]) {
     let whole = relay(&[data]);
     let mut pieces = Vec::new();
     let mut at = 0;
@@ -108,5 +108,40 @@ pub fn image(data: &[u8], max_pixels: u64) {
     }
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = images::bytes_from_url(text);
+    }
+}
+
+/// [`sse_relay_cut`] with the cuts read first: a count byte (mod 8), then
+/// that many little-endian `u16` offsets.
+pub fn sse_relay(data: &[u8]) {
+    let Some((&count, rest)) = data.split_first() else { return };
+    let count = usize::from(count % 8).min(rest.len() / 2);
+    let (cuts, stream) = rest.split_at(count * 2);
+    let mut cuts: Vec<usize> =
+        cuts.chunks_exact(2).map(|c| usize::from(u16::from_le_bytes([c[0], c[1]]))).collect();
+    cuts.sort_unstable();
+    sse_relay_cut(stream, &cuts);
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every committed seed of the backends' fuzz targets, through its entry
+    /// point with the target's settings.
+    #[test]
+    fn the_committed_seeds_run() {
+        let targets: [(&str, fn(&[u8])); 4] = [
+            ("json_object", super::json_object),
+            ("audio_decode", |data| super::audio(data, 30.0)),
+            ("image_header", |data| super::image(data, 4_000_000)),
+            ("sse_relay", super::sse_relay),
+        ];
+        let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+        for (target, run) in targets {
+            let seeds = std::fs::read_dir(corpus.join(target)).unwrap_or_else(|e| panic!("{target}: {e}"));
+            for seed in seeds {
+                let path = seed.unwrap_or_else(|e| panic!("{target}: {e}")).path();
+                run(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())));
+            }
+        }
     }
 }

@@ -11,7 +11,7 @@ pub mod audio;
 mod backend;
 mod config;
 mod error;
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod json_object;
 pub mod onnx;

@@ -3,11 +3,4 @@
 //! endian; 0xFFFF: no header, a JSON body).
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let Some((length, body)) = data.split_first_chunk::<2>() else { return };
-    let length = match u16::from_le_bytes(*length) {
-        u16::MAX => None,
-        n => Some(usize::from(n)),
-    };
-    infergate_gateway::fuzzing::kserve(length, body);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| infergate_gateway::fuzzing::kserve(data));

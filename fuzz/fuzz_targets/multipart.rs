@@ -2,8 +2,4 @@
 //! `fuzzboundary`). The first byte picks the route.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    if let Some((&route, body)) = data.split_first() {
-        infergate_gateway::fuzzing::multipart(route, body);
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| infergate_gateway::fuzzing::multipart(data));

@@ -3,8 +3,4 @@
 //! byte picks the route.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    if let Some((&route, body)) = data.split_first() {
-        infergate_gateway::fuzzing::openai_request(route, body);
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| infergate_gateway::fuzzing::openai_request(data));

@@ -17,7 +17,7 @@ mod test_util;
 mod tls;
 
 // What the `infergate` binary needs; everything else is the library's own.
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 pub use api::fuzzing;
 pub use config::{Config, ConfigError, LogFormatConfig, OtlpProtocolConfig};
 pub use server::{serve, shutdown_signal};

@@ -53,9 +53,10 @@ fn respond(result: Result<(), ApiError>) {
     }
 }
 
-/// The OpenAI JSON bodies: `route` picks chat (for an in-process model or an
-/// upstream), embeddings or moderations.
-pub fn openai_request(route: u8, body: &[u8]) {
+/// The OpenAI JSON bodies: the first byte picks chat (for an in-process
+/// model or an upstream), embeddings or moderations; the rest is the body.
+pub fn openai_request(data: &[u8]) {
+    let Some((&route, body)) = data.split_first() else { return };
     let limits = &fixture().1.config.limits;
     respond(match route % 4 {
         0 => openai::chat::fuzz(body, limits, false),
@@ -66,8 +67,9 @@ pub fn openai_request(route: u8, body: &[u8]) {
 }
 
 /// A `multipart/form-data` body (boundary [`BOUNDARY`]) to the audio
-/// routes' form reader (`route` even) or to OCR's (odd).
-pub fn multipart(route: u8, body: &[u8]) {
+/// routes' form reader (first byte even) or to OCR's (odd).
+pub fn multipart(data: &[u8]) {
+    let Some((&route, body)) = data.split_first() else { return };
     let (runtime, state) = fixture();
     let uri = if route % 2 == 0 { "/v1/audio/transcriptions" } else { "/v1/ocr" };
     let request = Request::post(uri)
@@ -83,10 +85,15 @@ pub fn multipart(route: u8, body: &[u8]) {
     }));
 }
 
-/// A KServe v2 inference body: JSON alone (`header_length` `None`), or
-/// Triton's binary form, whose JSON header is the first `header_length`
-/// bytes.
-pub fn kserve(header_length: Option<usize>, body: &[u8]) {
+/// A KServe v2 inference body after two bytes of header length
+/// (little-endian): JSON alone (0xFFFF), or Triton's binary form, whose
+/// JSON header is the body's first that many bytes.
+pub fn kserve(data: &[u8]) {
+    let Some((length, body)) = data.split_first_chunk::<2>() else { return };
+    let header_length = match u16::from_le_bytes(*length) {
+        u16::MAX => None,
+        n => Some(usize::from(n)),
+    };
     let (runtime, state) = fixture();
     let mut request = Request::post("/v2/models/fuzz/infer").header(header::CONTENT_TYPE, "application/json");
     if let Some(length) = header_length {
@@ -96,12 +103,43 @@ pub fn kserve(header_length: Option<usize>, body: &[u8]) {
     respond(runtime.block_on(kserve::fuzz(request, state)));
 }
 
-/// Configuration: TOML text and `INFERGATE__*` overrides, parsed and
-/// validated; a configuration that loads loads again from its own values.
-pub fn config(text: &str, vars: Vec<(String, String)>) {
+/// Configuration: TOML text, then optionally `\n%%\n` and `NAME=value`
+/// lines of `INFERGATE__*` overrides, parsed and validated; a configuration
+/// that loads validates again.
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let (text, env) = text.split_once("\n%%\n").unwrap_or((text, ""));
+    let vars: Vec<(String, String)> = env
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect();
     if let Ok(config) = Config::from_toml(text, vars) {
         if let Err(e) = config.validate() {
             panic!("a loaded configuration does not validate again: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every committed seed of the gateway's fuzz targets, through its entry
+    /// point: the seeds stay valid inputs and the entry points compile.
+    #[test]
+    fn the_committed_seeds_run() {
+        let targets: [(&str, fn(&[u8])); 4] = [
+            ("openai_request", super::openai_request),
+            ("multipart", super::multipart),
+            ("kserve_binary", super::kserve),
+            ("config_load", super::config),
+        ];
+        let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+        for (target, run) in targets {
+            let seeds = std::fs::read_dir(corpus.join(target)).unwrap_or_else(|e| panic!("{target}: {e}"));
+            for seed in seeds {
+                let path = seed.unwrap_or_else(|e| panic!("{target}: {e}")).path();
+                run(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())));
+            }
         }
     }
 }

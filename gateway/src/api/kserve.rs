@@ -445,7 +445,7 @@ async fn infer_ocr(
 
 /// The fuzz target's way in (`fuzz/`): the request read (JSON, or the JSON
 /// header and binary tensors) and every input decoded, as `infer` does.
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) async fn fuzz(request: axum::extract::Request, state: &SharedState) -> Result<(), ApiError> {
     let payload = InferPayload::from_request(request, state).await?;
     let mut budget = state.config.limits.max_tensor_elements;

@@ -1,7 +1,7 @@
 //! The HTTP API: OpenAI-compatible routes, KServe v2, and operations.
 
 pub(crate) mod extract;
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 mod health;
 mod kserve;

@@ -127,7 +127,7 @@ pub fn kserve_image(element: &str) -> Result<Bytes, ApiError> {
 }
 
 /// The fuzz target's way in (`fuzz/`): the image read from any body form.
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) async fn fuzz(request: Request, state: &SharedState) -> Result<(), ApiError> {
     read_image(request, state).await.map(drop)
 }

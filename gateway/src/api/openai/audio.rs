@@ -324,7 +324,7 @@ pub async fn translations(
 }
 
 /// The fuzz target's way in (`fuzz/`): the form read and the file checked.
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) async fn fuzz(request: Request, state: &SharedState) -> Result<(), ApiError> {
     let form = read_form(request, state).await?;
     check_audio(&form.file, state.config.limits.max_audio_bytes).map(drop)

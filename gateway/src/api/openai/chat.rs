@@ -342,7 +342,7 @@ pub async fn completions(
 
 /// The fuzz target's way in (`fuzz/`): a body decoded and checked as the
 /// handler does, for an in-process model or (`remote`) an upstream.
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn fuzz(body: &[u8], limits: &Limits, remote: bool) -> Result<(), ApiError> {
-    plan(crate::api::extract::decode_json(body)?, limits, remote).map(drop)
+    plan(crate::api::extract::decode_json(body, limits.max_json_depth)?, limits, remote).map(drop)
 }

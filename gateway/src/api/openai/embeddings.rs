@@ -336,8 +336,8 @@ pub async fn create(
 }
 
 /// The fuzz target's way in (`fuzz/`): a body decoded and its inputs read.
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn fuzz(body: &[u8], limits: &Limits) -> Result<(), ApiError> {
-    let body: EmbeddingsBody = crate::api::extract::decode_json(body)?;
-    parse_inputs(&body.input, limits).map(drop)
+    let body: EmbeddingsBody = crate::api::extract::decode_json(body, limits.max_json_depth)?;
+    parse_inputs(body.input, limits).map(drop)
 }

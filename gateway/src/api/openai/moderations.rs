@@ -122,8 +122,8 @@ pub async fn create(
 }
 
 /// The fuzz target's way in (`fuzz/`): a body decoded and its inputs read.
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn fuzz(body: &[u8], limits: &Limits) -> Result<(), ApiError> {
-    let body: ModerationBody = crate::api::extract::decode_json(body)?;
+    let body: ModerationBody = crate::api::extract::decode_json(body, limits.max_json_depth)?;
     parse_groups(&body.input, limits).map(drop)
 }
