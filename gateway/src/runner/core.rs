@@ -211,7 +211,12 @@ impl Core {
     pub(super) fn dropped(&self, dropped: Dropped<Pending>) {
         self.metrics.reject(&self.name, dropped.reason.as_str());
         let error = match dropped.reason {
-            DropReason::Expired | DropReason::Infeasible => ApiError::DeadlineExceeded,
+            // Shed before it ran, its deadline still ahead: a refusal under
+            // load, like admission's (503, retry later), not a timeout.
+            DropReason::Infeasible => {
+                ApiError::DeadlineInfeasible { retry_after: Duration::from_secs(1), retryable: true }
+            }
+            DropReason::Expired => ApiError::DeadlineExceeded,
             DropReason::Cancelled => ApiError::Backend(BackendError::Cancelled),
         };
         let _ = dropped.job.payload.dispatched.send(Err(error));
