@@ -318,6 +318,16 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
+/// The CPU seconds a process uses from 1 s to 3 s after now: called when a
+/// client has just left, what work on its request did not stop within a
+/// second (near 0 when it did, near 2 per busy core when not).
+pub async fn cpu_after_a_second(pid: u32) -> f64 {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = cpu_seconds(pid);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cpu_seconds(pid) - before
+}
+
 /// Parse an SSE body into its `data:` payloads.
 pub fn sse_data(body: &str) -> Vec<String> {
     body.split("\n\n")

@@ -8,7 +8,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use infergate_e2e::{client, cpu_seconds, flac_silence, status_kib, wav, Gateway, TEST_KEY, WEB_TENANT};
+use infergate_e2e::{
+    client, cpu_after_a_second, flac_silence, status_kib, wav, Gateway, TEST_KEY, WEB_TENANT,
+};
 use serde_json::{json, Value};
 
 fn config(extra: &str) -> String {
@@ -86,10 +88,7 @@ async fn a_small_flac_of_long_audio_stops_when_its_client_leaves_and_stays_in_me
         .await;
     assert!(sent.as_ref().is_err_and(reqwest::Error::is_timeout), "still decoding after 1 s: {sent:?}");
     // Within a second of the client leaving, decoding has stopped.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let before = cpu_seconds(gateway.pid());
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let used = cpu_seconds(gateway.pid()) - before;
+    let used = cpu_after_a_second(gateway.pid()).await;
     assert!(used < 0.3, "{used:.2} s of CPU in the 2 s after the first second");
     let peak = status_kib(gateway.pid(), "VmHWM:");
     assert!(peak < idle + 1024 * 1024, "peak RSS {peak} KiB vs idle {idle} KiB");

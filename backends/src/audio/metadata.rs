@@ -193,14 +193,16 @@ impl Logical {
                 len = 0;
             }
         }
+        let mut body = page.body;
         let mut packets = packets.into_iter();
         if !page.continued {
             self.partial.clear();
-        } else if self.partial.is_empty() && packets.next().is_none() {
-            // A continuation with nothing to continue: its first packet is dropped.
-            return Ok(());
+        } else if self.partial.is_empty() {
+            // A continuation with nothing to continue: its first packet is
+            // dropped (a page that ends none is ignored whole).
+            let Some(first) = packets.next() else { return Ok(()) };
+            body = &body[first..];
         }
-        let mut body = page.body;
         for len in packets {
             let (packet, rest) = body.split_at(len);
             body = rest;
@@ -437,6 +439,33 @@ mod tests {
         gap[second + 18] = 5;
         set_crc(&mut gap, second);
         assert_eq!(check(&gap), Ok(()));
+    }
+
+    #[test]
+    fn an_unexpected_continuation_drops_its_first_packet_as_symphonia_does() {
+        // The comment page marked as continuing a packet that never began:
+        // symphonia drops its first (5-byte) packet and reads the comment after it.
+        let with_junk_first = |declared: u32| {
+            let mut file = opus(1, declared, None);
+            let tags_page = 27 + 1 + 19;
+            let tags_len = file.len() - tags_page - (27 + 1 + 3) - 27 - 1;
+            let tags = file[tags_page + 28..tags_page + 28 + tags_len].to_vec();
+            let mut table = lacing(5);
+            table.extend(lacing(tags.len()));
+            let mut body = b"junk!".to_vec();
+            body.extend_from_slice(&tags);
+            let tail = file.split_off(tags_page).split_off(28 + tags_len);
+            file.extend(page(7, 1, 0x01, &table, &body));
+            file.extend(tail);
+            file
+        };
+        assert_eq!(check(&with_junk_first(7)), Ok(()));
+        assert_eq!(
+            tags(&with_junk_first(7)),
+            ["TITLE=x"],
+            "symphonia reads the comment after the dropped packet"
+        );
+        assert!(check(&with_junk_first(0xFFFF_FFF0)).is_err());
     }
 
     #[test]
