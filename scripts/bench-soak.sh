@@ -50,13 +50,16 @@ echo idle >"$TMP/phase"
 ) &
 SAMPLER=$!
 
+scrape() { curl -sf "http://127.0.0.1:$port/metrics" >"$TMP/metrics-$1"; }
 for load in 1 "$LOAD"; do
+    scrape "before-$load"
     rate="$(awk -v c="$CAPACITY" -v l="$load" 'BEGIN { printf "%d", 2 * int(c * l / 2 + 0.5) }')"
     log "${load}x: $rate req/s for ${DURATION}s"
     echo "${load}x" >"$TMP/phase"
     TARGET_URL="http://127.0.0.1:$port/v1/embeddings" RATE="$rate" DURATION="${DURATION}s" DEADLINE_MS=200 \
         "$K6" run --quiet --no-color --summary-export "$TMP/k6-$load.json" "$REPO_ROOT/scripts/bench/soak.js" \
         >"$TMP/k6-$load.log" 2>&1 || { tail -20 "$TMP/k6-$load.log" >&2; die "k6 failed"; }
+    scrape "after-$load"
 done
 echo after >"$TMP/phase"
 sleep 2
@@ -72,8 +75,29 @@ for line in open(f"{tmp}/rss"):
     if len(parts) == 2:
         rss.setdefault(parts[0], []).append(int(parts[1]))
 steady = statistics.median(rss["1x"])
-print("| load | offered req/s | interactive goodput req/s | batch goodput req/s | late | refused (503) | refusal ms median / p99 / max | other statuses (5xx: 504, none) | k6 dropped | RSS MiB max (× steady) |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+
+def refusal_buckets(name):
+    """Cumulative `le` counts of the gateway's own duration histogram for
+    503 answers on /v1/embeddings (measured in the server, not by k6)."""
+    out = {}
+    for line in open(f"{tmp}/metrics-{name}"):
+        if (line.startswith("http_server_request_duration_seconds_bucket{")
+                and 'http_route="/v1/embeddings"' in line and 'http_response_status_code="503"' in line):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            out[float(le)] = float(line.split("}", 1)[1].split()[0])
+    return out
+
+def server_refusals(l):
+    before, after = refusal_buckets(f"before-{l}"), refusal_buckets(f"after-{l}")
+    delta = sorted((le, c - before.get(le, 0)) for le, c in after.items())
+    total = delta[-1][1] if delta else 0
+    if not total:
+        return "–"
+    p99 = next(le for le, c in delta if c >= 0.99 * total)
+    under_1ms = next(c for le, c in delta if le >= 0.001) / total
+    return f"≤ {p99 * 1000:g} ms ({under_1ms:.2%} ≤ 1 ms)"
+print("| load | offered req/s | interactive goodput req/s | batch goodput req/s | late | refused (503) | refusal ms median / p99 / max (k6) | refusal p99 (server) | other statuses (5xx: 504, none) | k6 dropped | RSS MiB max (× steady) |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for l in ["1", load]:
     m = json.load(open(f"{tmp}/k6-{l}.json"))["metrics"]
     count = lambda name: m.get(name, {}).get("count", 0)
@@ -82,7 +106,7 @@ for l in ["1", load]:
     refusal = f"{r.get('med', 0):.2f} / {r.get('p(99)', 0):.2f} / {r.get('max', 0):.2f}" if r else "–"
     peak = max(rss[f"{l}x"])
     print(f"| {l}× | {offered} | {count('good_interactive') / duration:.1f} | {count('good_bulk') / duration:.1f} "
-          f"| {count('late')} | {count('refused')} | {refusal} | {count('other_status')} ({count('other_5xx')}: {count('status_504')}, {count('status_0')}) "
+          f"| {count('late')} | {count('refused')} | {refusal} | {server_refusals(l)} | {count('other_status')} ({count('other_5xx')}: {count('status_504')}, {count('status_0')}) "
           f"| {count('dropped_iterations')} "
           f"| {peak / 1024:.1f} ({peak / steady:.2f}×) |")
 print()

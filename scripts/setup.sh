@@ -43,7 +43,7 @@ LOG_TAG=setup
 # test (tests/tests/onnx_models.rs); cmake and libclang-dev build whisper.cpp
 # (whisper-rs-sys); chromium renders infergate-load's HTML report in its
 # screenshot test (loadtest/tests/html_report.rs).
-DEB_PACKAGES="pkg-config curl ca-certificates prometheus espeak-ng sox fonts-dejavu-core cmake libclang-dev chromium"
+DEB_PACKAGES="pkg-config curl ca-certificates prometheus redis-server espeak-ng sox fonts-dejavu-core cmake libclang-dev chromium"
 # Only for `--bench` (scripts/bench-*.sh): the HTTP floor, the load tool, and
 # valgrind (instructions per request, which the shared cores' noise does not move).
 BENCH_DEB_PACKAGES="nginx wrk valgrind openssl"

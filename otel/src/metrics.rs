@@ -17,9 +17,12 @@ use std::sync::atomic::AtomicU64;
 use crate::genai::GenAiMetrics;
 use crate::names;
 
-/// Buckets for `http.server.request.duration` from the HTTP semantic conventions.
-pub const HTTP_DURATION_BUCKETS: [f64; 14] =
-    [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+/// Buckets for `http.server.request.duration`: the HTTP semantic conventions'
+/// advisory buckets, with four below their 5 ms so that refusals (answered
+/// in well under a millisecond) can be told apart from work.
+pub const HTTP_DURATION_BUCKETS: [f64; 18] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
 
 /// Buckets for batch sizes.
 const BATCH_SIZE_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];

@@ -325,7 +325,7 @@ mod tests {
         assert_eq!(point.explicit_bounds, crate::metrics::HTTP_DURATION_BUCKETS.to_vec());
         assert_eq!(point.bucket_counts.len(), point.explicit_bounds.len() + 1);
         assert_eq!(point.bucket_counts.iter().sum::<u64>(), 2);
-        assert_eq!(point.bucket_counts[0], 1); // 0.003 ≤ 0.005
+        assert_eq!(point.bucket_counts[4], 1); // 0.001 < 0.003 ≤ 0.005
         assert_eq!(hex::encode(&point.exemplars[0].trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
         let keys: Vec<&str> = point.attributes.iter().map(|kv| kv.key.as_str()).collect();
         assert!(keys.contains(&"http.route") && keys.contains(&"http.response.status_code"), "{keys:?}");

@@ -27,7 +27,9 @@ impl<P: Queued> ModelScheduler<P> {
         let mut dropped = Vec::new();
         self.sweep_expired(now, &mut dropped);
         let action = if self.running.len() >= self.cfg.concurrency {
-            Action::Idle
+            // Every worker busy: nothing to dispatch, but queued jobs still
+            // leave on time (shed as infeasible before they would expire).
+            self.next_expiry().map_or(Action::Idle, Action::WaitUntil)
         } else {
             self.form_batch(now, &mut dropped)
         };

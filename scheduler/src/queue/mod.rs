@@ -120,6 +120,10 @@ pub struct ModelScheduler<P> {
     epoch: Instant,
     slots: FxHashMap<JobId, Slot<P>>,
     order: Order,
+    /// When each queued job with a deadline must leave the queue: its
+    /// deadline, or under the deadline policy the last moment it could still
+    /// start alone and finish in time (so it is shed as infeasible, a 503,
+    /// rather than left to expire, a 504).
     expiry: BinaryHeap<Reverse<(Instant, JobId)>>,
     usage: FxHashMap<Arc<str>, Usage>,
     total: Usage,
@@ -268,8 +272,8 @@ impl<P: Queued> ModelScheduler<P> {
         let key = Key { tier: level, due, seq: self.seq };
         self.seq += 1;
 
-        if let Some(deadline) = job.deadline {
-            self.expiry.push(Reverse((deadline, job.id)));
+        if let Some(at) = self.leaves_at(&job) {
+            self.expiry.push(Reverse((at, job.id)));
         }
         let usage = self.usage.entry(job.tenant.clone()).or_default();
         usage.jobs += 1;
@@ -334,18 +338,39 @@ impl<P: Queued> ModelScheduler<P> {
         }
     }
 
-    /// Drop every job whose deadline has passed.
+    /// The moment a queued job must leave the queue (see `expiry`).
+    fn leaves_at(&self, job: &Job<P>) -> Option<Instant> {
+        let deadline = job.deadline?;
+        if self.cfg.policy != Policy::Deadline {
+            return Some(deadline);
+        }
+        let alone = self.first.predict(job.first_cost, 1);
+        Some(deadline.checked_sub(alone).unwrap_or(deadline))
+    }
+
+    /// Drop every job whose deadline has passed (expired) or, under the
+    /// deadline policy, that could no longer finish by it even if it started
+    /// now (infeasible). The latency model may have learnt since a job was
+    /// keyed: one that turns out feasible after all is keyed again.
     fn sweep_expired(&mut self, now: Instant, out: &mut Vec<Dropped<P>>) {
-        while let Some(Reverse((deadline, id))) = self.expiry.peek().copied() {
-            if deadline > now {
+        while let Some(Reverse((at, id))) = self.expiry.peek().copied() {
+            if at > now {
                 break;
             }
             self.expiry.pop();
-            self.drop_job(id, DropReason::Expired, now, out);
+            let Some(job) = self.slots.get(&id).map(|s| &s.job) else { continue };
+            if job.expired(now) {
+                self.drop_job(id, DropReason::Expired, now, out);
+                continue;
+            }
+            match self.leaves_at(job) {
+                Some(later) if later > now => self.expiry.push(Reverse((later, id))),
+                _ => self.drop_job(id, DropReason::Infeasible, now, out),
+            }
         }
     }
 
-    /// The earliest queued deadline still ahead, for the caller's timer.
+    /// The earliest moment a queued job must leave, for the caller's timer.
     fn next_expiry(&mut self) -> Option<Instant> {
         while let Some(Reverse((deadline, id))) = self.expiry.peek().copied() {
             if self.slots.contains_key(&id) {
@@ -363,7 +388,7 @@ impl<P: Queued> ModelScheduler<P> {
     fn compact_expiry(&mut self) {
         if self.expiry.len() > 2 * self.slots.len() + 64 {
             self.expiry =
-                self.slots.values().filter_map(|s| s.job.deadline.map(|d| Reverse((d, s.job.id)))).collect();
+                self.slots.values().filter_map(|s| self.leaves_at(&s.job).map(|at| Reverse((at, s.job.id)))).collect();
         }
     }
 

@@ -238,6 +238,35 @@ fn expired_infeasible_and_cancelled_jobs_never_reach_a_backend() {
 }
 
 #[test]
+fn a_job_that_can_no_longer_make_its_deadline_is_shed_before_it_expires() {
+    let mut h = Harness::new(SchedulerConfig { max_batch: 1, ..config(Policy::Deadline) });
+    let blocker = h.admit("a", Class::Standard, 0, None, 1.0);
+    assert_eq!(h.batch(0), vec![blocker]);
+    // 11 ms alone, due at 100: it must start by 89. The worker stays busy,
+    // so the scheduler wakes at 89 and sheds it (503), not at 100 (504).
+    let waiting = h.admit("a", Class::Standard, 1, Some(100), 1.0);
+    match h.s.poll(h.at(2)).action {
+        Action::WaitUntil(t) => assert_eq!(t, h.at(89)),
+        other => panic!("a busy worker still wakes for the queue: {other:?}"),
+    }
+    assert!(h.s.poll(h.at(88)).dropped.is_empty());
+    let step = h.s.poll(h.at(89));
+    assert_eq!(step.dropped.iter().map(|d| (d.job.id, d.reason)).collect::<Vec<_>>(), vec![(
+        waiting,
+        DropReason::Infeasible
+    )]);
+    assert!(matches!(step.action, Action::Idle));
+
+    // Without predictions (fifo), the job leaves at its deadline, expired.
+    let mut h = Harness::new(SchedulerConfig { max_batch: 1, ..config(Policy::Fifo) });
+    h.admit("a", Class::Standard, 0, None, 1.0);
+    h.batch(0);
+    h.admit("a", Class::Standard, 1, Some(100), 1.0);
+    assert!(h.s.poll(h.at(89)).dropped.is_empty());
+    assert_eq!(h.s.poll(h.at(100)).dropped[0].reason, DropReason::Expired);
+}
+
+#[test]
 fn concurrency_can_change_while_jobs_wait() {
     let mut h = Harness::new(SchedulerConfig { max_batch: 1, concurrency: 1, ..config(Policy::Fifo) });
     for _ in 0..3 {
