@@ -14,6 +14,7 @@ use subtle::{ConditionallySelectable, ConstantTimeEq, ConstantTimeGreater};
 use crate::config::Config;
 use crate::context::{Caller, PRIORITY_HEADER};
 use crate::error::ApiError;
+use crate::tenancy::TenantPolicy;
 
 /// Every tenant's key digests, and the tenant for keyless requests.
 #[derive(Debug, Clone)]
@@ -25,17 +26,19 @@ pub struct TenantDirectory {
 }
 
 impl TenantDirectory {
-    /// Build from validated config (digests are known to be 64 hex digits).
-    pub fn new(config: &Config) -> Self {
+    /// Build from validated config (digests are known to be 64 hex digits),
+    /// with each tenant's policy and usage series.
+    pub fn new(config: &Config, metrics: &infergate_otel::tenants::TenantMetrics) -> Self {
         let mut keys = Vec::new();
         let mut callers = Vec::new();
         let mut anonymous = None;
         for (i, tenant) in config.tenants.iter().enumerate() {
-            callers.push(Caller { tenant: Arc::from(tenant.name.as_str()), class: tenant.class });
+            let policy = Arc::new(TenantPolicy::new(tenant, config, metrics));
+            callers.push(Caller { tenant: policy.name.clone(), class: tenant.class, policy });
             if config.auth.anonymous_tenant.as_deref() == Some(tenant.name.as_str()) {
                 anonymous = Some(i);
             }
-            for hex_digest in &tenant.api_key_sha256 {
+            for hex_digest in tenant.key_digests() {
                 let mut digest = [0u8; 32];
                 if hex::decode_to_slice(hex_digest, &mut digest).is_ok() {
                     keys.push((digest, i));
@@ -125,7 +128,8 @@ mod tests {
             "#,
             if anonymous { "[auth]\nanonymous_tenant = \"bulk\"" } else { "" }
         );
-        TenantDirectory::new(&Config::from_toml(&text, Vec::new()).unwrap())
+        let metrics = infergate_otel::Metrics::new();
+        TenantDirectory::new(&Config::from_toml(&text, Vec::new()).unwrap(), &metrics.tenants)
     }
 
     #[test]

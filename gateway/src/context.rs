@@ -37,6 +37,9 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 pub struct Caller {
     pub tenant: Arc<str>,
     pub class: Class,
+    /// The tenant's allow-list, limits and usage series as they were when
+    /// the request arrived (a reload does not change them mid-request).
+    pub policy: Arc<crate::tenancy::TenantPolicy>,
 }
 
 /// The deadline a request asked for, inserted by the admit layer.
@@ -136,9 +139,18 @@ pub struct RequestContext {
     pub received: Instant,
     /// The request id and the client's trace headers, for remote backends to pass upstream.
     pub forwarded: infergate_backends::Forwarded,
+    /// The tenant's policy; `None` only in unit tests (no limits, no metering).
+    pub policy: Option<Arc<crate::tenancy::TenantPolicy>>,
+    /// Where the call's admission leaves the rate-limit headers.
+    pub rate_headers: Option<Arc<crate::tenancy::HeaderSlot>>,
 }
 
 impl RequestContext {
+    /// Whether the tenant may use `model` (its `models` allow-list).
+    pub fn allows(&self, model: &str) -> bool {
+        self.policy.as_ref().is_none_or(|p| p.allows(model))
+    }
+
     /// The job's deadline on a route whose default is `default`.
     pub fn deadline(&self, default: Duration) -> Option<Instant> {
         self.deadline.resolve(default)
@@ -175,6 +187,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
             .unwrap_or("unknown")
             .into();
         let forwarded = infergate_backends::Forwarded::from_headers(&request_id, &parts.headers);
+        let rate_headers = parts.extensions.get::<Arc<crate::tenancy::HeaderSlot>>().cloned();
         Ok(RequestContext {
             request_id,
             tenant: caller.tenant,
@@ -182,6 +195,8 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
             deadline,
             received,
             forwarded,
+            policy: Some(caller.policy),
+            rate_headers,
         })
     }
 }
@@ -200,6 +215,8 @@ mod tests {
             deadline: DeadlineSpec::BestEffort,
             received: Instant::now(),
             forwarded: Default::default(),
+            policy: None,
+            rate_headers: None,
         };
         let id = ctx("0f8fad5b-d9cb-469f-a165-70867728950e").object_id("chatcmpl");
         assert_eq!(id, "chatcmpl-0f8fad5bd9cb469fa16570867728950e");

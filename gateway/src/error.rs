@@ -41,6 +41,12 @@ pub enum ApiError {
     DeadlineInfeasible { retry_after: Duration, retryable: bool },
     #[error("The request deadline passed before it could be completed")]
     DeadlineExceeded,
+    /// A tenant's rate or quota (see [`crate::tenancy::Refusal`]).
+    #[error("{}", .0.message())]
+    RateLimited(Arc<crate::tenancy::Refusal>),
+    /// `[store] on_error = "deny"` while the limit store cannot answer.
+    #[error("Rate limits cannot be checked right now; retry later")]
+    StoreUnavailable,
     #[error("The server is shutting down; retry on another instance")]
     ShuttingDown,
     #[error("The server is not ready: {reason}")]
@@ -112,6 +118,13 @@ impl ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, "server_error", Some("deadline_infeasible"))
             }
             E::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "timeout_error", Some("deadline_exceeded")),
+            E::RateLimited(r) if r.quota => {
+                (StatusCode::TOO_MANY_REQUESTS, "insufficient_quota", Some("insufficient_quota"))
+            }
+            E::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "requests", Some("rate_limit_exceeded")),
+            E::StoreUnavailable => {
+                (StatusCode::SERVICE_UNAVAILABLE, "server_error", Some("rate_limiter_unavailable"))
+            }
             E::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "server_error", Some("shutting_down")),
             E::NotReady { .. } => (StatusCode::SERVICE_UNAVAILABLE, "server_error", Some("not_ready")),
             E::Backend(BackendError::InvalidInput(_)) => {
@@ -146,7 +159,10 @@ impl ApiError {
                 (Some(*retry_after), Some(true))
             }
             E::DeadlineInfeasible { retry_after, retryable } => (Some(*retry_after), Some(*retryable)),
-            E::ShuttingDown | E::NotReady { .. } => (Some(Duration::from_secs(1)), Some(true)),
+            E::RateLimited(r) => (Some(r.retry_after), Some(!r.quota)),
+            E::ShuttingDown | E::NotReady { .. } | E::StoreUnavailable => {
+                (Some(Duration::from_secs(1)), Some(true))
+            }
             E::Backend(BackendError::Failed(_) | BackendError::Disconnected(_)) => (None, Some(true)),
             E::Backend(BackendError::UpstreamBusy { retry_after }) => (Some(*retry_after), Some(true)),
             E::Backend(BackendError::UpstreamAuth(_)) => (None, Some(false)),
@@ -279,6 +295,10 @@ impl ErrorShape {
         };
         let status = match (self, error) {
             (ErrorShape::DeepL, ApiError::InvalidApiKey { .. }) => http::StatusCode::FORBIDDEN,
+            // DeepL's "Quota exceeded" (its clients raise QuotaExceededException).
+            (ErrorShape::DeepL, ApiError::RateLimited(r)) if r.quota => {
+                http::StatusCode::from_u16(456).unwrap_or(http::StatusCode::TOO_MANY_REQUESTS)
+            }
             _ => parts.status,
         };
         let mut response = (status, axum::Json(body)).into_response();
@@ -293,6 +313,9 @@ impl ErrorShape {
         // reusing it (a reused one would fail its next request).
         if matches!(error, ApiError::PayloadTooLarge { .. }) {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if let ApiError::RateLimited(refusal) = error {
+            refusal.headers.apply(headers);
         }
         if let Some(retry) = parts.should_retry {
             headers.insert("x-should-retry", HeaderValue::from_static(if retry { "true" } else { "false" }));

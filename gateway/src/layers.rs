@@ -285,8 +285,17 @@ where
         };
         state.metrics.in_flight.inc();
         match authenticate(state, &mut request).and_then(|()| deadline(&mut request)) {
-            Ok(()) => AdmitFuture { inner: Some(self.inner.call(request)), refused: None, flight },
-            Err(error) => AdmitFuture { inner: None, refused: Some(error.into_response()), flight },
+            Ok(()) => {
+                let rate = request.extensions().get::<crate::context::Caller>().is_some().then(|| {
+                    let slot = Arc::new(crate::tenancy::HeaderSlot::default());
+                    request.extensions_mut().insert(slot.clone());
+                    slot
+                });
+                AdmitFuture { inner: Some(self.inner.call(request)), refused: None, flight, rate }
+            }
+            Err(error) => {
+                AdmitFuture { inner: None, refused: Some(error.into_response()), flight, rate: None }
+            }
         }
     }
 }
@@ -299,6 +308,8 @@ pin_project_lite::pin_project! {
         inner: Option<F>,
         refused: Option<Response>,
         flight: InFlight,
+        // The call's rate-limit headers, for the answer.
+        rate: Option<Arc<crate::tenancy::HeaderSlot>>,
     }
 }
 
@@ -322,6 +333,10 @@ where
                 ApiError::Internal { detail: "admit polled after completion".into() }.into_response()
             }
         };
+        let mut response = response;
+        if let Some(headers) = this.rate.as_ref().and_then(|slot| slot.get()) {
+            headers.apply(response.headers_mut());
+        }
         this.flight.status = Some(response.status().as_u16());
         Poll::Ready(Ok(response))
     }
@@ -365,7 +380,7 @@ fn authenticate(state: &SharedState, request: &mut Request) -> Result<(), ApiErr
     if is_open_route(request.uri().path()) {
         return Ok(());
     }
-    let caller = state.tenants.authenticate(request.headers())?;
+    let caller = state.tenants().authenticate(request.headers())?;
     request.extensions_mut().insert(caller);
     Ok(())
 }

@@ -12,6 +12,7 @@ mod runner;
 mod server;
 mod stack;
 mod state;
+pub mod tenancy;
 #[cfg(test)]
 mod test_util;
 mod tls;

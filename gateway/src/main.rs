@@ -79,18 +79,18 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Serve { config, listen } => {
-            let mut config = match Config::load(&config) {
+        Command::Serve { config: path, listen } => {
+            let mut config = match Config::load(&path) {
                 Ok(c) => c,
                 Err(error) => {
-                    eprintln!("{}: invalid: {error}", config.display());
+                    eprintln!("{}: invalid: {error}", path.display());
                     return ExitCode::FAILURE;
                 }
             };
             if let Some(addr) = listen {
                 config.server.listen = addr;
             }
-            match run(config) {
+            match run(config, path) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("infergate: {error:#}");
@@ -138,7 +138,7 @@ fn telemetry_options(config: &Config) -> TelemetryOptions {
 
 /// Start telemetry and serve until a shutdown signal, on one runtime;
 /// telemetry is flushed before the runtime stops (gRPC export is a task on it).
-fn run(config: Config) -> anyhow::Result<()> {
+fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     // One worker is tokio's current-thread scheduler: the same single thread
     // without the work-stealing scheduler's cross-thread queues and wake-ups.
     let mut builder = match config.server.worker_threads {
@@ -157,7 +157,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         let _inside = runtime.enter();
         infergate_otel::init(&options)?
     };
-    let result = runtime.block_on(serve(config, &mut telemetry));
+    let result = runtime.block_on(serve(config, path, &mut telemetry));
     // The exporters block while flushing: off the async workers.
     runtime.block_on(async {
         let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
@@ -165,7 +165,7 @@ fn run(config: Config) -> anyhow::Result<()> {
     result
 }
 
-async fn serve(config: Config, telemetry: &mut TelemetryGuard) -> anyhow::Result<()> {
+async fn serve(config: Config, path: PathBuf, telemetry: &mut TelemetryGuard) -> anyhow::Result<()> {
     let listen = config.server.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -191,6 +191,8 @@ async fn serve(config: Config, telemetry: &mut TelemetryGuard) -> anyhow::Result
             }
         });
     }
+    // Tenants, keys, limits and allow-lists reload on SIGHUP and file changes.
+    infergate_gateway::tenancy::reload::spawn(state.clone(), path);
     tracing::info!(%addr, models = state.models.len(), tls = tls.is_some(), "infergate ready");
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("infergate listening on {scheme}://{addr}");

@@ -18,7 +18,10 @@ pub struct AppState {
     pub config: Config,
     pub models: Vec<Arc<ModelHandle>>,
     by_name: HashMap<String, Arc<ModelHandle>>,
-    pub tenants: TenantDirectory,
+    /// Replaced whole by a reload; read once per request.
+    tenants: std::sync::RwLock<Arc<TenantDirectory>>,
+    /// Where tenant limits are kept.
+    pub store: Arc<crate::tenancy::Store>,
     pub readiness: Readiness,
     pub metrics: Arc<Metrics>,
     /// Unix time the process started, for `created` fields.
@@ -41,6 +44,8 @@ pub enum StartError {
     WrongTask { model: String, kind: &'static str, task: Task },
     #[error("audio.vad_model: model {model} does not detect voice activity")]
     NoVoiceActivity { model: String },
+    #[error("{0}")]
+    Store(String),
 }
 
 impl AppState {
@@ -77,8 +82,11 @@ impl AppState {
             }
         }
         let started = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let store = crate::tenancy::Store::new(&config.store, metrics.tenants.store_errors.clone())
+            .map_err(StartError::Store)?;
         let state = AppState {
-            tenants: TenantDirectory::new(&config),
+            tenants: std::sync::RwLock::new(Arc::new(TenantDirectory::new(&config, &metrics.tenants))),
+            store: Arc::new(store),
             config,
             models,
             by_name,
@@ -91,6 +99,18 @@ impl AppState {
         Ok(Arc::new(state))
     }
 
+    /// The tenants as they stand (a reload replaces them whole).
+    pub fn tenants(&self) -> Arc<TenantDirectory> {
+        self.tenants.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Replace the tenants with those of `config` (already validated, and
+    /// checked to change nothing else that matters).
+    pub fn replace_tenants(&self, config: &Config) {
+        let directory = Arc::new(TenantDirectory::new(config, &self.metrics.tenants));
+        *self.tenants.write().unwrap_or_else(std::sync::PoisonError::into_inner) = directory;
+    }
+
     /// The model a request named, checked against the route's task.
     pub fn model_for(&self, name: &str, wanted: Task) -> Result<&Arc<ModelHandle>, ApiError> {
         let model = self.model(name)?;
@@ -98,6 +118,19 @@ impl AppState {
             return Err(ApiError::WrongTask { model: name.to_owned(), task: model.task, wanted });
         }
         Ok(model)
+    }
+
+    /// The model with this name, if the caller may use it (else it is not
+    /// found, as if absent).
+    pub fn model_of(
+        &self,
+        ctx: &crate::context::RequestContext,
+        name: &str,
+    ) -> Result<&Arc<ModelHandle>, ApiError> {
+        if !ctx.allows(name) {
+            return Err(ApiError::ModelNotFound { model: name.to_owned() });
+        }
+        self.model(name)
     }
 
     /// The model with this name.

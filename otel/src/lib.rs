@@ -19,6 +19,7 @@ pub mod propagation;
 mod queue;
 mod spans;
 mod telemetry;
+pub mod tenants;
 mod transport;
 
 pub use metrics::{Metrics, ModelLabels, ReasonLabels, ReplicaLabels, RequestLabels, TraceLabels};

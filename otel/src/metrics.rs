@@ -21,7 +21,8 @@ use crate::names;
 /// advisory buckets, with four below their 5 ms so that refusals (answered
 /// in well under a millisecond) can be told apart from work.
 pub const HTTP_DURATION_BUCKETS: [f64; 18] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
+    7.5, 10.0,
 ];
 
 /// Buckets for batch sizes.
@@ -94,6 +95,7 @@ pub struct Metrics {
     pub upstream_retries: Family<ModelLabels, Counter>,
     pub upstream_ejections: Family<ReasonLabels, Counter>,
     pub genai: GenAiMetrics,
+    pub tenants: crate::tenants::TenantMetrics,
 }
 
 impl Metrics {
@@ -164,7 +166,9 @@ impl Metrics {
             upstream_ejections.clone(),
         );
         let genai = GenAiMetrics::register(&mut registry);
+        let tenants = crate::tenants::TenantMetrics::register(&mut registry);
         Metrics {
+            tenants,
             upstream_up,
             upstream_outstanding,
             upstream_retries,

@@ -41,6 +41,19 @@ pub const GENAI_TOKENS: &str = "gen_ai_usage_tokens";
 /// Requests with a deadline by outcome: on time (goodput), late, missed.
 pub const DEADLINE_OUTCOMES: &str = "infergate_deadline_outcomes";
 
+/// Requests per tenant and model by outcome (`ok`, `error`, `rate_limited`, `quota_exceeded`).
+pub const TENANT_REQUESTS: &str = "infergate_tenant_requests";
+/// Tokens per tenant and model, by `type` (`input`, `output`).
+pub const TENANT_TOKENS: &str = "infergate_tenant_tokens";
+/// Seconds of audio per tenant and model.
+pub const TENANT_AUDIO_SECONDS: &str = "infergate_tenant_audio_seconds";
+/// Characters translated per tenant and model.
+pub const TENANT_CHARACTERS: &str = "infergate_tenant_characters";
+/// Requests refused by a tenant limit, by tenant and `limit` (its config key).
+pub const TENANT_LIMITED: &str = "infergate_tenant_limited";
+/// Limit store operations that failed or timed out.
+pub const STORE_ERRORS: &str = "infergate_store_errors";
+
 /// Span names, one per hop of a request (docs/ARCHITECTURE.md). The server span is
 /// named `METHOD /route` as the HTTP conventions prescribe.
 pub mod spans {

@@ -45,9 +45,10 @@ pub async fn ready(State(state): State<SharedState>) -> Result<StatusCode, ApiEr
 /// `GET /v2/models/{model}`: model metadata.
 pub async fn model_metadata(
     State(state): State<SharedState>,
+    ctx: RequestContext,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let model = state.model(&name)?;
+    let model = state.model_of(&ctx, &name)?;
     Ok(Json(json!({
         "name": model.name,
         "versions": ["1"],
@@ -60,27 +61,30 @@ pub async fn model_metadata(
 /// `GET /v2/models/{model}/ready`.
 pub async fn model_ready(
     State(state): State<SharedState>,
+    ctx: RequestContext,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.model(&name)?;
+    state.model_of(&ctx, &name)?;
     ready(State(state)).await
 }
 
 /// The versioned forms; every model has the single version `1`.
 pub async fn model_metadata_versioned(
     state: State<SharedState>,
+    ctx: RequestContext,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     check_version(&name, &version)?;
-    model_metadata(state, Path(name)).await
+    model_metadata(state, ctx, Path(name)).await
 }
 
 pub async fn model_ready_versioned(
     state: State<SharedState>,
+    ctx: RequestContext,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     check_version(&name, &version)?;
-    model_ready(state, Path(name)).await
+    model_ready(state, ctx, Path(name)).await
 }
 
 pub async fn infer_versioned(
@@ -353,7 +357,7 @@ pub async fn infer(
     if ocr {
         return infer_ocr(&state, &name, ctx, payload).await;
     }
-    let call = Call::open(&state, ctx, Some(&name), Task::Tensor, Operation::Infer)?;
+    let call = Call::open(&state, ctx, Some(&name), Task::Tensor, Operation::Infer).await?;
     let body = &payload.body;
     if body.inputs.is_empty() {
         return Err(ApiError::invalid("inputs", "at least one input tensor is required"));
@@ -382,7 +386,7 @@ async fn infer_ocr(
     ctx: RequestContext,
     payload: InferPayload,
 ) -> Result<Response, ApiError> {
-    let call = Call::open(state, ctx, Some(name), Task::Ocr, Operation::InferOcr)?;
+    let call = Call::open(state, ctx, Some(name), Task::Ocr, Operation::InferOcr).await?;
     let body = &payload.body;
     let [input] = &body.inputs[..] else {
         return Err(ApiError::invalid("inputs", "an OCR model takes one BYTES input holding the image"));

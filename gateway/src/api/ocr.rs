@@ -97,7 +97,7 @@ pub async fn create(
     request: Request,
 ) -> Result<Response, ApiError> {
     let (image, name) = read_image(request, &state).instrument(tracing::info_span!(spans::DECODE)).await?;
-    let call = Call::open(&state, ctx, name.as_deref(), Task::Ocr, Operation::Ocr)?;
+    let call = Call::open(&state, ctx, name.as_deref(), Task::Ocr, Operation::Ocr).await?;
     let answer = call.once(Image(image)).await?;
     let headers = dispatch_headers(&answer.dispatch);
     let out = answer.output;

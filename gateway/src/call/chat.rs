@@ -13,6 +13,7 @@ use super::request::Call;
 use crate::config::Limits;
 use crate::error::ApiError;
 use crate::runner::{Cost, DispatchInfo, ModelHandle, Running};
+use crate::tenancy::Meter;
 
 /// A chat job: the request, with the prompt's estimated tokens and bytes.
 #[derive(Debug)]
@@ -28,6 +29,7 @@ pub struct Chat {
 impl Payload for Chat {
     type Output = ChatOutput;
     const TASK: Task = Task::Chat;
+    const METER: Option<Meter> = Some(Meter::Tokens);
 
     /// The prompt plus the output expected. A stream's deadline is on its
     /// first token: the prompt.

@@ -12,6 +12,7 @@ use infergate_otel::genai::{ModelGenAi, OperationSeries};
 use tokio::time::Instant;
 
 use crate::context::RequestContext;
+use crate::tenancy::Ticket;
 
 /// One request's accounting; see the module docs.
 pub struct Outcome {
@@ -22,6 +23,8 @@ pub struct Outcome {
     deadline: Option<Instant>,
     /// The deadline event (answer or first token) was reached.
     settled: bool,
+    /// The tenant's admission: corrected from the usage, metered.
+    ticket: Ticket,
 }
 
 impl Outcome {
@@ -31,6 +34,7 @@ impl Outcome {
         operation: &'static str,
         ctx: &RequestContext,
         deadline: Option<Instant>,
+        ticket: Ticket,
     ) -> Self {
         Outcome {
             operation: series.operation(operation),
@@ -39,6 +43,7 @@ impl Outcome {
             received: ctx.received,
             deadline,
             settled: false,
+            ticket,
         }
     }
 
@@ -58,6 +63,7 @@ impl Outcome {
     pub fn answered(mut self, tokens: Option<(u32, u32)>) {
         self.settle();
         self.operation.request_duration.observe(self.received.elapsed().as_secs_f64());
+        self.ticket.answered(tokens);
         if let Some((input, output)) = tokens {
             self.series.tokens(input, output);
         }

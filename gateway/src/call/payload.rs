@@ -12,6 +12,7 @@ use infergate_backends::{
 use crate::config::Limits;
 use crate::error::ApiError;
 use crate::runner::{Cost, ModelHandle};
+use crate::tenancy::Meter;
 
 /// Tokens an answer used, for the GenAI metrics and the server span.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -27,6 +28,8 @@ pub trait Payload: Sized {
     type Output;
     /// The task a model serves to take this job.
     const TASK: Task;
+    /// What a tenant's limits count of the job's cost (`Cost::total`), if anything.
+    const METER: Option<Meter> = None;
 
     /// Check what only the payload can tell (`limits`), and price the job
     /// for `model`.
@@ -69,6 +72,7 @@ impl Usage {
 impl Payload for EmbeddingsRequest {
     type Output = EmbeddingsOutput;
     const TASK: Task = Task::Embeddings;
+    const METER: Option<Meter> = Some(Meter::Tokens);
 
     /// Tokens: estimated for texts, counted for token ids.
     fn prepare(self, _: &ModelHandle, _: &Limits) -> Result<(Request, Cost), ApiError> {
@@ -205,6 +209,7 @@ impl SpeechChunk {
 impl Payload for SpeechChunk {
     type Output = TranscriptionOutput;
     const TASK: Task = Task::Transcription;
+    const METER: Option<Meter> = Some(Meter::AudioSeconds);
 
     fn prepare(self, _: &ModelHandle, _: &Limits) -> Result<(Request, Cost), ApiError> {
         Ok(self.priced())

@@ -13,8 +13,9 @@ use super::outcome::Outcome;
 use super::payload::{Payload, Usage};
 use crate::context::RequestContext;
 use crate::error::ApiError;
-use crate::runner::{DispatchInfo, ModelHandle, Running};
+use crate::runner::{Cost, DispatchInfo, ModelHandle, Running};
 use crate::state::{AppState, SharedState};
+use crate::tenancy::{self, Ticket};
 
 /// What a request does, for `gen_ai.operation.name` on its server span and
 /// on its GenAI metrics. Operations the GenAI conventions lack
@@ -92,6 +93,8 @@ pub struct Call {
     operation: Operation,
     /// When the answer (a stream's first token) is due; `None`: best effort.
     deadline: Option<Instant>,
+    /// The tenant's admission on this model: later charges and usage.
+    ticket: Ticket,
 }
 
 impl Call {
@@ -99,7 +102,10 @@ impl Call {
     /// model serving `task`), checked to serve `task`. A named model is put
     /// on the server span before it is looked up, so a request for an
     /// unknown model still says which it asked for.
-    pub fn open(
+    ///
+    /// The tenant is admitted here, once per request: its allow-list (a
+    /// model it may not use is not found) and its limits.
+    pub async fn open(
         state: &SharedState,
         ctx: RequestContext,
         name: Option<&str>,
@@ -119,8 +125,30 @@ impl Call {
                 model
             }
         };
+        let ticket = match &ctx.policy {
+            Some(policy) => tenancy::admit(&state.store, policy, &model.name).await?,
+            None => Ticket::unmetered(),
+        };
+        if let (Some(headers), Some(slot)) = (ticket.headers(), &ctx.rate_headers) {
+            slot.set(headers.clone());
+        }
         let deadline = ctx.deadline(model.default_timeout);
-        Ok(Call { state: state.clone(), model: model.clone(), ctx, operation, deadline })
+        Ok(Call { state: state.clone(), model: model.clone(), ctx, operation, deadline, ticket })
+    }
+
+    /// The tenant's admission, for charges the call layer cannot see
+    /// (characters translated).
+    pub fn ticket(&self) -> &Ticket {
+        &self.ticket
+    }
+
+    /// Price a job and charge the tenant its estimate.
+    fn prepare<P: Payload>(&self, payload: P) -> Result<(infergate_backends::Request, Cost), ApiError> {
+        let (request, cost) = payload.prepare(&self.model, &self.state.config.limits)?;
+        if let Some(meter) = P::METER {
+            self.ticket.charge(meter, cost.total);
+        }
+        Ok((request, cost))
     }
 
     /// The model this call runs on.
@@ -146,7 +174,13 @@ impl Call {
     /// Start counting the request's outcome: it is valid and reaches its
     /// model now (requests refused as invalid before this count nowhere).
     pub fn outcome(&self) -> Outcome {
-        Outcome::new(&self.model.genai, self.operation.metric_name(), &self.ctx, self.deadline)
+        Outcome::new(
+            &self.model.genai,
+            self.operation.metric_name(),
+            &self.ctx,
+            self.deadline,
+            self.ticket.clone(),
+        )
     }
 
     /// The whole request as one job: run it, then count the answer.
@@ -155,7 +189,7 @@ impl Call {
     /// every async level moves the futures below it once more (on the
     /// proxy path that was ~1,000 instructions of copying per request).
     pub async fn once<P: Payload>(&self, payload: P) -> Result<Answer<P::Output>, ApiError> {
-        let (request, cost) = payload.prepare(&self.model, &self.state.config.limits)?;
+        let (request, cost) = self.prepare(payload)?;
         let outcome = self.outcome();
         let mut running = self.model.submit(&self.ctx, self.deadline, request, cost).await?;
         let output = answer::<P>(&self.model, running.output(self.deadline).await?)?;
@@ -168,14 +202,14 @@ impl Call {
     /// One of the request's jobs (several run at once for long audio and
     /// for many texts); the caller counts the answer with [`finish`].
     pub async fn run<P: Payload>(&self, payload: P) -> Result<Answer<P::Output>, ApiError> {
-        let prepared = payload.prepare(&self.model, &self.state.config.limits)?;
+        let prepared = self.prepare(payload)?;
         job::<P>(&self.model, &self.ctx, self.deadline, prepared).await
     }
 
     /// Submit a job and wait for its dispatch; its events follow on the
     /// returned [`Running`] (streams read them one by one).
     pub(super) async fn submit<P: Payload>(&self, payload: P) -> Result<Running, ApiError> {
-        let (request, cost) = payload.prepare(&self.model, &self.state.config.limits)?;
+        let (request, cost) = self.prepare(payload)?;
         self.model.submit(&self.ctx, self.deadline, request, cost).await
     }
 }

@@ -42,6 +42,12 @@ pub struct Config {
     pub tenants: Vec<TenantConfig>,
     #[serde(default)]
     pub models: Vec<ModelConfig>,
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// The file as parsed, environment overrides applied: what a reload
+    /// compares section by section.
+    #[serde(skip)]
+    pub source: toml::Table,
 }
 
 /// `[server]`: the listener and its timeouts.
@@ -253,6 +259,105 @@ pub struct TenantConfig {
     /// Lower-case hex SHA-256 of each API key (`printf %s KEY | sha256sum`).
     #[serde(default)]
     pub api_key_sha256: Vec<String>,
+    /// A file of more digests, one a line (`#` comments and blank lines
+    /// skipped), the way Kubernetes mounts a Secret; read again on reload.
+    #[serde(default)]
+    pub api_key_sha256_file: Option<std::path::PathBuf>,
+    /// The digests read from `api_key_sha256_file`.
+    #[serde(skip)]
+    pub file_keys: Vec<String>,
+    /// Limits on everything the tenant sends.
+    #[serde(default)]
+    pub rate_limits: RateLimits,
+    /// Limits on what the tenant sends to one model, beside `rate_limits`.
+    #[serde(default)]
+    pub model_rate_limits: std::collections::BTreeMap<String, RateLimits>,
+    /// The models the tenant may use (others answer 404 as if absent);
+    /// unset: all.
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+}
+
+impl TenantConfig {
+    /// Every key digest: the inline ones, then the file's.
+    pub fn key_digests(&self) -> impl Iterator<Item = &String> {
+        self.api_key_sha256.iter().chain(&self.file_keys)
+    }
+}
+
+/// `rate_limits = { … }`: per-minute limits are rolling (a token bucket
+/// that holds `burst` worth of allowance, one minute unless set); daily
+/// limits reset at 00:00 UTC and monthly ones on the 1st, 00:00 UTC;
+/// `concurrent` counts requests in flight. Unset: no limit.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimits {
+    pub requests_per_minute: Option<u64>,
+    pub requests_per_day: Option<u64>,
+    pub tokens_per_minute: Option<u64>,
+    pub tokens_per_day: Option<u64>,
+    pub characters_per_month: Option<u64>,
+    pub audio_seconds_per_minute: Option<u64>,
+    pub audio_seconds_per_day: Option<u64>,
+    pub concurrent: Option<u64>,
+    /// How much allowance the per-minute limits hold at most, as time at
+    /// their rate (`"10s"`: a sixth of a minute's); one minute unless set.
+    #[serde(default, with = "humantime_serde")]
+    pub burst: Option<Duration>,
+}
+
+impl RateLimits {
+    /// Every limit that is set, by its key.
+    pub fn named(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        [
+            ("requests_per_minute", self.requests_per_minute),
+            ("requests_per_day", self.requests_per_day),
+            ("tokens_per_minute", self.tokens_per_minute),
+            ("tokens_per_day", self.tokens_per_day),
+            ("characters_per_month", self.characters_per_month),
+            ("audio_seconds_per_minute", self.audio_seconds_per_minute),
+            ("audio_seconds_per_day", self.audio_seconds_per_day),
+            ("concurrent", self.concurrent),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| value.map(|v| (key, v)))
+    }
+}
+
+/// `[store]`: where limits (shared by every replica) are kept.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `redis://host:port/db`; unset: in this process's memory.
+    pub url: Option<String>,
+    /// What a request meets while the store cannot answer.
+    pub on_error: OnStoreError,
+    /// The longest a request waits for the store.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Prefix of every key infergate writes.
+    pub key_prefix: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: None,
+            on_error: OnStoreError::Allow,
+            timeout: Duration::from_millis(5),
+            key_prefix: "infergate:".into(),
+        }
+    }
+}
+
+/// `store.on_error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStoreError {
+    /// Serve the request unlimited.
+    Allow,
+    /// Refuse it (503, retry later).
+    Deny,
 }
 
 /// `[[models]]`: one served model.
@@ -467,15 +572,38 @@ impl Config {
             ConfigError::new(format!("line {at}"), message)
         })?;
         env::apply(&mut table, vars)?;
-        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-            let path = e.path().to_string();
-            ConfigError::new(
-                if path == "." { "(top level)".to_owned() } else { path },
-                e.into_inner().to_string(),
-            )
-        })?;
+        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table.clone()))
+            .map_err(|e| {
+                let path = e.path().to_string();
+                ConfigError::new(
+                    if path == "." { "(top level)".to_owned() } else { path },
+                    e.into_inner().to_string(),
+                )
+            })?;
+        config.source = table;
+        config.read_key_files()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Read every tenant's `api_key_sha256_file`.
+    fn read_key_files(&mut self) -> Result<(), ConfigError> {
+        for (i, tenant) in self.tenants.iter_mut().enumerate() {
+            let Some(path) = &tenant.api_key_sha256_file else { continue };
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::new(
+                    format!("tenants[{i}].api_key_sha256_file"),
+                    format!("{}: {e}", path.display()),
+                )
+            })?;
+            tenant.file_keys = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned)
+                .collect();
+        }
+        Ok(())
     }
 
     /// The model with this name.

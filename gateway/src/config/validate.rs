@@ -13,6 +13,8 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_server()?;
         self.validate_tenants()?;
+        self.validate_tenant_limits()?;
+        self.validate_store()?;
         self.validate_models()?;
         self.validate_translation()?;
         let limits = &self.limits;
@@ -147,8 +149,13 @@ impl Config {
                     format!("duplicate tenant '{}'", tenant.name),
                 ));
             }
-            for (k, hash) in tenant.api_key_sha256.iter().enumerate() {
-                let path = format!("tenants[{i}].api_key_sha256[{k}]");
+            let inline = tenant.api_key_sha256.len();
+            for (k, hash) in tenant.key_digests().enumerate() {
+                let path = if k < inline {
+                    format!("tenants[{i}].api_key_sha256[{k}]")
+                } else {
+                    format!("tenants[{i}].api_key_sha256_file (digest {})", k - inline + 1)
+                };
                 let valid = hash.len() == 64
                     && hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
                 if !valid {
@@ -166,11 +173,68 @@ impl Config {
             if !self.tenants.iter().any(|t| &t.name == name) {
                 return Err(ConfigError::new("auth.anonymous_tenant", format!("no tenant named '{name}'")));
             }
-        } else if self.tenants.iter().all(|t| t.api_key_sha256.is_empty()) {
+        } else if self.tenants.iter().all(|t| t.key_digests().next().is_none()) {
             return Err(ConfigError::new(
                 "tenants",
                 "no tenant has an API key and auth.anonymous_tenant is unset: nobody could call the API",
             ));
+        }
+        Ok(())
+    }
+
+    /// Limits are positive and name served models; allow-lists too.
+    fn validate_tenant_limits(&self) -> Result<(), ConfigError> {
+        let served = |name: &str| self.models.iter().any(|m| m.name == name);
+        for (i, tenant) in self.tenants.iter().enumerate() {
+            let scopes = std::iter::once((format!("tenants[{i}].rate_limits"), &tenant.rate_limits)).chain(
+                tenant
+                    .model_rate_limits
+                    .iter()
+                    .map(|(model, limits)| (format!("tenants[{i}].model_rate_limits.{model}"), limits)),
+            );
+            for (path, limits) in scopes {
+                if let Some((key, _)) = limits.named().find(|(_, v)| *v == 0) {
+                    return Err(ConfigError::new(
+                        format!("{path}.{key}"),
+                        "must be at least 1 (leave it out for no limit)",
+                    ));
+                }
+                if limits.burst.is_some_and(|b| b.is_zero()) {
+                    return Err(ConfigError::new(format!("{path}.burst"), "must be more than 0"));
+                }
+            }
+            for model in tenant.model_rate_limits.keys() {
+                if !served(model) {
+                    return Err(ConfigError::new(
+                        format!("tenants[{i}].model_rate_limits.{model}"),
+                        format!("no model named '{model}'"),
+                    ));
+                }
+            }
+            for (k, model) in tenant.models.iter().flatten().enumerate() {
+                if !served(model) {
+                    return Err(ConfigError::new(
+                        format!("tenants[{i}].models[{k}]"),
+                        format!("no model named '{model}'"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_store(&self) -> Result<(), ConfigError> {
+        let store = &self.store;
+        if let Some(url) = &store.url {
+            if !url.starts_with("redis://") {
+                return Err(ConfigError::new("store.url", "must be a redis://host:port/db URL"));
+            }
+            if redis_url_ok(url).is_err() {
+                return Err(ConfigError::new("store.url", "is not a valid Redis URL"));
+            }
+        }
+        if store.timeout.is_zero() || store.timeout > std::time::Duration::from_secs(1) {
+            return Err(ConfigError::new("store.timeout", "must be more than 0 and at most 1s"));
         }
         Ok(())
     }
@@ -281,4 +345,9 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Whether the Redis client accepts `url` (without connecting).
+fn redis_url_ok(url: &str) -> Result<(), ()> {
+    redis::Client::open(url).map(drop).map_err(drop)
 }

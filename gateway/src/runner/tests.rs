@@ -112,6 +112,8 @@ async fn submit(model: &ModelHandle) -> Result<Running, ApiError> {
         deadline: DeadlineSpec::BestEffort,
         received: Instant::now(),
         forwarded: Default::default(),
+        policy: None,
+        rate_headers: None,
     };
     let request = Request::Embeddings(EmbeddingsRequest { inputs: Vec::new(), dimensions: None });
     model.submit(&ctx, None, request, Cost::whole(1.0, 1)).await

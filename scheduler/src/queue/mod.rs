@@ -387,8 +387,11 @@ impl<P: Queued> ModelScheduler<P> {
     /// the queue (amortised O(1) per job).
     fn compact_expiry(&mut self) {
         if self.expiry.len() > 2 * self.slots.len() + 64 {
-            self.expiry =
-                self.slots.values().filter_map(|s| self.leaves_at(&s.job).map(|at| Reverse((at, s.job.id)))).collect();
+            self.expiry = self
+                .slots
+                .values()
+                .filter_map(|s| self.leaves_at(&s.job).map(|at| Reverse((at, s.job.id))))
+                .collect();
         }
     }
 

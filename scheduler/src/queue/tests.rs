@@ -251,10 +251,10 @@ fn a_job_that_can_no_longer_make_its_deadline_is_shed_before_it_expires() {
     }
     assert!(h.s.poll(h.at(88)).dropped.is_empty());
     let step = h.s.poll(h.at(89));
-    assert_eq!(step.dropped.iter().map(|d| (d.job.id, d.reason)).collect::<Vec<_>>(), vec![(
-        waiting,
-        DropReason::Infeasible
-    )]);
+    assert_eq!(
+        step.dropped.iter().map(|d| (d.job.id, d.reason)).collect::<Vec<_>>(),
+        vec![(waiting, DropReason::Infeasible)]
+    );
     assert!(matches!(step.action, Action::Idle));
 
     // Without predictions (fifo), the job leaves at its deadline, expired.

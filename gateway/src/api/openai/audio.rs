@@ -175,7 +175,7 @@ async fn handle(
         AudioTask::Transcribe => Operation::Transcription,
         AudioTask::Translate => Operation::SpeechTranslation,
     };
-    let call = Call::open(&state, ctx, Some(&form.model), Task::Transcription, operation)?;
+    let call = Call::open(&state, ctx, Some(&form.model), Task::Transcription, operation).await?;
     // Not audio at all, or an empty or broken WAV: refused before decoding.
     check_audio(&form.file, state.config.limits.max_audio_bytes)?;
     let plan = call.speech_plan(form.file).await?;

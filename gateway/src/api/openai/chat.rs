@@ -288,7 +288,7 @@ pub async fn completions(
     ctx: RequestContext,
     JsonWithRaw(body, raw): JsonWithRaw<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
-    let call = Call::open(&state, ctx, Some(&body.model), Task::Chat, Operation::Chat)?;
+    let call = Call::open(&state, ctx, Some(&body.model), Task::Chat, Operation::Chat).await?;
     let forwards = call.model().info.capabilities.forwards_body;
     let model_name = body.model.clone();
     let mut plan = plan(body, &state.config.limits, forwards)?;

@@ -291,7 +291,7 @@ pub async fn create(
     ctx: RequestContext,
     JsonBody(body): JsonBody<EmbeddingsBody>,
 ) -> Result<Response, ApiError> {
-    let call = Call::open(&state, ctx, Some(&body.model), Task::Embeddings, Operation::Embeddings)?;
+    let call = Call::open(&state, ctx, Some(&body.model), Task::Embeddings, Operation::Embeddings).await?;
     let encoding = match body.encoding_format.as_deref() {
         None | Some("float") => Encoding::Float,
         Some("base64") => Encoding::Base64,

@@ -4,6 +4,7 @@ use axum::extract::{Path, State};
 use axum::Json;
 use serde::Serialize;
 
+use crate::context::RequestContext;
 use crate::error::ApiError;
 use crate::runner::ModelHandle;
 use crate::state::SharedState;
@@ -36,17 +37,18 @@ fn object(state: &SharedState, model: &ModelHandle) -> ModelObject {
     }
 }
 
-/// Every served model.
-pub async fn list(State(state): State<SharedState>) -> Json<ModelList> {
-    let data = state.models.iter().map(|m| object(&state, m)).collect();
+/// Every served model the caller may use.
+pub async fn list(State(state): State<SharedState>, ctx: RequestContext) -> Json<ModelList> {
+    let data = state.models.iter().filter(|m| ctx.allows(&m.name)).map(|m| object(&state, m)).collect();
     Json(ModelList { object: "list", data })
 }
 
 /// One model by name (names may contain `/`).
 pub async fn retrieve(
     State(state): State<SharedState>,
+    ctx: RequestContext,
     Path(name): Path<String>,
 ) -> Result<Json<ModelObject>, ApiError> {
-    let model = state.model(&name)?;
+    let model = state.model_of(&ctx, &name)?;
     Ok(Json(object(&state, model)))
 }

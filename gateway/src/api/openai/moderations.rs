@@ -100,7 +100,8 @@ pub async fn create(
     ctx: RequestContext,
     JsonBody(body): JsonBody<ModerationBody>,
 ) -> Result<Response, ApiError> {
-    let call = Call::open(&state, ctx, body.model.as_deref(), Task::Moderation, Operation::Moderation)?;
+    let call =
+        Call::open(&state, ctx, body.model.as_deref(), Task::Moderation, Operation::Moderation).await?;
     let groups = parse_groups(&body.input, &state.config.limits)?;
     let answer = call.once(ModerationRequest { groups }).await?;
     let headers = dispatch_headers(&answer.dispatch);

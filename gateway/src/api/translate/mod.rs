@@ -333,11 +333,20 @@ pub async fn languages(State(state): State<SharedState>, request: Request) -> Re
     Ok(Json(list).into_response())
 }
 
-/// `GET|POST /v2/usage`: characters translated for the caller's tenant since
-/// the process started; there is no quota.
-pub async fn usage(State(state): State<SharedState>, ctx: RequestContext) -> Response {
-    let count = state.translated(&ctx.tenant);
-    Json(json!({ "character_count": count, "character_limit": 1_000_000_000_000u64 })).into_response()
+/// `GET|POST /v2/usage`: with a `characters_per_month` limit, the
+/// tenant's characters this month (UTC) and the limit, from the limit store
+/// (shared by every replica); without one, the characters translated here
+/// since the process started, and no limit to speak of.
+pub async fn usage(State(state): State<SharedState>, ctx: RequestContext) -> Result<Response, ApiError> {
+    let monthly = ctx.policy.as_ref().and_then(|p| p.characters_per_month.clone());
+    let (count, limit) = match monthly {
+        Some(limit) => {
+            let used = state.store.read(&limit).await.map_err(|_| ApiError::StoreUnavailable)?;
+            (used.round() as u64, limit.amount as u64)
+        }
+        None => (state.translated(&ctx.tenant), 1_000_000_000_000u64),
+    };
+    Ok(Json(json!({ "character_count": count, "character_limit": limit })).into_response())
 }
 
 #[cfg(test)]

@@ -67,7 +67,8 @@ pub async fn translate(
     ctx: RequestContext,
     translation: Translation,
 ) -> Result<Translations, ApiError> {
-    let call = Call::open(state, ctx, route(state, translation.target), Task::Chat, Operation::Translation)?;
+    let call =
+        Call::open(state, ctx, route(state, translation.target), Task::Chat, Operation::Translation).await?;
     let template = state
         .config
         .model(&call.model().name)
@@ -80,6 +81,7 @@ pub async fn translate(
     finish(outcome, Some(Usage { input, output: Some(output) }));
     let billed: usize = jobs.iter().map(|j| j.translated.billed).sum();
     state.count_translated(&call.ctx().tenant, billed as u64);
+    call.ticket().charge(crate::tenancy::Meter::Characters, billed as f64);
     let dispatch = jobs.iter().filter_map(|j| j.dispatch).max_by_key(|d| d.batch_size);
     Ok(Translations { texts: jobs.into_iter().map(|j| j.translated).collect(), dispatch })
 }

@@ -1,0 +1,445 @@
+//! Tenants as the front door sees them: which models each may use, its
+//! limits (rates, quotas, concurrency) kept in a [`Store`], and its usage,
+//! metered by tenant and model.
+//!
+//! A request is admitted once, when its call opens ([`admit`]): the
+//! allow-list first (a model the tenant may not use answers 404 as if
+//! absent), then every limit of the tenant and of the tenant on that model
+//! in one atomic step. Request limits charge one request there; token,
+//! character and audio limits admit while some allowance is left, are
+//! charged the request's estimate when its job is priced, and corrected
+//! from the answer's usage when it ends ([`Ticket`]). A refusal never
+//! reaches the scheduler.
+
+pub mod limit;
+mod redis;
+pub mod reload;
+pub mod store;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderValue};
+use infergate_otel::tenants::{TenantMetrics, TenantSeries};
+use prometheus_client::metrics::counter::Counter;
+
+pub use self::limit::{Limit, Meter, Reading, Window};
+pub use self::store::{Store, Verdict};
+use crate::config::{Config, OnStoreError, RateLimits, TenantConfig};
+use crate::error::ApiError;
+
+/// One tenant's allow-list, limits and usage series, built from config
+/// (and rebuilt on reload).
+#[derive(Debug)]
+pub struct TenantPolicy {
+    pub name: Arc<str>,
+    /// The models it may use; `None`: all.
+    allowed: Option<HashSet<String>>,
+    /// Per served model.
+    scopes: HashMap<String, Arc<Scope>>,
+    /// The tenant-wide `characters_per_month`, for `/v2/usage`.
+    pub characters_per_month: Option<Arc<Limit>>,
+}
+
+/// What applies to a tenant on one model.
+#[derive(Debug)]
+pub struct Scope {
+    /// The tenant's limits, then its limits on this model.
+    limits: Arc<[Arc<Limit>]>,
+    /// Refusals per limit, in the same order.
+    limited: Vec<Counter>,
+    pub series: TenantSeries,
+}
+
+impl TenantPolicy {
+    /// Build `tenant`'s policy over the models `config` serves.
+    pub fn new(tenant: &TenantConfig, config: &Config, metrics: &TenantMetrics) -> TenantPolicy {
+        let name: Arc<str> = Arc::from(tenant.name.as_str());
+        let own = limits(&tenant.name, None, &tenant.rate_limits);
+        let scopes = config
+            .models
+            .iter()
+            .map(|model| {
+                let mut all = own.clone();
+                if let Some(rates) = tenant.model_rate_limits.get(&model.name) {
+                    all.extend(limits(&tenant.name, Some(&model.name), rates));
+                }
+                let limited = all.iter().map(|l| metrics.limited(&tenant.name, l.name)).collect();
+                let scope =
+                    Scope { limits: all.into(), limited, series: metrics.series(&tenant.name, &model.name) };
+                (model.name.clone(), Arc::new(scope))
+            })
+            .collect();
+        let characters_per_month =
+            own.iter().find(|l| l.meter == Meter::Characters && l.window == Window::Month).cloned();
+        TenantPolicy {
+            name,
+            allowed: tenant.models.as_ref().map(|m| m.iter().cloned().collect()),
+            scopes,
+            characters_per_month,
+        }
+    }
+
+    /// Whether the tenant may use `model`.
+    pub fn allows(&self, model: &str) -> bool {
+        self.allowed.as_ref().is_none_or(|allowed| allowed.contains(model))
+    }
+}
+
+impl PartialEq for TenantPolicy {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for TenantPolicy {}
+
+/// The limits one `rate_limits` table sets, keyed `tenant[/model]/name`.
+fn limits(tenant: &str, model: Option<&str>, rates: &RateLimits) -> Vec<Arc<Limit>> {
+    let burst = rates.burst.unwrap_or(Duration::from_secs(60)).as_secs_f64() / 60.0;
+    let scope = match model {
+        Some(model) => format!("{tenant}/{model}"),
+        None => tenant.to_owned(),
+    };
+    rates
+        .named()
+        .map(|(name, amount)| {
+            let (meter, window) = match name {
+                "requests_per_minute" => (Meter::Requests, Window::Minute),
+                "requests_per_day" => (Meter::Requests, Window::Day),
+                "tokens_per_minute" => (Meter::Tokens, Window::Minute),
+                "tokens_per_day" => (Meter::Tokens, Window::Day),
+                "characters_per_month" => (Meter::Characters, Window::Month),
+                "audio_seconds_per_minute" => (Meter::AudioSeconds, Window::Minute),
+                "audio_seconds_per_day" => (Meter::AudioSeconds, Window::Day),
+                _ => (Meter::Requests, Window::Concurrent),
+            };
+            let amount = amount as f64;
+            let capacity = if window == Window::Minute { (amount * burst).max(1.0) } else { amount };
+            Arc::new(Limit {
+                name,
+                meter,
+                window,
+                amount,
+                capacity,
+                key: Arc::from(format!("{scope}/{name}")),
+                tenant_wide: model.is_none(),
+            })
+        })
+        .collect()
+}
+
+/// Admit a request of `policy`'s tenant on `model`: see the module docs.
+pub async fn admit(store: &Arc<Store>, policy: &TenantPolicy, model: &str) -> Result<Ticket, ApiError> {
+    if !policy.allows(model) {
+        return Err(ApiError::ModelNotFound { model: model.to_owned() });
+    }
+    let Some(scope) = policy.scopes.get(model) else { return Ok(Ticket::unmetered()) };
+    if scope.limits.is_empty() {
+        return Ok(Ticket::new(None, scope.clone(), Arc::from([]), 0, None));
+    }
+    let member = store::next_member();
+    match store.admit(&scope.limits, member).await {
+        Ok(Verdict::Admitted(readings)) => {
+            let headers = RateHeaders::of(&scope.limits, &readings);
+            Ok(Ticket::new(Some(store.clone()), scope.clone(), scope.limits.clone(), member, Some(headers)))
+        }
+        Ok(Verdict::Refused { index, retry_after }) => {
+            let limit = &scope.limits[index];
+            scope.limited[index].inc();
+            let quota = matches!(limit.window, Window::Day | Window::Month);
+            if quota { &scope.series.quota_exceeded } else { &scope.series.rate_limited }.inc();
+            let headers = RateHeaders::refused(limit, retry_after);
+            Err(ApiError::RateLimited(Arc::new(Refusal {
+                limit: limit.clone(),
+                retry_after,
+                quota,
+                headers,
+            })))
+        }
+        Err(_) => match store.on_error() {
+            // Served without limits this time (the failure is counted and logged).
+            OnStoreError::Allow => Ok(Ticket::new(None, scope.clone(), Arc::from([]), 0, None)),
+            OnStoreError::Deny => Err(ApiError::StoreUnavailable),
+        },
+    }
+}
+
+/// A request refused by one of its tenant's limits.
+#[derive(Debug)]
+pub struct Refusal {
+    pub limit: Arc<Limit>,
+    pub retry_after: Duration,
+    /// A daily or monthly quota (rather than a rate).
+    pub quota: bool,
+    pub headers: RateHeaders,
+}
+
+impl Refusal {
+    /// What the client reads, naming the limit and when to retry.
+    pub fn message(&self) -> String {
+        let scope = if self.limit.tenant_wide { "your organization" } else { "this model" };
+        let what = self.limit.name.replace('_', " ");
+        if self.quota {
+            format!(
+                "You exceeded your current quota ({what}: {} for {scope}); it resets in {}.",
+                self.limit.amount,
+                duration_text(self.retry_after)
+            )
+        } else {
+            format!(
+                "Rate limit reached for {scope} on {what}: limit {}. Please try again in {}.",
+                self.limit.amount,
+                duration_text(self.retry_after)
+            )
+        }
+    }
+}
+
+/// OpenAI's rate-limit headers of one answer.
+#[derive(Debug, Clone, Default)]
+pub struct RateHeaders(Vec<(&'static str, HeaderValue)>);
+
+impl RateHeaders {
+    /// The `-requests` and `-tokens` trios from the tightest limit of each
+    /// (per-minute ones first, as OpenAI's are).
+    fn of(limits: &[Arc<Limit>], readings: &[Reading]) -> RateHeaders {
+        let mut out = RateHeaders::default();
+        for (meter, suffix) in [(Meter::Requests, "requests"), (Meter::Tokens, "tokens")] {
+            let tightest = limits
+                .iter()
+                .zip(readings)
+                .filter(|(l, _)| l.meter == meter && l.window != Window::Concurrent)
+                .min_by(|(a, ra), (b, rb)| {
+                    (a.window != Window::Minute, ra.remaining)
+                        .partial_cmp(&(b.window != Window::Minute, rb.remaining))
+                        .unwrap_or(std::cmp::Ordering::Equal)
+                });
+            if let Some((_, reading)) = tightest {
+                out.push(suffix, reading.limit, reading.remaining, reading.reset);
+            }
+        }
+        out
+    }
+
+    /// The refusing limit: none left until `retry_after`.
+    fn refused(limit: &Limit, retry_after: Duration) -> RateHeaders {
+        let mut out = RateHeaders::default();
+        let suffix = match limit.meter {
+            Meter::Requests => "requests",
+            Meter::Tokens => "tokens",
+            Meter::Characters | Meter::AudioSeconds => return out,
+        };
+        if limit.window != Window::Concurrent {
+            out.push(suffix, limit.amount, 0.0, retry_after);
+        }
+        out
+    }
+
+    fn push(&mut self, suffix: &'static str, limit: f64, remaining: f64, reset: Duration) {
+        let (limit_name, remaining_name, reset_name) = match suffix {
+            "requests" => {
+                ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests")
+            }
+            _ => ("x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"),
+        };
+        self.0.push((limit_name, HeaderValue::from(limit as u64)));
+        self.0.push((remaining_name, HeaderValue::from(remaining.floor() as u64)));
+        if let Ok(value) = HeaderValue::from_str(&duration_text(reset)) {
+            self.0.push((reset_name, value));
+        }
+    }
+
+    /// Add these headers to a response's.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        for (name, value) in &self.0 {
+            headers.insert(*name, value.clone());
+        }
+    }
+}
+
+/// A duration as OpenAI's reset headers write it (Go's style): `20ms`,
+/// `1.5s`, `6m0s`, `1h2m3s`.
+pub fn duration_text(d: Duration) -> String {
+    let ms = d.as_millis() as u64;
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let (h, m) = (ms / 3_600_000, ms / 60_000 % 60);
+    let s = (ms % 60_000) as f64 / 1000.0;
+    let s = format!("{s}s");
+    match (h, m) {
+        (0, 0) => s,
+        (0, m) => format!("{m}m{s}"),
+        (h, m) => format!("{h}h{m}m{s}"),
+    }
+}
+
+/// Where a call's rate-limit headers wait for its response (set once, by
+/// the call's admission; the admit layer copies them onto the answer).
+#[derive(Debug, Default)]
+pub struct HeaderSlot(std::sync::OnceLock<RateHeaders>);
+
+impl HeaderSlot {
+    pub fn set(&self, headers: RateHeaders) {
+        let _ = self.0.set(headers);
+    }
+
+    pub fn get(&self) -> Option<&RateHeaders> {
+        self.0.get()
+    }
+}
+
+/// An admitted request's hold on its limits and its usage meter: later
+/// charges go through it, and when the last clone drops its concurrency
+/// slots are freed and its outcome counted.
+#[derive(Clone)]
+pub struct Ticket(Arc<TicketInner>);
+
+struct TicketInner {
+    store: Option<Arc<Store>>,
+    scope: Option<Arc<Scope>>,
+    limits: Arc<[Arc<Limit>]>,
+    member: u64,
+    headers: Option<RateHeaders>,
+    state: Mutex<TicketState>,
+}
+
+#[derive(Default)]
+struct TicketState {
+    /// Charged so far per meter (in `Meter::ALL` order).
+    charged: [f64; 4],
+    answered: bool,
+}
+
+fn meter_index(meter: Meter) -> usize {
+    Meter::ALL.iter().position(|m| *m == meter).unwrap_or(0)
+}
+
+impl Ticket {
+    fn new(
+        store: Option<Arc<Store>>,
+        scope: Arc<Scope>,
+        limits: Arc<[Arc<Limit>]>,
+        member: u64,
+        headers: Option<RateHeaders>,
+    ) -> Ticket {
+        Ticket(Arc::new(TicketInner {
+            store,
+            scope: Some(scope),
+            limits,
+            member,
+            headers,
+            state: Mutex::default(),
+        }))
+    }
+
+    /// A request no tenant policy covers (unit tests, internal calls).
+    pub fn unmetered() -> Ticket {
+        Ticket(Arc::new(TicketInner {
+            store: None,
+            scope: None,
+            limits: Arc::from([]),
+            member: 0,
+            headers: None,
+            state: Mutex::default(),
+        }))
+    }
+
+    /// The headers admission left for the answer.
+    pub fn headers(&self) -> Option<&RateHeaders> {
+        self.0.headers.as_ref()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TicketState> {
+        self.0.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Charge `amount` of `meter` more (an estimate, or an amount now
+    /// known); characters and audio are metered here.
+    pub fn charge(&self, meter: Meter, amount: f64) {
+        if amount == 0.0 {
+            return;
+        }
+        self.lock().charged[meter_index(meter)] += amount;
+        if let Some(scope) = &self.0.scope {
+            match meter {
+                Meter::Characters => {
+                    scope.series.characters.inc_by(amount.max(0.0) as u64);
+                }
+                Meter::AudioSeconds => {
+                    scope.series.audio_seconds.inc_by(amount.max(0.0));
+                }
+                Meter::Requests | Meter::Tokens => {}
+            }
+        }
+        self.apply(meter, amount);
+    }
+
+    /// The answer is complete; `tokens` (input, output) correct the
+    /// estimate and are metered.
+    pub fn answered(&self, tokens: Option<(u32, u32)>) {
+        let delta = {
+            let mut state = self.lock();
+            state.answered = true;
+            tokens.map(|(input, output)| {
+                let actual = f64::from(input) + f64::from(output);
+                let index = meter_index(Meter::Tokens);
+                let delta = actual - state.charged[index];
+                state.charged[index] = actual;
+                delta
+            })
+        };
+        if let (Some((input, output)), Some(scope)) = (tokens, &self.0.scope) {
+            scope.series.input_tokens.inc_by(u64::from(input));
+            scope.series.output_tokens.inc_by(u64::from(output));
+        }
+        if let Some(delta) = delta {
+            self.apply(Meter::Tokens, delta);
+        }
+    }
+
+    fn apply(&self, meter: Meter, amount: f64) {
+        let Some(store) = &self.0.store else { return };
+        let charges: Vec<store::Charge> = self
+            .0
+            .limits
+            .iter()
+            .filter(|l| l.meter == meter && l.window != Window::Concurrent)
+            .map(|l| store::Charge { limit: l.clone(), amount, member: self.0.member })
+            .collect();
+        store.charge(charges);
+    }
+}
+
+impl Drop for TicketInner {
+    fn drop(&mut self) {
+        let answered = self.state.get_mut().map(|s| s.answered).unwrap_or(false);
+        if let Some(scope) = &self.scope {
+            if answered { &scope.series.ok } else { &scope.series.error }.inc();
+        }
+        if let Some(store) = &self.store {
+            let releases: Vec<store::Charge> = self
+                .limits
+                .iter()
+                .filter(|l| l.window == Window::Concurrent)
+                .map(|l| store::Charge { limit: l.clone(), amount: -1.0, member: self.member })
+                .collect();
+            store.charge(releases);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_durations_are_written_as_openai_writes_them() {
+        assert_eq!(duration_text(Duration::from_millis(20)), "20ms");
+        assert_eq!(duration_text(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(duration_text(Duration::from_secs(360)), "6m0s");
+        assert_eq!(duration_text(Duration::from_millis(3_723_500)), "1h2m3.5s");
+    }
+}

@@ -1,0 +1,307 @@
+//! Limits in Redis, shared by every replica: admission is one Lua script
+//! (one round trip, atomic over all of a request's limits, on Redis's own
+//! clock so replicas' clocks need not agree); later charges gather in a
+//! background task and go in one script call per batch.
+//!
+//! Keys, under `store.key_prefix`: per-minute limits hold GCRA's `tat` (Unix
+//! ms, expiring when the bucket is full again); daily and monthly limits a
+//! counter per window (`…:20429` days or `…:24323` months since 1970);
+//! `concurrent` a sorted set of the requests in flight, each scored with the
+//! end of its lease, so a replica that dies frees its slots when they lapse.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::Script;
+use time::OffsetDateTime;
+
+use super::limit::{Limit, Reading, Window};
+use super::store::{window_of, Charge, StoreError, Verdict};
+use crate::config::{OnStoreError, StoreConfig};
+
+/// How long a request counts as in flight if its replica never says it ended.
+const LEASE: Duration = Duration::from_secs(600);
+/// Charges waiting for the background task; past this they are dropped (and counted).
+const QUEUE: usize = 65_536;
+/// Most charges in one script call.
+const BATCH: usize = 512;
+
+const ADMIT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local member, lease = ARGV[1], tonumber(ARGV[2])
+local out = {1, 0, 0}
+local after = {}
+for i = 1, #KEYS do
+  local b = 2 + (i - 1) * 4
+  local kind, a, cap, c = ARGV[b + 1], tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
+  local remaining, reset
+  if kind == 'm' then
+    local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+    if tat < now then tat = now end
+    local used = (tat - now) * a
+    local fits
+    if c > 0 then fits = used + c <= cap + 1e-9 else fits = used < cap end
+    if not fits then
+      return {0, i, math.ceil((used + math.max(c, 1) - cap) / a)}
+    end
+    after[i] = tat + c / a
+    remaining = cap - (after[i] - now) * a
+    reset = after[i] - now
+  elseif kind == 'w' then
+    local used = tonumber(redis.call('GET', KEYS[i]) or '0')
+    local fits
+    if c > 0 then fits = used + c <= cap else fits = used < cap end
+    if not fits then return {0, i, math.ceil(a)} end
+    remaining = cap - used - c
+    reset = a
+  else
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
+    local count = redis.call('ZCARD', KEYS[i])
+    if count + c > cap then return {0, i, 1000} end
+    remaining = cap - count - c
+    reset = 0
+  end
+  out[#out + 1] = math.floor(math.max(remaining, 0) + 1e-6)
+  out[#out + 1] = math.ceil(reset)
+end
+for i = 1, #KEYS do
+  local b = 2 + (i - 1) * 4
+  local kind, a, c = ARGV[b + 1], tonumber(ARGV[b + 2]), tonumber(ARGV[b + 4])
+  if c > 0 then
+    if kind == 'm' then
+      redis.call('SET', KEYS[i], tostring(after[i]), 'PX', math.ceil(after[i] - now) + 1000)
+    elseif kind == 'w' then
+      redis.call('INCRBYFLOAT', KEYS[i], c)
+      redis.call('PEXPIRE', KEYS[i], math.ceil(a) + 86400000)
+    else
+      redis.call('ZADD', KEYS[i], now + lease, member)
+      redis.call('PEXPIRE', KEYS[i], lease)
+    end
+  end
+end
+return out
+"#;
+
+const CHARGE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 1, #KEYS do
+  local b = (i - 1) * 3
+  local kind, a, amount = ARGV[b + 1], tonumber(ARGV[b + 2]), ARGV[b + 3]
+  if kind == 'm' then
+    local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+    if tat < now then tat = now end
+    tat = tat + tonumber(amount) / a
+    if tat > now then
+      redis.call('SET', KEYS[i], tostring(tat), 'PX', math.ceil(tat - now) + 1000)
+    else
+      redis.call('DEL', KEYS[i])
+    end
+  elseif kind == 'w' then
+    if tonumber(redis.call('INCRBYFLOAT', KEYS[i], amount)) < 0 then
+      redis.call('SET', KEYS[i], '0', 'KEEPTTL')
+    end
+    redis.call('PEXPIRE', KEYS[i], math.ceil(a) + 86400000)
+  else
+    redis.call('ZREM', KEYS[i], amount)
+  end
+end
+return 1
+"#;
+
+/// See the module docs.
+pub struct RedisStore {
+    conn: ConnectionManager,
+    admit: Script,
+    prefix: Arc<str>,
+    /// Tells this process's concurrency members from other replicas'.
+    replica: Arc<str>,
+    timeout: Duration,
+    pub on_error: OnStoreError,
+    queue: tokio::sync::mpsc::Sender<Charge>,
+    errors: Failures,
+}
+
+/// Store failures: counted, and logged once a second at most.
+#[derive(Clone)]
+struct Failures {
+    counter: Counter,
+    last_log: Arc<AtomicU64>,
+}
+
+impl Failures {
+    fn note(&self, what: &str, error: &dyn std::fmt::Display) {
+        self.counter.inc();
+        let now = unix_secs();
+        let last = self.last_log.load(Ordering::Relaxed);
+        if now > last
+            && self.last_log.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            tracing::warn!(store = "redis", %error, "{what} failed (logged once a second at most; counted in infergate_store_errors_total)");
+        }
+    }
+}
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl RedisStore {
+    /// Connects lazily, on the first request, and reconnects by itself.
+    /// Must run inside a tokio runtime.
+    pub fn new(url: &str, config: &StoreConfig, errors: Counter) -> Result<RedisStore, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("store.url: {e}"))?;
+        let manager = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(250)))
+            .set_response_timeout(Some(Duration::from_secs(1)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client, manager)
+            .map_err(|e| format!("store.url: {e}"))?;
+        let (queue, rx) = tokio::sync::mpsc::channel(QUEUE);
+        let errors = Failures { counter: errors, last_log: Arc::new(AtomicU64::new(0)) };
+        let prefix: Arc<str> = Arc::from(config.key_prefix.as_str());
+        let mut id = [0u8; 8];
+        getrandom::fill(&mut id).map_err(|e| e.to_string())?;
+        let replica: Arc<str> = Arc::from(hex::encode(id));
+        tokio::spawn(flush(conn.clone(), rx, prefix.clone(), replica.clone(), errors.clone()));
+        Ok(RedisStore {
+            conn,
+            admit: Script::new(ADMIT),
+            prefix,
+            replica,
+            timeout: config.timeout,
+            on_error: config.on_error,
+            queue,
+            errors,
+        })
+    }
+
+    pub async fn admit(&self, limits: &[Arc<Limit>], member: u64) -> Result<Verdict, StoreError> {
+        let at = OffsetDateTime::now_utc();
+        let mut call = self.admit.prepare_invoke();
+        call.arg(format!("{}:{member}", self.replica)).arg(LEASE.as_millis() as u64);
+        for limit in limits {
+            let (window, left) = window_of(limit.window, at);
+            call.key(key(&self.prefix, limit, window));
+            let (kind, a, capacity) = match limit.window {
+                Window::Minute => ("m", limit.rate() / 1000.0, limit.capacity),
+                Window::Day | Window::Month => ("w", left, limit.amount),
+                Window::Concurrent => ("c", 0.0, limit.amount),
+            };
+            call.arg(kind).arg(a).arg(capacity).arg(limit.admission_charge());
+        }
+        let mut conn = self.conn.clone();
+        let reply: Vec<i64> = match tokio::time::timeout(self.timeout, call.invoke_async(&mut conn)).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(e)) => {
+                self.errors.note("admission", &e);
+                return Err(StoreError(e.to_string()));
+            }
+            Err(_) => {
+                let e = format!("no answer within store.timeout ({:?})", self.timeout);
+                self.errors.note("admission", &e);
+                return Err(StoreError(e));
+            }
+        };
+        verdict(limits, &reply).ok_or_else(|| {
+            let e = format!("unexpected reply {reply:?}");
+            self.errors.note("admission", &e);
+            StoreError(e)
+        })
+    }
+
+    /// The use a daily or monthly limit has had in its current window.
+    pub async fn read(&self, limit: &Limit, at: OffsetDateTime) -> Result<f64, StoreError> {
+        let (window, _) = window_of(limit.window, at);
+        let mut conn = self.conn.clone();
+        let get = redis::cmd("GET").arg(key(&self.prefix, limit, window)).clone();
+        match tokio::time::timeout(self.timeout * 4, get.query_async::<Option<f64>>(&mut conn)).await {
+            Ok(Ok(used)) => Ok(used.unwrap_or(0.0)),
+            Ok(Err(e)) => {
+                self.errors.note("a usage read", &e);
+                Err(StoreError(e.to_string()))
+            }
+            Err(_) => {
+                self.errors.note("a usage read", &"no answer in time");
+                Err(StoreError("timeout".into()))
+            }
+        }
+    }
+
+    /// Queue charges for the background task.
+    pub fn charge(&self, charges: Vec<Charge>) {
+        for charge in charges {
+            if self.queue.try_send(charge).is_err() {
+                self.errors.note("queueing a charge", &"the queue is full");
+            }
+        }
+    }
+}
+
+/// The script's reply as a verdict.
+fn verdict(limits: &[Arc<Limit>], reply: &[i64]) -> Option<Verdict> {
+    match reply {
+        [0, index, retry_ms, ..] => {
+            let index = usize::try_from(*index).ok()?.checked_sub(1)?;
+            (index < limits.len()).then(|| Verdict::Refused {
+                index,
+                retry_after: Duration::from_millis((*retry_ms).max(1) as u64),
+            })
+        }
+        [1, _, _, readings @ ..] if readings.len() == 2 * limits.len() => Some(Verdict::Admitted(
+            limits
+                .iter()
+                .zip(readings.chunks(2))
+                .map(|(limit, r)| Reading {
+                    limit: limit.amount,
+                    remaining: r[0] as f64,
+                    reset: Duration::from_millis(r[1].max(0) as u64),
+                })
+                .collect(),
+        )),
+        _ => None,
+    }
+}
+
+fn key(prefix: &str, limit: &Limit, window: i64) -> String {
+    match limit.window {
+        Window::Day | Window::Month => format!("{prefix}{}:{window}", limit.key),
+        Window::Minute | Window::Concurrent => format!("{prefix}{}", limit.key),
+    }
+}
+
+/// The background task: send queued charges, a batch per script call.
+async fn flush(
+    mut conn: ConnectionManager,
+    mut rx: tokio::sync::mpsc::Receiver<Charge>,
+    prefix: Arc<str>,
+    replica: Arc<str>,
+    errors: Failures,
+) {
+    let script = Script::new(CHARGE);
+    let mut batch = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        let at = OffsetDateTime::now_utc();
+        let mut call = script.prepare_invoke();
+        for charge in batch.drain(..) {
+            let limit = &charge.limit;
+            let (window, left) = window_of(limit.window, at);
+            call.key(key(&prefix, limit, window));
+            match limit.window {
+                Window::Minute => call.arg("m").arg(limit.rate() / 1000.0).arg(charge.amount),
+                Window::Day | Window::Month => call.arg("w").arg(left).arg(charge.amount),
+                Window::Concurrent => call.arg("c").arg(0).arg(format!("{replica}:{}", charge.member)),
+            };
+        }
+        match tokio::time::timeout(Duration::from_secs(1), call.invoke_async::<i64>(&mut conn)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => errors.note("a charge", &e),
+            Err(_) => errors.note("a charge", &"no answer within 1s"),
+        }
+    }
+}
