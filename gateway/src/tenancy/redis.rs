@@ -124,6 +124,20 @@ pub struct RedisStore {
     pub on_error: OnStoreError,
     queue: tokio::sync::mpsc::Sender<Charge>,
     errors: Failures,
+    /// After a failed admission, requests skip the store until this time
+    /// (Unix ms): while Redis is away they follow `on_error` at once
+    /// instead of each waiting out `store.timeout`.
+    down_until: AtomicU64,
+}
+
+/// How long admissions skip the store after one failed.
+const BACKOFF_MS: u64 = 500;
+
+fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Store failures: counted, and logged once a second at most.
@@ -169,6 +183,7 @@ impl RedisStore {
         getrandom::fill(&mut id).map_err(|e| e.to_string())?;
         let replica: Arc<str> = Arc::from(hex::encode(id));
         tokio::spawn(flush(conn.clone(), rx, prefix.clone(), replica.clone(), errors.clone()));
+        tokio::spawn(warm_up(conn.clone()));
         Ok(RedisStore {
             conn,
             admit: Script::new(ADMIT),
@@ -178,10 +193,23 @@ impl RedisStore {
             on_error: config.on_error,
             queue,
             errors,
+            down_until: AtomicU64::new(0),
         })
     }
 
     pub async fn admit(&self, limits: &[Arc<Limit>], member: u64) -> Result<Verdict, StoreError> {
+        if unix_ms_now() < self.down_until.load(Ordering::Relaxed) {
+            self.errors.counter.inc();
+            return Err(StoreError("the store failed moments ago".into()));
+        }
+        let result = self.try_admit(limits, member).await;
+        if result.is_err() {
+            self.down_until.store(unix_ms_now() + BACKOFF_MS, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn try_admit(&self, limits: &[Arc<Limit>], member: u64) -> Result<Verdict, StoreError> {
         let at = OffsetDateTime::now_utc();
         let mut call = self.admit.prepare_invoke();
         call.arg(format!("{}:{member}", self.replica)).arg(LEASE.as_millis() as u64);
@@ -240,6 +268,22 @@ impl RedisStore {
                 self.errors.note("queueing a charge", &"the queue is full");
             }
         }
+    }
+}
+
+/// Connect and load both scripts before the first request needs them (a
+/// first admission that had to connect would outlast `store.timeout`).
+async fn warm_up(mut conn: ConnectionManager) {
+    for _ in 0..40 {
+        let loaded = async {
+            Script::new(ADMIT).load_async(&mut conn).await?;
+            Script::new(CHARGE).load_async(&mut conn).await
+        };
+        match loaded.await {
+            Ok(_) => return,
+            Err(error) => tracing::debug!(%error, "the limit store is not reachable yet"),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 

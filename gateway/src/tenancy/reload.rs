@@ -19,7 +19,7 @@ use crate::state::SharedState;
 const RELOADABLE: [&str; 2] = ["tenants", "auth"];
 
 /// How often the files are looked at.
-const POLL: Duration = Duration::from_secs(1);
+const POLL: Duration = Duration::from_millis(500);
 
 /// Why a reload was refused.
 #[derive(Debug, thiserror::Error)]
