@@ -13,6 +13,10 @@
 # `cargo build --release --example hyper_proxy`) is run as the floor: hyper
 # alone proxying the same request.
 # Environment (defaults): BENCH_DURATION=5 BENCH_CONNECTIONS=8
+#   BENCH_LIMITS="off" runs each build once per listed variant: off (no tenant
+#   limits), memory (three limits on the tenant: requests and tokens per minute,
+#   concurrent; never reached) or redis (the same in a redis-server started here
+#   under callgrind too, whose instructions in the counted window are added).
 #   INFERGATE_BIN_DIR=target/release (for infergate-fake-upstream)
 #   BENCH_KEEP=DIR keeps each build's counted dump as DIR/BUILD.callgrind, for
 #   `callgrind_annotate --auto=no --threshold=100 DIR/BUILD.callgrind` (names
@@ -46,8 +50,34 @@ load() { # PORT SECONDS: prints the requests answered
         sed -n 's/^BENCH requests=\([0-9]*\).*/\1/p'
 }
 
-echo "| build | requests | instructions | per request |"
-echo "|---|---:|---:|---:|"
+LIMITS="${BENCH_LIMITS:-off}"
+REDIS_PID=""
+if [[ " $LIMITS " == *" redis "* ]]; then
+    command -v redis-server >/dev/null || die "redis-server is missing: scripts/setup.sh"
+    redis_port="$(free_port)"
+    valgrind --tool=callgrind --compress-strings=no --compress-pos=no --callgrind-out-file="$TMP/redis.out" \
+        redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >"$TMP/redis.log" 2>&1 &
+    REDIS_PID=$!
+    PIDS+=("$REDIS_PID")
+    for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$redis_port") 2>/dev/null && break; sleep 0.2; done
+fi
+LIMITED='{ requests_per_minute = 1000000000, tokens_per_minute = 1000000000, concurrent = 100000 }'
+
+# The dump of a callgrind run after the zeroing: its instruction total.
+dumped() { grep -l '^desc: Trigger: dump' "$1"* | xargs cat | sed -n 's/^summary: //p' | awk '{ s += $1 } END { print s }'; }
+
+echo "| build | limits | requests | instructions | per request |"
+echo "|---|---|---:|---:|---:|"
+for variant in $LIMITS; do
+env_of=()
+case "$variant" in
+    off) ;;
+    memory) env_of=("INFERGATE__TENANTS__0__RATE_LIMITS=$LIMITED") ;;
+    redis) env_of=("INFERGATE__TENANTS__0__RATE_LIMITS=$LIMITED" "INFERGATE__STORE__URL=redis://127.0.0.1:$redis_port/0"
+        # callgrind slows Redis down many times: give it the time, so no admission falls back.
+        "INFERGATE__STORE__TIMEOUT=1s") ;;
+    *) die "BENCH_LIMITS: off, memory or redis, not $variant" ;;
+esac
 for bin in "$@"; do
     [[ -x "$bin" ]] || die "not an executable: $bin"
     port="$(free_port)"
@@ -58,7 +88,7 @@ for bin in "$@"; do
     else
         args=(serve --config "$TMP/infergate.toml" --listen "127.0.0.1:$port")
     fi
-    INFERGATE__SERVER__WORKER_THREADS=1 RUST_LOG=error valgrind --tool=callgrind --compress-strings=no --compress-pos=no --callgrind-out-file="$out" \
+    env "${env_of[@]}" INFERGATE__SERVER__WORKER_THREADS=1 RUST_LOG=error valgrind --tool=callgrind --compress-strings=no --compress-pos=no --callgrind-out-file="$out" \
         "$bin" "${args[@]}" >"$TMP/gw.log" 2>&1 &
     pid=$!
     for _ in $(seq 1 120); do
@@ -68,16 +98,26 @@ for bin in "$@"; do
         sleep 0.5
     done
     load "$port" 3 >/dev/null
+    redis_here=""
+    [[ "$variant" == redis ]] && redis_here="$REDIS_PID"
+    [[ -z "$redis_here" ]] || { rm -f "$TMP/redis.out".*; callgrind_control -z "$redis_here" >/dev/null 2>&1; }
     callgrind_control -z "$pid" >/dev/null 2>&1
     requests="$(load "$port" "$DURATION")"
     callgrind_control -d "$pid" >/dev/null 2>&1
+    [[ -z "$redis_here" ]] || { sleep 0.5; callgrind_control -d "$redis_here" >/dev/null 2>&1; }
+    if [[ "$variant" != off ]]; then
+        errors="$(curl -s "http://127.0.0.1:$port/metrics" | sed -n 's/^infergate_store_errors_total \([0-9.]*\).*/\1/p')"
+        [[ "${errors:-0}" == 0 ]] || die "$bin: $errors store errors (admissions that fell back): the count would be low"
+    fi
     kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
     # The dump asked for above (the one at exit holds only the shutdown).
-    total="$(grep -l '^desc: Trigger: dump' "$out"* | xargs cat | sed -n 's/^summary: //p' | awk '{ s += $1 } END { print s }')"
+    total="$(dumped "$out")"
+    [[ -z "$redis_here" ]] || total=$((total + $(dumped "$TMP/redis.out")))
     [[ "${requests:-0}" -gt 0 && -n "$total" ]] || die "no count for $bin (see $TMP/gw.log)"
     if [[ -n "${BENCH_KEEP:-}" ]]; then
         mkdir -p "$BENCH_KEEP"
         grep -l '^desc: Trigger: dump' "$out"* | head -1 | xargs -I{} cp {} "$BENCH_KEEP/$(basename "$bin").callgrind"
     fi
-    echo "| $(basename "$bin") | $requests | $total | $((total / requests)) |"
+    echo "| $(basename "$bin") | $variant | $requests | $total | $((total / requests)) |"
+done
 done
