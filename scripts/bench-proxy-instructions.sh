@@ -16,7 +16,8 @@
 #   BENCH_LIMITS="off" runs each build once per listed variant: off (no tenant
 #   limits), memory (three limits on the tenant: requests and tokens per minute,
 #   concurrent; never reached) or redis (the same in a redis-server started here
-#   under callgrind too, whose instructions in the counted window are added).
+#   under callgrind too, whose instructions in the counted window are added);
+#   BENCH_LIMITED replaces those limits (a TOML inline table).
 #   INFERGATE_BIN_DIR=target/release (for infergate-fake-upstream)
 #   BENCH_KEEP=DIR keeps each build's counted dump as DIR/BUILD.callgrind, for
 #   `callgrind_annotate --auto=no --threshold=100 DIR/BUILD.callgrind` (names
@@ -61,7 +62,8 @@ if [[ " $LIMITS " == *" redis "* ]]; then
     PIDS+=("$REDIS_PID")
     for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$redis_port") 2>/dev/null && break; sleep 0.2; done
 fi
-LIMITED='{ requests_per_minute = 1000000000, tokens_per_minute = 1000000000, concurrent = 100000 }'
+DEFAULT_LIMITED='{ requests_per_minute = 1000000000, tokens_per_minute = 1000000000, concurrent = 100000 }'
+LIMITED="${BENCH_LIMITED:-$DEFAULT_LIMITED}"
 
 # The dump of a callgrind run after the zeroing: its instruction total.
 dumped() { grep -l '^desc: Trigger: dump' "$1"* | xargs cat | sed -n 's/^summary: //p' | awk '{ s += $1 } END { print s }'; }

@@ -28,12 +28,16 @@ pub struct TenantDirectory {
 impl TenantDirectory {
     /// Build from validated config (digests are known to be 64 hex digits),
     /// with each tenant's policy and usage series.
-    pub fn new(config: &Config, metrics: &infergate_otel::tenants::TenantMetrics) -> Self {
+    pub fn new(
+        config: &Config,
+        metrics: &infergate_otel::tenants::TenantMetrics,
+        store: &crate::tenancy::Store,
+    ) -> Self {
         let mut keys = Vec::new();
         let mut callers = Vec::new();
         let mut anonymous = None;
         for (i, tenant) in config.tenants.iter().enumerate() {
-            let policy = Arc::new(TenantPolicy::new(tenant, config, metrics));
+            let policy = Arc::new(TenantPolicy::new(tenant, config, metrics, store));
             callers.push(Caller { tenant: policy.name.clone(), class: tenant.class, policy });
             if config.auth.anonymous_tenant.as_deref() == Some(tenant.name.as_str()) {
                 anonymous = Some(i);
@@ -129,7 +133,8 @@ mod tests {
             if anonymous { "[auth]\nanonymous_tenant = \"bulk\"" } else { "" }
         );
         let metrics = infergate_otel::Metrics::new();
-        TenantDirectory::new(&Config::from_toml(&text, Vec::new()).unwrap(), &metrics.tenants)
+        let store = crate::tenancy::Store::Memory(Default::default());
+        TenantDirectory::new(&Config::from_toml(&text, Vec::new()).unwrap(), &metrics.tenants, &store)
     }
 
     #[test]

@@ -85,7 +85,11 @@ impl AppState {
         let store = crate::tenancy::Store::new(&config.store, metrics.tenants.store_errors.clone())
             .map_err(StartError::Store)?;
         let state = AppState {
-            tenants: std::sync::RwLock::new(Arc::new(TenantDirectory::new(&config, &metrics.tenants))),
+            tenants: std::sync::RwLock::new(Arc::new(TenantDirectory::new(
+                &config,
+                &metrics.tenants,
+                &store,
+            ))),
             store: Arc::new(store),
             config,
             models,
@@ -107,7 +111,7 @@ impl AppState {
     /// Replace the tenants with those of `config` (already validated, and
     /// checked to change nothing else that matters).
     pub fn replace_tenants(&self, config: &Config) {
-        let directory = Arc::new(TenantDirectory::new(config, &self.metrics.tenants));
+        let directory = Arc::new(TenantDirectory::new(config, &self.metrics.tenants, &self.store));
         *self.tenants.write().unwrap_or_else(std::sync::PoisonError::into_inner) = directory;
     }
 

@@ -256,6 +256,8 @@ async fn daily_tokens_and_monthly_characters_are_quotas() {
     assert_eq!(over.status().as_u16(), 456);
     let body: Value = over.json().await.unwrap();
     assert!(body["message"].as_str().unwrap().contains("quota"), "{body}");
+    let embeddings = embed(&c, &gw.base, WEB_KEY, "synthetic-embed", "x").await;
+    assert_eq!(embeddings.status(), 200, "a characters quota does not stop embeddings");
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use crate::context::RequestContext;
 use crate::error::ApiError;
 use crate::runner::{Cost, DispatchInfo, ModelHandle, Running};
 use crate::state::{AppState, SharedState};
-use crate::tenancy::{self, Ticket};
+use crate::tenancy::{self, Meter, Ticket};
 
 /// What a request does, for `gen_ai.operation.name` on its server span and
 /// on its GenAI metrics. Operations the GenAI conventions lack
@@ -56,6 +56,16 @@ impl Operation {
             Operation::Infer => operations::INFER,
             Operation::Transcription => operations::TRANSCRIPTION,
             Operation::SpeechTranslation | Operation::Translation => operations::TRANSLATION,
+        }
+    }
+
+    /// What the tenant limits of such a request count, besides requests.
+    fn meters(self) -> &'static [Meter] {
+        match self {
+            Operation::Chat | Operation::Embeddings => &[Meter::Tokens],
+            Operation::Transcription | Operation::SpeechTranslation => &[Meter::AudioSeconds],
+            Operation::Translation => &[Meter::Characters, Meter::Tokens],
+            Operation::Moderation | Operation::Ocr | Operation::Infer | Operation::InferOcr => &[],
         }
     }
 
@@ -125,12 +135,12 @@ impl Call {
                 model
             }
         };
-        let ticket = match &ctx.policy {
-            Some(policy) => tenancy::admit(&state.store, policy, &model.name).await?,
+        let mut ticket = match &ctx.policy {
+            Some(policy) => tenancy::admit(&state.store, policy, &model.name, operation.meters()).await?,
             None => Ticket::unmetered(),
         };
-        if let (Some(headers), Some(slot)) = (ticket.headers(), &ctx.rate_headers) {
-            slot.set(headers.clone());
+        if let (Some(headers), Some(slot)) = (ticket.take_headers(), &ctx.rate_headers) {
+            slot.set(headers);
         }
         let deadline = ctx.deadline(model.default_timeout);
         Ok(Call { state: state.clone(), model: model.clone(), ctx, operation, deadline, ticket })

@@ -141,3 +141,55 @@ fn listener_bounds_have_defaults_and_refuse_what_cannot_work() {
     let ca = format!("[telemetry]\notlp_ca_file = \"/nonexistent/ca.pem\"\n{MINIMAL}");
     assert_eq!(error_path(&ca), "telemetry.otlp_ca_file");
 }
+
+#[test]
+fn tenant_limits_name_served_models_and_positive_amounts() {
+    let with = |tenant_lines: &str, more: &str| {
+        MINIMAL.replace(
+            "api_key_sha256 = [\"3b978aa9b13194c6acccdc77d6d65ded5407e7e4fd82b5647e744e3427d71df4\"]",
+            &format!("api_key_sha256 = [\"3b978aa9b13194c6acccdc77d6d65ded5407e7e4fd82b5647e744e3427d71df4\"]\n{tenant_lines}"),
+        ) + more
+    };
+    let good = with(
+        "rate_limits = { requests_per_minute = 60, tokens_per_day = 1000, burst = \"10s\" }\n\
+         model_rate_limits = { \"m\" = { concurrent = 2 } }\nmodels = [\"m\"]",
+        "[store]\nurl = \"redis://127.0.0.1:6379/0\"\non_error = \"deny\"\n",
+    );
+    let config = parse(&good).unwrap();
+    assert_eq!(config.tenants[0].rate_limits.requests_per_minute, Some(60));
+    assert_eq!(config.store.on_error, OnStoreError::Deny);
+    assert_eq!(config.store.timeout, Duration::from_millis(5));
+
+    assert_eq!(
+        error_path(&with("model_rate_limits = { \"nope\" = { requests_per_minute = 1 } }", "")),
+        "tenants[0].model_rate_limits.nope"
+    );
+    assert_eq!(error_path(&with("models = [\"m\", \"nope\"]", "")), "tenants[0].models[1]");
+    assert_eq!(
+        error_path(&with("rate_limits = { tokens_per_minute = 0 }", "")),
+        "tenants[0].rate_limits.tokens_per_minute"
+    );
+    assert_eq!(error_path(&with("rate_limits = { per_hour = 3 }", "")), "tenants[0].rate_limits.per_hour");
+    assert_eq!(error_path(&with("", "[store]\nurl = \"http://x\"\n")), "store.url");
+    assert_eq!(error_path(&with("", "[store]\ntimeout = \"5s\"\n")), "store.timeout");
+    assert_eq!(
+        error_path(&with("api_key_sha256_file = \"/nonexistent/keys\"", "")),
+        "tenants[0].api_key_sha256_file"
+    );
+}
+
+#[test]
+fn key_files_add_digests_and_are_checked_like_inline_ones() {
+    let dir = std::env::temp_dir().join(format!("infergate-keyfile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("keys");
+    std::fs::write(&file, "# bulk\n\nefc7d0fa4cad2961037188937a43340411abb642686296bfff9ec39b07c5f661\n")
+        .unwrap();
+    let text =
+        format!("{MINIMAL}\n[[tenants]]\nname = \"bulk\"\napi_key_sha256_file = \"{}\"\n", file.display());
+    let config = parse(&text).unwrap();
+    assert_eq!(config.tenants[1].key_digests().count(), 1);
+    std::fs::write(&file, "not-a-digest\n").unwrap();
+    assert_eq!(error_path(&text), "tenants[1].api_key_sha256_file (digest 1)");
+    let _ = std::fs::remove_dir_all(&dir);
+}

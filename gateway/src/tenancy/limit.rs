@@ -56,6 +56,10 @@ pub struct Limit {
     pub key: Arc<str>,
     /// The tenant-wide limit (false: one model's).
     pub tenant_wide: bool,
+    /// `amount` as an `x-ratelimit-limit-*` value, made once.
+    pub header: http::HeaderValue,
+    /// Its cell in the memory store (given by key, so the same across reloads).
+    pub slot: usize,
 }
 
 impl Limit {
@@ -215,16 +219,6 @@ impl Cell {
             }
         }
     }
-
-    /// Whether the cell holds nothing worth keeping (a full bucket, an old
-    /// window, nobody in flight), so the memory store can forget it.
-    pub fn idle(&self, now: f64, window: i64) -> bool {
-        match *self {
-            Cell::Bucket { tat } => tat <= now,
-            Cell::Count { window: at, .. } => at != window,
-            Cell::InFlight { count } => count == 0,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -240,6 +234,8 @@ mod tests {
             capacity,
             key: Arc::from("k"),
             tenant_wide: true,
+            header: http::HeaderValue::from(amount as u64),
+            slot: 0,
         }
     }
 
@@ -260,7 +256,6 @@ mod tests {
         // A refund never moves the bucket into the past.
         cell.charge(&l, -1000.0, 1000.0, 0);
         assert_eq!(cell, Cell::Bucket { tat: 1000.0 });
-        assert!(cell.idle(1000.0, 0));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! from the answer's usage when it ends ([`Ticket`]). A refusal never
 //! reaches the scheduler.
 
+mod lease;
 pub mod limit;
 mod redis;
 pub mod reload;
@@ -20,7 +21,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use infergate_otel::tenants::{TenantMetrics, TenantSeries};
 use prometheus_client::metrics::counter::Counter;
 
@@ -54,16 +55,22 @@ pub struct Scope {
 
 impl TenantPolicy {
     /// Build `tenant`'s policy over the models `config` serves.
-    pub fn new(tenant: &TenantConfig, config: &Config, metrics: &TenantMetrics) -> TenantPolicy {
+    /// `store` gives each limit its place (kept across reloads by key).
+    pub fn new(
+        tenant: &TenantConfig,
+        config: &Config,
+        metrics: &TenantMetrics,
+        store: &Store,
+    ) -> TenantPolicy {
         let name: Arc<str> = Arc::from(tenant.name.as_str());
-        let own = limits(&tenant.name, None, &tenant.rate_limits);
+        let own = limits(&tenant.name, None, &tenant.rate_limits, store);
         let scopes = config
             .models
             .iter()
             .map(|model| {
                 let mut all = own.clone();
                 if let Some(rates) = tenant.model_rate_limits.get(&model.name) {
-                    all.extend(limits(&tenant.name, Some(&model.name), rates));
+                    all.extend(limits(&tenant.name, Some(&model.name), rates, store));
                 }
                 let limited = all.iter().map(|l| metrics.limited(&tenant.name, l.name)).collect();
                 let scope =
@@ -96,7 +103,7 @@ impl PartialEq for TenantPolicy {
 impl Eq for TenantPolicy {}
 
 /// The limits one `rate_limits` table sets, keyed `tenant[/model]/name`.
-fn limits(tenant: &str, model: Option<&str>, rates: &RateLimits) -> Vec<Arc<Limit>> {
+fn limits(tenant: &str, model: Option<&str>, rates: &RateLimits, store: &Store) -> Vec<Arc<Limit>> {
     let burst = rates.burst.unwrap_or(Duration::from_secs(60)).as_secs_f64() / 60.0;
     let scope = match model {
         Some(model) => format!("{tenant}/{model}"),
@@ -115,39 +122,59 @@ fn limits(tenant: &str, model: Option<&str>, rates: &RateLimits) -> Vec<Arc<Limi
                 "audio_seconds_per_day" => (Meter::AudioSeconds, Window::Day),
                 _ => (Meter::Requests, Window::Concurrent),
             };
+            let header = HeaderValue::from(amount);
+            let key: Arc<str> = Arc::from(format!("{scope}/{name}"));
             let amount = amount as f64;
             let capacity = if window == Window::Minute { (amount * burst).max(1.0) } else { amount };
             Arc::new(Limit {
+                header,
                 name,
                 meter,
                 window,
                 amount,
                 capacity,
-                key: Arc::from(format!("{scope}/{name}")),
+                slot: store.slot(&key),
+                key,
                 tenant_wide: model.is_none(),
             })
         })
         .collect()
 }
 
-/// Admit a request of `policy`'s tenant on `model`: see the module docs.
-pub async fn admit(store: &Arc<Store>, policy: &TenantPolicy, model: &str) -> Result<Ticket, ApiError> {
+/// Admit a request of `policy`'s tenant on `model` that will use `meters`
+/// (limits of other meters do not apply: a characters quota does not stop
+/// embeddings): see the module docs.
+pub async fn admit(
+    store: &Arc<Store>,
+    policy: &TenantPolicy,
+    model: &str,
+    meters: &[Meter],
+) -> Result<Ticket, ApiError> {
     if !policy.allows(model) {
         return Err(ApiError::ModelNotFound { model: model.to_owned() });
     }
     let Some(scope) = policy.scopes.get(model) else { return Ok(Ticket::unmetered()) };
-    if scope.limits.is_empty() {
-        return Ok(Ticket::new(None, scope.clone(), Arc::from([]), 0, None));
+    let applies = |l: &Arc<Limit>| l.meter == Meter::Requests || meters.contains(&l.meter);
+    // Most requests meet all their scope's limits: no copy then.
+    let limits: Arc<[Arc<Limit>]> = if scope.limits.iter().all(applies) {
+        scope.limits.clone()
+    } else {
+        scope.limits.iter().filter(|l| applies(l)).cloned().collect()
+    };
+    if limits.is_empty() {
+        return Ok(Ticket::new(None, scope.clone(), limits, 0, None));
     }
     let member = store::next_member();
-    match store.admit(&scope.limits, member).await {
+    match store.admit(&limits, member).await {
         Ok(Verdict::Admitted(readings)) => {
-            let headers = RateHeaders::of(&scope.limits, &readings);
-            Ok(Ticket::new(Some(store.clone()), scope.clone(), scope.limits.clone(), member, Some(headers)))
+            let headers = RateHeaders::of(&limits, &readings);
+            Ok(Ticket::new(Some(store.clone()), scope.clone(), limits, member, Some(headers)))
         }
         Ok(Verdict::Refused { index, retry_after }) => {
-            let limit = &scope.limits[index];
-            scope.limited[index].inc();
+            let limit = &limits[index];
+            if let Some(i) = scope.limits.iter().position(|l| Arc::ptr_eq(l, limit)) {
+                scope.limited[i].inc();
+            }
             let quota = matches!(limit.window, Window::Day | Window::Month);
             if quota { &scope.series.quota_exceeded } else { &scope.series.rate_limited }.inc();
             let headers = RateHeaders::refused(limit, retry_after);
@@ -197,83 +224,110 @@ impl Refusal {
     }
 }
 
-/// OpenAI's rate-limit headers of one answer.
+/// OpenAI's rate-limit headers of one answer: the `-requests` and the
+/// `-tokens` trio (limit, remaining, reset), where such limits are set.
 #[derive(Debug, Clone, Default)]
-pub struct RateHeaders(Vec<(&'static str, HeaderValue)>);
+pub struct RateHeaders {
+    requests: Option<[HeaderValue; 3]>,
+    tokens: Option<[HeaderValue; 3]>,
+}
+
+const REQUESTS_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-requests"),
+    HeaderName::from_static("x-ratelimit-remaining-requests"),
+    HeaderName::from_static("x-ratelimit-reset-requests"),
+];
+const TOKENS_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-tokens"),
+    HeaderName::from_static("x-ratelimit-remaining-tokens"),
+    HeaderName::from_static("x-ratelimit-reset-tokens"),
+];
 
 impl RateHeaders {
-    /// The `-requests` and `-tokens` trios from the tightest limit of each
-    /// (per-minute ones first, as OpenAI's are).
+    /// From the tightest limit of each meter (per-minute ones first, as
+    /// OpenAI's are).
     fn of(limits: &[Arc<Limit>], readings: &[Reading]) -> RateHeaders {
-        let mut out = RateHeaders::default();
-        for (meter, suffix) in [(Meter::Requests, "requests"), (Meter::Tokens, "tokens")] {
-            let tightest = limits
-                .iter()
-                .zip(readings)
-                .filter(|(l, _)| l.meter == meter && l.window != Window::Concurrent)
-                .min_by(|(a, ra), (b, rb)| {
-                    (a.window != Window::Minute, ra.remaining)
-                        .partial_cmp(&(b.window != Window::Minute, rb.remaining))
-                        .unwrap_or(std::cmp::Ordering::Equal)
-                });
-            if let Some((_, reading)) = tightest {
-                out.push(suffix, reading.limit, reading.remaining, reading.reset);
+        let tightest = |meter: Meter| {
+            let mut best: Option<(&Limit, &Reading)> = None;
+            for (limit, reading) in limits.iter().zip(readings) {
+                if limit.meter != meter || limit.window == Window::Concurrent {
+                    continue;
+                }
+                let key = |l: &Limit, r: &Reading| (l.window != Window::Minute, r.remaining);
+                if best.is_none_or(|(l, r)| key(limit, reading) < key(l, r)) {
+                    best = Some((limit, reading));
+                }
             }
-        }
-        out
+            best.map(|(limit, r)| trio(limit, r.remaining, r.reset))
+        };
+        RateHeaders { requests: tightest(Meter::Requests), tokens: tightest(Meter::Tokens) }
     }
 
     /// The refusing limit: none left until `retry_after`.
     fn refused(limit: &Limit, retry_after: Duration) -> RateHeaders {
-        let mut out = RateHeaders::default();
-        let suffix = match limit.meter {
-            Meter::Requests => "requests",
-            Meter::Tokens => "tokens",
-            Meter::Characters | Meter::AudioSeconds => return out,
-        };
-        if limit.window != Window::Concurrent {
-            out.push(suffix, limit.amount, 0.0, retry_after);
-        }
-        out
-    }
-
-    fn push(&mut self, suffix: &'static str, limit: f64, remaining: f64, reset: Duration) {
-        let (limit_name, remaining_name, reset_name) = match suffix {
-            "requests" => {
-                ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests")
-            }
-            _ => ("x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"),
-        };
-        self.0.push((limit_name, HeaderValue::from(limit as u64)));
-        self.0.push((remaining_name, HeaderValue::from(remaining.floor() as u64)));
-        if let Ok(value) = HeaderValue::from_str(&duration_text(reset)) {
-            self.0.push((reset_name, value));
+        let headers = (limit.window != Window::Concurrent).then(|| trio(limit, 0.0, retry_after));
+        match limit.meter {
+            Meter::Requests => RateHeaders { requests: headers, tokens: None },
+            Meter::Tokens => RateHeaders { requests: None, tokens: headers },
+            Meter::Characters | Meter::AudioSeconds => RateHeaders::default(),
         }
     }
 
     /// Add these headers to a response's.
     pub fn apply(&self, headers: &mut HeaderMap) {
-        for (name, value) in &self.0 {
-            headers.insert(*name, value.clone());
+        headers.reserve(3 * (usize::from(self.requests.is_some()) + usize::from(self.tokens.is_some())));
+        for (names, values) in [(&REQUESTS_HEADERS, &self.requests), (&TOKENS_HEADERS, &self.tokens)] {
+            if let Some(values) = values {
+                for (name, value) in names.iter().zip(values) {
+                    headers.insert(name.clone(), value.clone());
+                }
+            }
         }
     }
 }
 
+fn trio(limit: &Limit, remaining: f64, reset: Duration) -> [HeaderValue; 3] {
+    [
+        limit.header.clone(),
+        HeaderValue::from(remaining.max(0.0) as u64),
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(duration_text(reset)))
+            .unwrap_or(HeaderValue::from_static("0ms")),
+    ]
+}
+
 /// A duration as OpenAI's reset headers write it (Go's style): `20ms`,
-/// `1.5s`, `6m0s`, `1h2m3s`.
+/// `1.5s`, `6m0s`, `1h2m3.5s` (to the millisecond; without float
+/// formatting, which cost more than the rest of the headers).
 pub fn duration_text(d: Duration) -> String {
+    use std::fmt::Write;
     let ms = d.as_millis() as u64;
+    let mut out = String::with_capacity(12);
     if ms < 1000 {
-        return format!("{ms}ms");
+        let _ = write!(out, "{ms}ms");
+        return out;
     }
-    let (h, m) = (ms / 3_600_000, ms / 60_000 % 60);
-    let s = (ms % 60_000) as f64 / 1000.0;
-    let s = format!("{s}s");
-    match (h, m) {
-        (0, 0) => s,
-        (0, m) => format!("{m}m{s}"),
-        (h, m) => format!("{h}h{m}m{s}"),
+    let (h, m, s, frac) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
+    if h > 0 {
+        let _ = write!(out, "{h}h");
     }
+    if h > 0 || m > 0 {
+        let _ = write!(out, "{m}m");
+    }
+    let _ = write!(out, "{s}");
+    if frac > 0 {
+        let digits = [frac / 100, frac / 10 % 10, frac % 10];
+        let used = if digits[2] > 0 {
+            3
+        } else if digits[1] > 0 {
+            2
+        } else {
+            1
+        };
+        out.push('.');
+        digits[..used].iter().for_each(|d| out.push(char::from(b'0' + *d as u8)));
+    }
+    out.push('s');
+    out
 }
 
 /// Where a call's rate-limit headers wait for its response (set once, by
@@ -347,9 +401,10 @@ impl Ticket {
         }))
     }
 
-    /// The headers admission left for the answer.
-    pub fn headers(&self) -> Option<&RateHeaders> {
-        self.0.headers.as_ref()
+    /// The headers admission left for the answer (taken once, before the
+    /// ticket is shared).
+    pub fn take_headers(&mut self) -> Option<RateHeaders> {
+        Arc::get_mut(&mut self.0).and_then(|t| t.headers.take())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, TicketState> {
@@ -401,15 +456,10 @@ impl Ticket {
     }
 
     fn apply(&self, meter: Meter, amount: f64) {
-        let Some(store) = &self.0.store else { return };
-        let charges: Vec<store::Charge> = self
-            .0
-            .limits
-            .iter()
-            .filter(|l| l.meter == meter && l.window != Window::Concurrent)
-            .map(|l| store::Charge { limit: l.clone(), amount, member: self.0.member })
-            .collect();
-        store.charge(charges);
+        if let Some(store) = &self.0.store {
+            let pick = |l: &Limit| l.meter == meter && l.window != Window::Concurrent;
+            store.charge(&self.0.limits, pick, amount, self.0.member);
+        }
     }
 }
 
@@ -420,13 +470,9 @@ impl Drop for TicketInner {
             if answered { &scope.series.ok } else { &scope.series.error }.inc();
         }
         if let Some(store) = &self.store {
-            let releases: Vec<store::Charge> = self
-                .limits
-                .iter()
-                .filter(|l| l.window == Window::Concurrent)
-                .map(|l| store::Charge { limit: l.clone(), amount: -1.0, member: self.member })
-                .collect();
-            store.charge(releases);
+            if self.limits.iter().any(|l| l.window == Window::Concurrent) {
+                store.charge(&self.limits, |l| l.window == Window::Concurrent, -1.0, self.member);
+            }
         }
     }
 }

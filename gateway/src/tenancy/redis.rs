@@ -8,9 +8,13 @@
 //! counter per window (`…:20429` days or `…:24323` months since 1970);
 //! `concurrent` a sorted set of the requests in flight, each scored with the
 //! end of its lease, so a replica that dies frees its slots when they lapse.
+//!
+//! Rates and quotas are leased ([`super::lease`]): a busy limit takes a
+//! chunk of allowance with each admission that reaches Redis and serves
+//! the next requests from it; `concurrent` is asked of Redis every time.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
@@ -18,8 +22,13 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 use time::OffsetDateTime;
 
+use super::lease::Lease;
 use super::limit::{Limit, Reading, Window};
 use super::store::{window_of, Charge, StoreError, Verdict};
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 use crate::config::{OnStoreError, StoreConfig};
 
 /// How long a request counts as in flight if its replica never says it ended.
@@ -34,10 +43,11 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local member, lease = ARGV[1], tonumber(ARGV[2])
 local out = {1, 0, 0}
-local after = {}
+local after, grant = {}, {}
 for i = 1, #KEYS do
-  local b = 2 + (i - 1) * 4
-  local kind, a, cap, c = ARGV[b + 1], tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
+  local b = 2 + (i - 1) * 5
+  local kind, a, cap = ARGV[b + 1], tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
+  local c, w = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5])
   local remaining, reset
   if kind == 'm' then
     local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
@@ -48,7 +58,8 @@ for i = 1, #KEYS do
     if not fits then
       return {0, i, math.ceil((used + math.max(c, 1) - cap) / a)}
     end
-    after[i] = tat + c / a
+    grant[i] = c + math.max(0, math.min(w - c, cap - used - c))
+    after[i] = tat + grant[i] / a
     remaining = cap - (after[i] - now) * a
     reset = after[i] - now
   elseif kind == 'w' then
@@ -56,26 +67,29 @@ for i = 1, #KEYS do
     local fits
     if c > 0 then fits = used + c <= cap else fits = used < cap end
     if not fits then return {0, i, math.ceil(a)} end
-    remaining = cap - used - c
+    grant[i] = c + math.max(0, math.min(w - c, cap - used - c))
+    remaining = cap - used - grant[i]
     reset = a
   else
     redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
     local count = redis.call('ZCARD', KEYS[i])
     if count + c > cap then return {0, i, 1000} end
+    grant[i] = c
     remaining = cap - count - c
     reset = 0
   end
   out[#out + 1] = math.floor(math.max(remaining, 0) + 1e-6)
   out[#out + 1] = math.ceil(reset)
+  out[#out + 1] = math.floor(grant[i] * 1000 + 0.5)
 end
 for i = 1, #KEYS do
-  local b = 2 + (i - 1) * 4
-  local kind, a, c = ARGV[b + 1], tonumber(ARGV[b + 2]), tonumber(ARGV[b + 4])
-  if c > 0 then
+  local b = 2 + (i - 1) * 5
+  local kind, a = ARGV[b + 1], tonumber(ARGV[b + 2])
+  if grant[i] > 0 then
     if kind == 'm' then
       redis.call('SET', KEYS[i], tostring(after[i]), 'PX', math.ceil(after[i] - now) + 1000)
     elseif kind == 'w' then
-      redis.call('INCRBYFLOAT', KEYS[i], c)
+      redis.call('INCRBYFLOAT', KEYS[i], grant[i])
       redis.call('PEXPIRE', KEYS[i], math.ceil(a) + 86400000)
     else
       redis.call('ZADD', KEYS[i], now + lease, member)
@@ -124,6 +138,9 @@ pub struct RedisStore {
     pub on_error: OnStoreError,
     queue: tokio::sync::mpsc::Sender<Charge>,
     errors: Failures,
+    /// Allowance held ahead, by limit slot.
+    leases: Arc<Mutex<Vec<Lease>>>,
+    slots: Mutex<std::collections::HashMap<Arc<str>, usize>>,
     /// After a failed admission, requests skip the store until this time
     /// (Unix ms): while Redis is away they follow `on_error` at once
     /// instead of each waiting out `store.timeout`.
@@ -182,7 +199,15 @@ impl RedisStore {
         let mut id = [0u8; 8];
         getrandom::fill(&mut id).map_err(|e| e.to_string())?;
         let replica: Arc<str> = Arc::from(hex::encode(id));
-        tokio::spawn(flush(conn.clone(), rx, prefix.clone(), replica.clone(), errors.clone()));
+        let leases = Arc::new(Mutex::new(Vec::new()));
+        tokio::spawn(flush(
+            conn.clone(),
+            rx,
+            prefix.clone(),
+            replica.clone(),
+            errors.clone(),
+            leases.clone(),
+        ));
         tokio::spawn(warm_up(conn.clone()));
         Ok(RedisStore {
             conn,
@@ -194,26 +219,92 @@ impl RedisStore {
             queue,
             errors,
             down_until: AtomicU64::new(0),
+            leases,
+            slots: Mutex::default(),
         })
     }
 
+    /// The lease slot of a limit key, the same one every time.
+    pub fn slot(&self, key: &Arc<str>) -> usize {
+        let mut slots = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let next = slots.len();
+        let slot = *slots.entry(key.clone()).or_insert(next);
+        let mut leases = lock(&self.leases);
+        if leases.len() <= slot {
+            leases.resize(slot + 1, Lease::default());
+        }
+        slot
+    }
+
     pub async fn admit(&self, limits: &[Arc<Limit>], member: u64) -> Result<Verdict, StoreError> {
-        if unix_ms_now() < self.down_until.load(Ordering::Relaxed) {
+        let now = unix_ms_now() as f64;
+        let wants = {
+            let mut leases = lock(&self.leases);
+            let local = limits.iter().all(|l| {
+                l.window != Window::Concurrent
+                    && leases.get(l.slot).is_some_and(|x| x.covers(l.admission_charge()))
+            });
+            if local {
+                let readings = limits
+                    .iter()
+                    .map(|l| {
+                        let lease = &mut leases[l.slot];
+                        lease.take(l.admission_charge(), now);
+                        lease.reading(l)
+                    })
+                    .collect();
+                return Ok(Verdict::Admitted(readings));
+            }
+            limits
+                .iter()
+                .map(|l| {
+                    let need = l.admission_charge();
+                    match (l.window, leases.get(l.slot)) {
+                        (Window::Concurrent, _) | (_, None) => need,
+                        (_, Some(lease)) => need + lease.chunk(l),
+                    }
+                })
+                .collect::<Vec<f64>>()
+        };
+        if (now as u64) < self.down_until.load(Ordering::Relaxed) {
             self.errors.counter.inc();
             return Err(StoreError("the store failed moments ago".into()));
         }
-        let result = self.try_admit(limits, member).await;
-        if result.is_err() {
-            self.down_until.store(unix_ms_now() + BACKOFF_MS, Ordering::Relaxed);
-        }
-        result
+        let at = OffsetDateTime::now_utc();
+        let reply = self.try_admit(limits, &wants, member, at).await;
+        let granted = match reply {
+            Ok(Granted::Refused(verdict)) => return Ok(verdict),
+            Ok(Granted::Admitted(granted)) => granted,
+            Err(e) => {
+                self.down_until.store(unix_ms_now() + BACKOFF_MS, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        let mut leases = lock(&self.leases);
+        let readings = limits
+            .iter()
+            .zip(granted)
+            .map(|(l, (reading, amount))| match (l.window, leases.get_mut(l.slot)) {
+                (Window::Concurrent, _) | (_, None) => reading,
+                (_, Some(lease)) => {
+                    lease.grant(l, amount, l.admission_charge(), reading, now, window_of(l.window, at).0);
+                    lease.reading(l)
+                }
+            })
+            .collect();
+        Ok(Verdict::Admitted(readings))
     }
 
-    async fn try_admit(&self, limits: &[Arc<Limit>], member: u64) -> Result<Verdict, StoreError> {
-        let at = OffsetDateTime::now_utc();
+    async fn try_admit(
+        &self,
+        limits: &[Arc<Limit>],
+        wants: &[f64],
+        member: u64,
+        at: OffsetDateTime,
+    ) -> Result<Granted, StoreError> {
         let mut call = self.admit.prepare_invoke();
         call.arg(format!("{}:{member}", self.replica)).arg(LEASE.as_millis() as u64);
-        for limit in limits {
+        for (limit, want) in limits.iter().zip(wants) {
             let (window, left) = window_of(limit.window, at);
             call.key(key(&self.prefix, limit, window));
             let (kind, a, capacity) = match limit.window {
@@ -221,7 +312,7 @@ impl RedisStore {
                 Window::Day | Window::Month => ("w", left, limit.amount),
                 Window::Concurrent => ("c", 0.0, limit.amount),
             };
-            call.arg(kind).arg(a).arg(capacity).arg(limit.admission_charge());
+            call.arg(kind).arg(a).arg(capacity).arg(limit.admission_charge()).arg(*want);
         }
         let mut conn = self.conn.clone();
         let reply: Vec<i64> = match tokio::time::timeout(self.timeout, call.invoke_async(&mut conn)).await {
@@ -236,7 +327,7 @@ impl RedisStore {
                 return Err(StoreError(e));
             }
         };
-        verdict(limits, &reply).ok_or_else(|| {
+        granted(limits, &reply).ok_or_else(|| {
             let e = format!("unexpected reply {reply:?}");
             self.errors.note("admission", &e);
             StoreError(e)
@@ -261,11 +352,46 @@ impl RedisStore {
         }
     }
 
-    /// Queue charges for the background task.
-    pub fn charge(&self, charges: Vec<Charge>) {
+    /// Charge `amount` to each of `limits` that `pick` chooses: from the
+    /// held allowance where there is some, the overdraft (and every
+    /// concurrency release) queued for the background task.
+    pub fn charge(&self, limits: &[Arc<Limit>], pick: impl Fn(&Limit) -> bool, amount: f64, member: u64) {
+        let now = unix_ms_now() as f64;
+        let mut sends = Vec::new();
+        {
+            let mut leases = lock(&self.leases);
+            for limit in limits.iter().filter(|l| pick(l)) {
+                let send = match (limit.window, leases.get_mut(limit.slot)) {
+                    (Window::Concurrent, _) | (_, None) => amount,
+                    (_, Some(lease)) => lease.charge(amount, now),
+                };
+                if send != 0.0 {
+                    sends.push(Charge { limit: limit.clone(), amount: send, member });
+                }
+            }
+        }
+        self.send(sends);
+    }
+
+    fn send(&self, charges: Vec<Charge>) {
         for charge in charges {
             if self.queue.try_send(charge).is_err() {
                 self.errors.note("queueing a charge", &"the queue is full");
+            }
+        }
+    }
+}
+
+/// Chunks unused for [`super::lease::HOLD_MS`] go back to Redis (not
+/// across a calendar window: yesterday's chunk is not today's).
+fn give_back(leases: &Mutex<Vec<Lease>>, batch: &mut Vec<Charge>) {
+    let now = unix_ms_now() as f64;
+    let at = OffsetDateTime::now_utc();
+    for lease in lock(leases).iter_mut() {
+        let Some(limit) = lease.limit.clone() else { continue };
+        if let Some(held) = lease.expire(now) {
+            if window_of(limit.window, at).0 == lease.window {
+                batch.push(Charge { limit, amount: -held, member: 0 });
             }
         }
     }
@@ -287,24 +413,37 @@ async fn warm_up(mut conn: ConnectionManager) {
     }
 }
 
-/// The script's reply as a verdict.
-fn verdict(limits: &[Arc<Limit>], reply: &[i64]) -> Option<Verdict> {
+/// What the admission script answered.
+enum Granted {
+    /// Nothing charged.
+    Refused(Verdict),
+    /// Per limit: its reading and what was granted (the need plus any chunk).
+    Admitted(Vec<(Reading, f64)>),
+}
+
+/// The script's reply.
+fn granted(limits: &[Arc<Limit>], reply: &[i64]) -> Option<Granted> {
     match reply {
         [0, index, retry_ms, ..] => {
             let index = usize::try_from(*index).ok()?.checked_sub(1)?;
-            (index < limits.len()).then(|| Verdict::Refused {
-                index,
-                retry_after: Duration::from_millis((*retry_ms).max(1) as u64),
+            (index < limits.len()).then(|| {
+                Granted::Refused(Verdict::Refused {
+                    index,
+                    retry_after: Duration::from_millis((*retry_ms).max(1) as u64),
+                })
             })
         }
-        [1, _, _, readings @ ..] if readings.len() == 2 * limits.len() => Some(Verdict::Admitted(
+        [1, _, _, readings @ ..] if readings.len() == 3 * limits.len() => Some(Granted::Admitted(
             limits
                 .iter()
-                .zip(readings.chunks(2))
-                .map(|(limit, r)| Reading {
-                    limit: limit.amount,
-                    remaining: r[0] as f64,
-                    reset: Duration::from_millis(r[1].max(0) as u64),
+                .zip(readings.chunks(3))
+                .map(|(limit, r)| {
+                    let reading = Reading {
+                        limit: limit.amount,
+                        remaining: r[0] as f64,
+                        reset: Duration::from_millis(r[1].max(0) as u64),
+                    };
+                    (reading, r[2] as f64 / 1000.0)
                 })
                 .collect(),
         )),
@@ -326,10 +465,20 @@ async fn flush(
     prefix: Arc<str>,
     replica: Arc<str>,
     errors: Failures,
+    leases: Arc<Mutex<Vec<Lease>>>,
 ) {
     let script = Script::new(CHARGE);
     let mut batch = Vec::with_capacity(BATCH);
-    while rx.recv_many(&mut batch, BATCH).await > 0 {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            n = rx.recv_many(&mut batch, BATCH) => if n == 0 { return },
+            _ = tick.tick() => give_back(&leases, &mut batch),
+        }
+        if batch.is_empty() {
+            continue;
+        }
         let at = OffsetDateTime::now_utc();
         let mut call = script.prepare_invoke();
         for charge in batch.drain(..) {

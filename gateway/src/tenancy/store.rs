@@ -68,14 +68,21 @@ impl Store {
         }
     }
 
-    /// Apply charges that never refuse (not waited for in Redis).
-    pub fn charge(&self, charges: Vec<Charge>) {
-        if charges.is_empty() {
-            return;
-        }
+    /// Charge `amount` to each of `limits` that `pick` chooses; these never
+    /// refuse (and are not waited for in Redis). `member` is the request's
+    /// id in Redis concurrency sets.
+    pub fn charge(&self, limits: &[Arc<Limit>], pick: impl Fn(&Limit) -> bool, amount: f64, member: u64) {
         match self {
-            Store::Memory(m) => m.charge(&charges, OffsetDateTime::now_utc()),
-            Store::Redis(r) => r.charge(charges),
+            Store::Memory(m) => m.charge(limits, pick, amount, OffsetDateTime::now_utc()),
+            Store::Redis(r) => r.charge(limits, pick, amount, member),
+        }
+    }
+
+    /// The memory store's slot of a limit key (0, unused, for Redis).
+    pub fn slot(&self, key: &Arc<str>) -> usize {
+        match self {
+            Store::Memory(m) => m.slot(key),
+            Store::Redis(r) => r.slot(key),
         }
     }
 
@@ -105,50 +112,82 @@ impl Store {
     }
 }
 
-/// Limits in this process; cells are keyed by their limit's key (a bounded
-/// set: tenants × models × limits, all from config).
+/// Limits in this process: one cell per limit key, found by the slot the
+/// key was given when its policy was built (a bounded set: tenants × models
+/// × limits, all from config), so admission takes one lock and no hashing.
 #[derive(Default)]
 pub struct MemoryStore {
-    cells: Mutex<std::collections::HashMap<Arc<str>, Cell>>,
+    cells: Mutex<Vec<Option<Cell>>>,
+    slots: Mutex<std::collections::HashMap<Arc<str>, usize>>,
 }
 
 impl MemoryStore {
+    /// The slot of `key`, the same one every time it is asked for.
+    pub fn slot(&self, key: &Arc<str>) -> usize {
+        let mut slots = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let next = slots.len();
+        let slot = *slots.entry(key.clone()).or_insert(next);
+        let mut cells = self.cells.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cells.len() <= slot {
+            cells.resize(slot + 1, None);
+        }
+        slot
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Option<Cell>>> {
+        self.cells.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     pub fn admit(&self, limits: &[Arc<Limit>], at: OffsetDateTime) -> Verdict {
         let now = unix_ms(at);
-        let windows: Vec<(i64, f64)> = limits.iter().map(|l| window_of(l.window, at)).collect();
-        let mut cells = self.cells.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut cells = self.lock();
         let mut readings = Vec::with_capacity(limits.len());
-        for (index, (limit, &(window, left))) in limits.iter().zip(&windows).enumerate() {
-            let cell = cells.get(&limit.key).copied().unwrap_or_else(|| Cell::new(limit, now, window));
+        for (index, limit) in limits.iter().enumerate() {
+            let (window, left) = window_of(limit.window, at);
+            let cell =
+                cells.get(limit.slot).copied().flatten().unwrap_or_else(|| Cell::new(limit, now, window));
             match cell.check(limit, limit.admission_charge(), now, window, left) {
                 Ok(reading) => readings.push(reading),
                 Err(retry_after) => return Verdict::Refused { index, retry_after },
             }
         }
-        for (limit, &(window, _)) in limits.iter().zip(&windows) {
-            let cell = cells.entry(limit.key.clone()).or_insert_with(|| Cell::new(limit, now, window));
-            cell.charge(limit, limit.admission_charge(), now, window);
+        for limit in limits {
+            charge_cell(&mut cells, limit, limit.admission_charge(), now, at);
         }
         Verdict::Admitted(readings)
     }
 
     pub fn read(&self, limit: &Limit, at: OffsetDateTime) -> f64 {
         let (window, _) = window_of(limit.window, at);
-        let cells = self.cells.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match cells.get(&limit.key) {
-            Some(Cell::Count { window: at, used }) if *at == window => *used,
+        match self.lock().get(limit.slot).copied().flatten() {
+            Some(Cell::Count { window: at, used }) if at == window => used,
             _ => 0.0,
         }
     }
 
-    pub fn charge(&self, charges: &[Charge], at: OffsetDateTime) {
+    /// Charge `amount` to each of `limits` that `pick` chooses.
+    pub fn charge(
+        &self,
+        limits: &[Arc<Limit>],
+        pick: impl Fn(&Limit) -> bool,
+        amount: f64,
+        at: OffsetDateTime,
+    ) {
         let now = unix_ms(at);
-        let mut cells = self.cells.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for c in charges {
-            let (window, _) = window_of(c.limit.window, at);
-            let cell = cells.entry(c.limit.key.clone()).or_insert_with(|| Cell::new(&c.limit, now, window));
-            cell.charge(&c.limit, c.amount, now, window);
+        let mut cells = self.lock();
+        for limit in limits.iter().filter(|l| pick(l)) {
+            charge_cell(&mut cells, limit, amount, now, at);
         }
+    }
+}
+
+fn charge_cell(cells: &mut [Option<Cell>], limit: &Limit, amount: f64, now: f64, at: OffsetDateTime) {
+    if amount == 0.0 {
+        return;
+    }
+    let (window, _) = window_of(limit.window, at);
+    if let Some(slot) = cells.get_mut(limit.slot) {
+        slot.get_or_insert_with(|| Cell::new(limit, now, window)).charge(limit, amount, now, window);
     }
 }
 
