@@ -126,7 +126,7 @@ const RPM: &str = "rate_limits = { requests_per_minute = 600 }";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limit_holds_at_three_times_its_rate_for_a_minute() {
     let gw = Gateway::start_with(&config(RPM, &bulk_key(), ""));
-    let (ok, limited) = offer(&[gw.base.clone()], 30.0, 60.0).await;
+    let (ok, limited) = offer(std::slice::from_ref(&gw.base), 30.0, 60.0).await;
     let expected = 600.0 + 600.0;
     println!("memory: admitted {ok}, refused {limited}, expected {expected}");
     assert!((ok as f64 - expected).abs() <= 0.02 * expected, "admitted {ok}, expected {expected} ± 2%");
