@@ -221,6 +221,39 @@ impl Cell {
     }
 }
 
+/// The answer to an admission.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Charged: each limit's reading, in the order given.
+    Admitted(Vec<Reading>),
+    /// Nothing charged: the first limit that refused, and when to retry.
+    Refused { index: usize, retry_after: Duration },
+}
+
+/// The store could not answer in time.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreError(pub String);
+
+/// A charge that does not refuse.
+#[derive(Debug, Clone)]
+pub struct Charge {
+    pub limit: Arc<Limit>,
+    /// Negative: a refund, or (`concurrent`) a request that ended.
+    pub amount: f64,
+    /// The request's id in a Redis concurrency set.
+    pub member: u64,
+}
+
+/// The calendar window of a limit (0 for those without one) and the
+/// milliseconds until it ends.
+pub fn window_of(window: Window, at: OffsetDateTime) -> (i64, f64) {
+    match window {
+        Window::Day | Window::Month => calendar(window, at),
+        Window::Minute | Window::Concurrent => (0, 0.0),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

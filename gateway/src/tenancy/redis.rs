@@ -23,8 +23,7 @@ use redis::Script;
 use time::OffsetDateTime;
 
 use super::lease::Lease;
-use super::limit::{Limit, Reading, Window};
-use super::store::{window_of, Charge, StoreError, Verdict};
+use super::limit::{window_of, Charge, Limit, Reading, StoreError, Verdict, Window};
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -10,37 +10,13 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use super::limit::{calendar, unix_ms, Cell, Limit, Reading, Window};
+use super::limit::{unix_ms, Cell, Limit};
+pub use super::limit::{window_of, Charge, StoreError, Verdict};
 use super::redis::RedisStore;
 use crate::config::{OnStoreError, StoreConfig};
-
-/// The answer to an admission.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Verdict {
-    /// Charged: each limit's reading, in the order given.
-    Admitted(Vec<Reading>),
-    /// Nothing charged: the first limit that refused, and when to retry.
-    Refused { index: usize, retry_after: Duration },
-}
-
-/// The store could not answer in time.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct StoreError(pub String);
-
-/// A charge that does not refuse.
-#[derive(Debug, Clone)]
-pub struct Charge {
-    pub limit: Arc<Limit>,
-    /// Negative: a refund, or (`concurrent`) a request that ended.
-    pub amount: f64,
-    /// The request's id in a Redis concurrency set.
-    pub member: u64,
-}
 
 /// See the module docs.
 pub enum Store {
@@ -188,15 +164,6 @@ fn charge_cell(cells: &mut [Option<Cell>], limit: &Limit, amount: f64, now: f64,
     let (window, _) = window_of(limit.window, at);
     if let Some(slot) = cells.get_mut(limit.slot) {
         slot.get_or_insert_with(|| Cell::new(limit, now, window)).charge(limit, amount, now, window);
-    }
-}
-
-/// The calendar window of a limit (0 for those without one) and the
-/// milliseconds until it ends.
-pub fn window_of(window: Window, at: OffsetDateTime) -> (i64, f64) {
-    match window {
-        Window::Day | Window::Month => calendar(window, at),
-        Window::Minute | Window::Concurrent => (0, 0.0),
     }
 }
 
