@@ -485,3 +485,14 @@ impl Drop for Redis {
         self.kill();
     }
 }
+
+/// The stdout of a finished Python client check (`tests/python/*.py`),
+/// printed; panics unless it exited 0 and printed `PASS`.
+pub fn assert_passed(out: &std::process::Output, what: &str) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(out.status.success(), "{what} failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("PASS"), "{what}: no PASS in\n{stdout}");
+    stdout
+}

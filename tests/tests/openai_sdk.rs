@@ -19,11 +19,7 @@ fn official_openai_sdk_works_against_the_gateway() {
         .args(["--base-url", &gw.url("/v1"), "--api-key", TEST_KEY])
         .output()
         .expect("run the SDK check");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(out.status.success(), "SDK checks failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("PASS"), "{stdout}");
+    infergate_e2e::assert_passed(&out, "SDK checks");
 }
 
 /// Triton's official HTTP client (binary tensor data in both directions by
@@ -39,9 +35,5 @@ fn official_triton_client_works_against_the_gateway() {
         .args(["--url", &host, "--api-key", TEST_KEY, "--model", "synthetic-tensor"])
         .output()
         .expect("run the Triton client check");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(out.status.success(), "Triton client checks failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("PASS"), "{stdout}");
+    infergate_e2e::assert_passed(&out, "Triton client checks");
 }

@@ -456,9 +456,5 @@ fn the_official_clients_see_rate_limits_and_quotas() {
         .args(["--base-url", &gw.base, "--key", WEB_KEY, "--quota-key", BULK_KEY])
         .output()
         .expect("run the limits check");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(out.status.success(), "client checks failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("PASS"), "{stdout}");
+    infergate_e2e::assert_passed(&out, "client checks");
 }
