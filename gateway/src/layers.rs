@@ -286,7 +286,10 @@ where
         state.metrics.in_flight.inc();
         match authenticate(state, &mut request).and_then(|()| deadline(&mut request)) {
             Ok(()) => {
-                let rate = request.extensions().get::<crate::context::Caller>().is_some().then(|| {
+                // Only a tenant with limits gets headers to carry back.
+                let limited =
+                    request.extensions().get::<crate::context::Caller>().is_some_and(|c| c.policy.limited);
+                let rate = limited.then(|| {
                     let slot = Arc::new(crate::tenancy::HeaderSlot::default());
                     request.extensions_mut().insert(slot.clone());
                     slot

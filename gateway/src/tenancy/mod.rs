@@ -43,6 +43,8 @@ pub struct TenantPolicy {
     scopes: HashMap<String, Arc<Scope>>,
     /// The tenant-wide `characters_per_month`, for `/v2/usage`.
     pub characters_per_month: Option<Arc<Limit>>,
+    /// Whether any limit is set (else no answer carries rate-limit headers).
+    pub limited: bool,
 }
 
 /// What applies to a tenant on one model.
@@ -66,7 +68,7 @@ impl TenantPolicy {
     ) -> TenantPolicy {
         let name: Arc<str> = Arc::from(tenant.name.as_str());
         let own = limits(&tenant.name, None, &tenant.rate_limits, store);
-        let scopes = config
+        let scopes: HashMap<String, Arc<Scope>> = config
             .models
             .iter()
             .map(|model| {
@@ -82,7 +84,9 @@ impl TenantPolicy {
             .collect();
         let characters_per_month =
             own.iter().find(|l| l.meter == Meter::Characters && l.window == Window::Month).cloned();
+        let limited = scopes.values().any(|s: &Arc<Scope>| !s.limits.is_empty());
         TenantPolicy {
+            limited,
             name,
             allowed: tenant.models.as_ref().map(|m| m.iter().cloned().collect()),
             scopes,
