@@ -123,14 +123,29 @@ async fn offer(bases: &[String], rate: f64, secs: f64) -> (u64, u64) {
 /// 60 s: 600 + 600 admitted.
 const RPM: &str = "rate_limits = { requests_per_minute = 600 }";
 
+/// Both runs at once (one test, one minute): in memory, and two gateway
+/// processes sharing one real Redis, each offered 3x the rate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rate_limit_holds_at_three_times_its_rate_for_a_minute() {
+async fn a_rate_limit_holds_at_three_times_its_rate_for_a_minute_in_memory_and_across_replicas_on_redis() {
     let gw = Gateway::start_with(&config(RPM, &bulk_key(), ""));
-    let (ok, limited) = offer(std::slice::from_ref(&gw.base), 30.0, 60.0).await;
+    let redis = Redis::start();
+    let store = format!("[store]\nurl = \"{}\"\ntimeout = \"50ms\"", redis.url());
+    let a = Gateway::start_with(&config(RPM, &bulk_key(), &store));
+    let b = Gateway::start_with(&config(RPM, &bulk_key(), &store));
+    let shared = [a.base.clone(), b.base.clone()];
+    let ((ok, limited), (shared_ok, shared_limited)) =
+        tokio::join!(offer(std::slice::from_ref(&gw.base), 30.0, 60.0), offer(&shared, 30.0, 60.0));
     let expected = 600.0 + 600.0;
-    println!("memory: admitted {ok}, refused {limited}, expected {expected}");
-    assert!((ok as f64 - expected).abs() <= 0.02 * expected, "admitted {ok}, expected {expected} ± 2%");
+    println!("memory: admitted {ok}, refused {limited}; redis, two gateways: admitted {shared_ok}, refused {shared_limited}; expected {expected}");
+    assert!(
+        (ok as f64 - expected).abs() <= 0.02 * expected,
+        "memory: admitted {ok}, expected {expected} ± 2%"
+    );
     assert_eq!(ok + limited, 1800);
+    assert!(
+        (shared_ok as f64 - expected).abs() <= 0.05 * expected,
+        "redis: admitted {shared_ok}, expected {expected} ± 5%"
+    );
     let text = metrics(&gw).await;
     let refused = metric(
         &text,
@@ -139,18 +154,6 @@ async fn a_rate_limit_holds_at_three_times_its_rate_for_a_minute() {
     assert_eq!(refused, limited as f64, "refusals are metered per tenant");
     let named = metric(&text, r#"infergate_tenant_limited_total{tenant="web",limit="requests_per_minute"}"#);
     assert_eq!(named, limited as f64);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_gateways_share_one_limit_in_redis_for_a_minute() {
-    let redis = Redis::start();
-    let store = format!("[store]\nurl = \"{}\"\ntimeout = \"50ms\"", redis.url());
-    let a = Gateway::start_with(&config(RPM, &bulk_key(), &store));
-    let b = Gateway::start_with(&config(RPM, &bulk_key(), &store));
-    let (ok, limited) = offer(&[a.base.clone(), b.base.clone()], 30.0, 60.0).await;
-    let expected = 600.0 + 600.0;
-    println!("redis, two gateways: admitted {ok}, refused {limited}, expected {expected}");
-    assert!((ok as f64 - expected).abs() <= 0.05 * expected, "admitted {ok}, expected {expected} ± 5%");
     let errors = metric(&metrics(&a).await, "infergate_store_errors_total");
     assert_eq!(errors, 0.0, "no store errors at 30 req/s");
 }
