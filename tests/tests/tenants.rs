@@ -314,6 +314,40 @@ async fn concurrency_counts_requests_in_flight() {
     );
 }
 
+#[tokio::test]
+async fn concurrency_is_counted_across_replicas_on_redis() {
+    let c = http();
+    let redis = Redis::start();
+    let store = format!("[store]\nurl = \"{}\"\ntimeout = \"50ms\"", redis.url());
+    let limits = "rate_limits = { concurrent = 2 }";
+    let a = Gateway::start_with(&config(limits, &bulk_key(), &store));
+    let b = Gateway::start_with(&config(limits, &bulk_key(), &store));
+    // Both have connected (in the background at start).
+    for gw in [&a, &b] {
+        let start = Instant::now();
+        while embed(&c, &gw.base, WEB_KEY, "synthetic-embed", "x").await.status() != 200 {
+            assert!(start.elapsed() < Duration::from_secs(5), "the store is not answering");
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let slow = |base: String| {
+        let c = c.clone();
+        tokio::spawn(async move { embed(&c, &base, WEB_KEY, "slow-embed", "x").await.status().as_u16() })
+    };
+    let (one, two) = (slow(a.base.clone()), slow(a.base.clone()));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let third = embed(&c, &b.base, WEB_KEY, "synthetic-embed", "y").await;
+    assert_eq!(third.status(), 429, "two in flight on the other replica");
+    assert_eq!((one.await.unwrap(), two.await.unwrap()), (200, 200));
+    // The slots went back (a quiet replica keeps none).
+    let start = Instant::now();
+    while embed(&c, &b.base, WEB_KEY, "synthetic-embed", "z").await.status() != 200 {
+        assert!(start.elapsed() < Duration::from_secs(2), "the slots were not given back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("slots free again {:?} after the requests ended", start.elapsed());
+}
+
 /// Poll until `key` gets `status` on `/v1/models`; how long it took.
 async fn until_status(
     c: &reqwest::Client,
@@ -426,11 +460,16 @@ async fn redis_going_away_follows_on_error_without_holding_requests() {
     redis.kill();
     let mut after = Vec::new();
     for _ in 0..40 {
-        let (status, took, limit) = timed(&allow).await;
+        // Served from the allowance this replica leased, or unlimited once
+        // that is spent: never waiting for the store.
+        let (status, took, _) = timed(&allow).await;
         assert_eq!(status, 200, "on_error = allow serves");
-        assert_eq!(limit, "", "unlimited while the store is away");
         after.push(took);
     }
+    // Leased allowance lapses after a second; then the store's absence shows.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, _, limit) = timed(&allow).await;
+    assert_eq!((status, limit.as_str()), (200, ""), "unlimited while the store is away");
     let (status, took, _) = timed(&deny).await;
     assert_eq!(status, 503, "on_error = deny refuses");
     before.sort();
@@ -443,7 +482,7 @@ async fn redis_going_away_follows_on_error_without_holding_requests() {
         "a request waited more than 10 ms extra"
     );
     let errors = metric(&metrics(&allow).await, "infergate_store_errors_total");
-    assert!(errors >= 40.0, "every failed admission is counted: {errors}");
+    assert!(errors >= 1.0, "failed admissions are counted: {errors}");
 }
 
 #[test]

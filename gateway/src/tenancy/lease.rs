@@ -40,6 +40,9 @@ pub struct Lease {
     pub limit: Option<Arc<Limit>>,
     /// Redis's reading at the last grant.
     reading: Option<Reading>,
+    /// `concurrent` only: this replica's requests in flight (their slots
+    /// are held in Redis too, and renewed).
+    pub in_use: f64,
 }
 
 impl Lease {

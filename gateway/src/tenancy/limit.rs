@@ -241,8 +241,6 @@ pub struct Charge {
     pub limit: Arc<Limit>,
     /// Negative: a refund, or (`concurrent`) a request that ended.
     pub amount: f64,
-    /// The request's id in a Redis concurrency set.
-    pub member: u64,
 }
 
 /// The calendar window of a limit (0 for those without one) and the

@@ -168,13 +168,12 @@ pub async fn admit(
         scope.limits.iter().filter(|l| applies(l)).cloned().collect()
     };
     if limits.is_empty() {
-        return Ok(Ticket::new(None, scope.clone(), limits, 0, None));
+        return Ok(Ticket::new(None, scope.clone(), limits, None));
     }
-    let member = store::next_member();
-    match store.admit(&limits, member).await {
+    match store.admit(&limits).await {
         Ok(Verdict::Admitted(readings)) => {
             let headers = RateHeaders::of(&limits, &readings);
-            Ok(Ticket::new(Some(store.clone()), scope.clone(), limits, member, Some(headers)))
+            Ok(Ticket::new(Some(store.clone()), scope.clone(), limits, Some(headers)))
         }
         Ok(Verdict::Refused { index, retry_after }) => {
             let limit = &limits[index];
@@ -193,7 +192,7 @@ pub async fn admit(
         }
         Err(_) => match store.on_error() {
             // Served without limits this time (the failure is counted and logged).
-            OnStoreError::Allow => Ok(Ticket::new(None, scope.clone(), Arc::from([]), 0, None)),
+            OnStoreError::Allow => Ok(Ticket::new(None, scope.clone(), Arc::from([]), None)),
             OnStoreError::Deny => Err(ApiError::StoreUnavailable),
         },
     }
@@ -209,7 +208,6 @@ struct TicketInner {
     store: Option<Arc<Store>>,
     scope: Option<Arc<Scope>>,
     limits: Arc<[Arc<Limit>]>,
-    member: u64,
     headers: Option<RateHeaders>,
     state: Mutex<TicketState>,
 }
@@ -230,17 +228,9 @@ impl Ticket {
         store: Option<Arc<Store>>,
         scope: Arc<Scope>,
         limits: Arc<[Arc<Limit>]>,
-        member: u64,
         headers: Option<RateHeaders>,
     ) -> Ticket {
-        Ticket(Arc::new(TicketInner {
-            store,
-            scope: Some(scope),
-            limits,
-            member,
-            headers,
-            state: Mutex::default(),
-        }))
+        Ticket(Arc::new(TicketInner { store, scope: Some(scope), limits, headers, state: Mutex::default() }))
     }
 
     /// A request no tenant policy covers (unit tests, internal calls).
@@ -249,7 +239,6 @@ impl Ticket {
             store: None,
             scope: None,
             limits: Arc::from([]),
-            member: 0,
             headers: None,
             state: Mutex::default(),
         }))
@@ -312,7 +301,7 @@ impl Ticket {
     fn apply(&self, meter: Meter, amount: f64) {
         if let Some(store) = &self.0.store {
             let pick = |l: &Limit| l.meter == meter && l.window != Window::Concurrent;
-            store.charge(&self.0.limits, pick, amount, self.0.member);
+            store.charge(&self.0.limits, pick, amount);
         }
     }
 }
@@ -325,7 +314,7 @@ impl Drop for TicketInner {
         }
         if let Some(store) = &self.store {
             if self.limits.iter().any(|l| l.window == Window::Concurrent) {
-                store.charge(&self.limits, |l| l.window == Window::Concurrent, -1.0, self.member);
+                store.charge(&self.limits, |l| l.window == Window::Concurrent, -1.0);
             }
         }
     }

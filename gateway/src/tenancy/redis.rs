@@ -6,12 +6,15 @@
 //! Keys, under `store.key_prefix`: per-minute limits hold GCRA's `tat` (Unix
 //! ms, expiring when the bucket is full again); daily and monthly limits a
 //! counter per window (`…:20429` days or `…:24323` months since 1970);
-//! `concurrent` a sorted set of the requests in flight, each scored with the
-//! end of its lease, so a replica that dies frees its slots when they lapse.
+//! `concurrent` a hash of the slots each replica holds (in use, or kept for
+//! its next requests) beside a sorted set of the replicas' lease ends, which
+//! each renews four times a second: a replica that dies frees its slots
+//! when its lease lapses.
 //!
 //! Rates and quotas are leased ([`super::lease`]): a busy limit takes a
 //! chunk of allowance with each admission that reaches Redis and serves
-//! the next requests from it; `concurrent` is asked of Redis every time.
+//! the next requests from it; `concurrent` slots likewise, a busy replica
+//! keeping a released slot (up to a chunk) for its next request.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,8 +33,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 use crate::config::{OnStoreError, StoreConfig};
 
-/// How long a request counts as in flight if its replica never says it ended.
-const LEASE: Duration = Duration::from_secs(600);
+/// How long a replica's concurrency slots count if it stops renewing them.
+const LEASE: Duration = Duration::from_secs(30);
 /// Charges waiting for the background task; past this they are dropped (and counted).
 const QUEUE: usize = 65_536;
 /// Most charges in one script call.
@@ -70,11 +73,16 @@ for i = 1, #KEYS do
     remaining = cap - used - grant[i]
     reset = a
   else
-    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
-    local count = redis.call('ZCARD', KEYS[i])
+    local alive = KEYS[i] .. ':alive'
+    for _, r in ipairs(redis.call('ZRANGEBYSCORE', alive, '-inf', now)) do
+      redis.call('HDEL', KEYS[i], r)
+      redis.call('ZREM', alive, r)
+    end
+    local count = 0
+    for _, v in ipairs(redis.call('HVALS', KEYS[i])) do count = count + tonumber(v) end
     if count + c > cap then return {0, i, 1000} end
-    grant[i] = c
-    remaining = cap - count - c
+    grant[i] = c + math.max(0, math.min(w - c, cap - count - c))
+    remaining = cap - count - grant[i]
     reset = 0
   end
   out[#out + 1] = math.floor(math.max(remaining, 0) + 1e-6)
@@ -91,8 +99,10 @@ for i = 1, #KEYS do
       redis.call('INCRBYFLOAT', KEYS[i], grant[i])
       redis.call('PEXPIRE', KEYS[i], math.ceil(a) + 86400000)
     else
-      redis.call('ZADD', KEYS[i], now + lease, member)
+      redis.call('HINCRBY', KEYS[i], member, grant[i])
+      redis.call('ZADD', KEYS[i] .. ':alive', now + lease, member)
       redis.call('PEXPIRE', KEYS[i], lease)
+      redis.call('PEXPIRE', KEYS[i] .. ':alive', lease)
     end
   end
 end
@@ -102,8 +112,9 @@ return out
 const CHARGE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local member, lease = ARGV[1], tonumber(ARGV[2])
 for i = 1, #KEYS do
-  local b = (i - 1) * 3
+  local b = 2 + (i - 1) * 3
   local kind, a, amount = ARGV[b + 1], tonumber(ARGV[b + 2]), ARGV[b + 3]
   if kind == 'm' then
     local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
@@ -120,7 +131,13 @@ for i = 1, #KEYS do
     end
     redis.call('PEXPIRE', KEYS[i], math.ceil(a) + 86400000)
   else
-    redis.call('ZREM', KEYS[i], amount)
+    -- Slots given back (a negative amount), and the replica's slots renewed.
+    if tonumber(amount) ~= 0 then
+      if redis.call('HINCRBY', KEYS[i], member, amount) <= 0 then redis.call('HDEL', KEYS[i], member) end
+    end
+    redis.call('ZADD', KEYS[i] .. ':alive', now + lease, member)
+    redis.call('PEXPIRE', KEYS[i], lease)
+    redis.call('PEXPIRE', KEYS[i] .. ':alive', lease)
   end
 end
 return 1
@@ -235,20 +252,21 @@ impl RedisStore {
         slot
     }
 
-    pub async fn admit(&self, limits: &[Arc<Limit>], member: u64) -> Result<Verdict, StoreError> {
+    pub async fn admit(&self, limits: &[Arc<Limit>]) -> Result<Verdict, StoreError> {
         let now = unix_ms_now() as f64;
         let wants = {
             let mut leases = lock(&self.leases);
-            let local = limits.iter().all(|l| {
-                l.window != Window::Concurrent
-                    && leases.get(l.slot).is_some_and(|x| x.covers(l.admission_charge()))
-            });
+            let local =
+                limits.iter().all(|l| leases.get(l.slot).is_some_and(|x| x.covers(l.admission_charge())));
             if local {
                 let readings = limits
                     .iter()
                     .map(|l| {
                         let lease = &mut leases[l.slot];
                         lease.take(l.admission_charge(), now);
+                        if l.window == Window::Concurrent {
+                            lease.in_use += 1.0;
+                        }
                         lease.reading(l)
                     })
                     .collect();
@@ -258,10 +276,7 @@ impl RedisStore {
                 .iter()
                 .map(|l| {
                     let need = l.admission_charge();
-                    match (l.window, leases.get(l.slot)) {
-                        (Window::Concurrent, _) | (_, None) => need,
-                        (_, Some(lease)) => need + lease.chunk(l),
-                    }
+                    leases.get(l.slot).map_or(need, |lease| need + lease.chunk(l))
                 })
                 .collect::<Vec<f64>>()
         };
@@ -270,7 +285,7 @@ impl RedisStore {
             return Err(StoreError("the store failed moments ago".into()));
         }
         let at = OffsetDateTime::now_utc();
-        let reply = self.try_admit(limits, &wants, member, at).await;
+        let reply = self.try_admit(limits, &wants, at).await;
         let granted = match reply {
             Ok(Granted::Refused(verdict)) => return Ok(verdict),
             Ok(Granted::Admitted(granted)) => granted,
@@ -283,10 +298,13 @@ impl RedisStore {
         let readings = limits
             .iter()
             .zip(granted)
-            .map(|(l, (reading, amount))| match (l.window, leases.get_mut(l.slot)) {
-                (Window::Concurrent, _) | (_, None) => reading,
-                (_, Some(lease)) => {
+            .map(|(l, (reading, amount))| match leases.get_mut(l.slot) {
+                None => reading,
+                Some(lease) => {
                     lease.grant(l, amount, l.admission_charge(), reading, now, window_of(l.window, at).0);
+                    if l.window == Window::Concurrent {
+                        lease.in_use += 1.0;
+                    }
                     lease.reading(l)
                 }
             })
@@ -298,11 +316,10 @@ impl RedisStore {
         &self,
         limits: &[Arc<Limit>],
         wants: &[f64],
-        member: u64,
         at: OffsetDateTime,
     ) -> Result<Granted, StoreError> {
         let mut call = self.admit.prepare_invoke();
-        call.arg(format!("{}:{member}", self.replica)).arg(LEASE.as_millis() as u64);
+        call.arg(&*self.replica).arg(LEASE.as_millis() as u64);
         for (limit, want) in limits.iter().zip(wants) {
             let (window, left) = window_of(limit.window, at);
             call.key(key(&self.prefix, limit, window));
@@ -354,18 +371,29 @@ impl RedisStore {
     /// Charge `amount` to each of `limits` that `pick` chooses: from the
     /// held allowance where there is some, the overdraft (and every
     /// concurrency release) queued for the background task.
-    pub fn charge(&self, limits: &[Arc<Limit>], pick: impl Fn(&Limit) -> bool, amount: f64, member: u64) {
+    pub fn charge(&self, limits: &[Arc<Limit>], pick: impl Fn(&Limit) -> bool, amount: f64) {
         let now = unix_ms_now() as f64;
         let mut sends = Vec::new();
         {
             let mut leases = lock(&self.leases);
             for limit in limits.iter().filter(|l| pick(l)) {
                 let send = match (limit.window, leases.get_mut(limit.slot)) {
-                    (Window::Concurrent, _) | (_, None) => amount,
+                    (_, None) => amount,
+                    // A request ended: a busy replica keeps its slot (up to a
+                    // chunk) for its next request; a quiet one gives it back.
+                    (Window::Concurrent, Some(lease)) => {
+                        lease.in_use = (lease.in_use + amount).max(0.0);
+                        if amount < 0.0 && lease.held - amount <= lease.chunk(limit) {
+                            lease.held -= amount;
+                            0.0
+                        } else {
+                            amount
+                        }
+                    }
                     (_, Some(lease)) => lease.charge(amount, now),
                 };
                 if send != 0.0 {
-                    sends.push(Charge { limit: limit.clone(), amount: send, member });
+                    sends.push(Charge { limit: limit.clone(), amount: send });
                 }
             }
         }
@@ -388,10 +416,12 @@ fn give_back(leases: &Mutex<Vec<Lease>>, batch: &mut Vec<Charge>) {
     let at = OffsetDateTime::now_utc();
     for lease in lock(leases).iter_mut() {
         let Some(limit) = lease.limit.clone() else { continue };
-        if let Some(held) = lease.expire(now) {
-            if window_of(limit.window, at).0 == lease.window {
-                batch.push(Charge { limit, amount: -held, member: 0 });
-            }
+        let given = lease.expire(now).filter(|_| window_of(limit.window, at).0 == lease.window);
+        if let Some(held) = given {
+            batch.push(Charge { limit, amount: -held });
+        } else if limit.window == Window::Concurrent && lease.held + lease.in_use > 0.0 {
+            // Renew the replica's slots.
+            batch.push(Charge { limit, amount: 0.0 });
         }
     }
 }
@@ -480,6 +510,7 @@ async fn flush(
         }
         let at = OffsetDateTime::now_utc();
         let mut call = script.prepare_invoke();
+        call.arg(&*replica).arg(LEASE.as_millis() as u64);
         for charge in batch.drain(..) {
             let limit = &charge.limit;
             let (window, left) = window_of(limit.window, at);
@@ -487,7 +518,7 @@ async fn flush(
             match limit.window {
                 Window::Minute => call.arg("m").arg(limit.rate() / 1000.0).arg(charge.amount),
                 Window::Day | Window::Month => call.arg("w").arg(left).arg(charge.amount),
-                Window::Concurrent => call.arg("c").arg(0).arg(format!("{replica}:{}", charge.member)),
+                Window::Concurrent => call.arg("c").arg(0).arg(charge.amount.round() as i64),
             };
         }
         match tokio::time::timeout(Duration::from_secs(1), call.invoke_async::<i64>(&mut conn)).await {

@@ -8,7 +8,6 @@
 //! they are not waited for: in Redis they go to a background task that
 //! sends what has gathered in one pipeline.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use time::OffsetDateTime;
@@ -37,20 +36,19 @@ impl Store {
     }
 
     /// Check every limit and charge each its admission charge, or none.
-    pub async fn admit(&self, limits: &[Arc<Limit>], member: u64) -> Result<Verdict, StoreError> {
+    pub async fn admit(&self, limits: &[Arc<Limit>]) -> Result<Verdict, StoreError> {
         match self {
             Store::Memory(m) => Ok(m.admit(limits, OffsetDateTime::now_utc())),
-            Store::Redis(r) => r.admit(limits, member).await,
+            Store::Redis(r) => r.admit(limits).await,
         }
     }
 
     /// Charge `amount` to each of `limits` that `pick` chooses; these never
-    /// refuse (and are not waited for in Redis). `member` is the request's
-    /// id in Redis concurrency sets.
-    pub fn charge(&self, limits: &[Arc<Limit>], pick: impl Fn(&Limit) -> bool, amount: f64, member: u64) {
+    /// refuse (and are not waited for in Redis).
+    pub fn charge(&self, limits: &[Arc<Limit>], pick: impl Fn(&Limit) -> bool, amount: f64) {
         match self {
             Store::Memory(m) => m.charge(limits, pick, amount, OffsetDateTime::now_utc()),
-            Store::Redis(r) => r.charge(limits, pick, amount, member),
+            Store::Redis(r) => r.charge(limits, pick, amount),
         }
     }
 
@@ -165,10 +163,4 @@ fn charge_cell(cells: &mut [Option<Cell>], limit: &Limit, amount: f64, now: f64,
     if let Some(slot) = cells.get_mut(limit.slot) {
         slot.get_or_insert_with(|| Cell::new(limit, now, window)).charge(limit, amount, now, window);
     }
-}
-
-/// Ids for requests in Redis concurrency sets: unique per process start.
-pub fn next_member() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    NEXT.fetch_add(1, Ordering::Relaxed)
 }
