@@ -67,7 +67,20 @@ impl Lease {
         self.observe(need, now);
     }
 
-    /// What to ask of Redis beyond the request's own need.
+    /// What to ask of Redis beyond the request's own need: enough to hold
+    /// a chunk (an admission another limit sends to Redis tops this one up,
+    /// no more).
+    pub fn top_up(&self, limit: &Limit) -> f64 {
+        // A local overdraft (allowance taken meanwhile) is asked for too.
+        let top_up = (self.chunk(limit) - self.held).max(0.0);
+        if limit.meter == Meter::Requests {
+            top_up.floor()
+        } else {
+            top_up
+        }
+    }
+
+    /// What this limit holds at most, at its recent rate here.
     pub fn chunk(&self, limit: &Limit) -> f64 {
         let chunk = (self.rate * LOOKAHEAD_SECS).min(limit.capacity / 50.0).max(0.0);
         if limit.meter == Meter::Requests {
@@ -170,10 +183,13 @@ mod tests {
         }
         assert_eq!(busy.held, 0.0);
         assert!((40.0..=55.0).contains(&busy.chunk(&l)), "{}", busy.chunk(&l));
+        let chunk = busy.chunk(&l);
+        assert_eq!(busy.top_up(&l), chunk);
         let reading = Reading { limit: 1e6, remaining: 100.0, reset: Duration::ZERO };
         busy.grant(&l, 51.0, 1.0, reading, 3000.0, 0);
         assert_eq!(busy.held, 50.0);
         assert!(busy.covers(1.0));
+        assert_eq!(busy.top_up(&l), (chunk - 50.0).max(0.0).floor(), "held allowance is not asked for again");
         assert_eq!(busy.reading(&l).remaining, 150.0, "Redis's remaining plus what is held here");
         assert_eq!(busy.expire(3500.0), None);
         assert_eq!(busy.expire(4001.0), Some(50.0));

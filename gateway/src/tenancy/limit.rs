@@ -118,6 +118,13 @@ pub struct Reading {
     pub reset: Duration,
 }
 
+impl Reading {
+    /// A limit whose state is not known here: its amount, nothing more.
+    pub fn unknown(limit: &Limit) -> Reading {
+        Reading { limit: limit.amount, remaining: limit.amount, reset: Duration::ZERO }
+    }
+}
+
 /// The state of one limit in memory (Redis keeps the same per key).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Cell {

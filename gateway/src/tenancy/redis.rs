@@ -252,61 +252,67 @@ impl RedisStore {
         slot
     }
 
+    /// Admit against every limit: those whose held allowance covers the
+    /// request locally, the others (topped up to a chunk) in one round trip;
+    /// nothing is taken unless all admit.
     pub async fn admit(&self, limits: &[Arc<Limit>]) -> Result<Verdict, StoreError> {
         let now = unix_ms_now() as f64;
-        let wants = {
-            let mut leases = lock(&self.leases);
-            let local =
-                limits.iter().all(|l| leases.get(l.slot).is_some_and(|x| x.covers(l.admission_charge())));
-            if local {
-                let readings = limits
-                    .iter()
-                    .map(|l| {
-                        let lease = &mut leases[l.slot];
-                        lease.take(l.admission_charge(), now);
-                        if l.window == Window::Concurrent {
-                            lease.in_use += 1.0;
-                        }
-                        lease.reading(l)
-                    })
-                    .collect();
-                return Ok(Verdict::Admitted(readings));
-            }
+        let (remote, wants): (Vec<Arc<Limit>>, Vec<f64>) = {
+            let leases = lock(&self.leases);
             limits
                 .iter()
-                .map(|l| {
+                .filter_map(|l| {
                     let need = l.admission_charge();
-                    leases.get(l.slot).map_or(need, |lease| need + lease.chunk(l))
+                    match leases.get(l.slot) {
+                        Some(lease) if lease.covers(need) => None,
+                        Some(lease) => Some((l.clone(), need + lease.top_up(l))),
+                        None => Some((l.clone(), need)),
+                    }
                 })
-                .collect::<Vec<f64>>()
+                .unzip()
         };
-        if (now as u64) < self.down_until.load(Ordering::Relaxed) {
-            self.errors.counter.inc();
-            return Err(StoreError("the store failed moments ago".into()));
-        }
-        let at = OffsetDateTime::now_utc();
-        let reply = self.try_admit(limits, &wants, at).await;
-        let granted = match reply {
-            Ok(Granted::Refused(verdict)) => return Ok(verdict),
-            Ok(Granted::Admitted(granted)) => granted,
-            Err(e) => {
-                self.down_until.store(unix_ms_now() + BACKOFF_MS, Ordering::Relaxed);
-                return Err(e);
+        let granted = if remote.is_empty() {
+            Vec::new()
+        } else {
+            if (now as u64) < self.down_until.load(Ordering::Relaxed) {
+                self.errors.counter.inc();
+                return Err(StoreError("the store failed moments ago".into()));
+            }
+            let at = OffsetDateTime::now_utc();
+            match self.try_admit(&remote, &wants, at).await {
+                Ok(Granted::Refused(Verdict::Refused { index, retry_after })) => {
+                    let index = limits.iter().position(|l| Arc::ptr_eq(l, &remote[index])).unwrap_or(0);
+                    return Ok(Verdict::Refused { index, retry_after });
+                }
+                Ok(Granted::Refused(verdict)) => return Ok(verdict),
+                Ok(Granted::Admitted(granted)) => {
+                    let window = |l: &Limit| window_of(l.window, at).0;
+                    remote.iter().zip(granted).map(|(l, g)| (l.clone(), g, window(l))).collect()
+                }
+                Err(e) => {
+                    self.down_until.store(unix_ms_now() + BACKOFF_MS, Ordering::Relaxed);
+                    return Err(e);
+                }
             }
         };
         let mut leases = lock(&self.leases);
         let readings = limits
             .iter()
-            .zip(granted)
-            .map(|(l, (reading, amount))| match leases.get_mut(l.slot) {
-                None => reading,
-                Some(lease) => {
-                    lease.grant(l, amount, l.admission_charge(), reading, now, window_of(l.window, at).0);
-                    if l.window == Window::Concurrent {
-                        lease.in_use += 1.0;
+            .map(|l| {
+                let Some(lease) = leases.get_mut(l.slot) else { return Reading::unknown(l) };
+                let need = l.admission_charge();
+                match granted.iter().find(|(r, _, _)| Arc::ptr_eq(r, l)) {
+                    Some((_, (reading, amount), window)) => {
+                        lease.grant(l, *amount, need, *reading, now, *window)
                     }
-                    lease.reading(l)
+                    // Held here (another request may have taken it meanwhile:
+                    // then this overdraws a little, and the next asks Redis).
+                    None => lease.take(need, now),
                 }
+                if l.window == Window::Concurrent {
+                    lease.in_use += 1.0;
+                }
+                lease.reading(l)
             })
             .collect();
         Ok(Verdict::Admitted(readings))
