@@ -28,11 +28,11 @@ for _ in $(seq 1 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sl
 sed -n '/^const ADMIT: &str = r#"/,/^"#;/p' gateway/src/tenancy/redis.rs | sed '1d;$d' >"$TMP/admit.lua"
 sha="$(redis-cli -p "$port" script load "$(cat "$TMP/admit.lua")")"
 [[ ${#sha} == 40 ]] || die "script load failed: $sha"
-# KEYS: tenant/requests_per_minute, tenant/tokens_per_minute, tenant/concurrent; ARGV: member, lease ms,
+# KEYS: tenant/requests_per_minute, tenant/tokens_per_minute, tenant/concurrent; ARGV: replica, lease ms,
 # then per limit: kind, allowance per ms (or 0), capacity, admission charge, what is asked (no chunk
-# here: every request asks, as a quiet tenant's do). Never refused (huge limits); each admission adds
-# a member to the concurrency set, as a request would until it ended.
-redis-benchmark -p "$port" -n "$REQUESTS" -c "$CLIENTS" -P "$PIPELINE" -q -r 1000000 \
+# here: every request asks, as a quiet tenant's do), from four replicas. Never refused (huge limits);
+# each admission adds a slot to its replica's count, as a request would until it ended.
+redis-benchmark -p "$port" -n "$REQUESTS" -c "$CLIENTS" -P "$PIPELINE" -q -r 4 \
     EVALSHA "$sha" 3 "infergate:web/requests_per_minute" "infergate:web/tokens_per_minute" "infergate:web/concurrent" \
-    "m:__rand_int__" 600000 m 16666.7 1000000000 1 1 m 16666.7 1000000000 0 0 c 0 100000000 1 1 |
+    "replica-__rand_int__" 30000 m 16666.7 1000000000 1 1 m 16666.7 1000000000 0 0 c 0 100000000 1 1 |
     tr '\r' '\n' | grep -v '^$' | tail -1

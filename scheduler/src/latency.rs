@@ -36,6 +36,8 @@ const RIDGE: f64 = 0.05;
 /// speed still comes through over a few batches.
 const SETTLED: u64 = 8;
 const STEP: f64 = 4.0;
+/// No prediction is longer than a year (an `Instant` plus it never overflows).
+const LONGEST: f64 = 365.0 * 86_400.0;
 
 /// An online linear latency model.
 #[derive(Debug, Clone)]
@@ -48,6 +50,8 @@ pub struct LatencyModel {
     cost_scale: Option<f64>,
     item_scale: f64,
     samples: u64,
+    /// The largest batch cost measured: beyond it the fit extrapolates.
+    largest: f64,
     /// Moving average of |predicted − measured| / measured.
     error: f64,
 }
@@ -66,14 +70,31 @@ impl LatencyModel {
             cost_scale: None,
             item_scale,
             samples: 0,
+            largest: 0.0,
             error: 0.0,
         }
     }
 
     /// Predicted time of a batch with this total cost and number of jobs.
+    ///
+    /// Beyond the largest batch cost measured, time grows at least in
+    /// proportion to cost from what that batch is predicted to take: the fit
+    /// cannot tell a fixed cost from a per-cost one when the batches it saw
+    /// were alike (one small request splits its time between them, and a
+    /// measurement under the seed's base makes the per-cost term 0), and a
+    /// job of a million tokens must not be predicted at a few milliseconds.
     pub fn predict(&self, cost: f64, items: usize) -> Duration {
-        let t = self.theta[0] + self.theta[1] * cost.max(0.0) + self.theta[2] * items as f64;
-        Duration::from_secs_f64(t.max(0.0))
+        let cost = cost.max(0.0);
+        let mut t = self.fitted(cost, items);
+        if self.largest > 0.0 && cost > self.largest {
+            t = t.max(self.fitted(self.largest, items) * (cost / self.largest));
+        }
+        Duration::from_secs_f64(if t.is_finite() { t.clamp(0.0, LONGEST) } else { LONGEST })
+    }
+
+    /// The fit's own prediction in seconds, unbounded.
+    fn fitted(&self, cost: f64, items: usize) -> f64 {
+        self.theta[0] + self.theta[1] * cost + self.theta[2] * items as f64
     }
 
     /// The current coefficients `(a, b, c)` in seconds.
@@ -97,7 +118,7 @@ impl LatencyModel {
         if !(y.is_finite() && cost.is_finite()) {
             return;
         }
-        let predicted = self.predict(cost, items).as_secs_f64();
+        let predicted = self.fitted(cost.max(0.0), items).max(0.0);
         if y > 0.0 {
             let e = ((predicted - y) / y).abs().min(10.0);
             self.error = if self.samples == 0 { e } else { 0.95 * self.error + 0.05 * e };
@@ -116,6 +137,7 @@ impl LatencyModel {
             }
         }
         self.samples += 1;
+        self.largest = self.largest.max(cost);
         self.refit(cs);
     }
 
@@ -207,6 +229,23 @@ mod tests {
         }
         let p = m.predict(10.0, 4).as_secs_f64() * 1000.0;
         assert!((p - 40.0).abs() < 3.0, "{p}");
+    }
+
+    #[test]
+    fn beyond_the_largest_batch_measured_time_grows_with_cost() {
+        // One small batch measured under the seed's base: the fit puts all
+        // of it in the fixed term, yet a batch 100,000 times costlier is
+        // predicted to take 100,000 times as long.
+        let mut m = LatencyModel::new(LatencySeed::default(), 32);
+        m.observe(5.0, 1, ms(3.0));
+        assert_eq!(m.coefficients().1, 0.0);
+        let small = m.predict(5.0, 1).as_secs_f64();
+        assert!((0.003..0.005).contains(&small), "{small}");
+        let huge = m.predict(500_000.0, 1).as_secs_f64();
+        assert!((huge / small - 100_000.0).abs() < 1.0, "{huge} s");
+        // Within what was measured the fit stands; past a year it is capped.
+        assert!(m.predict(2.0, 1).as_secs_f64() <= small);
+        assert_eq!(m.predict(f64::INFINITY, 1), Duration::from_secs_f64(LONGEST));
     }
 
     #[test]

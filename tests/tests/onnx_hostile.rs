@@ -49,8 +49,9 @@ fn texts(words: usize) -> Value {
 #[tokio::test]
 async fn a_huge_embeddings_request_stops_when_its_client_leaves() {
     // Long enough that the scheduler admits the huge request (by default its
-    // predicted minutes are refused at once as `deadline_infeasible`).
-    let gw = gateway("default_timeout = \"3600s\"");
+    // predicted minutes are refused at once as `deadline_infeasible`; after
+    // one small request the prediction is up to hours).
+    let gw = gateway("default_timeout = \"86400s\"");
     assert_eq!(ordinary(&gw).await.0, 200);
     let idle = status_kib(gw.pid(), "VmRSS:");
 

@@ -24,10 +24,6 @@ pub enum Meter {
     AudioSeconds,
 }
 
-impl Meter {
-    pub const ALL: [Meter; 4] = [Meter::Requests, Meter::Tokens, Meter::Characters, Meter::AudioSeconds];
-}
-
 /// Over what a limit counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Window {

@@ -27,7 +27,7 @@ use infergate_otel::tenants::{TenantMetrics, TenantSeries};
 use prometheus_client::metrics::counter::Counter;
 
 pub use self::limit::{Limit, Meter, Reading, Window};
-pub use self::refusal::{duration_text, HeaderSlot, RateHeaders, Refusal};
+pub use self::refusal::{HeaderSlot, RateHeaders, Refusal};
 pub use self::store::{Store, Verdict};
 use crate::config::{Config, OnStoreError, RateLimits, TenantConfig};
 use crate::error::ApiError;
@@ -214,13 +214,13 @@ struct TicketInner {
 
 #[derive(Default)]
 struct TicketState {
-    /// Charged so far per meter (in `Meter::ALL` order).
+    /// Charged so far per meter (indexed by `Meter as usize`).
     charged: [f64; 4],
     answered: bool,
 }
 
 fn meter_index(meter: Meter) -> usize {
-    Meter::ALL.iter().position(|m| *m == meter).unwrap_or(0)
+    meter as usize
 }
 
 impl Ticket {
@@ -317,18 +317,5 @@ impl Drop for TicketInner {
                 store.charge(&self.limits, |l| l.window == Window::Concurrent, -1.0);
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reset_durations_are_written_as_openai_writes_them() {
-        assert_eq!(duration_text(Duration::from_millis(20)), "20ms");
-        assert_eq!(duration_text(Duration::from_millis(1500)), "1.5s");
-        assert_eq!(duration_text(Duration::from_secs(360)), "6m0s");
-        assert_eq!(duration_text(Duration::from_millis(3_723_500)), "1h2m3.5s");
     }
 }

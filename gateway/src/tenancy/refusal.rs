@@ -159,3 +159,16 @@ impl HeaderSlot {
         self.0.get()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_durations_are_written_as_openai_writes_them() {
+        assert_eq!(duration_text(Duration::from_millis(20)), "20ms");
+        assert_eq!(duration_text(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(duration_text(Duration::from_secs(360)), "6m0s");
+        assert_eq!(duration_text(Duration::from_millis(3_723_500)), "1h2m3.5s");
+    }
+}
