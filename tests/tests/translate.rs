@@ -177,3 +177,34 @@ async fn the_official_deepl_client_translates_through_the_gateway() {
     assert_eq!(result["bad_key"], "AuthorizationException", "{result}");
     assert_eq!(result["bad_target"], "DeepLException", "{result}");
 }
+
+#[tokio::test]
+async fn texts_are_split_at_sentences_unless_asked_not_to() {
+    let gw = gateway();
+    let text = "Good morning, dear neighbours\nHow are you today? We meet at the station at noon.";
+    let translate = |split: Option<&str>| {
+        let mut body = json!({ "text": [text], "target_lang": "DE", "source_lang": "EN" });
+        if let Some(split) = split {
+            body["split_sentences"] = json!(split);
+        }
+        let gw = &gw;
+        async move {
+            let r = client().post(gw.url("/v2/translate")).json(&body).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            let body: Value = r.json().await.unwrap();
+            body["translations"][0]["text"].as_str().unwrap().to_owned()
+        }
+    };
+    // One answer a sentence, joined with the source's separators.
+    let split = translate(None).await;
+    assert_eq!(split.matches(SYNTHETIC).count(), 3, "{split}");
+    let lines: Vec<&str> = split.split('\n').collect();
+    assert_eq!(lines.len(), 2, "{split}");
+    assert_eq!(lines[1].matches(SYNTHETIC).count(), 2, "{split}");
+    assert_eq!(translate(Some("1")).await, split);
+    // With nonewlines only punctuation cuts: the unpunctuated first line and
+    // the question are one job.
+    assert_eq!(translate(Some("nonewlines")).await.matches(SYNTHETIC).count(), 2);
+    // 0: the whole text is one job.
+    assert_eq!(translate(Some("0")).await.matches(SYNTHETIC).count(), 1);
+}

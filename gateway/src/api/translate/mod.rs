@@ -10,8 +10,10 @@
 //! DeepL's `{"message": …}`, and DeepL's `Authorization: DeepL-Auth-Key …`
 //! is accepted beside `Bearer`.
 //!
-//! Accepted but without effect: `split_sentences`, `preserve_formatting`,
-//! `outline_detection` and the tag lists (the model sees each text whole).
+//! `split_sentences` (`1`, the default: at punctuation and newlines;
+//! `nonewlines`; `0`: whole) decides where texts are cut into jobs.
+//! Accepted but without effect: `preserve_formatting`, `outline_detection`
+//! and the tag lists.
 //! Refused with a 400: `tag_handling`, glossaries, style rules and
 //! translation memories, which a chat model cannot honour faithfully.
 
@@ -26,6 +28,7 @@ use tracing::Instrument;
 
 use crate::api::extract::{decode_json, dispatch_headers, encode, read_body};
 use crate::call::translate::languages::{self, Language};
+use crate::call::translate::sentences::Split;
 use crate::call::translate::{translate as translate_texts, Translation};
 use crate::context::RequestContext;
 use crate::error::ApiError;
@@ -150,6 +153,7 @@ struct Plan {
     target: &'static Language,
     source: Option<&'static Language>,
     instructions: String,
+    split: Split,
     billed: bool,
     model_type: Option<&'static str>,
 }
@@ -254,11 +258,19 @@ fn plan(body: TranslateBody, max_texts: usize, max_chars: usize) -> Result<Plan,
             return Err(ApiError::invalid(param, format!("Value for '{param}' not supported.")));
         }
     }
+    let split = match &body.split_sentences {
+        Some(Value::Bool(false)) => Split::Off,
+        Some(Value::Number(n)) if n.as_i64() == Some(0) => Split::Off,
+        Some(Value::String(s)) if matches!(s.as_str(), "0" | "false") => Split::Off,
+        Some(Value::String(s)) if s == "nonewlines" => Split::Punctuation,
+        _ => Split::PunctuationAndNewlines,
+    };
     Ok(Plan {
         texts,
         target,
         source,
         instructions,
+        split,
         billed: truthy(body.show_billed_characters.as_ref()),
         model_type,
     })
@@ -287,6 +299,7 @@ pub async fn translate(
         target: plan.target,
         source: plan.source,
         instructions: plan.instructions,
+        split: plan.split,
     };
     let done = translate_texts(&state, ctx, job).await?;
     // The headers of the largest batch a text joined.

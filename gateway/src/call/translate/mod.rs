@@ -1,17 +1,21 @@
-//! Translation: each text becomes one chat job for the model `[translation]`
-//! routes the target language to (any chat model; the scheduler batches the
-//! jobs, and the in-process model decodes them together), prompted with that
-//! model's `translation_prompt`. Without a source language it is detected
-//! (whatlang). A text already in the target language, or without letters to
+//! Translation: each sentence of each text (DeepL's `split_sentences`, see
+//! [`sentences`]) becomes one chat job for the model `[translation]` routes
+//! the target language to (any chat model; the scheduler batches the jobs,
+//! and the in-process model decodes them together), prompted with that
+//! model's `translation_prompt`; the translations are joined with the
+//! source's separators. Without a source language it is detected (whatlang).
+//! A text already in the target language, or a piece without letters to
 //! translate, comes back as it was, without a job. The characters of every
 //! text count toward the tenant's usage.
 
 pub mod languages;
+pub mod sentences;
 
 use futures_util::future::try_join_all;
 use infergate_backends::{tokens, ChatMessage, ChatRequest, Task};
 
 use self::languages::Language;
+use self::sentences::Split;
 use super::chat::Chat;
 use super::payload::{Payload, Usage};
 use super::request::{finish, Call, Operation};
@@ -35,7 +39,14 @@ pub struct Translation {
     pub source: Option<&'static Language>,
     /// Sentences the prompt's `{instructions}` takes.
     pub instructions: String,
+    /// Where texts are cut into jobs.
+    pub split: Split,
 }
+
+/// The most jobs one request's texts are cut into (each text gets its share,
+/// at least 4): neighbouring sentences share a job past it, so a text of
+/// thousands of tiny sentences cannot fill the model's queue.
+const MAX_PIECES: usize = 128;
 
 /// One text's translation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,14 +97,50 @@ pub async fn translate(
     Ok(Translations { texts: jobs.into_iter().map(|j| j.translated).collect(), dispatch })
 }
 
-/// One text: as it was, or translated by the model.
+/// One text: as it was, or translated by the model a sentence at a time.
 async fn one(call: &Call, template: &str, translation: &Translation, text: &str) -> Result<Job, ApiError> {
     let source = translation.source.or_else(|| languages::detect(text));
     let detected = source.map_or("EN", |l| l.code);
+    let billed = text.chars().count();
     let same = source.is_some_and(|s| s.code == languages::base(translation.target.code));
     if same || !text.chars().any(char::is_alphabetic) {
-        let translated = Translated { detected, text: text.to_owned(), billed: text.chars().count() };
+        let translated = Translated { detected, text: text.to_owned(), billed };
         return Ok(Job { translated, usage: Usage::default(), dispatch: None });
+    }
+    let share = (MAX_PIECES / translation.texts.len().max(1)).max(4);
+    let cut = sentences::cut(text, translation.split, detected == "DE", share);
+    let pieces = cut.pieces.iter().map(|p| piece(call, template, translation, source, p.core));
+    let pieces = try_join_all(pieces).await?;
+    // Chinese and Japanese put no space between sentences.
+    let unspaced = matches!(languages::base(translation.target.code), "ZH" | "JA");
+    let mut out = String::with_capacity(text.len());
+    let mut usage = Usage::default();
+    let mut dispatch: Option<DispatchInfo> = None;
+    for (i, (p, (translated, u, d))) in cut.pieces.iter().zip(pieces).enumerate() {
+        if !(unspaced && i > 0 && !p.lead.contains('\n')) {
+            out.push_str(p.lead);
+        }
+        out.push_str(&translated);
+        let (input, output) = u.tokens();
+        let (sum_in, sum_out) = usage.tokens();
+        usage = Usage { input: sum_in + input, output: Some(sum_out + output) };
+        dispatch = dispatch.into_iter().chain(d).max_by_key(|d| d.batch_size);
+    }
+    out.push_str(cut.tail);
+    Ok(Job { translated: Translated { detected, text: out, billed }, usage, dispatch })
+}
+
+/// One piece's translation, its usage and its batch; a piece without letters
+/// stays as it is, without a job.
+async fn piece(
+    call: &Call,
+    template: &str,
+    translation: &Translation,
+    source: Option<&Language>,
+    text: &str,
+) -> Result<(String, Usage, Option<DispatchInfo>), ApiError> {
+    if !text.chars().any(char::is_alphabetic) {
+        return Ok((text.to_owned(), Usage::default(), None));
     }
     let content = prompt(template, source, translation.target, &translation.instructions, text);
     let input = tokens::estimate(&content);
@@ -115,9 +162,7 @@ async fn one(call: &Call, template: &str, translation: &Translation, text: &str)
     let chat = Chat { request, prompt_tokens: input, bytes: text.len(), expected_output: Some(expected) };
     let answer = call.run(chat).await?;
     let usage = Chat::usage(&answer.output).unwrap_or_default();
-    let translated =
-        Translated { detected, text: clean(&answer.output.text, text), billed: text.chars().count() };
-    Ok(Job { translated, usage, dispatch: Some(answer.dispatch) })
+    Ok((clean(&answer.output.text, text), usage, Some(answer.dispatch)))
 }
 
 /// The chat model `[translation]` names for a target language; `None`: the
