@@ -16,10 +16,8 @@ use crate::{BackendError, EmbeddingInput, EmbeddingsOutput, Item, LoadError, Out
 pub(crate) struct EmbeddingsWorker {
     session: Session,
     tokenizer: Tokenizer,
-    /// `[CLS]`, `[SEP]` and `[PAD]` ids.
-    cls: u32,
-    sep: u32,
-    pad: u32,
+    /// What the tokenizer's post-processor puts around a sequence.
+    specials: Specials,
     vocab: usize,
     max_tokens: usize,
     truncate: bool,
@@ -29,26 +27,57 @@ pub(crate) struct EmbeddingsWorker {
     token_types: bool,
 }
 
-fn load_tokenizer(path: &Path) -> Result<Tokenizer, LoadError> {
-    let mut tokenizer =
+/// The special tokens a tokenizer's post-processor puts before and after one
+/// sequence (`[CLS]`…`[SEP]` for BERT, `<s>`…`</s>` for XLM-R models such
+/// as e5 and bge-m3, none for some), and the id that pads a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Specials {
+    prefix: Vec<u32>,
+    suffix: Vec<u32>,
+    pad: u32,
+}
+
+impl Specials {
+    /// Read from the tokenizer, with its padding and truncation switched off
+    /// (a padded probe would show pads as specials): a probe text's encoding
+    /// with special tokens shows them around its content. The pad id is
+    /// `pad` (the tokenizer's padding setting), else its `[PAD]` or `<pad>`
+    /// token (any id will do: padded positions are masked).
+    fn of(tokenizer: &Tokenizer, pad: Option<u32>) -> Result<Specials, String> {
+        let probe = tokenizer.encode("a", true).map_err(|e| e.to_string())?;
+        let (ids, mask) = (probe.get_ids(), probe.get_special_tokens_mask());
+        let lead = mask.iter().take_while(|&&m| m == 1).count();
+        let trail = mask[lead..].iter().rev().take_while(|&&m| m == 1).count();
+        if lead + trail >= ids.len() {
+            return Err("the tokenizer turns text into special tokens only".into());
+        }
+        let pad =
+            pad.or_else(|| ["[PAD]", "<pad>"].iter().find_map(|t| tokenizer.token_to_id(t))).unwrap_or(0);
+        Ok(Specials { prefix: ids[..lead].to_vec(), suffix: ids[ids.len() - trail..].to_vec(), pad })
+    }
+}
+
+fn load_tokenizer(path: &Path) -> Result<(Tokenizer, Specials), LoadError> {
+    let tokenizer =
         Tokenizer::from_file(path).map_err(|e| LoadError::Model(format!("{}: {e}", path.display())))?;
-    // Truncation and padding are done here, per batch, not by the tokenizer.
+    prepare(tokenizer).map_err(|e| LoadError::Model(format!("{}: {e}", path.display())))
+}
+
+/// Truncation and padding are done here, per batch, not by the tokenizer:
+/// both are switched off, and the special tokens read.
+fn prepare(mut tokenizer: Tokenizer) -> Result<(Tokenizer, Specials), String> {
+    let pad = tokenizer.get_padding().map(|p| p.pad_id);
     tokenizer.with_padding(None);
-    tokenizer.with_truncation(None).map_err(|e| LoadError::Model(e.to_string()))?;
-    Ok(tokenizer)
+    tokenizer.with_truncation(None).map_err(|e| e.to_string())?;
+    let specials = Specials::of(&tokenizer, pad)?;
+    Ok((tokenizer, specials))
 }
 
 impl EmbeddingsWorker {
     pub(crate) fn load(config: &OnnxConfig) -> Result<Self, LoadError> {
         let path =
             config.tokenizer.as_deref().ok_or(LoadError::Settings("text-embeddings needs a tokenizer"))?;
-        let tokenizer = load_tokenizer(path)?;
-        let id = |token: &str| {
-            tokenizer
-                .token_to_id(token)
-                .ok_or_else(|| LoadError::Model(format!("{}: no {token} token", path.display())))
-        };
-        let (cls, sep, pad) = (id("[CLS]")?, id("[SEP]")?, id("[PAD]")?);
+        let (tokenizer, specials) = load_tokenizer(path)?;
         let session = session(&config.model, config)?;
         let names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
         if !names.contains(&"input_ids") || !names.contains(&"attention_mask") {
@@ -62,9 +91,7 @@ impl EmbeddingsWorker {
             vocab: tokenizer.get_vocab_size(true),
             session,
             tokenizer,
-            cls,
-            sep,
-            pad,
+            specials,
             max_tokens: config.max_tokens,
             truncate: config.truncate,
             max_run_inputs: config.max_run_inputs,
@@ -75,13 +102,14 @@ impl EmbeddingsWorker {
 
     /// One input as the model's token ids, special tokens included.
     fn tokens(&self, index: usize, input: &EmbeddingInput) -> Result<Vec<u32>, BackendError> {
-        let mut ids = match input {
-            EmbeddingInput::Text(text) => self
-                .tokenizer
-                .encode(text.as_str(), true)
-                .map_err(|e| BackendError::InvalidInput(format!("input {index} cannot be tokenized: {e}")))?
-                .get_ids()
-                .to_vec(),
+        let encoded;
+        let content: &[u32] = match input {
+            EmbeddingInput::Text(text) => {
+                encoded = self.tokenizer.encode(text.as_str(), false).map_err(|e| {
+                    BackendError::InvalidInput(format!("input {index} cannot be tokenized: {e}"))
+                })?;
+                encoded.get_ids()
+            }
             EmbeddingInput::Tokens(content) => {
                 // Clients may send another tokenizer's ids: check every one.
                 if let Some(bad) = content.iter().find(|&&t| t as usize >= self.vocab) {
@@ -90,24 +118,23 @@ impl EmbeddingsWorker {
                         self.vocab
                     )));
                 }
-                let mut ids = Vec::with_capacity(content.len() + 2);
-                ids.push(self.cls);
-                ids.extend_from_slice(content);
-                ids.push(self.sep);
-                ids
+                content
             }
         };
-        if ids.len() > self.max_tokens {
-            if !self.truncate {
-                return Err(BackendError::InvalidInput(format!(
-                    "input {index} is {} tokens long; this model takes at most {}",
-                    ids.len(),
-                    self.max_tokens
-                )));
-            }
-            ids.truncate(self.max_tokens - 1);
-            ids.push(self.sep);
+        let Specials { prefix, suffix, .. } = &self.specials;
+        let room = self.max_tokens.saturating_sub(prefix.len() + suffix.len());
+        if content.len() > room && !self.truncate {
+            return Err(BackendError::InvalidInput(format!(
+                "input {index} is {} tokens long; this model takes at most {}",
+                content.len() + prefix.len() + suffix.len(),
+                self.max_tokens
+            )));
         }
+        let content = &content[..content.len().min(room)];
+        let mut ids = Vec::with_capacity(prefix.len() + content.len() + suffix.len());
+        ids.extend_from_slice(prefix);
+        ids.extend_from_slice(content);
+        ids.extend_from_slice(suffix);
         Ok(ids)
     }
 
@@ -148,7 +175,7 @@ impl EmbeddingsWorker {
     fn run(&mut self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>, InferError> {
         let rows = batch.len();
         let width = batch.iter().map(|s| s.len()).max().unwrap_or(0).max(1);
-        let mut ids = vec![i64::from(self.pad); rows * width];
+        let mut ids = vec![i64::from(self.specials.pad); rows * width];
         let mut mask = vec![0i64; rows * width];
         for (row, sequence) in batch.iter().enumerate() {
             for (col, &id) in sequence.iter().enumerate() {
@@ -298,7 +325,54 @@ impl Worker for EmbeddingsWorker {
 
 #[cfg(test)]
 mod tests {
-    use super::run_length;
+    use super::{prepare, run_length, Specials};
+    use tokenizers::Tokenizer;
+
+    /// A word-level tokenizer with the post-processor `post` (JSON).
+    fn tokenizer(vocab: &str, post: &str) -> Tokenizer {
+        padded(vocab, post, "null")
+    }
+
+    /// The same with the padding setting `padding` (JSON).
+    fn padded(vocab: &str, post: &str, padding: &str) -> Tokenizer {
+        let json = format!(
+            r#"{{"version":"1.0","truncation":null,"padding":{padding},"added_tokens":[],"normalizer":null,
+            "pre_tokenizer":{{"type":"Whitespace"}},"post_processor":{post},"decoder":null,
+            "model":{{"type":"WordLevel","vocab":{vocab},"unk_token":"<unk>"}}}}"#
+        );
+        Tokenizer::from_bytes(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn special_tokens_come_from_the_tokenizers_post_processor() {
+        // XLM-R style (e5, bge-m3, multilingual MiniLM): <s> … </s>, <pad>.
+        let xlmr = tokenizer(
+            r#"{"<s>":0,"<pad>":1,"</s>":2,"<unk>":3,"a":4,"b":5}"#,
+            r#"{"type":"RobertaProcessing","sep":["</s>",2],"cls":["<s>",0],"trim_offsets":true,"add_prefix_space":true}"#,
+        );
+        assert_eq!(Specials::of(&xlmr, None).unwrap(), Specials { prefix: vec![0], suffix: vec![2], pad: 1 });
+        // BERT style: [CLS] … [SEP], [PAD].
+        let bert = tokenizer(
+            r#"{"[PAD]":0,"<unk>":1,"[CLS]":2,"[SEP]":3,"a":4}"#,
+            r#"{"type":"BertProcessing","sep":["[SEP]",3],"cls":["[CLS]",2]}"#,
+        );
+        assert_eq!(Specials::of(&bert, None).unwrap(), Specials { prefix: vec![2], suffix: vec![3], pad: 0 });
+        // The padding setting's id wins.
+        assert_eq!(Specials::of(&bert, Some(4)).unwrap().pad, 4);
+        // A tokenizer file that pads to a fixed length (all-MiniLM-L6-v2's
+        // does, to 128): the pads are not taken for specials.
+        let fixed = padded(
+            r#"{"[PAD]":0,"<unk>":1,"[CLS]":2,"[SEP]":3,"a":4}"#,
+            r#"{"type":"BertProcessing","sep":["[SEP]",3],"cls":["[CLS]",2]}"#,
+            r#"{"strategy":{"Fixed":8},"direction":"Right","pad_to_multiple_of":null,"pad_id":0,"pad_type_id":0,"pad_token":"[PAD]"}"#,
+        );
+        let (fixed, specials) = prepare(fixed).unwrap();
+        assert_eq!(specials, Specials { prefix: vec![2], suffix: vec![3], pad: 0 });
+        assert_eq!(fixed.encode("a a", true).unwrap().get_ids(), [2, 4, 4, 3]);
+        // No post-processor: nothing around the text, padding with 0.
+        let bare = tokenizer(r#"{"<unk>":0,"a":1}"#, "null");
+        assert_eq!(Specials::of(&bare, None).unwrap(), Specials { prefix: vec![], suffix: vec![], pad: 0 });
+    }
 
     #[test]
     fn runs_are_bounded_by_sequences_and_padded_tokens() {
