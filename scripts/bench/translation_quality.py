@@ -54,11 +54,11 @@ def main() -> int:
             took += time.monotonic() - start
             hyps.append(out.text)
             refs.append(row[tgt])
-            chars += len(row[src])
+        pair_chars = sum(len(row[src]) for row in rows)
+        chars += pair_chars
         seconds += took
         score = sacrebleu.corpus_chrf(hyps, [refs]).score
         per = [sacrebleu.sentence_chrf(h, [r]).score for h, r in zip(hyps, refs)]
-        pair_chars = sum(len(row[src]) for row in rows)
         print(f"{pair:6} {score:6.1f} {pair_chars / took:8.1f}")
         for i in sorted(range(len(rows)), key=lambda i: per[i])[: args.show]:
             print(f"    {per[i]:5.1f}  {rows[i][src]!r} -> {hyps[i]!r}")

@@ -114,19 +114,19 @@ async fn one(call: &Call, template: &str, translation: &Translation, text: &str)
     // Chinese and Japanese put no space between sentences.
     let unspaced = matches!(languages::base(translation.target.code), "ZH" | "JA");
     let mut out = String::with_capacity(text.len());
-    let mut usage = Usage::default();
+    let (mut input, mut output) = (0, 0);
     let mut dispatch: Option<DispatchInfo> = None;
-    for (i, (p, (translated, u, d))) in cut.pieces.iter().zip(pieces).enumerate() {
-        if !(unspaced && i > 0 && !p.lead.contains('\n')) {
+    for (n, (p, (translated, usage, d))) in cut.pieces.iter().zip(pieces).enumerate() {
+        if !(unspaced && n > 0 && !p.lead.contains('\n')) {
             out.push_str(p.lead);
         }
         out.push_str(&translated);
-        let (input, output) = u.tokens();
-        let (sum_in, sum_out) = usage.tokens();
-        usage = Usage { input: sum_in + input, output: Some(sum_out + output) };
+        let (i, o) = usage.tokens();
+        (input, output) = (input + i, output + o);
         dispatch = dispatch.into_iter().chain(d).max_by_key(|d| d.batch_size);
     }
     out.push_str(cut.tail);
+    let usage = Usage { input, output: Some(output) };
     Ok(Job { translated: Translated { detected, text: out, billed }, usage, dispatch })
 }
 
