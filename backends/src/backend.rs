@@ -157,6 +157,10 @@ pub struct Capabilities {
     pub forwards_body: bool,
     /// Answers [`crate::Request::VoiceActivity`] with speech segments.
     pub voice_activity: bool,
+    /// Constrains a chat answer to one JSON object when the request asks
+    /// ([`crate::ChatRequest::json`]; OpenAI's `response_format`
+    /// `json_object`).
+    pub json_output: bool,
 }
 
 /// A model server: runs batches of jobs of one model.

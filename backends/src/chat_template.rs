@@ -78,6 +78,7 @@ mod tests {
             seed: None,
             stop: Vec::new(),
             stream: false,
+            json: false,
             passthrough: None,
         }
     }

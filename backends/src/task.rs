@@ -82,6 +82,10 @@ pub struct ChatRequest {
     pub stop: Vec<String>,
     /// The client reads tokens as they come.
     pub stream: bool,
+    /// The answer must be one JSON object (`response_format` `json_object`):
+    /// constrained decoding where the model supports it
+    /// ([`crate::Capabilities::json_output`]).
+    pub json: bool,
     /// The client's request body as sent (a JSON object), for remote
     /// backends to forward with the fields infergate does not interpret
     /// (tools, logprobs, ...).

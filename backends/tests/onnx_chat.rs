@@ -42,6 +42,7 @@ fn request(
         seed,
         stop: Vec::new(),
         stream,
+        json: false,
         passthrough: None,
     }
 }

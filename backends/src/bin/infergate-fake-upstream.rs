@@ -338,6 +338,7 @@ async fn chat(State(up): State<Shared>, headers: HeaderMap, body: Bytes) -> Resp
         seed: body.seed,
         stop,
         stream,
+        json: false,
         passthrough: None,
     };
     let cost = f64::from(request.messages.iter().map(|m| tokens::estimate(&m.content)).sum::<u32>());

@@ -91,7 +91,7 @@ impl LlamaConfig {
             return Err(LoadError::setting("max_sequences", "at most 256"));
         }
         let share = self.kv_tokens / self.max_sequences;
-        if share < CELL_ROUNDING || share % CELL_ROUNDING != 0 {
+        if share < CELL_ROUNDING || !share.is_multiple_of(CELL_ROUNDING) {
             return Err(LoadError::setting(
                 "kv_tokens",
                 format!(
@@ -207,6 +207,12 @@ struct Lane {
     running: Vec<Sequence>,
     /// Streams of the KV cache no sequence holds.
     free: Vec<i32>,
+    /// The tokens whose keys and values each stream holds, at positions
+    /// 0.. — kept after its sequence leaves, so that a prompt starting the
+    /// same way (a conversation's next turn, a shared system prompt) is
+    /// decoded only from where it differs, as llama-server's prompt cache
+    /// does.
+    cached: Vec<Vec<LlamaToken>>,
 }
 
 /// One request in the running set.
@@ -221,6 +227,8 @@ struct Sequence {
     len: usize,
     /// The token to feed at the next step.
     next: LlamaToken,
+    /// The prompt tokens still to decode (from `len` on), at its first step.
+    prompt: Vec<LlamaToken>,
     /// Where its logits are in the step's batch.
     logits: i32,
     /// Its terminal event is sent; it leaves at the next step.
@@ -249,14 +257,18 @@ impl Lane {
             batch: LlamaBatch::new(c.kv_tokens, 1),
             context,
             running: Vec::new(),
-            free: (0..c.max_sequences as i32).rev().collect(),
+            free: (0..c.max_sequences as i32).collect(),
+            cached: vec![Vec::new(); c.max_sequences],
             shared,
         })
     }
 
-    /// Tokenize a joiner's prompt and give it a stream; a request that
+    /// Tokenize a joiner's prompt and give it a stream: the free one whose
+    /// cache shares the longest start with the prompt (the lowest if none
+    /// does, which keeps the streams in use together: llama.cpp decodes a
+    /// batch in one pass only over consecutive streams). A request that
     /// cannot run gets its error here.
-    fn admit(&mut self, item: Item) -> Option<(Sequence, Vec<LlamaToken>)> {
+    fn admit(&mut self, item: Item) -> Option<Sequence> {
         let result = (|| {
             let Request::Chat(request) = &item.request else {
                 return Err(BackendError::InvalidInput("this model serves chat only".into()));
@@ -277,26 +289,42 @@ impl Lane {
                 )));
             }
             let max_tokens = (request.max_tokens as usize).min(context - tokens.len());
-            let sampler = sampler(request);
-            let Some(stream) = self.free.pop() else {
+            let sampler = sampler(self.shared.model, request)?;
+            let shared = |stream: i32| {
+                let cached = &self.cached[stream as usize];
+                cached.iter().zip(&tokens).take_while(|(a, b)| a == b).count()
+            };
+            let Some(&stream) = self.free.iter().max_by_key(|&&s| (shared(s), std::cmp::Reverse(s))) else {
                 return Err(BackendError::Failed("no free sequence in the KV cache".into()));
             };
-            Ok((Reply::new(request, tokens.len(), max_tokens), sampler, stream, tokens))
+            self.free.retain(|&s| s != stream);
+            // At least the prompt's last token is decoded: its logits pick
+            // the first answer token. A request with a `seed` decodes its
+            // whole prompt: logits from a reused cache differ in the last
+            // bits from a fresh prefill's, and a seeded draw is to give the
+            // same answer every time the request runs alone.
+            let kept = if request.seed.is_some() { 0 } else { shared(stream).min(tokens.len() - 1) };
+            Ok((Reply::new(request, tokens.len(), max_tokens), sampler, stream, kept, tokens))
         })();
         match result {
-            Ok((reply, sampler, stream, tokens)) => {
-                let sequence = Sequence {
+            Ok((reply, sampler, stream, kept, tokens)) => {
+                if let Err(error) = self.forget(stream, kept) {
+                    item.fail(BackendError::Failed(format!("llama.cpp: {error}")));
+                    self.free.push(stream);
+                    return None;
+                }
+                Some(Sequence {
                     item,
                     sampler,
                     reply,
                     bytes: Utf8Pieces::default(),
                     stream,
-                    len: 0,
+                    len: kept,
                     next: LlamaToken(0),
+                    prompt: tokens[kept..].to_vec(),
                     logits: 0,
                     finished: false,
-                };
-                Some((sequence, tokens))
+                })
             }
             Err(error) => {
                 item.fail(error);
@@ -305,58 +333,62 @@ impl Lane {
         }
     }
 
-    /// Free the streams of sequences that finished or whose client left.
+    /// Free the streams of sequences that finished or whose client left
+    /// (their caches stay, for prompts that start the same way).
     fn leave(&mut self) {
-        let mut freed = Vec::new();
+        let free = &mut self.free;
         self.running.retain(|s| {
             let stays = !s.finished && !s.item.cancel.is_cancelled();
             if !stays {
                 if !s.finished {
                     s.item.fail(BackendError::Cancelled);
                 }
-                freed.push(s.stream);
+                free.push(s.stream);
             }
             stays
         });
-        for stream in freed {
-            self.release(stream);
-        }
     }
 
-    fn release(&mut self, stream: i32) {
-        if let Err(error) = self.context.clear_kv_cache_seq(Some(stream as u32), None, None) {
-            tracing::error!(%error, stream, "cannot clear a sequence's KV cache");
+    /// Drop `stream`'s cache from position `from` on.
+    fn forget(&mut self, stream: i32, from: usize) -> Result<(), String> {
+        self.cached[stream as usize].truncate(from);
+        match self.context.clear_kv_cache_seq(Some(stream as u32), Some(from as u32), None) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!("cannot clear stream {stream} from position {from}")),
+            Err(error) => Err(error.to_string()),
         }
-        self.free.push(stream);
     }
 
     /// Let `join` in, then decode one token for every running sequence.
     fn step(&mut self, join: Vec<Item>) -> StepReport {
         let start = Instant::now();
         self.leave();
-        self.batch.clear();
-        let mut added = Ok(());
-        for seq in &mut self.running {
-            seq.logits = self.batch.n_tokens();
-            added = added.and(self.batch.add(seq.next, seq.len as i32, &[seq.stream], true));
-            seq.len += 1;
-        }
-        let mut tokens = self.running.len();
         for item in join {
             if item.cancel.is_cancelled() {
                 item.fail(BackendError::Cancelled);
                 continue;
             }
-            let Some((mut seq, prompt)) = self.admit(item) else { continue };
-            let last = prompt.len() - 1;
-            for (position, &token) in prompt.iter().enumerate() {
-                added = added.and(self.batch.add(token, position as i32, &[seq.stream], position == last));
+            if let Some(seq) = self.admit(item) {
+                self.running.push(seq);
             }
-            seq.logits = self.batch.n_tokens() - 1;
-            seq.len = prompt.len();
-            tokens += prompt.len();
-            self.running.push(seq);
         }
+        // In stream order: llama.cpp splits a batch wherever the streams
+        // are not consecutive.
+        self.running.sort_by_key(|s| s.stream);
+        self.batch.clear();
+        let mut added = Ok(());
+        for seq in &mut self.running {
+            let cached = &mut self.cached[seq.stream as usize];
+            let feed = if seq.prompt.is_empty() { vec![seq.next] } else { std::mem::take(&mut seq.prompt) };
+            for (i, &token) in feed.iter().enumerate() {
+                let last = i + 1 == feed.len();
+                added = added.and(self.batch.add(token, (seq.len + i) as i32, &[seq.stream], last));
+            }
+            seq.len += feed.len();
+            seq.logits = self.batch.n_tokens() - 1;
+            cached.extend_from_slice(&feed);
+        }
+        let tokens = self.batch.n_tokens() as usize;
         let sequences = self.running.len();
         let decoded = match added {
             Err(error) => Err(format!("batch: {error}")),
@@ -377,6 +409,13 @@ impl Lane {
                 for seq in &mut self.running {
                     seq.item.fail(BackendError::Failed(format!("llama.cpp: {error}")));
                     seq.finished = true;
+                }
+                // What the caches hold is no longer known.
+                let streams: Vec<i32> = self.running.iter().map(|s| s.stream).collect();
+                for stream in streams {
+                    if let Err(error) = self.forget(stream, 0) {
+                        tracing::error!(%error, "cannot clear the KV cache");
+                    }
                 }
             }
         }
@@ -419,28 +458,51 @@ impl Sequence {
     }
 }
 
+/// JSON, for `response_format` `json_object`: one object, whitespace
+/// bounded (llama.cpp's grammars/json.gbnf, less unbounded runs of
+/// whitespace and digits, which a small model can loop on).
+const JSON_GRAMMAR: &str = r#"
+root   ::= object
+value  ::= object | array | string | number | ("true" | "false" | "null") ws
+object ::= "{" ws ( string ":" ws value ("," ws string ":" ws value)* )? "}" ws
+array  ::= "[" ws ( value ("," ws value)* )? "]" ws
+string ::= "\"" ( [^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4}) )* "\"" ws
+number ::= ("-"? ([0-9] | [1-9] [0-9]{0,15})) ("." [0-9]{1,16})? ([eE] [-+]? [0-9]{1,4})? ws
+ws     ::= | " " | "\n" [ \t]{0,20}
+"#;
+
 /// Greedy at temperature 0; else top-k, top-p, temperature and a draw
-/// seeded from the request's `seed` (the same seed, the same tokens).
-fn sampler(request: &ChatRequest) -> LlamaSampler {
+/// seeded from the request's `seed` (the same seed, the same tokens). A
+/// JSON answer is constrained by [`JSON_GRAMMAR`] first.
+fn sampler(model: &LlamaModel, request: &ChatRequest) -> Result<LlamaSampler, BackendError> {
+    let mut chain = Vec::new();
+    if request.json {
+        let grammar = LlamaSampler::grammar(model, JSON_GRAMMAR, "root")
+            .map_err(|e| BackendError::Failed(format!("JSON grammar: {e}")))?;
+        chain.push(grammar);
+    }
     if request.temperature <= 0.0 {
-        return LlamaSampler::greedy();
+        chain.push(LlamaSampler::greedy());
+        return Ok(LlamaSampler::chain_simple(chain));
     }
     let seed = request.seed.unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
     });
     let top_k = request.top_k.map_or(0, |k| i32::try_from(k).unwrap_or(i32::MAX));
-    LlamaSampler::chain_simple([
+    chain.extend([
         LlamaSampler::top_k(top_k),
         LlamaSampler::top_p(request.top_p.clamp(0.0, 1.0), 1),
         LlamaSampler::temp(request.temperature),
         LlamaSampler::dist((seed ^ (seed >> 32)) as u32),
-    ])
+    ]);
+    Ok(LlamaSampler::chain_simple(chain))
 }
 
 #[async_trait]
 impl Backend for LlamaBackend {
     fn info(&self) -> ModelInfo {
-        ModelInfo { owned_by: "infergate", platform: "llama.cpp", capabilities: Capabilities::default() }
+        let capabilities = Capabilities { json_output: true, ..Capabilities::default() };
+        ModelInfo { owned_by: "infergate", platform: "llama.cpp", capabilities }
     }
 
     fn supports(&self, task: Task) -> bool {

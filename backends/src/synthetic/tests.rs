@@ -16,6 +16,7 @@ fn chat_request(content: &str, max_tokens: u32, stream: bool) -> Request {
         seed: None,
         stop: vec![],
         stream,
+        json: false,
         passthrough: None,
     })
 }

@@ -462,6 +462,19 @@ pub struct TranslationSection {
     pub max_chars: usize,
     /// Most tokens generated for one text.
     pub max_output_tokens: u32,
+    /// The DeepL source codes the models translate from and into (a code
+    /// covers its regional targets: `EN` covers `EN-GB`); `/v2/languages`
+    /// lists these and `/v2/translate` refuses the others. Empty: every
+    /// DeepL language.
+    pub languages: Vec<String>,
+}
+
+impl TranslationSection {
+    /// Whether a DeepL code (source or target) is among `languages`.
+    pub fn offers(&self, code: &str) -> bool {
+        let base = crate::call::translate::languages::base(code);
+        self.languages.is_empty() || self.languages.iter().any(|l| l.eq_ignore_ascii_case(base))
+    }
 }
 
 impl Default for TranslationSection {
@@ -472,6 +485,7 @@ impl Default for TranslationSection {
             max_texts: 50,
             max_chars: 32_768,
             max_output_tokens: 1024,
+            languages: Vec::new(),
         }
     }
 }

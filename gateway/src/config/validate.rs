@@ -280,6 +280,14 @@ impl Config {
             }
             chat_model(format!("translation.targets.{code}"), name)?;
         }
+        if let Some(code) =
+            t.languages.iter().find(|code| crate::call::translate::languages::source(code).is_none())
+        {
+            return Err(ConfigError::new(
+                "translation.languages",
+                format!("'{code}' is not a DeepL source language code (EN, DE, ZH, ...)"),
+            ));
+        }
         if t.max_texts == 0 || t.max_chars == 0 || t.max_output_tokens == 0 {
             return Err(ConfigError::new(
                 "translation",

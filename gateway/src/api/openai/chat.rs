@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http::{header, HeaderValue};
-use infergate_backends::{json_object, tokens, ChatMessage, ChatRequest, Task};
+use infergate_backends::{json_object, tokens, Capabilities, ChatMessage, ChatRequest, Task};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -53,6 +53,20 @@ pub struct ChatCompletionRequest {
     pub tools: Option<Vec<Value>>,
     #[serde(default)]
     pub logprobs: Option<bool>,
+    #[serde(default)]
+    pub response_format: Option<ResponseFormat>,
+}
+
+/// `response_format`: what the answer must be.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ResponseFormat {
+    Text,
+    JsonObject,
+    JsonSchema {
+        #[allow(dead_code)]
+        json_schema: Value,
+    },
 }
 
 /// `stream_options`.
@@ -146,10 +160,12 @@ struct Plan {
     include_usage: bool,
 }
 
-/// `remote`: the model is an OpenAI-compatible upstream, which gets the
-/// client's body as sent and decides on what infergate's own models refuse
-/// (tools, logprobs, several choices, image and audio parts).
-fn plan(body: ChatCompletionRequest, limits: &Limits, remote: bool) -> Result<Plan, ApiError> {
+/// `capabilities.forwards_body`: the model is an OpenAI-compatible
+/// upstream, which gets the client's body as sent and decides on what
+/// infergate's own models refuse (tools, logprobs, several choices, image
+/// and audio parts, response formats).
+fn plan(body: ChatCompletionRequest, limits: &Limits, capabilities: Capabilities) -> Result<Plan, ApiError> {
+    let remote = capabilities.forwards_body;
     if body.messages.is_empty() {
         return Err(ApiError::invalid("messages", "'messages' must contain at least one message"));
     }
@@ -194,6 +210,23 @@ fn plan(body: ChatCompletionRequest, limits: &Limits, remote: bool) -> Result<Pl
     if !remote && body.logprobs == Some(true) {
         return Err(ApiError::invalid("logprobs", "logprobs are not supported by this model"));
     }
+    let json = match body.response_format {
+        None | Some(ResponseFormat::Text) => false,
+        Some(_) if remote => false,
+        Some(ResponseFormat::JsonObject) if capabilities.json_output => true,
+        Some(ResponseFormat::JsonObject) => {
+            return Err(ApiError::invalid(
+                "response_format",
+                "'response_format' of type 'json_object' is not supported by this model",
+            ))
+        }
+        Some(ResponseFormat::JsonSchema { .. }) => {
+            return Err(ApiError::invalid(
+                "response_format",
+                "'response_format' of type 'json_schema' is not supported by this model",
+            ))
+        }
+    };
     let stop = match body.stop {
         None => Vec::new(),
         Some(Stop::One(s)) => vec![s],
@@ -229,6 +262,7 @@ fn plan(body: ChatCompletionRequest, limits: &Limits, remote: bool) -> Result<Pl
         seed: body.seed.map(|s| s as u64),
         stop,
         stream,
+        json,
         passthrough: None,
     };
     Ok(Plan {
@@ -289,11 +323,11 @@ pub async fn completions(
     JsonWithRaw(body, raw): JsonWithRaw<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     let call = Call::open(&state, ctx, Some(&body.model), Task::Chat, Operation::Chat).await?;
-    let forwards = call.model().info.capabilities.forwards_body;
+    let capabilities = call.model().info.capabilities;
     let model_name = body.model.clone();
-    let mut plan = plan(body, &state.config.limits, forwards)?;
+    let mut plan = plan(body, &state.config.limits, capabilities)?;
     // A remote model gets the client's fields infergate does not interpret.
-    if forwards {
+    if capabilities.forwards_body {
         plan.chat.request.passthrough = Some(raw);
     }
     let id = call.ctx().object_id("chatcmpl");
@@ -344,5 +378,6 @@ pub async fn completions(
 /// handler does, for an in-process model or (`remote`) an upstream.
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn fuzz(body: &[u8], limits: &Limits, remote: bool) -> Result<(), ApiError> {
-    plan(crate::api::extract::decode_json(body, limits.max_json_depth)?, limits, remote).map(drop)
+    let capabilities = Capabilities { forwards_body: remote, ..Capabilities::default() };
+    plan(crate::api::extract::decode_json(body, limits.max_json_depth)?, limits, capabilities).map(drop)
 }

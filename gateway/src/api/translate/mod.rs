@@ -30,6 +30,7 @@ use crate::api::extract::{decode_json, dispatch_headers, encode, read_body};
 use crate::call::translate::languages::{self, Language};
 use crate::call::translate::sentences::Split;
 use crate::call::translate::{translate as translate_texts, Translation};
+use crate::config::TranslationSection;
 use crate::context::RequestContext;
 use crate::error::ApiError;
 use crate::state::SharedState;
@@ -158,7 +159,8 @@ struct Plan {
     model_type: Option<&'static str>,
 }
 
-fn plan(body: TranslateBody, max_texts: usize, max_chars: usize) -> Result<Plan, ApiError> {
+fn plan(body: TranslateBody, t: &TranslationSection) -> Result<Plan, ApiError> {
+    let (max_texts, max_chars) = (t.max_texts, t.max_chars);
     let refuse = |param: &str, what: &str| {
         Err(ApiError::invalid(param, format!("{what} are not supported by this server")))
     };
@@ -196,12 +198,14 @@ fn plan(body: TranslateBody, max_texts: usize, max_chars: usize) -> Result<Plan,
             return Err(ApiError::invalid("target_lang", "Parameter 'target_lang' not specified."))
         }
         Some(code) => languages::target(code)
+            .filter(|l| t.offers(l.code))
             .ok_or_else(|| ApiError::invalid("target_lang", "Value for 'target_lang' not supported."))?,
     };
     let source = match body.source_lang.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(code) => Some(
             languages::source(code)
+                .filter(|l| t.offers(l.code))
                 .ok_or_else(|| ApiError::invalid("source_lang", "Value for 'source_lang' not supported."))?,
         ),
     };
@@ -290,7 +294,7 @@ pub async fn translate(
             state.config.limits.max_json_depth,
         )
         .await?;
-        plan(body, t.max_texts, t.max_chars)
+        plan(body, t)
     }
     .instrument(tracing::info_span!(spans::DECODE))
     .await?;
@@ -334,11 +338,15 @@ pub async fn languages(State(state): State<SharedState>, request: Request) -> Re
         .chain(form_urlencoded::parse(&body))
         .find(|(k, _)| k == "type")
         .map(|(_, v)| v.into_owned());
+    let offered = |l: &Language| state.config.translation.offers(l.code);
     let list: Vec<Value> = match kind.as_deref() {
-        None | Some("source") => {
-            languages::SOURCES.iter().map(|l| json!({ "language": l.code, "name": l.name })).collect()
-        }
+        None | Some("source") => languages::SOURCES
+            .iter()
+            .filter(|l| offered(l))
+            .map(|l| json!({ "language": l.code, "name": l.name }))
+            .collect(),
         Some("target") => languages::targets()
+            .filter(|l| offered(l))
             .map(|l| json!({ "language": l.code, "name": l.name, "supports_formality": l.formality }))
             .collect(),
         Some(_) => return Err(ApiError::invalid("type", "Value for 'type' not supported.")),

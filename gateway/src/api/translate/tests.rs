@@ -7,8 +7,12 @@ fn body(value: Value) -> TranslateBody {
     serde_json::from_value(value).unwrap()
 }
 
+fn section() -> TranslationSection {
+    TranslationSection { max_texts: 50, max_chars: 10_000, ..TranslationSection::default() }
+}
+
 fn planned(value: Value) -> Result<Plan, ApiError> {
-    plan(body(value), 50, 10_000)
+    plan(body(value), &section())
 }
 
 fn message(error: ApiError) -> (Option<String>, String) {
@@ -22,7 +26,7 @@ fn a_form_repeats_text_and_keeps_the_rest_as_strings() {
         form,
         json!({"text": ["Hello world", "Good morning"], "target_lang": "de", "show_billed_characters": "1"})
     );
-    let plan = plan(serde_json::from_value(form).unwrap(), 50, 10_000).unwrap();
+    let plan = plan(serde_json::from_value(form).unwrap(), &section()).unwrap();
     assert_eq!(plan.texts.len(), 2);
     assert_eq!(plan.target.code, "DE");
     assert!(plan.billed);
@@ -110,4 +114,24 @@ fn formality_context_and_instructions_go_into_the_prompt() {
     assert!(text.ends_with("\n\nGood morning"));
     // Only a hint where the language has no formality.
     assert!(planned(json!({"text": ["x"], "target_lang": "FI", "formality": "prefer_more"})).is_ok());
+}
+
+#[test]
+fn languages_the_models_do_not_offer_are_refused_as_deepl_does() {
+    let t = TranslationSection { languages: vec!["EN".into(), "de".into()], ..section() };
+    let plan_with = |value: Value| plan(body(value), &t);
+    assert!(plan_with(json!({"text": ["Hallo"], "target_lang": "EN-GB", "source_lang": "DE"})).is_ok());
+    let refused = plan_with(json!({"text": ["Hello"], "target_lang": "FR"})).err().unwrap();
+    assert_eq!(
+        message(refused),
+        (Some("target_lang".into()), "Value for 'target_lang' not supported.".into())
+    );
+    let refused =
+        plan_with(json!({"text": ["Hola"], "target_lang": "EN-US", "source_lang": "ES"})).err().unwrap();
+    assert_eq!(
+        message(refused),
+        (Some("source_lang".into()), "Value for 'source_lang' not supported.".into())
+    );
+    assert!(t.offers("en-us") && !t.offers("PT-BR"));
+    assert!(section().offers("PT-BR"), "no list: every DeepL language");
 }

@@ -155,6 +155,7 @@ async fn piece(
         seed: Some(0),
         stop: Vec::new(),
         stream: false,
+        json: false,
         passthrough: None,
     };
     // Priced by the text's own length rather than the model's recent answers.
