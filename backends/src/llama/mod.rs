@@ -299,11 +299,12 @@ impl Lane {
             };
             self.free.retain(|&s| s != stream);
             // At least the prompt's last token is decoded: its logits pick
-            // the first answer token. A request with a `seed` decodes its
-            // whole prompt: logits from a reused cache differ in the last
-            // bits from a fresh prefill's, and a seeded draw is to give the
-            // same answer every time the request runs alone.
-            let kept = if request.seed.is_some() { 0 } else { shared(stream).min(tokens.len() - 1) };
+            // the first answer token. A seeded draw decodes its whole
+            // prompt: logits from a reused cache differ in the last bits
+            // from a fresh prefill's, and the same seed is to give the same
+            // answer every time the request runs alone.
+            let seeded = request.seed.is_some() && request.temperature > 0.0;
+            let kept = if seeded { 0 } else { shared(stream).min(tokens.len() - 1) };
             Ok((Reply::new(request, tokens.len(), max_tokens), sampler, stream, kept, tokens))
         })();
         match result {

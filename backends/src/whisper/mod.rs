@@ -46,6 +46,11 @@ pub struct WhisperConfig {
     /// Segments more likely silence than this are dropped by whisper.
     #[serde(default = "default_no_speech")]
     pub no_speech_threshold: f32,
+    /// whisper.cpp's flash attention: off, as whisper-rs leaves it; on
+    /// tiny.en here it made a 13 s clip 1.25x slower (BENCHMARKS.md,
+    /// "Speech against faster-whisper").
+    #[serde(default)]
+    pub flash_attn: bool,
 }
 
 fn one() -> usize {
@@ -102,7 +107,9 @@ impl WhisperBackend {
             let hint = "scripts/setup.sh converts the Whisper models";
             return Err(LoadError::Missing { path: path.clone(), hint });
         }
-        let context = WhisperContext::new_with_params(path, WhisperContextParameters::default())
+        let mut params = WhisperContextParameters::default();
+        params.flash_attn(config.flash_attn);
+        let context = WhisperContext::new_with_params(path, params)
             .map_err(|e| LoadError::Model(format!("{}: {e}", path.display())))?;
         let context = Arc::new(context);
         let multilingual = context.is_multilingual();
