@@ -10,6 +10,7 @@
 #   scripts/bench-speech-peer.sh     (needs target/release/infergate, or INFERGATE_BIN)
 # Environment (defaults): BENCH_RUNS=5 BENCH_THREADS=2
 #   BENCH_FLASH_ATTN=false (whisper.cpp's flash attention; true to compare)
+#   BENCH_WHISPER_MODEL=models/whisper/ggml-tiny.en.bin (the ggml file infergate runs)
 set -euo pipefail
 LOG_TAG=speech
 # shellcheck source=scripts/lib.sh
@@ -19,6 +20,7 @@ cd "$REPO_ROOT"
 RUNS="${BENCH_RUNS:-5}"
 THREADS="${BENCH_THREADS:-2}"
 FLASH="${BENCH_FLASH_ATTN:-false}"
+WHISPER_MODEL="${BENCH_WHISPER_MODEL:-models/whisper/ggml-tiny.en.bin}"
 BIN="${INFERGATE_BIN:-target/release/infergate}"
 [[ -x "$BIN" ]] || die "$BIN not found: cargo build --release --bin infergate"
 "$REPO_ROOT/scripts/setup.sh"
@@ -73,7 +75,7 @@ api_key_sha256 = ["$(printf %s sk-infergate-test | sha256sum | cut -d' ' -f1)"]
 [[models]]
 name = "whisper-tiny.en"
 task = "transcription"
-backend = { kind = "whisper", model = "models/whisper/ggml-tiny.en.bin", states = 1, threads = $THREADS, flash_attn = $FLASH }
+backend = { kind = "whisper", model = "$WHISPER_MODEL", states = 1, threads = $THREADS, flash_attn = $FLASH }
 TOML
 port="$(free_port)"
 RUST_LOG=warn "$BIN" serve --config "$TMP/infergate.toml" --listen "127.0.0.1:$port" >"$TMP/gateway.log" 2>&1 &
