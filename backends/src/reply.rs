@@ -3,7 +3,9 @@
 //! (found in the newest text only, not by rescanning the answer), the token
 //! limit, and the terminal event.
 
-use crate::{ChatOutput, ChatRequest, Event, FinishReason, Item, Output};
+use std::time::{Duration, Instant};
+
+use crate::{ChatOutput, ChatRequest, Event, FinishReason, Item, Output, StepReport};
 
 pub(crate) struct Reply {
     text: String,
@@ -93,10 +95,20 @@ impl Reply {
     pub(crate) fn prompt_tokens(&self) -> usize {
         self.prompt_tokens
     }
+}
 
-    pub(crate) fn max_tokens(&self) -> usize {
-        self.max_tokens
-    }
+/// A chat step's report: `live` are the replies of the sequences still
+/// running, each reserving its prompt and allowed answer.
+pub(crate) fn step_report<'a>(
+    live: impl Iterator<Item = &'a Reply>,
+    tokens: usize,
+    sequences: usize,
+    start: Instant,
+    prefill: Duration,
+) -> StepReport {
+    let (running, reserved) =
+        live.fold((0, 0), |(n, r), reply| (n + 1, r + reply.prompt_tokens + reply.max_tokens));
+    StepReport { running, reserved, tokens, sequences, elapsed: start.elapsed(), prefill }
 }
 
 /// The largest character boundary of `text` at or before `at`.

@@ -496,3 +496,21 @@ pub fn assert_passed(out: &std::process::Output, what: &str) -> String {
     assert!(stdout.contains("PASS"), "{what}: no PASS in\n{stdout}");
     stdout
 }
+
+/// Stream "What is the capital of France?" from `model` with the official
+/// OpenAI Python SDK (tests/python/openai_sdk_chat_stream.py) and check
+/// what arrived: several pieces, "Paris", a `stop` and the usage chunk.
+pub fn assert_the_openai_sdk_streams(gw: &Gateway, model: &str) {
+    let out = Command::new(repo_root().join(".venv/bin/python"))
+        .arg(repo_root().join("tests/python/openai_sdk_chat_stream.py"))
+        .args(["--base-url", &gw.url("/v1"), "--api-key", "sk-infergate-dev", "--model", model])
+        .output()
+        .expect("run the OpenAI SDK");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("the script prints JSON");
+    let pieces = result["pieces"].as_array().map_or(0, Vec::len);
+    assert!(pieces > 3, "token by token: {result}");
+    assert!(result["text"].as_str().is_some_and(|t| t.contains("Paris")), "{result}");
+    assert_eq!(result["finish_reason"], "stop", "{result}");
+    assert!(result["usage"]["completion_tokens"].as_u64().is_some_and(|n| n > 3), "{result}");
+}

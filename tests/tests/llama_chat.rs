@@ -7,10 +7,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::Command;
 use std::time::Duration;
 
-use infergate_e2e::{repo_root, Gateway};
+use infergate_e2e::{assert_the_openai_sdk_streams, Gateway};
 use serde_json::{json, Value};
 
 const MODEL: &str = "qwen2.5-coder-0.5b-instruct";
@@ -56,17 +55,7 @@ fn user(text: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_sdk_streams_from_llama_cpp() {
     let gw = gateway();
-    let out = Command::new(repo_root().join(".venv/bin/python"))
-        .arg(repo_root().join("tests/python/openai_sdk_chat_stream.py"))
-        .args(["--base-url", &gw.url("/v1"), "--api-key", "sk-infergate-dev", "--model", MODEL])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(result["pieces"].as_array().unwrap().len() > 3, "token by token: {result}");
-    assert!(result["text"].as_str().unwrap().contains("Paris"), "{result}");
-    assert_eq!(result["finish_reason"], "stop", "{result}");
-    assert!(result["usage"]["completion_tokens"].as_u64().unwrap() > 3, "{result}");
+    assert_the_openai_sdk_streams(&gw, MODEL);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,7 +36,7 @@ use serde::Deserialize;
 
 use crate::chat_template::ChatTemplate;
 use crate::pool::Pool;
-use crate::reply::{Reply, Utf8Pieces};
+use crate::reply::{step_report, Reply, Utf8Pieces};
 use crate::{
     Backend, BackendError, BatchReport, Capabilities, ChatRequest, FinishReason, Generate, Item, LoadError,
     ModelInfo, Request, StepReport, Task,
@@ -420,15 +420,8 @@ impl Lane {
                 }
             }
         }
-        let live = self.running.iter().filter(|s| !s.finished);
-        StepReport {
-            running: live.clone().count(),
-            reserved: live.map(|s| s.reply.prompt_tokens() + s.reply.max_tokens()).sum(),
-            tokens,
-            sequences,
-            elapsed: start.elapsed(),
-            prefill,
-        }
+        let live = self.running.iter().filter(|s| !s.finished).map(|s| &s.reply);
+        step_report(live, tokens, sequences, start, prefill)
     }
 }
 

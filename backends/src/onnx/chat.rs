@@ -29,7 +29,7 @@ use super::config::OnnxConfig;
 use super::session::session;
 use super::worker::{InferError, Worker};
 use crate::chat_template::ChatTemplate;
-use crate::reply::Reply;
+use crate::reply::{step_report, Reply};
 use crate::{BackendError, ChatRequest, FinishReason, Item, LoadError, Request, StepReport};
 
 /// What `generation.json` says about the model.
@@ -333,15 +333,8 @@ impl ChatWorker {
                 self.fail_running(&error);
             }
         }
-        let live = self.running.iter().filter(|s| !s.finished);
-        StepReport {
-            running: live.clone().count(),
-            reserved: live.map(|s| s.reply.prompt_tokens() + s.reply.max_tokens()).sum(),
-            tokens,
-            sequences,
-            elapsed: start.elapsed(),
-            prefill,
-        }
+        let live = self.running.iter().filter(|s| !s.finished).map(|s| &s.reply);
+        step_report(live, tokens, sequences, start, prefill)
     }
 
     fn fail_running(&mut self, error: &InferError) {
