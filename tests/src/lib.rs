@@ -514,3 +514,17 @@ pub fn assert_the_openai_sdk_streams(gw: &Gateway, model: &str) {
     assert_eq!(result["finish_reason"], "stop", "{result}");
     assert!(result["usage"]["completion_tokens"].as_u64().is_some_and(|n| n > 3), "{result}");
 }
+
+/// Decoding steps `model` has run: one backend execution per step of a
+/// generative model (from the gateway's /metrics).
+pub async fn decoding_steps(gw: &Gateway, model: &str) -> u64 {
+    let metrics = reqwest::get(gw.url("/metrics")).await.expect("GET /metrics");
+    let metrics = metrics.text().await.expect("the metrics' text");
+    let label = format!("model=\"{model}\"");
+    metrics
+        .lines()
+        .find(|l| l.starts_with("infergate_backend_execute_duration_seconds_count") && l.contains(&label))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}

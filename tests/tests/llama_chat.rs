@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use infergate_e2e::{assert_the_openai_sdk_streams, Gateway};
+use infergate_e2e::{assert_the_openai_sdk_streams, decoding_steps, Gateway};
 use serde_json::{json, Value};
 
 const MODEL: &str = "qwen2.5-coder-0.5b-instruct";
@@ -116,19 +116,6 @@ async fn answers_end_at_a_stop_sequence_or_the_token_limit_and_json_is_one_objec
     assert!(body["error"]["message"].as_str().unwrap().contains("2048"), "{body}");
 }
 
-/// Decoding steps the model has run.
-async fn steps(gw: &Gateway) -> u64 {
-    let metrics = reqwest::get(gw.url("/metrics")).await.unwrap().text().await.unwrap();
-    metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("infergate_backend_execute_duration_seconds_count")
-                && l.contains(&format!("model=\"{MODEL}\""))
-        })
-        .and_then(|l| l.split_whitespace().nth(1))
-        .map_or(0, |v| v.parse::<f64>().unwrap() as u64)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_requests_decode_together_and_clients_that_leave_free_their_sequences() {
     let gw = gateway();
@@ -161,9 +148,10 @@ async fn eight_requests_decode_together_and_clients_that_leave_free_their_sequen
         r.chunk().await.unwrap().unwrap();
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let settled = steps(&gw).await;
+    let settled = decoding_steps(&gw, MODEL).await;
+    assert!(settled > 0, "the metrics count this model's steps");
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(steps(&gw).await, settled, "decoding stopped after the disconnects");
+    assert_eq!(decoding_steps(&gw, MODEL).await, settled, "decoding stopped after the disconnects");
     let again = (0..8)
         .map(|_| chat(&gw, json!({ "messages": user("Say hello."), "max_tokens": 8, "temperature": 0 })));
     for r in futures_util::future::join_all(again).await {

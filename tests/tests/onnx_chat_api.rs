@@ -3,26 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use infergate_e2e::{assert_the_openai_sdk_streams, Gateway};
+use infergate_e2e::{assert_the_openai_sdk_streams, decoding_steps, Gateway};
 use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_sdk_streams_from_the_in_process_model() {
     let gw = Gateway::start("examples/embedded.toml");
     assert_the_openai_sdk_streams(&gw, "smollm2-135m-instruct");
-}
-
-/// Steps the chat model has run: one backend execution per decoding step.
-async fn steps(gw: &Gateway) -> u64 {
-    let metrics = reqwest::get(gw.url("/metrics")).await.unwrap().text().await.unwrap();
-    metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("infergate_backend_execute_duration_seconds_count")
-                && l.contains("model=\"smollm2-135m-instruct\"")
-        })
-        .and_then(|l| l.split_whitespace().nth(1))
-        .map_or(0, |v| v.parse::<f64>().unwrap() as u64)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,9 +55,14 @@ async fn concurrent_requests_decode_together_and_a_disconnect_stops_decoding() {
     }
     drop(r);
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    let settled = steps(&gw).await;
+    let settled = decoding_steps(&gw, "smollm2-135m-instruct").await;
+    assert!(settled > 0, "the metrics count this model's steps");
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    assert_eq!(steps(&gw).await, settled, "decoding stopped after the disconnect");
+    assert_eq!(
+        decoding_steps(&gw, "smollm2-135m-instruct").await,
+        settled,
+        "decoding stopped after the disconnect"
+    );
 
     // The model still answers, and translates (a smoke test: a 135M model's
     // German is not judged).
