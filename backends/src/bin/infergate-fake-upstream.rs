@@ -546,6 +546,7 @@ async fn audio(
         language,
         prompt,
         temperature: 0.0,
+        timestamps: true,
     };
     slow(&up).await;
     let cancel = CancellationToken::new();

@@ -51,6 +51,39 @@ pub struct WhisperConfig {
     /// "Speech against faster-whisper").
     #[serde(default)]
     pub flash_attn: bool,
+    /// How much of whisper's 30 s window the encoder computes (whisper.cpp's
+    /// `audio_ctx`): `full`, as Whisper was trained and faster-whisper runs
+    /// it, or `auto`: the job's own audio plus 2.56 s of the padding.
+    #[serde(default)]
+    pub audio_ctx: AudioContext,
+}
+
+/// `audio_ctx = "full" | "auto"`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AudioContext {
+    #[default]
+    Full,
+    Auto,
+}
+
+/// Whisper's encoder sees 1500 positions (30 s, 20 ms each).
+const FULL_AUDIO_CTX: usize = 1500;
+
+/// Positions of padding kept after the audio under `audio_ctx = "auto"`.
+/// With 64, short clips made tiny.en repeat itself until the token limit
+/// (BENCHMARKS.md, "Speech: the encoder window").
+const AUTO_AUDIO_CTX_MARGIN: usize = 128;
+
+impl AudioContext {
+    /// whisper.cpp's `audio_ctx` for `samples` of 16 kHz audio (0: all 1500).
+    fn positions(self, samples: usize) -> i32 {
+        let positions = samples.div_ceil(320) + AUTO_AUDIO_CTX_MARGIN;
+        match self {
+            AudioContext::Auto if positions < FULL_AUDIO_CTX => positions as i32,
+            _ => 0,
+        }
+    }
 }
 
 fn one() -> usize {
@@ -171,6 +204,9 @@ impl Worker {
         if pcm.len() < MIN_SAMPLES {
             pcm.resize(MIN_SAMPLES, 0.0);
         }
+        params.set_audio_ctx(self.config.audio_ctx.positions(pcm.len()));
+        // Timestamp tokens only where the answer shows segment times.
+        params.set_no_timestamps(!request.timestamps);
         let result = self.state.full(params, &pcm);
         result.map_err(|e| BackendError::Failed(format!("whisper: {e}")))?;
         let detected = whisper_rs::get_lang_str(self.state.full_lang_id_from_state()).unwrap_or("en");
@@ -242,6 +278,17 @@ impl Backend for WhisperBackend {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn auto_audio_ctx_covers_the_audio_and_a_margin() {
+        use super::AudioContext::{Auto, Full};
+        assert_eq!(Full.positions(16_000), 0);
+        assert_eq!(Auto.positions(16_000), 50 + 128);
+        assert_eq!(Auto.positions(16_001), 51 + 128);
+        assert_eq!(Auto.positions(10 * 16_000), 500 + 128);
+        // Near 30 s the margin does not fit: the full window.
+        assert_eq!(Auto.positions(28 * 16_000), 0);
+    }
+
     #[test]
     fn bracketed_captions_are_not_speech() {
         for t in [" [BLANK_AUDIO]", "[no audio]", " (music)", "  "] {

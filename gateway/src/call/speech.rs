@@ -30,6 +30,8 @@ pub struct Ask {
     pub language: Option<String>,
     pub prompt: Option<String>,
     pub temperature: f32,
+    /// The answer shows segment times.
+    pub timestamps: bool,
 }
 
 /// Decoded audio and the chunks it will run as.
@@ -172,6 +174,7 @@ impl Call {
                 language: ask.language.clone(),
                 prompt: ask.prompt.clone(),
                 temperature: ask.temperature,
+                timestamps: ask.timestamps,
             };
             let prepared = SpeechChunk { request, seconds: end - start }.priced();
             let (model, ctx, deadline) = (self.model().clone(), self.ctx().clone(), self.deadline());
@@ -235,7 +238,13 @@ mod tests {
                 })
                 .collect(),
         };
-        let ask = Ask { task: AudioTask::Transcribe, language: None, prompt: None, temperature: 0.0 };
+        let ask = Ask {
+            task: AudioTask::Transcribe,
+            language: None,
+            prompt: None,
+            temperature: 0.0,
+            timestamps: true,
+        };
         let out = stitch(vec![part(0.0, &[" Hallo", " Welt"]), part(30.0, &[" Tschüss"])], 42.0, &ask);
         assert_eq!(out.text, "Hallo Welt Tschüss");
         assert_eq!(out.language, "de");

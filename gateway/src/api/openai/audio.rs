@@ -9,7 +9,7 @@ use axum::Json;
 use bytes::Bytes;
 use futures_util::stream::{self, Stream, StreamExt};
 use http::header;
-use infergate_backends::audio::{AudioFormat, WavInfo};
+use infergate_backends::audio::{AudioFormat, WavInfo, ACCEPTED};
 use infergate_backends::{AudioTask, Task, TranscriptionOutput};
 use infergate_otel::names::spans;
 use serde_json::json;
@@ -146,10 +146,7 @@ fn check_audio(file: &[u8], limit: u64) -> Result<f64, ApiError> {
         return Err(ApiError::PayloadTooLarge { limit });
     }
     match AudioFormat::sniff(file) {
-        None => Err(ApiError::invalid(
-            "file",
-            "unsupported file format: send WAV, FLAC, MP3, OGG, WebM or M4A audio",
-        )),
+        None => Err(ApiError::invalid("file", format!("unsupported file format: send {ACCEPTED}"))),
         Some(AudioFormat::Wav) => {
             let info = WavInfo::parse(file)
                 .map_err(|e| ApiError::invalid("file", format!("invalid WAV file: {e}")))?;
@@ -179,7 +176,10 @@ async fn handle(
     // Not audio at all, or an empty or broken WAV: refused before decoding.
     check_audio(&form.file, state.config.limits.max_audio_bytes)?;
     let plan = call.speech_plan(form.file).await?;
-    let ask = Ask { task, language: form.language, prompt: form.prompt, temperature: form.temperature };
+    // Streamed segments carry their times, as the three timed formats do.
+    let timestamps = form.stream || matches!(form.format, Format::VerboseJson | Format::Srt | Format::Vtt);
+    let ask =
+        Ask { task, language: form.language, prompt: form.prompt, temperature: form.temperature, timestamps };
     if form.stream {
         let events = until_grace(call.transcribe_stream(plan, ask), state.readiness.grace_over.clone());
         return Ok(Sse::new(sse(events)).keep_alive(KeepAlive::default()).into_response());
