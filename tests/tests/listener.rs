@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use infergate_e2e::tls::{host_port, TempDir, TestCa};
-use infergate_e2e::{Gateway, WEB_TENANT};
+use infergate_e2e::{Gateway, TEST_KEY, WEB_TENANT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -239,15 +239,17 @@ async fn http2_streams_past_the_limit_are_refused_and_big_header_lists_get_431()
     assert!(settings.contains(&(MAX_CONCURRENT_STREAMS, 2)), "{settings:?}");
     assert!(settings.contains(&(MAX_HEADER_LIST_SIZE, 8192)), "{settings:?}");
 
-    // Two streams held open (no END_STREAM: their request bodies never come), then a third.
+    // Two streams held open, then a third. Each is a POST the gateway
+    // accepts and then waits on: no END_STREAM, so its body never comes. (A
+    // GET, or a request without a key, is answered at once: the stream
+    // closes, and whether its slot is free again when the third arrives
+    // depended on timing.)
+    let bearer = format!("Bearer {TEST_KEY}");
+    let held = [("content-type", "application/json"), ("authorization", bearer.as_str())];
     for stream in [1, 3] {
-        h2.send(
-            HEADERS,
-            END_HEADERS,
-            stream,
-            &request_block("/v1/chat/completions", &[("content-type", "application/json")]),
-        )
-        .await;
+        let mut block = request_block("/v1/chat/completions", &held);
+        block[0] = 0x83; // :method POST (static index 3)
+        h2.send(HEADERS, END_HEADERS, stream, &block).await;
     }
     h2.send(HEADERS, END_HEADERS | 0x1, 5, &request_block("/healthz", &[])).await;
     let (kind, _, _, payload) = h2.answer(5).await.expect("an answer to the third stream");
