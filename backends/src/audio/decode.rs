@@ -1,5 +1,5 @@
 //! Any supported audio file to 16 kHz mono `f32`: WAV, FLAC, MP3, OGG and
-//! WebM (Vorbis or Opus) and MP4/M4A (AAC) through `symphonia`, Opus with libopus
+//! WebM (Vorbis or Opus) and MP4/M4A (AAC or ALAC) through `symphonia`, Opus with libopus
 //! (`symphonia-adapter-libopus`), at any sample rate up to a bound and any
 //! channel count, downmixed and resampled as it is decoded (rubato's FFT
 //! resampler: cost and memory linear in the audio's length, and only the
@@ -28,7 +28,7 @@ const MIN_RATE: u32 = 4_000;
 const CHUNK: usize = 4096;
 
 /// The formats `decode` takes, as refusals name them.
-pub const ACCEPTED: &str = "WAV, FLAC, MP3, OGG or WebM (Vorbis or Opus) or M4A/MP4 (AAC) audio";
+pub const ACCEPTED: &str = "WAV, FLAC, MP3, OGG or WebM (Vorbis or Opus) or M4A/MP4 (AAC or ALAC) audio";
 
 /// symphonia's codecs and libopus.
 fn codecs() -> &'static CodecRegistry {
@@ -335,6 +335,10 @@ pub(crate) mod tests {
             let energy = pcm.samples.iter().map(|v| v * v).sum::<f32>() / pcm.samples.len() as f32;
             assert!(energy > 1e-3, "{name}: silent ({energy})");
         }
+        // Apple Lossless (iPhone Voice Memos' lossless setting): the clip's first 2 s.
+        let alac = decode(&fixture("english-alac-2s.m4a"), limits(60.0), &never).unwrap();
+        assert!((alac.seconds() - 2.0).abs() < 0.01, "{} s", alac.seconds());
+        assert!(alac.samples.iter().any(|v| v.abs() > 0.1));
     }
 
     /// A fuzzer's first moves, kept as a test: in each container, 4 bytes
@@ -349,6 +353,7 @@ pub(crate) mod tests {
             "english-opus.webm",
             "english-opus-live.webm",
             "english-opus.ogg",
+            "english-alac-2s.m4a",
         ] {
             let file = fixture(name);
             let mut outcomes = [0usize; 2];
