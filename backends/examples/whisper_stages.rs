@@ -5,7 +5,8 @@
 //! least N, the full window from 1500), a tab-separated line: path, window,
 //! seconds, text. English, greedy, no context. Environment: `NO_TS` (skip
 //! timestamp tokens), `TINC` (temperature fallback step, 0.2), `FLASH`
-//! (flash attention).
+//! (flash attention), `STAGES` (after each transcription, time the mel
+//! spectrogram and the encoder alone at that window: two more columns).
 use std::io::BufRead;
 use std::time::Instant;
 use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters};
@@ -57,11 +58,22 @@ fn main() -> Result<(), Error> {
             params.set_audio_ctx(audio_ctx(window, pcm.len())?);
             let start = Instant::now();
             state.full(params, &pcm)?;
+            let seconds = start.elapsed().as_secs_f64();
             let mut text = String::new();
             for segment in state.as_iter() {
                 text.push_str(&segment.to_str_lossy()?);
             }
-            println!("{path}\t{window}\t{:.3}\t{}", start.elapsed().as_secs_f64(), text.trim());
+            let mut stages = String::new();
+            if std::env::var("STAGES").is_ok() {
+                // The state keeps the window of its last `full`.
+                let start = Instant::now();
+                state.pcm_to_mel(&pcm, threads as usize)?;
+                let mel = start.elapsed().as_secs_f64();
+                let start = Instant::now();
+                state.encode(0, threads as usize)?;
+                stages = format!("\tmel {mel:.3}\tencoder {:.3}", start.elapsed().as_secs_f64());
+            }
+            println!("{path}\t{window}\t{seconds:.3}\t{}{stages}", text.trim());
         }
     }
     Ok(())

@@ -475,8 +475,8 @@ fn mkv(bytes: &[u8]) -> Result<(), &'static str> {
             MKV_CLUSTER_TIMESTAMP => cluster_time = Some(ebml_uint(data)),
             MKV_SIMPLE_BLOCK | MKV_BLOCK => mkv_block(data, cluster_time)?,
             MKV_TIMESTAMP_SCALE if ebml_uint(data) == 0 => return Err("the Matroska TimestampScale is 0"),
-            MKV_CODEC_ID => track.codec = data.to_vec(),
-            MKV_CODEC_PRIVATE => track.private = data.to_vec(),
+            MKV_CODEC_ID => track.codec = data,
+            MKV_CODEC_PRIVATE => track.private = data,
             MKV_SEEK_POSITION | MKV_CUE_CLUSTER_POSITION => seeks.push((id, ebml_uint(data))),
             _ => {}
         }
@@ -518,12 +518,12 @@ fn mkv_resync(bytes: &[u8]) -> Option<usize> {
 
 /// A TrackEntry's codec and its private data, as far as they are seen.
 #[derive(Default)]
-struct Track {
-    codec: Vec<u8>,
-    private: Vec<u8>,
+struct Track<'a> {
+    codec: &'a [u8],
+    private: &'a [u8],
 }
 
-impl Track {
+impl Track<'_> {
     /// Vorbis' CodecPrivate: a packet count, then Xiph-laced lengths that
     /// must fit in what follows them.
     fn check(self) -> Result<(), &'static str> {
