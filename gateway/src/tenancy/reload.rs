@@ -117,10 +117,17 @@ pub fn spawn(state: SharedState, path: PathBuf) {
                     "file change"
                 }
             };
+            // Taken before the files are read: a change made while the
+            // reload reads them (or after) then shows at the next look. Taken
+            // after, it could include a change the reload never read, which
+            // would then go unseen.
+            let before = fingerprint(&path, &files);
             match reload(&state, &path) {
                 Ok(new_files) => {
+                    // Other key files: no fingerprint of them was taken before,
+                    // so the next look reloads once more to be sure.
+                    seen = if new_files == files { before } else { [0; 32] };
                     files = new_files;
-                    seen = fingerprint(&path, &files);
                     tracing::info!(trigger = why, path = %path.display(), "tenants reloaded");
                 }
                 Err(error) => {
