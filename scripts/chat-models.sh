@@ -43,7 +43,7 @@ generation.json 441a918bd672d9c35e2e5a5fc4678f2dfeb2bd9a768c26c2e2b0bf5f9da47fb1
 
 ensure_chat_model() {
     local conv_sha stamp key dir file
-    conv_sha="$(sha256_of "$CHAT_CONVERTER")"
+    conv_sha="$(sha256_of "$CHAT_CONVERTER") $(sha256_of "$GRAPH_LIB")"
     # Everything that decides the bytes: an edited converter or pin redoes
     # the conversion (which must still produce the pinned bytes). Command
     # substitution drops the trailing newline, as $(<.complete) does below.

