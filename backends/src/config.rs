@@ -68,6 +68,21 @@ impl BackendConfig {
 }
 
 impl BackendConfig {
+    /// The files (or, for OCR, the directory) whose contents make the
+    /// model's answers: a changed file is a new model version.
+    pub fn files(&self) -> Vec<&std::path::Path> {
+        match self {
+            BackendConfig::Onnx(c) => {
+                std::iter::once(c.model.as_path()).chain(c.tokenizer.as_deref()).collect()
+            }
+            BackendConfig::Llama(c) => {
+                std::iter::once(c.model.as_path()).chain(c.chat_template.as_deref()).collect()
+            }
+            BackendConfig::Whisper(c) => vec![c.model.as_path()],
+            BackendConfig::Synthetic(_) | BackendConfig::Openai(_) | BackendConfig::Kserve(_) => Vec::new(),
+        }
+    }
+
     /// The backend's own latency settings `(base, per_cost)`, where it has
     /// them: a good seed for the scheduler's latency model.
     pub fn latency_hint(&self) -> Option<(std::time::Duration, std::time::Duration)> {

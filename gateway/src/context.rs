@@ -143,6 +143,8 @@ pub struct RequestContext {
     pub policy: Option<Arc<crate::tenancy::TenantPolicy>>,
     /// Where the call's admission leaves the rate-limit headers.
     pub rate_headers: Option<Arc<crate::tenancy::HeaderSlot>>,
+    /// The client's `Cache-Control`, for models with a response cache.
+    pub cache_control: crate::cache::CacheControl,
 }
 
 impl RequestContext {
@@ -188,6 +190,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
             .into();
         let forwarded = infergate_backends::Forwarded::from_headers(&request_id, &parts.headers);
         let rate_headers = parts.extensions.get::<Arc<crate::tenancy::HeaderSlot>>().cloned();
+        let cache_control = crate::cache::CacheControl::of(&parts.headers);
         Ok(RequestContext {
             request_id,
             tenant: caller.tenant,
@@ -197,6 +200,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
             forwarded,
             policy: Some(caller.policy),
             rate_headers,
+            cache_control,
         })
     }
 }
@@ -217,6 +221,7 @@ mod tests {
             forwarded: Default::default(),
             policy: None,
             rate_headers: None,
+            cache_control: Default::default(),
         };
         let id = ctx("0f8fad5b-d9cb-469f-a165-70867728950e").object_id("chatcmpl");
         assert_eq!(id, "chatcmpl-0f8fad5bd9cb469fa16570867728950e");

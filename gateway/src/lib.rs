@@ -3,6 +3,7 @@
 
 mod api;
 mod auth;
+mod cache;
 mod call;
 mod config;
 mod context;

@@ -90,6 +90,7 @@ fn request_span<B>(request: &Request<B>) -> tracing::Span {
         gen_ai.usage.input_tokens = tracing::field::Empty,
         gen_ai.usage.output_tokens = tracing::field::Empty,
         gen_ai.response.finish_reasons = tracing::field::Empty,
+        cache.hit = tracing::field::Empty,
     );
     propagation::continue_trace(&span, request.headers());
     // Log lines inside the request carry its trace id (with traces on).

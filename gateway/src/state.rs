@@ -65,13 +65,25 @@ impl AppState {
                     let (model, kind, task) = (m.name.clone(), m.backend.kind(), m.task);
                     return Err(StartError::WrongTask { model, kind, task });
                 }
-                Ok(Arc::new(ModelHandle::spawn(
+                let handle = ModelHandle::spawn(
                     m,
                     &config.scheduler,
                     backend,
                     metrics.clone(),
                     config.server.default_timeout,
-                )))
+                );
+                let handle = match &m.cache {
+                    Some(cache) => {
+                        let identity = crate::cache::model_identity(m).map_err(|e| StartError::Load {
+                            model: m.name.clone(),
+                            error: LoadError::Model(format!("cache: cannot read the model's files: {e}")),
+                        })?;
+                        let series = metrics.cache.model(&m.name);
+                        handle.with_cache(crate::cache::ModelCache::new(identity, cache, series))
+                    }
+                    None => handle,
+                };
+                Ok(Arc::new(handle))
             })
             .collect::<Result<_, StartError>>()?;
         let by_name = models.iter().map(|m| (m.name.clone(), m.clone())).collect();

@@ -8,6 +8,7 @@
 //! process) and [`genai`] (a model's GenAI series) are public; the rest is
 //! reached through the items re-exported below.
 
+pub mod cache;
 pub mod genai;
 mod metrics;
 pub mod names;

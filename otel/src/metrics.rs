@@ -96,6 +96,7 @@ pub struct Metrics {
     pub upstream_ejections: Family<ReasonLabels, Counter>,
     pub genai: GenAiMetrics,
     pub tenants: crate::tenants::TenantMetrics,
+    pub cache: crate::cache::CacheMetrics,
 }
 
 impl Metrics {
@@ -167,8 +168,10 @@ impl Metrics {
         );
         let genai = GenAiMetrics::register(&mut registry);
         let tenants = crate::tenants::TenantMetrics::register(&mut registry);
+        let cache = crate::cache::CacheMetrics::register(&mut registry);
         Metrics {
             tenants,
+            cache,
             upstream_up,
             upstream_outstanding,
             upstream_retries,

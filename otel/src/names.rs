@@ -54,6 +54,16 @@ pub const TENANT_LIMITED: &str = "infergate_tenant_limited";
 /// Limit store operations that failed or timed out.
 pub const STORE_ERRORS: &str = "infergate_store_errors";
 
+/// Cache look-ups of cacheable models by `model` and `result` (`hit`, `miss`,
+/// `coalesced`, `bypass`, `none`) (counter, `_total` added on encode).
+pub const CACHE_REQUESTS: &str = "infergate_cache_requests";
+/// Bytes of answers a model's response cache holds.
+pub const CACHE_BYTES: &str = "infergate_cache_bytes";
+/// Answers a model's response cache holds.
+pub const CACHE_ENTRIES: &str = "infergate_cache_entries";
+/// Answers evicted to keep a model's cache within `max_bytes` (counter).
+pub const CACHE_EVICTIONS: &str = "infergate_cache_evictions";
+
 /// Span names, one per hop of a request (docs/ARCHITECTURE.md). The server span is
 /// named `METHOD /route` as the HTTP conventions prescribe.
 pub mod spans {
@@ -103,6 +113,10 @@ pub const OTLP_METRICS: &[(&str, &str, &str)] = &[
     (UPSTREAM_OUTSTANDING, "infergate.upstream.outstanding", "{request}"),
     (UPSTREAM_RETRIES, "infergate.upstream.retries", "{request}"),
     (UPSTREAM_EJECTIONS, "infergate.upstream.ejections", "{ejection}"),
+    (CACHE_REQUESTS, "infergate.cache.requests", "{request}"),
+    (CACHE_BYTES, "infergate.cache.bytes", "By"),
+    (CACHE_ENTRIES, "infergate.cache.entries", "{entry}"),
+    (CACHE_EVICTIONS, "infergate.cache.evictions", "{entry}"),
 ];
 
 /// Prometheus label names whose OpenTelemetry attribute names differ.

@@ -23,6 +23,9 @@ pub struct TenantOutcomeLabels {
     pub tenant: String,
     pub model: String,
     pub outcome: String,
+    /// `hit`: answered from the response cache (or by another request's
+    /// job, coalesced); `miss`: everything else.
+    pub cache: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -53,6 +56,8 @@ pub struct TenantMetrics {
 #[derive(Debug, Clone)]
 pub struct TenantSeries {
     pub ok: Counter,
+    /// Answered from the response cache or a coalesced job.
+    pub ok_cached: Counter,
     pub error: Counter,
     pub rate_limited: Counter,
     pub quota_exceeded: Counter,
@@ -103,15 +108,17 @@ impl TenantMetrics {
 
     /// The series of `tenant` on `model`, present at zero from now on.
     pub fn series(&self, tenant: &str, model: &str) -> TenantSeries {
-        let outcome = |outcome: &str| {
+        let counted = |outcome: &str, cache: &str| {
             self.requests
                 .get_or_create(&TenantOutcomeLabels {
                     tenant: tenant.to_owned(),
                     model: model.to_owned(),
                     outcome: outcome.to_owned(),
+                    cache: cache.to_owned(),
                 })
                 .clone()
         };
+        let outcome = |outcome: &str| counted(outcome, "miss");
         let tokens = |kind: &str| {
             self.tokens
                 .get_or_create(&TenantTokenLabels {
@@ -124,6 +131,7 @@ impl TenantMetrics {
         let labels = TenantLabels { tenant: tenant.to_owned(), model: model.to_owned() };
         TenantSeries {
             ok: outcome("ok"),
+            ok_cached: counted("ok", "hit"),
             error: outcome("error"),
             rate_limited: outcome("rate_limited"),
             quota_exceeded: outcome("quota_exceeded"),

@@ -151,7 +151,7 @@ async fn a_rate_limit_holds_at_three_times_its_rate_for_a_minute_in_memory_and_a
     let text = metrics(&gw).await;
     let refused = metric(
         &text,
-        r#"infergate_tenant_requests_total{tenant="web",model="synthetic-embed",outcome="rate_limited"}"#,
+        r#"infergate_tenant_requests_total{tenant="web",model="synthetic-embed",outcome="rate_limited",cache="miss"}"#,
     );
     assert_eq!(refused, limited as f64, "refusals are metered per tenant");
     let named = metric(&text, r#"infergate_tenant_limited_total{tenant="web",limit="requests_per_minute"}"#);
@@ -233,7 +233,7 @@ async fn daily_tokens_and_monthly_characters_are_quotas() {
     assert!(used > 20.0, "input tokens metered: {used}");
     let quota = metric(
         &text,
-        r#"infergate_tenant_requests_total{tenant="bulk",model="synthetic-embed",outcome="quota_exceeded"}"#,
+        r#"infergate_tenant_requests_total{tenant="bulk",model="synthetic-embed",outcome="quota_exceeded",cache="miss"}"#,
     );
     assert_eq!(quota, 1.0);
 

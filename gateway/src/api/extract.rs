@@ -227,8 +227,9 @@ pub fn is_timeout(error: &(dyn StdError + 'static)) -> bool {
 }
 
 /// `x-infergate-queue-ms` and `x-infergate-batch-size`: how the scheduler
-/// treated this request.
-pub fn dispatch_headers(info: &Dispatch) -> [(HeaderName, HeaderValue); 2] {
+/// treated this request; `x-infergate-cache` for a model with a response
+/// cache. An answer from the cache waited 0 ms and has no batch.
+pub fn dispatch_headers(info: &Dispatch) -> DispatchHeaders {
     // Milliseconds with three decimals, from whole microseconds (no float
     // formatting or allocation on every response).
     let us = info.queue_wait.as_micros();
@@ -236,14 +237,42 @@ pub fn dispatch_headers(info: &Dispatch) -> [(HeaderName, HeaderValue); 2] {
     let mut cursor = std::io::Cursor::new(&mut ms[..]);
     let _ = std::io::Write::write_fmt(&mut cursor, format_args!("{}.{:03}", us / 1000, us % 1000));
     let len = usize::try_from(cursor.position()).unwrap_or(0);
-    [
-        (
-            HeaderName::from_static("x-infergate-queue-ms"),
-            HeaderValue::from_bytes(&ms[..len]).unwrap_or(HeaderValue::from_static("0")),
-        ),
-        (HeaderName::from_static("x-infergate-batch-size"), HeaderValue::from(info.batch_size)),
-    ]
+    DispatchHeaders {
+        queue_ms: HeaderValue::from_bytes(&ms[..len]).unwrap_or(HeaderValue::from_static("0")),
+        batch_size: (info.batch_size > 0).then(|| HeaderValue::from(info.batch_size)),
+        cache: info.cache.map(crate::cache::CacheStatus::header),
+    }
 }
+
+/// The headers [`dispatch_headers`] makes.
+#[derive(Debug, Clone)]
+pub struct DispatchHeaders {
+    pub queue_ms: HeaderValue,
+    pub batch_size: Option<HeaderValue>,
+    pub cache: Option<HeaderValue>,
+}
+
+impl axum::response::IntoResponseParts for DispatchHeaders {
+    type Error = std::convert::Infallible;
+
+    fn into_response_parts(
+        self,
+        mut parts: axum::response::ResponseParts,
+    ) -> Result<axum::response::ResponseParts, Self::Error> {
+        let headers = parts.headers_mut();
+        headers.insert(HeaderName::from_static("x-infergate-queue-ms"), self.queue_ms);
+        if let Some(size) = self.batch_size {
+            headers.insert(HeaderName::from_static("x-infergate-batch-size"), size);
+        }
+        if let Some(cache) = self.cache {
+            headers.insert(HeaderName::from_static(CACHE_HEADER), cache);
+        }
+        Ok(parts)
+    }
+}
+
+/// What the response cache made of a request.
+pub const CACHE_HEADER: &str = "x-infergate-cache";
 
 /// Build a response body inside the `encode` span.
 pub fn encode<T>(build: impl FnOnce() -> T) -> T {
@@ -287,10 +316,18 @@ mod tests {
     #[test]
     fn queue_time_is_milliseconds_with_three_decimals() {
         let header = |wait: Duration| {
-            let info = Dispatch { queue_wait: wait, batch_size: 3, batch_id: 0, slack: None, position: 0 };
-            let [(_, ms), (_, size)] = dispatch_headers(&info);
-            assert_eq!(size, "3");
-            ms.to_str().unwrap().to_owned()
+            let info = Dispatch {
+                queue_wait: wait,
+                batch_size: 3,
+                batch_id: 0,
+                slack: None,
+                position: 0,
+                cache: None,
+            };
+            let headers = dispatch_headers(&info);
+            assert_eq!(headers.batch_size.unwrap(), "3");
+            assert!(headers.cache.is_none());
+            headers.queue_ms.to_str().unwrap().to_owned()
         };
         assert_eq!(header(Duration::ZERO), "0.000");
         assert_eq!(header(Duration::from_nanos(1_234_567)), "1.234");

@@ -298,7 +298,7 @@ fn respond(
     mut response: Value,
     outputs: &[&Tensor],
     body: &InferBody,
-    headers: [(http::HeaderName, http::HeaderValue); 2],
+    headers: crate::api::extract::DispatchHeaders,
 ) -> Response {
     let all_binary = body.parameters.binary_data_output.unwrap_or(false);
     let mut blobs = Vec::new();

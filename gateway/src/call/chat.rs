@@ -9,10 +9,10 @@ use infergate_backends::{ChatOutput, ChatRequest, Chunk, Event, Output, Request,
 
 use super::outcome::Outcome;
 use super::payload::{Payload, Usage};
-use super::request::Call;
+use super::request::{Call, Events};
 use crate::config::Limits;
 use crate::error::ApiError;
-use crate::runner::{Cost, DispatchInfo, ModelHandle, Running};
+use crate::runner::{Cost, DispatchInfo, ModelHandle};
 use crate::tenancy::Meter;
 
 /// A chat job: the request, with the prompt's estimated tokens and bytes.
@@ -82,7 +82,8 @@ impl Call {
     /// (an error before it is the request's error).
     pub async fn chat_stream(self, chat: Chat) -> Result<ChatStream, ApiError> {
         let mut outcome = self.outcome();
-        let mut running = self.submit(chat).await?;
+        let relayed = self.model().info.capabilities.forwards_body;
+        let mut running = self.submit(chat, relayed).await?;
         let first = running.next_by(self.deadline()).await?;
         if let Event::Failed(error) = first {
             return Err(error.into());
@@ -90,7 +91,7 @@ impl Call {
         outcome.first_token();
         let first_at = outcome.elapsed();
         Ok(ChatStream {
-            dispatch: running.dispatch,
+            dispatch: running.dispatch(),
             first: Some(first),
             running,
             model: self.model().clone(),
@@ -104,7 +105,7 @@ impl Call {
 pub struct ChatStream {
     pub dispatch: DispatchInfo,
     first: Option<Event>,
-    running: Running,
+    running: Events,
     model: Arc<ModelHandle>,
     /// Taken when the stream completes; dropped unfinished it counts as missed.
     outcome: Option<Outcome>,
@@ -129,11 +130,18 @@ impl ChatStream {
             Ok(Event::Delta(text)) => StreamEvent::Delta(text),
             Ok(Event::Chunk(chunk)) => StreamEvent::Chunk(chunk),
             Ok(Event::Done(Output::Chat(chat))) => {
-                Chat::observe(&chat, &self.model);
+                let served = self.running.served();
+                if !served {
+                    Chat::observe(&chat, &self.model);
+                }
                 // The body is polled inside the request's server span.
                 Chat::record(&chat, &tracing::Span::current());
-                if let Some(outcome) = self.outcome.take() {
-                    outcome.stream_done(chat.prompt_tokens, chat.completion_tokens, self.first_at);
+                match self.outcome.take() {
+                    Some(outcome) if served => outcome.served(),
+                    Some(outcome) => {
+                        outcome.stream_done(chat.prompt_tokens, chat.completion_tokens, self.first_at)
+                    }
+                    None => {}
                 }
                 StreamEvent::Done(chat)
             }

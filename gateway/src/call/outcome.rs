@@ -69,6 +69,13 @@ impl Outcome {
         }
     }
 
+    /// A complete answer from the response cache or another request's job:
+    /// a request, without tokens of its own.
+    pub fn served(self) {
+        self.ticket.served_from_cache();
+        self.answered(None);
+    }
+
     /// A stream's first token arrived.
     pub fn first_token(&mut self) {
         self.settle();

@@ -5,15 +5,16 @@
 
 use std::sync::Arc;
 
-use infergate_backends::{Output, Task};
+use infergate_backends::{Event, Output, Task};
 use infergate_otel::names::operations;
 use tokio::time::Instant;
 
 use super::outcome::Outcome;
 use super::payload::{Payload, Usage};
+use crate::cache::{self, CacheStatus, FlightReader, Route, Tally};
 use crate::context::RequestContext;
 use crate::error::ApiError;
-use crate::runner::{Cost, DispatchInfo, ModelHandle, Running};
+use crate::runner::{by, Cost, DispatchInfo, ModelHandle, Running};
 use crate::state::{AppState, SharedState};
 use crate::tenancy::{self, Meter, Ticket};
 
@@ -93,6 +94,9 @@ fn name_on_span(operation: Operation, model: &str) {
 pub struct Answer<T> {
     pub output: T,
     pub dispatch: DispatchInfo,
+    /// It came from the response cache or another request's job: no model
+    /// work of this request's own (its usage is not this request's).
+    pub served: bool,
 }
 
 /// One request's use of one model; see the module docs.
@@ -105,6 +109,8 @@ pub struct Call {
     deadline: Option<Instant>,
     /// The tenant's admission on this model: later charges and usage.
     ticket: Ticket,
+    /// What the model's response cache made of each job (cached models only).
+    tally: Option<Arc<Tally>>,
 }
 
 impl Call {
@@ -143,7 +149,8 @@ impl Call {
             slot.set(headers);
         }
         let deadline = ctx.deadline(model.default_timeout);
-        Ok(Call { state: state.clone(), model: model.clone(), ctx, operation, deadline, ticket })
+        let tally = model.cache.as_ref().map(|_| Arc::default());
+        Ok(Call { state: state.clone(), model: model.clone(), ctx, operation, deadline, ticket, tally })
     }
 
     /// The tenant's admission, for charges the call layer cannot see
@@ -181,6 +188,24 @@ impl Call {
         self.deadline
     }
 
+    /// What the response cache made of the request's jobs so far (`None`:
+    /// the model has no cache, or no job ran).
+    pub fn cache_status(&self) -> Option<CacheStatus> {
+        self.tally.as_ref().and_then(|t| t.status())
+    }
+
+    /// The same, for after the call is consumed (speech).
+    pub fn cache_tally(&self) -> Option<Arc<Tally>> {
+        self.tally.clone()
+    }
+
+    /// Count the request as answered from the cache if every job was.
+    pub(super) fn settle_cache(&self) {
+        if self.cache_status().is_some_and(CacheStatus::served) {
+            self.ticket.served_from_cache();
+        }
+    }
+
     /// Start counting the request's outcome: it is valid and reaches its
     /// model now (requests refused as invalid before this count nowhere).
     pub fn outcome(&self) -> Outcome {
@@ -201,26 +226,104 @@ impl Call {
     pub async fn once<P: Payload>(&self, payload: P) -> Result<Answer<P::Output>, ApiError> {
         let (request, cost) = self.prepare(payload)?;
         let outcome = self.outcome();
+        if self.model.cache.is_some() {
+            let answer =
+                job::<P>(&self.model, &self.ctx, self.deadline, (request, cost), self.tally.as_deref())
+                    .await?;
+            P::record(&answer.output, &tracing::Span::current());
+            if answer.served {
+                self.ticket.served_from_cache();
+                outcome.answered(None);
+            } else {
+                outcome.answered(P::usage(&answer.output).map(Usage::tokens));
+            }
+            return Ok(answer);
+        }
         let mut running = self.model.submit(&self.ctx, self.deadline, request, cost).await?;
         let output = answer::<P>(&self.model, running.output(self.deadline).await?)?;
         let span = tracing::Span::current();
         P::record(&output, &span);
         outcome.answered(P::usage(&output).map(Usage::tokens));
-        Ok(Answer { output, dispatch: running.dispatch })
+        Ok(Answer { output, dispatch: running.dispatch, served: false })
     }
 
     /// One of the request's jobs (several run at once for long audio and
     /// for many texts); the caller counts the answer with [`finish`].
     pub async fn run<P: Payload>(&self, payload: P) -> Result<Answer<P::Output>, ApiError> {
         let prepared = self.prepare(payload)?;
-        job::<P>(&self.model, &self.ctx, self.deadline, prepared).await
+        job::<P>(&self.model, &self.ctx, self.deadline, prepared, self.tally.as_deref()).await
     }
 
     /// Submit a job and wait for its dispatch; its events follow on the
-    /// returned [`Running`] (streams read them one by one).
-    pub(super) async fn submit<P: Payload>(&self, payload: P) -> Result<Running, ApiError> {
-        let (request, cost) = self.prepare(payload)?;
-        self.model.submit(&self.ctx, self.deadline, request, cost).await
+    /// returned [`Events`] (streams read them one by one). `relayed`: the
+    /// model relays an upstream's chunks for it, which are not cached.
+    pub(super) async fn submit<P: Payload>(&self, payload: P, relayed: bool) -> Result<Events, ApiError> {
+        let prepared = self.prepare(payload)?;
+        let Some(cache) = &self.model.cache else {
+            let running = self.model.submit(&self.ctx, self.deadline, prepared.0, prepared.1).await?;
+            return Ok(Events::Running(running));
+        };
+        let (status, route) = cache::route(cache, &self.model, &self.ctx, self.deadline, prepared, relayed);
+        if let Some(tally) = &self.tally {
+            tally.record(status);
+        }
+        Ok(match route {
+            Route::Direct((request, cost)) => {
+                let mut running = self.model.submit(&self.ctx, self.deadline, request, cost).await?;
+                running.dispatch.cache = Some(status);
+                Events::Running(running)
+            }
+            Route::Hit(entry) => Events::Replay { events: entry.replay(), dispatch: cache::hit_dispatch() },
+            Route::Flight(reader) => {
+                let mut dispatch = by(self.deadline, reader.dispatched()).await?;
+                dispatch.cache = Some(status);
+                Events::Flight { reader, dispatch, served: status.served() }
+            }
+        })
+    }
+}
+
+/// A job's events, from whichever source the cache chose.
+pub enum Events {
+    /// The request's own job.
+    Running(Running),
+    /// A stored answer, replayed.
+    Replay { events: std::collections::VecDeque<Event>, dispatch: DispatchInfo },
+    /// A job in its own task (this request's, or one it joined).
+    Flight { reader: FlightReader, dispatch: DispatchInfo, served: bool },
+}
+
+impl Events {
+    pub fn dispatch(&self) -> DispatchInfo {
+        match self {
+            Events::Running(running) => running.dispatch,
+            Events::Replay { dispatch, .. } | Events::Flight { dispatch, .. } => *dispatch,
+        }
+    }
+
+    /// Whether the events come without a job of this request's own.
+    pub fn served(&self) -> bool {
+        match self {
+            Events::Running(_) => false,
+            Events::Replay { .. } => true,
+            Events::Flight { served, .. } => *served,
+        }
+    }
+
+    /// The next event.
+    pub async fn next(&mut self) -> Result<Event, ApiError> {
+        match self {
+            Events::Running(running) => running.next().await,
+            Events::Replay { events, .. } => events.pop_front().ok_or_else(|| ApiError::Internal {
+                detail: "a replayed answer ended without a result".into(),
+            }),
+            Events::Flight { reader, .. } => reader.next().await,
+        }
+    }
+
+    /// The next event, or `DeadlineExceeded` if none comes by `deadline`.
+    pub async fn next_by(&mut self, deadline: Option<Instant>) -> Result<Event, ApiError> {
+        by(deadline, self.next()).await
     }
 }
 
@@ -233,8 +336,44 @@ pub fn finish(outcome: Outcome, usage: Option<Usage>) {
 }
 
 /// Run one prepared job on `model` by `deadline`: submit, wait for the
-/// output, check it is this task's, and let the model learn from it.
+/// output, check it is this task's, and let the model learn from it. A
+/// model with a cache asks it first; `tally` collects what it said.
 pub(super) async fn job<P: Payload>(
+    model: &Arc<ModelHandle>,
+    ctx: &RequestContext,
+    deadline: Option<Instant>,
+    prepared: (infergate_backends::Request, crate::runner::Cost),
+    tally: Option<&Tally>,
+) -> Result<Answer<P::Output>, ApiError> {
+    let Some(cache) = &model.cache else { return direct::<P>(model, ctx, deadline, prepared).await };
+    let (status, route) = cache::route(cache, model, ctx, deadline, prepared, false);
+    if let Some(tally) = tally {
+        tally.record(status);
+    }
+    let mut answer = match route {
+        Route::Direct(prepared) => direct::<P>(model, ctx, deadline, prepared).await?,
+        Route::Hit(entry) => {
+            let output = P::output(entry.output.clone()).ok_or_else(|| other_task::<P>())?;
+            Answer { output, dispatch: cache::hit_dispatch(), served: true }
+        }
+        Route::Flight(mut reader) => {
+            let dispatch = by(deadline, reader.dispatched()).await?;
+            let output = reader.output(deadline).await?;
+            // Only the job's own request teaches the model its output sizes.
+            let output = if status.served() {
+                P::output(output).ok_or_else(|| other_task::<P>())?
+            } else {
+                answer::<P>(model, output)?
+            };
+            Answer { output, dispatch, served: status.served() }
+        }
+    };
+    answer.dispatch.cache = Some(status);
+    Ok(answer)
+}
+
+/// [`job`] without a cache.
+async fn direct<P: Payload>(
     model: &ModelHandle,
     ctx: &RequestContext,
     deadline: Option<Instant>,
@@ -242,14 +381,16 @@ pub(super) async fn job<P: Payload>(
 ) -> Result<Answer<P::Output>, ApiError> {
     let mut running = model.submit(ctx, deadline, request, cost).await?;
     let output = answer::<P>(model, running.output(deadline).await?)?;
-    Ok(Answer { output, dispatch: running.dispatch })
+    Ok(Answer { output, dispatch: running.dispatch, served: false })
+}
+
+fn other_task<P: Payload>() -> ApiError {
+    ApiError::Internal { detail: format!("a {} backend returned another task's output", P::TASK) }
 }
 
 /// A job's output, checked to be this task's, after the model learnt from it.
 fn answer<P: Payload>(model: &ModelHandle, output: Output) -> Result<P::Output, ApiError> {
-    let output = P::output(output).ok_or_else(|| ApiError::Internal {
-        detail: format!("a {} backend returned another task's output", P::TASK),
-    })?;
+    let output = P::output(output).ok_or_else(|| other_task::<P>())?;
     P::observe(&output, model);
     Ok(output)
 }

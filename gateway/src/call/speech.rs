@@ -116,7 +116,7 @@ impl Call {
     async fn speech_segments(&self, name: &str, pcm: Arc<[f32]>) -> Result<Vec<(f64, f64)>, ApiError> {
         let vad = self.state().model_for(name, Task::Tensor)?;
         let prepared = VoiceActivityRequest { pcm }.prepare(vad, &self.state().config.limits)?;
-        let answer = job::<VoiceActivityRequest>(vad, self.ctx(), self.deadline(), prepared).await?;
+        let answer = job::<VoiceActivityRequest>(vad, self.ctx(), self.deadline(), prepared, None).await?;
         Ok(answer.output.segments)
     }
 
@@ -128,6 +128,7 @@ impl Call {
         while let Some(part) = jobs.next().await {
             parts.push(part?);
         }
+        self.settle_cache();
         finish(outcome, None);
         Ok(stitch(parts, plan.seconds, &ask))
     }
@@ -137,7 +138,7 @@ impl Call {
     pub fn transcribe_stream(self, plan: Plan, ask: Ask) -> impl Stream<Item = SpeechEvent> + Send {
         let outcome = self.outcome();
         let jobs = self.chunk_jobs(&plan, &ask);
-        let state = Streaming { jobs, parts: Vec::new(), outcome: Some(outcome), plan, ask };
+        let state = Streaming { jobs, parts: Vec::new(), outcome: Some(outcome), plan, ask, call: self };
         futures_util::stream::unfold(state, |mut state| async move {
             let outcome = state.outcome.take()?;
             let event = match state.jobs.next().await {
@@ -148,6 +149,7 @@ impl Call {
                 }
                 Some(Err(error)) => SpeechEvent::Failed(error),
                 None => {
+                    state.call.settle_cache();
                     finish(outcome, None);
                     let parts = std::mem::take(&mut state.parts);
                     SpeechEvent::Done(stitch(parts, state.plan.seconds, &state.ask))
@@ -178,8 +180,11 @@ impl Call {
             };
             let prepared = SpeechChunk { request, seconds: end - start }.priced();
             let (model, ctx, deadline) = (self.model().clone(), self.ctx().clone(), self.deadline());
+            let tally = self.cache_tally();
             jobs.push_back(async move {
-                job::<SpeechChunk>(&model, &ctx, deadline, prepared).await.map(|answer| answer.output)
+                job::<SpeechChunk>(&model, &ctx, deadline, prepared, tally.as_deref())
+                    .await
+                    .map(|answer| answer.output)
             });
         }
         jobs
@@ -194,6 +199,7 @@ struct Streaming<J> {
     outcome: Option<Outcome>,
     plan: Plan,
     ask: Ask,
+    call: Call,
 }
 
 /// One transcript from the chunks' outputs: segments renumbered, times

@@ -395,6 +395,30 @@ pub struct ModelConfig {
     /// `{target}`, `{instructions}` and `{text}` filled in.
     #[serde(default)]
     pub translation_prompt: Option<String>,
+    /// The response cache of this model's deterministic answers, with
+    /// identical requests in flight coalesced into one job; none if unset.
+    #[serde(default)]
+    pub cache: Option<CacheConfig>,
+}
+
+/// `cache = { ttl, max_bytes, shared }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// How long an answer is served from the cache.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Most bytes of answers held (least recently and least often used go first).
+    pub max_bytes: u64,
+    /// One cache for every tenant: identical requests of different tenants
+    /// share answers. By default each tenant has its own.
+    pub shared: bool,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig { ttl: Duration::from_secs(3600), max_bytes: 256 << 20, shared: false }
+    }
 }
 
 /// `queue = { max_jobs, max_bytes, tenant_max_jobs, tenant_max_bytes }`.

@@ -344,6 +344,14 @@ impl Config {
             if model.default_timeout.is_some_and(|t| t.is_zero()) {
                 return Err(ConfigError::new(at("default_timeout"), "must be greater than zero"));
             }
+            if let Some(cache) = &model.cache {
+                if cache.ttl.is_zero() {
+                    return Err(ConfigError::new(at("cache.ttl"), "must be greater than zero"));
+                }
+                if cache.max_bytes == 0 {
+                    return Err(ConfigError::new(at("cache.max_bytes"), "must be at least 1"));
+                }
+            }
             model.backend.validate().map_err(|error| match error {
                 LoadError::Setting { field, message } => {
                     ConfigError::new(at(&format!("backend.{field}")), message)

@@ -422,6 +422,7 @@ fn info(decision: &Decision) -> DispatchInfo {
         batch_id: decision.batch_id,
         slack: decision.slack,
         position: decision.position,
+        cache: None,
     }
 }
 

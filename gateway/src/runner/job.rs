@@ -13,6 +13,8 @@ pub struct DispatchInfo {
     pub slack: Option<f64>,
     /// Jobs ahead at admission.
     pub position: usize,
+    /// What the response cache made of the request, for a model that has one.
+    pub cache: Option<crate::cache::CacheStatus>,
 }
 
 /// What a request costs the model, in its unit (before `cost_factor`).

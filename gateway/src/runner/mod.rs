@@ -45,6 +45,8 @@ pub struct ModelHandle {
     core: Arc<Core>,
     /// Moving average of generated tokens per request (chat), to estimate cost.
     output_tokens: AtomicU64,
+    /// The response cache, if the model has one (`cache = {...}`).
+    pub cache: Option<Arc<crate::cache::ModelCache>>,
 }
 
 /// A job that has been dispatched: its events, until the terminal one.
@@ -133,7 +135,7 @@ fn ended() -> ApiError {
 }
 
 /// Run `work` until `deadline` (forever when `None`).
-async fn by<T>(
+pub(crate) async fn by<T>(
     deadline: Option<Instant>,
     work: impl std::future::Future<Output = Result<T, ApiError>>,
 ) -> Result<T, ApiError> {
@@ -205,7 +207,14 @@ impl ModelHandle {
             genai,
             core,
             output_tokens: AtomicU64::new(0),
+            cache: None,
         }
+    }
+
+    /// Answer this model's deterministic requests from `cache`.
+    pub fn with_cache(mut self, cache: Arc<crate::cache::ModelCache>) -> Self {
+        self.cache = Some(cache);
+        self
     }
 
     /// Generated tokens to expect from a chat request allowing `max_tokens`:

@@ -114,6 +114,7 @@ async fn submit(model: &ModelHandle) -> Result<Running, ApiError> {
         forwarded: Default::default(),
         policy: None,
         rate_headers: None,
+        cache_control: Default::default(),
     };
     let request = Request::Embeddings(EmbeddingsRequest { inputs: Vec::new(), dimensions: None });
     model.submit(&ctx, None, request, Cost::whole(1.0, 1)).await

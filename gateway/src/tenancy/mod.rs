@@ -217,6 +217,8 @@ struct TicketState {
     /// Charged so far per meter (indexed by `Meter as usize`).
     charged: [f64; 4],
     answered: bool,
+    /// Answered from the response cache or by a coalesced job.
+    cached: bool,
 }
 
 fn meter_index(meter: Meter) -> usize {
@@ -298,6 +300,19 @@ impl Ticket {
         }
     }
 
+    /// The answer came from the response cache (or another request's job):
+    /// it counts as a request, and what was charged as tokens is given back.
+    pub fn served_from_cache(&self) {
+        let refund = {
+            let mut state = self.lock();
+            state.cached = true;
+            std::mem::take(&mut state.charged[meter_index(Meter::Tokens)])
+        };
+        if refund != 0.0 {
+            self.apply(Meter::Tokens, -refund);
+        }
+    }
+
     fn apply(&self, meter: Meter, amount: f64) {
         if let Some(store) = &self.0.store {
             let pick = |l: &Limit| l.meter == meter && l.window != Window::Concurrent;
@@ -308,9 +323,14 @@ impl Ticket {
 
 impl Drop for TicketInner {
     fn drop(&mut self) {
-        let answered = self.state.get_mut().map(|s| s.answered).unwrap_or(false);
+        let (answered, cached) = self.state.get_mut().map(|s| (s.answered, s.cached)).unwrap_or_default();
         if let Some(scope) = &self.scope {
-            if answered { &scope.series.ok } else { &scope.series.error }.inc();
+            match (answered, cached) {
+                (true, true) => &scope.series.ok_cached,
+                (true, false) => &scope.series.ok,
+                (false, _) => &scope.series.error,
+            }
+            .inc();
         }
         if let Some(store) = &self.store {
             if self.limits.iter().any(|l| l.window == Window::Concurrent) {

@@ -184,12 +184,17 @@ async fn handle(
         let events = until_grace(call.transcribe_stream(plan, ask), state.readiness.grace_over.clone());
         return Ok(Sse::new(sse(events)).keep_alive(KeepAlive::default()).into_response());
     }
+    let tally = call.cache_tally();
     let out = call.transcribe(plan, ask).await?;
     let task_name = match task {
         AudioTask::Transcribe => "transcribe",
         AudioTask::Translate => "translate",
     };
-    Ok(encode(|| render(&out, form.format, task_name, form.temperature)))
+    let mut response = encode(|| render(&out, form.format, task_name, form.temperature));
+    if let Some(status) = tally.and_then(|t| t.status()) {
+        response.headers_mut().insert(crate::api::extract::CACHE_HEADER, status.header());
+    }
+    Ok(response)
 }
 
 /// The events until the shutdown grace ends with the stream still open;

@@ -18,7 +18,7 @@
 //! translation memories, which a chat model cannot honour faithfully.
 
 use axum::extract::{Request, State};
-use axum::response::{AppendHeaders, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http::header;
 use infergate_otel::names::spans;
@@ -323,10 +323,7 @@ pub async fn translate(
             entry
         })
         .collect();
-    Ok(encode(|| {
-        (AppendHeaders(headers.into_iter().flatten()), Json(json!({ "translations": translations })))
-            .into_response()
-    }))
+    Ok(encode(|| (headers, Json(json!({ "translations": translations }))).into_response()))
 }
 
 /// `GET|POST /v2/languages`, `type=source|target` in the query or a form

@@ -89,11 +89,15 @@ pub async fn translate(
     let jobs = translation.texts.iter().map(|text| one(&call, template, &translation, text));
     let jobs = try_join_all(jobs).await?;
     let (input, output) = jobs.iter().map(|j| j.usage.tokens()).fold((0, 0), |(i, o), (a, b)| (i + a, o + b));
+    call.settle_cache();
     finish(outcome, Some(Usage { input, output: Some(output) }));
     let billed: usize = jobs.iter().map(|j| j.translated.billed).sum();
     state.count_translated(&call.ctx().tenant, billed as u64);
     call.ticket().charge(crate::tenancy::Meter::Characters, billed as f64);
-    let dispatch = jobs.iter().filter_map(|j| j.dispatch).max_by_key(|d| d.batch_size);
+    let dispatch = jobs.iter().filter_map(|j| j.dispatch).max_by_key(|d| d.batch_size).map(|d| {
+        // What the cache made of the request's texts, all of them together.
+        DispatchInfo { cache: call.cache_status(), ..d }
+    });
     Ok(Translations { texts: jobs.into_iter().map(|j| j.translated).collect(), dispatch })
 }
 
@@ -162,7 +166,9 @@ async fn piece(
     let expected = max_tokens.min(tokens::estimate(text) * 2);
     let chat = Chat { request, prompt_tokens: input, bytes: text.len(), expected_output: Some(expected) };
     let answer = call.run(chat).await?;
-    let usage = Chat::usage(&answer.output).unwrap_or_default();
+    // A cached answer's tokens are not this request's.
+    let usage =
+        if answer.served { Usage::default() } else { Chat::usage(&answer.output).unwrap_or_default() };
     Ok((clean(&answer.output.text, text), usage, Some(answer.dispatch)))
 }
 

@@ -1,0 +1,314 @@
+//! The response cache and request coalescing on the real binary: hits are
+//! the stored answer byte for byte, `Cache-Control` is heeded, tenants keep
+//! their own answers unless the model is `shared`, identical requests in
+//! flight run one job, and `/v2/translate` runs only the texts it has not
+//! seen.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use infergate_e2e::{client, sse_data, Gateway};
+use serde_json::{json, Value};
+
+const WEB: &str = "3b978aa9b13194c6acccdc77d6d65ded5407e7e4fd82b5647e744e3427d71df4";
+const BULK: &str = "efc7d0fa4cad2961037188937a43340411abb642686296bfff9ec39b07c5f661";
+const BULK_KEY: &str = "sk-infergate-batch";
+
+/// Tenants `web` and `bulk`; cached synthetic models (`slow-embed` takes
+/// 400 ms a job, `shared-embed` shares answers between tenants) and one
+/// without a cache.
+fn gateway() -> Gateway {
+    Gateway::start_with(&format!(
+        r#"
+[translation]
+model = "chat"
+
+[[tenants]]
+name = "web"
+class = "interactive"
+api_key_sha256 = ["{WEB}"]
+
+[[tenants]]
+name = "bulk"
+class = "batch"
+api_key_sha256 = ["{BULK}"]
+
+[[models]]
+name = "chat"
+task = "chat"
+concurrency = 4
+batch = {{ max_size = 8, max_delay = "2ms" }}
+cache = {{ ttl = "1h", max_bytes = 1048576 }}
+backend = {{ kind = "synthetic", base_latency = "2ms", per_cost = "10us", token_interval = "1ms" }}
+
+[[models]]
+name = "embed"
+task = "embeddings"
+concurrency = 2
+batch = {{ max_size = 32, max_delay = "1ms" }}
+cache = {{ ttl = "1h", max_bytes = 1048576 }}
+backend = {{ kind = "synthetic", base_latency = "1ms", per_cost = "1us", dimensions = 8 }}
+
+[[models]]
+name = "slow-embed"
+task = "embeddings"
+concurrency = 4
+batch = {{ max_size = 1 }}
+cache = {{}}
+backend = {{ kind = "synthetic", base_latency = "400ms", per_cost = "1us", dimensions = 8 }}
+
+[[models]]
+name = "shared-embed"
+task = "embeddings"
+cache = {{ shared = true }}
+backend = {{ kind = "synthetic", base_latency = "1ms", per_cost = "1us", dimensions = 8 }}
+
+[[models]]
+name = "plain-embed"
+task = "embeddings"
+backend = {{ kind = "synthetic", base_latency = "1ms", per_cost = "1us", dimensions = 8 }}
+"#
+    ))
+}
+
+fn header(response: &reqwest::Response, name: &str) -> Option<String> {
+    response.headers().get(name).map(|v| v.to_str().unwrap().to_owned())
+}
+
+async fn post(
+    request: reqwest::RequestBuilder,
+    body: &Value,
+) -> (reqwest::StatusCode, Option<String>, String) {
+    let r = request.json(body).send().await.unwrap();
+    let (status, cache) = (r.status(), header(&r, "x-infergate-cache"));
+    (status, cache, r.text().await.unwrap())
+}
+
+async fn metrics(gw: &Gateway) -> String {
+    client().get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap()
+}
+
+/// The value of the metrics line that starts with `prefix`.
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Jobs `model` has run: the sum of its batch sizes.
+async fn jobs(gw: &Gateway, model: &str) -> f64 {
+    metric(&metrics(gw).await, &format!("infergate_batch_size_sum{{model=\"{model}\"}}"))
+}
+
+/// An answer without its per-answer fields.
+fn without_ids(body: &str) -> Value {
+    let mut value: Value = serde_json::from_str(body).unwrap();
+    value.as_object_mut().unwrap().remove("created");
+    value.as_object_mut().unwrap().remove("id");
+    value
+}
+
+#[tokio::test]
+async fn hits_are_the_stored_answer_and_say_so() {
+    let gw = gateway();
+    let c = client();
+    let body = json!({ "model": "embed", "input": ["a cached sentence", "and another"] });
+    let first = c.post(gw.url("/v1/embeddings")).json(&body).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(header(&first, "x-infergate-cache").as_deref(), Some("miss"));
+    assert!(header(&first, "x-infergate-batch-size").is_some());
+    let first = first.text().await.unwrap();
+    let second = c.post(gw.url("/v1/embeddings")).json(&body).send().await.unwrap();
+    assert_eq!(header(&second, "x-infergate-cache").as_deref(), Some("hit"));
+    assert_eq!(header(&second, "x-infergate-queue-ms").as_deref(), Some("0.000"));
+    assert_eq!(header(&second, "x-infergate-batch-size"), None, "a hit ran in no batch");
+    assert!(header(&second, "x-request-id").is_some_and(|id| !id.is_empty()));
+    assert_eq!(second.text().await.unwrap(), first, "a hit is the stored answer, byte for byte");
+    assert_eq!(jobs(&gw, "embed").await, 1.0, "the hit ran no job");
+
+    // Chat at temperature 0: the same answer, with an id and time of its own.
+    let chat = json!({ "model": "chat", "messages": [{ "role": "user", "content": "hello" }],
+                       "temperature": 0, "max_tokens": 8 });
+    let (_, miss, first) = post(c.post(gw.url("/v1/chat/completions")), &chat).await;
+    let (_, hit, second) = post(c.post(gw.url("/v1/chat/completions")), &chat).await;
+    assert_eq!((miss.as_deref(), hit.as_deref()), (Some("miss"), Some("hit")));
+    assert_eq!(without_ids(&second), without_ids(&first));
+    let ids = |body: &str| serde_json::from_str::<Value>(body).unwrap()["id"].clone();
+    assert_ne!(ids(&first), ids(&second), "each answer has its own id");
+
+    // Sampling without a seed cannot be cached; with a seed it can.
+    let sampled = json!({ "model": "chat", "messages": [{ "role": "user", "content": "hello" }],
+                          "temperature": 0.8, "max_tokens": 8 });
+    let (_, none, _) = post(c.post(gw.url("/v1/chat/completions")), &sampled).await;
+    assert_eq!(none.as_deref(), Some("none"));
+    let seeded = json!({ "model": "chat", "messages": [{ "role": "user", "content": "hello" }],
+                         "temperature": 0.8, "seed": 7, "max_tokens": 8 });
+    let (_, miss, _) = post(c.post(gw.url("/v1/chat/completions")), &seeded).await;
+    let (_, hit, _) = post(c.post(gw.url("/v1/chat/completions")), &seeded).await;
+    assert_eq!((miss.as_deref(), hit.as_deref()), (Some("miss"), Some("hit")));
+
+    // A streamed answer is replayed as the same events.
+    let streamed = json!({ "model": "chat", "messages": [{ "role": "user", "content": "tell me a story" }],
+                           "temperature": 0, "max_tokens": 12, "stream": true });
+    let (_, miss, first) = post(c.post(gw.url("/v1/chat/completions")), &streamed).await;
+    let (_, hit, second) = post(c.post(gw.url("/v1/chat/completions")), &streamed).await;
+    assert_eq!((miss.as_deref(), hit.as_deref()), (Some("miss"), Some("hit")));
+    let events = |body: &str| -> Vec<Value> {
+        sse_data(body).iter().filter(|d| *d != "[DONE]").map(|d| without_ids(d)).collect()
+    };
+    assert!(events(&first).len() > 2, "{first}");
+    assert_eq!(events(&second), events(&first));
+    assert_eq!(sse_data(&second).last().map(String::as_str), Some("[DONE]"));
+
+    // A model without a cache says nothing of one.
+    let plain = c.post(gw.url("/v1/embeddings")).json(&json!({ "model": "plain-embed", "input": "x" }));
+    let (status, cache, _) = post(plain, &json!({ "model": "plain-embed", "input": "x" })).await;
+    assert_eq!((status.as_u16(), cache), (200, None));
+
+    let text = metrics(&gw).await;
+    assert_eq!(metric(&text, r#"infergate_cache_requests_total{model="embed",result="hit"}"#), 1.0);
+    assert_eq!(metric(&text, r#"infergate_cache_requests_total{model="chat",result="hit"}"#), 3.0);
+    assert_eq!(metric(&text, r#"infergate_cache_requests_total{model="chat",result="none"}"#), 1.0);
+    assert!(metric(&text, r#"infergate_cache_bytes{model="chat"}"#) > 0.0, "{text}");
+    assert_eq!(metric(&text, r#"infergate_cache_entries{model="embed"}"#), 1.0);
+    // Hits are requests of the tenant, marked, without tokens of their own.
+    let hits = r#"infergate_tenant_requests_total{tenant="web",model="chat",outcome="ok",cache="hit"}"#;
+    assert_eq!(metric(&text, hits), 3.0, "{text}");
+}
+
+#[tokio::test]
+async fn no_cache_refreshes_the_stored_answer_and_no_store_leaves_no_trace() {
+    let gw = gateway();
+    let c = client();
+    let embed = |input: &str| json!({ "model": "embed", "input": input });
+    let (_, cache, _) =
+        post(c.post(gw.url("/v1/embeddings")).header("cache-control", "no-cache"), &embed("one")).await;
+    assert_eq!(cache.as_deref(), Some("bypass"));
+    let (_, cache, _) = post(c.post(gw.url("/v1/embeddings")), &embed("one")).await;
+    assert_eq!(cache.as_deref(), Some("hit"), "no-cache stored the fresh answer");
+    let (_, cache, _) =
+        post(c.post(gw.url("/v1/embeddings")).header("cache-control", "no-cache"), &embed("one")).await;
+    assert_eq!(cache.as_deref(), Some("bypass"), "no-cache skips a stored answer");
+
+    let (_, cache, _) =
+        post(c.post(gw.url("/v1/embeddings")).header("cache-control", "no-store"), &embed("two")).await;
+    assert_eq!(cache.as_deref(), Some("bypass"));
+    let (_, cache, _) = post(c.post(gw.url("/v1/embeddings")), &embed("two")).await;
+    assert_eq!(cache.as_deref(), Some("miss"), "no-store stored nothing");
+    assert_eq!(jobs(&gw, "embed").await, 4.0);
+}
+
+#[tokio::test]
+async fn a_tenant_never_sees_another_tenants_answer_unless_the_model_is_shared() {
+    let gw = gateway();
+    let (web, bulk) = (client(), reqwest::Client::new());
+    let body = json!({ "model": "embed", "input": "private text" });
+    let (_, cache, _) = post(web.post(gw.url("/v1/embeddings")), &body).await;
+    assert_eq!(cache.as_deref(), Some("miss"));
+    let (_, cache, _) = post(bulk.post(gw.url("/v1/embeddings")).bearer_auth(BULK_KEY), &body).await;
+    assert_eq!(cache.as_deref(), Some("miss"), "bulk does not get web's answer");
+    let (_, cache, _) = post(bulk.post(gw.url("/v1/embeddings")).bearer_auth(BULK_KEY), &body).await;
+    assert_eq!(cache.as_deref(), Some("hit"), "but its own");
+
+    let body = json!({ "model": "shared-embed", "input": "public text" });
+    let (_, cache, first) = post(web.post(gw.url("/v1/embeddings")), &body).await;
+    assert_eq!(cache.as_deref(), Some("miss"));
+    let (_, cache, second) = post(bulk.post(gw.url("/v1/embeddings")).bearer_auth(BULK_KEY), &body).await;
+    assert_eq!(cache.as_deref(), Some("hit"), "a shared model's answers are everyone's");
+    assert_eq!(first, second);
+}
+
+#[tokio::test]
+async fn identical_requests_in_flight_run_one_job_and_a_leaver_cancels_nothing() {
+    let gw = gateway();
+    let body = json!({ "model": "slow-embed", "input": "asked by twenty at once" });
+    let requests = (0..20).map(|_| {
+        let (c, url, body) = (client(), gw.url("/v1/embeddings"), body.clone());
+        tokio::spawn(async move { post(c.post(url), &body).await })
+    });
+    let answers: Vec<_> =
+        futures_util::future::join_all(requests).await.into_iter().map(Result::unwrap).collect();
+    assert!(answers.iter().all(|(status, _, _)| *status == 200));
+    let statuses: Vec<&str> = answers.iter().map(|(_, cache, _)| cache.as_deref().unwrap()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == "miss").count(), 1, "{statuses:?}");
+    assert!(statuses.iter().all(|s| ["miss", "coalesced", "hit"].contains(s)), "{statuses:?}");
+    assert!(answers.iter().all(|(_, _, body)| *body == answers[0].2), "every waiter got the answer");
+    assert_eq!(jobs(&gw, "slow-embed").await, 1.0, "twenty requests, one job");
+
+    // The first asker leaves; the second still gets the answer of the one job.
+    let body = json!({ "model": "slow-embed", "input": "the first asker leaves" });
+    let leaver = {
+        let (c, url, body) = (client(), gw.url("/v1/embeddings"), body.clone());
+        tokio::spawn(async move { post(c.post(url), &body).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stayer = {
+        let (c, url, body) = (client(), gw.url("/v1/embeddings"), body.clone());
+        tokio::spawn(async move { post(c.post(url), &body).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    leaver.abort();
+    let (status, cache, _) = stayer.await.unwrap();
+    assert_eq!((status.as_u16(), cache.as_deref()), (200, Some("coalesced")));
+    assert_eq!(jobs(&gw, "slow-embed").await, 2.0);
+
+    // A newcomer due sooner than the job in flight runs its own.
+    let body = json!({ "model": "slow-embed", "input": "an urgent repeat" });
+    let relaxed = {
+        let (c, url, body) = (client(), gw.url("/v1/embeddings"), body.clone());
+        tokio::spawn(async move { post(c.post(url).header("x-request-timeout", "5s"), &body).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, cache, _) =
+        post(client().post(gw.url("/v1/embeddings")).header("x-request-timeout", "2s"), &body).await;
+    assert_eq!((status.as_u16(), cache.as_deref()), (200, Some("miss")));
+    assert_eq!(relaxed.await.unwrap().1.as_deref(), Some("miss"));
+    assert_eq!(jobs(&gw, "slow-embed").await, 4.0);
+}
+
+#[tokio::test]
+async fn translate_runs_only_the_texts_it_has_not_seen() {
+    let gw = gateway();
+    let c = client();
+    let text = |i: usize| format!("The parcel number {i} was delivered to the wrong house yesterday.");
+    let seen: Vec<String> = (0..45).map(text).collect();
+    let r = c
+        .post(gw.url("/v2/translate"))
+        .json(&json!({ "text": seen, "target_lang": "DE" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((r.status().as_u16(), header(&r, "x-infergate-cache").as_deref()), (200, Some("miss")));
+    let first: Value = r.json().await.unwrap();
+    assert_eq!(jobs(&gw, "chat").await, 45.0);
+
+    let texts: Vec<String> = (0..50).map(text).collect();
+    let r = c
+        .post(gw.url("/v2/translate"))
+        .json(&json!({ "text": texts, "target_lang": "DE" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((r.status().as_u16(), header(&r, "x-infergate-cache").as_deref()), (200, Some("miss")));
+    let second: Value = r.json().await.unwrap();
+    assert_eq!(jobs(&gw, "chat").await, 50.0, "45 of the 50 texts came from the cache");
+    assert_eq!(
+        second["translations"].as_array().unwrap()[..45],
+        first["translations"].as_array().unwrap()[..]
+    );
+    assert_eq!(second["translations"].as_array().unwrap().len(), 50);
+
+    let r = c
+        .post(gw.url("/v2/translate"))
+        .json(&json!({ "text": texts, "target_lang": "DE" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&r, "x-infergate-cache").as_deref(), Some("hit"));
+    assert_eq!(header(&r, "x-infergate-batch-size"), None);
+    assert_eq!(r.json::<Value>().await.unwrap(), second);
+    assert_eq!(jobs(&gw, "chat").await, 50.0);
+}
