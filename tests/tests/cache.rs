@@ -312,3 +312,41 @@ async fn translate_runs_only_the_texts_it_has_not_seen() {
     assert_eq!(r.json::<Value>().await.unwrap(), second);
     assert_eq!(jobs(&gw, "chat").await, 50.0);
 }
+
+#[tokio::test]
+async fn a_remote_models_cached_answer_is_the_upstreams_with_an_id_and_time_of_its_own() {
+    let fake = infergate_e2e::FakeUpstream::start("127.0.0.1:0", &[]);
+    let gw = Gateway::start_with(&format!(
+        r#"{}
+[[models]]
+name = "remote"
+task = "chat"
+concurrency = 8
+cache = {{}}
+backend = {{ kind = "openai", endpoints = ["{}"], upstream_model = "fake-model" }}
+"#,
+        infergate_e2e::WEB_TENANT,
+        fake.base
+    ));
+    let c = client();
+    let chat = json!({ "model": "remote", "messages": [{ "role": "user", "content": "hi there" }],
+                       "temperature": 0, "max_tokens": 8 });
+    let (_, miss, first) = post(c.post(gw.url("/v1/chat/completions")), &chat).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (_, hit, second) = post(c.post(gw.url("/v1/chat/completions")), &chat).await;
+    assert_eq!((miss.as_deref(), hit.as_deref()), (Some("miss"), Some("hit")));
+    assert_eq!(fake.count("/v1/chat/completions").await, 1, "the hit did not go upstream");
+    let (a, b): (Value, Value) =
+        (serde_json::from_str(&first).unwrap(), serde_json::from_str(&second).unwrap());
+    assert_eq!(a["model"], "remote");
+    assert_eq!(b["model"], "remote");
+    assert_ne!(a["id"], b["id"]);
+    assert_ne!(a["created"], b["created"]);
+    assert_eq!(without_ids(&second), without_ids(&first));
+
+    // A streamed request on a model that relays the upstream's chunks is not cached.
+    let mut streamed = chat.clone();
+    streamed["stream"] = json!(true);
+    let (status, cache, _) = post(c.post(gw.url("/v1/chat/completions")), &streamed).await;
+    assert_eq!((status.as_u16(), cache.as_deref()), (200, Some("none")));
+}

@@ -411,4 +411,25 @@ mod tests {
         assert!(!joinable(Some(now), Some(later)));
         assert!(!joinable(Some(now), None));
     }
+
+    #[test]
+    fn the_cache_stays_within_max_bytes_and_counts_what_it_evicts() {
+        use infergate_backends::EmbeddingsOutput;
+        let metrics = infergate_otel::Metrics::new();
+        let series = metrics.cache.model("m");
+        let config = CacheConfig { max_bytes: 64 * 1024, ..CacheConfig::default() };
+        let cache = ModelCache::new([0; 32], &config, series.clone());
+        // 100 answers of about 4 KiB each: room for about 16.
+        for i in 0..100u8 {
+            let output =
+                Output::Embeddings(EmbeddingsOutput { vectors: vec![vec![0.0; 1024]], prompt_tokens: 1 });
+            cache.insert(Key([i; 32]), Entry::new(output, None));
+        }
+        cache.entries.run_pending_tasks();
+        let held = u64::try_from(series.bytes.get()).unwrap();
+        assert!(held <= config.max_bytes, "{held} bytes held");
+        assert!(held > config.max_bytes / 2, "{held} bytes held");
+        assert_eq!(u64::try_from(series.entries.get()).unwrap(), cache.entries.entry_count());
+        assert!(series.evictions.get() >= 80, "{} evicted", series.evictions.get());
+    }
 }

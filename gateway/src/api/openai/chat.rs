@@ -345,13 +345,24 @@ pub async fn completions(
     let answer = call.once(plan.chat).await?;
     let headers = dispatch_headers(&answer.dispatch);
     let meta = meta(state.now());
+    let served = answer.served;
     let chat = answer.output;
     if let Some(answer) = chat.upstream {
-        // The upstream's answer as it wrote it, under the name the client used.
+        // The upstream's answer as it wrote it, under the name the client used;
+        // one from the cache (or another request's job) gets this answer's
+        // own id and time.
         let name = Value::String(meta.model);
         let answer = match answer.model_at {
-            Some(at) => json_object::splice(&answer.body, at, &name),
-            None => json_object::rewrite(&answer.body, &[("model", Some(name))]),
+            Some(at) if !served => json_object::splice(&answer.body, at, &name),
+            _ if served => json_object::rewrite(
+                &answer.body,
+                &[
+                    ("id", Some(Value::String(meta.id))),
+                    ("created", Some(meta.created.into())),
+                    ("model", Some(name)),
+                ],
+            ),
+            _ => json_object::rewrite(&answer.body, &[("model", Some(name))]),
         }
         .map_err(|e| ApiError::Internal { detail: format!("upstream answer: {e}") })?;
         let json = [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))];
