@@ -93,7 +93,7 @@ pub struct ChatRequest {
 }
 
 /// Why generation ended, as OpenAI names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum FinishReason {
     Stop,
     Length,
@@ -115,7 +115,7 @@ impl FinishReason {
 }
 
 /// A finished chat completion.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ChatOutput {
     pub text: String,
     pub finish_reason: FinishReason,
@@ -129,8 +129,9 @@ pub struct ChatOutput {
 }
 
 /// An upstream's whole answer, a JSON object, as it wrote it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct UpstreamAnswer {
+    #[serde(with = "bytes_as_text")]
     pub body: bytes::Bytes,
     /// Where its top-level `model` value is written, so that the gateway can
     /// put the client's model name there without parsing the answer again;
@@ -154,7 +155,7 @@ pub struct EmbeddingsRequest {
 }
 
 /// Vectors in input order.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EmbeddingsOutput {
     pub vectors: Vec<Vec<f32>>,
     pub prompt_tokens: u32,
@@ -194,13 +195,13 @@ pub struct VoiceActivityRequest {
 }
 
 /// Speech segments `(start, end)` in seconds, in order.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct VoiceActivityOutput {
     pub segments: Vec<(f64, f64)>,
 }
 
 /// One timed piece of a transcript.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Segment {
     pub id: u32,
     /// Seconds from the start of the audio.
@@ -210,7 +211,7 @@ pub struct Segment {
 }
 
 /// A transcript with its timing.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TranscriptionOutput {
     pub text: String,
     pub language: String,
@@ -245,7 +246,7 @@ pub struct ModerationRequest {
 }
 
 /// Scores and flags for one moderated input.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ModerationResult {
     pub flagged: bool,
     pub categories: BTreeMap<String, bool>,
@@ -254,7 +255,7 @@ pub struct ModerationResult {
 }
 
 /// One result per group, in order.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ModerationOutput {
     pub results: Vec<ModerationResult>,
 }
@@ -268,7 +269,7 @@ pub struct TensorRequest {
 }
 
 /// KServe v2 inference outputs.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TensorOutput {
     pub outputs: Vec<Tensor>,
 }
@@ -280,7 +281,7 @@ pub struct OcrRequest {
 }
 
 /// One line of recognised text.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OcrLine {
     pub text: String,
     /// Mean probability of the line's characters.
@@ -290,7 +291,7 @@ pub struct OcrLine {
 }
 
 /// The lines of an image in reading order.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OcrOutput {
     pub width: u32,
     pub height: u32,
@@ -298,7 +299,7 @@ pub struct OcrOutput {
 }
 
 /// A finished job's result.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Output {
     Chat(ChatOutput),
     Embeddings(EmbeddingsOutput),
@@ -307,4 +308,17 @@ pub enum Output {
     Tensor(TensorOutput),
     Ocr(OcrOutput),
     VoiceActivity(VoiceActivityOutput),
+}
+
+/// An upstream's answer body (JSON, so UTF-8) written as a string.
+mod bytes_as_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(body: &bytes::Bytes, out: S) -> Result<S::Ok, S::Error> {
+        out.serialize_str(std::str::from_utf8(body).map_err(serde::ser::Error::custom)?)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<bytes::Bytes, D::Error> {
+        String::deserialize(input).map(bytes::Bytes::from)
+    }
 }

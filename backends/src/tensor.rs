@@ -29,7 +29,7 @@ pub enum TensorError {
 }
 
 /// KServe v2 tensor datatypes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum DataType {
     Bool,
     Uint8,
@@ -116,7 +116,7 @@ impl FromStr for DataType {
 }
 
 /// Row-major tensor contents, in the widest type of their family.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum TensorData {
     Bool(Vec<bool>),
     Int(Vec<i128>),
@@ -142,7 +142,7 @@ impl TensorData {
 }
 
 /// A named tensor.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Tensor {
     pub name: String,
     pub datatype: DataType,

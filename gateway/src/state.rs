@@ -53,6 +53,8 @@ impl AppState {
     /// model's runner. Must run inside a tokio runtime. Fails with the model
     /// and the reason when a backend cannot load or cannot serve its task.
     pub fn start(config: Config, metrics: Arc<Metrics>) -> Result<SharedState, StartError> {
+        let store = crate::tenancy::Store::new(&config.store, metrics.tenants.store_errors.clone())
+            .map_err(StartError::Store)?;
         let models: Vec<Arc<ModelHandle>> = config
             .models
             .iter()
@@ -79,7 +81,20 @@ impl AppState {
                             error: LoadError::Model(format!("cache: cannot read the model's files: {e}")),
                         })?;
                         let series = metrics.cache.model(&m.name);
-                        handle.with_cache(crate::cache::ModelCache::new(identity, cache, series))
+                        // A shared cache is shared by the replicas too, in the limits' Redis.
+                        let tier = store.redis().filter(|_| cache.shared).map(|redis| {
+                            let max_entry =
+                                usize::try_from(cache.max_bytes).unwrap_or(usize::MAX).min(8 << 20);
+                            let errors = metrics.tenants.store_errors.clone();
+                            crate::cache::SharedTier::new(
+                                redis.connection(),
+                                &m.name,
+                                cache.ttl,
+                                max_entry,
+                                errors,
+                            )
+                        });
+                        handle.with_cache(crate::cache::ModelCache::new(identity, cache, series, tier))
                     }
                     None => handle,
                 };
@@ -94,8 +109,6 @@ impl AppState {
             }
         }
         let started = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let store = crate::tenancy::Store::new(&config.store, metrics.tenants.store_errors.clone())
-            .map_err(StartError::Store)?;
         let state = AppState {
             tenants: std::sync::RwLock::new(Arc::new(TenantDirectory::new(
                 &config,

@@ -350,3 +350,55 @@ backend = {{ kind = "openai", endpoints = ["{}"], upstream_model = "fake-model" 
     let (status, cache, _) = post(c.post(gw.url("/v1/chat/completions")), &streamed).await;
     assert_eq!((status.as_u16(), cache.as_deref()), (200, Some("none")));
 }
+
+/// A gateway whose `shared-embed` model shares answers through `redis`;
+/// `dimensions` is a setting that changes its answers.
+fn replica(redis: &infergate_e2e::Redis, dimensions: u32) -> Gateway {
+    Gateway::start_with(&format!(
+        r#"{}
+[store]
+url = "{}"
+timeout = "200ms"
+
+[[models]]
+name = "shared-embed"
+task = "embeddings"
+cache = {{ shared = true, ttl = "10m" }}
+backend = {{ kind = "synthetic", base_latency = "1ms", per_cost = "1us", dimensions = {dimensions} }}
+"#,
+        infergate_e2e::WEB_TENANT,
+        redis.url()
+    ))
+}
+
+#[tokio::test]
+async fn replicas_share_answers_in_redis_and_a_changed_model_does_not_serve_old_ones() {
+    let redis = infergate_e2e::Redis::start();
+    let (one, two) = (replica(&redis, 8), replica(&redis, 8));
+    let c = client();
+    let body = json!({ "model": "shared-embed", "input": ["asked of one replica", "then of another"] });
+    let (_, cache, first) = post(c.post(one.url("/v1/embeddings")), &body).await;
+    assert_eq!(cache.as_deref(), Some("miss"));
+    // The write to Redis is not waited for.
+    let mut second = (None, String::new());
+    for _ in 0..50 {
+        let (_, cache, text) = post(c.post(two.url("/v1/embeddings")), &body).await;
+        second = (cache, text);
+        if second.0.as_deref() == Some("hit") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(second.0.as_deref(), Some("hit"), "the second replica found the first one's answer");
+    assert_eq!(second.1, first);
+    assert_eq!(jobs(&two, "shared-embed").await, 0.0, "and ran no job for it");
+    let (_, cache, _) = post(c.post(two.url("/v1/embeddings")), &body).await;
+    assert_eq!(cache.as_deref(), Some("hit"), "now from its own memory");
+
+    // Another version of the model (a setting that changes its answers):
+    // the same request is a new one.
+    let changed = replica(&redis, 16);
+    let (status, cache, third) = post(c.post(changed.url("/v1/embeddings")), &body).await;
+    assert_eq!((status.as_u16(), cache.as_deref()), (200, Some("miss")));
+    assert_ne!(third, first);
+}

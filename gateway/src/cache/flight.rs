@@ -85,6 +85,9 @@ pub(super) struct Store {
     pub key: Key,
     /// Register the flight for identical requests to join.
     pub join: Option<(bool, u64)>,
+    /// A look-up that missed this replica's memory: ask the shared tier
+    /// before running the job, and count the result (`hit` or `miss`).
+    pub lead: bool,
 }
 
 /// Start `request` as a job of its own task, its answer stored by `store`.
@@ -137,6 +140,17 @@ async fn fly(
 ) {
     let guard = Unfinished(progress.clone());
     let stream = matches!(&request, Request::Chat(chat) if chat.stream);
+    if store.lead {
+        if let Some(entry) = store.shared().await {
+            progress.update(|state| {
+                state.dispatch = Some(Ok(super::hit_dispatch()));
+                state.events.extend(entry.replay().into_iter().map(Ok));
+            });
+            store.done();
+            return;
+        }
+        store.cache.count(super::CacheStatus::Miss);
+    }
     let mut running = match model.submit(&ctx, deadline, request, cost).await {
         Ok(running) => running,
         Err(error) => {
@@ -148,6 +162,7 @@ async fn fly(
     progress.update(|state| state.dispatch = Some(Ok(running.dispatch)));
     let mut deltas = Vec::new();
     let mut relayed = false;
+    let mut stored = None;
     loop {
         let event = running.next_by(deadline).await;
         match &event {
@@ -157,7 +172,9 @@ async fn fly(
             // finds the answer in the cache.
             Ok(Event::Done(output)) if !relayed => {
                 let deltas = stream.then(|| Arc::from(std::mem::take(&mut deltas)));
-                store.cache.insert(store.key, Entry::new(output.clone(), deltas));
+                let entry = Entry::new(output.clone(), deltas);
+                store.cache.insert(store.key, entry.clone());
+                stored = Some(entry);
             }
             _ => {}
         }
@@ -169,9 +186,20 @@ async fn fly(
     }
     store.done();
     drop(guard);
+    if let (Some(entry), Some(tier)) = (stored, &store.cache.tier) {
+        tier.put(&store.key, &entry).await;
+    }
 }
 
 impl Store {
+    /// The answer from the shared tier, kept in memory too.
+    async fn shared(&self) -> Option<Arc<Entry>> {
+        let entry = self.cache.tier.as_ref()?.get(&self.key).await?;
+        self.cache.insert(self.key, entry.clone());
+        self.cache.count(super::CacheStatus::Hit);
+        Some(entry)
+    }
+
     /// The job ended: newcomers no longer join it.
     fn done(&self) {
         if let Some((stream, id)) = self.join {

@@ -15,6 +15,7 @@
 
 mod flight;
 mod key;
+mod shared;
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -29,6 +30,7 @@ pub use self::flight::FlightReader;
 use self::flight::{Flights, Store};
 pub use self::key::{model_identity, Key};
 use self::key::{write_request, KeyWriter};
+pub use self::shared::SharedTier;
 use crate::config::CacheConfig;
 use crate::context::RequestContext;
 use crate::error::ApiError;
@@ -133,7 +135,7 @@ pub struct Entry {
 }
 
 impl Entry {
-    fn new(output: Output, deltas: Option<Arc<[String]>>) -> Arc<Self> {
+    pub(super) fn new(output: Output, deltas: Option<Arc<[String]>>) -> Arc<Self> {
         let streamed: usize = deltas.iter().flat_map(|d| d.iter()).map(|d| d.len() + 24).sum();
         let bytes = (output_bytes(&output) + streamed + 160).min(u32::MAX as usize) as u32;
         Arc::new(Entry { output, deltas, bytes })
@@ -185,6 +187,8 @@ pub struct ModelCache {
     flights: Flights,
     next_flight: AtomicU64,
     series: ModelCacheSeries,
+    /// Redis, for a `shared` model when `[store]` has one.
+    tier: Option<SharedTier>,
 }
 
 impl std::fmt::Debug for ModelCache {
@@ -194,7 +198,12 @@ impl std::fmt::Debug for ModelCache {
 }
 
 impl ModelCache {
-    pub fn new(identity: [u8; 32], config: &CacheConfig, series: ModelCacheSeries) -> Arc<Self> {
+    pub fn new(
+        identity: [u8; 32],
+        config: &CacheConfig,
+        series: ModelCacheSeries,
+        tier: Option<SharedTier>,
+    ) -> Arc<Self> {
         let (bytes, entries, evictions) =
             (series.bytes.clone(), series.entries.clone(), series.evictions.clone());
         let cache = moka::sync::Cache::builder()
@@ -216,6 +225,7 @@ impl ModelCache {
             flights: Flights::default(),
             next_flight: AtomicU64::new(1),
             series,
+            tier,
         })
     }
 
@@ -228,7 +238,7 @@ impl ModelCache {
         write_request(&mut key, request).then(|| key.finish())
     }
 
-    fn insert(&self, key: Key, entry: Arc<Entry>) {
+    pub(super) fn insert(&self, key: Key, entry: Arc<Entry>) {
         self.series.bytes.inc_by(i64::from(entry.bytes));
         self.series.entries.inc();
         self.entries.insert(key, entry);
@@ -241,7 +251,7 @@ impl ModelCache {
         }
     }
 
-    fn count(&self, status: CacheStatus) {
+    pub(super) fn count(&self, status: CacheStatus) {
         match status {
             CacheStatus::Hit => &self.series.hit,
             CacheStatus::Coalesced => &self.series.coalesced,
@@ -288,7 +298,7 @@ pub fn route(
         (None, _) => (CacheStatus::None, Route::Direct(prepared)),
         (Some(_), CacheControl::NoStore) => (CacheStatus::Bypass, Route::Direct(prepared)),
         (Some(key), CacheControl::NoCache) => {
-            let store = Store { cache: cache.clone(), key, join: None };
+            let store = Store { cache: cache.clone(), key, join: None, lead: false };
             (
                 CacheStatus::Bypass,
                 Route::Flight(FlightReader::new(flight::launch(model, ctx, deadline, prepared, store))),
@@ -299,9 +309,28 @@ pub fn route(
             None => join_or_launch(cache, model, ctx, deadline, prepared, key),
         },
     };
-    cache.count(status);
-    tracing::Span::current().record("cache.hit", status.served());
+    // A job started on a miss counts itself, once it knows whether the
+    // shared tier had the answer.
+    if !(status == CacheStatus::Miss && matches!(route, Route::Flight(_))) {
+        cache.count(status);
+    }
     (status, route)
+}
+
+/// The status of a job once its dispatch is known (a job started on a
+/// miss may have found its answer in the shared tier): recorded in the
+/// request's `tally` and on its span.
+pub fn settle(provisional: CacheStatus, dispatch: &DispatchInfo, tally: Option<&Tally>) -> CacheStatus {
+    let status = if provisional == CacheStatus::Miss && dispatch.cache == Some(CacheStatus::Hit) {
+        CacheStatus::Hit
+    } else {
+        provisional
+    };
+    if let Some(tally) = tally {
+        tally.record(status);
+    }
+    tracing::Span::current().record("cache.hit", status.served());
+    status
 }
 
 /// Join the identical job in flight, or start one that others may join.
@@ -321,12 +350,12 @@ fn join_or_launch(
         // Due sooner than the job in flight: a job of its own, which stores
         // its answer but is not joined.
         Some(other) => {
-            let store = Store { cache: cache.clone(), key, join: None };
+            let store = Store { cache: cache.clone(), key, join: None, lead: true };
             (CacheStatus::Miss, flight::launch(model, ctx, deadline, prepared, store), Some(other))
         }
         None => {
             let id = cache.next_flight.fetch_add(1, Ordering::Relaxed);
-            let store = Store { cache: cache.clone(), key, join: Some((stream, id)) };
+            let store = Store { cache: cache.clone(), key, join: Some((stream, id)), lead: true };
             let flight = flight::launch(model, ctx, deadline, prepared, store);
             flights.insert((key, stream), (id, Arc::downgrade(&flight)));
             (CacheStatus::Miss, flight, None)
@@ -418,7 +447,7 @@ mod tests {
         let metrics = infergate_otel::Metrics::new();
         let series = metrics.cache.model("m");
         let config = CacheConfig { max_bytes: 64 * 1024, ..CacheConfig::default() };
-        let cache = ModelCache::new([0; 32], &config, series.clone());
+        let cache = ModelCache::new([0; 32], &config, series.clone(), None);
         // 100 answers of about 4 KiB each: room for about 16.
         for i in 0..100u8 {
             let output =

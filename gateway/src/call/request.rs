@@ -264,18 +264,21 @@ impl Call {
             return Ok(Events::Running(running));
         };
         let (status, route) = cache::route(cache, &self.model, &self.ctx, self.deadline, prepared, relayed);
-        if let Some(tally) = &self.tally {
-            tally.record(status);
-        }
+        let tally = self.tally.as_deref();
         Ok(match route {
             Route::Direct((request, cost)) => {
                 let mut running = self.model.submit(&self.ctx, self.deadline, request, cost).await?;
-                running.dispatch.cache = Some(status);
+                running.dispatch.cache = Some(cache::settle(status, &running.dispatch, tally));
                 Events::Running(running)
             }
-            Route::Hit(entry) => Events::Replay { events: entry.replay(), dispatch: cache::hit_dispatch() },
+            Route::Hit(entry) => {
+                let dispatch = cache::hit_dispatch();
+                cache::settle(status, &dispatch, tally);
+                Events::Replay { events: entry.replay(), dispatch }
+            }
             Route::Flight(reader) => {
                 let mut dispatch = by(self.deadline, reader.dispatched()).await?;
+                let status = cache::settle(status, &dispatch, tally);
                 dispatch.cache = Some(status);
                 Events::Flight { reader, dispatch, served: status.served() }
             }
@@ -347,9 +350,6 @@ pub(super) async fn job<P: Payload>(
 ) -> Result<Answer<P::Output>, ApiError> {
     let Some(cache) = &model.cache else { return direct::<P>(model, ctx, deadline, prepared).await };
     let (status, route) = cache::route(cache, model, ctx, deadline, prepared, false);
-    if let Some(tally) = tally {
-        tally.record(status);
-    }
     let mut answer = match route {
         Route::Direct(prepared) => direct::<P>(model, ctx, deadline, prepared).await?,
         Route::Hit(entry) => {
@@ -358,17 +358,18 @@ pub(super) async fn job<P: Payload>(
         }
         Route::Flight(mut reader) => {
             let dispatch = by(deadline, reader.dispatched()).await?;
+            let served = cache::settle(status, &dispatch, None).served();
             let output = reader.output(deadline).await?;
             // Only the job's own request teaches the model its output sizes.
-            let output = if status.served() {
+            let output = if served {
                 P::output(output).ok_or_else(|| other_task::<P>())?
             } else {
                 answer::<P>(model, output)?
             };
-            Answer { output, dispatch, served: status.served() }
+            Answer { output, dispatch, served }
         }
     };
-    answer.dispatch.cache = Some(status);
+    answer.dispatch.cache = Some(cache::settle(status, &answer.dispatch, tally));
     Ok(answer)
 }
 

@@ -240,6 +240,12 @@ impl RedisStore {
         })
     }
 
+    /// The connection, key prefix and timeout, for the response cache's
+    /// shared tier to use the same Redis.
+    pub fn connection(&self) -> (ConnectionManager, Arc<str>, Duration) {
+        (self.conn.clone(), self.prefix.clone(), self.timeout)
+    }
+
     /// The lease slot of a limit key, the same one every time.
     pub fn slot(&self, key: &Arc<str>) -> usize {
         let mut slots = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -35,6 +35,14 @@ impl Store {
         })
     }
 
+    /// The Redis store, if limits are kept there.
+    pub fn redis(&self) -> Option<&RedisStore> {
+        match self {
+            Store::Memory(_) => None,
+            Store::Redis(r) => Some(r),
+        }
+    }
+
     /// Check every limit and charge each its admission charge, or none.
     pub async fn admit(&self, limits: &[Arc<Limit>]) -> Result<Verdict, StoreError> {
         match self {
