@@ -1,8 +1,11 @@
 //! Scenario files: a weighted mix of request kinds — chat (prompt and output lengths drawn
-//! from distributions, optionally streamed), embeddings, transcription (an audio file), OCR
-//! and moderation (an image file), or any raw request — each with its own class, tenant key
-//! and deadline headers. Every request draws its kind and lengths from a seeded stream
-//! indexed by the request's number, so a mix repeats run to run.
+//! from distributions, optionally streamed), embeddings, translation (DeepL's
+//! `/v2/translate`), transcription (an audio file), OCR and moderation (an image file), or
+//! any raw request — each with its own class, tenant key and deadline headers. Every
+//! request draws its kind and lengths from a seeded stream indexed by the request's number,
+//! so a mix repeats run to run. With `distinct = N`, an entry's texts (prompts, inputs,
+//! texts to translate) are drawn from N fixed strings, by rank with a Zipf law of exponent
+//! `zipf` (1.1 by default; 0 draws them uniformly): the repeats a response cache sees.
 //!
 //! ```toml
 //! seed = 7
@@ -24,6 +27,14 @@
 //! kind = "transcription"
 //! model = "whisper-tiny"
 //! audio = "speech.wav"               # relative to this file
+//!
+//! [[request]]
+//! kind = "translation"               # POST /v2/translate
+//! target_lang = "DE"
+//! texts = 1                          # texts per request
+//! text_words = [3, 12]
+//! distinct = 2000                    # texts drawn from 2,000 strings…
+//! zipf = 1.1                         # …the k-th most common with weight 1/k^1.1
 //! ```
 
 use std::path::Path;
@@ -83,6 +94,7 @@ pub enum Kind {
     Transcription,
     Ocr,
     Moderation,
+    Translation,
     Raw,
 }
 
@@ -127,8 +139,16 @@ pub struct EntryConfig {
     pub audio: Option<String>,
     /// OCR and moderation: an image file (PNG, JPEG, WebP), relative to the scenario file.
     pub image: Option<String>,
-    /// Moderation of text: words in the input (when no image is given).
+    /// Moderation of text (when no image is given) and translation: words in a text.
     pub text_words: Option<Length>,
+    /// Translation: texts per request, and the DeepL target language (`DE`).
+    pub texts: Option<Length>,
+    pub target_lang: Option<String>,
+    /// Chat, embeddings, moderation text and translation: draw every text from this many
+    /// fixed strings (their lengths drawn once each), by rank with a Zipf law of exponent
+    /// `zipf` (default 1.1; 0 is uniform). Unset: every text is new.
+    pub distinct: Option<u32>,
+    pub zipf: Option<f64>,
     /// Raw: method, body (text) or body file, and content type.
     pub method: Option<String>,
     pub body: Option<String>,
@@ -165,18 +185,73 @@ enum Body {
     Chat {
         model: Option<String>,
         stream: bool,
-        prompt: Length,
+        prompt: Texts,
         max_tokens: Length,
     },
     Embeddings {
         model: Option<String>,
         inputs: Length,
-        words: Length,
+        words: Texts,
     },
     ModerationText {
         model: Option<String>,
-        words: Length,
+        words: Texts,
     },
+    Translation {
+        texts: Length,
+        words: Texts,
+        target: String,
+    },
+}
+
+/// Where an entry's texts come from: new words every time, or a fixed pool drawn by rank.
+#[derive(Debug)]
+struct Texts {
+    words: Length,
+    pool: Option<Pool>,
+}
+
+/// `distinct` fixed strings and the cumulative Zipf weights of their ranks.
+#[derive(Debug)]
+struct Pool {
+    cumulative: Vec<f64>,
+    seed: u64,
+}
+
+impl Texts {
+    fn new(config: &EntryConfig, words: Length, seed: u64) -> anyhow::Result<Texts> {
+        let pool = match config.distinct {
+            None => {
+                anyhow::ensure!(config.zipf.is_none(), "zipf: needs distinct");
+                None
+            }
+            Some(distinct) => {
+                let s = config.zipf.unwrap_or(1.1);
+                anyhow::ensure!((1..=10_000_000).contains(&distinct), "distinct: 1 to 10,000,000 strings");
+                anyhow::ensure!(s.is_finite() && (0.0..=10.0).contains(&s), "zipf: an exponent in [0, 10]");
+                let mut total = 0.0;
+                let cumulative = (1..=distinct)
+                    .map(|rank| {
+                        total += f64::from(rank).powf(-s);
+                        total
+                    })
+                    .collect();
+                Some(Pool { cumulative, seed })
+            }
+        };
+        Ok(Texts { words, pool })
+    }
+
+    /// One text: new words, or the string of a rank drawn from the pool.
+    fn draw(&self, rng: &mut SplitMix64) -> String {
+        let Some(pool) = &self.pool else { return words(self.words.draw(rng), rng) };
+        let total = pool.cumulative.last().copied().unwrap_or(1.0);
+        let pick = unit(rng) * total;
+        let rank = pool.cumulative.partition_point(|c| *c <= pick) as u64;
+        // The rank's own stream: the same string every time it is drawn.
+        let mut own = SplitMix64::new(pool.seed ^ (rank + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
+        words(self.words.draw(&mut own), &mut own)
+    }
 }
 
 /// One prepared entry of the mix.
@@ -225,8 +300,9 @@ impl Mix {
         let mut total = 0.0;
         for (i, config) in file.request.iter().enumerate() {
             let label = config.name.clone().unwrap_or_else(|| format!("{:?}", config.kind).to_lowercase());
-            let entry = prepare(config, label.as_str().into(), &file.defaults, dir, base)
-                .with_context(|| format!("[[request]] {} ({label})", i + 1))?;
+            let entry =
+                prepare(config, label.as_str().into(), &file.defaults, dir, base, file.seed ^ i as u64)
+                    .with_context(|| format!("[[request]] {} ({label})", i + 1))?;
             anyhow::ensure!(
                 config.weight.is_finite() && config.weight >= 0.0,
                 "[[request]] {}: weight must be ≥ 0",
@@ -269,7 +345,7 @@ impl Mix {
             Body::Fixed(bytes) => bytes.clone(),
             Body::Chat { model, stream, prompt, max_tokens } => {
                 let mut body = json!({
-                    "messages": [{"role": "user", "content": words(prompt.draw(&mut rng), &mut rng)}],
+                    "messages": [{"role": "user", "content": prompt.draw(&mut rng)}],
                     "max_tokens": max_tokens.draw(&mut rng),
                     "stream": stream,
                 });
@@ -283,7 +359,7 @@ impl Mix {
             }
             Body::Embeddings { model, inputs, words: n } => {
                 let count = inputs.draw(&mut rng);
-                let input: Vec<String> = (0..count).map(|_| words(n.draw(&mut rng), &mut rng)).collect();
+                let input: Vec<String> = (0..count).map(|_| n.draw(&mut rng)).collect();
                 let mut body = json!({ "input": input });
                 if let Some(model) = model {
                     body["model"] = json!(model);
@@ -291,11 +367,16 @@ impl Mix {
                 Bytes::from(body.to_string())
             }
             Body::ModerationText { model, words: n } => {
-                let mut body = json!({ "input": words(n.draw(&mut rng), &mut rng) });
+                let mut body = json!({ "input": n.draw(&mut rng) });
                 if let Some(model) = model {
                     body["model"] = json!(model);
                 }
                 Bytes::from(body.to_string())
+            }
+            Body::Translation { texts, words: n, target } => {
+                let count = texts.draw(&mut rng);
+                let text: Vec<String> = (0..count).map(|_| n.draw(&mut rng)).collect();
+                Bytes::from(json!({ "text": text, "target_lang": target }).to_string())
             }
         };
         Drawn {
@@ -314,7 +395,16 @@ fn prepare(
     defaults: &Common,
     dir: &Path,
     base: &Uri,
+    seed: u64,
 ) -> anyhow::Result<Entry> {
+    let texts = |words: Length| Texts::new(config, words, seed);
+    let no_pool = || {
+        anyhow::ensure!(
+            config.distinct.is_none() && config.zipf.is_none(),
+            "distinct and zipf: for chat, embeddings, moderation text and translation"
+        );
+        Ok(())
+    };
     let model = config.model.clone();
     let read = |file: &str| -> anyhow::Result<Vec<u8>> {
         let path = dir.join(file);
@@ -326,6 +416,7 @@ fn prepare(
         Kind::Transcription => "/v1/audio/transcriptions",
         Kind::Ocr => "/v1/ocr",
         Kind::Moderation => "/v1/moderations",
+        Kind::Translation => "/v2/translate",
         Kind::Raw => "",
     };
     let path = config.path.clone().unwrap_or_else(|| default_path.to_owned());
@@ -337,16 +428,27 @@ fn prepare(
             let max_tokens = config.max_tokens.unwrap_or(Length::Fixed(64));
             prompt.check("prompt_words")?;
             max_tokens.check("max_tokens")?;
-            Body::Chat { model, stream: config.stream, prompt, max_tokens }
+            Body::Chat { model, stream: config.stream, prompt: texts(prompt)?, max_tokens }
         }
         Kind::Embeddings => {
             let (inputs, words) =
                 (config.inputs.unwrap_or(Length::Fixed(1)), config.input_words.unwrap_or(Length::Fixed(16)));
             inputs.check("inputs")?;
             words.check("input_words")?;
-            Body::Embeddings { model, inputs, words }
+            Body::Embeddings { model, inputs, words: texts(words)? }
+        }
+        Kind::Translation => {
+            let (count, words) = (
+                config.texts.unwrap_or(Length::Fixed(1)),
+                config.text_words.unwrap_or(Length::Uniform([3, 12])),
+            );
+            count.check("texts")?;
+            words.check("text_words")?;
+            let target = config.target_lang.clone().unwrap_or_else(|| "DE".to_owned());
+            Body::Translation { texts: count, words: texts(words)?, target }
         }
         Kind::Transcription => {
+            no_pool()?;
             let file = config.audio.as_deref().context("audio: a transcription needs an audio file")?;
             let audio = read(file)?;
             let mut fields = vec![("response_format", "json".to_owned())];
@@ -358,12 +460,14 @@ fn prepare(
             Body::Fixed(bytes)
         }
         Kind::Ocr => {
+            no_pool()?;
             let file = config.image.as_deref().context("image: OCR needs an image file")?;
             let url = data_url(&read(file)?, file);
             Body::Fixed(Bytes::from(json!({ "model": model, "image": url }).to_string()))
         }
         Kind::Moderation => match &config.image {
             Some(file) => {
+                no_pool()?;
                 let url = data_url(&read(file)?, file);
                 let input = json!([{"type": "image_url", "image_url": {"url": url}}]);
                 let mut body = json!({ "input": input });
@@ -375,10 +479,11 @@ fn prepare(
             None => {
                 let words = config.text_words.unwrap_or(Length::Fixed(24));
                 words.check("text_words")?;
-                Body::ModerationText { model, words }
+                Body::ModerationText { model, words: texts(words)? }
             }
         },
         Kind::Raw => {
+            no_pool()?;
             anyhow::ensure!(config.path.is_some(), "path: a raw request needs one");
             if let Some(kind) = &config.content_type {
                 content_type = kind.clone();
@@ -576,6 +681,49 @@ input_words = 3
         for _ in 0..50 {
             assert_eq!(a.draw().body, b.draw().body);
         }
+    }
+
+    #[test]
+    fn zipf_draws_repeat_the_common_strings_most() {
+        let m = mix(r#"
+[[request]]
+kind = "translation"
+target_lang = "FR"
+texts = 2
+distinct = 2000
+zipf = 1.1
+"#)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        let mut seen = std::collections::HashMap::<String, u32>::new();
+        for _ in 0..20_000 {
+            let d = m.draw();
+            assert_eq!(d.uri, "http://127.0.0.1:9/v2/translate");
+            let body: serde_json::Value = serde_json::from_slice(&d.body).unwrap_or_default();
+            assert_eq!(body["target_lang"], "FR");
+            for text in body["text"].as_array().cloned().unwrap_or_default() {
+                *seen.entry(text.as_str().unwrap_or_default().to_owned()).or_default() += 1;
+            }
+        }
+        let mut counts: Vec<u32> = seen.values().copied().collect();
+        counts.sort_unstable_by(|a, b| b.cmp(a));
+        // 40,000 texts from at most 2,000 strings; under Zipf(1.1) over 2,000 ranks the most
+        // common string has 1/H ≈ 17% of the draws and the first ten about half.
+        assert!(counts.len() <= 2000 && counts.len() > 1000, "{} distinct", counts.len());
+        let share = |n: usize| f64::from(counts[..n].iter().sum::<u32>()) / 40_000.0;
+        assert!((0.14..0.20).contains(&share(1)), "top string {}", share(1));
+        assert!((0.42..0.55).contains(&share(10)), "top ten {}", share(10));
+        // Uniform with zipf = 0: no string stands out.
+        let flat = mix("[[request]]\nkind = \"embeddings\"\ndistinct = 100\nzipf = 0\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut seen = std::collections::HashMap::<String, u32>::new();
+        for _ in 0..10_000 {
+            let body: serde_json::Value = serde_json::from_slice(&flat.draw().body).unwrap_or_default();
+            *seen.entry(body["input"][0].as_str().unwrap_or_default().to_owned()).or_default() += 1;
+        }
+        assert_eq!(seen.len(), 100);
+        assert!(seen.values().all(|c| (50..160).contains(c)), "{seen:?}");
+        assert!(mix("[[request]]\nkind = \"ocr\"\nimage = \"x.png\"\ndistinct = 5\n").is_err());
+        assert!(mix("[[request]]\nkind = \"chat\"\nzipf = 1.0\n").is_err());
     }
 
     #[test]
