@@ -19,6 +19,10 @@
 #   under callgrind too, whose instructions in the counted window are added);
 #   BENCH_LIMITED replaces those limits (a TOML inline table).
 #   INFERGATE_BIN_DIR=target/release (for infergate-fake-upstream)
+#   BENCH_CACHE="off on" runs each build once per listed variant of the remote
+#   model's response cache, every request new to it (a miss: the body carries
+#   temperature 0, so it is cacheable, and a number of its own); unset, the
+#   cache is not configured and every request is the same.
 #   BENCH_KEEP=DIR keeps each build's counted dump as DIR/BUILD.callgrind, for
 #   `callgrind_annotate --auto=no --threshold=100 DIR/BUILD.callgrind` (names
 #   are written uncompressed: a dump after zeroing refers to names defined in
@@ -43,11 +47,19 @@ up_port="$(free_port)"
     --token-interval 0ms --max-delay 0ms --max-batch 1 >/dev/null 2>&1 &
 PIDS+=("$!")
 proxy_infergate_toml "$up_port" >"$TMP/infergate.toml"
-echo '{"model":"remote","messages":[{"role":"user","content":"Say hi."}],"max_tokens":4}' >"$TMP/body.json"
+{ proxy_infergate_toml "$up_port"; echo 'cache = { ttl = "1h", max_bytes = 268435456 }'; } >"$TMP/infergate-cache.toml"
+CACHES="${BENCH_CACHE:-}"
+if [[ -n "$CACHES" ]]; then
+    echo '{"model":"remote","messages":[{"role":"user","content":"Say hi to {n}."}],"max_tokens":4,"temperature":0}' >"$TMP/body.json"
+    SCRIPT=scripts/bench/post-distinct.lua
+else
+    echo '{"model":"remote","messages":[{"role":"user","content":"Say hi."}],"max_tokens":4}' >"$TMP/body.json"
+    SCRIPT=scripts/bench/post.lua
+fi
 export BENCH_BODY_FILE="$TMP/body.json" BENCH_API_KEY="sk-infergate-test"
 
 load() { # PORT SECONDS: prints the requests answered
-    wrk -t1 -c"$CONNECTIONS" -d"$2s" -s scripts/bench/post.lua "http://127.0.0.1:$1/v1/chat/completions" |
+    BENCH_NONCE="$RANDOM$RANDOM$2" wrk -t1 -c"$CONNECTIONS" -d"$2s" -s "$SCRIPT" "http://127.0.0.1:$1/v1/chat/completions" |
         sed -n 's/^BENCH requests=\([0-9]*\).*/\1/p'
 }
 
@@ -68,8 +80,15 @@ LIMITED="${BENCH_LIMITED:-$DEFAULT_LIMITED}"
 # The dump of a callgrind run after the zeroing: its instruction total.
 dumped() { grep -l '^desc: Trigger: dump' "$1"* | xargs cat | sed -n 's/^summary: //p' | awk '{ s += $1 } END { print s }'; }
 
-echo "| build | limits | requests | instructions | per request |"
-echo "|---|---|---:|---:|---:|"
+echo "| build | limits | cache | requests | instructions | per request |"
+echo "|---|---|---|---:|---:|---:|"
+for cache in ${CACHES:-unset}; do
+config="$TMP/infergate.toml"
+case "$cache" in
+    unset | off) ;;
+    on) config="$TMP/infergate-cache.toml" ;;
+    *) die "BENCH_CACHE: off or on, not $cache" ;;
+esac
 for variant in $LIMITS; do
 env_of=()
 case "$variant" in
@@ -88,7 +107,7 @@ for bin in "$@"; do
     if [[ "$(basename "$bin")" == hyper_proxy ]]; then # the floor: LISTEN UPSTREAM, one thread
         args=("127.0.0.1:$port" "127.0.0.1:$up_port")
     else
-        args=(serve --config "$TMP/infergate.toml" --listen "127.0.0.1:$port")
+        args=(serve --config "$config" --listen "127.0.0.1:$port")
     fi
     env "${env_of[@]}" INFERGATE__SERVER__WORKER_THREADS=1 RUST_LOG=error valgrind --tool=callgrind --compress-strings=no --compress-pos=no --callgrind-out-file="$out" \
         "$bin" "${args[@]}" >"$TMP/gw.log" 2>&1 &
@@ -111,6 +130,10 @@ for bin in "$@"; do
         errors="$(curl -s "http://127.0.0.1:$port/metrics" | sed -n 's/^infergate_store_errors_total \([0-9.]*\).*/\1/p')"
         [[ "${errors:-0}" == 0 ]] || die "$bin: $errors store errors (admissions that fell back): the count would be low"
     fi
+    if [[ "$cache" == on ]]; then
+        hits="$(curl -s "http://127.0.0.1:$port/metrics" 2>/dev/null | sed -n 's/^infergate_cache_requests_total{model="remote",result="hit"} \([0-9]*\).*/\1/p')"
+        [[ "${hits:-0}" == 0 ]] || die "$bin: $hits cache hits: the requests were meant to be new"
+    fi
     kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
     # The dump asked for above (the one at exit holds only the shutdown).
     total="$(dumped "$out")"
@@ -120,6 +143,7 @@ for bin in "$@"; do
         mkdir -p "$BENCH_KEEP"
         grep -l '^desc: Trigger: dump' "$out"* | head -1 | xargs -I{} cp {} "$BENCH_KEEP/$(basename "$bin").callgrind"
     fi
-    echo "| $(basename "$bin") | $variant | $requests | $total | $((total / requests)) |"
+    echo "| $(basename "$bin") | $variant | $cache | $requests | $total | $((total / requests)) |"
+done
 done
 done

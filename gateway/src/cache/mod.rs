@@ -353,6 +353,12 @@ fn join_or_launch(
             let store = Store { cache: cache.clone(), key, join: None, lead: true };
             (CacheStatus::Miss, flight::launch(model, ctx, deadline, prepared, store), Some(other))
         }
+        // A job that ended between the look-up and now stored its answer
+        // before leaving the map: look again, under the lock.
+        None if let Some(entry) = cache.entries.get(&key) => {
+            drop(flights);
+            return (CacheStatus::Hit, Route::Hit(entry));
+        }
         None => {
             let id = cache.next_flight.fetch_add(1, Ordering::Relaxed);
             let store = Store { cache: cache.clone(), key, join: Some((stream, id)), lead: true };
