@@ -21,6 +21,9 @@ pub enum ApiError {
     InvalidApiKey { message: String, missing: bool },
     #[error("The model '{model}' does not exist or you do not have access to it.")]
     ModelNotFound { model: String },
+    /// Feedback on a request id this tenant got no answer for (within the window).
+    #[error("No answer to request '{request_id}' within the feedback window.")]
+    AnswerNotFound { request_id: String },
     #[error("The model '{model}' serves {task}, not {wanted}.")]
     WrongTask { model: String, task: Task, wanted: Task },
     #[error("Unknown route: {method} {path}")]
@@ -95,6 +98,9 @@ impl ApiError {
             }
             E::ModelNotFound { .. } => {
                 (StatusCode::NOT_FOUND, "invalid_request_error", Some("model_not_found"))
+            }
+            E::AnswerNotFound { .. } => {
+                (StatusCode::NOT_FOUND, "invalid_request_error", Some("request_not_found"))
             }
             E::WrongTask { .. } => {
                 (StatusCode::BAD_REQUEST, "invalid_request_error", Some("model_not_supported"))
@@ -178,6 +184,7 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest { param, .. } => param.as_deref(),
             ApiError::ModelNotFound { .. } | ApiError::WrongTask { .. } => Some("model"),
+            ApiError::AnswerNotFound { .. } => Some("request_id"),
             ApiError::Backend(BackendError::Refused { param, .. }) => param.as_deref(),
             _ => None,
         }
@@ -350,6 +357,7 @@ mod tests {
             (ApiError::PayloadTooLarge { limit: 1 }, 413),
             (ApiError::UnsupportedMediaType { expected: "application/json" }, 415),
             (ApiError::ModelNotFound { model: "m".into() }, 404),
+            (ApiError::AnswerNotFound { request_id: "r".into() }, 404),
             (ApiError::ShuttingDown, 503),
         ];
         for (error, status) in cases {

@@ -8,6 +8,7 @@ mod call;
 mod config;
 mod context;
 mod error;
+mod feedback;
 mod layers;
 mod runner;
 mod server;
@@ -22,6 +23,7 @@ mod tls;
 #[cfg(any(test, feature = "fuzzing"))]
 pub use api::fuzzing;
 pub use config::{Config, ConfigError, LogFormatConfig, OtlpProtocolConfig};
+pub use feedback::export as export_feedback;
 pub use server::{serve, shutdown_signal};
 pub use state::{AppState, SharedState, StartError};
 pub use tls::Tls;

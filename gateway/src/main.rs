@@ -52,6 +52,28 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
     },
+    /// Write the events of a feedback sink (`[feedback] jsonl`, its rotated
+    /// part first, or `redis_stream`) as a training-ready dataset: one JSON
+    /// object a line with the fields type, time, tenant, model, operation,
+    /// request_id, answered_at, score, label, correction, comment, reason,
+    /// confidence, input and output (those an event has).
+    ExportFeedback {
+        /// The JSON-lines sink.
+        #[arg(long, value_name = "FILE")]
+        jsonl: Option<PathBuf>,
+        /// The Redis of a stream sink (redis://host:port/db) ...
+        #[arg(long, value_name = "URL", requires = "stream")]
+        redis: Option<String>,
+        /// ... and the stream.
+        #[arg(long, value_name = "NAME", requires = "redis")]
+        stream: Option<String>,
+        /// Only events of this type: feedback or low_confidence.
+        #[arg(long = "type", value_name = "TYPE")]
+        kind: Option<String>,
+        /// Where the dataset goes; stdout if unset.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Validate a configuration file (with environment overrides) and exit:
     /// 0 when valid, 1 with the offending key path when not.
     CheckConfig {
@@ -64,6 +86,35 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::ExportFeedback { jsonl, redis, stream, kind, out } => {
+            if jsonl.is_none() && redis.is_none() {
+                eprintln!("infergate export-feedback: give --jsonl FILE or --redis URL --stream NAME");
+                return ExitCode::FAILURE;
+            }
+            let mut sink: Box<dyn std::io::Write> = match &out {
+                Some(path) => match std::fs::File::create(path) {
+                    Ok(file) => Box::new(std::io::BufWriter::new(file)),
+                    Err(error) => {
+                        eprintln!("infergate export-feedback: {}: {error}", path.display());
+                        return ExitCode::FAILURE;
+                    }
+                },
+                None => Box::new(std::io::stdout().lock()),
+            };
+            let redis = redis.as_deref().zip(stream.as_deref());
+            match infergate_gateway::export_feedback(jsonl.as_deref(), redis, kind.as_deref(), &mut sink)
+                .and_then(|rows| sink.flush().map(|()| rows).map_err(|e| e.to_string()))
+            {
+                Ok(rows) => {
+                    eprintln!("infergate export-feedback: {rows} rows");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("infergate export-feedback: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(config) => {
                 println!(
@@ -131,6 +182,7 @@ fn telemetry_options(config: &Config) -> TelemetryOptions {
             })
             .unwrap_or(TelemetryOptions::default().metrics_interval),
         export_logs: t.export_logs && env("OTEL_LOGS_EXPORTER").as_deref() != Some("none"),
+        export_events: config.feedback.otlp,
         service_name: env("OTEL_SERVICE_NAME").unwrap_or_else(|| t.service_name.clone()),
         ..TelemetryOptions::default()
     }

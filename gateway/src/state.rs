@@ -28,6 +28,8 @@ pub struct AppState {
     pub started: u64,
     /// Characters translated per tenant (DeepL's `/v2/usage`).
     translated: std::sync::Mutex<HashMap<Arc<str>, u64>>,
+    /// Answers remembered for feedback, and the events' sinks (`[feedback]`).
+    pub feedback: Option<Arc<crate::feedback::Feedback>>,
 }
 
 /// Shared handle to the state.
@@ -109,7 +111,10 @@ impl AppState {
             }
         }
         let started = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let feedback = crate::feedback::Feedback::start(&config.feedback, &store, &metrics)
+            .map_err(StartError::Store)?;
         let state = AppState {
+            feedback,
             tenants: std::sync::RwLock::new(Arc::new(TenantDirectory::new(
                 &config,
                 &metrics.tenants,

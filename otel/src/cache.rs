@@ -1,4 +1,4 @@
-//! The response cache's metrics, per model: look-ups by result, the bytes
+//! The response cache's metrics, per model, and the feedback events': look-ups by result, the bytes
 //! held, and entries evicted. Models come from the configuration, so the
 //! label sets are bounded; a model's series are created once, when its
 //! cache is built, and handed out as handles.
@@ -76,5 +76,37 @@ impl CacheMetrics {
             entries: self.entries.get_or_create(&labels).clone(),
             evictions: self.evictions.get_or_create(&labels).clone(),
         }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FeedbackLabels {
+    pub outcome: String,
+}
+
+/// Feedback and captured events: queued for the sinks, dropped (queue
+/// full), and batches a sink failed to write.
+#[derive(Clone, Default)]
+pub struct FeedbackMetrics {
+    events: Family<FeedbackLabels, Counter>,
+}
+
+impl FeedbackMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = FeedbackMetrics::default();
+        registry.register(
+            names::FEEDBACK_EVENTS,
+            "Feedback and low-confidence events: queued for the sinks, dropped with the queue full, failed writes",
+            m.events.clone(),
+        );
+        m
+    }
+
+    /// (queued, dropped, failed), present at zero from now on.
+    pub fn counters(&self) -> (Counter, Counter, Counter) {
+        let at = |outcome: &str| {
+            self.events.get_or_create(&FeedbackLabels { outcome: outcome.to_owned() }).clone()
+        };
+        (at("queued"), at("dropped"), at("failed"))
     }
 }

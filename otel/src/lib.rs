@@ -9,6 +9,7 @@
 //! reached through the items re-exported below.
 
 pub mod cache;
+pub mod events;
 pub mod genai;
 mod metrics;
 pub mod names;

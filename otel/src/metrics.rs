@@ -97,6 +97,7 @@ pub struct Metrics {
     pub genai: GenAiMetrics,
     pub tenants: crate::tenants::TenantMetrics,
     pub cache: crate::cache::CacheMetrics,
+    pub feedback: crate::cache::FeedbackMetrics,
 }
 
 impl Metrics {
@@ -169,9 +170,11 @@ impl Metrics {
         let genai = GenAiMetrics::register(&mut registry);
         let tenants = crate::tenants::TenantMetrics::register(&mut registry);
         let cache = crate::cache::CacheMetrics::register(&mut registry);
+        let feedback = crate::cache::FeedbackMetrics::register(&mut registry);
         Metrics {
             tenants,
             cache,
+            feedback,
             upstream_up,
             upstream_outstanding,
             upstream_retries,

@@ -64,6 +64,9 @@ pub const CACHE_ENTRIES: &str = "infergate_cache_entries";
 /// Answers evicted to keep a model's cache within `max_bytes` (counter).
 pub const CACHE_EVICTIONS: &str = "infergate_cache_evictions";
 
+/// Feedback and low-confidence events by `outcome` (`queued`, `dropped`, `failed`) (counter).
+pub const FEEDBACK_EVENTS: &str = "infergate_feedback_events";
+
 /// Span names, one per hop of a request (docs/ARCHITECTURE.md). The server span is
 /// named `METHOD /route` as the HTTP conventions prescribe.
 pub mod spans {
@@ -117,6 +120,7 @@ pub const OTLP_METRICS: &[(&str, &str, &str)] = &[
     (CACHE_BYTES, "infergate.cache.bytes", "By"),
     (CACHE_ENTRIES, "infergate.cache.entries", "{entry}"),
     (CACHE_EVICTIONS, "infergate.cache.evictions", "{entry}"),
+    (FEEDBACK_EVENTS, "infergate.feedback.events", "{event}"),
 ];
 
 /// Prometheus label names whose OpenTelemetry attribute names differ.

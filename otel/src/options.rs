@@ -56,6 +56,8 @@ pub struct TelemetryOptions {
     pub metrics_interval: Duration,
     /// Send log records over OTLP too (they always go to stderr).
     pub export_logs: bool,
+    /// Events of [`crate::events`] go out as OTLP log records (never to stderr).
+    pub export_events: bool,
     pub service_name: String,
     pub service_version: String,
 }
@@ -74,6 +76,7 @@ impl Default for TelemetryOptions {
             export_interval: Duration::from_secs(1),
             metrics_interval: Duration::from_secs(15),
             export_logs: true,
+            export_events: false,
             service_name: "infergate".into(),
             service_version: env!("CARGO_PKG_VERSION").into(),
         }

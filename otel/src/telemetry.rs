@@ -120,8 +120,8 @@ pub fn init(options: &TelemetryOptions) -> Result<TelemetryGuard, TelemetryError
     let otel = spans.as_ref().map(|queue| {
         let recorder = SpanRecorder::new(options.sample_ratio, queue.clone());
         let recorder = match &logger {
-            Some(provider) => recorder.with_logs(provider.logger("infergate"), level),
-            None => recorder,
+            Some(provider) if options.export_logs => recorder.with_logs(provider.logger("infergate"), level),
+            _ => recorder,
         };
         recorder.with_filter(without_transports(level.max(LevelFilter::INFO)))
     });
@@ -139,6 +139,9 @@ pub fn init(options: &TelemetryOptions) -> Result<TelemetryGuard, TelemetryError
     // `trace!` then cost more than the tokenizing. Only what a layer keeps.
     if installed.is_ok() {
         log::set_max_level(as_log(level.max(LevelFilter::INFO)));
+    }
+    if let Some(provider) = logger.as_ref().filter(|_| options.export_events) {
+        crate::events::install(provider.logger("infergate.events"));
     }
     Ok(TelemetryGuard { spans, logger, metrics_target: exporters.map(|x| x.metrics), metrics: None })
 }
@@ -213,7 +216,7 @@ impl Exporters {
         let mut exporter = span_exporter(&transport, endpoint, options, timeout)?;
         exporter.set_resource(&sdk_resource);
         let spans = Arc::new(span_queue(exporter, runner.clone(), queue).map_err(error)?);
-        let logger = if options.export_logs {
+        let logger = if options.export_logs || options.export_events {
             let logs = log_exporter(&transport, endpoint, options, timeout)?;
             Some(
                 SdkLoggerProvider::builder()
@@ -328,6 +331,7 @@ mod tests {
         });
         let options = TelemetryOptions {
             export_logs: false,
+            export_events: false,
             metrics_interval: Duration::from_secs(3600),
             ..TelemetryOptions::default()
         };

@@ -1,6 +1,7 @@
 //! The HTTP API: OpenAI-compatible routes, KServe v2, and operations.
 
 pub(crate) mod extract;
+mod feedback;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 mod health;
@@ -35,6 +36,7 @@ pub fn routes(state: SharedState) -> Router {
         .route("/v1/audio/translations", post(openai::audio::translations))
         .route("/v1/moderations", post(openai::moderations::create))
         .route("/v1/ocr", post(ocr::create))
+        .route("/v1/feedback", post(feedback::create))
         .route("/v2/translate", post(translate::translate))
         .route("/v2/languages", get(translate::languages).post(translate::languages))
         .route("/v2/usage", get(translate::usage).post(translate::usage))

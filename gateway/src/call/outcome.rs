@@ -25,6 +25,17 @@ pub struct Outcome {
     settled: bool,
     /// The tenant's admission: corrected from the usage, metered.
     ticket: Ticket,
+    /// Where the answer is remembered for feedback (`[feedback]` set).
+    remember: Option<Remember>,
+}
+
+/// What [`Outcome`] needs to remember an answer for feedback.
+pub struct Remember {
+    pub feedback: Arc<crate::feedback::Feedback>,
+    pub tenant: Arc<str>,
+    pub request_id: Arc<str>,
+    pub model: Arc<str>,
+    pub operation: &'static str,
 }
 
 impl Outcome {
@@ -35,8 +46,10 @@ impl Outcome {
         ctx: &RequestContext,
         deadline: Option<Instant>,
         ticket: Ticket,
+        remember: Option<Remember>,
     ) -> Self {
         Outcome {
+            remember,
             operation: series.operation(operation),
             series: series.clone(),
             class: ctx.class.as_str(),
@@ -62,6 +75,9 @@ impl Outcome {
     /// A complete answer; `tokens` are (input, output) where known.
     pub fn answered(mut self, tokens: Option<(u32, u32)>) {
         self.settle();
+        if let Some(r) = self.remember.take() {
+            r.feedback.remember(&r.tenant, &r.request_id, &r.model, r.operation);
+        }
         self.operation.request_duration.observe(self.received.elapsed().as_secs_f64());
         self.ticket.answered(tokens);
         if let Some((input, output)) = tokens {

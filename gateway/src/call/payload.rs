@@ -8,6 +8,7 @@ use infergate_backends::{
     ModerationRequest, OcrOutput, OcrRequest, Output, Request, Task, TensorOutput, TensorRequest,
     TranscriptionOutput, TranscriptionRequest, VoiceActivityOutput, VoiceActivityRequest,
 };
+use serde_json::{json, Value};
 
 use crate::config::Limits;
 use crate::error::ApiError;
@@ -43,6 +44,13 @@ pub trait Payload: Sized {
 
     /// The tokens an answer used, where the task counts tokens.
     fn usage(_output: &Self::Output) -> Option<Usage> {
+        None
+    }
+
+    /// How sure the answer is, 0-1, where the task can tell, with what the
+    /// number measures and the answer's content (for `capture`): `None`
+    /// where it cannot.
+    fn confidence(_output: &Self::Output, _threshold: f64) -> Option<(f64, &'static str, Value)> {
         None
     }
 
@@ -127,6 +135,23 @@ impl Payload for ModerationRequest {
             _ => None,
         }
     }
+
+    /// How far the scores are from the flagging `threshold`, the nearest
+    /// one over all categories: 0 on the threshold, 1 at 0 or 1.
+    fn confidence(output: &ModerationOutput, threshold: f64) -> Option<(f64, &'static str, Value)> {
+        let margin = |score: f64| {
+            let room = if score >= threshold { 1.0 - threshold } else { threshold };
+            if room > 0.0 {
+                ((score - threshold).abs() / room).min(1.0)
+            } else {
+                1.0
+            }
+        };
+        let scores = output.results.iter().flat_map(|r| r.category_scores.values().copied());
+        let nearest = scores.map(margin).reduce(f64::min)?;
+        let flagged: Vec<bool> = output.results.iter().map(|r| r.flagged).collect();
+        Some((nearest, "moderation_near_threshold", json!({ "output": { "flagged": flagged } })))
+    }
 }
 
 /// An image for an OCR model.
@@ -163,6 +188,14 @@ impl Payload for Image {
             Output::Ocr(out) => Some(out),
             _ => None,
         }
+    }
+
+    /// The least confident line's mean character probability.
+    fn confidence(output: &OcrOutput, _: f64) -> Option<(f64, &'static str, Value)> {
+        let least = output.lines.iter().map(|l| f64::from(l.confidence)).reduce(f64::min)?;
+        let lines: Vec<Value> =
+            output.lines.iter().map(|l| json!({ "text": l.text, "confidence": l.confidence })).collect();
+        Some((least, "ocr_line_confidence", json!({ "output": { "lines": lines } })))
     }
 }
 

@@ -9,7 +9,7 @@ use infergate_backends::{Event, Output, Task};
 use infergate_otel::names::operations;
 use tokio::time::Instant;
 
-use super::outcome::Outcome;
+use super::outcome::{Outcome, Remember};
 use super::payload::{Payload, Usage};
 use crate::cache::{self, CacheStatus, FlightReader, Route, Tally};
 use crate::context::RequestContext;
@@ -209,12 +209,20 @@ impl Call {
     /// Start counting the request's outcome: it is valid and reaches its
     /// model now (requests refused as invalid before this count nowhere).
     pub fn outcome(&self) -> Outcome {
+        let remember = self.state.feedback.as_ref().map(|feedback| Remember {
+            feedback: feedback.clone(),
+            tenant: self.ctx.tenant.clone(),
+            request_id: self.ctx.request_id.clone(),
+            model: Arc::from(self.model.name.as_str()),
+            operation: self.operation.metric_name(),
+        });
         Outcome::new(
             &self.model.genai,
             self.operation.metric_name(),
             &self.ctx,
             self.deadline,
             self.ticket.clone(),
+            remember,
         )
     }
 
@@ -243,8 +251,45 @@ impl Call {
         let output = answer::<P>(&self.model, running.output(self.deadline).await?)?;
         let span = tracing::Span::current();
         P::record(&output, &span);
+        self.capture_output::<P>(&output);
         outcome.answered(P::usage(&output).map(Usage::tokens));
         Ok(Answer { output, dispatch: running.dispatch, served: false })
+    }
+
+    /// Capture `output` if its model records low-confidence answers and it is one.
+    fn capture_output<P: Payload>(&self, output: &P::Output) {
+        if self.model.capture.is_some() {
+            if let Some((confidence, reason, content)) = P::confidence(output, self.model.flag_threshold) {
+                self.capture(confidence, reason, content);
+            }
+        }
+    }
+
+    /// Record an answer of this call whose `confidence` (0-1, measured as
+    /// `reason` says) is under the model's `capture.below`, for a sampled
+    /// share of them; `content` (an object of `input` and `output`) only
+    /// where the tenant allows content to be recorded.
+    pub(super) fn capture(&self, confidence: f64, reason: &'static str, content: serde_json::Value) {
+        let (Some(feedback), Some(capture)) = (&self.state.feedback, &self.model.capture) else { return };
+        if !feedback.samples(capture, confidence) {
+            return;
+        }
+        let mut event = serde_json::json!({
+            "tenant": &*self.ctx.tenant,
+            "request_id": &*self.ctx.request_id,
+            "model": self.model.name,
+            "operation": self.operation.metric_name(),
+            "reason": reason,
+            "confidence": confidence,
+            "below": capture.below,
+        });
+        let allowed = self.ctx.policy.as_ref().is_some_and(|p| p.capture_content);
+        if let (true, serde_json::Value::Object(content), serde_json::Value::Object(event)) =
+            (allowed, content, &mut event)
+        {
+            event.extend(content);
+        }
+        feedback.record("low_confidence", event);
     }
 
     /// One of the request's jobs (several run at once for long audio and

@@ -44,6 +44,8 @@ pub struct Config {
     pub models: Vec<ModelConfig>,
     #[serde(default)]
     pub store: StoreConfig,
+    #[serde(default)]
+    pub feedback: FeedbackSection,
     /// The file as parsed, environment overrides applied: what a reload
     /// compares section by section.
     #[serde(skip)]
@@ -276,6 +278,10 @@ pub struct TenantConfig {
     /// unset: all.
     #[serde(default)]
     pub models: Option<Vec<String>>,
+    /// Inputs and outputs may be recorded (feedback and low-confidence
+    /// events); otherwise only ids, scores and metadata are.
+    #[serde(default)]
+    pub capture_content: bool,
 }
 
 impl TenantConfig {
@@ -399,6 +405,67 @@ pub struct ModelConfig {
     /// identical requests in flight coalesced into one job; none if unset.
     #[serde(default)]
     pub cache: Option<CacheConfig>,
+    /// Low-confidence answers, sampled, as events for `[feedback]`'s sinks.
+    #[serde(default)]
+    pub capture: Option<CaptureConfig>,
+}
+
+/// `capture = { sample, below }`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureConfig {
+    /// Share of the low-confidence answers recorded.
+    pub sample: f64,
+    /// Confidence (0-1) under which an answer is low-confidence.
+    pub below: f64,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig { sample: 0.1, below: 0.5 }
+    }
+}
+
+/// `[feedback]`: where feedback and captured events go, and how long an
+/// answer can be given feedback on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedbackSection {
+    /// How long after an answer `POST /v1/feedback` may name its request id.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Answers remembered for feedback at most (the oldest go first).
+    pub max_answers: u64,
+    /// A JSON-lines file, rotated to `PATH.1` at `jsonl_max_bytes`.
+    pub jsonl: Option<std::path::PathBuf>,
+    pub jsonl_max_bytes: u64,
+    /// A Redis stream on `[store]` (`XADD` with `MAXLEN ~ redis_maxlen`).
+    pub redis_stream: Option<String>,
+    pub redis_maxlen: u64,
+    /// OTLP log records on `telemetry.otlp_endpoint` (a Collector's Kafka
+    /// exporter takes them to Kafka: `otel/collector-kafka.yaml`).
+    pub otlp: bool,
+}
+
+impl Default for FeedbackSection {
+    fn default() -> Self {
+        FeedbackSection {
+            window: Duration::from_secs(24 * 3600),
+            max_answers: 1_000_000,
+            jsonl: None,
+            jsonl_max_bytes: 64 << 20,
+            redis_stream: None,
+            redis_maxlen: 100_000,
+            otlp: false,
+        }
+    }
+}
+
+impl FeedbackSection {
+    /// Whether any sink is set (else there is no feedback to take).
+    pub fn enabled(&self) -> bool {
+        self.jsonl.is_some() || self.redis_stream.is_some() || self.otlp
+    }
 }
 
 /// `cache = { ttl, max_bytes, shared }`.

@@ -17,6 +17,7 @@ impl Config {
         self.validate_store()?;
         self.validate_models()?;
         self.validate_translation()?;
+        self.validate_feedback()?;
         let limits = &self.limits;
         let telemetry = &self.telemetry;
         if !(0.0..=1.0).contains(&telemetry.sample_ratio) {
@@ -307,6 +308,26 @@ impl Config {
         Ok(())
     }
 
+    fn validate_feedback(&self) -> Result<(), ConfigError> {
+        let f = &self.feedback;
+        if f.window.is_zero() || f.max_answers == 0 {
+            return Err(ConfigError::new("feedback", "window and max_answers must be greater than zero"));
+        }
+        if f.jsonl_max_bytes < 4096 {
+            return Err(ConfigError::new("feedback.jsonl_max_bytes", "must be at least 4096"));
+        }
+        if f.redis_stream.is_some() && self.store.url.is_none() {
+            return Err(ConfigError::new(
+                "feedback.redis_stream",
+                "needs [store] url (the Redis it goes to)",
+            ));
+        }
+        if f.redis_stream.as_ref().is_some_and(String::is_empty) || f.redis_maxlen == 0 {
+            return Err(ConfigError::new("feedback.redis_stream", "a name, and redis_maxlen of at least 1"));
+        }
+        Ok(())
+    }
+
     fn validate_models(&self) -> Result<(), ConfigError> {
         if self.models.is_empty() {
             return Err(ConfigError::new("models", "at least one model is required"));
@@ -343,6 +364,11 @@ impl Config {
             }
             if model.default_timeout.is_some_and(|t| t.is_zero()) {
                 return Err(ConfigError::new(at("default_timeout"), "must be greater than zero"));
+            }
+            if let Some(capture) = &model.capture {
+                if !(0.0..=1.0).contains(&capture.sample) || !(0.0..=1.0).contains(&capture.below) {
+                    return Err(ConfigError::new(at("capture"), "sample and below must be in [0, 1]"));
+                }
             }
             if let Some(cache) = &model.cache {
                 if cache.ttl.is_zero() {

@@ -47,6 +47,10 @@ pub struct ModelHandle {
     output_tokens: AtomicU64,
     /// The response cache, if the model has one (`cache = {...}`).
     pub cache: Option<Arc<crate::cache::ModelCache>>,
+    /// Low-confidence answers to record (`capture = {...}`).
+    pub capture: Option<crate::config::CaptureConfig>,
+    /// Where a moderation model flags a score (its backend's `flag_threshold`; 0.5 when it has none).
+    pub flag_threshold: f64,
 }
 
 /// A job that has been dispatched: its events, until the terminal one.
@@ -208,6 +212,11 @@ impl ModelHandle {
             core,
             output_tokens: AtomicU64::new(0),
             cache: None,
+            capture: config.capture,
+            flag_threshold: match &config.backend {
+                infergate_backends::BackendConfig::Onnx(onnx) => onnx.flag_threshold,
+                _ => 0.5,
+            },
         }
     }
 

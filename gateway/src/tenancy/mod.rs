@@ -45,6 +45,8 @@ pub struct TenantPolicy {
     pub characters_per_month: Option<Arc<Limit>>,
     /// Whether any limit is set (else no answer carries rate-limit headers).
     pub limited: bool,
+    /// Inputs and outputs may be recorded (`capture_content`).
+    pub capture_content: bool,
 }
 
 /// What applies to a tenant on one model.
@@ -87,6 +89,7 @@ impl TenantPolicy {
         let limited = scopes.values().any(|s: &Arc<Scope>| !s.limits.is_empty());
         TenantPolicy {
             limited,
+            capture_content: tenant.capture_content,
             name,
             allowed: tenant.models.as_ref().map(|m| m.iter().cloned().collect()),
             scopes,

@@ -169,6 +169,11 @@ fn by_function_words(text: &str) -> Option<&'static Language> {
 
 /// The language of `text` among DeepL's sources, if it can be told:
 /// whatlang where it is confident, else function words, else whatlang's guess.
+/// How sure the detector is of `text`'s language, 0-1 (whatlang's confidence).
+pub fn confidence(text: &str) -> f64 {
+    whatlang::detect(text).map_or(0.0, |info| info.confidence())
+}
+
 pub fn detect(text: &str) -> Option<&'static Language> {
     let info = whatlang::detect(text);
     if let Some(info) = info.as_ref().filter(|i| i.is_reliable()) {

@@ -130,6 +130,16 @@ async fn one(call: &Call, template: &str, translation: &Translation, text: &str)
         dispatch = dispatch.into_iter().chain(d).max_by_key(|d| d.batch_size);
     }
     out.push_str(cut.tail);
+    // A translation of a source language the detector was unsure of, when
+    // the model did translate it (not from the cache).
+    if translation.source.is_none() && call.model().capture.is_some() && output > 0 {
+        let sure = languages::confidence(text);
+        call.capture(
+            sure,
+            "translation_source_uncertain",
+            serde_json::json!({ "input": text, "output": &out }),
+        );
+    }
     let usage = Usage { input, output: Some(output) };
     Ok(Job { translated: Translated { detected, text: out, billed }, usage, dispatch })
 }

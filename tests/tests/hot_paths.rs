@@ -1,8 +1,10 @@
-//! The response cache and request coalescing on the real binary: hits are
-//! the stored answer byte for byte, `Cache-Control` is heeded, tenants keep
-//! their own answers unless the model is `shared`, identical requests in
-//! flight run one job, and `/v2/translate` runs only the texts it has not
-//! seen.
+//! The hot paths on the real binary. The response cache and request
+//! coalescing: hits are the stored answer byte for byte, `Cache-Control` is
+//! heeded, tenants keep their own answers unless the model is `shared`,
+//! identical requests in flight run one job, `/v2/translate` runs only the
+//! texts it has not seen, replicas share answers through Redis. Feedback and
+//! captured low-confidence answers: they reach a JSON-lines file, a real
+//! Redis stream and a real OTLP receiver, and export as a dataset.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -401,4 +403,175 @@ async fn replicas_share_answers_in_redis_and_a_changed_model_does_not_serve_old_
     let (status, cache, third) = post(c.post(changed.url("/v1/embeddings")), &body).await;
     assert_eq!((status.as_u16(), cache.as_deref()), (200, Some("miss")));
     assert_ne!(third, first);
+}
+
+/// Run `infergate export-feedback ARGS`; its stdout.
+fn export(args: &[&str]) -> String {
+    let out = std::process::Command::new(infergate_e2e::binary())
+        .arg("export-feedback")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn events(text: &str) -> Vec<Value> {
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[tokio::test]
+async fn feedback_and_low_confidence_answers_reach_every_sink() {
+    let redis = infergate_e2e::Redis::start();
+    let receiver = infergate_e2e::otlp::Receiver::start().await;
+    let dir = std::env::temp_dir().join(format!("infergate-feedback-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let jsonl = dir.join("events.jsonl");
+    let gw = Gateway::start_with(&format!(
+        r#"
+[telemetry]
+otlp_endpoint = "{otlp}"
+export_interval = "100ms"
+export_logs = false
+
+[store]
+url = "{redis}"
+
+[feedback]
+jsonl = "{jsonl}"
+redis_stream = "infergate:feedback"
+otlp = true
+
+[[tenants]]
+name = "web"
+class = "interactive"
+api_key_sha256 = ["{WEB}"]
+capture_content = true
+
+[[tenants]]
+name = "bulk"
+class = "batch"
+api_key_sha256 = ["{BULK}"]
+
+[[models]]
+name = "embed"
+task = "embeddings"
+backend = {{ kind = "synthetic", base_latency = "1ms", per_cost = "1us", dimensions = 8 }}
+
+[[models]]
+name = "moderation"
+task = "moderation"
+capture = {{ sample = 1.0, below = 1.0 }}
+backend = {{ kind = "synthetic", base_latency = "1ms", per_cost = "1us" }}
+"#,
+        otlp = receiver.endpoint,
+        redis = redis.url(),
+        jsonl = jsonl.display(),
+    ));
+    let (web, bulk) = (client(), reqwest::Client::new());
+    let ask = |c: &reqwest::Client, id: &str, path: &str, body: Value, bulk_key: bool| {
+        let request = c.post(gw.url(path)).header("x-request-id", id).json(&body);
+        let request = if bulk_key { request.bearer_auth(BULK_KEY) } else { request };
+        async move { request.send().await.unwrap() }
+    };
+    let embed = json!({ "model": "embed", "input": "feedback me" });
+    assert_eq!(ask(&web, "req-web-1", "/v1/embeddings", embed.clone(), false).await.status(), 200);
+    assert_eq!(ask(&bulk, "req-bulk-1", "/v1/embeddings", embed.clone(), true).await.status(), 200);
+    // A client-chosen id used twice: feedback goes to the latest answer.
+    assert_eq!(ask(&web, "dup", "/v1/embeddings", embed.clone(), false).await.status(), 200);
+    let moderate = json!({ "model": "moderation", "input": "is this fine?" });
+    assert_eq!(ask(&web, "dup", "/v1/moderations", moderate.clone(), false).await.status(), 200);
+    assert_eq!(ask(&bulk, "req-bulk-2", "/v1/moderations", moderate, true).await.status(), 200);
+
+    let feedback = |body: Value, bulk_key: bool| {
+        ask(if bulk_key { &bulk } else { &web }, "fb", "/v1/feedback", body, bulk_key)
+    };
+    let r = feedback(
+        json!({ "request_id": "req-web-1", "score": 0.2, "correction": "a better answer", "comment": "meh" }),
+        false,
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let accepted: Value = r.json().await.unwrap();
+    assert_eq!(
+        (accepted["status"].as_str(), accepted["content_recorded"].as_bool()),
+        (Some("accepted"), Some(true))
+    );
+    let r = feedback(
+        json!({ "request_id": "req-bulk-1", "label": "wrong_language", "correction": "secret" }),
+        true,
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(feedback(json!({ "request_id": "dup", "score": 1 }), false).await.status(), 202);
+    // Another tenant's answer, an unknown id, and bad bodies.
+    let r = feedback(json!({ "request_id": "req-web-1", "score": 1 }), true).await;
+    assert_eq!(r.status(), 404);
+    let error: Value = r.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "request_not_found");
+    assert_eq!(feedback(json!({ "request_id": "never", "score": 1 }), false).await.status(), 404);
+    assert_eq!(feedback(json!({ "request_id": "req-web-1", "score": 1.5 }), false).await.status(), 400);
+    assert_eq!(feedback(json!({ "request_id": "req-web-1" }), false).await.status(), 400);
+    assert_eq!(
+        feedback(json!({ "request_id": "req-web-1", "score": 1, "extra": 1 }), false).await.status(),
+        400
+    );
+
+    // The JSON-lines file.
+    let mut lines = Vec::new();
+    for _ in 0..100 {
+        lines = std::fs::read_to_string(&jsonl).map(|t| events(&t)).unwrap_or_default();
+        if lines.len() >= 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let of = |kind: &str| lines.iter().filter(|e| e["type"] == kind).cloned().collect::<Vec<Value>>();
+    let (given, captured) = (of("feedback"), of("low_confidence"));
+    assert_eq!(given.len(), 3, "{lines:?}");
+    assert_eq!(captured.len(), 2, "{lines:?}");
+    let web_one = given.iter().find(|e| e["request_id"] == "req-web-1").unwrap();
+    assert_eq!((web_one["tenant"].as_str(), web_one["model"].as_str()), (Some("web"), Some("embed")));
+    assert_eq!(
+        (web_one["score"].as_f64(), web_one["correction"].as_str()),
+        (Some(0.2), Some("a better answer"))
+    );
+    assert!(web_one["answered_at"].as_str().is_some_and(|t| t.ends_with('Z')));
+    let bulk_one = given.iter().find(|e| e["request_id"] == "req-bulk-1").unwrap();
+    assert_eq!(bulk_one["label"], "wrong_language");
+    assert!(bulk_one.get("correction").is_none(), "bulk does not allow content: {bulk_one}");
+    let dup = given.iter().find(|e| e["request_id"] == "dup").unwrap();
+    assert_eq!(dup["model"], "moderation", "the latest answer to a repeated id");
+    let web_capture = captured.iter().find(|e| e["tenant"] == "web").unwrap();
+    assert_eq!(web_capture["reason"], "moderation_near_threshold");
+    assert!(web_capture["confidence"].as_f64().is_some_and(|c| (0.0..1.0).contains(&c)));
+    assert!(web_capture["output"]["flagged"].is_array(), "{web_capture}");
+    let bulk_capture = captured.iter().find(|e| e["tenant"] == "bulk").unwrap();
+    assert!(bulk_capture.get("output").is_none(), "{bulk_capture}");
+
+    // The Redis stream, through the export command.
+    let streamed = events(&export(&["--redis", &redis.url(), "--stream", "infergate:feedback"]));
+    assert_eq!(streamed.len(), 5, "{streamed:?}");
+    assert_eq!(streamed.iter().filter(|e| e["type"] == "feedback").count(), 3);
+    // The JSON-lines file as a dataset: only the feedback, only the dataset's fields.
+    let dataset = events(&export(&["--jsonl", jsonl.to_str().unwrap(), "--type", "feedback"]));
+    assert_eq!(dataset.len(), 3);
+    assert!(dataset.iter().all(|row| row.get("answered_at").is_some() && row["type"] == "feedback"));
+
+    // OTLP log records, with their event names.
+    let mut logs = Vec::new();
+    for _ in 0..100 {
+        logs = receiver.logs();
+        if logs.len() >= 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let named = |name: &str| {
+        logs.iter().filter(|l| l.attributes.get("event.name").map(String::as_str) == Some(name)).count()
+    };
+    assert_eq!((named("infergate.feedback"), named("infergate.low_confidence")), (3, 2), "{logs:?}");
+    let record = logs.iter().find(|l| l.body.contains("req-web-1")).unwrap();
+    assert_eq!(record.attributes.get("infergate.tenant").map(String::as_str), Some("web"));
+    let _ = std::fs::remove_dir_all(&dir);
 }
