@@ -304,10 +304,7 @@ pub fn route(
                 Route::Flight(FlightReader::new(flight::launch(model, ctx, deadline, prepared, store))),
             )
         }
-        (Some(key), CacheControl::Default) => match cache.entries.get(&key) {
-            Some(entry) => (CacheStatus::Hit, Route::Hit(entry)),
-            None => join_or_launch(cache, model, ctx, deadline, prepared, key),
-        },
+        (Some(key), CacheControl::Default) => join_or_launch(cache, model, ctx, deadline, prepared, key),
     };
     // A job started on a miss counts itself, once it knows whether the
     // shared tier had the answer.
@@ -343,6 +340,9 @@ fn join_or_launch(
     key: Key,
 ) -> (CacheStatus, Route) {
     let stream = matches!(&prepared.0, Request::Chat(chat) if chat.stream);
+    // The job in flight first, then the stored answers: a job stores its
+    // answer before it leaves the map, so whichever a look-up meets, it
+    // finds the answer (no second job for it).
     let mut flights = cache.flights.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let current = flights.get(&(key, stream)).and_then(|(_, f)| f.upgrade());
     let (status, flight, stale) = match current {
@@ -353,19 +353,19 @@ fn join_or_launch(
             let store = Store { cache: cache.clone(), key, join: None, lead: true };
             (CacheStatus::Miss, flight::launch(model, ctx, deadline, prepared, store), Some(other))
         }
-        // A job that ended between the look-up and now stored its answer
-        // before leaving the map: look again, under the lock.
-        None if let Some(entry) = cache.entries.get(&key) => {
-            drop(flights);
-            return (CacheStatus::Hit, Route::Hit(entry));
-        }
-        None => {
-            let id = cache.next_flight.fetch_add(1, Ordering::Relaxed);
-            let store = Store { cache: cache.clone(), key, join: Some((stream, id)), lead: true };
-            let flight = flight::launch(model, ctx, deadline, prepared, store);
-            flights.insert((key, stream), (id, Arc::downgrade(&flight)));
-            (CacheStatus::Miss, flight, None)
-        }
+        None => match cache.entries.get(&key) {
+            Some(entry) => {
+                drop(flights);
+                return (CacheStatus::Hit, Route::Hit(entry));
+            }
+            None => {
+                let id = cache.next_flight.fetch_add(1, Ordering::Relaxed);
+                let store = Store { cache: cache.clone(), key, join: Some((stream, id)), lead: true };
+                let flight = flight::launch(model, ctx, deadline, prepared, store);
+                flights.insert((key, stream), (id, Arc::downgrade(&flight)));
+                (CacheStatus::Miss, flight, None)
+            }
+        },
     };
     drop(flights);
     // Dropped outside the lock: the last holder of a flight takes it out of the map.

@@ -451,7 +451,7 @@ impl Default for FeedbackSection {
     fn default() -> Self {
         FeedbackSection {
             window: Duration::from_secs(24 * 3600),
-            max_answers: 1_000_000,
+            max_answers: 200_000,
             jsonl: None,
             jsonl_max_bytes: 64 << 20,
             redis_stream: None,
