@@ -23,7 +23,7 @@ use crate::runner::{Cost, DispatchInfo, ModelHandle};
 
 /// Flights in the air, by key and whether they stream; each with its id,
 /// so that only the flight itself takes its entry out.
-pub(super) type Flights = Mutex<HashMap<(Key, bool), (u64, Weak<Flight>)>>;
+pub(super) type Flights = Mutex<HashMap<(Key, bool), (u64, Weak<Flight>), super::key::KeyHash>>;
 
 /// A job's progress as its waiters see it.
 #[derive(Default)]

@@ -17,21 +17,65 @@ use crate::config::ModelConfig;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Key(pub [u8; 32]);
 
+/// Hashes a [`Key`] (already a uniform hash) by its first eight bytes, for
+/// the maps keyed by it: SipHash over 32 bytes again would cost a few
+/// hundred instructions a look-up for nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // The key's bytes come first (a `[u8; 32]` writes its length, then them).
+        for &b in bytes.iter().take(8) {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u8(&mut self, b: u8) {
+        self.0 ^= u64::from(b);
+    }
+
+    fn write_usize(&mut self, _: usize) {}
+}
+
+/// [`KeyHasher`]'s builder.
+pub type KeyHash = std::hash::BuildHasherDefault<KeyHasher>;
+
+/// Fields gathered before they are hashed: BLAKE3 takes one call for a
+/// short request instead of one a field.
+const BUFFER: usize = 4096;
+
 /// Length-prefixed fields into BLAKE3.
-pub(super) struct KeyWriter(blake3::Hasher);
+pub(super) struct KeyWriter(Vec<u8>, blake3::Hasher);
 
 impl KeyWriter {
     pub(super) fn new() -> Self {
-        KeyWriter(blake3::Hasher::new())
+        KeyWriter(Vec::with_capacity(512), blake3::Hasher::new())
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        if self.0.len() + bytes.len() > BUFFER {
+            self.1.update(&self.0);
+            self.0.clear();
+            if bytes.len() > BUFFER {
+                self.1.update(bytes);
+                return;
+            }
+        }
+        self.0.extend_from_slice(bytes);
     }
 
     fn tag(&mut self, tag: u8) {
-        self.0.update(&[tag]);
+        self.update(&[tag]);
     }
 
     pub(super) fn bytes(&mut self, bytes: &[u8]) {
-        self.0.update(&(bytes.len() as u64).to_le_bytes());
-        self.0.update(bytes);
+        self.update(&(bytes.len() as u64).to_le_bytes());
+        self.update(bytes);
     }
 
     pub(super) fn str(&mut self, text: &str) {
@@ -39,7 +83,7 @@ impl KeyWriter {
     }
 
     fn u64(&mut self, value: u64) {
-        self.0.update(&value.to_le_bytes());
+        self.update(&value.to_le_bytes());
     }
 
     /// Floats by their bits: `-0.0` and `0.0` differ, as they may in the answer.
@@ -65,12 +109,13 @@ impl KeyWriter {
             for (out, sample) in buffer.chunks_exact_mut(4).zip(run) {
                 out.copy_from_slice(&sample.to_le_bytes());
             }
-            self.0.update(&buffer[..run.len() * 4]);
+            self.update(&buffer[..run.len() * 4]);
         }
     }
 
-    pub(super) fn finish(self) -> Key {
-        Key(*self.0.finalize().as_bytes())
+    pub(super) fn finish(mut self) -> Key {
+        self.1.update(&self.0);
+        Key(*self.1.finalize().as_bytes())
     }
 }
 
@@ -125,7 +170,7 @@ pub(super) fn write_request(key: &mut KeyWriter, request: &Request) -> bool {
                         key.tag(1);
                         key.u64(tokens.len() as u64);
                         for token in tokens {
-                            key.0.update(&token.to_le_bytes());
+                            key.update(&token.to_le_bytes());
                         }
                     }
                 }
@@ -186,9 +231,7 @@ pub(super) fn write_request(key: &mut KeyWriter, request: &Request) -> bool {
                     TensorData::Int(v) => {
                         key.tag(1);
                         key.u64(v.len() as u64);
-                        v.iter().for_each(|i| {
-                            key.0.update(&i.to_le_bytes());
-                        });
+                        v.iter().for_each(|i| key.update(&i.to_le_bytes()));
                     }
                     TensorData::Float(v) => {
                         key.tag(2);

@@ -183,7 +183,7 @@ pub struct ModelCache {
     /// The model's identity ([`model_identity`]), the first part of every key.
     identity: [u8; 32],
     shared: bool,
-    entries: moka::sync::Cache<Key, Arc<Entry>>,
+    entries: moka::sync::Cache<Key, Arc<Entry>, key::KeyHash>,
     flights: Flights,
     next_flight: AtomicU64,
     series: ModelCacheSeries,
@@ -217,7 +217,7 @@ impl ModelCache {
                     evictions.inc();
                 }
             })
-            .build();
+            .build_with_hasher(key::KeyHash::default());
         Arc::new(ModelCache {
             identity,
             shared: config.shared,
