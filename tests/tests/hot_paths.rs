@@ -537,11 +537,14 @@ backend = {{ kind = "synthetic", base_latency = "1ms", per_cost = "1us" }}
         (Some(0.2), Some("a better answer"))
     );
     assert!(web_one["answered_at"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert_eq!(web_one["input"], json!(["feedback me"]), "web allows content: the answer's input is kept");
     let bulk_one = given.iter().find(|e| e["request_id"] == "req-bulk-1").unwrap();
     assert_eq!(bulk_one["label"], "wrong_language");
     assert!(bulk_one.get("correction").is_none(), "bulk does not allow content: {bulk_one}");
+    assert!(bulk_one.get("input").is_none(), "{bulk_one}");
     let dup = given.iter().find(|e| e["request_id"] == "dup").unwrap();
     assert_eq!(dup["model"], "moderation", "the latest answer to a repeated id");
+    assert_eq!((dup["input"].clone(), dup["output"].clone()), (json!(["is this fine?"]), json!([false])));
     let web_capture = captured.iter().find(|e| e["tenant"] == "web").unwrap();
     assert_eq!(web_capture["reason"], "moderation_near_threshold");
     assert!(web_capture["confidence"].as_f64().is_some_and(|c| (0.0..1.0).contains(&c)));

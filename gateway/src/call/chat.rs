@@ -12,6 +12,7 @@ use super::payload::{Payload, Usage};
 use super::request::{Call, Events};
 use crate::config::Limits;
 use crate::error::ApiError;
+use crate::feedback::clip;
 use crate::runner::{Cost, DispatchInfo, ModelHandle};
 use crate::tenancy::Meter;
 
@@ -52,6 +53,20 @@ impl Payload for Chat {
         model.observe_output(output.completion_tokens);
     }
 
+    fn content(&self) -> Option<serde_json::Value> {
+        let messages: Vec<serde_json::Value> = self
+            .request
+            .messages
+            .iter()
+            .map(|m| serde_json::json!({ "role": m.role, "content": clip(&m.content) }))
+            .collect();
+        Some(serde_json::json!(messages))
+    }
+
+    fn output_content(output: &ChatOutput) -> Option<serde_json::Value> {
+        Some(serde_json::json!(clip(&output.text)))
+    }
+
     fn usage(output: &ChatOutput) -> Option<Usage> {
         Some(Usage { input: output.prompt_tokens, output: Some(output.completion_tokens) })
     }
@@ -82,6 +97,7 @@ impl Call {
     /// (an error before it is the request's error).
     pub async fn chat_stream(self, chat: Chat) -> Result<ChatStream, ApiError> {
         let mut outcome = self.outcome();
+        let input = self.keeps_content().then(|| chat.content()).flatten();
         let relayed = self.model().info.capabilities.forwards_body;
         let mut running = self.submit(chat, relayed).await?;
         let first = running.next_by(self.deadline()).await?;
@@ -97,6 +113,7 @@ impl Call {
             model: self.model().clone(),
             outcome: Some(outcome),
             first_at,
+            input,
         })
     }
 }
@@ -111,6 +128,8 @@ pub struct ChatStream {
     outcome: Option<Outcome>,
     /// Seconds from arrival to the first token.
     first_at: f64,
+    /// The prompt as feedback keeps it (a tenant with `capture_content`).
+    input: Option<serde_json::Value>,
 }
 
 impl ChatStream {
@@ -136,7 +155,12 @@ impl ChatStream {
                 }
                 // The body is polled inside the request's server span.
                 Chat::record(&chat, &tracing::Span::current());
-                match self.outcome.take() {
+                let mut outcome = self.outcome.take();
+                if let (Some(outcome), Some(input)) = (outcome.as_mut(), self.input.take()) {
+                    outcome
+                        .keep(serde_json::json!({ "input": input, "output": Chat::output_content(&chat) }));
+                }
+                match outcome {
                     Some(outcome) if served => outcome.served(),
                     Some(outcome) => {
                         outcome.stream_done(chat.prompt_tokens, chat.completion_tokens, self.first_at)

@@ -36,6 +36,8 @@ pub struct Remember {
     pub request_id: Arc<str>,
     pub model: Arc<str>,
     pub operation: &'static str,
+    /// The answer's input and output, for a tenant with `capture_content`.
+    pub content: Option<serde_json::Value>,
 }
 
 impl Outcome {
@@ -76,7 +78,7 @@ impl Outcome {
     pub fn answered(mut self, tokens: Option<(u32, u32)>) {
         self.settle();
         if let Some(r) = self.remember.take() {
-            r.feedback.remember(&r.tenant, &r.request_id, &r.model, r.operation);
+            r.feedback.remember(&r.tenant, &r.request_id, &r.model, r.operation, r.content);
         }
         self.operation.request_duration.observe(self.received.elapsed().as_secs_f64());
         self.ticket.answered(tokens);
@@ -90,6 +92,14 @@ impl Outcome {
     pub fn served(self) {
         self.ticket.served_from_cache();
         self.answered(None);
+    }
+
+    /// Keep the answer's `content` (`{"input", "output"}`) with it for
+    /// feedback; the caller checks that the tenant allows it.
+    pub fn keep(&mut self, content: serde_json::Value) {
+        if let Some(r) = &mut self.remember {
+            r.content = Some(content);
+        }
     }
 
     /// A stream's first token arrived.

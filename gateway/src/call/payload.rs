@@ -10,6 +10,8 @@ use infergate_backends::{
 };
 use serde_json::{json, Value};
 
+use crate::feedback::clip;
+
 use crate::config::Limits;
 use crate::error::ApiError;
 use crate::runner::{Cost, ModelHandle};
@@ -51,6 +53,18 @@ pub trait Payload: Sized {
     /// number measures and the answer's content (for `capture`): `None`
     /// where it cannot.
     fn confidence(_output: &Self::Output, _threshold: f64) -> Option<(f64, &'static str, Value)> {
+        None
+    }
+
+    /// The job's input as feedback keeps it (texts, cut at
+    /// [`crate::feedback::MAX_CONTENT`]); `None` for inputs that are not
+    /// text (images, audio, tensors).
+    fn content(&self) -> Option<Value> {
+        None
+    }
+
+    /// The answer as feedback keeps it (its text); `None` where it is not text.
+    fn output_content(_output: &Self::Output) -> Option<Value> {
         None
     }
 
@@ -110,6 +124,14 @@ impl Payload for EmbeddingsRequest {
     fn usage(output: &EmbeddingsOutput) -> Option<Usage> {
         Some(Usage { input: output.prompt_tokens, output: None })
     }
+
+    fn content(&self) -> Option<Value> {
+        let texts = self.inputs.iter().filter_map(|i| match i {
+            EmbeddingInput::Text(text) => Some(clip(text)),
+            EmbeddingInput::Tokens(_) => None,
+        });
+        Some(json!(texts.collect::<Vec<_>>()))
+    }
 }
 
 impl Payload for ModerationRequest {
@@ -134,6 +156,18 @@ impl Payload for ModerationRequest {
             Output::Moderation(out) => Some(out),
             _ => None,
         }
+    }
+
+    fn content(&self) -> Option<Value> {
+        let texts = self.groups.iter().flatten().filter_map(|i| match i {
+            ModerationInput::Text(text) => Some(clip(text)),
+            ModerationInput::ImageUrl(_) => None,
+        });
+        Some(json!(texts.collect::<Vec<_>>()))
+    }
+
+    fn output_content(output: &ModerationOutput) -> Option<Value> {
+        Some(json!(output.results.iter().map(|r| r.flagged).collect::<Vec<_>>()))
     }
 
     /// How far the scores are from the flagging `threshold`, the nearest
@@ -188,6 +222,10 @@ impl Payload for Image {
             Output::Ocr(out) => Some(out),
             _ => None,
         }
+    }
+
+    fn output_content(output: &OcrOutput) -> Option<Value> {
+        Some(json!(output.lines.iter().map(|l| clip(&l.text)).collect::<Vec<_>>()))
     }
 
     /// The least confident line's mean character probability.

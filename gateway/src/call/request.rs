@@ -215,6 +215,7 @@ impl Call {
             request_id: self.ctx.request_id.clone(),
             model: Arc::from(self.model.name.as_str()),
             operation: self.operation.metric_name(),
+            content: None,
         });
         Outcome::new(
             &self.model.genai,
@@ -232,8 +233,9 @@ impl Call {
     /// every async level moves the futures below it once more (on the
     /// proxy path that was ~1,000 instructions of copying per request).
     pub async fn once<P: Payload>(&self, payload: P) -> Result<Answer<P::Output>, ApiError> {
+        let input = self.keeps_content().then(|| payload.content()).flatten();
         let (request, cost) = self.prepare(payload)?;
-        let outcome = self.outcome();
+        let mut outcome = self.outcome();
         if self.model.cache.is_some() {
             let answer =
                 job::<P>(&self.model, &self.ctx, self.deadline, (request, cost), self.tally.as_deref())
@@ -252,8 +254,17 @@ impl Call {
         let span = tracing::Span::current();
         P::record(&output, &span);
         self.capture_output::<P>(&output);
+        if self.keeps_content() {
+            outcome.keep(serde_json::json!({ "input": input, "output": P::output_content(&output) }));
+        }
         outcome.answered(P::usage(&output).map(Usage::tokens));
         Ok(Answer { output, dispatch: running.dispatch, served: false })
+    }
+
+    /// Whether this request's answer is remembered with its content
+    /// (feedback on, and the tenant's `capture_content`).
+    pub(super) fn keeps_content(&self) -> bool {
+        self.state.feedback.is_some() && self.ctx.policy.as_ref().is_some_and(|p| p.capture_content)
     }
 
     /// Capture `output` if its model records low-confidence answers and it is one.

@@ -122,15 +122,19 @@ impl Call {
 
     /// Transcribe every chunk, and stitch.
     pub async fn transcribe(self, plan: Plan, ask: Ask) -> Result<TranscriptionOutput, ApiError> {
-        let outcome = self.outcome();
+        let mut outcome = self.outcome();
         let mut jobs = self.chunk_jobs(&plan, &ask);
         let mut parts = Vec::with_capacity(plan.chunks.len());
         while let Some(part) = jobs.next().await {
             parts.push(part?);
         }
         self.settle_cache();
+        let whole = stitch(parts, plan.seconds, &ask);
+        if self.keeps_content() {
+            outcome.keep(serde_json::json!({ "output": crate::feedback::clip(&whole.text) }));
+        }
         finish(outcome, None);
-        Ok(stitch(parts, plan.seconds, &ask))
+        Ok(whole)
     }
 
     /// Transcribe every chunk, each chunk's transcript as it is ready (in

@@ -434,8 +434,10 @@ pub struct FeedbackSection {
     /// How long after an answer `POST /v1/feedback` may name its request id.
     #[serde(with = "humantime_serde")]
     pub window: Duration,
-    /// Answers remembered for feedback at most (the oldest go first).
-    pub max_answers: u64,
+    /// Bytes of answers remembered for feedback at most (about 200 each,
+    /// plus their content for tenants with `capture_content`; the least
+    /// used go first).
+    pub max_bytes: u64,
     /// A JSON-lines file, rotated to `PATH.1` at `jsonl_max_bytes`.
     pub jsonl: Option<std::path::PathBuf>,
     pub jsonl_max_bytes: u64,
@@ -451,7 +453,7 @@ impl Default for FeedbackSection {
     fn default() -> Self {
         FeedbackSection {
             window: Duration::from_secs(24 * 3600),
-            max_answers: 200_000,
+            max_bytes: 64 << 20,
             jsonl: None,
             jsonl_max_bytes: 64 << 20,
             redis_stream: None,

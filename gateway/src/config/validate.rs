@@ -310,8 +310,8 @@ impl Config {
 
     fn validate_feedback(&self) -> Result<(), ConfigError> {
         let f = &self.feedback;
-        if f.window.is_zero() || f.max_answers == 0 {
-            return Err(ConfigError::new("feedback", "window and max_answers must be greater than zero"));
+        if f.window.is_zero() || f.max_bytes == 0 {
+            return Err(ConfigError::new("feedback", "window and max_bytes must be greater than zero"));
         }
         if f.jsonl_max_bytes < 4096 {
             return Err(ConfigError::new("feedback.jsonl_max_bytes", "must be at least 4096"));

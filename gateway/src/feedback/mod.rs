@@ -39,6 +39,25 @@ pub struct Answered {
     pub operation: &'static str,
     /// Unix milliseconds.
     pub at_ms: u64,
+    /// `{"input", "output"}`, for a tenant with `capture_content`.
+    pub content: Option<Value>,
+    /// What it holds, roughly, for `max_bytes`.
+    bytes: u32,
+}
+
+/// Longest input or output text kept with an answer, in bytes.
+pub const MAX_CONTENT: usize = 16 * 1024;
+
+/// `text` cut at [`MAX_CONTENT`] bytes (at a character boundary).
+pub fn clip(text: &str) -> &str {
+    if text.len() <= MAX_CONTENT {
+        return text;
+    }
+    let mut end = MAX_CONTENT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// See the module docs.
@@ -87,8 +106,11 @@ impl Feedback {
         let (queue, rx) = tokio::sync::mpsc::channel(QUEUE);
         let (queued, dropped, failed) = metrics.feedback.counters();
         tokio::spawn(sinks.drain(rx, failed));
-        let answers =
-            moka::sync::Cache::builder().max_capacity(config.max_answers).time_to_live(config.window).build();
+        let answers = moka::sync::Cache::builder()
+            .max_capacity(config.max_bytes)
+            .weigher(|_: &(Arc<str>, Arc<str>), answered: &Arc<Answered>| answered.bytes)
+            .time_to_live(config.window)
+            .build();
         Ok(Some(Arc::new(Feedback {
             answers,
             queue,
@@ -99,15 +121,19 @@ impl Feedback {
         })))
     }
 
-    /// `tenant` got an answer to `request_id`.
+    /// `tenant` got an answer to `request_id`; `content` where the tenant
+    /// allows it to be recorded.
     pub fn remember(
         &self,
         tenant: &Arc<str>,
         request_id: &Arc<str>,
         model: &Arc<str>,
         operation: &'static str,
+        content: Option<Value>,
     ) {
-        let answered = Answered { model: model.clone(), operation, at_ms: unix_ms() };
+        let held = content.as_ref().map_or(0, |c| c.to_string().len());
+        let bytes = u32::try_from(200 + request_id.len() + held).unwrap_or(u32::MAX);
+        let answered = Answered { model: model.clone(), operation, at_ms: unix_ms(), content, bytes };
         self.answers.insert((tenant.clone(), request_id.clone()), Arc::new(answered));
     }
 
@@ -158,6 +184,10 @@ impl Feedback {
         }
         if let Some(comment) = given.comment {
             event["comment"] = json!(comment);
+        }
+        // The answer's own input and output, kept only where allowed.
+        if let (Some(Value::Object(content)), Value::Object(map)) = (&answered.content, &mut event) {
+            map.extend(content.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())));
         }
         event
     }

@@ -85,9 +85,15 @@ pub async fn translate(
         .model(&call.model().name)
         .and_then(|m| m.translation_prompt.as_deref())
         .unwrap_or(DEFAULT_PROMPT);
-    let outcome = call.outcome();
+    let mut outcome = call.outcome();
     let jobs = translation.texts.iter().map(|text| one(&call, template, &translation, text));
     let jobs = try_join_all(jobs).await?;
+    if call.keeps_content() {
+        let clipped = |text: &str| crate::feedback::clip(text).to_owned();
+        let input: Vec<String> = translation.texts.iter().map(|t| clipped(t)).collect();
+        let output: Vec<String> = jobs.iter().map(|j| clipped(&j.translated.text)).collect();
+        outcome.keep(serde_json::json!({ "input": input, "output": output }));
+    }
     let (input, output) = jobs.iter().map(|j| j.usage.tokens()).fold((0, 0), |(i, o), (a, b)| (i + a, o + b));
     call.settle_cache();
     finish(outcome, Some(Usage { input, output: Some(output) }));
