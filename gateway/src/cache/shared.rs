@@ -84,7 +84,7 @@ impl SharedTier {
         set.arg(self.key(key)).arg(bytes).arg("PX").arg(ttl_ms);
         let set = set.query_async::<()>(&mut conn);
         // Writes may take longer than a look-up: nobody waits for them.
-        match tokio::time::timeout(self.timeout.max(Duration::from_millis(250)), set).await {
+        match tokio::time::timeout(self.timeout.max(Duration::from_secs(1)), set).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => self.failed::<()>("cache write", &error).unwrap_or(()),
             Err(_) => self.failed::<()>("cache write", &"no answer in time").unwrap_or(()),
