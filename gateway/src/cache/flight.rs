@@ -186,8 +186,15 @@ async fn fly(
     }
     store.done();
     drop(guard);
-    if let (Some(entry), Some(tier)) = (stored, &store.cache.tier) {
-        tier.put(&store.key, &entry).await;
+    // In a task of its own: this one is aborted when its last waiter
+    // leaves, which may be as soon as the answer is out.
+    if let (Some(entry), true) = (stored, store.cache.tier.is_some()) {
+        let (cache, key) = (store.cache.clone(), store.key);
+        tokio::spawn(async move {
+            if let Some(tier) = &cache.tier {
+                tier.put(&key, &entry).await;
+            }
+        });
     }
 }
 
