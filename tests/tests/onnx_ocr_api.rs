@@ -245,10 +245,14 @@ fn an_infergate_load_scenario_sends_images_to_both_ocr_models() {
     let dir = std::env::temp_dir().join(format!("infergate-ocr-scenario-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("page.png"), encode(&render(&LINES), ImageFormat::Png)).unwrap();
+    // Best effort (no deadline): on a busy machine the real model's learned
+    // latency can make a deadline look infeasible, and this test is about
+    // the mix, not the deadline.
     std::fs::write(
         dir.join("ocr.toml"),
         format!(
-            "[defaults]\nkey = \"{TEST_KEY}\"\ntimeout = \"20s\"\n\n\
+            "[defaults]\nkey = \"{TEST_KEY}\"\n\n\
+             [defaults.headers]\n\"x-request-timeout\" = \"none\"\n\n\
              [[request]]\nname = \"synthetic\"\nkind = \"ocr\"\nmodel = \"synthetic-ocr\"\nimage = \"page.png\"\nweight = 3\n\n\
              [[request]]\nname = \"real\"\nkind = \"ocr\"\nmodel = \"pp-ocrv4\"\nimage = \"page.png\"\n"
         ),
