@@ -342,6 +342,20 @@ pub async fn cpu_after_a_second(pid: u32) -> f64 {
     cpu_seconds(pid) - before
 }
 
+/// The gateway's `/metrics` text (as tenant `web`).
+pub async fn metrics_text(gw: &Gateway) -> String {
+    client().get(gw.url("/metrics")).send().await.expect("GET /metrics").text().await.expect("metrics body")
+}
+
+/// The value of the first metrics line that starts with `prefix` (0 if none).
+pub fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Parse an SSE body into its `data:` payloads.
 pub fn sse_data(body: &str) -> Vec<String> {
     body.split("\n\n")

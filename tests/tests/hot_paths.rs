@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use infergate_e2e::{client, sse_data, Gateway};
+use infergate_e2e::{client, metric, metrics_text, sse_data, Gateway};
 use serde_json::{json, Value};
 
 const WEB: &str = "3b978aa9b13194c6acccdc77d6d65ded5407e7e4fd82b5647e744e3427d71df4";
@@ -87,22 +87,9 @@ async fn post(
     (status, cache, r.text().await.unwrap())
 }
 
-async fn metrics(gw: &Gateway) -> String {
-    client().get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap()
-}
-
-/// The value of the metrics line that starts with `prefix`.
-fn metric(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Jobs `model` has run: the sum of its batch sizes.
 async fn jobs(gw: &Gateway, model: &str) -> f64 {
-    metric(&metrics(gw).await, &format!("infergate_batch_size_sum{{model=\"{model}\"}}"))
+    metric(&metrics_text(gw).await, &format!("infergate_batch_size_sum{{model=\"{model}\"}}"))
 }
 
 /// An answer without its per-answer fields.
@@ -170,7 +157,7 @@ async fn hits_are_the_stored_answer_and_say_so() {
     let (status, cache, _) = post(plain, &json!({ "model": "plain-embed", "input": "x" })).await;
     assert_eq!((status.as_u16(), cache), (200, None));
 
-    let text = metrics(&gw).await;
+    let text = metrics_text(&gw).await;
     assert_eq!(metric(&text, r#"infergate_cache_requests_total{model="embed",result="hit"}"#), 1.0);
     assert_eq!(metric(&text, r#"infergate_cache_requests_total{model="chat",result="hit"}"#), 3.0);
     assert_eq!(metric(&text, r#"infergate_cache_requests_total{model="chat",result="none"}"#), 1.0);
@@ -275,25 +262,19 @@ async fn identical_requests_in_flight_run_one_job_and_a_leaver_cancels_nothing()
 async fn translate_runs_only_the_texts_it_has_not_seen() {
     let gw = gateway();
     let c = client();
+    let translate = |texts: Vec<String>| {
+        let request = c.post(gw.url("/v2/translate")).json(&json!({ "text": texts, "target_lang": "DE" }));
+        async move { request.send().await.unwrap() }
+    };
     let text = |i: usize| format!("The parcel number {i} was delivered to the wrong house yesterday.");
     let seen: Vec<String> = (0..45).map(text).collect();
-    let r = c
-        .post(gw.url("/v2/translate"))
-        .json(&json!({ "text": seen, "target_lang": "DE" }))
-        .send()
-        .await
-        .unwrap();
+    let r = translate(seen.clone()).await;
     assert_eq!((r.status().as_u16(), header(&r, "x-infergate-cache").as_deref()), (200, Some("miss")));
     let first: Value = r.json().await.unwrap();
     assert_eq!(jobs(&gw, "chat").await, 45.0);
 
     let texts: Vec<String> = (0..50).map(text).collect();
-    let r = c
-        .post(gw.url("/v2/translate"))
-        .json(&json!({ "text": texts, "target_lang": "DE" }))
-        .send()
-        .await
-        .unwrap();
+    let r = translate(texts.clone()).await;
     assert_eq!((r.status().as_u16(), header(&r, "x-infergate-cache").as_deref()), (200, Some("miss")));
     let second: Value = r.json().await.unwrap();
     assert_eq!(jobs(&gw, "chat").await, 50.0, "45 of the 50 texts came from the cache");
@@ -303,12 +284,7 @@ async fn translate_runs_only_the_texts_it_has_not_seen() {
     );
     assert_eq!(second["translations"].as_array().unwrap().len(), 50);
 
-    let r = c
-        .post(gw.url("/v2/translate"))
-        .json(&json!({ "text": texts, "target_lang": "DE" }))
-        .send()
-        .await
-        .unwrap();
+    let r = translate(texts.clone()).await;
     assert_eq!(header(&r, "x-infergate-cache").as_deref(), Some("hit"));
     assert_eq!(header(&r, "x-infergate-batch-size"), None);
     assert_eq!(r.json::<Value>().await.unwrap(), second);

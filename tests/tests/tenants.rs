@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use infergate_e2e::{repo_root, Gateway, Redis};
+use infergate_e2e::{metric, metrics_text, repo_root, Gateway, Redis};
 use serde_json::{json, Value};
 
 const WEB: &str = "3b978aa9b13194c6acccdc77d6d65ded5407e7e4fd82b5647e744e3427d71df4";
@@ -79,19 +79,6 @@ fn header(response: &reqwest::Response, name: &str) -> String {
     response.headers().get(name).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default()
 }
 
-async fn metrics(gw: &Gateway) -> String {
-    http().get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap()
-}
-
-/// The value of the first metrics line that starts with `prefix`.
-fn metric(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Offer `rate` requests a second for `secs`, open loop, spread over
 /// `bases`; count 200s and 429s (anything else fails the test).
 async fn offer(bases: &[String], rate: f64, secs: f64) -> (u64, u64) {
@@ -148,7 +135,7 @@ async fn a_rate_limit_holds_at_three_times_its_rate_for_a_minute_in_memory_and_a
         (shared_ok as f64 - expected).abs() <= 0.05 * expected,
         "redis: admitted {shared_ok}, expected {expected} ± 5%"
     );
-    let text = metrics(&gw).await;
+    let text = metrics_text(&gw).await;
     let refused = metric(
         &text,
         r#"infergate_tenant_requests_total{tenant="web",model="synthetic-embed",outcome="rate_limited",cache="miss"}"#,
@@ -156,7 +143,7 @@ async fn a_rate_limit_holds_at_three_times_its_rate_for_a_minute_in_memory_and_a
     assert_eq!(refused, limited as f64, "refusals are metered per tenant");
     let named = metric(&text, r#"infergate_tenant_limited_total{tenant="web",limit="requests_per_minute"}"#);
     assert_eq!(named, limited as f64);
-    let errors = metric(&metrics(&a).await, "infergate_store_errors_total");
+    let errors = metric(&metrics_text(&a).await, "infergate_store_errors_total");
     assert_eq!(errors, 0.0, "no store errors at 30 req/s");
 }
 
@@ -227,7 +214,7 @@ async fn daily_tokens_and_monthly_characters_are_quotas() {
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["error"]["code"], "insufficient_quota");
     assert_eq!(body["error"]["type"], "insufficient_quota");
-    let text = metrics(&gw).await;
+    let text = metrics_text(&gw).await;
     let used =
         metric(&text, r#"infergate_tenant_tokens_total{tenant="bulk",model="synthetic-embed",type="input"}"#);
     assert!(used > 20.0, "input tokens metered: {used}");
@@ -490,7 +477,7 @@ async fn redis_going_away_follows_on_error_without_holding_requests() {
         worst_after < Duration::from_millis(900),
         "a request waited out the store timeout: {worst_after:?}"
     );
-    let errors = metric(&metrics(&allow).await, "infergate_store_errors_total");
+    let errors = metric(&metrics_text(&allow).await, "infergate_store_errors_total");
     assert!(errors >= 1.0, "failed admissions are counted: {errors}");
 }
 
