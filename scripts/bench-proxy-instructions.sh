@@ -51,15 +51,15 @@ proxy_infergate_toml "$up_port" >"$TMP/infergate.toml"
 CACHES="${BENCH_CACHE:-}"
 if [[ -n "$CACHES" ]]; then
     echo '{"model":"remote","messages":[{"role":"user","content":"Say hi to {n}."}],"max_tokens":4,"temperature":0}' >"$TMP/body.json"
-    SCRIPT=scripts/bench/post-distinct.lua
 else
     echo '{"model":"remote","messages":[{"role":"user","content":"Say hi."}],"max_tokens":4}' >"$TMP/body.json"
-    SCRIPT=scripts/bench/post.lua
 fi
 export BENCH_BODY_FILE="$TMP/body.json" BENCH_API_KEY="sk-infergate-test"
 
 load() { # PORT SECONDS: prints the requests answered
-    BENCH_NONCE="$RANDOM$RANDOM$2" wrk -t1 -c"$CONNECTIONS" -d"$2s" -s "$SCRIPT" "http://127.0.0.1:$1/v1/chat/completions" |
+    local nonce=()
+    [[ -z "$CACHES" ]] || nonce=("BENCH_NONCE=$RANDOM$RANDOM$2")
+    env "${nonce[@]}" wrk -t1 -c"$CONNECTIONS" -d"$2s" -s scripts/bench/post.lua "http://127.0.0.1:$1/v1/chat/completions" |
         sed -n 's/^BENCH requests=\([0-9]*\).*/\1/p'
 }
 
