@@ -218,6 +218,12 @@ pub struct TranscriptionOutput {
     /// Audio length in seconds.
     pub duration: f64,
     pub segments: Vec<Segment>,
+    /// How sure the model is, 0-1: the least, over its segments, of the
+    /// mean token probability (the exponent of the mean log-probability)
+    /// and one minus the no-speech probability; `None` where the backend
+    /// cannot tell.
+    #[serde(default)]
+    pub confidence: Option<f64>,
 }
 
 /// One moderation input.

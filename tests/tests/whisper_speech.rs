@@ -359,3 +359,57 @@ async fn flac_ogg_m4a_mp4_and_webm_at_other_rates_and_a_streamed_answer() {
     let deltas: String = events.iter().filter_map(|e| e["delta"].as_str()).collect();
     assert_eq!(deltas.trim(), events.last().unwrap()["text"].as_str().unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transcript_is_captured_with_its_confidence() {
+    let dir = std::env::temp_dir().join(format!("infergate-speech-capture-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let jsonl = dir.join("events.jsonl");
+    // Every answer under a confidence of 1 is captured, with its text
+    // (the web tenant allows content).
+    let gw = Gateway::start_with(&format!(
+        r#"
+[feedback]
+jsonl = "{}"
+
+[[tenants]]
+name = "web"
+class = "interactive"
+api_key_sha256 = ["3b978aa9b13194c6acccdc77d6d65ded5407e7e4fd82b5647e744e3427d71df4"]
+capture_content = true
+
+[[models]]
+name = "whisper-tiny.en"
+task = "transcription"
+capture = {{ sample = 1.0, below = 1.0 }}
+backend = {{ kind = "whisper", model = "models/whisper/ggml-tiny.en.bin", states = 1, threads = 2 }}
+"#,
+        jsonl.display()
+    ));
+    let r =
+        transcribe(&gw, "/v1/audio/transcriptions", "whisper-tiny.en", speak("en-us", ENGLISH), "json").await;
+    assert_eq!(r.status(), 200);
+    let text = r.json::<Value>().await.unwrap()["text"].as_str().unwrap().to_owned();
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        events = std::fs::read_to_string(&jsonl)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .collect();
+        if !events.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let event = events.first().unwrap_or_else(|| panic!("no event in {}", jsonl.display()));
+    assert_eq!(
+        (event["type"].as_str(), event["reason"].as_str()),
+        (Some("low_confidence"), Some("transcript_low_probability"))
+    );
+    let confidence = event["confidence"].as_f64().unwrap();
+    // Clear synthetic speech: the model is fairly sure, but not certain.
+    assert!((0.3..1.0).contains(&confidence), "{event}");
+    assert_eq!(event["output"].as_str(), Some(text.as_str()));
+    let _ = std::fs::remove_dir_all(&dir);
+}

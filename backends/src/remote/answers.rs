@@ -147,11 +147,23 @@ pub(super) async fn transcription_json(
                 .collect()
         })
         .unwrap_or_default();
+    // verbose_json's segments carry avg_logprob and no_speech_prob (OpenAI,
+    // vLLM): the same confidence as infergate's own whisper.cpp gives.
+    let confidence = body["segments"].as_array().and_then(|list| {
+        list.iter()
+            .filter_map(|s| {
+                let sure = s["avg_logprob"].as_f64()?.exp();
+                let speech = 1.0 - s["no_speech_prob"].as_f64().unwrap_or(0.0);
+                Some(sure.min(speech).clamp(0.0, 1.0))
+            })
+            .reduce(f64::min)
+    });
     Ok(Some(Output::Transcription(crate::TranscriptionOutput {
         text: body["text"].as_str().unwrap_or_default().trim().to_owned(),
         language: language_code(body["language"].as_str().unwrap_or_default()),
         duration: body["duration"].as_f64().unwrap_or(0.0),
         segments,
+        confidence,
     })))
 }
 

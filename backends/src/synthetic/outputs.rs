@@ -168,7 +168,7 @@ pub fn transcription(req: &TranscriptionRequest) -> Result<Output, BackendError>
         AudioTask::Translate => "en".to_owned(),
         AudioTask::Transcribe => req.language.clone().unwrap_or_else(|| "en".to_owned()),
     };
-    Ok(Output::Transcription(TranscriptionOutput { text, language, duration, segments }))
+    Ok(Output::Transcription(TranscriptionOutput { text, language, duration, segments, confidence: None }))
 }
 
 /// OpenAI's moderation categories, and whether images are judged for each.

@@ -211,11 +211,21 @@ impl Worker {
         result.map_err(|e| BackendError::Failed(format!("whisper: {e}")))?;
         let detected = whisper_rs::get_lang_str(self.state.full_lang_id_from_state()).unwrap_or("en");
         let mut segments = Vec::new();
+        let mut confidence: Option<f64> = None;
         for segment in self.state.as_iter() {
             let text = segment.to_str_lossy().map_err(|e| BackendError::Failed(e.to_string()))?.into_owned();
             if is_non_speech(&text) {
                 continue;
             }
+            let logs: Vec<f64> = (0..segment.n_tokens())
+                .filter_map(|t| segment.get_token(t))
+                .map(|t| f64::from(t.token_data().plog))
+                .collect();
+            let sure =
+                if logs.is_empty() { 1.0 } else { (logs.iter().sum::<f64>() / logs.len() as f64).exp() };
+            let speech = 1.0 - f64::from(segment.no_speech_probability());
+            let least = sure.min(speech).clamp(0.0, 1.0);
+            confidence = Some(confidence.map_or(least, |c| c.min(least)));
             let start = (segment.start_timestamp() as f64 / 100.0).min(duration);
             let end = (segment.end_timestamp() as f64 / 100.0).clamp(start, duration);
             segments.push(Segment {
@@ -228,7 +238,7 @@ impl Worker {
         let text =
             segments.iter().map(|s| s.text.trim()).filter(|t| !t.is_empty()).collect::<Vec<_>>().join(" ");
         let language = if request.task == AudioTask::Translate { "en" } else { detected };
-        Ok(TranscriptionOutput { text, language: language.into(), duration, segments })
+        Ok(TranscriptionOutput { text, language: language.into(), duration, segments, confidence })
     }
 }
 

@@ -130,6 +130,7 @@ impl Call {
         }
         self.settle_cache();
         let whole = stitch(parts, plan.seconds, &ask);
+        self.capture_transcript(&whole);
         if self.keeps_content() {
             outcome.keep(serde_json::json!({ "output": crate::feedback::clip(&whole.text) }));
         }
@@ -156,7 +157,9 @@ impl Call {
                     state.call.settle_cache();
                     finish(outcome, None);
                     let parts = std::mem::take(&mut state.parts);
-                    SpeechEvent::Done(stitch(parts, state.plan.seconds, &state.ask))
+                    let whole = stitch(parts, state.plan.seconds, &state.ask);
+                    state.call.capture_transcript(&whole);
+                    SpeechEvent::Done(whole)
                 }
             };
             Some((event, state))
@@ -195,6 +198,16 @@ impl Call {
     }
 }
 
+impl Call {
+    /// Capture a transcript the model was unsure of (`capture` on the model).
+    fn capture_transcript(&self, whole: &TranscriptionOutput) {
+        if let (Some(confidence), Some(_)) = (whole.confidence, &self.model().capture) {
+            let content = serde_json::json!({ "output": crate::feedback::clip(&whole.text) });
+            self.capture(confidence, "transcript_low_probability", content);
+        }
+    }
+}
+
 /// A streamed transcription between events.
 struct Streaming<J> {
     jobs: J,
@@ -215,6 +228,12 @@ fn stitch(parts: Vec<TranscriptionOutput>, seconds: f64, ask: &Ask) -> Transcrip
         .or_else(|| ask.language.clone())
         .unwrap_or_else(|| "en".into());
     let mut segments = Vec::new();
+    // The least sure chunk's confidence, where every chunk has one.
+    let confidence = parts
+        .iter()
+        .map(|p| p.confidence)
+        .try_fold(None, |least: Option<f64>, c| c.map(|c| Some(least.map_or(c, |l| l.min(c)))));
+    let confidence = confidence.flatten();
     for part in parts {
         for mut segment in part.segments {
             segment.id = segments.len() as u32;
@@ -222,7 +241,7 @@ fn stitch(parts: Vec<TranscriptionOutput>, seconds: f64, ask: &Ask) -> Transcrip
         }
     }
     let text = segments.iter().map(|s| s.text.trim()).filter(|t| !t.is_empty()).collect::<Vec<_>>().join(" ");
-    TranscriptionOutput { text, language, duration: seconds, segments }
+    TranscriptionOutput { text, language, duration: seconds, segments, confidence }
 }
 
 #[cfg(test)]
@@ -234,6 +253,7 @@ mod tests {
     #[test]
     fn stitching_renumbers_and_keeps_file_times() {
         let part = |offset: f64, texts: &[&str]| TranscriptionOutput {
+            confidence: None,
             text: String::new(),
             language: "de".into(),
             duration: 30.0,

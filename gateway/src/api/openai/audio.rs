@@ -344,6 +344,7 @@ mod tests {
     #[test]
     fn writes_srt_and_vtt_timestamps() {
         let out = TranscriptionOutput {
+            confidence: None,
             text: "a b".into(),
             language: "en".into(),
             duration: 3725.5,
