@@ -575,3 +575,74 @@ backend = {{ kind = "synthetic", base_latency = "1ms", per_cost = "1us" }}
     assert_eq!(record.attributes.get("infergate.tenant").map(String::as_str), Some("web"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn feedback_may_reach_another_replica_than_the_one_that_answered() {
+    let redis = infergate_e2e::Redis::start();
+    let dir = std::env::temp_dir().join(format!("infergate-feedback-replicas-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let replica = |name: &str| {
+        Gateway::start_with(&format!(
+            r#"{}
+[store]
+url = "{}"
+timeout = "1s"
+
+[feedback]
+jsonl = "{}"
+
+[[models]]
+name = "embed"
+task = "embeddings"
+backend = {{ kind = "synthetic", base_latency = "1ms", per_cost = "1us", dimensions = 8 }}
+"#,
+            infergate_e2e::WEB_TENANT,
+            redis.url(),
+            dir.join(format!("{name}.jsonl")).display()
+        ))
+    };
+    let (one, two) = (replica("one"), replica("two"));
+    let c = client();
+    let r = c
+        .post(one.url("/v1/embeddings"))
+        .header("x-request-id", "answered-by-one")
+        .json(&json!({ "model": "embed", "input": "hello" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The answer reaches Redis without being waited for.
+    let mut status = 0;
+    for _ in 0..100 {
+        let r = c
+            .post(two.url("/v1/feedback"))
+            .json(&json!({ "request_id": "answered-by-one", "score": 0.9 }))
+            .send()
+            .await
+            .unwrap();
+        status = r.status().as_u16();
+        if status == 202 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(status, 202, "the second replica found the first one's answer");
+    let mut lines = String::new();
+    for _ in 0..100 {
+        lines = std::fs::read_to_string(dir.join("two.jsonl")).unwrap_or_default();
+        if !lines.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let event: Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+    assert_eq!((event["model"].as_str(), event["operation"].as_str()), (Some("embed"), Some("embeddings")));
+    let r = c
+        .post(two.url("/v1/feedback"))
+        .json(&json!({ "request_id": "never-answered", "score": 1 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let _ = std::fs::remove_dir_all(&dir);
+}

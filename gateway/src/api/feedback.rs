@@ -70,6 +70,7 @@ pub async fn create(
     }
     let answered = feedback
         .answered(&ctx.tenant, &body.request_id)
+        .await
         .ok_or_else(|| ApiError::AnswerNotFound { request_id: body.request_id.clone() })?;
     // A correction and a comment are content: kept only where the tenant allows it.
     let content = ctx.policy.as_ref().is_some_and(|p| p.capture_content);

@@ -33,16 +33,33 @@ use crate::tenancy::Store;
 const QUEUE: usize = 4096;
 
 /// An answer that feedback may name.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Answered {
+    #[serde(with = "arc_str")]
     pub model: Arc<str>,
-    pub operation: &'static str,
+    pub operation: std::borrow::Cow<'static, str>,
     /// Unix milliseconds.
     pub at_ms: u64,
     /// `{"input", "output"}`, for a tenant with `capture_content`.
     pub content: Option<Value>,
     /// What it holds, roughly, for `max_bytes`.
+    #[serde(skip)]
     bytes: u32,
+}
+
+/// `Arc<str>` as a string (serde's `rc` feature is off).
+mod arc_str {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(text: &Arc<str>, out: S) -> Result<S::Ok, S::Error> {
+        out.serialize_str(text)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<Arc<str>, D::Error> {
+        String::deserialize(input).map(Arc::from)
+    }
 }
 
 /// Longest input or output text kept with an answer, in bytes.
@@ -69,6 +86,10 @@ pub struct Feedback {
     dropped: Counter,
     draws: AtomicU64,
     seed: u64,
+    /// With `[store]` in Redis, answers are remembered there too, so that
+    /// feedback may reach any replica: the connection, `{key_prefix}answer:`,
+    /// and the window.
+    shared: Option<(redis::aio::ConnectionManager, String, std::time::Duration)>,
 }
 
 pub(crate) fn unix_ms() -> u64 {
@@ -118,6 +139,10 @@ impl Feedback {
             dropped,
             draws: AtomicU64::new(0),
             seed: unix_ms() ^ u64::from(std::process::id()),
+            shared: store.redis().map(|redis| {
+                let (conn, prefix, _) = redis.connection();
+                (conn, format!("{prefix}answer:"), config.window)
+            }),
         })))
     }
 
@@ -133,13 +158,51 @@ impl Feedback {
     ) {
         let held = content.as_ref().map_or(0, |c| c.to_string().len());
         let bytes = u32::try_from(200 + request_id.len() + held).unwrap_or(u32::MAX);
-        let answered = Answered { model: model.clone(), operation, at_ms: unix_ms(), content, bytes };
-        self.answers.insert((tenant.clone(), request_id.clone()), Arc::new(answered));
+        let answered = Arc::new(Answered {
+            model: model.clone(),
+            operation: operation.into(),
+            at_ms: unix_ms(),
+            content,
+            bytes,
+        });
+        if let Some((conn, prefix, window)) = &self.shared {
+            // Not waited for: a lost write loses feedback on other replicas only.
+            let (mut conn, key) = (conn.clone(), shared_key(prefix, tenant, request_id));
+            let (ttl, value) =
+                (u64::try_from(window.as_millis()).unwrap_or(u64::MAX), serde_json::to_vec(&*answered));
+            if let Ok(value) = value {
+                tokio::spawn(async move {
+                    let mut set = redis::cmd("SET");
+                    set.arg(key).arg(value).arg("PX").arg(ttl);
+                    let _ = tokio::time::timeout(
+                        std::time::Duration::from_secs(1),
+                        set.query_async::<()>(&mut conn),
+                    )
+                    .await;
+                });
+            }
+        }
+        self.answers.insert((tenant.clone(), request_id.clone()), answered);
     }
 
-    /// The answer `tenant` got to `request_id`, within the window.
-    pub fn answered(&self, tenant: &Arc<str>, request_id: &str) -> Option<Arc<Answered>> {
-        self.answers.get(&(tenant.clone(), Arc::from(request_id)))
+    /// The answer `tenant` got to `request_id`, within the window: from this
+    /// replica's memory, else (with `[store]` in Redis) from any replica's.
+    pub async fn answered(&self, tenant: &Arc<str>, request_id: &str) -> Option<Arc<Answered>> {
+        if let Some(answered) = self.answers.get(&(tenant.clone(), Arc::from(request_id))) {
+            return Some(answered);
+        }
+        let (conn, prefix, _) = self.shared.as_ref()?;
+        let mut conn = conn.clone();
+        let mut get = redis::cmd("GET");
+        get.arg(shared_key(prefix, tenant, request_id));
+        let bytes = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            get.query_async::<Option<Vec<u8>>>(&mut conn),
+        )
+        .await
+        .ok()?
+        .ok()??;
+        serde_json::from_slice::<Answered>(&bytes).ok().map(Arc::new)
     }
 
     /// Queue an event of `kind` for the sinks (with its type and time added).
@@ -170,7 +233,7 @@ impl Feedback {
             "tenant": tenant,
             "request_id": request_id,
             "model": &*answered.model,
-            "operation": answered.operation,
+            "operation": &*answered.operation,
             "answered_at": rfc3339(answered.at_ms),
         });
         if let Some(score) = given.score {
@@ -191,6 +254,12 @@ impl Feedback {
         }
         event
     }
+}
+
+/// Where Redis keeps an answer: the tenant and request id, each
+/// length-prefixed so that no two pairs share a key.
+fn shared_key(prefix: &str, tenant: &str, request_id: &str) -> String {
+    format!("{prefix}{}:{tenant}:{request_id}", tenant.len())
 }
 
 /// What a client's feedback says (content already left out where the
