@@ -17,6 +17,12 @@ use std::time::{Duration, Instant};
 /// The key of tenant `web` (interactive) in `examples/synthetic.toml`.
 pub const TEST_KEY: &str = "sk-infergate-test";
 
+/// The SHA-256 of [`TEST_KEY`], for tenants that tests write.
+pub const TEST_KEY_SHA256: &str = "3b978aa9b13194c6acccdc77d6d65ded5407e7e4fd82b5647e744e3427d71df4";
+/// The key of tenant `bulk` (batch) in `examples/synthetic.toml`, and its SHA-256.
+pub const BULK_KEY: &str = "sk-infergate-batch";
+pub const BULK_KEY_SHA256: &str = "efc7d0fa4cad2961037188937a43340411abb642686296bfff9ec39b07c5f661";
+
 /// A `[[tenants]]` entry for configs written by tests: tenant `web`,
 /// interactive, authenticated by [`TEST_KEY`].
 pub const WEB_TENANT: &str = r#"

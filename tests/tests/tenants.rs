@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use infergate_e2e::{metric, metrics_text, repo_root, Gateway, Redis};
 use serde_json::{json, Value};
 
-const WEB: &str = "3b978aa9b13194c6acccdc77d6d65ded5407e7e4fd82b5647e744e3427d71df4";
-const BULK: &str = "efc7d0fa4cad2961037188937a43340411abb642686296bfff9ec39b07c5f661";
+const WEB: &str = infergate_e2e::TEST_KEY_SHA256;
+const BULK: &str = infergate_e2e::BULK_KEY_SHA256;
 const WEB_KEY: &str = "sk-infergate-test";
-const BULK_KEY: &str = "sk-infergate-batch";
+use infergate_e2e::BULK_KEY;
 
 /// Two tenants (`web`: interactive, `bulk`: batch) with extra lines each,
 /// `store` lines, and synthetic chat and embeddings models (one slow).

@@ -237,8 +237,13 @@ pub fn dispatch_headers(info: &Dispatch) -> DispatchHeaders {
     let mut cursor = std::io::Cursor::new(&mut ms[..]);
     let _ = std::io::Write::write_fmt(&mut cursor, format_args!("{}.{:03}", us / 1000, us % 1000));
     let len = usize::try_from(cursor.position()).unwrap_or(0);
+    // An answer from the cache did not queue at all: `0`.
+    let hit = info.cache == Some(crate::cache::CacheStatus::Hit);
     DispatchHeaders {
-        queue_ms: HeaderValue::from_bytes(&ms[..len]).unwrap_or(HeaderValue::from_static("0")),
+        queue_ms: match hit {
+            true => HeaderValue::from_static("0"),
+            false => HeaderValue::from_bytes(&ms[..len]).unwrap_or(HeaderValue::from_static("0")),
+        },
         batch_size: (info.batch_size > 0).then(|| HeaderValue::from(info.batch_size)),
         cache: info.cache.map(crate::cache::CacheStatus::header),
     }

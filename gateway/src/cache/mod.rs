@@ -314,15 +314,20 @@ pub fn route(
     (status, route)
 }
 
-/// The status of a job once its dispatch is known (a job started on a
-/// miss may have found its answer in the shared tier): recorded in the
-/// request's `tally` and on its span.
-pub fn settle(provisional: CacheStatus, dispatch: &DispatchInfo, tally: Option<&Tally>) -> CacheStatus {
-    let status = if provisional == CacheStatus::Miss && dispatch.cache == Some(CacheStatus::Hit) {
+/// The status of a job once its dispatch is known: a job started on a miss
+/// may have found its answer in the shared tier.
+pub fn resolve(provisional: CacheStatus, dispatch: &DispatchInfo) -> CacheStatus {
+    if provisional == CacheStatus::Miss && dispatch.cache == Some(CacheStatus::Hit) {
         CacheStatus::Hit
     } else {
         provisional
-    };
+    }
+}
+
+/// [`resolve`]'s status, recorded in the
+/// request's `tally` and on its span.
+pub fn settle(provisional: CacheStatus, dispatch: &DispatchInfo, tally: Option<&Tally>) -> CacheStatus {
+    let status = resolve(provisional, dispatch);
     if let Some(tally) = tally {
         tally.record(status);
     }

@@ -414,7 +414,7 @@ pub(super) async fn job<P: Payload>(
         }
         Route::Flight(mut reader) => {
             let dispatch = by(deadline, reader.dispatched()).await?;
-            let served = cache::settle(status, &dispatch, None).served();
+            let served = cache::resolve(status, &dispatch).served();
             let output = reader.output(deadline).await?;
             // Only the job's own request teaches the model its output sizes.
             let output = if served {

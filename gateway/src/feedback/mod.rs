@@ -156,32 +156,34 @@ impl Feedback {
         operation: &'static str,
         content: Option<Value>,
     ) {
-        let held = content.as_ref().map_or(0, |c| c.to_string().len());
-        let bytes = u32::try_from(200 + request_id.len() + held).unwrap_or(u32::MAX);
-        let answered = Arc::new(Answered {
+        let mut answered = Answered {
             model: model.clone(),
             operation: operation.into(),
             at_ms: unix_ms(),
             content,
-            bytes,
-        });
-        if let Some((conn, prefix, window)) = &self.shared {
+            bytes: 0,
+        };
+        // Serialized once: for Redis, and to weigh it.
+        let shared = self.shared.as_ref().and_then(|s| Some((s, serde_json::to_vec(&answered).ok()?)));
+        let held = match (&shared, &answered.content) {
+            (Some((_, value)), _) => value.len(),
+            (None, Some(content)) => content.to_string().len(),
+            (None, None) => 0,
+        };
+        answered.bytes = u32::try_from(200 + request_id.len() + held).unwrap_or(u32::MAX);
+        if let Some(((conn, prefix, window), value)) = shared {
             // Not waited for: a lost write loses feedback on other replicas only.
             let (mut conn, key) = (conn.clone(), shared_key(prefix, tenant, request_id));
-            let (ttl, value) =
-                (u64::try_from(window.as_millis()).unwrap_or(u64::MAX), serde_json::to_vec(&*answered));
-            if let Ok(value) = value {
-                tokio::spawn(async move {
-                    let mut set = redis::cmd("SET");
-                    set.arg(key).arg(value).arg("PX").arg(ttl);
-                    let _ = tokio::time::timeout(
-                        std::time::Duration::from_secs(1),
-                        set.query_async::<()>(&mut conn),
-                    )
-                    .await;
-                });
-            }
+            let ttl = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+            tokio::spawn(async move {
+                let mut set = redis::cmd("SET");
+                set.arg(key).arg(value).arg("PX").arg(ttl);
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(1), set.query_async::<()>(&mut conn))
+                        .await;
+            });
         }
+        let answered = Arc::new(answered);
         self.answers.insert((tenant.clone(), request_id.clone()), answered);
     }
 
