@@ -9,7 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::metrics::ModelLabels;
+use crate::labels::ModelLabels;
 use crate::names;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -11,6 +11,7 @@
 pub mod cache;
 pub mod events;
 pub mod genai;
+mod labels;
 mod metrics;
 pub mod names;
 mod openmetrics;
@@ -24,6 +25,7 @@ mod telemetry;
 pub mod tenants;
 mod transport;
 
-pub use metrics::{Metrics, ModelLabels, ReasonLabels, ReplicaLabels, RequestLabels, TraceLabels};
+pub use labels::{ModelLabels, ReasonLabels, ReplicaLabels, RequestLabels, TraceLabels};
+pub use metrics::Metrics;
 pub use options::{LogFormat, OtlpProtocol, TelemetryOptions};
 pub use telemetry::{init, TelemetryError, TelemetryGuard};

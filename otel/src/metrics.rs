@@ -5,7 +5,6 @@
 //! templates, status codes, model names and replica URLs from config (or
 //! DNS discovery), tenant classes and reason and outcome enums.
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::Family;
@@ -15,6 +14,7 @@ use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
 use crate::genai::GenAiMetrics;
+use crate::labels::{ModelLabels, ReasonLabels, ReplicaLabels, RequestLabels, TraceLabels};
 use crate::names;
 
 /// Buckets for `http.server.request.duration`: the HTTP semantic conventions'
@@ -27,41 +27,6 @@ pub const HTTP_DURATION_BUCKETS: [f64; 18] = [
 
 /// Buckets for batch sizes.
 const BATCH_SIZE_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
-
-/// Labels of an HTTP request, named as the semantic conventions name them.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    pub http_request_method: String,
-    pub http_route: String,
-    pub http_response_status_code: u16,
-}
-
-/// The exemplar of a latency observation: the trace it came from, so a
-/// dashboard panel can link to the exact trace.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TraceLabels {
-    pub trace_id: String,
-}
-
-/// Labels that name a model.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ModelLabels {
-    pub model: String,
-}
-
-/// Labels that name a remote model's replica (its base URL).
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReplicaLabels {
-    pub model: String,
-    pub replica: String,
-}
-
-/// Labels that name a model and why a job did not run.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    pub model: String,
-    pub reason: String,
-}
 
 fn http_histogram() -> Histogram {
     Histogram::new(HTTP_DURATION_BUCKETS)

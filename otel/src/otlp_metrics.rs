@@ -298,7 +298,7 @@ fn histogram_points(family: &Family, start: u64, now: u64) -> Vec<HistogramDataP
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::RequestLabels;
+    use crate::labels::RequestLabels;
 
     #[test]
     fn the_registry_becomes_otlp_with_otel_names_buckets_and_exemplars() {

@@ -8,40 +8,67 @@
 //! the job, as a lone client leaving does.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
-use infergate_backends::{Event, Request};
+use infergate_backends::Event;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::{Entry, Key, ModelCache};
-use crate::context::RequestContext;
+use super::key::{Key, KeyHash};
 use crate::error::ApiError;
-use crate::runner::{Cost, DispatchInfo, ModelHandle};
+use crate::runner::DispatchInfo;
 
-/// Flights in the air, by key and whether they stream; each with its id,
-/// so that only the flight itself takes its entry out.
-pub(super) type Flights = Mutex<HashMap<(Key, bool), (u64, Weak<Flight>), super::key::KeyHash>>;
+/// Where a flight is registered: by key and whether it streams.
+pub(super) type Slot = (Key, bool);
+
+/// Flights in the air, each with its id, so that only the flight itself
+/// takes its entry out.
+#[derive(Default)]
+pub(super) struct Flights {
+    map: Mutex<HashMap<Slot, (u64, Weak<Flight>), KeyHash>>,
+    next: AtomicU64,
+}
+
+impl Flights {
+    pub fn lock(&self) -> MutexGuard<'_, HashMap<Slot, (u64, Weak<Flight>), KeyHash>> {
+        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// An id for a flight about to be registered.
+    pub fn next_id(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Take flight `id` out of `slot`, if it is still the one there.
+    pub fn forget(&self, slot: Slot, id: u64) {
+        let mut map = self.lock();
+        if map.get(&slot).is_some_and(|(at, _)| *at == id) {
+            map.remove(&slot);
+        }
+    }
+}
 
 /// A job's progress as its waiters see it.
 #[derive(Default)]
-struct Progress {
+pub(super) struct Progress {
     state: Mutex<State>,
     changed: Notify,
 }
 
 #[derive(Default)]
-struct State {
-    dispatch: Option<Result<DispatchInfo, ApiError>>,
+pub(super) struct State {
+    pub dispatch: Option<Result<DispatchInfo, ApiError>>,
     /// The job's events so far, the last one terminal once it ended.
-    events: Vec<Result<Event, ApiError>>,
+    pub events: Vec<Result<Event, ApiError>>,
 }
 
 impl Progress {
-    fn update(&self, change: impl FnOnce(&mut State)) {
-        change(&mut self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    pub fn update(&self, change: impl FnOnce(&mut State)) {
+        change(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner));
         self.changed.notify_waiters();
     }
 
@@ -51,7 +78,7 @@ impl Progress {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(found) = read(&self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)) {
+            if let Some(found) = read(&self.state.lock().unwrap_or_else(PoisonError::into_inner)) {
                 return found;
             }
             notified.await;
@@ -67,42 +94,37 @@ pub struct Flight {
     abort: AbortHandle,
     /// Where it is registered, if it is (`None`: a job of one request that
     /// only fills the cache).
-    registered: Option<(Arc<ModelCache>, (Key, bool), u64)>,
+    registered: Option<(Arc<Flights>, Slot, u64)>,
 }
 
 impl Drop for Flight {
     fn drop(&mut self) {
         self.abort.abort();
-        if let Some((cache, key, id)) = self.registered.take() {
-            cache.forget_flight(key, id);
+        if let Some((flights, slot, id)) = self.registered.take() {
+            flights.forget(slot, id);
         }
     }
 }
 
-/// Where a finished job's answer goes.
-pub(super) struct Store {
-    pub cache: Arc<ModelCache>,
-    pub key: Key,
-    /// Register the flight for identical requests to join.
-    pub join: Option<(bool, u64)>,
-    /// A look-up that missed this replica's memory: ask the shared tier
-    /// before running the job, and count the result (`hit` or `miss`).
-    pub lead: bool,
-}
-
-/// Start `request` as a job of its own task, its answer stored by `store`.
-pub(super) fn launch(
-    model: &Arc<ModelHandle>,
-    ctx: &RequestContext,
+/// Start `job` in a task of its own, recording into the progress it is
+/// given; registered in `flights` under `slot` as `id` if `registered`.
+pub(super) fn spawn<F>(
     deadline: Option<Instant>,
-    (request, cost): (Request, Cost),
-    store: Store,
-) -> Arc<Flight> {
+    registered: Option<(Arc<Flights>, Slot, u64)>,
+    job: impl FnOnce(Arc<Progress>) -> F,
+) -> Arc<Flight>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
     let progress = Arc::new(Progress::default());
-    let registered = store.join.map(|(stream, id)| (store.cache.clone(), (store.key, stream), id));
+    let guard = Unfinished(progress.clone());
+    let work = job(progress.clone());
     let task = tokio::spawn(
-        fly(model.clone(), ctx.clone(), deadline, request, cost, progress.clone(), store)
-            .instrument(tracing::Span::current()),
+        async move {
+            work.await;
+            drop(guard);
+        }
+        .instrument(tracing::Span::current()),
     );
     Arc::new(Flight { progress, deadline, abort: task.abort_handle(), registered })
 }
@@ -124,95 +146,8 @@ impl Drop for Unfinished {
     }
 }
 
-fn terminal(event: &Result<Event, ApiError>) -> bool {
+pub(super) fn terminal(event: &Result<Event, ApiError>) -> bool {
     !matches!(event, Ok(Event::Delta(_) | Event::Chunk(_)))
-}
-
-/// The job's task: submit, relay every event, store the answer.
-async fn fly(
-    model: Arc<ModelHandle>,
-    ctx: RequestContext,
-    deadline: Option<Instant>,
-    request: Request,
-    cost: Cost,
-    progress: Arc<Progress>,
-    store: Store,
-) {
-    let guard = Unfinished(progress.clone());
-    let stream = matches!(&request, Request::Chat(chat) if chat.stream);
-    if store.lead {
-        if let Some(entry) = store.shared().await {
-            progress.update(|state| {
-                state.dispatch = Some(Ok(super::hit_dispatch()));
-                state.events.extend(entry.replay().into_iter().map(Ok));
-            });
-            store.done();
-            return;
-        }
-        store.cache.count(super::CacheStatus::Miss);
-    }
-    let mut running = match model.submit(&ctx, deadline, request, cost).await {
-        Ok(running) => running,
-        Err(error) => {
-            progress.update(|state| state.dispatch = Some(Err(error)));
-            store.done();
-            return;
-        }
-    };
-    progress.update(|state| state.dispatch = Some(Ok(running.dispatch)));
-    let mut deltas = Vec::new();
-    let mut relayed = false;
-    let mut stored = None;
-    loop {
-        let event = running.next_by(deadline).await;
-        match &event {
-            Ok(Event::Delta(text)) => deltas.push(text.clone()),
-            Ok(Event::Chunk(_)) => relayed = true,
-            // Stored before the waiters hear of it: a newcomer from now on
-            // finds the answer in the cache.
-            Ok(Event::Done(output)) if !relayed => {
-                let deltas = stream.then(|| Arc::from(std::mem::take(&mut deltas)));
-                let entry = Entry::new(output.clone(), deltas);
-                store.cache.insert(store.key, entry.clone());
-                stored = Some(entry);
-            }
-            _ => {}
-        }
-        let end = terminal(&event);
-        progress.update(|state| state.events.push(event));
-        if end {
-            break;
-        }
-    }
-    store.done();
-    drop(guard);
-    // In a task of its own: this one is aborted when its last waiter
-    // leaves, which may be as soon as the answer is out.
-    if let (Some(entry), true) = (stored, store.cache.tier.is_some()) {
-        let (cache, key) = (store.cache.clone(), store.key);
-        tokio::spawn(async move {
-            if let Some(tier) = &cache.tier {
-                tier.put(&key, &entry).await;
-            }
-        });
-    }
-}
-
-impl Store {
-    /// The answer from the shared tier, kept in memory too.
-    async fn shared(&self) -> Option<Arc<Entry>> {
-        let entry = self.cache.tier.as_ref()?.get(&self.key).await?;
-        self.cache.insert(self.key, entry.clone());
-        self.cache.count(super::CacheStatus::Hit);
-        Some(entry)
-    }
-
-    /// The job ended: newcomers no longer join it.
-    fn done(&self) {
-        if let Some((stream, id)) = self.join {
-            self.cache.forget_flight((self.key, stream), id);
-        }
-    }
 }
 
 /// One waiter's view of a [`Flight`]: the dispatch, then the events in order.
