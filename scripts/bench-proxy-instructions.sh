@@ -23,8 +23,9 @@
 #   model's response cache, every request new to it (a miss: the body carries
 #   temperature 0, so it is cacheable, and a number of its own); unset, the
 #   cache is not configured and every request is the same.
-#   BENCH_KEEP=DIR keeps each build's counted dump as DIR/BUILD.callgrind, for
-#   `callgrind_annotate --auto=no --threshold=100 DIR/BUILD.callgrind` (names
+#   BENCH_KEEP=DIR keeps each build's counted dump as
+#   DIR/BUILD-LIMITS-cache-CACHE.callgrind, for
+#   `callgrind_annotate --auto=no --threshold=100 DIR/….callgrind` (names
 #   are written uncompressed: a dump after zeroing refers to names defined in
 #   the part never written, which callgrind_annotate cannot resolve).
 set -euo pipefail
@@ -141,7 +142,7 @@ for bin in "$@"; do
     [[ "${requests:-0}" -gt 0 && -n "$total" ]] || die "no count for $bin (see $TMP/gw.log)"
     if [[ -n "${BENCH_KEEP:-}" ]]; then
         mkdir -p "$BENCH_KEEP"
-        grep -l '^desc: Trigger: dump' "$out"* | head -1 | xargs -I{} cp {} "$BENCH_KEEP/$(basename "$bin").callgrind"
+        grep -l '^desc: Trigger: dump' "$out"* | head -1 | xargs -I{} cp {} "$BENCH_KEEP/$(basename "$bin")-$variant-cache-$cache.callgrind"
     fi
     echo "| $(basename "$bin") | $variant | $cache | $requests | $total | $((total / requests)) |"
 done

@@ -244,6 +244,20 @@ async fn identical_requests_in_flight_run_one_job_and_a_leaver_cancels_nothing()
     assert_eq!((status.as_u16(), cache.as_deref()), (200, Some("coalesced")));
     assert_eq!(jobs(&gw, "slow-embed").await, 2.0);
 
+    // A lone asker that leaves stops its job: nothing is stored, so the
+    // same request after the job would have ended runs anew.
+    let body = json!({ "model": "slow-embed", "input": "asked once, then abandoned" });
+    let lone = {
+        let (c, url, body) = (client(), gw.url("/v1/embeddings"), body.clone());
+        tokio::spawn(async move { post(c.post(url), &body).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    lone.abort();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (status, cache, _) = post(client().post(gw.url("/v1/embeddings")), &body).await;
+    assert_eq!((status.as_u16(), cache.as_deref()), (200, Some("miss")), "the abandoned job stored nothing");
+    assert_eq!(jobs(&gw, "slow-embed").await, 4.0);
+
     // A newcomer due sooner than the job in flight runs its own.
     let body = json!({ "model": "slow-embed", "input": "an urgent repeat" });
     let relaxed = {
@@ -255,7 +269,7 @@ async fn identical_requests_in_flight_run_one_job_and_a_leaver_cancels_nothing()
         post(client().post(gw.url("/v1/embeddings")).header("x-request-timeout", "2s"), &body).await;
     assert_eq!((status.as_u16(), cache.as_deref()), (200, Some("miss")));
     assert_eq!(relaxed.await.unwrap().1.as_deref(), Some("miss"));
-    assert_eq!(jobs(&gw, "slow-embed").await, 4.0);
+    assert_eq!(jobs(&gw, "slow-embed").await, 6.0);
 }
 
 #[tokio::test]
