@@ -17,6 +17,7 @@ pub mod names;
 mod openmetrics;
 mod options;
 mod otlp_metrics;
+pub mod pool;
 mod processors;
 pub mod propagation;
 mod queue;

@@ -63,6 +63,7 @@ pub struct Metrics {
     pub tenants: crate::tenants::TenantMetrics,
     pub cache: crate::cache::CacheMetrics,
     pub feedback: crate::cache::FeedbackMetrics,
+    pub pool: crate::pool::PoolMetrics,
 }
 
 impl Metrics {
@@ -136,10 +137,12 @@ impl Metrics {
         let tenants = crate::tenants::TenantMetrics::register(&mut registry);
         let cache = crate::cache::CacheMetrics::register(&mut registry);
         let feedback = crate::cache::FeedbackMetrics::register(&mut registry);
+        let pool = crate::pool::PoolMetrics::register(&mut registry);
         Metrics {
             tenants,
             cache,
             feedback,
+            pool,
             upstream_up,
             upstream_outstanding,
             upstream_retries,

@@ -48,6 +48,13 @@ async fn chat(gw: &Gateway, body: Value) -> reqwest::Response {
         .unwrap()
 }
 
+/// The model's running sequences and KV cache utilization, from `/metrics`.
+async fn pool_gauges(gw: &Gateway) -> (f64, f64) {
+    let text = infergate_e2e::metrics_text(gw).await;
+    let series = |name: &str| infergate_e2e::metric(&text, &format!("{name}{{model=\"{MODEL}\"}}"));
+    (series("infergate_model_running_requests"), series("infergate_model_kv_cache_utilization"))
+}
+
 fn user(text: &str) -> Value {
     json!([{ "role": "user", "content": text }])
 }
@@ -143,13 +150,21 @@ async fn eight_requests_decode_together_and_clients_that_leave_free_their_sequen
     for _ in 0..8 {
         streams.push(chat(&gw, long.clone()));
     }
-    for mut r in futures_util::future::join_all(streams).await {
+    let mut streams = futures_util::future::join_all(streams).await;
+    for r in &mut streams {
         assert_eq!(r.status(), 200);
         r.chunk().await.unwrap().unwrap();
     }
+    // While all eight decode, the inference extension's gauges say so:
+    // eight sequences running, nothing queued, part of the KV budget held.
+    let (running, held) = pool_gauges(&gw).await;
+    assert_eq!(running, 8.0, "eight sequences decode");
+    assert!(held > 0.0 && held <= 1.0, "KV cache utilization {held}");
+    drop(streams);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let settled = decoding_steps(&gw, MODEL).await;
     assert!(settled > 0, "the metrics count this model's steps");
+    assert_eq!(pool_gauges(&gw).await, (0.0, 0.0), "the sequences that left hold nothing");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(decoding_steps(&gw, MODEL).await, settled, "decoding stopped after the disconnects");
     let again = (0..8)

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use infergate_backends::{Backend, BackendError, Event, Item, Request};
 use infergate_otel::names::spans;
+use infergate_otel::pool::PoolSeries;
 use infergate_otel::{propagation, Metrics};
 use infergate_scheduler::{
     Action, Batch, Decision, DropReason, Dropped, Job, Measured, ModelScheduler, Queued, RejectReason,
@@ -84,6 +85,8 @@ pub(super) struct Series {
     pub(super) batch_size: Histogram,
     pub(super) backend_duration: Histogram,
     prediction_error: Gauge<f64, AtomicU64>,
+    /// The inference extension's gauges.
+    pub(super) pool: PoolSeries,
 }
 
 impl Series {
@@ -95,6 +98,7 @@ impl Series {
             batch_size: metrics.batch_size.get_or_create(&labels).clone(),
             backend_duration: metrics.backend_duration.get_or_create(&labels).clone(),
             prediction_error: metrics.prediction_error.get_or_create(&labels).clone(),
+            pool: metrics.pool.model(model),
         }
     }
 }
@@ -102,8 +106,8 @@ impl Series {
 /// What changes under the lock.
 pub(super) struct State {
     pub(super) scheduler: ModelScheduler<Pending>,
-    /// The queue depth last published.
-    depth: Option<usize>,
+    /// The queue depth, and the running jobs and batches, last published.
+    depth: Option<(usize, usize, usize)>,
     /// When the timer task will look again (`None`: only when told).
     armed: Option<Instant>,
     /// A remote model's replicas at the last metrics update, and when.
@@ -251,11 +255,23 @@ impl Core {
         wake
     }
 
+    /// The queue's depth, and (batch by batch; a generative model's steps
+    /// publish their own) the jobs and batches running, as gauges.
     pub(super) fn publish_depth(&self, state: &mut State) {
-        let depth = state.scheduler.len();
-        if state.depth != Some(depth) {
-            state.depth = Some(depth);
+        let scheduler = &state.scheduler;
+        let (depth, jobs, batches) = match self.backend.generator() {
+            Some(_) => (scheduler.len(), 0, 0),
+            None => (scheduler.len(), scheduler.running_jobs(), scheduler.running()),
+        };
+        let last = state.depth.replace((depth, jobs, batches));
+        if last.map(|l| l.0) != Some(depth) {
             self.series.queue_depth.set(depth as i64);
+            self.series.pool.queued.set(depth as i64);
+        }
+        if self.backend.generator().is_none() && last.map(|l| (l.1, l.2)) != Some((jobs, batches)) {
+            let concurrency = scheduler.config().concurrency.max(1);
+            self.series.pool.running.set(jobs as i64);
+            self.series.pool.utilization.set((batches as f64 / concurrency as f64).min(1.0));
         }
     }
 

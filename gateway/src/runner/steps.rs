@@ -47,6 +47,7 @@ pub(super) async fn run(core: Arc<Core>) {
             Some((lane, report)) = steps_rx.recv() => {
                 lanes[lane] = Lane { stepping: false, running: report.running, reserved: report.reserved };
                 stepped(&core, &report);
+                publish_lanes(&core, &lanes, generator.kv_budget());
             }
         }
     }
@@ -140,6 +141,16 @@ fn start_step(
         let _ = done.send((lane, report));
     });
     true
+}
+
+/// The sequences running in every lane, and the share of the lanes' KV
+/// budget they hold, as the inference extension's gauges.
+fn publish_lanes(core: &Core, lanes: &[Lane], kv_budget: usize) {
+    let running: usize = lanes.iter().map(|l| l.running).sum();
+    let reserved: usize = lanes.iter().map(|l| l.reserved).sum();
+    let budget = (kv_budget * lanes.len()).max(1);
+    core.series.pool.running.set(running as i64);
+    core.series.pool.utilization.set((reserved as f64 / budget as f64).min(1.0));
 }
 
 /// Learn from a finished step.

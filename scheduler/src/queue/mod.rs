@@ -191,6 +191,11 @@ impl<P: Queued> ModelScheduler<P> {
         self.running.len()
     }
 
+    /// Jobs in the batches running now.
+    pub fn running_jobs(&self) -> usize {
+        self.running.values().map(|r| r.items).sum()
+    }
+
     pub fn counters(&self) -> &Counters {
         &self.counters
     }
