@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::random::{gamma, unit};
 
 /// The arrival process: how arrivals are spaced around the current rate.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Arrivals {
     /// Evenly spaced, `rate` per second.
@@ -80,7 +80,7 @@ impl Arrivals {
 }
 
 /// How the rate changes over the run (from the first arrival, warmup included).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Shape {
     /// The base rate throughout.

@@ -34,6 +34,9 @@ pub enum Command {
     /// fails, then bisects; reports each step, the capacity, the knee and, over repeated
     /// searches, a 95% confidence interval.
     Capacity(CapacityArgs),
+    /// Combine the reports of a sharded run (`run --shard i/N --json FILE` on N generators)
+    /// into the report of the whole run: counts and histograms added exactly
+    Merge(MergeArgs),
     /// Turn a capacity result (`capacity --json`) into autoscaler settings: a Kubernetes HPA
     /// v2 and a KEDA ScaledObject on the in-flight metric, and, given a traffic trace, a
     /// replay of the HPA algorithm predicting SLO attainment and replica-hours.
@@ -226,6 +229,7 @@ impl CapacityArgs {
                 max_in_flight: self.max_in_flight as usize,
                 max_lag: self.max_lag,
                 connections: self.connections as usize,
+                shard: None,
             },
             repeats: self.repeats,
             metrics: self.metrics_url.clone().map(|url| (url, self.model.clone())),
@@ -453,6 +457,24 @@ pub struct RunArgs {
     /// No progress line (it is shown when stderr is a terminal)
     #[arg(long, short)]
     pub quiet: bool,
+
+    /// Open loop, distributed: send only shard i of N of the schedule (every N-th arrival,
+    /// from the i-th, i from 0); N generators running the same command with i = 0..N-1 send
+    /// the whole schedule between them, and `infergate-load merge` adds up their --json
+    /// reports
+    #[arg(long, value_name = "i/N")]
+    pub shard: Option<crate::shard::Shard>,
+}
+
+/// Flags of `infergate-load merge`.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The shards' reports (`run --shard i/N --json FILE`), every shard once
+    #[arg(required = true, value_name = "REPORT")]
+    pub reports: Vec<PathBuf>,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// `--arrivals`.
@@ -505,6 +527,10 @@ impl RunArgs {
             }
             (None, None) => None,
         };
+        anyhow::ensure!(
+            self.shard.is_none() || open.is_some(),
+            "--shard splits an open loop's schedule: give --rate or --replay"
+        );
         let progress = !self.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
         Ok(RunConfig {
             target: self.target.to_target()?,
@@ -521,6 +547,7 @@ impl RunArgs {
                 max_lag: self.max_lag,
                 connections: self.concurrency as usize,
                 progress,
+                shard: self.shard,
             }),
             progress,
             metrics: self.metrics_url.clone().map(|url| {

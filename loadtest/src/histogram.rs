@@ -7,13 +7,57 @@ const SUB_BITS: u32 = 7;
 /// Values below this are recorded exactly; above it each octave has this many buckets.
 const SUB: u64 = 1 << SUB_BITS;
 
-/// Counts of recorded values, bucketed log-linearly.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Counts of recorded values, bucketed log-linearly. Serialized sparsely (the buckets that
+/// hold values, as `[index, count]` pairs) so that reports carry their histograms and the
+/// reports of a sharded run merge exactly (`infergate-load merge`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "Sparse", try_from = "Sparse")]
 pub struct Histogram {
     counts: Vec<u64>,
     total: u64,
     sum: u128,
     max: u64,
+}
+
+/// A histogram as written in a report.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Sparse {
+    buckets: Vec<(u32, u64)>,
+    sum: u128,
+    max: u64,
+}
+
+impl From<Histogram> for Sparse {
+    fn from(h: Histogram) -> Self {
+        let buckets = (h.counts.iter().enumerate())
+            .filter(|(_, n)| **n > 0)
+            .map(|(i, n)| (u32::try_from(i).unwrap_or(u32::MAX), *n))
+            .collect();
+        Sparse { buckets, sum: h.sum, max: h.max }
+    }
+}
+
+impl TryFrom<Sparse> for Histogram {
+    type Error = String;
+
+    fn try_from(sparse: Sparse) -> Result<Self, String> {
+        let top = index(u64::MAX) as u32;
+        let mut h = Histogram::default();
+        for (i, n) in sparse.buckets {
+            if i > top {
+                return Err(format!("histogram bucket {i} is beyond the last ({top})"));
+            }
+            let i = i as usize;
+            if h.counts.len() <= i {
+                h.counts.resize(i + 1, 0);
+            }
+            h.counts[i] += n;
+            h.total += n;
+        }
+        h.sum = sparse.sum;
+        h.max = sparse.max;
+        Ok(h)
+    }
 }
 
 /// The bucket holding `value`.
@@ -108,6 +152,17 @@ impl Histogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_histogram_reads_back_as_it_was_written() {
+        let mut h = Histogram::default();
+        for v in [0, 5, 127, 128, 1_000, 1_000, 123_456_789, u64::MAX] {
+            h.record(v);
+        }
+        let json = serde_json::to_string(&h).unwrap();
+        assert_eq!(serde_json::from_str::<Histogram>(&json).unwrap(), h);
+        assert!(serde_json::from_str::<Histogram>(r#"{"buckets":[[99999,1]],"sum":1,"max":1}"#).is_err());
+    }
 
     #[test]
     fn counts_at_most_a_value() {

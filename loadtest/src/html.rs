@@ -193,7 +193,7 @@ fn ms(v: Option<f64>) -> String {
 pub fn run_report(report: &Report) -> String {
     let (p, s) = (&report.params, &report.summary);
     let mut body = String::new();
-    let mode = match (&s.schedule, p.mode) {
+    let mode = match (&s.schedule, p.mode.as_ref()) {
         (Some(schedule), mode) => format!(
             "{mode}, offered {:.1} req/s, {}",
             schedule.offered_per_s,

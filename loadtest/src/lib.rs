@@ -28,6 +28,7 @@ mod request;
 mod run;
 mod scenario;
 mod scrape;
+mod shard;
 mod tls;
 mod tune;
 
@@ -35,9 +36,10 @@ mod tune;
 // through them.
 pub use batching::{advise, to_toml};
 pub use capacity::search;
-pub use cli::{CapacityArgs, Cli, Command, RunArgs, TuneArgs};
+pub use cli::{CapacityArgs, Cli, Command, MergeArgs, RunArgs, TuneArgs};
 pub use html::{capacity_report, run_report};
 pub use report::Report;
 pub use request::ErrorKind;
 pub use run::run;
+pub use shard::{merge, Shard};
 pub use tune::{derive, hpa, keda, parse_trace, replay, to_yaml, HPA_HEADER};

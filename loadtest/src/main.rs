@@ -5,15 +5,29 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use infergate_load::{
     advise, capacity_report, derive, hpa, keda, parse_trace, run_report, search, to_toml, to_yaml,
-    CapacityArgs, Cli, Command, RunArgs, TuneArgs, HPA_HEADER,
+    CapacityArgs, Cli, Command, MergeArgs, RunArgs, TuneArgs, HPA_HEADER,
 };
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Run(args) => run(&args),
         Command::Capacity(args) => capacity(&args),
+        Command::Merge(args) => merge(&args),
         Command::Tune(args) => tune(&args),
     }
+}
+
+fn merge(args: &MergeArgs) -> anyhow::Result<()> {
+    let reports = (args.reports.iter())
+        .map(|path| {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            Ok((path.display().to_string(), text))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let report = infergate_load::merge(&reports)?;
+    print!("{}", report.render());
+    args.output.write(&report, || run_report(&report))
 }
 
 fn tune(args: &TuneArgs) -> anyhow::Result<()> {

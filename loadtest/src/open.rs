@@ -15,8 +15,9 @@ use tokio::time::Instant;
 
 use crate::arrivals::{schedule, Arrivals, Shape};
 use crate::histogram::Histogram;
-use crate::report::{Latency, Schedule, Tally};
+use crate::report::{KeptSchedule, Schedule, Tally};
 use crate::request::{self, Target};
+use crate::shard::Shard;
 
 /// How far ahead of the call the pacer starts, so the first arrivals are not already late;
 /// the measured window starts this plus the warmup after the call.
@@ -39,13 +40,17 @@ pub struct OpenLoop {
     pub connections: usize,
     /// Print a progress line to stderr every second (rate, p99, errors).
     pub progress: bool,
+    /// Send only this shard's share of the schedule (`--shard i/N`).
+    pub shard: Option<Shard>,
 }
 
-/// The outcome of an open-loop run: the tally of measured requests, the schedule it kept,
-/// and the measured window (end of warmup to the last measured response).
+/// The outcome of an open-loop run: the tally of measured requests, the schedule it kept
+/// (and what it was judged from, for merging shards), and the measured window (end of
+/// warmup to the last measured response).
 pub struct OpenResult {
     pub tally: Tally,
     pub schedule: Schedule,
+    pub kept: KeptSchedule,
     pub elapsed: Duration,
 }
 
@@ -54,6 +59,57 @@ struct Collector {
     tally: Tally,
     lag_us: Histogram,
     last_end: Option<Instant>,
+}
+
+/// A shard's arrivals of a schedule, numbered: the whole schedule is walked, so that the
+/// bounds and each arrival's number (which seeds its scenario draw) are the unsharded
+/// run's, and the arrivals whose number is the shard's index modulo the count come out.
+struct Share<I> {
+    times: std::iter::Zip<std::ops::RangeFrom<u64>, I>,
+    shard: Shard,
+    /// Seconds from the start: measured from here, none sent from `stop`.
+    measure_from: f64,
+    stop: Option<f64>,
+    requests: Option<u64>,
+    /// Measured arrivals of the whole schedule so far.
+    measured: u64,
+    done: bool,
+}
+
+impl<I: Iterator<Item = f64>> Share<I> {
+    fn new(times: I, shard: Shard, warmup: f64, duration: Option<f64>, requests: Option<u64>) -> Self {
+        Share {
+            times: (0u64..).zip(times),
+            shard,
+            measure_from: warmup,
+            stop: duration.map(|d| warmup + d),
+            requests,
+            measured: 0,
+            done: false,
+        }
+    }
+}
+
+impl<I: Iterator<Item = f64>> Iterator for Share<I> {
+    type Item = (u64, f64);
+
+    fn next(&mut self) -> Option<(u64, f64)> {
+        while !self.done {
+            let (number, offset) = self.times.next()?;
+            let over = self.stop.is_some_and(|stop| offset >= stop)
+                || self.requests.is_some_and(|n| self.measured >= n);
+            if over {
+                // Nothing more comes (the schedule itself may be endless).
+                self.done = true;
+                return None;
+            }
+            self.measured += u64::from(offset >= self.measure_from);
+            if self.shard.owns(number) {
+                return Some((number, offset));
+            }
+        }
+        None
+    }
 }
 
 /// Send `target` on `settings.arrivals` from now until `duration` past `warmup` (or
@@ -77,27 +133,29 @@ pub async fn run(
     let start = Instant::now() + HEAD_START;
     let measure_from = start + warmup;
     let stop_at = duration.map(|d| measure_from + d);
-    let (tx, mut rx) = mpsc::unbounded_channel::<Instant>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, u64)>();
+    let shard = settings.shard.unwrap_or(Shard { index: 0, count: 1 });
     let pacer = {
         let start = start.into_std();
-        let times = schedule(settings.arrivals, settings.shape, settings.replay.clone());
-        let (measure_from, stop_at) = (measure_from.into_std(), stop_at.map(Instant::into_std));
+        let mut due = Share::new(
+            schedule(settings.arrivals, settings.shape, settings.replay.clone()),
+            shard,
+            warmup.as_secs_f64(),
+            duration.map(|d| d.as_secs_f64()),
+            requests,
+        );
         std::thread::Builder::new().name("infergate-load-pacer".into()).spawn(move || {
-            let mut measured = 0u64;
-            for offset in times {
+            for (number, offset) in due.by_ref() {
                 let due = start + Duration::from_secs_f64(offset);
-                if stop_at.is_some_and(|stop| due >= stop) || requests.is_some_and(|n| measured >= n) {
-                    break;
-                }
                 let now = std::time::Instant::now();
                 if due > now {
                     std::thread::sleep(due - now);
                 }
-                if tx.send(Instant::from_std(due)).is_err() {
+                if tx.send((Instant::from_std(due), number)).is_err() {
                     break;
                 }
-                measured += u64::from(due >= measure_from);
             }
+            due.measured
         })?
     };
 
@@ -115,7 +173,7 @@ pub async fn run(
     let target = Arc::new(target);
     let live = settings.progress.then(|| Arc::new(crate::progress::Live::default()));
     let progress = live.clone().map(|live| live.show(measure_from));
-    while let Some(due) = rx.recv().await {
+    while let Some((due, number)) = rx.recv().await {
         while tasks.try_join_next().is_some() {}
         let measured = due >= measure_from;
         scheduled += u64::from(measured);
@@ -127,7 +185,7 @@ pub async fn run(
             (client.clone(), target.clone(), collector.clone(), live.clone());
         tasks.spawn(async move {
             let lag = Instant::now().saturating_duration_since(due);
-            let sent = target.send(&client, timeout, due.into_std()).await;
+            let sent = target.send(&client, timeout, due.into_std(), Some(number)).await;
             let end = Instant::now();
             if measured {
                 if let Some(live) = &live {
@@ -141,7 +199,7 @@ pub async fn run(
         });
     }
     while tasks.join_next().await.is_some() {}
-    let _ = pacer.join();
+    let whole = pacer.join().unwrap_or(scheduled);
     if let Some(progress) = progress {
         progress.abort();
         eprintln!();
@@ -153,37 +211,47 @@ pub async fn run(
     );
     let elapsed =
         collector.last_end.map_or(Duration::ZERO, |end| end.saturating_duration_since(measure_from));
-    // The offered rate over the window the arrivals were scheduled in.
+    // The offered rate over the window the arrivals were scheduled in (the whole
+    // schedule's, so that every shard has the same window).
     let window = match stop_at {
         Some(stop) => stop.saturating_duration_since(measure_from),
-        None => Duration::from_secs_f64(scheduled as f64 / settings.arrivals.rate()),
+        None => Duration::from_secs_f64(whole as f64 / settings.arrivals.rate()),
     };
-    let lag_ms = Latency::of(&collector.lag_us);
-    let mut invalid_because = Vec::new();
-    let generator_behind =
-        lag_ms.as_ref().is_some_and(|lag| lag.p99 > settings.max_lag.as_secs_f64() * 1000.0);
-    if let Some(lag) = &lag_ms {
-        if generator_behind {
-            invalid_because.push(format!(
-                "schedule lag p99 {:.3} ms is over --max-lag {} ms",
-                lag.p99,
-                settings.max_lag.as_secs_f64() * 1000.0
-            ));
+    let kept = KeptSchedule {
+        lag_us: collector.lag_us,
+        scheduled,
+        window_s: window.as_secs_f64(),
+        skipped,
+        max_lag_ms: settings.max_lag.as_secs_f64() * 1000.0,
+        max_in_flight: settings.max_in_flight,
+    };
+    Ok(OpenResult { tally: collector.tally, schedule: kept.judge(), kept, elapsed })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_together_send_the_unsharded_schedule() {
+        let poisson = || schedule(Arrivals::Poisson { rate: 500.0, seed: 3 }, Shape::Flat, None);
+        // Bounded by a duration (1 s of warmup, 2 s measured) and by a number of requests.
+        for (duration, requests) in [(Some(2.0), None), (None, Some(777)), (Some(0.5), Some(10_000))] {
+            let whole = || Share::new(poisson(), Shard { index: 0, count: 1 }, 1.0, duration, requests);
+            let unsharded: Vec<(u64, f64)> = whole().collect();
+            let mut together = Vec::new();
+            for index in 0..4 {
+                let mut share = Share::new(poisson(), Shard { index, count: 4 }, 1.0, duration, requests);
+                let sent: Vec<(u64, f64)> = share.by_ref().collect();
+                assert!(sent.iter().all(|(n, _)| n % 4 == u64::from(index)), "shard {index} sends its own");
+                let mut all = whole();
+                all.by_ref().for_each(drop);
+                assert_eq!(share.measured, all.measured, "every shard counts the whole schedule's arrivals");
+                together.extend(sent);
+            }
+            together.sort_by_key(|(n, _)| *n);
+            assert_eq!(together, unsharded, "{duration:?} {requests:?}");
+            assert!(unsharded.len() > 100);
         }
     }
-    if skipped > 0 {
-        invalid_because.push(format!(
-            "{skipped} arrivals not sent: {} requests were in flight (--max-in-flight)",
-            settings.max_in_flight
-        ));
-    }
-    let schedule = Schedule {
-        offered_per_s: if window.is_zero() { 0.0 } else { scheduled as f64 / window.as_secs_f64() },
-        lag_ms,
-        skipped,
-        generator_behind,
-        valid: invalid_because.is_empty(),
-        invalid_because,
-    };
-    Ok(OpenResult { tally: collector.tally, schedule, elapsed })
 }

@@ -12,7 +12,7 @@ use crate::histogram::Histogram;
 use crate::request::{ErrorKind, Outcome, Sent};
 
 /// One second of a run, by when its requests were sent (were due, in an open loop).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 struct Second {
     requests: u64,
     successes: u64,
@@ -20,8 +20,9 @@ struct Second {
     ttft_us: Histogram,
 }
 
-/// What one worker saw; workers merge theirs at the end of a run.
-#[derive(Debug, Clone, Default)]
+/// What one worker saw; workers merge theirs at the end of a run. A report carries the
+/// run's tally (its `raw` part), so that the reports of shards merge exactly.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct Tally {
     requests: u64,
     successes: u64,
@@ -39,6 +40,7 @@ pub struct Tally {
     output_tokens: u64,
     seconds: Vec<Second>,
     /// Per scenario entry, when the requests come from a scenario file.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     by_scenario: BTreeMap<std::sync::Arc<str>, Tally>,
 }
 
@@ -331,15 +333,85 @@ pub struct Schedule {
     pub invalid_because: Vec<String>,
 }
 
+/// What an open-loop run's [`Schedule`] is judged from; shards' add up.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct KeptSchedule {
+    /// Actual minus intended send time of the measured requests, in microseconds.
+    pub lag_us: Histogram,
+    /// Measured arrivals this run was to send.
+    pub scheduled: u64,
+    /// The window they were scheduled in.
+    pub window_s: f64,
+    pub skipped: u64,
+    pub max_lag_ms: f64,
+    pub max_in_flight: usize,
+}
+
+impl KeptSchedule {
+    /// The offered rate, and whether the generator kept its schedule.
+    pub fn judge(&self) -> Schedule {
+        let lag_ms = Latency::of(&self.lag_us);
+        let mut invalid_because = Vec::new();
+        let generator_behind = lag_ms.as_ref().is_some_and(|lag| lag.p99 > self.max_lag_ms);
+        if let (Some(lag), true) = (&lag_ms, generator_behind) {
+            invalid_because
+                .push(format!("schedule lag p99 {:.3} ms is over --max-lag {} ms", lag.p99, self.max_lag_ms));
+        }
+        if self.skipped > 0 {
+            invalid_because.push(format!(
+                "{} arrivals not sent: {} requests were in flight (--max-in-flight)",
+                self.skipped, self.max_in_flight
+            ));
+        }
+        Schedule {
+            offered_per_s: if self.window_s > 0.0 { self.scheduled as f64 / self.window_s } else { 0.0 },
+            lag_ms,
+            skipped: self.skipped,
+            generator_behind,
+            valid: invalid_because.is_empty(),
+            invalid_because,
+        }
+    }
+
+    /// Adds another shard's.
+    pub fn merge(&mut self, other: &KeptSchedule) {
+        self.lag_us.merge(&other.lag_us);
+        self.scheduled += other.scheduled;
+        self.window_s = self.window_s.max(other.window_s);
+        self.skipped += other.skipped;
+        self.max_lag_ms = self.max_lag_ms.min(other.max_lag_ms);
+        self.max_in_flight = self.max_in_flight.max(other.max_in_flight);
+    }
+}
+
+/// What a report carries besides its summary so that shards' reports merge exactly: the
+/// run's tally, its measured window, and an open loop's kept schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Raw {
+    pub tally: Tally,
+    pub elapsed_s: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<KeptSchedule>,
+}
+
+impl Raw {
+    /// The summary these samples make.
+    pub fn summarize(&self) -> Summary {
+        let mut summary = self.tally.summarize(Duration::from_secs_f64(self.elapsed_s.max(0.0)));
+        summary.schedule = self.schedule.as_ref().map(KeptSchedule::judge);
+        summary
+    }
+}
+
 /// How a run was configured, echoed in its output so that results are self-describing.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Params {
     /// Load model: `closed-loop` or `open-loop`.
-    pub mode: &'static str,
+    pub mode: std::borrow::Cow<'static, str>,
     pub method: String,
     pub url: String,
     /// `HTTP/1.1` or `HTTP/2` (h2c).
-    pub protocol: &'static str,
+    pub protocol: std::borrow::Cow<'static, str>,
     /// The scenario file's entries, when requests come from one.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub scenario: Vec<String>,
@@ -358,13 +430,21 @@ pub struct Params {
     pub requests: Option<u64>,
     pub warmup_s: f64,
     pub timeout_s: f64,
+    /// The share of the schedule this run sent (`--shard i/N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<crate::shard::Shard>,
+    /// How many shards' reports `merge` combined into this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_shards: Option<u32>,
 }
 
-/// A run's configuration and statistics.
+/// A run's configuration and statistics, and the samples they came from.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
     pub params: Params,
     pub summary: Summary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw: Option<Raw>,
 }
 
 impl Report {
@@ -377,6 +457,8 @@ impl Report {
             p.requests.map(|n| format!("{n} requests")),
             Some(format!("warmup {}s", p.warmup_s)),
             Some(format!("timeout {}s", p.timeout_s)),
+            p.shard.map(|shard| format!("shard {shard}")),
+            p.merged_shards.map(|n| format!("{n} shards merged")),
         ];
         let bounds: Vec<String> = bounds.into_iter().flatten().collect();
         let what = if p.scenario.is_empty() {
@@ -604,16 +686,16 @@ mod tests {
             (s.requests, s.requests_per_s, s.latency_ms.clone(), s.queue_ms.clone()),
             (0, 0.0, None, None)
         );
-        let report = Report { params: params(), summary: s };
+        let report = Report { params: params(), summary: s, raw: None };
         assert!(report.render().contains("| successes (2xx) | 0 (0.00%) |"));
     }
 
     fn params() -> Params {
         Params {
-            mode: "closed-loop",
+            mode: "closed-loop".into(),
             method: "POST".into(),
             url: "http://127.0.0.1:8080/v1/embeddings".into(),
-            protocol: "HTTP/1.1",
+            protocol: "HTTP/1.1".into(),
             scenario: Vec::new(),
             concurrency: 8,
             arrivals: None,
@@ -623,6 +705,8 @@ mod tests {
             requests: None,
             warmup_s: 1.0,
             timeout_s: 30.0,
+            shard: None,
+            merged_shards: None,
         }
     }
 
@@ -632,7 +716,8 @@ mod tests {
         t.record(ok(Some(2.5)), Duration::from_millis(12), AT);
         t.record(Outcome::Response { status: 503, queue_ms: None, stream: None }, Duration::ZERO, AT);
         t.record(error(ErrorKind::Connect, "connection refused"), Duration::ZERO, AT);
-        let text = Report { params: params(), summary: t.summarize(Duration::from_secs(1)) }.render();
+        let text =
+            Report { params: params(), summary: t.summarize(Duration::from_secs(1)), raw: None }.render();
         for needle in [
             "## POST http://127.0.0.1:8080/v1/embeddings (HTTP/1.1)",
             "closed-loop, concurrency 8, duration 10s, warmup 1s, timeout 30s",

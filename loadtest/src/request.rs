@@ -72,11 +72,12 @@ pub struct Target {
 }
 
 impl Target {
-    /// The next request, and the scenario entry it came from.
-    fn request(&self) -> (Request<Full<Bytes>>, Option<std::sync::Arc<str>>) {
+    /// The next request (the `number`-th of a schedule, when it has one), and the
+    /// scenario entry it came from.
+    fn request(&self, number: Option<u64>) -> (Request<Full<Bytes>>, Option<std::sync::Arc<str>>) {
         let (method, uri, headers, body, name) = match &self.mix {
             Some(mix) => {
-                let d = mix.draw();
+                let d = mix.draw(number);
                 (d.method, d.uri, d.headers, d.body, Some(d.entry.name.clone()))
             }
             None => (self.method.clone(), self.uri.clone(), self.headers.clone(), self.body.clone(), None),
@@ -91,8 +92,16 @@ impl Target {
     /// Sends one request and reads the whole response body, all within `timeout`. The
     /// latency (and a stream's token times) run from `origin` — when the request was handed
     /// to the client in a closed loop, when it was due in an open one — to the end of the body.
-    pub async fn send(&self, client: &Client, timeout: Duration, origin: Instant) -> Sent {
-        let (request, scenario) = self.request();
+    /// `number`: the arrival's number in an open loop's schedule, which seeds its scenario
+    /// draw (so that a shard draws what the whole run would have for it).
+    pub async fn send(
+        &self,
+        client: &Client,
+        timeout: Duration,
+        origin: Instant,
+        number: Option<u64>,
+    ) -> Sent {
+        let (request, scenario) = self.request(number);
         let outcome = match tokio::time::timeout(timeout, exchange(client, request, origin)).await {
             Ok(outcome) => outcome,
             Err(_) => Outcome::Error {
@@ -105,7 +114,7 @@ impl Target {
 }
 
 /// Why a request got no complete response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ErrorKind {
     /// The TCP connection could not be opened.

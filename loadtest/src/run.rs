@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::open::OpenLoop;
-use crate::report::{Params, Report, Tally};
+use crate::report::{Params, Raw, Report, Tally};
 use crate::request::{self, Target};
 
 /// Everything a closed-loop run needs; built from the command line by [`crate::cli`].
@@ -41,7 +41,7 @@ pub struct RunConfig {
 impl RunConfig {
     fn params(&self) -> Params {
         Params {
-            mode: if self.open.is_some() { "open-loop" } else { "closed-loop" },
+            mode: if self.open.is_some() { "open-loop" } else { "closed-loop" }.into(),
             arrivals: self.open.as_ref().map(|o| o.arrivals),
             shape: self.open.as_ref().and_then(|o| {
                 (o.replay.is_none() && o.shape != crate::arrivals::Shape::Flat).then_some(o.shape)
@@ -49,7 +49,7 @@ impl RunConfig {
             replay_arrivals: self.open.as_ref().and_then(|o| o.replay.as_ref().map(|r| r.len())),
             method: self.target.method.to_string(),
             url: self.target.uri.to_string(),
-            protocol: if self.target.http2 { "HTTP/2" } else { "HTTP/1.1" },
+            protocol: if self.target.http2 { "HTTP/2" } else { "HTTP/1.1" }.into(),
             scenario: self
                 .target
                 .mix
@@ -61,6 +61,8 @@ impl RunConfig {
             requests: self.requests,
             warmup_s: self.warmup.as_secs_f64(),
             timeout_s: self.timeout.as_secs_f64(),
+            shard: self.open.as_ref().and_then(|o| o.shard),
+            merged_shards: None,
         }
     }
 }
@@ -137,7 +139,9 @@ async fn run_load(config: &RunConfig) -> anyhow::Result<Report> {
         .await?;
         let mut summary = result.tally.summarize(result.elapsed);
         summary.schedule = Some(result.schedule);
-        return Ok(Report { params: config.params(), summary });
+        let raw =
+            Raw { tally: result.tally, elapsed_s: result.elapsed.as_secs_f64(), schedule: Some(result.kept) };
+        return Ok(Report { params: config.params(), summary, raw: Some(raw) });
     }
     let measure_from = Instant::now() + config.warmup;
     let plan = Arc::new(Plan {
@@ -172,7 +176,9 @@ async fn run_load(config: &RunConfig) -> anyhow::Result<Report> {
         eprintln!();
     }
     let elapsed = last_end.map_or(Duration::ZERO, |end| end.saturating_duration_since(measure_from));
-    Ok(Report { params: config.params(), summary: tally.summarize(elapsed) })
+    let summary = tally.summarize(elapsed);
+    let raw = Raw { tally, elapsed_s: elapsed.as_secs_f64(), schedule: None };
+    Ok(Report { params: config.params(), summary, raw: Some(raw) })
 }
 
 /// One closed loop: send, read the whole response, repeat until the plan says stop. Returns
@@ -182,7 +188,7 @@ async fn worker(plan: Arc<Plan>, client: request::Client) -> (Tally, Option<Inst
     let mut last_end = None;
     while let Some(measured) = plan.admit(Instant::now()) {
         let sent = Instant::now();
-        let result = plan.target.send(&client, plan.timeout, sent.into_std()).await;
+        let result = plan.target.send(&client, plan.timeout, sent.into_std(), None).await;
         if measured {
             if let Some(live) = &plan.live {
                 live.record(result.outcome.is_success(), result.latency);

@@ -332,9 +332,10 @@ impl Mix {
         &self.entries
     }
 
-    /// The next request: its entry by weight, and its body with freshly drawn lengths.
-    pub fn draw(&self) -> Drawn<'_> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
+    /// The next request (the `number`-th of a schedule, or the next in turn): its entry by
+    /// weight, and its body with freshly drawn lengths.
+    pub fn draw(&self, number: Option<u64>) -> Drawn<'_> {
+        let n = number.unwrap_or_else(|| self.next.fetch_add(1, Ordering::Relaxed));
         // The n-th request's own stream: its draws do not depend on how many the others made.
         let mut rng = SplitMix64::new(self.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let total = self.cumulative.last().copied().unwrap_or(1.0);
@@ -649,7 +650,7 @@ input_words = 3
         .unwrap_or_else(|e| panic!("{e:#}"));
         let mut chats = 0;
         for _ in 0..4000 {
-            let d = m.draw();
+            let d = m.draw(None);
             let body: serde_json::Value = serde_json::from_slice(&d.body).unwrap_or_default();
             if &*d.entry.name == "chat" {
                 chats += 1;
@@ -679,7 +680,7 @@ input_words = 3
         let (a, b) =
             (mix(text).unwrap_or_else(|e| panic!("{e}")), mix(text).unwrap_or_else(|e| panic!("{e}")));
         for _ in 0..50 {
-            assert_eq!(a.draw().body, b.draw().body);
+            assert_eq!(a.draw(None).body, b.draw(None).body);
         }
     }
 
@@ -696,7 +697,7 @@ zipf = 1.1
         .unwrap_or_else(|e| panic!("{e:#}"));
         let mut seen = std::collections::HashMap::<String, u32>::new();
         for _ in 0..20_000 {
-            let d = m.draw();
+            let d = m.draw(None);
             assert_eq!(d.uri, "http://127.0.0.1:9/v2/translate");
             let body: serde_json::Value = serde_json::from_slice(&d.body).unwrap_or_default();
             assert_eq!(body["target_lang"], "FR");
@@ -717,7 +718,7 @@ zipf = 1.1
             .unwrap_or_else(|e| panic!("{e}"));
         let mut seen = std::collections::HashMap::<String, u32>::new();
         for _ in 0..10_000 {
-            let body: serde_json::Value = serde_json::from_slice(&flat.draw().body).unwrap_or_default();
+            let body: serde_json::Value = serde_json::from_slice(&flat.draw(None).body).unwrap_or_default();
             *seen.entry(body["input"][0].as_str().unwrap_or_default().to_owned()).or_default() += 1;
         }
         assert_eq!(seen.len(), 100);

@@ -311,3 +311,98 @@ image = "photo.png"
     assert!(page.contains("By scenario entry") && page.contains("<td>embed-bulk</td>"), "{page}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn four_shards_send_one_schedule_between_them_and_merge_into_its_report() {
+    let gw = Gateway::start("examples/synthetic.toml");
+    let dir = scratch("shards");
+    let scenario = dir.join("mix.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            r#"seed = 5
+[defaults]
+key = "{TEST_KEY}"
+
+[[request]]
+name = "chat"
+kind = "chat"
+model = "synthetic-chat"
+prompt_words = [2, 20]
+max_tokens = {{ mean = 6, sd = 2 }}
+
+[[request]]
+name = "embed"
+kind = "embeddings"
+model = "synthetic-embed"
+inputs = [1, 3]
+"#
+        ),
+    )
+    .unwrap();
+    let url = gw.url("/");
+    let args = |json: &Path, shard: Option<String>| {
+        let mut args: Vec<String> = [
+            "run",
+            "--url",
+            &url,
+            "--scenario",
+            scenario.to_str().unwrap(),
+            "--rate",
+            "60",
+            "--arrivals",
+            "poisson",
+            "--seed",
+            "9",
+            "--duration",
+            "2s",
+            "--max-lag",
+            "100ms",
+            "--quiet",
+            "--json",
+            json.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(shard.map(|s| ["--shard".to_owned(), s]).into_iter().flatten());
+        args
+    };
+    // The four shards at once, as four load machines would run them; then the whole schedule.
+    let shards: Vec<PathBuf> = (0..4).map(|i| dir.join(format!("shard-{i}.json"))).collect();
+    let running: Vec<_> = (shards.iter().enumerate())
+        .map(|(i, json)| Command::new(load_tool()).args(args(json, Some(format!("{i}/4")))).spawn().unwrap())
+        .collect();
+    for mut child in running {
+        assert!(child.wait().unwrap().success());
+    }
+    let whole = dir.join("whole.json");
+    run_tool(&args(&whole, None).iter().map(String::as_str).collect::<Vec<_>>());
+
+    let merged = dir.join("merged.json");
+    let mut merge = vec!["merge".to_owned()];
+    merge.extend(shards.iter().map(|p| p.display().to_string()));
+    merge.extend(["--json".to_owned(), merged.display().to_string()]);
+    let stdout = run_tool(&merge.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(stdout.contains("4 shards merged"), "{stdout}");
+    let read = |p: &Path| -> Value { serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap() };
+    let (merged, whole) = (read(&merged), read(&whole));
+    let shard_requests: u64 = shards.iter().map(|p| read(p)["summary"]["requests"].as_u64().unwrap()).sum();
+    let requests = |r: &Value, entry: Option<&str>| match entry {
+        None => r["summary"]["requests"].as_u64().unwrap(),
+        Some(e) => r["summary"]["scenarios"][e]["requests"].as_u64().unwrap(),
+    };
+    assert_eq!(requests(&merged, None), shard_requests);
+    // One seeded schedule: the same arrivals, and each drew the same entry.
+    assert_eq!(requests(&merged, None), requests(&whole, None));
+    assert!(requests(&whole, None) > 60, "{}", requests(&whole, None));
+    for entry in ["chat", "embed"] {
+        assert_eq!(requests(&merged, Some(entry)), requests(&whole, Some(entry)), "{entry}");
+    }
+    assert_eq!(merged["summary"]["schedule"]["offered_per_s"], whole["summary"]["schedule"]["offered_per_s"]);
+    assert_eq!(merged["params"]["merged_shards"], 4);
+
+    // Every shard is needed.
+    let out = Command::new(load_tool()).arg("merge").args(&shards[..3]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("shards missing: 3/4"));
+}
