@@ -208,6 +208,13 @@ pub struct Segment {
     pub start: f64,
     pub end: f64,
     pub text: String,
+    /// The mean log-probability of the segment's tokens, and the probability
+    /// that it holds no speech, as OpenAI's `verbose_json` gives them; `None`
+    /// where the backend cannot tell.
+    #[serde(default)]
+    pub avg_logprob: Option<f64>,
+    #[serde(default)]
+    pub no_speech_prob: Option<f64>,
 }
 
 /// A transcript with its timing.

@@ -452,6 +452,9 @@ backend = {{ kind = "openai", endpoints = ["{}"], upstream_model = "whisper-larg
     let starts: Vec<f64> = segments.iter().map(|s| s["start"].as_f64().unwrap()).collect();
     assert!(starts.windows(2).all(|w| w[1] > w[0]), "times rise across chunks: {starts:?}");
     assert!(*starts.last().unwrap() >= 20.0, "later chunks keep their offsets: {starts:?}");
+    // Each segment's confidence, as the upstream gave it.
+    assert!(segments.iter().all(|s| s["avg_logprob"].as_f64().is_some_and(|l| l <= -0.25)), "{body}");
+    assert!(segments.iter().all(|s| s["no_speech_prob"] == 0.02), "{body}");
     assert!(body["text"].as_str().unwrap().contains("synthetic transcription"), "{body}");
     let seen = fake.count("/v1/audio").await;
     assert!(seen >= 3, "the recording went upstream in chunks ({seen})");

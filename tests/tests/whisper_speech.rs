@@ -128,6 +128,10 @@ async fn english_is_transcribed_accurately_in_every_format() {
     for s in segments {
         let (start, end) = (s["start"].as_f64().unwrap(), s["end"].as_f64().unwrap());
         assert!(0.0 <= start && start <= end && end <= seconds + 0.01, "{s}");
+        // whisper.cpp's own confidence, as OpenAI's verbose_json gives it: clear speech is
+        // likely (a mean log-probability near 0) and not silence.
+        let (logprob, silence) = (s["avg_logprob"].as_f64().unwrap(), s["no_speech_prob"].as_f64().unwrap());
+        assert!((-1.0..=0.0).contains(&logprob) && (0.0..0.5).contains(&silence), "{s}");
     }
 
     // SubRip and WebVTT parse: numbered cues, well-formed increasing times.

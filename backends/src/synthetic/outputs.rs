@@ -161,6 +161,8 @@ pub fn transcription(req: &TranscriptionRequest) -> Result<Output, BackendError>
             start: req.offset + f64::from(i) * 10.0,
             end: req.offset + (f64::from(i + 1) * 10.0).min(duration),
             text: format!(" [synthetic {verb}, segment {}]", i + 1),
+            avg_logprob: None,
+            no_speech_prob: None,
         })
         .collect();
     let text = segments.iter().map(|s| s.text.trim()).collect::<Vec<_>>().join(" ");

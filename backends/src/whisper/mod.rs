@@ -221,9 +221,10 @@ impl Worker {
                 .filter_map(|t| segment.get_token(t))
                 .map(|t| f64::from(t.token_data().plog))
                 .collect();
-            let sure =
-                if logs.is_empty() { 1.0 } else { (logs.iter().sum::<f64>() / logs.len() as f64).exp() };
-            let speech = 1.0 - f64::from(segment.no_speech_probability());
+            let avg_logprob =
+                if logs.is_empty() { 0.0 } else { logs.iter().sum::<f64>() / logs.len() as f64 };
+            let no_speech = f64::from(segment.no_speech_probability());
+            let (sure, speech) = (avg_logprob.exp(), 1.0 - no_speech);
             let least = sure.min(speech).clamp(0.0, 1.0);
             confidence = Some(confidence.map_or(least, |c| c.min(least)));
             let start = (segment.start_timestamp() as f64 / 100.0).min(duration);
@@ -233,6 +234,8 @@ impl Worker {
                 start: request.offset + start,
                 end: request.offset + end,
                 text,
+                avg_logprob: Some(avg_logprob),
+                no_speech_prob: Some(no_speech),
             });
         }
         let text =

@@ -265,6 +265,8 @@ mod tests {
                     start: offset + i as f64,
                     end: offset + i as f64 + 1.0,
                     text: (*t).into(),
+                    avg_logprob: None,
+                    no_speech_prob: None,
                 })
                 .collect(),
         };

@@ -270,7 +270,7 @@ fn render(out: &TranscriptionOutput, format: Format, task: &str, temperature: f3
                 .segments
                 .iter()
                 .map(|s| {
-                    json!({
+                    let mut segment = json!({
                         "id": s.id,
                         "seek": (s.start * 100.0).round() as u64,
                         "start": s.start,
@@ -278,7 +278,15 @@ fn render(out: &TranscriptionOutput, format: Format, task: &str, temperature: f3
                         "text": s.text,
                         "tokens": [],
                         "temperature": temperature,
-                    })
+                    });
+                    // Where the model tells them (whisper.cpp, an upstream's verbose_json).
+                    let known = [("avg_logprob", s.avg_logprob), ("no_speech_prob", s.no_speech_prob)];
+                    for (name, value) in known {
+                        if let Some(value) = value.filter(|v| v.is_finite()) {
+                            segment[name] = json!(value);
+                        }
+                    }
+                    segment
                 })
                 .collect();
             Json(json!({
@@ -349,8 +357,22 @@ mod tests {
             language: "en".into(),
             duration: 3725.5,
             segments: vec![
-                Segment { id: 0, start: 0.0, end: 1.25, text: " a".into() },
-                Segment { id: 1, start: 3600.0, end: 3725.5, text: " b".into() },
+                Segment {
+                    id: 0,
+                    start: 0.0,
+                    end: 1.25,
+                    text: " a".into(),
+                    avg_logprob: Some(-0.25),
+                    no_speech_prob: Some(0.01),
+                },
+                Segment {
+                    id: 1,
+                    start: 3600.0,
+                    end: 3725.5,
+                    text: " b".into(),
+                    avg_logprob: None,
+                    no_speech_prob: None,
+                },
             ],
         };
         assert_eq!(
