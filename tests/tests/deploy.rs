@@ -177,6 +177,16 @@ fn every_kustomization_renders_objects_that_kubernetes_and_the_crds_accept() {
     assert_has(&kinds, &["ScaledObject", "Deployment"], "overlays/keda");
     let (kinds, _) = check("inference-pool");
     assert_has(&kinds, &["InferencePool", "Deployment", "Service", "Role"], "inference-pool");
+    // The load generator's shards: an Indexed Job whose pods each send their share.
+    let (kinds, load) = check("load");
+    assert_has(&kinds, &["Job"], "load");
+    // (The rendered command is folded over lines; the file has it whole.)
+    let job = std::fs::read_to_string(repo_root().join("deploy/load/job.yaml")).unwrap();
+    assert!(load.contains("completionMode: Indexed"));
+    assert!(job.contains("--shard \"$JOB_COMPLETION_INDEX/$SHARDS\""));
+    let completions = load.lines().find_map(|l| l.trim().strip_prefix("completions: ")).unwrap();
+    let shards = load.split("name: SHARDS").nth(1).and_then(|rest| rest.lines().nth(1)).unwrap();
+    assert_eq!(shards.trim(), format!("value: \"{completions}\""), "SHARDS is the Job's completions");
 }
 
 #[test]
