@@ -67,9 +67,10 @@ struct Collector {
 struct Share<I> {
     times: std::iter::Zip<std::ops::RangeFrom<u64>, I>,
     shard: Shard,
-    /// Seconds from the start: measured from here, none sent from `stop`.
-    measure_from: f64,
-    stop: Option<f64>,
+    /// From the start: measured from here, none sent from `stop` (compared as durations,
+    /// to the nanosecond, as the pacer's instants are).
+    measure_from: Duration,
+    stop: Option<Duration>,
     requests: Option<u64>,
     /// Measured arrivals of the whole schedule so far.
     measured: u64,
@@ -77,7 +78,13 @@ struct Share<I> {
 }
 
 impl<I: Iterator<Item = f64>> Share<I> {
-    fn new(times: I, shard: Shard, warmup: f64, duration: Option<f64>, requests: Option<u64>) -> Self {
+    fn new(
+        times: I,
+        shard: Shard,
+        warmup: Duration,
+        duration: Option<Duration>,
+        requests: Option<u64>,
+    ) -> Self {
         Share {
             times: (0u64..).zip(times),
             shard,
@@ -91,11 +98,12 @@ impl<I: Iterator<Item = f64>> Share<I> {
 }
 
 impl<I: Iterator<Item = f64>> Iterator for Share<I> {
-    type Item = (u64, f64);
+    type Item = (u64, Duration);
 
-    fn next(&mut self) -> Option<(u64, f64)> {
+    fn next(&mut self) -> Option<(u64, Duration)> {
         while !self.done {
             let (number, offset) = self.times.next()?;
+            let offset = Duration::from_secs_f64(offset);
             let over = self.stop.is_some_and(|stop| offset >= stop)
                 || self.requests.is_some_and(|n| self.measured >= n);
             if over {
@@ -140,13 +148,13 @@ pub async fn run(
         let mut due = Share::new(
             schedule(settings.arrivals, settings.shape, settings.replay.clone()),
             shard,
-            warmup.as_secs_f64(),
-            duration.map(|d| d.as_secs_f64()),
+            warmup,
+            duration,
             requests,
         );
         std::thread::Builder::new().name("infergate-load-pacer".into()).spawn(move || {
             for (number, offset) in due.by_ref() {
-                let due = start + Duration::from_secs_f64(offset);
+                let due = start + offset;
                 let now = std::time::Instant::now();
                 if due > now {
                     std::thread::sleep(due - now);
@@ -236,13 +244,16 @@ mod tests {
     fn shards_together_send_the_unsharded_schedule() {
         let poisson = || schedule(Arrivals::Poisson { rate: 500.0, seed: 3 }, Shape::Flat, None);
         // Bounded by a duration (1 s of warmup, 2 s measured) and by a number of requests.
-        for (duration, requests) in [(Some(2.0), None), (None, Some(777)), (Some(0.5), Some(10_000))] {
-            let whole = || Share::new(poisson(), Shard { index: 0, count: 1 }, 1.0, duration, requests);
-            let unsharded: Vec<(u64, f64)> = whole().collect();
+        const SECOND: Duration = Duration::from_secs(1);
+        let ms = Duration::from_millis;
+        for (duration, requests) in [(Some(ms(2000)), None), (None, Some(777)), (Some(ms(500)), Some(10_000))]
+        {
+            let whole = || Share::new(poisson(), Shard { index: 0, count: 1 }, SECOND, duration, requests);
+            let unsharded: Vec<(u64, Duration)> = whole().collect();
             let mut together = Vec::new();
             for index in 0..4 {
-                let mut share = Share::new(poisson(), Shard { index, count: 4 }, 1.0, duration, requests);
-                let sent: Vec<(u64, f64)> = share.by_ref().collect();
+                let mut share = Share::new(poisson(), Shard { index, count: 4 }, SECOND, duration, requests);
+                let sent: Vec<(u64, Duration)> = share.by_ref().collect();
                 assert!(sent.iter().all(|(n, _)| n % 4 == u64::from(index)), "shard {index} sends its own");
                 let mut all = whole();
                 all.by_ref().for_each(drop);
