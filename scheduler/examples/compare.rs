@@ -5,8 +5,14 @@
 //!
 //! ```text
 //! cargo run --release -p infergate-scheduler --example compare -- \
-//!     [--duration SECS] [--warmup SECS] [--seed N] [--seeds COUNT] [--queue JOBS] [--detail]
+//!     [--duration SECS] [--warmup SECS] [--seed N] [--seeds COUNT] [--queue JOBS] [--detail] \
+//!     [--json FILE]
 //! ```
+//!
+//! Beside the policies each table has the run's upper bound (`bound`, a fluid
+//! bound on goodput and on interactive jobs on time: `sim::bound`). `--json`
+//! writes every row, the bounds as rows with `policy = "bound"`, shares as
+//! fractions 0–1, for programs to check.
 //!
 //! Every row pools `--seeds` runs (seeds `N`, `N+1`, …; 3 by default) of
 //! `--duration` seconds each (60) after a `--warmup` ramp-up (10). `--queue`
@@ -18,7 +24,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use infergate_scheduler::sim::{markdown_table, simulate, task_table, Outcome, Pattern, Scenario, Workload};
+use infergate_scheduler::sim::{
+    bound, markdown_table, ratio, simulate, task_table, Bound, Outcome, Pattern, Scenario, Workload,
+};
 use infergate_scheduler::{Class, Policy};
 
 const LOADS: [f64; 6] = [0.5, 1.0, 1.5, 2.0, 2.5, 3.0];
@@ -31,10 +39,12 @@ struct Options {
     seeds: u64,
     queue: Option<usize>,
     detail: bool,
+    json: Option<std::path::PathBuf>,
 }
 
 fn options() -> Result<Options, String> {
-    let mut o = Options { duration: 60, warmup: 10, seed: 1, seeds: 3, queue: None, detail: false };
+    let mut o =
+        Options { duration: 60, warmup: 10, seed: 1, seeds: 3, queue: None, detail: false, json: None };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| -> Result<u64, String> {
@@ -48,6 +58,7 @@ fn options() -> Result<Options, String> {
             "--seeds" => o.seeds = value("--seeds")?.max(1),
             "--queue" => o.queue = Some(value("--queue")? as usize),
             "--detail" => o.detail = true,
+            "--json" => o.json = Some(args.next().ok_or("--json needs a file")?.into()),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -141,6 +152,67 @@ fn deployment(w: &Workload, o: &Options) -> String {
     out
 }
 
+/// `markdown_table` with each load's bound after its policies.
+fn table_with_bounds(runs: &[Outcome], w: &Workload) -> String {
+    let mut out = String::new();
+    for (i, group) in runs.chunks(Policy::ALL.len()).enumerate() {
+        let table = markdown_table(group);
+        let mut lines = table.lines();
+        let header: Vec<&str> = lines.by_ref().take(2).collect();
+        if i == 0 {
+            header.iter().for_each(|l| out.push_str(&format!("{l}\n")));
+        }
+        lines.for_each(|l| out.push_str(&format!("{l}\n")));
+        if let Some(first) = group.first() {
+            let b = bound(w, first);
+            let _ = writeln!(
+                out,
+                "| {:.1}× | *bound* | {:.0} | {:.1} | {:.1}% | 0% | {:.1}% | | | |",
+                first.load,
+                first.rate,
+                b.goodput,
+                b.interactive_on_time * 100.0,
+                (1.0 - b.goodput / first.rate).max(0.0) * 100.0,
+            );
+        }
+    }
+    out
+}
+
+/// Every row as JSON, the bounds among them.
+fn json_rows(runs: &[Outcome], w: &Workload) -> serde_json::Value {
+    let mut rows = Vec::new();
+    for group in runs.chunks(Policy::ALL.len()) {
+        for run in group {
+            let (all, int) = (run.total(), run.class(Class::Interactive));
+            rows.push(serde_json::json!({
+                "pattern": run.pattern,
+                "load": run.load,
+                "policy": run.policy.as_str(),
+                "offered": run.rate,
+                "goodput": run.goodput(),
+                "interactive_on_time": ratio(int.on_time, int.submitted),
+                "missed_admitted": ratio(all.late + all.dropped, all.admitted()),
+                "shed": ratio(all.rejected, all.submitted),
+            }));
+        }
+        if let Some(first) = group.first() {
+            let Bound { goodput, interactive_on_time } = bound(w, first);
+            rows.push(serde_json::json!({
+                "pattern": first.pattern,
+                "load": first.load,
+                "policy": "bound",
+                "offered": first.rate,
+                "goodput": goodput,
+                "interactive_on_time": interactive_on_time,
+                "missed_admitted": 0.0,
+                "shed": (1.0 - goodput / first.rate).max(0.0),
+            }));
+        }
+    }
+    serde_json::Value::Array(rows)
+}
+
 fn find(runs: &[Outcome], policy: Policy, load: f64) -> Option<&Outcome> {
     runs.iter().find(|r| r.policy == policy && (r.load - load).abs() < 1e-9)
 }
@@ -153,8 +225,28 @@ fn verdict(met: bool) -> &'static str {
     }
 }
 
-fn targets(runs: &[Outcome]) -> String {
+fn targets(runs: &[Outcome], w: &Workload) -> String {
     let mut out = String::new();
+    // How close `deadline` comes to the bound, load by load.
+    let closeness: Vec<String> = runs
+        .iter()
+        .filter(|r| r.policy == Policy::Deadline)
+        .map(|r| {
+            let b = bound(w, r);
+            let int = r.class(Class::Interactive);
+            format!(
+                "{:.1}× {:.1}% / {:.1}%",
+                r.load,
+                r.goodput() / b.goodput * 100.0,
+                ratio(int.on_time, int.submitted) / b.interactive_on_time * 100.0
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "- deadline against the bound (goodput / interactive on time, relative; target ≥ 95% on both): {}.",
+        closeness.join(", ")
+    );
     let goodput = |p, l| find(runs, p, l).map_or(0.0, Outcome::goodput);
     let (d, f, p) =
         (goodput(Policy::Deadline, 2.0), goodput(Policy::Fifo, 2.0), goodput(Policy::Priority, 2.0));
@@ -241,9 +333,17 @@ fn main() {
     let (poisson, bursty) = runs.split_at(runs.len().saturating_sub(Policy::ALL.len()));
 
     println!("### Deployment\n\n{}", deployment(&workload(&o), &o));
-    println!("### Poisson arrivals\n\n{}", markdown_table(poisson));
-    println!("### Bursty arrivals at 2× ({})\n\n{}", BURSTY.name(), markdown_table(bursty));
-    println!("### Targets (Poisson)\n\n{}", targets(poisson));
+    let w = workload(&o);
+    println!("### Poisson arrivals\n\n{}", table_with_bounds(poisson, &w));
+    println!("### Bursty arrivals at 2× ({})\n\n{}", BURSTY.name(), table_with_bounds(bursty, &w));
+    println!("### Targets (Poisson)\n\n{}", targets(poisson, &w));
+    if let Some(path) = &o.json {
+        let text = serde_json::to_string_pretty(&json_rows(&runs, &w)).unwrap_or_default();
+        if let Err(e) = std::fs::write(path, text) {
+            eprintln!("compare: writing {}: {e}", path.display());
+            std::process::exit(1);
+        }
+    }
     if o.detail {
         for r in &runs {
             println!("#### {} at {:.1}×, {}\n\n{}", r.policy.as_str(), r.load, r.pattern, task_table(r));

@@ -12,6 +12,7 @@
 //! infergate-scheduler --example compare`), by `infergate-load tune` to try
 //! batch settings, and by tests.
 
+mod bound;
 mod report;
 mod workload;
 
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use infergate_rng::SplitMix64;
 
+pub use bound::{bound, fluid_throughput, Bound};
 pub use report::{markdown_table, quantile, ratio, task_table, Ledger, Outcome, Tally};
 pub use workload::{Backend, Pattern, Task, Workload};
 

@@ -161,3 +161,34 @@ fn at_twice_capacity_deadline_sheds_where_fifo_misses() {
     assert!(on_time(&deadline) > 5.0 * on_time(&fifo), "{} vs {}", on_time(&deadline), on_time(&fifo));
     assert!(deadline.utilisation() > 0.9 && fifo.utilisation() > 0.9);
 }
+
+#[test]
+fn no_policy_beats_the_bound_and_light_load_reaches_it() {
+    let w = Workload::mixed();
+    // The fluid capacity is above the full-batch one (a batch decodes for its longest
+    // output, the bound only for each job's own) but of the same order.
+    for task in &w.tasks {
+        let (full, fluid) = (task.throughput(), fluid_throughput(task, w.noise));
+        assert!(fluid >= full * 0.99 && fluid < full * 3.0, "{}: {full} vs {fluid}", task.name);
+    }
+    for load in [0.5, 2.0] {
+        for policy in Policy::ALL {
+            let run = simulate(&short(policy, load));
+            let b = bound(&w, &run);
+            let int = run.class(Class::Interactive);
+            assert!(
+                run.goodput() <= b.goodput * 1.001,
+                "{policy:?} {load}: {} > {}",
+                run.goodput(),
+                b.goodput
+            );
+            assert!(share(int.on_time, int.submitted) <= b.interactive_on_time + 1e-9);
+            if load < 1.0 {
+                // Under capacity the bound is every job that arrived.
+                assert!((b.goodput - run.total().submitted as f64 / run.window).abs() < 1e-6);
+            } else {
+                assert!(b.goodput < run.total().submitted as f64 / run.window, "overload caps the bound");
+            }
+        }
+    }
+}
