@@ -25,5 +25,5 @@ pub use class::Class;
 pub use error::ParseError;
 pub use job::{Batch, Decision, DropReason, Dropped, Job, JobId, Queued, RejectReason, Rejected};
 pub use latency::{LatencyModel, LatencySeed};
-pub use policy::{ClassMinShare, Policy, QueueLimits, SchedulerConfig};
+pub use policy::{Policy, QueueLimits, SchedulerConfig};
 pub use queue::{Action, Admitted, Counters, Measured, ModelScheduler, Step, StepAdmission, StepBudget};

@@ -82,40 +82,6 @@ pub struct SchedulerConfig {
     pub best_effort_horizon: Duration,
     /// Deficit round robin quantum, in seconds of service, per unit of class weight.
     pub fair_quantum: Duration,
-    /// Deadline policy: the least share of a model's service the lower
-    /// classes get while they have work waiting (interactive work runs
-    /// first otherwise).
-    pub class_min_share: ClassMinShare,
-}
-
-/// `class_min_share = { standard = 0.2, batch = 0.05 }`: the least share of
-/// the service a class gets while it has work waiting.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ClassMinShare {
-    pub standard: f64,
-    pub batch: f64,
-}
-
-impl Default for ClassMinShare {
-    fn default() -> Self {
-        ClassMinShare { standard: 0.2, batch: 0.05 }
-    }
-}
-
-impl ClassMinShare {
-    /// Per class in [`crate::Class::ALL`] order (interactive needs none).
-    pub fn shares(&self) -> [f64; 3] {
-        [0.0, self.standard, self.batch]
-    }
-
-    /// The share of `class`.
-    pub fn of(&self, class: crate::Class) -> f64 {
-        match class {
-            crate::Class::Interactive => 0.0,
-            crate::Class::Standard => self.standard,
-            crate::Class::Batch => self.batch,
-        }
-    }
 }
 
 impl Default for SchedulerConfig {
@@ -130,7 +96,6 @@ impl Default for SchedulerConfig {
             latency: LatencySeed::default(),
             best_effort_horizon: Duration::from_secs(60),
             fair_quantum: Duration::from_millis(20),
-            class_min_share: ClassMinShare::default(),
         }
     }
 }

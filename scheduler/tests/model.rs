@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use infergate_scheduler::{
-    Action, Batch, Class, ClassMinShare, DropReason, Dropped, Job, JobId, LatencySeed, Measured,
-    ModelScheduler, Policy, QueueLimits, Queued, RejectReason, SchedulerConfig, StepBudget,
+    Action, Batch, Class, DropReason, Dropped, Job, JobId, LatencySeed, Measured, ModelScheduler, Policy,
+    QueueLimits, Queued, RejectReason, SchedulerConfig, StepBudget,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -464,7 +464,6 @@ fn config(policy: Policy) -> impl Strategy<Value = SchedulerConfig> {
             },
             best_effort_horizon: ms(horizon),
             fair_quantum: ms(quantum),
-            class_min_share: ClassMinShare::default(),
         }
     })
 }
@@ -667,98 +666,5 @@ proptest! {
         };
         let (gap, _) = scenario.max_gap();
         prop_assert!(gap <= scenario.bound(), "gap {} over bound {}", gap, scenario.bound());
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Class shares.
-
-/// A more urgent class and a less urgent one flood a model with equal jobs;
-/// returns the less urgent class's dispatched jobs among the first `n`.
-fn lower_class_served(
-    upper: Class,
-    lower: Class,
-    share: f64,
-    max_batch: usize,
-    quantum: u64,
-    n: usize,
-) -> usize {
-    let min = match lower {
-        Class::Standard => ClassMinShare { standard: share, batch: 0.0 },
-        _ => ClassMinShare { standard: 0.0, batch: share },
-    };
-    let cfg = SchedulerConfig {
-        policy: Policy::Deadline,
-        max_batch,
-        concurrency: 1,
-        limits: QueueLimits {
-            max_jobs: 100_000,
-            max_bytes: usize::MAX,
-            tenant_max_jobs: 100_000,
-            tenant_max_bytes: usize::MAX,
-        },
-        latency: LatencySeed { base: ms(4), ..LatencySeed::default() },
-        fair_quantum: ms(quantum),
-        class_min_share: min,
-        ..SchedulerConfig::default()
-    };
-    let mut now = Instant::now();
-    let mut sched: ModelScheduler<Flag> = ModelScheduler::new(cfg, now);
-    let tenants: [Arc<str>; 2] = [Arc::from("upper"), Arc::from("lower")];
-    for id in 0..(4 * n as u64) {
-        let t = (id % 2) as usize;
-        let job = Job {
-            id,
-            tenant: tenants[t].clone(),
-            class: [upper, lower][t],
-            arrival: now,
-            deadline: Some(now + Duration::from_secs(3600)),
-            cost: 1.0,
-            first_cost: 1.0,
-            bytes: 0,
-            payload: Flag::default(),
-        };
-        sched.submit(job, now).unwrap();
-    }
-    let (mut dispatched, mut lower_served) = (0, 0);
-    while dispatched < n {
-        let Action::Dispatch(batch) = sched.poll(now).action else { panic!("both classes are backlogged") };
-        for (job, _) in &batch.jobs {
-            if dispatched < n {
-                lower_served += usize::from(job.tenant == tenants[1]);
-                dispatched += 1;
-            }
-        }
-        now += batch.predicted;
-        sched.complete(batch.id, Measured { elapsed: batch.predicted, first: None, cost: None });
-    }
-    lower_served
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
-
-    /// While both wait, the less urgent class gets its minimum share of the
-    /// service, give or take what its banked credit (a few quanta) and one
-    /// batch allow, and the more urgent class all the rest.
-    #[test]
-    fn a_lower_class_gets_its_minimum_share(
-        pair in prop::sample::select(vec![
-            (Class::Interactive, Class::Standard),
-            (Class::Interactive, Class::Batch),
-            (Class::Standard, Class::Batch),
-        ]),
-        share in 0.02f64..0.5,
-        max_batch in 1usize..=4,
-        quantum in 2u64..=40,
-    ) {
-        let n = 2000;
-        let served = lower_class_served(pair.0, pair.1, share, max_batch, quantum, n);
-        // Jobs are 4 ms / max_batch each; credit is capped at 4 quanta.
-        let per_job = 4.0 / max_batch as f64;
-        let slack = (4.0 * quantum as f64 / per_job).ceil() as usize + 2 * max_batch + 2;
-        let expected = (share * n as f64).round() as usize;
-        prop_assert!(served + slack >= expected && served <= expected + slack,
-            "{:?} over {:?} at {}: {} of {} (expected {} ± {})", pair.1, pair.0, share, served, n, expected, slack);
     }
 }

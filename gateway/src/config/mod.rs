@@ -595,25 +595,6 @@ pub struct SchedulerSection {
     /// Deficit round robin quantum per unit of class weight.
     #[serde(with = "humantime_serde")]
     pub fair_quantum: Duration,
-    /// Deadline policy: the least share of a model's service the standard
-    /// and batch classes get while they have work waiting; interactive work
-    /// runs first otherwise.
-    pub class_min_share: ClassMinShareConfig,
-}
-
-/// `class_min_share = { standard = 0.2, batch = 0.05 }`.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ClassMinShareConfig {
-    pub standard: f64,
-    pub batch: f64,
-}
-
-impl Default for ClassMinShareConfig {
-    fn default() -> Self {
-        let d = infergate_scheduler::ClassMinShare::default();
-        ClassMinShareConfig { standard: d.standard, batch: d.batch }
-    }
 }
 
 impl Default for SchedulerSection {
@@ -623,7 +604,6 @@ impl Default for SchedulerSection {
             policy: d.policy,
             best_effort_horizon: d.best_effort_horizon,
             fair_quantum: d.fair_quantum,
-            class_min_share: ClassMinShareConfig::default(),
         }
     }
 }

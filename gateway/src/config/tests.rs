@@ -193,16 +193,3 @@ fn key_files_add_digests_and_are_checked_like_inline_ones() {
     assert_eq!(error_path(&text), "tenants[1].api_key_sha256_file (digest 1)");
     let _ = std::fs::remove_dir_all(&dir);
 }
-
-#[test]
-fn class_min_shares_default_and_are_shares_below_one() {
-    let config = parse(MINIMAL).unwrap();
-    assert_eq!(config.scheduler.class_min_share, ClassMinShareConfig { standard: 0.2, batch: 0.05 });
-    let with = |shares: &str| format!("[scheduler]\nclass_min_share = {shares}\n{MINIMAL}");
-    let set = parse(&with("{ standard = 0.3, batch = 0.1 }")).unwrap();
-    assert_eq!(set.scheduler.class_min_share, ClassMinShareConfig { standard: 0.3, batch: 0.1 });
-    for bad in ["{ standard = 1.0 }", "{ batch = -0.1 }", "{ standard = 0.6, batch = 0.5 }"] {
-        assert_eq!(error_path(&with(bad)), "scheduler.class_min_share", "{bad}");
-    }
-    assert!(parse(&with("{ interactive = 0.5 }")).is_err(), "interactive needs no share");
-}

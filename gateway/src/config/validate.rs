@@ -54,14 +54,6 @@ impl Config {
         if self.scheduler.fair_quantum.is_zero() {
             return Err(ConfigError::new("scheduler.fair_quantum", "must be greater than zero"));
         }
-        let shares = self.scheduler.class_min_share;
-        let valid = |s: f64| (0.0..1.0).contains(&s);
-        if !valid(shares.standard) || !valid(shares.batch) || shares.standard + shares.batch >= 1.0 {
-            return Err(ConfigError::new(
-                "scheduler.class_min_share",
-                "standard and batch are shares from 0 to below 1, together below 1",
-            ));
-        }
         if limits.max_completion_tokens == 0 {
             return Err(ConfigError::new("limits.max_completion_tokens", "must be at least 1"));
         }

@@ -174,10 +174,6 @@ fn scheduler_config(model: &ModelConfig, defaults: &SchedulerSection) -> Schedul
         latency: seed,
         best_effort_horizon: defaults.best_effort_horizon,
         fair_quantum: defaults.fair_quantum,
-        class_min_share: infergate_scheduler::ClassMinShare {
-            standard: defaults.class_min_share.standard,
-            batch: defaults.class_min_share.batch,
-        },
     }
 }
 

@@ -145,7 +145,7 @@ impl<P: Queued> ModelScheduler<P> {
         cfg.max_batch = cfg.max_batch.max(1);
         cfg.concurrency = cfg.concurrency.max(1);
         let order = match cfg.policy {
-            Policy::Deadline => Order::fair(cfg.fair_quantum.as_secs_f64(), cfg.class_min_share.shares()),
+            Policy::Deadline => Order::fair(cfg.fair_quantum.as_secs_f64()),
             Policy::Fifo | Policy::Priority => Order::global(),
         };
         ModelScheduler {
@@ -249,7 +249,7 @@ impl<P: Queued> ModelScheduler<P> {
         let estimate = self.estimate(job.cost);
         let alone = self.first.predict(job.first_cost, 1);
         let tier = u8::from(self.cfg.policy == Policy::Deadline && job.deadline.is_none());
-        let place = self.order.place(&job.tenant, job.class, tier);
+        let place = self.order.place(&job.tenant, job.class.weight(), tier);
         let (position, predicted) = self.predict(&job, place, estimate, now);
         if let (Policy::Deadline, Some(deadline), Some(at)) = (self.cfg.policy, job.deadline, predicted) {
             if at > deadline {

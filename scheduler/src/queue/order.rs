@@ -1,23 +1,19 @@
 //! The order jobs leave a model's queue in.
 //!
 //! `Global` is one heap (FIFO by arrival, or priority level then arrival).
-//! `Fair` is the deadline policy's structure: a heap per tenant and class
-//! ordered by weighted slack; between classes, the most urgent class with
-//! work waiting runs first, except that a lower class is owed at least its
-//! minimum share of the service (`class_min_share`) while it has work
-//! waiting, so interactive work is protected up to its demand and the lower
-//! classes are never starved; within a class, deficit round robin between
-//! tenants so a flooding tenant cannot starve the others; and a separate
-//! best-effort tier that runs only when no deadline work is waiting (best
-//! effort never displaces deadline work). Heaps delete lazily: an id whose
-//! job has left is skipped when it surfaces.
+//! `Fair` is the deadline policy's structure: a heap per tenant ordered by
+//! weighted slack, deficit round robin between tenants so a flooding tenant
+//! cannot starve the others, and a separate best-effort tier that runs only
+//! when no deadline work is waiting (best effort never displaces deadline
+//! work). Heaps delete lazily: an id whose job has left is skipped when it
+//! surfaces.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use super::fxhash::FxHashMap;
-use crate::{Class, JobId};
+use crate::JobId;
 
 /// Sort key: lower runs first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -32,12 +28,10 @@ pub struct Key {
 
 type Heap = BinaryHeap<Reverse<(Key, JobId)>>;
 
-/// One tenant's deadline work of one class.
+/// One tenant's deadline work.
 #[derive(Debug)]
 pub struct Bucket {
     pub weight: f64,
-    /// Its class's index in [`Class::ALL`].
-    pub class: usize,
     heap: Heap,
     /// Live jobs and their summed service estimate (seconds).
     pub jobs: usize,
@@ -69,22 +63,10 @@ impl Bucket {
 #[derive(Debug, Default)]
 pub struct Fair {
     pub buckets: Vec<Bucket>,
-    index: FxHashMap<(usize, Arc<str>), usize>,
+    index: FxHashMap<Arc<str>, usize>,
     best_effort: Heap,
     quantum: f64,
-    /// Per class (in [`Class::ALL`] order), the least share of the service
-    /// it gets while it has work waiting (the most urgent class: 0, it
-    /// needs none).
-    pub min_share: [f64; 3],
-    /// Per class, the service it is owed (worker-seconds): each dispatch
-    /// adds its share of the dispatched work to every waiting class, and the
-    /// class that is served pays for it.
-    credit: [f64; 3],
 }
-
-/// The most credit a class may bank, in quanta: a class owed more than this
-/// has had its turn delayed by a long batch, not starved.
-const CREDIT_QUANTA: f64 = 4.0;
 
 /// Where a queued job sits in the order structure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,19 +88,16 @@ impl Order {
         Order::Global(Heap::new())
     }
 
-    /// `min_share`: per class, in [`Class::ALL`] order, the least share of
-    /// the service it gets while it has work waiting.
-    pub fn fair(quantum_secs: f64, min_share: [f64; 3]) -> Order {
-        let min_share = min_share.map(|s| s.clamp(0.0, 1.0));
-        Order::Fair(Fair { quantum: quantum_secs.max(1e-6), min_share, ..Fair::default() })
+    pub fn fair(quantum_secs: f64) -> Order {
+        Order::Fair(Fair { quantum: quantum_secs.max(1e-6), ..Fair::default() })
     }
 
-    /// Where a job of this tenant, class and tier goes (creating the bucket).
-    pub fn place(&mut self, tenant: &Arc<str>, class: Class, tier: u8) -> Place {
+    /// Where a job of this tenant and tier goes (creating the tenant's bucket).
+    pub fn place(&mut self, tenant: &Arc<str>, weight: f64, tier: u8) -> Place {
         match self {
             Order::Global(_) => Place::Global,
             Order::Fair(_) if tier > 0 => Place::BestEffort,
-            Order::Fair(fair) => Place::Bucket(fair.bucket(tenant, class)),
+            Order::Fair(fair) => Place::Bucket(fair.bucket(tenant, weight)),
         }
     }
 
@@ -145,19 +124,8 @@ impl Order {
     pub fn unpop(&mut self, place: Place, key: Key, id: JobId, estimate: f64) {
         if let (Order::Fair(fair), Place::Bucket(b)) = (&mut *self, place) {
             fair.buckets[b].deficit += estimate;
-            let class = fair.buckets[b].class;
-            fair.credit[class] += estimate;
         }
         self.push(place, key, id);
-    }
-}
-
-/// A class's index in [`Class::ALL`].
-pub fn class_index(class: Class) -> usize {
-    match class {
-        Class::Interactive => 0,
-        Class::Standard => 1,
-        Class::Batch => 2,
     }
 }
 
@@ -178,14 +146,12 @@ fn peek_live(heap: &mut Heap, live: &impl Fn(JobId) -> Option<f64>) -> Option<(K
 }
 
 impl Fair {
-    fn bucket(&mut self, tenant: &Arc<str>, class: Class) -> usize {
-        let index = class_index(class);
-        if let Some(&i) = self.index.get(&(index, tenant.clone())) {
+    fn bucket(&mut self, tenant: &Arc<str>, weight: f64) -> usize {
+        if let Some(&i) = self.index.get(tenant) {
             return i;
         }
         self.buckets.push(Bucket {
-            weight: class.weight(),
-            class: index,
+            weight,
             heap: Heap::new(),
             jobs: 0,
             work: 0.0,
@@ -193,85 +159,44 @@ impl Fair {
             rate: 0.0,
             seen: 0.0,
         });
-        self.index.insert((index, tenant.clone()), self.buckets.len() - 1);
+        self.index.insert(tenant.clone(), self.buckets.len() - 1);
         self.buckets.len() - 1
     }
 
-    /// The class to serve next: a waiting lower class that is owed service,
-    /// else the most urgent class with work waiting.
-    fn class(&mut self, live: &impl Fn(JobId) -> Option<f64>) -> Option<usize> {
-        let mut waiting = [false; 3];
-        for bucket in &mut self.buckets {
-            if !waiting[bucket.class] && peek_live(&mut bucket.heap, live).is_some() {
-                waiting[bucket.class] = true;
-            }
-        }
-        for (class, credit) in self.credit.iter_mut().enumerate() {
-            if !waiting[class] {
-                // No banking while idle.
-                *credit = 0.0;
-            }
-        }
-        let owed = (1..3).filter(|&c| waiting[c] && self.min_share[c] > 0.0 && self.credit[c] > 0.0).max_by(
-            |&a, &b| (self.credit[a] / self.min_share[a]).total_cmp(&(self.credit[b] / self.min_share[b])),
-        );
-        owed.or_else(|| (0..3).find(|&c| waiting[c]))
-    }
-
-    /// Served `work` from `class`: every waiting class is owed its share of
-    /// it, and the served class pays.
-    fn served(&mut self, class: usize, work: f64, live: &impl Fn(JobId) -> Option<f64>) {
-        let mut waiting = [false; 3];
-        for bucket in &mut self.buckets {
-            if !waiting[bucket.class] && peek_live(&mut bucket.heap, live).is_some() {
-                waiting[bucket.class] = true;
-            }
-        }
-        waiting[class] = true;
-        let cap = CREDIT_QUANTA * self.quantum;
-        let owed = self.credit.iter_mut().zip(self.min_share).zip(waiting).skip(1);
-        for ((credit, share), waits) in owed {
-            if waits {
-                *credit = (*credit + share * work).min(cap);
-            }
-        }
-        self.credit[class] -= work;
-    }
-
-    /// The class's most urgent head among its tenants with credit (deficit
-    /// round robin between them); then best effort.
+    /// Deficit round robin over tenants with deadline work, most urgent head
+    /// among those with credit; then best effort.
     fn pop(&mut self, live: &impl Fn(JobId) -> Option<f64>) -> Option<(JobId, Place)> {
-        if let Some(class) = self.class(live) {
-            for _ in 0..2 {
-                let mut best: Option<(Key, usize)> = None;
-                for (i, bucket) in self.buckets.iter_mut().enumerate().filter(|(_, b)| b.class == class) {
-                    let Some((key, _)) = peek_live(&mut bucket.heap, live) else { continue };
-                    if bucket.deficit > 0.0 && best.is_none_or(|(k, _)| key < k) {
-                        best = Some((key, i));
-                    }
+        for _ in 0..2 {
+            let mut best: Option<(Key, usize)> = None;
+            let mut backlogged = false;
+            for (i, bucket) in self.buckets.iter_mut().enumerate() {
+                let Some((key, _)) = peek_live(&mut bucket.heap, live) else { continue };
+                backlogged = true;
+                if bucket.deficit > 0.0 && best.is_none_or(|(k, _)| key < k) {
+                    best = Some((key, i));
                 }
-                if let Some((_, i)) = best {
-                    let bucket = &mut self.buckets[i];
-                    let (_, id) = pop_live(&mut bucket.heap, live)?;
-                    let estimate = live(id).unwrap_or(0.0);
-                    bucket.deficit -= estimate;
-                    self.served(class, estimate, live);
-                    return Some((id, Place::Bucket(i)));
-                }
-                self.replenish(class, live);
             }
+            if !backlogged {
+                break;
+            }
+            if let Some((_, i)) = best {
+                let bucket = &mut self.buckets[i];
+                let (_, id) = pop_live(&mut bucket.heap, live)?;
+                bucket.deficit -= live(id).unwrap_or(0.0);
+                return Some((id, Place::Bucket(i)));
+            }
+            self.replenish(live);
         }
         pop_live(&mut self.best_effort, live).map(|(_, id)| (id, Place::BestEffort))
     }
 
-    /// Give every backlogged tenant of `class` as many quanta (times its
-    /// weight) as it takes for one of them to have credit again.
-    fn replenish(&mut self, class: usize, live: &impl Fn(JobId) -> Option<f64>) {
+    /// Give every backlogged tenant as many quanta (times its weight) as it
+    /// takes for one of them to have credit again.
+    fn replenish(&mut self, live: &impl Fn(JobId) -> Option<f64>) {
         let quantum = self.quantum;
         let rounds = self
             .buckets
             .iter_mut()
-            .filter(|b| b.class == class)
             .filter_map(|b| {
                 peek_live(&mut b.heap, live).map(|_| ((-b.deficit) / (quantum * b.weight)).floor() + 1.0)
             })
@@ -279,7 +204,7 @@ impl Fair {
         if !rounds.is_finite() {
             return;
         }
-        for bucket in self.buckets.iter_mut().filter(|b| b.class == class) {
+        for bucket in &mut self.buckets {
             if peek_live(&mut bucket.heap, live).is_some() {
                 bucket.deficit += rounds * quantum * bucket.weight;
             }

@@ -1,14 +1,11 @@
 //! Admission's prediction of when a new job's deadline event happens.
 //!
-//! Under the deadline policy the most urgent class runs first, lower classes
-//! get their minimum share, and tenants within a class are served by deficit
-//! round robin, so a new job waits for its own tenant's backlog plus what the
-//! others are served meanwhile: a more urgent class's tenant all it has (or,
-//! for a job of a class with a minimum share, what leaves that share), a
-//! tenant of the same class at most its weight's share, a less urgent one its
-//! minimum share; each at most what it has queued plus what keeps arriving at
-//! its recent rate — a tenant with an empty queue that keeps sending still
-//! takes its share. That work leaves in full batches: the job waits for the batches
+//! Under the deadline policy tenants are served by deficit round robin, so a
+//! new job waits for its own tenant's backlog plus what the other tenants are
+//! served meanwhile: each at most its weight's share (relative to this
+//! tenant's), and at most what it has queued plus what keeps arriving at its
+//! recent rate — a tenant with an empty queue that keeps sending still takes
+//! its share. That work leaves in full batches: the job waits for the batches
 //! before its own, and its deadline event is that of the batch it joins (with
 //! queued work riding along), not of the job alone. The wait is stretched in
 //! proportion to the latency model's recent error, so that admission does not
@@ -27,11 +24,6 @@ use crate::{Job, Queued};
 /// (≈ 3σ of one batch's error) still left 4–6% of admitted jobs missing at
 /// 2–3× overload, 16 keeps them under 1% with no loss of goodput.
 const ERROR_MARGIN: f64 = 16.0;
-
-/// A more urgent class's recent arrival rate is stretched by this for a
-/// lower class's prediction: its arrivals over the next seconds vary, and
-/// any excess comes out of the lower class's service.
-const BURST_MARGIN: f64 = 1.3;
 
 /// Another tenant, as seen by a new job's prediction (work in worker-seconds).
 struct Other {
@@ -118,28 +110,16 @@ impl<P: Queued> ModelScheduler<P> {
         let at = self.nanos(now) as f64 * 1e-9;
         let own = &fair.buckets[b];
         let mine = own.work + estimate;
-        let share = |class: usize| fair.min_share[class];
-        let cap = |o: &super::order::Bucket| match o.class.cmp(&own.class) {
-            std::cmp::Ordering::Less if share(own.class) > 0.0 => {
-                mine * (1.0 - share(own.class)) / share(own.class)
-            }
-            std::cmp::Ordering::Less => f64::INFINITY,
-            std::cmp::Ordering::Equal => mine * o.weight / own.weight,
-            std::cmp::Ordering::Greater => mine * share(o.class) / (1.0 - share(o.class)).max(1e-9),
-        };
         let others: Vec<Other> = fair
             .buckets
             .iter()
             .enumerate()
             .filter(|&(i, _)| i != b)
-            .map(|(_, o)| {
-                let cap = cap(o);
-                // A more urgent class's arrivals over a lower class's wait
-                // may well exceed its recent rate (and take all of it):
-                // count them with a margin, so that what is admitted is not
-                // dropped.
-                let rate = if o.class < own.class { o.rate(at) * BURST_MARGIN } else { o.rate(at) };
-                Other { work: o.work, rate, cap, jobs: o.jobs }
+            .map(|(_, o)| Other {
+                work: o.work,
+                rate: o.rate(at),
+                cap: mine * o.weight / own.weight,
+                jobs: o.jobs,
             })
             .filter(|o| o.jobs > 0 || o.rate > 0.0)
             .collect();

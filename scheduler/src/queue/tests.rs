@@ -156,48 +156,6 @@ fn fair_sharing_keeps_a_flooding_tenant_from_starving_others() {
 }
 
 #[test]
-fn interactive_work_runs_first_and_lower_classes_get_their_minimum_share() {
-    for (standard, batch) in [(0.2, 0.05), (0.1, 0.3)] {
-        let mut h = Harness::new(SchedulerConfig {
-            max_batch: 1,
-            class_min_share: crate::ClassMinShare { standard, batch },
-            ..config(Policy::Deadline)
-        });
-        // All three classes flood the model with equal jobs and distant deadlines.
-        let mut of = std::collections::HashMap::new();
-        for _ in 0..300 {
-            for (tenant, class) in
-                [("web", Class::Interactive), ("api", Class::Standard), ("bulk", Class::Batch)]
-            {
-                of.insert(h.admit(tenant, class, 0, Some(3_600_000), 1.0), class);
-            }
-        }
-        let order = h.drain(0);
-        // While all three wait, the lower classes get their shares and interactive the rest.
-        let first: Vec<Class> = order[..300].iter().map(|id| of[id]).collect();
-        let share = |class| first.iter().filter(|c| **c == class).count() as f64 / 300.0;
-        assert!((share(Class::Standard) - standard).abs() < 0.02, "standard {}", share(Class::Standard));
-        assert!((share(Class::Batch) - batch).abs() < 0.02, "batch {}", share(Class::Batch));
-        assert!((share(Class::Interactive) - (1.0 - standard - batch)).abs() < 0.03);
-        // Interactive drains first; then standard ahead of batch.
-        let last = |class| order.iter().rposition(|id| of[id] == class).unwrap();
-        assert!(
-            last(Class::Interactive) < last(Class::Standard) && last(Class::Standard) < last(Class::Batch)
-        );
-    }
-}
-
-#[test]
-fn tenants_of_one_class_share_it_fairly() {
-    let mut h = Harness::new(SchedulerConfig { max_batch: 1, ..config(Policy::Deadline) });
-    let a: Vec<u64> = (0..100).map(|_| h.admit("a", Class::Interactive, 0, Some(3_600_000), 1.0)).collect();
-    let b: Vec<u64> = (0..100).map(|_| h.admit("b", Class::Interactive, 0, Some(3_600_000), 1.0)).collect();
-    let order = h.drain(0);
-    let first_a = order[..100].iter().filter(|id| a.contains(id)).count();
-    assert!((40..=60).contains(&first_a), "{first_a} of the first 100 are a's (b: {})", b.len());
-}
-
-#[test]
 fn best_effort_never_runs_ahead_of_deadline_work() {
     let mut h = Harness::new(SchedulerConfig { max_batch: 2, ..config(Policy::Deadline) });
     let relaxed = h.admit("a", Class::Interactive, 0, None, 1.0);
