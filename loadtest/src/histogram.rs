@@ -51,8 +51,9 @@ impl TryFrom<Sparse> for Histogram {
             if h.counts.len() <= i {
                 h.counts.resize(i + 1, 0);
             }
-            h.counts[i] += n;
-            h.total += n;
+            let overflow = || format!("histogram counts overflow at bucket {i}");
+            h.counts[i] = h.counts[i].checked_add(n).ok_or_else(overflow)?;
+            h.total = h.total.checked_add(n).ok_or_else(overflow)?;
         }
         h.sum = sparse.sum;
         h.max = sparse.max;
@@ -101,11 +102,12 @@ impl Histogram {
         if self.counts.len() < other.counts.len() {
             self.counts.resize(other.counts.len(), 0);
         }
+        // Saturating: histograms read from reports (`merge`) may hold anything.
         for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
-            *mine += theirs;
+            *mine = mine.saturating_add(*theirs);
         }
-        self.total += other.total;
-        self.sum += other.sum;
+        self.total = self.total.saturating_add(other.total);
+        self.sum = self.sum.saturating_add(other.sum);
         self.max = self.max.max(other.max);
     }
 
@@ -162,6 +164,8 @@ mod tests {
         let json = serde_json::to_string(&h).unwrap();
         assert_eq!(serde_json::from_str::<Histogram>(&json).unwrap(), h);
         assert!(serde_json::from_str::<Histogram>(r#"{"buckets":[[99999,1]],"sum":1,"max":1}"#).is_err());
+        let huge = format!(r#"{{"buckets":[[1,{}],[2,1]],"sum":1,"max":2}}"#, u64::MAX);
+        assert!(serde_json::from_str::<Histogram>(&huge).is_err(), "counts that overflow are refused");
     }
 
     #[test]

@@ -10,13 +10,12 @@ pub const HTTP_SERVER_REQUEST_DURATION: &str = "http_server_request_duration_sec
 pub const REQUESTS_IN_FLIGHT: &str = "infergate_requests_in_flight";
 /// Jobs waiting in a model's queue.
 pub const QUEUE_DEPTH: &str = "infergate_queue_depth";
-/// The Gateway API Inference Extension's model-server gauges (its protocol's
-/// TotalQueuedRequests, TotalRunningRequests and KVCacheUtilization), per
-/// model, so that an Endpoint Picker can weigh infergate replicas as it
-/// weighs vLLM's (`vllm:num_requests_waiting`, `vllm:num_requests_running`,
-/// `vllm:kv_cache_usage_perc`). Jobs waiting in the model's queue.
-pub const MODEL_QUEUED_REQUESTS: &str = "infergate_model_queued_requests";
-/// Jobs the model is running now: in its running batches, or the sequences
+/// The Gateway API Inference Extension's model-server gauges, per model, so
+/// that an Endpoint Picker can weigh infergate replicas as it weighs vLLM's:
+/// its protocol's TotalQueuedRequests is [`QUEUE_DEPTH`] (as
+/// `vllm:num_requests_waiting`), TotalRunningRequests this one (as
+/// `vllm:num_requests_running`), KVCacheUtilization the next (as
+/// `vllm:kv_cache_usage_perc`). Jobs the model is running now: in its running batches, or the sequences
 /// of a generative model's running sets.
 pub const MODEL_RUNNING_REQUESTS: &str = "infergate_model_running_requests";
 /// How full the model is, 0–1: the share of its KV budget its running

@@ -1,7 +1,8 @@
 //! The model-server gauges of the Gateway API Inference Extension's
-//! protocol, per model: what an Endpoint Picker reads from each replica
-//! of an `InferencePool` to choose where a request goes ([`names`] has
-//! their semantics). A model's series are created when its runner starts,
+//! protocol, per model, besides the queue depth the runner already
+//! exports: what an Endpoint Picker reads from each replica of an
+//! `InferencePool` to choose where a request goes ([`names`] has their
+//! semantics). A model's series are created when its runner starts,
 //! at zero, and handed out as handles.
 
 use std::sync::atomic::AtomicU64;
@@ -16,7 +17,6 @@ use crate::names;
 /// The families; see the module docs.
 #[derive(Clone, Default)]
 pub struct PoolMetrics {
-    queued: Family<ModelLabels, Gauge>,
     running: Family<ModelLabels, Gauge>,
     utilization: Family<ModelLabels, Gauge<f64, AtomicU64>>,
 }
@@ -24,7 +24,6 @@ pub struct PoolMetrics {
 /// One model's gauges.
 #[derive(Debug, Clone)]
 pub struct PoolSeries {
-    pub queued: Gauge,
     pub running: Gauge,
     /// 0–1.
     pub utilization: Gauge<f64, AtomicU64>,
@@ -33,11 +32,6 @@ pub struct PoolSeries {
 impl PoolMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = PoolMetrics::default();
-        registry.register(
-            names::MODEL_QUEUED_REQUESTS,
-            "Jobs waiting in a model's queue (the inference extension's TotalQueuedRequests)",
-            m.queued.clone(),
-        );
         registry.register(
             names::MODEL_RUNNING_REQUESTS,
             "Jobs a model is running now (the inference extension's TotalRunningRequests)",
@@ -56,7 +50,6 @@ impl PoolMetrics {
     pub fn model(&self, model: &str) -> PoolSeries {
         let labels = ModelLabels { model: model.to_owned() };
         PoolSeries {
-            queued: self.queued.get_or_create(&labels).clone(),
             running: self.running.get_or_create(&labels).clone(),
             utilization: self.utilization.get_or_create(&labels).clone(),
         }

@@ -15,7 +15,7 @@ async fn gauges(gw: &Gateway, model: &str) -> (f64, f64, f64) {
     let text = metrics_text(gw).await;
     let series = |name: &str| metric(&text, &format!("{name}{{model=\"{model}\"}}"));
     (
-        series("infergate_model_queued_requests"),
+        series("infergate_queue_depth"),
         series("infergate_model_running_requests"),
         series("infergate_model_kv_cache_utilization"),
     )
@@ -35,11 +35,9 @@ backend = {{ kind = "synthetic", base_latency = "800ms", per_cost = "1us", dimen
 "#
     ));
     let text = metrics_text(&gw).await;
-    for name in [
-        "infergate_model_queued_requests",
-        "infergate_model_running_requests",
-        "infergate_model_kv_cache_utilization",
-    ] {
+    for name in
+        ["infergate_queue_depth", "infergate_model_running_requests", "infergate_model_kv_cache_utilization"]
+    {
         assert!(text.contains(&format!("# TYPE {name} gauge")), "{name} is a gauge");
     }
     assert_eq!(gauges(&gw, "slow").await, (0.0, 0.0, 0.0), "idle: nothing queued or running");

@@ -259,16 +259,16 @@ impl Core {
     /// publish their own) the jobs and batches running, as gauges.
     pub(super) fn publish_depth(&self, state: &mut State) {
         let scheduler = &state.scheduler;
-        let (depth, jobs, batches) = match self.backend.generator() {
-            Some(_) => (scheduler.len(), 0, 0),
-            None => (scheduler.len(), scheduler.running_jobs(), scheduler.running()),
+        let batched = self.backend.generator().is_none();
+        let (depth, jobs, batches) = match batched {
+            true => (scheduler.len(), scheduler.running_jobs(), scheduler.running()),
+            false => (scheduler.len(), 0, 0),
         };
         let last = state.depth.replace((depth, jobs, batches));
         if last.map(|l| l.0) != Some(depth) {
             self.series.queue_depth.set(depth as i64);
-            self.series.pool.queued.set(depth as i64);
         }
-        if self.backend.generator().is_none() && last.map(|l| (l.1, l.2)) != Some((jobs, batches)) {
+        if batched && last.map(|l| (l.1, l.2)) != Some((jobs, batches)) {
             let concurrency = scheduler.config().concurrency.max(1);
             self.series.pool.running.set(jobs as i64);
             self.series.pool.utilization.set((batches as f64 / concurrency as f64).min(1.0));
