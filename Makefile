@@ -35,6 +35,7 @@ run: setup
 test:
 	@start=$$EPOCHREALTIME; status=0; \
 	scripts/setup.sh; \
+	mkdir -p target && df -h target | awk 'NR == 2 { print "make test: " $$4 " free on the disk of target/" }'; \
 	$(CARGO) build --workspace --bins || status=$$?; \
 	if [[ $$status -eq 0 ]]; then \
 	    if $(CARGO) nextest --version >/dev/null 2>&1; then \
