@@ -86,6 +86,12 @@ pub struct OnnxConfig {
     /// whose client has left stops between runs).
     #[serde(default = "default_max_run_tokens")]
     pub max_run_tokens: usize,
+    /// Inputs that pad to the longest in their run (text embeddings' token
+    /// sequences, OCR's text lines) run sorted by length, split where a
+    /// run's padding would pass this fraction of its real tokens or pixels
+    /// (`inf`: one run per `max_run_inputs`, as before).
+    #[serde(default = "default_max_run_padding")]
+    pub max_run_padding: f64,
     /// Chat: KV-cache tokens one session's running set may hold (each
     /// sequence counts its prompt plus its allowed output).
     #[serde(default = "default_kv_tokens")]
@@ -112,6 +118,9 @@ fn default_max_run_inputs() -> usize {
 }
 fn default_max_run_tokens() -> usize {
     4096
+}
+fn default_max_run_padding() -> f64 {
+    0.1
 }
 fn default_kv_tokens() -> usize {
     16_384
@@ -140,6 +149,9 @@ impl OnnxConfig {
             return Err(LoadError::Settings(
                 "max_tokens must leave room for the special tokens (at least 3)",
             ));
+        }
+        if self.max_run_padding.is_nan() || self.max_run_padding < 0.0 {
+            return Err(LoadError::Settings("max_run_padding must be 0 or more (inf: no limit)"));
         }
         if self.max_image_pixels == 0 {
             return Err(LoadError::Settings("max_image_pixels must be greater than zero"));

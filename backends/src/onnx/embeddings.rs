@@ -9,6 +9,7 @@ use ort::value::Tensor;
 use tokenizers::Tokenizer;
 
 use super::config::OnnxConfig;
+use super::runs::{next_run, RunLimits};
 use super::session::session;
 use super::worker::{fail_all, InferError, Worker};
 use crate::{BackendError, EmbeddingInput, EmbeddingsOutput, Item, LoadError, Output, Request};
@@ -21,8 +22,7 @@ pub(crate) struct EmbeddingsWorker {
     vocab: usize,
     max_tokens: usize,
     truncate: bool,
-    max_run_inputs: usize,
-    max_run_tokens: usize,
+    limits: RunLimits,
     /// The model takes `token_type_ids` (most BERT exports do).
     token_types: bool,
 }
@@ -94,8 +94,11 @@ impl EmbeddingsWorker {
             specials,
             max_tokens: config.max_tokens,
             truncate: config.truncate,
-            max_run_inputs: config.max_run_inputs,
-            max_run_tokens: config.max_run_tokens,
+            limits: RunLimits {
+                inputs: config.max_run_inputs,
+                cells: config.max_run_tokens,
+                padding: config.max_run_padding,
+            },
             token_types,
         })
     }
@@ -138,9 +141,9 @@ impl EmbeddingsWorker {
         Ok(ids)
     }
 
-    /// Embed sequences (already tokenized) in runs of at most
-    /// `max_run_inputs` sequences and `max_run_tokens` padded tokens (one
-    /// sequence at least). Before each run, sequences whose owner (an index
+    /// Embed sequences (already tokenized) in runs of similar length: at
+    /// most `max_run_inputs` sequences, `max_run_tokens` padded tokens and
+    /// `max_run_padding` padding (one sequence at least). Before each run, sequences whose owner (an index
     /// into `items`, per sequence) has [stopped](Item::stopped) are dropped:
     /// their vectors stay empty.
     fn embed(
@@ -160,7 +163,7 @@ impl EmbeddingsWorker {
                 *flag = *flag || item.stopped();
             }
             let live: Vec<usize> = rest.iter().copied().filter(|&i| !stopped[owners[i]]).collect();
-            let take = run_length(&live, |i| sequences[i].len(), self.max_run_inputs, self.max_run_tokens);
+            let take = next_run(live.iter().map(|&i| sequences[i].len()), self.limits);
             let Some(&last) = live.get(take.saturating_sub(1)) else { break };
             let batch: Vec<&[u32]> = live[..take].iter().map(|&i| sequences[i]).collect();
             for (vector, &i) in self.run(&batch)?.into_iter().zip(&live) {
@@ -216,25 +219,6 @@ impl EmbeddingsWorker {
             })
             .collect())
     }
-}
-
-/// How many of `sequences` (sorted by length, shortest first) the next run
-/// takes: at most `max_inputs`, and at most `max_tokens` once padded to the
-/// longest; always one, when there is one.
-fn run_length(
-    sequences: &[usize],
-    len: impl Fn(usize) -> usize,
-    max_inputs: usize,
-    max_tokens: usize,
-) -> usize {
-    let mut take = 0;
-    for (n, &i) in sequences.iter().take(max_inputs).enumerate() {
-        if n > 0 && (n + 1) * len(i) > max_tokens {
-            break;
-        }
-        take = n + 1;
-    }
-    take
 }
 
 /// Mean over the unmasked tokens, then L2 normalisation.
@@ -325,7 +309,7 @@ impl Worker for EmbeddingsWorker {
 
 #[cfg(test)]
 mod tests {
-    use super::{prepare, run_length, Specials};
+    use super::{prepare, Specials};
     use tokenizers::Tokenizer;
 
     /// A word-level tokenizer with the post-processor `post` (JSON).
@@ -372,20 +356,5 @@ mod tests {
         // No post-processor: nothing around the text, padding with 0.
         let bare = tokenizer(r#"{"<unk>":0,"a":1}"#, "null");
         assert_eq!(Specials::of(&bare, None).unwrap(), Specials { prefix: vec![], suffix: vec![], pad: 0 });
-    }
-
-    #[test]
-    fn runs_are_bounded_by_sequences_and_padded_tokens() {
-        let lens = [3, 5, 8, 8, 20, 300];
-        let len = |i: usize| lens[i];
-        let all: Vec<usize> = (0..lens.len()).collect();
-        assert_eq!(run_length(&all, len, 64, 4096), 6);
-        assert_eq!(run_length(&all, len, 2, 4096), 2);
-        // 4 sequences padded to 8 tokens fit in 32; a fifth of 20 would make 100.
-        assert_eq!(run_length(&all, len, 64, 32), 4);
-        assert_eq!(run_length(&all, len, 64, 31), 3);
-        // A sequence longer than the budget still runs, alone.
-        assert_eq!(run_length(&all[5..], len, 64, 32), 1);
-        assert_eq!(run_length(&[], len, 64, 32), 0);
     }
 }

@@ -4,8 +4,10 @@
 //! One backend per model (settings in `config.rs`): the crate's pool of
 //! worker threads, each with its own sessions (`session.rs`) in its
 //! pipeline's `Worker` (`worker.rs`), runs whole batches — one
-//! `Session::run` per batch (split only past `max_run_inputs` sequences or
-//! images, to bound memory). Pipelines: text embeddings (BERT-style
+//! `Session::run` per batch of images, and for inputs that pad (token
+//! sequences, text-line crops) runs of similar length (`runs.rs`: split
+//! where padding would pass `max_run_padding`, or past `max_run_inputs`
+//! inputs, to bound memory). Pipelines: text embeddings (BERT-style
 //! encoders with mean pooling), image moderation (open_nsfw), voice activity
 //! (silero VAD), OCR (PP-OCRv4) and chat (decoder with KV cache, stepped for
 //! continuous batching through [`Generate`]: each worker thread is a lane
@@ -18,6 +20,7 @@ mod embeddings;
 pub mod images;
 mod nsfw;
 mod ocr;
+mod runs;
 mod session;
 mod vad;
 mod worker;

@@ -14,6 +14,7 @@ use ort::value::Tensor;
 
 use super::config::OnnxConfig;
 use super::images;
+use super::runs::{self, RunLimits};
 use super::session::session;
 use super::worker::{InferError, Worker};
 use crate::{BackendError, Item, LoadError, OcrLine, OcrOutput, Output, Request};
@@ -66,6 +67,8 @@ pub(crate) struct OcrWorker {
     characters: Vec<String>,
     max_pixels: u64,
     max_run_inputs: usize,
+    /// Recognition runs: text lines of similar width together.
+    limits: RunLimits,
 }
 
 impl OcrWorker {
@@ -89,6 +92,11 @@ impl OcrWorker {
             characters,
             max_pixels: config.max_image_pixels,
             max_run_inputs: config.max_run_inputs,
+            limits: RunLimits {
+                inputs: config.max_run_inputs,
+                cells: usize::MAX,
+                padding: config.max_run_padding,
+            },
         })
     }
 
@@ -105,12 +113,12 @@ impl OcrWorker {
         drop(image);
         item.check()?;
         let boxes = self.detect(&rgb)?;
-        // Batches of similar width pad least.
-        let mut order: Vec<usize> = (0..boxes.len()).collect();
-        order.sort_by(|&a, &b| crop_ratio(&boxes[a]).total_cmp(&crop_ratio(&boxes[b])));
+        // Runs of similar width pad least.
+        let widths: Vec<usize> =
+            boxes.iter().map(|corners| rec_width(crop_ratio(corners)) as usize).collect();
         let mut texts = vec![(String::new(), 0.0); boxes.len()];
         let mut turned = 0;
-        for chunk in order.chunks(self.max_run_inputs) {
+        for chunk in runs::plan(&widths, self.limits) {
             item.check()?;
             let mut crops: Vec<RgbImage> = chunk.iter().map(|&i| crop(&rgb, &boxes[i])).collect();
             turned += self.orient(&mut crops)?;
@@ -234,11 +242,8 @@ impl OcrWorker {
         let order: Vec<usize> = (0..crops.len()).collect();
         let mut out = vec![(String::new(), 0.0); crops.len()];
         for chunk in order.chunks(self.max_run_inputs) {
-            let widest = chunk
-                .iter()
-                .map(|&i| ratio(&crops[i]))
-                .fold(REC_MIN_WIDTH as f32 / REC_HEIGHT as f32, f32::max);
-            let width = ((REC_HEIGHT as f32 * widest) as u32).min(REC_MAX_WIDTH);
+            let widest = chunk.iter().map(|&i| ratio(&crops[i])).fold(0.0, f32::max);
+            let width = rec_width(widest);
             let input: Vec<f32> = chunk.iter().flat_map(|&i| fit(&crops[i], REC_HEIGHT, width)).collect();
             let tensor =
                 Tensor::from_array(([chunk.len(), 3, REC_HEIGHT as usize, width as usize], input.clone()))?;
@@ -417,6 +422,12 @@ fn crop_size(corners: &[Point; 4]) -> (f32, f32) {
 }
 
 /// The box's text length over its height, once upright.
+/// The recogniser's input width for a crop of this width ÷ height: crops
+/// are scaled to `REC_HEIGHT` and padded to at least `REC_MIN_WIDTH`.
+fn rec_width(ratio: f32) -> u32 {
+    ((REC_HEIGHT as f32 * ratio.max(REC_MIN_WIDTH as f32 / REC_HEIGHT as f32)) as u32).min(REC_MAX_WIDTH)
+}
+
 fn crop_ratio(corners: &[Point; 4]) -> f32 {
     let (w, h) = crop_size(corners);
     if h >= 1.5 * w {
