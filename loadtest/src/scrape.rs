@@ -88,46 +88,16 @@ async fn fetch(client: &Client, url: &Uri) -> anyhow::Result<String> {
 /// labelled `model="…"` when `model` is given); a name with no sample is left out.
 pub fn parse(text: &str, names: &[String], model: Option<&str>) -> BTreeMap<String, f64> {
     let mut values = BTreeMap::new();
-    let wanted = model.map(|m| format!("model=\"{}\"", m.replace('\\', "\\\\").replace('"', "\\\"")));
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-        let name_end = line.find(|c: char| c == '{' || c.is_whitespace()).unwrap_or(line.len());
-        let name = &line[..name_end];
-        if !names.iter().any(|n| n == name) {
+    for sample in infergate_otel::exposition::samples(text) {
+        if !names.iter().any(|n| n == sample.name) {
             continue;
         }
-        // The value follows the labels (which may hold spaces inside quotes).
-        let (labels, rest) = match line[name_end..].strip_prefix('{') {
-            Some(labels) => match labels_end(labels) {
-                Some(end) => (&labels[..end], &labels[end..]),
-                None => continue,
-            },
-            None => ("", &line[name_end..]),
-        };
-        if wanted.as_ref().is_some_and(|w| !labels.split(',').any(|l| l.trim().trim_end_matches('}') == w)) {
+        if model.is_some_and(|m| sample.label("model").as_deref() != Some(m)) {
             continue;
         }
-        if let Some(value) = rest.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) {
-            if value.is_finite() {
-                *values.entry(name.to_owned()).or_insert(0.0) += value;
-            }
-        }
+        *values.entry(sample.name.to_owned()).or_insert(0.0) += sample.value;
     }
     values
-}
-
-/// The index just past the `}` closing a label set, skipping quoted values.
-fn labels_end(labels: &str) -> Option<usize> {
-    let (mut quoted, mut escaped) = (false, false);
-    for (i, c) in labels.char_indices() {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            '}' if !quoted => return Some(i + 1),
-            _ => {}
-        }
-    }
-    None
 }
 
 #[cfg(test)]

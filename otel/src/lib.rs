@@ -10,6 +10,7 @@
 
 pub mod cache;
 pub mod events;
+pub mod exposition;
 pub mod genai;
 mod labels;
 mod metrics;

@@ -12,9 +12,11 @@ use serde_json::{json, Value};
 use tracing::Instrument;
 
 use super::answers::{chat_json, embeddings_json, relay_stream, tensor_json, transcription_json};
+use super::config::LoadMetricsConfig;
 use super::config::{Protocol, RemoteConfig};
 use super::discovery::{discover, Endpoint};
-use super::replicas::{Failure, Lease, Replicas};
+use super::load::Reported;
+use super::replicas::{Failure, Lease, Replicas, Want};
 use super::transport::{self as http, Client};
 use crate::{
     Backend, BackendError, BatchReport, Capabilities, EmbeddingInput, Item, LoadError, ModelInfo, Request,
@@ -70,7 +72,7 @@ impl RemoteBackend {
                 Endpoint::Dns { .. } => None,
             })
             .collect();
-        let replicas = Arc::new(Replicas::new(statics, config.replica_concurrency, config.health.cooldown));
+        let replicas = Arc::new(Replicas::new(statics, config));
         let mut tasks = Vec::new();
         if endpoints.iter().any(|e| matches!(e, Endpoint::Dns { .. })) {
             let (replicas, every) = (replicas.clone(), config.dns_refresh);
@@ -80,6 +82,10 @@ impl RemoteBackend {
                     tokio::time::sleep(every).await;
                 }
             }));
+        }
+        if let Some(load) = &config.load_metrics {
+            let upstream = config.upstream_model.clone().unwrap_or_else(|| model.to_owned());
+            tasks.push(tokio::spawn(read_load(replicas.clone(), client.clone(), load.clone(), upstream)));
         }
         let (beat_replicas, beat_client, beat_config) = (replicas.clone(), client.clone(), config.clone());
         tasks.push(tokio::spawn(async move {
@@ -252,11 +258,14 @@ impl RemoteBackend {
             }
         };
         let path = path.as_str();
+        let want = Want {
+            prefix: self.config.prefix_affinity.as_ref().and_then(|a| prefix(&item.request, a.tokens)),
+        };
         let mut tried = Vec::new();
         let mut last_error = BackendError::Failed("no upstream replica is available".into());
         loop {
             item.check()?;
-            let Some(lease) = self.replicas.pick(&tried) else { return Err(last_error) };
+            let Some(lease) = self.replicas.pick(&tried, want) else { return Err(last_error) };
             tried.push(lease.replica.clone());
             match self.attempt(item, path, body.clone(), &lease, tried.len() - 1).await {
                 Attempt::Answered => return Ok(()),
@@ -529,5 +538,106 @@ impl Backend for RemoteBackend {
             }
         }
         BatchReport { items, elapsed: start.elapsed() }
+    }
+}
+
+/// Read every replica's load gauges each `interval` (`load.rs`). A replica
+/// that does not answer in time, or answers without a known gauge, has no
+/// reading until it does.
+async fn read_load(replicas: Arc<Replicas>, client: Client, config: LoadMetricsConfig, model: String) {
+    /// Most of a metrics page read; a page past it is not read on.
+    const MAX_PAGE: usize = 4 << 20;
+    let mut tick = tokio::time::interval(config.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let reads = replicas.all().into_iter().map(|r| {
+            let (client, config, model) = (&client, &config, model.as_str());
+            async move {
+                let read = async {
+                    let uri = r.target.as_ref().ok()?.join(&config.path).ok()?;
+                    let request = ::http::Request::get(uri).body(http::Body::default()).ok()?;
+                    let response = client.send(request).await.ok()?;
+                    if !response.status().is_success() {
+                        return None;
+                    }
+                    let mut body = response.into_body();
+                    let mut page = Vec::new();
+                    while let Some(chunk) = http::next_chunk(&mut body).await {
+                        page.extend_from_slice(&chunk.ok()?);
+                        if page.len() > MAX_PAGE {
+                            return None;
+                        }
+                    }
+                    Reported::parse(&String::from_utf8_lossy(&page), model, Instant::now())
+                };
+                r.report(tokio::time::timeout(config.interval, read).await.ok().flatten());
+            }
+        });
+        join_all(reads).await;
+    }
+}
+
+/// A hash of a chat prompt's first `tokens` tokens (about 4 bytes each, the
+/// gateway's estimate), roles included; `None` for a shorter prompt or
+/// another kind of request.
+fn prefix(request: &Request, tokens: usize) -> Option<u64> {
+    use std::hash::Hasher;
+    let Request::Chat(chat) = request else { return None };
+    let mut left = tokens.saturating_mul(4);
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for message in &chat.messages {
+        for part in [message.role.as_bytes(), b"\n", message.content.as_bytes(), b"\n"] {
+            let take = part.len().min(left);
+            hasher.write(&part[..take]);
+            left -= take;
+            if left == 0 {
+                return Some(hasher.finish());
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ChatMessage, ChatRequest};
+
+    fn chat(messages: &[(&str, &str)]) -> Request {
+        Request::Chat(ChatRequest {
+            messages: messages
+                .iter()
+                .map(|(role, content)| ChatMessage { role: (*role).into(), content: (*content).into() })
+                .collect(),
+            max_tokens: 16,
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: None,
+            seed: None,
+            stop: Vec::new(),
+            stream: false,
+            json: false,
+            passthrough: None,
+        })
+    }
+
+    #[test]
+    fn prompts_sharing_their_first_tokens_share_a_prefix_and_short_ones_have_none() {
+        let system = "Translate the user's text from English to German. ".repeat(4);
+        let a = prefix(&chat(&[("system", &system), ("user", "Good morning")]), 32);
+        let b = prefix(&chat(&[("system", &system), ("user", "Where is the station?")]), 32);
+        assert!(a.is_some());
+        assert_eq!(a, b);
+        let other = "Translate the user's text from English to French. ".repeat(4);
+        assert_ne!(a, prefix(&chat(&[("system", &other), ("user", "Good morning")]), 32));
+        // The role is part of the prompt.
+        assert_ne!(a, prefix(&chat(&[("user", &system), ("user", "Good morning")]), 32));
+        // Shorter than 32 tokens (128 bytes): no affinity.
+        assert_eq!(prefix(&chat(&[("user", "Good morning")]), 32), None);
+        assert_eq!(
+            prefix(&Request::Embeddings(crate::EmbeddingsRequest { inputs: vec![], dimensions: None }), 1),
+            None
+        );
     }
 }

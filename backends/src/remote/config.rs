@@ -59,6 +59,53 @@ pub struct RemoteConfig {
     /// PEM private key of `client_cert`.
     #[serde(default)]
     pub client_key: Option<PathBuf>,
+    /// Read each replica's own load gauges (queue, running requests, KV-cache
+    /// use) into the replica choice.
+    #[serde(default)]
+    pub load_metrics: Option<LoadMetricsConfig>,
+    /// Send requests that share a long prompt prefix to the replica that
+    /// served it last, while that one is not saturated.
+    #[serde(default)]
+    pub prefix_affinity: Option<PrefixAffinityConfig>,
+}
+
+/// `load_metrics = { path = "/metrics", interval = "250ms" }`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoadMetricsConfig {
+    /// Prometheus endpoint on each replica.
+    pub path: String,
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// A reading older than this no longer counts (4 × `interval` if unset).
+    #[serde(with = "humantime_serde")]
+    pub max_age: Option<Duration>,
+}
+
+impl Default for LoadMetricsConfig {
+    fn default() -> Self {
+        LoadMetricsConfig { path: "/metrics".into(), interval: Duration::from_millis(250), max_age: None }
+    }
+}
+
+impl LoadMetricsConfig {
+    pub(crate) fn max_age(&self) -> Duration {
+        self.max_age.unwrap_or(self.interval * 4)
+    }
+}
+
+/// `prefix_affinity = { tokens = 256 }`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PrefixAffinityConfig {
+    /// How long a shared prefix must be, in tokens (counted as the gateway
+    /// estimates them, about 4 bytes each): shorter prompts get no affinity.
+    #[serde(default = "default_prefix_tokens")]
+    pub tokens: usize,
+}
+
+fn default_prefix_tokens() -> usize {
+    256
 }
 
 /// `health = { ... }`: heartbeats, ejection and the half-open probe.
@@ -134,6 +181,17 @@ impl RemoteConfig {
         let h = &self.health;
         if h.interval.is_zero() || h.eject_after == 0 || h.readmit_after == 0 || h.eject_after_5xx == 0 {
             return Err(LoadError::setting("health", "interval and the counts must be greater than zero"));
+        }
+        if let Some(load) = &self.load_metrics {
+            if !load.path.starts_with('/') || load.interval.is_zero() || load.max_age().is_zero() {
+                return Err(LoadError::setting(
+                    "load_metrics",
+                    "path must start with / and interval and max_age must be greater than zero",
+                ));
+            }
+        }
+        if self.prefix_affinity.as_ref().is_some_and(|p| p.tokens == 0) {
+            return Err(LoadError::setting("prefix_affinity", "tokens must be at least 1"));
         }
         if self.timeout.is_zero() || self.connect_timeout.is_zero() || self.dns_refresh.is_zero() {
             return Err(LoadError::Settings(

@@ -10,7 +10,8 @@
 //! while the deadline and the retry budget allow.
 //!
 //! Files: `config.rs` (the settings), `discovery.rs` (fixed and `dns://`
-//! endpoints), `replicas.rs` (choice and health), `client.rs` (the backend:
+//! endpoints), `replicas.rs` (choice, prefix affinity and health), `load.rs`
+//! (the load gauges upstreams publish), `client.rs` (the backend:
 //! request bodies, attempts, retries), `answers.rs` (reading answers and
 //! relaying streams), `redact.rs` (what of an upstream may be shown),
 //! `transport.rs` (the HTTP client, with `h1.rs`'s pool for plain `http`),
@@ -23,6 +24,7 @@ mod config;
 mod discovery;
 mod error;
 mod h1;
+mod load;
 mod redact;
 mod replicas;
 mod tls;
@@ -30,4 +32,4 @@ mod transport;
 
 pub(crate) use client::RemoteBackend;
 pub(crate) use config::Protocol;
-pub use config::{HealthConfig, RemoteConfig};
+pub use config::{HealthConfig, LoadMetricsConfig, PrefixAffinityConfig, RemoteConfig};

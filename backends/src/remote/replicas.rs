@@ -1,9 +1,16 @@
 //! A model's upstream replicas: discovery, health, and the choice of one.
 //!
-//! Choice: power of two random choices, each scored by its outstanding
-//! requests times its peak-EWMA latency (Finagle's load metric); a replica
-//! at its concurrency limit, ejected, or backing off after a 429 is not a
-//! candidate. Health: an active heartbeat (`eject_after` misses eject,
+//! Choice: power of two random choices, each scored by its load (the
+//! gateway's outstanding requests on it, plus the queue the replica itself
+//! reports while that reading is fresh, `load.rs`) times its peak-EWMA
+//! latency (Finagle's load metric), times one plus its reported KV-cache
+//! use; a replica at its concurrency limit, ejected, or backing off after a
+//! 429 is not a candidate. With prefix affinity, a request whose prompt
+//! shares a long prefix with an earlier one goes to the replica that served
+//! that one (whose prefix cache holds it) unless it is saturated: its
+//! KV-cache use at 0.9 or more, or its load over 1.25 × the mean plus 4
+//! (consistent hashing with bounded loads); then it goes by the usual choice, and the
+//! prefix follows it. Health: an active heartbeat (`eject_after` misses eject,
 //! `readmit_after` successes re-admit) and passive ejection on connect
 //! errors and bursts of 5xx. An ejected replica is half-open after
 //! `cooldown`: one request may probe it, and its success re-admits it.
@@ -16,6 +23,7 @@ use std::time::{Duration, Instant};
 use infergate_rng::SharedSplitMix64;
 
 use super::config::RemoteConfig;
+use super::load::Reported;
 
 /// Latency estimate that jumps up at once and decays slowly.
 #[derive(Debug)]
@@ -89,6 +97,8 @@ pub struct Replica {
     probing: AtomicBool,
     server_errors: AtomicU32,
     ejections: Arc<EjectionCounts>,
+    /// Its own load gauges, last read.
+    reported: Mutex<Option<Reported>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -112,6 +122,7 @@ impl Replica {
             probing: AtomicBool::new(false),
             server_errors: AtomicU32::new(0),
             ejections,
+            reported: Mutex::new(None),
         }
     }
 
@@ -127,9 +138,27 @@ impl Replica {
         self.outstanding.load(Ordering::Relaxed)
     }
 
-    fn score(&self) -> f64 {
+    /// Its latest load gauges; `None` when a read failed or found none.
+    pub fn report(&self, reading: Option<Reported>) {
+        *self.reported.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = reading;
+    }
+
+    /// Its load gauges if read within `max_age` of `now`.
+    pub fn reported(&self, now: Instant, max_age: Option<Duration>) -> Option<Reported> {
+        let max_age = max_age?;
+        let reading = *self.reported.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        reading.filter(|r| r.fresh(now, max_age))
+    }
+
+    /// Requests on it: ours outstanding, plus its own queue when known.
+    fn load(&self, reported: Option<&Reported>) -> f64 {
+        self.outstanding() as f64 + reported.map_or(0.0, |r| r.waiting)
+    }
+
+    fn score(&self, reported: Option<&Reported>) -> f64 {
         let latency = self.latency.lock().unwrap_or_else(std::sync::PoisonError::into_inner).value;
-        (self.outstanding() as f64 + 1.0) * latency.max(1e-4)
+        let kv = reported.and_then(|r| r.kv_cache).unwrap_or(0.0);
+        (self.load(reported) + 1.0) * latency.max(1e-4) * (1.0 + kv)
     }
 
     /// Take it out of rotation; returns whether it was in.
@@ -263,18 +292,57 @@ pub struct Replicas {
     /// Seeded per process: replicas of the gateway pick differently.
     rng: SharedSplitMix64,
     pub ejections: Arc<EjectionCounts>,
+    /// How long a replica's reported load counts; `None` without `load_metrics`.
+    max_age: Option<Duration>,
+    /// Prefix → the replica that served it last, with prefix affinity.
+    affinity: Option<Mutex<Affinity>>,
+}
+
+/// Which replica served which prompt prefix: two generations of a map (the
+/// older dropped when the newer fills), so that it stays bounded and keeps
+/// what is used.
+#[derive(Debug, Default)]
+struct Affinity {
+    current: HashMap<u64, Arc<str>>,
+    previous: HashMap<u64, Arc<str>>,
+}
+
+impl Affinity {
+    /// Prefixes remembered per generation.
+    const GENERATION: usize = 4096;
+
+    fn get(&self, prefix: u64) -> Option<&Arc<str>> {
+        self.current.get(&prefix).or_else(|| self.previous.get(&prefix))
+    }
+
+    fn set(&mut self, prefix: u64, base: Arc<str>) {
+        if self.current.len() >= Self::GENERATION && !self.current.contains_key(&prefix) {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(prefix, base);
+    }
+}
+
+/// What the choice of a replica knows of the request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Want {
+    /// A hash of its prompt's first `prefix_affinity.tokens` tokens, if it has that many.
+    pub prefix: Option<u64>,
 }
 
 impl Replicas {
-    pub fn new(bases: Vec<String>, limit: usize, cooldown: Duration) -> Self {
+    pub fn new(bases: Vec<String>, config: &RemoteConfig) -> Self {
         let ejections = Arc::new(EjectionCounts::default());
+        let limit = config.replica_concurrency;
         let list = bases.into_iter().map(|b| Arc::new(Replica::new(b, limit, ejections.clone()))).collect();
         Replicas {
             list: RwLock::new(list),
             limit,
-            cooldown,
+            cooldown: config.health.cooldown,
             rng: SharedSplitMix64::from_process(),
             ejections,
+            max_age: config.load_metrics.as_ref().map(|l| l.max_age()),
+            affinity: config.prefix_affinity.as_ref().map(|_| Mutex::new(Affinity::default())),
         }
     }
 
@@ -315,7 +383,7 @@ impl Replicas {
     }
 
     /// Choose a replica (not one of `tried`) and hold it.
-    pub fn pick(&self, tried: &[Arc<Replica>]) -> Option<Lease> {
+    pub fn pick(&self, tried: &[Arc<Replica>], want: Want) -> Option<Lease> {
         let now = Instant::now();
         let all = self.all();
         let candidates: Vec<(Arc<Replica>, bool)> = all
@@ -324,9 +392,12 @@ impl Replicas {
             .filter_map(|r| r.candidate(now, self.cooldown).map(|probe| (r, probe)))
             .collect();
         // Healthy ones first; a half-open probe only when none is healthy.
-        let healthy: Vec<&Arc<Replica>> = candidates.iter().filter(|(_, p)| !p).map(|(r, _)| r).collect();
-        let chosen = match healthy.len() {
-            0 => {
+        let healthy: Vec<(&Arc<Replica>, Option<Reported>)> =
+            candidates.iter().filter(|(_, p)| !p).map(|(r, _)| (r, r.reported(now, self.max_age))).collect();
+        let affine = want.prefix.and_then(|prefix| self.affine(prefix, &healthy));
+        let chosen = match (affine, healthy.len()) {
+            (Some(r), _) => r,
+            (None, 0) => {
                 let (r, _) = candidates.first()?;
                 if r.probing.swap(true, Ordering::AcqRel) {
                     return None;
@@ -334,18 +405,134 @@ impl Replicas {
                 tracing::info!(replica = %r.name, "half-open probe of an ejected upstream replica");
                 r.clone()
             }
-            1 => healthy[0].clone(),
-            n => {
+            (None, 1) => healthy[0].0.clone(),
+            (None, n) => {
                 let a = self.random(n);
                 let b = (a + 1 + self.random(n - 1)) % n;
-                if healthy[a].score() <= healthy[b].score() {
-                    healthy[a].clone()
+                let score = |(r, reported): &(&Arc<Replica>, Option<Reported>)| r.score(reported.as_ref());
+                if score(&healthy[a]) <= score(&healthy[b]) {
+                    healthy[a].0.clone()
                 } else {
-                    healthy[b].clone()
+                    healthy[b].0.clone()
                 }
             }
         };
+        if let (Some(prefix), Some(affinity)) = (want.prefix, &self.affinity) {
+            affinity
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .set(prefix, chosen.base.as_str().into());
+        }
         chosen.outstanding.fetch_add(1, Ordering::Relaxed);
         Some(Lease { replica: chosen })
+    }
+
+    /// The healthy replica that served `prefix` last, unless it is saturated.
+    fn affine(&self, prefix: u64, healthy: &[(&Arc<Replica>, Option<Reported>)]) -> Option<Arc<Replica>> {
+        let affinity = self.affinity.as_ref()?.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let base = affinity.get(prefix)?;
+        let (replica, reported) = healthy.iter().find(|(r, _)| r.base == **base)?;
+        let total: f64 = healthy.iter().map(|(r, reported)| r.load(reported.as_ref())).sum();
+        let bound = BOUNDED_LOAD * (total + 1.0) / healthy.len() as f64 + AFFINITY_SLACK;
+        let full = reported.and_then(|r| r.kv_cache).is_some_and(|kv| kv >= SATURATED_KV_CACHE);
+        (!full && replica.load(reported.as_ref()) + 1.0 <= bound).then(|| (*replica).clone())
+    }
+}
+
+/// An affine replica may carry up to this many times the mean load (the
+/// request being placed counted), plus `AFFINITY_SLACK` requests, so that a
+/// prefix does not move at low load for one request more.
+const BOUNDED_LOAD: f64 = 1.25;
+const AFFINITY_SLACK: f64 = 4.0;
+/// From this KV-cache use an affine replica is saturated.
+const SATURATED_KV_CACHE: f64 = 0.9;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replicas(n: usize, extra: serde_json::Value) -> Replicas {
+        let bases: Vec<String> = (0..n).map(|i| format!("http://127.0.0.1:{}", 9000 + i)).collect();
+        let mut config = serde_json::json!({ "endpoints": bases });
+        config.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let config: RemoteConfig = serde_json::from_value(config).unwrap();
+        Replicas::new(bases, &config)
+    }
+
+    fn reading(waiting: f64, kv_cache: Option<f64>, at: Instant) -> Option<Reported> {
+        Some(Reported { waiting, running: None, kv_cache, at })
+    }
+
+    /// How many of `n` picks (each let go at once) went to each replica.
+    fn spread(set: &Replicas, n: usize, want: Want) -> Vec<usize> {
+        let all = set.all();
+        let mut counts = vec![0; all.len()];
+        for _ in 0..n {
+            let lease = set.pick(&[], want).unwrap();
+            counts[all.iter().position(|r| Arc::ptr_eq(r, &lease.replica)).unwrap()] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn a_reported_queue_steers_the_choice_while_it_is_fresh() {
+        let set =
+            replicas(2, serde_json::json!({ "load_metrics": { "interval": "250ms", "max_age": "1s" } }));
+        let all = set.all();
+        let now = Instant::now();
+        all[0].report(reading(50.0, None, now));
+        all[1].report(reading(0.0, None, now));
+        assert_eq!(spread(&set, 100, Want::default()), [0, 100]);
+        // A full KV cache counts too: 2 × the score at the same queue.
+        all[0].report(reading(0.0, Some(1.0), now));
+        assert_eq!(spread(&set, 100, Want::default()), [0, 100]);
+        // Stale readings are ignored: the two are alike again.
+        let old = now - Duration::from_secs(2);
+        all[0].report(reading(50.0, None, old));
+        all[1].report(reading(0.0, None, old));
+        let counts = spread(&set, 200, Want::default());
+        assert!(counts[0] > 0 && counts[1] > 0, "{counts:?}");
+        // Without load_metrics a reading is never read.
+        let plain = replicas(2, serde_json::json!({}));
+        plain.all()[0].report(reading(50.0, None, now));
+        assert!(plain.all()[0].reported(now, plain.max_age).is_none());
+    }
+
+    #[test]
+    fn a_prefix_sticks_to_its_replica_until_it_is_saturated_then_follows_the_spill() {
+        let set = replicas(
+            3,
+            serde_json::json!({
+                "load_metrics": { "interval": "250ms" }, "prefix_affinity": { "tokens": 16 }
+            }),
+        );
+        let all = set.all();
+        let want = Want { prefix: Some(42) };
+        let first = set.pick(&[], want).unwrap().replica.clone();
+        let home = all.iter().position(|r| Arc::ptr_eq(r, &first)).unwrap();
+        let counts = spread(&set, 50, want);
+        assert_eq!(counts[home], 50, "{counts:?}");
+        // Other prefixes and prefix-less requests are not bound to it.
+        let others = spread(&set, 300, Want::default());
+        assert!(others.iter().all(|&c| c > 0), "{others:?}");
+        // Held leases load it past 1.25 × the mean plus 4: the next one
+        // spills, and the prefix moves with it. With 3 replicas and the others
+        // idle that is the seventh: 6 + 1 > 1.25 × 7 / 3 + 4 = 6.9.
+        let mut held = Vec::new();
+        let spilled = loop {
+            let lease = set.pick(&[], want).unwrap();
+            if !Arc::ptr_eq(&lease.replica, &all[home]) {
+                break lease;
+            }
+            held.push(lease);
+            assert!(held.len() < 10);
+        };
+        assert_eq!(held.len(), 6);
+        let moved = all.iter().position(|r| Arc::ptr_eq(r, &spilled.replica)).unwrap();
+        drop((held, spilled));
+        assert_eq!(spread(&set, 20, want)[moved], 20);
+        // A replica reporting a nearly full KV cache is saturated too.
+        all[moved].report(reading(0.0, Some(0.95), Instant::now()));
+        assert_eq!(spread(&set, 20, want)[moved], 0);
     }
 }
