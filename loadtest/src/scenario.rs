@@ -19,6 +19,8 @@
 //! model = "qwen2.5-0.5b-instruct"
 //! stream = true
 //! prompt_words = [20, 200]           # uniform; or { mean = 100, sd = 30 }; or 50
+//! system_words = 400                 # a system message before it…
+//! system_prompts = 8                 # …one of 8 fixed ones, drawn uniformly
 //! max_tokens = [16, 128]
 //! class = "interactive"              # x-priority
 //! timeout = "2s"                     # x-request-timeout
@@ -130,6 +132,11 @@ pub struct EntryConfig {
     pub stream: bool,
     /// Chat: words in the user message.
     pub prompt_words: Option<Length>,
+    /// Chat: a system message of this many words before the user's, one of
+    /// `system_prompts` fixed ones (default 1) drawn uniformly, so that
+    /// prompts share long prefixes as a product's system prompts make them.
+    pub system_words: Option<Length>,
+    pub system_prompts: Option<u32>,
     /// Chat: `max_tokens`.
     pub max_tokens: Option<Length>,
     /// Embeddings: inputs per request, and words per input.
@@ -185,6 +192,7 @@ enum Body {
     Chat {
         model: Option<String>,
         stream: bool,
+        system: Option<Texts>,
         prompt: Texts,
         max_tokens: Length,
     },
@@ -220,26 +228,27 @@ struct Pool {
 
 impl Texts {
     fn new(config: &EntryConfig, words: Length, seed: u64) -> anyhow::Result<Texts> {
-        let pool = match config.distinct {
+        match config.distinct {
             None => {
                 anyhow::ensure!(config.zipf.is_none(), "zipf: needs distinct");
-                None
+                Ok(Texts { words, pool: None })
             }
-            Some(distinct) => {
-                let s = config.zipf.unwrap_or(1.1);
-                anyhow::ensure!((1..=10_000_000).contains(&distinct), "distinct: 1 to 10,000,000 strings");
-                anyhow::ensure!(s.is_finite() && (0.0..=10.0).contains(&s), "zipf: an exponent in [0, 10]");
-                let mut total = 0.0;
-                let cumulative = (1..=distinct)
-                    .map(|rank| {
-                        total += f64::from(rank).powf(-s);
-                        total
-                    })
-                    .collect();
-                Some(Pool { cumulative, seed })
-            }
-        };
-        Ok(Texts { words, pool })
+            Some(distinct) => Texts::pool(words, distinct, config.zipf.unwrap_or(1.1), seed),
+        }
+    }
+
+    /// `distinct` fixed strings drawn by rank with a Zipf law of exponent `s` (0: uniform).
+    fn pool(words: Length, distinct: u32, s: f64, seed: u64) -> anyhow::Result<Texts> {
+        anyhow::ensure!((1..=10_000_000).contains(&distinct), "distinct: 1 to 10,000,000 strings");
+        anyhow::ensure!(s.is_finite() && (0.0..=10.0).contains(&s), "zipf: an exponent in [0, 10]");
+        let mut total = 0.0;
+        let cumulative = (1..=distinct)
+            .map(|rank| {
+                total += f64::from(rank).powf(-s);
+                total
+            })
+            .collect();
+        Ok(Texts { words, pool: Some(Pool { cumulative, seed }) })
     }
 
     /// One text: new words, or the string of a rank drawn from the pool.
@@ -344,9 +353,14 @@ impl Mix {
         let entry = &self.entries[index];
         let body = match &entry.body {
             Body::Fixed(bytes) => bytes.clone(),
-            Body::Chat { model, stream, prompt, max_tokens } => {
+            Body::Chat { model, stream, system, prompt, max_tokens } => {
+                let mut messages = Vec::with_capacity(2);
+                if let Some(system) = system {
+                    messages.push(json!({"role": "system", "content": system.draw(&mut rng)}));
+                }
+                messages.push(json!({"role": "user", "content": prompt.draw(&mut rng)}));
                 let mut body = json!({
-                    "messages": [{"role": "user", "content": prompt.draw(&mut rng)}],
+                    "messages": messages,
                     "max_tokens": max_tokens.draw(&mut rng),
                     "stream": stream,
                 });
@@ -429,7 +443,17 @@ fn prepare(
             let max_tokens = config.max_tokens.unwrap_or(Length::Fixed(64));
             prompt.check("prompt_words")?;
             max_tokens.check("max_tokens")?;
-            Body::Chat { model, stream: config.stream, prompt: texts(prompt)?, max_tokens }
+            let system = match (config.system_words, config.system_prompts) {
+                (None, None) => None,
+                (None, Some(_)) => anyhow::bail!("system_prompts: needs system_words"),
+                (Some(words), count) => {
+                    words.check("system_words")?;
+                    let count = count.unwrap_or(1);
+                    anyhow::ensure!((1..=100_000).contains(&count), "system_prompts: 1 to 100,000");
+                    Some(Texts::pool(words, count, 0.0, seed ^ 0x5157_E3)?)
+                }
+            };
+            Body::Chat { model, stream: config.stream, system, prompt: texts(prompt)?, max_tokens }
         }
         Kind::Embeddings => {
             let (inputs, words) =
@@ -623,6 +647,28 @@ mod tests {
     fn mix(toml_text: &str) -> anyhow::Result<Mix> {
         let file: ScenarioFile = toml::from_str(toml_text)?;
         Mix::new(file, Path::new("."), &"http://127.0.0.1:9/ignored".parse().unwrap_or_default())
+    }
+
+    #[test]
+    fn chat_prompts_open_with_one_of_the_fixed_system_messages() {
+        let m = mix("[[request]]\nkind = \"chat\"\nsystem_words = 50\nsystem_prompts = 3\nprompt_words = 5\n")
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let mut systems = std::collections::BTreeMap::<String, usize>::new();
+        let mut users = std::collections::BTreeSet::new();
+        for _ in 0..600 {
+            let body: serde_json::Value = serde_json::from_slice(&m.draw(None).body).unwrap_or_default();
+            let messages = body["messages"].as_array().cloned().unwrap_or_default();
+            assert_eq!((messages[0]["role"].as_str(), messages[1]["role"].as_str()), (Some("system"), Some("user")));
+            let system = messages[0]["content"].as_str().unwrap_or_default().to_owned();
+            assert_eq!(system.split(' ').count(), 50);
+            *systems.entry(system).or_default() += 1;
+            users.insert(messages[1]["content"].as_str().unwrap_or_default().to_owned());
+        }
+        assert_eq!(systems.len(), 3);
+        assert!(systems.values().all(|&n| (150..250).contains(&n)), "uniform: {systems:?}");
+        assert!(users.len() > 500, "user messages are new each time");
+        let err = mix("[[request]]\nkind = \"chat\"\nsystem_prompts = 3\n").err().map(|e| format!("{e:#}"));
+        assert!(err.is_some_and(|e| e.contains("system_prompts: needs system_words")));
     }
 
     #[test]

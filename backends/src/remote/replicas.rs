@@ -9,8 +9,10 @@
 //! shares a long prefix with an earlier one goes to the replica that served
 //! that one (whose prefix cache holds it) unless it is saturated: its
 //! KV-cache use at 0.9 or more, or its load over 1.25 × the mean plus 4
-//! (consistent hashing with bounded loads); then it goes by the usual choice, and the
-//! prefix follows it. Health: an active heartbeat (`eject_after` misses eject,
+//! (consistent hashing with bounded loads); then it goes by the usual choice,
+//! and the prefix follows it. A prefix not seen before goes to the
+//! unsaturated replica that served the fewest recent prefixes, which spreads
+//! the reused prompts evenly over the replicas' caches. Health: an active heartbeat (`eject_after` misses eject,
 //! `readmit_after` successes re-admit) and passive ejection on connect
 //! errors and bursts of 5xx. An ejected replica is half-open after
 //! `cooldown`: one request may probe it, and its success re-admits it.
@@ -155,8 +157,18 @@ impl Replica {
         self.outstanding() as f64 + reported.map_or(0.0, |r| r.waiting)
     }
 
-    fn score(&self, reported: Option<&Reported>) -> f64 {
-        let latency = self.latency.lock().unwrap_or_else(std::sync::PoisonError::into_inner).value;
+    /// Its peak-EWMA latency in seconds; 0 before its first answer.
+    fn latency(&self) -> f64 {
+        self.latency.lock().unwrap_or_else(std::sync::PoisonError::into_inner).value
+    }
+
+    /// `prior`: the latency assumed for a replica that has not answered yet
+    /// (the others' mean), so that a new replica's reported queue still counts.
+    fn score(&self, reported: Option<&Reported>, prior: f64) -> f64 {
+        let latency = match self.latency() {
+            l if l > 0.0 => l,
+            _ => prior,
+        };
         let kv = reported.and_then(|r| r.kv_cache).unwrap_or(0.0);
         (self.load(reported) + 1.0) * latency.max(1e-4) * (1.0 + kv)
     }
@@ -305,6 +317,8 @@ pub struct Replicas {
 struct Affinity {
     current: HashMap<u64, Arc<str>>,
     previous: HashMap<u64, Arc<str>>,
+    /// Prefixes of `current` per replica base.
+    held: HashMap<Arc<str>, usize>,
 }
 
 impl Affinity {
@@ -318,8 +332,19 @@ impl Affinity {
     fn set(&mut self, prefix: u64, base: Arc<str>) {
         if self.current.len() >= Self::GENERATION && !self.current.contains_key(&prefix) {
             self.previous = std::mem::take(&mut self.current);
+            self.held.clear();
         }
-        self.current.insert(prefix, base);
+        *self.held.entry(base.clone()).or_default() += 1;
+        if let Some(old) = self.current.insert(prefix, base) {
+            if let Some(n) = self.held.get_mut(&old) {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
+
+    /// How many recent prefixes `base` served.
+    fn held(&self, base: &str) -> usize {
+        self.held.get(base).copied().unwrap_or(0)
     }
 }
 
@@ -394,7 +419,9 @@ impl Replicas {
         // Healthy ones first; a half-open probe only when none is healthy.
         let healthy: Vec<(&Arc<Replica>, Option<Reported>)> =
             candidates.iter().filter(|(_, p)| !p).map(|(r, _)| (r, r.reported(now, self.max_age))).collect();
-        let affine = want.prefix.and_then(|prefix| self.affine(prefix, &healthy));
+        let known: Vec<f64> = healthy.iter().map(|(r, _)| r.latency()).filter(|l| *l > 0.0).collect();
+        let prior = if known.is_empty() { 0.0 } else { known.iter().sum::<f64>() / known.len() as f64 };
+        let affine = want.prefix.and_then(|prefix| self.affine(prefix, &healthy, prior));
         let chosen = match (affine, healthy.len()) {
             (Some(r), _) => r,
             (None, 0) => {
@@ -409,7 +436,7 @@ impl Replicas {
             (None, n) => {
                 let a = self.random(n);
                 let b = (a + 1 + self.random(n - 1)) % n;
-                let score = |(r, reported): &(&Arc<Replica>, Option<Reported>)| r.score(reported.as_ref());
+                let score = |(r, reported): &(&Arc<Replica>, Option<Reported>)| r.score(reported.as_ref(), prior);
                 if score(&healthy[a]) <= score(&healthy[b]) {
                     healthy[a].0.clone()
                 } else {
@@ -427,15 +454,39 @@ impl Replicas {
         Some(Lease { replica: chosen })
     }
 
-    /// The healthy replica that served `prefix` last, unless it is saturated.
-    fn affine(&self, prefix: u64, healthy: &[(&Arc<Replica>, Option<Reported>)]) -> Option<Arc<Replica>> {
+    /// Where prefix affinity sends a request with `prefix`: the healthy
+    /// replica that served it last unless that one is saturated; for a prefix
+    /// not seen, the unsaturated replica that served the fewest recent
+    /// prefixes (then the lowest score), so that the prompts being reused are
+    /// spread evenly over the replicas' prefix caches. `None`: the usual choice.
+    fn affine(
+        &self,
+        prefix: u64,
+        healthy: &[(&Arc<Replica>, Option<Reported>)],
+        prior: f64,
+    ) -> Option<Arc<Replica>> {
         let affinity = self.affinity.as_ref()?.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let base = affinity.get(prefix)?;
-        let (replica, reported) = healthy.iter().find(|(r, _)| r.base == **base)?;
         let total: f64 = healthy.iter().map(|(r, reported)| r.load(reported.as_ref())).sum();
-        let bound = BOUNDED_LOAD * (total + 1.0) / healthy.len() as f64 + AFFINITY_SLACK;
-        let full = reported.and_then(|r| r.kv_cache).is_some_and(|kv| kv >= SATURATED_KV_CACHE);
-        (!full && replica.load(reported.as_ref()) + 1.0 <= bound).then(|| (*replica).clone())
+        let bound = BOUNDED_LOAD * (total + 1.0) / healthy.len().max(1) as f64 + AFFINITY_SLACK;
+        let open = |(r, reported): &&(&Arc<Replica>, Option<Reported>)| {
+            let full = reported.and_then(|r| r.kv_cache).is_some_and(|kv| kv >= SATURATED_KV_CACHE);
+            !full && r.load(reported.as_ref()) + 1.0 <= bound
+        };
+        if let Some(base) = affinity.get(prefix) {
+            let home = healthy.iter().find(|(r, _)| r.base == **base)?;
+            return open(&home).then(|| home.0.clone());
+        }
+        healthy
+            .iter()
+            .filter(open)
+            .min_by(|a, b| {
+                let rank = |(r, reported): &&(&Arc<Replica>, Option<Reported>)| {
+                    (affinity.held(&r.base), r.score(reported.as_ref(), prior))
+                };
+                let (a, b) = (rank(a), rank(b));
+                a.0.cmp(&b.0).then(a.1.total_cmp(&b.1))
+            })
+            .map(|(r, _)| (*r).clone())
     }
 }
 
@@ -534,5 +585,22 @@ mod tests {
         // A replica reporting a nearly full KV cache is saturated too.
         all[moved].report(reading(0.0, Some(0.95), Instant::now()));
         assert_eq!(spread(&set, 20, want)[moved], 0);
+    }
+
+    #[test]
+    fn new_prefixes_spread_evenly_over_the_replicas() {
+        let set = replicas(3, serde_json::json!({ "prefix_affinity": { "tokens": 16 } }));
+        let all = set.all();
+        let mut homes = vec![0; 3];
+        for prefix in 0..6 {
+            let lease = set.pick(&[], Want { prefix: Some(prefix) }).unwrap();
+            homes[all.iter().position(|r| Arc::ptr_eq(r, &lease.replica)).unwrap()] += 1;
+        }
+        assert_eq!(homes, [2, 2, 2]);
+        // And each keeps its home afterwards.
+        for prefix in 0..6 {
+            let first = set.pick(&[], Want { prefix: Some(prefix) }).unwrap().replica.clone();
+            assert!((0..5).all(|_| Arc::ptr_eq(&set.pick(&[], Want { prefix: Some(prefix) }).unwrap().replica, &first)));
+        }
     }
 }

@@ -20,6 +20,15 @@
 //! closes the connection of non-streamed requests. `GET /debug/requests`
 //! lists the last requests' `traceparent`, `tracestate`, `x-request-id` and
 //! `x-request-timeout` headers.
+//!
+//! Chat requests also go through a GPU server's load model (`load.rs`):
+//! `--max-running` slots with a queue behind them, KV-cache use out of
+//! `--kv-tokens`, and a prefix cache of `--prefix-cache-tokens` that makes a
+//! seen prompt beginning free before the first token; `GET /metrics` shows
+//! them as vLLM's gauges (`vllm:num_requests_waiting`, `vllm:num_requests_running`,
+//! `vllm:kv_cache_usage_perc`) and prefix-cache counters.
+
+mod load;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -75,6 +84,17 @@ struct Args {
     /// Share of requests failed with 500.
     #[arg(long, default_value_t = 0.0)]
     error_rate: f64,
+    /// Chat requests running at once; more wait in the queue (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    max_running: usize,
+    /// KV-cache tokens, for `vllm:kv_cache_usage_perc` (each running chat
+    /// request holds its prompt plus its allowed output).
+    #[arg(long, default_value_t = 65_536)]
+    kv_tokens: usize,
+    /// Prompt tokens the prefix cache holds (0: none); cached tokens cost
+    /// nothing before the first token.
+    #[arg(long, default_value_t = 0)]
+    prefix_cache_tokens: usize,
 }
 
 /// Faults in force, changed by `POST /fault`.
@@ -103,6 +123,7 @@ struct Upstream {
     counts: Mutex<std::collections::BTreeMap<String, u64>>,
     rolls: SharedSplitMix64,
     address: SocketAddr,
+    load: load::Load,
 }
 
 type Shared = Arc<Upstream>;
@@ -304,6 +325,10 @@ async fn slow(up: &Upstream) {
     }
 }
 
+async fn metrics(State(up): State<Shared>) -> Response {
+    ([("content-type", "text/plain; version=0.0.4")], up.load.metrics(&up.model)).into_response()
+}
+
 async fn chat(State(up): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     up.record("/v1/chat/completions", &headers);
     if let Some(refused) = up.refuse().await {
@@ -341,13 +366,19 @@ async fn chat(State(up): State<Shared>, headers: HeaderMap, body: Bytes) -> Resp
         json: false,
         passthrough: None,
     };
-    let cost = f64::from(request.messages.iter().map(|m| tokens::estimate(&m.content)).sum::<u32>());
+    let prompt_tokens = request.messages.iter().map(|m| tokens::estimate(&m.content)).sum::<u32>();
+    let prompt: String = request.messages.iter().map(|m| format!("{}\n{}\n", m.role, m.content)).collect();
+    let kv = prompt_tokens as usize + request.max_tokens as usize;
     let model = body.model.unwrap_or_else(|| up.model.clone());
     slow(&up).await;
+    let place = up.load.enter(kv).await;
+    // Only what the prefix cache does not hold is computed before the first token.
+    let cost = f64::from((prompt_tokens - up.load.cached(&prompt, prompt_tokens)).max(1));
     let cancel = CancellationToken::new();
     let mut events = submit(&up, Request::Chat(request), cost, &cancel);
     let disconnect = up.faults().mode == "disconnect";
     if !stream {
+        let _place = place;
         let guard = cancel.drop_guard();
         loop {
             match events.recv().await {
@@ -375,6 +406,7 @@ async fn chat(State(up): State<Shared>, headers: HeaderMap, body: Bytes) -> Resp
     }
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
     tokio::spawn(async move {
+        let _place = place;
         let _guard = cancel.drop_guard();
         let chunk = |delta: Value, logprobs: Value, finish: Value| {
             let data = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model,
@@ -680,6 +712,7 @@ async fn main() -> anyhow::Result<()> {
         counts: Mutex::default(),
         rolls: SharedSplitMix64::new(0),
         address,
+        load: load::Load::new(args.max_running, args.kv_tokens, args.prefix_cache_tokens),
     });
     let app = Router::new()
         .route("/v1/chat/completions", post(chat))
@@ -693,6 +726,7 @@ async fn main() -> anyhow::Result<()> {
         .route("/v2/models/{model}/infer", post(infer))
         .route("/fault", post(set_fault))
         .route("/debug/requests", get(seen))
+        .route("/metrics", get(metrics))
         .with_state(up);
     // The address goes to stdout first, so a test can read the port.
     println!("listening on {address}");
