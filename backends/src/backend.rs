@@ -187,6 +187,12 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// Whether it can serve at all now: false for a remote model whose
+    /// replicas are all out of rotation (jobs then go to its fallbacks).
+    fn available(&self) -> bool {
+        true
+    }
+
     /// Whether a batch of one may run in its own request's task: true where
     /// dropping [`Backend::execute`]'s future stops the work it started (a
     /// request to a remote upstream is aborted), so a client that leaves

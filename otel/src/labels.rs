@@ -30,6 +30,14 @@ pub struct ReplicaLabels {
     pub replica: String,
 }
 
+/// Labels of a job moved from `model` to its `fallback`, and why.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FallbackLabels {
+    pub model: String,
+    pub fallback: String,
+    pub reason: String,
+}
+
 /// Labels that name a model and why a job did not run.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {

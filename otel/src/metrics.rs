@@ -14,7 +14,7 @@ use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
 use crate::genai::GenAiMetrics;
-use crate::labels::{ModelLabels, ReasonLabels, ReplicaLabels, RequestLabels, TraceLabels};
+use crate::labels::{FallbackLabels, ModelLabels, ReasonLabels, ReplicaLabels, RequestLabels, TraceLabels};
 use crate::names;
 
 /// Buckets for `http.server.request.duration`: the HTTP semantic conventions'
@@ -55,6 +55,7 @@ pub struct Metrics {
     pub backend_duration: Family<ModelLabels, Histogram, fn() -> Histogram>,
     pub prediction_error: Family<ModelLabels, Gauge<f64, AtomicU64>>,
     pub rejections: Family<ReasonLabels, Counter>,
+    pub fallbacks: Family<FallbackLabels, Counter>,
     pub upstream_up: Family<ReplicaLabels, Gauge>,
     pub upstream_outstanding: Family<ReplicaLabels, Gauge>,
     pub upstream_retries: Family<ModelLabels, Counter>,
@@ -103,6 +104,12 @@ impl Metrics {
             names::SCHEDULER_REJECTIONS,
             "Jobs refused or dropped before running, by reason",
             rejections.clone(),
+        );
+        let fallbacks = Family::<FallbackLabels, Counter>::default();
+        registry.register(
+            names::FALLBACKS,
+            "Jobs a model could not take that one of its fallbacks ran, by fallback and reason",
+            fallbacks.clone(),
         );
         registry.register(
             names::TELEMETRY_ITEMS,
@@ -157,6 +164,7 @@ impl Metrics {
             backend_duration,
             prediction_error,
             rejections,
+            fallbacks,
         }
     }
 
@@ -204,6 +212,13 @@ impl Metrics {
         self.rejections
             .get_or_create(&ReasonLabels { model: model.to_owned(), reason: reason.to_owned() })
             .inc();
+    }
+
+    /// Count a job `model` could not take (`reason`) that `fallback` ran.
+    pub fn fallback(&self, model: &str, fallback: &str, reason: &str) {
+        let labels =
+            FallbackLabels { model: model.to_owned(), fallback: fallback.to_owned(), reason: reason.to_owned() };
+        self.fallbacks.get_or_create(&labels).inc();
     }
 
     /// Labels for a model's series.

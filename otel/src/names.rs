@@ -31,6 +31,9 @@ pub const BACKEND_EXECUTE_DURATION: &str = "infergate_backend_execute_duration_s
 pub const LATENCY_PREDICTION_ERROR: &str = "infergate_latency_prediction_error_ratio";
 /// Jobs the scheduler refused or dropped, by reason (counter, `_total` added on encode).
 pub const SCHEDULER_REJECTIONS: &str = "infergate_scheduler_rejections";
+/// Jobs a model could not take that its fallback ran, by fallback and reason
+/// (counter, `_total` added on encode).
+pub const FALLBACKS: &str = "infergate_fallbacks";
 
 /// A remote model's replica in rotation (1) or ejected (0), per replica.
 pub const UPSTREAM_REPLICA_UP: &str = "infergate_upstream_replica_up";
@@ -117,6 +120,7 @@ pub const OTLP_METRICS: &[(&str, &str, &str)] = &[
     (BACKEND_EXECUTE_DURATION, "infergate.backend.execute.duration", "s"),
     (LATENCY_PREDICTION_ERROR, "infergate.scheduler.prediction_error", "1"),
     (SCHEDULER_REJECTIONS, "infergate.scheduler.rejections", "{job}"),
+    (FALLBACKS, "infergate.fallbacks", "{job}"),
     (GENAI_REQUEST_DURATION, "gen_ai.server.request.duration", "s"),
     (GENAI_TTFT, "gen_ai.server.time_to_first_token", "s"),
     (GENAI_TPOT, "gen_ai.server.time_per_output_token", "s"),

@@ -467,3 +467,84 @@ backend = {{ kind = "openai", endpoints = ["{}"], upstream_model = "whisper-larg
     let body: Value = r.json().await.unwrap();
     assert!(body["text"].as_str().unwrap().contains("synthetic translation"), "{body}");
 }
+
+/// Chat requests each fake has recorded (its last 256).
+async fn counts(fakes: &[FakeUpstream]) -> Vec<usize> {
+    let mut counts = Vec::new();
+    for f in fakes {
+        counts.push(f.seen(CHAT).await.len());
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_load_metrics_a_replica_whose_own_queue_is_long_gets_no_new_requests() {
+    let fakes = upstreams(&["--max-running", "1", "--token-interval", "20ms"]);
+    let bases: Vec<String> = fakes.iter().map(|f| f.base.clone()).collect();
+    let gw = gateway(&bases, r#", load_metrics = { interval = "100ms" }"#, &[]);
+    // Another client fills the first: one running and three waiting, 2 s each.
+    let http = client();
+    let direct: Vec<_> = (0..4)
+        .map(|i| {
+            let request = http.post(format!("{}{CHAT}", fakes[0].base)).json(&json!({
+                "model": "fake-model", "messages": [{"role": "user", "content": format!("other client {i}")}],
+                "max_tokens": 100,
+            }));
+            tokio::spawn(request.send())
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let page = http.get(format!("{}/metrics", fakes[0].base)).send().await.unwrap().text().await.unwrap();
+        if page.contains("vllm:num_requests_waiting{model_name=\"fake-model\"} 3\n") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the queue never formed: {page}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Two readings later the gateway knows.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let before = counts(&fakes).await;
+    let statuses = load(&gw, 20, 4, "10s").await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let after = counts(&fakes).await;
+    let sent: Vec<usize> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    assert_eq!(sent[0], 0, "the queued replica got requests: {sent:?}");
+    assert_eq!(sent[1] + sent[2], 20, "{sent:?}");
+    for d in direct {
+        assert_eq!(d.await.unwrap().unwrap().status(), 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_prefix_affinity_prompts_sharing_a_long_prefix_go_to_one_replica() {
+    let fakes = upstreams(&[]);
+    let bases: Vec<String> = fakes.iter().map(|f| f.base.clone()).collect();
+    let gw = gateway(&bases, ", prefix_affinity = { tokens = 32 }", &[]);
+    let http = client();
+    let mut homes = Vec::new();
+    for language in ["German", "Japanese"] {
+        // About 220 bytes of instructions: more than 32 tokens of 4 bytes.
+        let system = format!("You translate the user's text from English into {language}, keeping names. ").repeat(3);
+        let before = counts(&fakes).await;
+        for i in 0..9 {
+            let body = json!({"model": "remote", "max_tokens": 4, "messages": [
+                {"role": "system", "content": system}, {"role": "user", "content": format!("sentence number {i}")}]});
+            let r = http.post(gw.url(CHAT)).json(&body).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+        }
+        let after = counts(&fakes).await;
+        let sent: Vec<usize> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+        let home = sent.iter().position(|&n| n == 9);
+        assert!(home.is_some(), "{language}: {sent:?}");
+        homes.push(home);
+    }
+    assert_ne!(homes[0], homes[1], "a new prefix goes to the replica holding the fewest");
+    // Short prompts have no affinity: they spread.
+    let before = counts(&fakes).await;
+    let statuses = load(&gw, 30, 3, "10s").await;
+    assert!(statuses.iter().all(|s| *s == 200));
+    let after = counts(&fakes).await;
+    let used = after.iter().zip(&before).filter(|(a, b)| a > b).count();
+    assert!(used >= 2, "{before:?} -> {after:?}");
+}

@@ -518,6 +518,10 @@ impl Backend for RemoteBackend {
         Some((healthy * self.config.replica_concurrency).max(1))
     }
 
+    fn available(&self) -> bool {
+        self.replicas.healthy() > 0
+    }
+
     fn runs_in_caller(&self) -> bool {
         true
     }

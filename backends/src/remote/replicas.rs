@@ -9,8 +9,9 @@
 //! shares a long prefix with an earlier one goes to the replica that served
 //! that one (whose prefix cache holds it) unless it is saturated: its
 //! KV-cache use at 0.9 or more, or its load over 1.25 × the mean plus 4
-//! (consistent hashing with bounded loads); then it goes by the usual choice,
-//! and the prefix follows it. A prefix not seen before goes to the
+//! (consistent hashing with bounded loads); then it goes by the usual choice
+//! and the prefix stays home (its cache still holds it), unless home has left
+//! the rotation, when the prefix follows. A prefix without a home goes to the
 //! unsaturated replica that served the fewest recent prefixes, which spreads
 //! the reused prompts evenly over the replicas' caches. Health: an active heartbeat (`eject_after` misses eject,
 //! `readmit_after` successes re-admit) and passive ejection on connect
@@ -421,7 +422,10 @@ impl Replicas {
             candidates.iter().filter(|(_, p)| !p).map(|(r, _)| (r, r.reported(now, self.max_age))).collect();
         let known: Vec<f64> = healthy.iter().map(|(r, _)| r.latency()).filter(|l| *l > 0.0).collect();
         let prior = if known.is_empty() { 0.0 } else { known.iter().sum::<f64>() / known.len() as f64 };
-        let affine = want.prefix.and_then(|prefix| self.affine(prefix, &healthy, prior));
+        let (affine, spill) = match want.prefix {
+            Some(prefix) => self.affine(prefix, &healthy, prior),
+            None => (None, false),
+        };
         let chosen = match (affine, healthy.len()) {
             (Some(r), _) => r,
             (None, 0) => {
@@ -444,7 +448,8 @@ impl Replicas {
                 }
             }
         };
-        if let (Some(prefix), Some(affinity)) = (want.prefix, &self.affinity) {
+        // A spill leaves the prefix at home: its cache still holds it.
+        if let (Some(prefix), Some(affinity), false) = (want.prefix, &self.affinity, spill) {
             affinity
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -455,28 +460,31 @@ impl Replicas {
     }
 
     /// Where prefix affinity sends a request with `prefix`: the healthy
-    /// replica that served it last unless that one is saturated; for a prefix
-    /// not seen, the unsaturated replica that served the fewest recent
-    /// prefixes (then the lowest score), so that the prompts being reused are
-    /// spread evenly over the replicas' prefix caches. `None`: the usual choice.
+    /// replica that served it last (its home) unless that one is saturated;
+    /// for a prefix without a healthy home, the unsaturated replica that
+    /// served the fewest recent prefixes (then the lowest score), so that the
+    /// prompts being reused are spread evenly over the replicas' prefix
+    /// caches. `None`: the usual choice; `true` with it: a spill from a
+    /// saturated home, which stays the prefix's home.
     fn affine(
         &self,
         prefix: u64,
         healthy: &[(&Arc<Replica>, Option<Reported>)],
         prior: f64,
-    ) -> Option<Arc<Replica>> {
-        let affinity = self.affinity.as_ref()?.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    ) -> (Option<Arc<Replica>>, bool) {
+        let Some(affinity) = &self.affinity else { return (None, false) };
+        let affinity = affinity.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let total: f64 = healthy.iter().map(|(r, reported)| r.load(reported.as_ref())).sum();
         let bound = BOUNDED_LOAD * (total + 1.0) / healthy.len().max(1) as f64 + AFFINITY_SLACK;
         let open = |(r, reported): &&(&Arc<Replica>, Option<Reported>)| {
             let full = reported.and_then(|r| r.kv_cache).is_some_and(|kv| kv >= SATURATED_KV_CACHE);
             !full && r.load(reported.as_ref()) + 1.0 <= bound
         };
-        if let Some(base) = affinity.get(prefix) {
-            let home = healthy.iter().find(|(r, _)| r.base == **base)?;
-            return open(&home).then(|| home.0.clone());
+        let home = affinity.get(prefix).and_then(|base| healthy.iter().find(|(r, _)| r.base == **base));
+        if let Some(home) = home {
+            return if open(&home) { (Some(home.0.clone()), false) } else { (None, true) };
         }
-        healthy
+        let fewest = healthy
             .iter()
             .filter(open)
             .min_by(|a, b| {
@@ -486,7 +494,8 @@ impl Replicas {
                 let (a, b) = (rank(a), rank(b));
                 a.0.cmp(&b.0).then(a.1.total_cmp(&b.1))
             })
-            .map(|(r, _)| (*r).clone())
+            .map(|(r, _)| (*r).clone());
+        (fewest, false)
     }
 }
 
@@ -550,7 +559,7 @@ mod tests {
     }
 
     #[test]
-    fn a_prefix_sticks_to_its_replica_until_it_is_saturated_then_follows_the_spill() {
+    fn a_prefix_sticks_to_its_replica_spills_when_it_is_saturated_and_moves_when_it_leaves() {
         let set = replicas(
             3,
             serde_json::json!({
@@ -567,7 +576,7 @@ mod tests {
         let others = spread(&set, 300, Want::default());
         assert!(others.iter().all(|&c| c > 0), "{others:?}");
         // Held leases load it past 1.25 × the mean plus 4: the next one
-        // spills, and the prefix moves with it. With 3 replicas and the others
+        // spills, but the prefix stays home. With 3 replicas and the others
         // idle that is the seventh: 6 + 1 > 1.25 × 7 / 3 + 4 = 6.9.
         let mut held = Vec::new();
         let spilled = loop {
@@ -579,8 +588,12 @@ mod tests {
             assert!(held.len() < 10);
         };
         assert_eq!(held.len(), 6);
-        let moved = all.iter().position(|r| Arc::ptr_eq(r, &spilled.replica)).unwrap();
         drop((held, spilled));
+        assert_eq!(spread(&set, 20, want)[home], 20);
+        // Out of rotation (tried, here), home is left and the prefix follows.
+        let moved = set.pick(&[all[home].clone()], want).unwrap().replica.clone();
+        let moved = all.iter().position(|r| Arc::ptr_eq(r, &moved)).unwrap();
+        assert_ne!(moved, home);
         assert_eq!(spread(&set, 20, want)[moved], 20);
         // A replica reporting a nearly full KV cache is saturated too.
         all[moved].report(reading(0.0, Some(0.95), Instant::now()));

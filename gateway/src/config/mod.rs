@@ -42,6 +42,9 @@ pub struct Config {
     pub tenants: Vec<TenantConfig>,
     #[serde(default)]
     pub models: Vec<ModelConfig>,
+    /// Names that stand for one of several models, chosen by weight.
+    #[serde(default)]
+    pub aliases: Vec<AliasConfig>,
     #[serde(default)]
     pub store: StoreConfig,
     #[serde(default)]
@@ -408,6 +411,34 @@ pub struct ModelConfig {
     /// Low-confidence answers, sampled, as events for `[feedback]`'s sinks.
     #[serde(default)]
     pub capture: Option<CaptureConfig>,
+    /// Models of the same task that take a job this one cannot: when its
+    /// admission finds the deadline infeasible, or every replica of its
+    /// remote backend is out of rotation, the first fallback that admits the
+    /// job runs it (one level: a fallback's own fallbacks are not followed).
+    #[serde(default)]
+    pub fallback: Vec<String>,
+}
+
+/// `[[aliases]] name = "chat", targets = [{ model = "a", weight = 90 }, { model = "b", weight = 10 }]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AliasConfig {
+    /// The name clients put in `model`, and tenants' allow-lists name.
+    pub name: String,
+    pub targets: Vec<AliasTarget>,
+}
+
+/// One model an alias stands for, and its share of the alias's requests.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AliasTarget {
+    pub model: String,
+    #[serde(default = "one_f64")]
+    pub weight: f64,
+}
+
+fn one_f64() -> f64 {
+    1.0
 }
 
 /// `capture = { sample, below }`.

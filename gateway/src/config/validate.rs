@@ -16,6 +16,7 @@ impl Config {
         self.validate_tenant_limits()?;
         self.validate_store()?;
         self.validate_models()?;
+        self.validate_routes()?;
         self.validate_translation()?;
         self.validate_feedback()?;
         let limits = &self.limits;
@@ -185,7 +186,8 @@ impl Config {
 
     /// Limits are positive and name served models; allow-lists too.
     fn validate_tenant_limits(&self) -> Result<(), ConfigError> {
-        let served = |name: &str| self.models.iter().any(|m| m.name == name);
+        let served =
+            |name: &str| self.models.iter().any(|m| m.name == name) || self.aliases.iter().any(|a| a.name == name);
         for (i, tenant) in self.tenants.iter().enumerate() {
             let scopes = std::iter::once((format!("tenants[{i}].rate_limits"), &tenant.rate_limits)).chain(
                 tenant
@@ -324,6 +326,57 @@ impl Config {
         }
         if f.redis_stream.as_ref().is_some_and(String::is_empty) || f.redis_maxlen == 0 {
             return Err(ConfigError::new("feedback.redis_stream", "a name, and redis_maxlen of at least 1"));
+        }
+        Ok(())
+    }
+
+    /// Fallbacks and aliases name models of the same task.
+    fn validate_routes(&self) -> Result<(), ConfigError> {
+        let task_of = |name: &str| self.models.iter().find(|m| m.name == name).map(|m| m.task);
+        for (i, model) in self.models.iter().enumerate() {
+            for (j, fallback) in model.fallback.iter().enumerate() {
+                let at = format!("models[{i}].fallback[{j}]");
+                match task_of(fallback) {
+                    None => return Err(ConfigError::new(at, format!("no model is named '{fallback}'"))),
+                    Some(_) if *fallback == model.name => {
+                        return Err(ConfigError::new(at, "a model cannot be its own fallback"))
+                    }
+                    Some(task) if task != model.task => {
+                        return Err(ConfigError::new(
+                            at,
+                            format!("'{fallback}' serves {task}, not {}", model.task),
+                        ))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        let mut names = HashSet::new();
+        for (i, alias) in self.aliases.iter().enumerate() {
+            let at = |key: &str| format!("aliases[{i}].{key}");
+            if task_of(&alias.name).is_some() || !names.insert(alias.name.as_str()) || alias.name.is_empty() {
+                return Err(ConfigError::new(
+                    at("name"),
+                    format!("'{}' is empty, a model's name or another alias's", alias.name),
+                ));
+            }
+            if alias.targets.is_empty() {
+                return Err(ConfigError::new(at("targets"), "at least one target is required"));
+            }
+            let mut task = None;
+            for (j, target) in alias.targets.iter().enumerate() {
+                let at = at(&format!("targets[{j}]"));
+                let Some(this) = task_of(&target.model) else {
+                    return Err(ConfigError::new(at, format!("no model is named '{}'", target.model)));
+                };
+                if task.is_some_and(|t| t != this) {
+                    return Err(ConfigError::new(at, "every target of an alias serves the same task"));
+                }
+                task = Some(this);
+                if !(target.weight.is_finite() && target.weight > 0.0) {
+                    return Err(ConfigError::new(at, "weight must be a positive number"));
+                }
+            }
         }
         Ok(())
     }

@@ -185,7 +185,8 @@ impl Core {
 
     /// Admit a job, then dispatch what is due (a batching model) or tell the
     /// step loop (a generative one).
-    pub(super) fn submit(self: &Arc<Self>, job: Job<Pending>) -> Result<(), ApiError> {
+    /// A refused job comes back with the refusal (a fallback may take it).
+    pub(super) fn submit(self: &Arc<Self>, job: Job<Pending>) -> Result<(), (ApiError, Job<Pending>)> {
         let mut state = self.lock();
         if let Err(rejected) = state.scheduler.submit(job, std::time::Instant::now()) {
             return Err(self.refusal(*rejected));
@@ -198,18 +199,24 @@ impl Core {
         Ok(())
     }
 
-    fn refusal(&self, rejected: Rejected<Pending>) -> ApiError {
-        let Rejected { reason, retry_after, retryable, .. } = rejected;
+    /// Whether the backend can serve at all now.
+    pub(super) fn available(&self) -> bool {
+        self.backend.available()
+    }
+
+    fn refusal(&self, rejected: Rejected<Pending>) -> (ApiError, Job<Pending>) {
+        let Rejected { reason, retry_after, retryable, job } = rejected;
         self.metrics.reject(&self.name, reason.as_str());
         let retry_after = retry_after.unwrap_or(Duration::from_secs(1));
-        match reason {
+        let error = match reason {
             RejectReason::QueueFull => ApiError::QueueFull { model: self.name.clone(), retry_after },
             RejectReason::TenantQueueFull => {
                 ApiError::TenantQueueFull { model: self.name.clone(), retry_after }
             }
             RejectReason::DeadlineInfeasible => ApiError::DeadlineInfeasible { retry_after, retryable },
             RejectReason::DeadlineExceeded => ApiError::DeadlineExceeded,
-        }
+        };
+        (error, job)
     }
 
     pub(super) fn dropped(&self, dropped: Dropped<Pending>) {

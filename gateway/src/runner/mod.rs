@@ -51,6 +51,9 @@ pub struct ModelHandle {
     pub capture: Option<crate::config::CaptureConfig>,
     /// Where a moderation model flags a score (its backend's `flag_threshold`; 0.5 when it has none).
     pub flag_threshold: f64,
+    /// The models that take a job this one cannot (`fallback = [...]`), in
+    /// order; set once every model is started.
+    fallbacks: std::sync::OnceLock<Vec<Arc<ModelHandle>>>,
 }
 
 /// A job that has been dispatched: its events, until the terminal one.
@@ -217,6 +220,54 @@ impl ModelHandle {
                 infergate_backends::BackendConfig::Onnx(onnx) => onnx.flag_threshold,
                 _ => 0.5,
             },
+            fallbacks: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Set the models that take a job this one cannot, in order (once).
+    pub fn set_fallbacks(&self, fallbacks: Vec<Arc<ModelHandle>>) {
+        let _ = self.fallbacks.set(fallbacks);
+    }
+
+    /// Queue `job` here, or on a fallback: when this model's backend cannot
+    /// serve at all, or its admission finds the deadline infeasible, the
+    /// first fallback that admits the job takes it (traced on the job's
+    /// queue span, counted in `infergate_fallbacks_total`). Without a taker,
+    /// this model's own answer stands (for an unavailable backend: the job
+    /// queues here, where one job at a time may probe the replicas).
+    fn admit(&self, job: Job<Pending>) -> Result<(), ApiError> {
+        let fallbacks = self.fallbacks.get().map_or(&[][..], Vec::as_slice);
+        if fallbacks.is_empty() {
+            return self.core.submit(job).map_err(|(error, _)| error);
+        }
+        let (mut job, refusal, reason) = if self.core.available() {
+            match self.core.submit(job) {
+                Ok(()) => return Ok(()),
+                Err((error @ ApiError::DeadlineInfeasible { .. }, job)) => (job, Some(error), "deadline_infeasible"),
+                Err((error, _)) => return Err(error),
+            }
+        } else {
+            (job, None, "unavailable")
+        };
+        for fallback in fallbacks.iter().filter(|f| f.core.available()) {
+            let scale = fallback.cost_factor / self.cost_factor;
+            (job.cost, job.first_cost) = (job.cost * scale, job.first_cost * scale);
+            let span = job.payload.span.clone();
+            match fallback.core.submit(job) {
+                Ok(()) => {
+                    tracing::info!(parent: &span, model = %self.name, fallback = %fallback.name, reason, "job moved to a fallback model");
+                    self.core.metrics.fallback(&self.name, &fallback.name, reason);
+                    return Ok(());
+                }
+                Err((_, back)) => {
+                    job = back;
+                    (job.cost, job.first_cost) = (job.cost / scale, job.first_cost / scale);
+                }
+            }
+        }
+        match refusal {
+            Some(error) => Err(error),
+            None => self.core.submit(job).map_err(|(error, _)| error),
         }
     }
 
@@ -293,7 +344,7 @@ impl ModelHandle {
         };
         // Dispatched at once when a worker is free (a batch of one may even
         // come back to run here); otherwise wait for the scheduler's turn.
-        let outcome = match self.core.submit(job) {
+        let outcome = match self.admit(job) {
             Err(refused) => Err(refused),
             Ok(()) => match dispatched.try_recv() {
                 Ok(outcome) => outcome,
