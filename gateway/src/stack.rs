@@ -87,6 +87,7 @@ fn request_span<B>(request: &Request<B>) -> tracing::Span {
         error.type = tracing::field::Empty,
         gen_ai.operation.name = tracing::field::Empty,
         gen_ai.request.model = tracing::field::Empty,
+        infergate.alias.target = tracing::field::Empty,
         gen_ai.usage.input_tokens = tracing::field::Empty,
         gen_ai.usage.output_tokens = tracing::field::Empty,
         gen_ai.response.finish_reasons = tracing::field::Empty,

@@ -18,6 +18,8 @@ pub struct AppState {
     pub config: Config,
     pub models: Vec<Arc<ModelHandle>>,
     by_name: HashMap<String, Arc<ModelHandle>>,
+    /// `[[aliases]]`: a name that stands for one of several models.
+    pub aliases: HashMap<String, Alias>,
     /// Replaced whole by a reload; read once per request.
     tenants: std::sync::RwLock<Arc<TenantDirectory>>,
     /// Where tenant limits are kept.
@@ -30,6 +32,30 @@ pub struct AppState {
     translated: std::sync::Mutex<HashMap<Arc<str>, u64>>,
     /// Answers remembered for feedback, and the events' sinks (`[feedback]`).
     pub feedback: Option<Arc<crate::feedback::Feedback>>,
+}
+
+/// A name that stands for one of several models, each with a share of its
+/// requests (a canary split).
+pub struct Alias {
+    pub targets: Vec<Arc<ModelHandle>>,
+    /// The weights' running sums.
+    cumulative: Vec<f64>,
+    rng: infergate_rng::SharedSplitMix64,
+}
+
+impl Alias {
+    /// A target drawn by weight.
+    pub fn pick(&self) -> &Arc<ModelHandle> {
+        let total = self.cumulative.last().copied().unwrap_or(1.0);
+        let draw = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * total;
+        let at = self.cumulative.partition_point(|c| *c <= draw).min(self.targets.len() - 1);
+        &self.targets[at]
+    }
+
+    /// The task its targets serve.
+    pub fn task(&self) -> Task {
+        self.targets[0].task
+    }
 }
 
 /// Shared handle to the state.
@@ -103,7 +129,33 @@ impl AppState {
                 Ok(Arc::new(handle))
             })
             .collect::<Result<_, StartError>>()?;
-        let by_name = models.iter().map(|m| (m.name.clone(), m.clone())).collect();
+        let by_name: HashMap<String, Arc<ModelHandle>> =
+            models.iter().map(|m| (m.name.clone(), m.clone())).collect();
+        // Validation made sure every name here is a model.
+        let named = |name: &String| by_name.get(name).cloned();
+        for (config, handle) in config.models.iter().zip(&models) {
+            handle.set_fallbacks(config.fallback.iter().filter_map(named).collect());
+        }
+        let aliases = config
+            .aliases
+            .iter()
+            .map(|a| {
+                let targets: Vec<Arc<ModelHandle>> =
+                    a.targets.iter().filter_map(|t| named(&t.model)).collect();
+                let mut total = 0.0;
+                let cumulative = a
+                    .targets
+                    .iter()
+                    .map(|t| {
+                        total += t.weight;
+                        total
+                    })
+                    .collect();
+                let rng = infergate_rng::SharedSplitMix64::from_process();
+                (a.name.clone(), Alias { targets, cumulative, rng })
+            })
+            .filter(|(_, a)| !a.targets.is_empty())
+            .collect();
         if let Some(name) = &config.audio.vad_model {
             let detects = models.iter().any(|m| &m.name == name && m.info.capabilities.voice_activity);
             if !detects {
@@ -124,6 +176,7 @@ impl AppState {
             config,
             models,
             by_name,
+            aliases,
             readiness: Readiness::default(),
             metrics,
             started,
@@ -167,9 +220,15 @@ impl AppState {
         self.model(name)
     }
 
-    /// The model with this name.
+    /// The model with this name, or for an alias one of its targets, drawn by weight.
     pub fn model(&self, name: &str) -> Result<&Arc<ModelHandle>, ApiError> {
-        self.by_name.get(name).ok_or_else(|| ApiError::ModelNotFound { model: name.to_owned() })
+        if let Some(model) = self.by_name.get(name) {
+            return Ok(model);
+        }
+        self.aliases
+            .get(name)
+            .map(Alias::pick)
+            .ok_or_else(|| ApiError::ModelNotFound { model: name.to_owned() })
     }
 
     /// Unix time now, for `created` fields (the start time if the clock is

@@ -651,14 +651,18 @@ mod tests {
 
     #[test]
     fn chat_prompts_open_with_one_of_the_fixed_system_messages() {
-        let m = mix("[[request]]\nkind = \"chat\"\nsystem_words = 50\nsystem_prompts = 3\nprompt_words = 5\n")
-            .unwrap_or_else(|e| panic!("{e:#}"));
+        let m =
+            mix("[[request]]\nkind = \"chat\"\nsystem_words = 50\nsystem_prompts = 3\nprompt_words = 5\n")
+                .unwrap_or_else(|e| panic!("{e:#}"));
         let mut systems = std::collections::BTreeMap::<String, usize>::new();
         let mut users = std::collections::BTreeSet::new();
         for _ in 0..600 {
             let body: serde_json::Value = serde_json::from_slice(&m.draw(None).body).unwrap_or_default();
             let messages = body["messages"].as_array().cloned().unwrap_or_default();
-            assert_eq!((messages[0]["role"].as_str(), messages[1]["role"].as_str()), (Some("system"), Some("user")));
+            assert_eq!(
+                (messages[0]["role"].as_str(), messages[1]["role"].as_str()),
+                (Some("system"), Some("user"))
+            );
             let system = messages[0]["content"].as_str().unwrap_or_default().to_owned();
             assert_eq!(system.split(' ').count(), 50);
             *systems.entry(system).or_default() += 1;

@@ -216,8 +216,11 @@ impl Metrics {
 
     /// Count a job `model` could not take (`reason`) that `fallback` ran.
     pub fn fallback(&self, model: &str, fallback: &str, reason: &str) {
-        let labels =
-            FallbackLabels { model: model.to_owned(), fallback: fallback.to_owned(), reason: reason.to_owned() };
+        let labels = FallbackLabels {
+            model: model.to_owned(),
+            fallback: fallback.to_owned(),
+            reason: reason.to_owned(),
+        };
         self.fallbacks.get_or_create(&labels).inc();
     }
 

@@ -1,8 +1,9 @@
 //! A model's upstream replicas: discovery, health, and the choice of one.
 //!
 //! Choice: power of two random choices, each scored by its load (the
-//! gateway's outstanding requests on it, plus the queue the replica itself
-//! reports while that reading is fresh, `load.rs`) times its peak-EWMA
+//! gateway's outstanding requests on it, or, while the replica's own reading
+//! is fresh, the requests it says it runs and queues when those are more,
+//! `load.rs`) times its peak-EWMA
 //! latency (Finagle's load metric), times one plus its reported KV-cache
 //! use; a replica at its concurrency limit, ejected, or backing off after a
 //! 429 is not a candidate. With prefix affinity, a request whose prompt
@@ -153,9 +154,16 @@ impl Replica {
         reading.filter(|r| r.fresh(now, max_age))
     }
 
-    /// Requests on it: ours outstanding, plus its own queue when known.
+    /// Requests on it: ours outstanding; with a reading, what it says it
+    /// runs and queues (other clients' included) when that is more, or ours
+    /// plus its queue where it does not say what it runs.
     fn load(&self, reported: Option<&Reported>) -> f64 {
-        self.outstanding() as f64 + reported.map_or(0.0, |r| r.waiting)
+        let ours = self.outstanding() as f64;
+        match reported {
+            None => ours,
+            Some(Reported { waiting, running: Some(running), .. }) => ours.max(waiting + running),
+            Some(Reported { waiting, running: None, .. }) => ours + waiting,
+        }
     }
 
     /// Its peak-EWMA latency in seconds; 0 before its first answer.
@@ -440,7 +448,8 @@ impl Replicas {
             (None, n) => {
                 let a = self.random(n);
                 let b = (a + 1 + self.random(n - 1)) % n;
-                let score = |(r, reported): &(&Arc<Replica>, Option<Reported>)| r.score(reported.as_ref(), prior);
+                let score =
+                    |(r, reported): &(&Arc<Replica>, Option<Reported>)| r.score(reported.as_ref(), prior);
                 if score(&healthy[a]) <= score(&healthy[b]) {
                     healthy[a].0.clone()
                 } else {
@@ -613,7 +622,10 @@ mod tests {
         // And each keeps its home afterwards.
         for prefix in 0..6 {
             let first = set.pick(&[], Want { prefix: Some(prefix) }).unwrap().replica.clone();
-            assert!((0..5).all(|_| Arc::ptr_eq(&set.pick(&[], Want { prefix: Some(prefix) }).unwrap().replica, &first)));
+            assert!((0..5).all(|_| Arc::ptr_eq(
+                &set.pick(&[], Want { prefix: Some(prefix) }).unwrap().replica,
+                &first
+            )));
         }
     }
 }

@@ -141,8 +141,13 @@ impl Call {
                 model
             }
         };
+        // An alias is what allow-lists and limits name; its drawn target is traced.
+        let asked = name.unwrap_or(&model.name);
+        if asked != model.name {
+            tracing::Span::current().record("infergate.alias.target", model.name.as_str());
+        }
         let mut ticket = match &ctx.policy {
-            Some(policy) => tenancy::admit(&state.store, policy, &model.name, operation.meters()).await?,
+            Some(policy) => tenancy::admit(&state.store, policy, asked, operation.meters()).await?,
             None => Ticket::unmetered(),
         };
         if let (Some(headers), Some(slot)) = (ticket.take_headers(), &ctx.rate_headers) {

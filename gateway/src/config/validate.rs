@@ -186,8 +186,9 @@ impl Config {
 
     /// Limits are positive and name served models; allow-lists too.
     fn validate_tenant_limits(&self) -> Result<(), ConfigError> {
-        let served =
-            |name: &str| self.models.iter().any(|m| m.name == name) || self.aliases.iter().any(|a| a.name == name);
+        let served = |name: &str| {
+            self.models.iter().any(|m| m.name == name) || self.aliases.iter().any(|a| a.name == name)
+        };
         for (i, tenant) in self.tenants.iter().enumerate() {
             let scopes = std::iter::once((format!("tenants[{i}].rate_limits"), &tenant.rate_limits)).chain(
                 tenant

@@ -243,7 +243,9 @@ impl ModelHandle {
         let (mut job, refusal, reason) = if self.core.available() {
             match self.core.submit(job) {
                 Ok(()) => return Ok(()),
-                Err((error @ ApiError::DeadlineInfeasible { .. }, job)) => (job, Some(error), "deadline_infeasible"),
+                Err((error @ ApiError::DeadlineInfeasible { .. }, job)) => {
+                    (job, Some(error), "deadline_infeasible")
+                }
                 Err((error, _)) => return Err(error),
             }
         } else {

@@ -37,9 +37,20 @@ fn object(state: &SharedState, model: &ModelHandle) -> ModelObject {
     }
 }
 
-/// Every served model the caller may use.
+/// Every served model and alias the caller may use.
 pub async fn list(State(state): State<SharedState>, ctx: RequestContext) -> Json<ModelList> {
-    let data = state.models.iter().filter(|m| ctx.allows(&m.name)).map(|m| object(&state, m)).collect();
+    let mut data: Vec<ModelObject> =
+        state.models.iter().filter(|m| ctx.allows(&m.name)).map(|m| object(&state, m)).collect();
+    let mut aliases: Vec<(&String, &crate::state::Alias)> =
+        state.aliases.iter().filter(|(name, _)| ctx.allows(name)).collect();
+    aliases.sort_by_key(|(name, _)| *name);
+    data.extend(aliases.into_iter().map(|(name, alias)| ModelObject {
+        id: name.clone(),
+        object: "model",
+        created: state.started,
+        owned_by: "infergate",
+        task: alias.task().as_str(),
+    }));
     Json(ModelList { object: "list", data })
 }
 
@@ -50,5 +61,7 @@ pub async fn retrieve(
     Path(name): Path<String>,
 ) -> Result<Json<ModelObject>, ApiError> {
     let model = state.model_of(&ctx, &name)?;
-    Ok(Json(object(&state, model)))
+    let mut object = object(&state, model);
+    object.id = name;
+    Ok(Json(object))
 }
