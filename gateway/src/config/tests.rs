@@ -193,3 +193,37 @@ fn key_files_add_digests_and_are_checked_like_inline_ones() {
     assert_eq!(error_path(&text), "tenants[1].api_key_sha256_file (digest 1)");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn fallbacks_and_aliases_name_models_of_the_same_task() {
+    let more = |extra: &str, fallback: &str| {
+        MINIMAL
+            .replace("name = \"m\"\ntask = \"chat\"", &format!("name = \"m\"\ntask = \"chat\"\n{fallback}"))
+            + "\n[[models]]\nname = \"n\"\ntask = \"chat\"\nbackend = { kind = \"synthetic\" }\n\
+               [[models]]\nname = \"e\"\ntask = \"embeddings\"\nbackend = { kind = \"synthetic\" }\n"
+            + extra
+    };
+    let good = more(
+        "[[aliases]]\nname = \"chat\"\ntargets = [{ model = \"m\", weight = 9 }, { model = \"n\" }]\n",
+        "fallback = [\"n\"]",
+    );
+    let config = parse(&good).unwrap();
+    assert_eq!(config.models[0].fallback, ["n"]);
+    assert_eq!(config.aliases[0].targets[1].weight, 1.0);
+    // A tenant's allow-list may name the alias.
+    let allowed = good.replace("api_key_sha256 = [", "models = [\"chat\"]\napi_key_sha256 = [");
+    assert!(parse(&allowed).is_ok());
+
+    assert_eq!(error_path(&more("", "fallback = [\"nope\"]")), "models[0].fallback[0]");
+    assert_eq!(error_path(&more("", "fallback = [\"m\"]")), "models[0].fallback[0]");
+    assert_eq!(error_path(&more("", "fallback = [\"n\", \"e\"]")), "models[0].fallback[1]");
+    let alias = |body: &str| error_path(&more(&format!("[[aliases]]\n{body}\n"), ""));
+    assert_eq!(alias("name = \"m\"\ntargets = [{ model = \"n\" }]"), "aliases[0].name");
+    assert_eq!(alias("name = \"a\"\ntargets = []"), "aliases[0].targets");
+    assert_eq!(
+        alias("name = \"a\"\ntargets = [{ model = \"m\" }, { model = \"e\" }]"),
+        "aliases[0].targets[1]"
+    );
+    assert_eq!(alias("name = \"a\"\ntargets = [{ model = \"m\", weight = 0 }]"), "aliases[0].targets[0]");
+    assert_eq!(alias("name = \"a\"\ntargets = [{ model = \"x\" }]"), "aliases[0].targets[0]");
+}
