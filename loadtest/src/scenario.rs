@@ -450,7 +450,7 @@ fn prepare(
                     words.check("system_words")?;
                     let count = count.unwrap_or(1);
                     anyhow::ensure!((1..=100_000).contains(&count), "system_prompts: 1 to 100,000");
-                    Some(Texts::pool(words, count, 0.0, seed ^ 0x5157_E3)?)
+                    Some(Texts::pool(words, count, 0.0, seed ^ 0x0051_57E3)?)
                 }
             };
             Body::Chat { model, stream: config.stream, system, prompt: texts(prompt)?, max_tokens }

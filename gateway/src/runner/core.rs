@@ -77,6 +77,9 @@ impl Queued for Pending {
     }
 }
 
+/// A job admission refused, and the job, which a fallback may take.
+pub(super) type Refused = Box<(ApiError, Job<Pending>)>;
+
 /// One model's series of the runner's metrics; clones share the values.
 #[derive(Clone)]
 pub(super) struct Series {
@@ -186,7 +189,7 @@ impl Core {
     /// Admit a job, then dispatch what is due (a batching model) or tell the
     /// step loop (a generative one).
     /// A refused job comes back with the refusal (a fallback may take it).
-    pub(super) fn submit(self: &Arc<Self>, job: Job<Pending>) -> Result<(), (ApiError, Job<Pending>)> {
+    pub(super) fn submit(self: &Arc<Self>, job: Job<Pending>) -> Result<(), Refused> {
         let mut state = self.lock();
         if let Err(rejected) = state.scheduler.submit(job, std::time::Instant::now()) {
             return Err(self.refusal(*rejected));
@@ -204,7 +207,7 @@ impl Core {
         self.backend.available()
     }
 
-    fn refusal(&self, rejected: Rejected<Pending>) -> (ApiError, Job<Pending>) {
+    fn refusal(&self, rejected: Rejected<Pending>) -> Refused {
         let Rejected { reason, retry_after, retryable, job } = rejected;
         self.metrics.reject(&self.name, reason.as_str());
         let retry_after = retry_after.unwrap_or(Duration::from_secs(1));
@@ -216,7 +219,7 @@ impl Core {
             RejectReason::DeadlineInfeasible => ApiError::DeadlineInfeasible { retry_after, retryable },
             RejectReason::DeadlineExceeded => ApiError::DeadlineExceeded,
         };
-        (error, job)
+        Box::new((error, job))
     }
 
     pub(super) fn dropped(&self, dropped: Dropped<Pending>) {

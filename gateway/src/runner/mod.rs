@@ -238,10 +238,10 @@ impl ModelHandle {
     fn admit(&self, job: Job<Pending>) -> Result<(), ApiError> {
         let fallbacks = self.fallbacks.get().map_or(&[][..], Vec::as_slice);
         if fallbacks.is_empty() {
-            return self.core.submit(job).map_err(|(error, _)| error);
+            return self.core.submit(job).map_err(|refused| refused.0);
         }
         let (mut job, refusal, reason) = if self.core.available() {
-            match self.core.submit(job) {
+            match self.core.submit(job).map_err(|refused| *refused) {
                 Ok(()) => return Ok(()),
                 Err((error @ ApiError::DeadlineInfeasible { .. }, job)) => {
                     (job, Some(error), "deadline_infeasible")
@@ -261,15 +261,15 @@ impl ModelHandle {
                     self.core.metrics.fallback(&self.name, &fallback.name, reason);
                     return Ok(());
                 }
-                Err((_, back)) => {
-                    job = back;
+                Err(refused) => {
+                    job = refused.1;
                     (job.cost, job.first_cost) = (job.cost / scale, job.first_cost / scale);
                 }
             }
         }
         match refusal {
             Some(error) => Err(error),
-            None => self.core.submit(job).map_err(|(error, _)| error),
+            None => self.core.submit(job).map_err(|refused| refused.0),
         }
     }
 
