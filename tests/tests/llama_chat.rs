@@ -152,7 +152,10 @@ async fn eight_requests_decode_together_and_clients_that_leave_free_their_sequen
     }
     let mut streams = futures_util::future::join_all(streams).await;
     for r in &mut streams {
-        assert_eq!(r.status(), 200);
+        if r.status() != 200 {
+            let status = r.status();
+            panic!("{status}: {:?}", r.chunk().await);
+        }
         r.chunk().await.unwrap().unwrap();
     }
     // While all eight decode, the inference extension's gauges say so:

@@ -481,14 +481,15 @@ async fn counts(fakes: &[FakeUpstream]) -> Vec<usize> {
 async fn with_load_metrics_a_replica_whose_own_queue_is_long_gets_no_new_requests() {
     let fakes = upstreams(&["--max-running", "1", "--token-interval", "20ms"]);
     let bases: Vec<String> = fakes.iter().map(|f| f.base.clone()).collect();
-    let gw = gateway(&bases, r#", load_metrics = { interval = "100ms" }"#, &[]);
-    // Another client fills the first: one running and six waiting, 2 s each.
+    // Readings count for 2 s, so that a loaded test machine's late reads do not age them out.
+    let gw = gateway(&bases, r#", load_metrics = { interval = "100ms", max_age = "2s" }"#, &[]);
+    // Another client fills the first: one running and six waiting, 4 s each.
     let http = client();
     let direct: Vec<_> = (0..7)
         .map(|i| {
             let request = http.post(format!("{}{CHAT}", fakes[0].base)).json(&json!({
                 "model": "fake-model", "messages": [{"role": "user", "content": format!("other client {i}")}],
-                "max_tokens": 100,
+                "max_tokens": 200,
             }));
             tokio::spawn(request.send())
         })
@@ -512,9 +513,7 @@ async fn with_load_metrics_a_replica_whose_own_queue_is_long_gets_no_new_request
     let sent: Vec<usize> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
     assert_eq!(sent[0], 0, "the queued replica got requests: {sent:?}");
     assert_eq!(sent[1] + sent[2], 20, "{sent:?}");
-    for d in direct {
-        assert_eq!(d.await.unwrap().unwrap().status(), 200);
-    }
+    direct.iter().for_each(tokio::task::JoinHandle::abort);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
