@@ -41,18 +41,7 @@ for scenario in killed hung error slow; do
     fake; p3=$FAKE_PID; u3=$FAKE_URL
     PIDS+=("$p1" "$p2" "$p3")
     port="$(free_port)"
-    {
-        bench_tenant_toml
-        cat <<TOML
-
-[[models]]
-name = "remote"
-task = "chat"
-concurrency = 256
-batch = { max_size = 1 }
-backend = { kind = "openai", endpoints = ["$u1", "$u2", "$u3"], upstream_model = "fake-model", health = { interval = "1s" } }
-TOML
-    } >"$TMP/gw.toml"
+    three_upstreams_toml "$u1" "$u2" "$u3" ", health = { interval = \"1s\" }" >"$TMP/gw.toml"
     RUST_LOG=error "$DIR/infergate" serve --config "$TMP/gw.toml" --listen "127.0.0.1:$port" >"$TMP/gw.log" 2>&1 &
     gw=$!; PIDS+=("$gw")
     for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.05; done

@@ -55,18 +55,7 @@ one_run() { # MODE ROUND
         extra=', load_metrics = { path = "/metrics", interval = "250ms" }, prefix_affinity = { tokens = 256 }'
     fi
     port="$(free_port)"
-    {
-        bench_tenant_toml
-        cat <<TOML
-
-[[models]]
-name = "remote"
-task = "chat"
-concurrency = 256
-batch = { max_size = 1 }
-backend = { kind = "openai", endpoints = ["$u1", "$u2", "$u3"], upstream_model = "fake-model"$extra }
-TOML
-    } >"$TMP/gw-$mode.toml"
+    three_upstreams_toml "$u1" "$u2" "$u3" "$extra" >"$TMP/gw-$mode.toml"
     RUST_LOG=error "$DIR/infergate" serve --config "$TMP/gw-$mode.toml" --listen "127.0.0.1:$port" >"$TMP/gw.log" 2>&1 &
     gw=$!; PIDS+=("$gw")
     for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.05; done

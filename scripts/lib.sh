@@ -119,6 +119,22 @@ api_key_sha256 = ["3b978aa9b13194c6acccdc77d6d65ded5407e7e4fd82b5647e744e3427d71
 TOML
 }
 
+# The remote benchmarks' gateway (bench-failover.sh, bench-routing.sh): the
+# benchmarks' tenant and model "remote" in front of three upstreams, with
+# BACKEND_EXTRA (", key = value, ...") added to its backend table.
+three_upstreams_toml() { # URL1 URL2 URL3 BACKEND_EXTRA
+    bench_tenant_toml
+    cat <<TOML
+
+[[models]]
+name = "remote"
+task = "chat"
+concurrency = 256
+batch = { max_size = 1 }
+backend = { kind = "openai", endpoints = ["$1", "$2", "$3"], upstream_model = "fake-model"$4 }
+TOML
+}
+
 # The proxy benchmarks' shared pieces (bench-proxy*.sh): the infergate config
 # with model "remote" in front of one upstream, and Envoy's equivalent.
 proxy_infergate_toml() { # UPSTREAM_PORT

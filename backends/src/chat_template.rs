@@ -63,24 +63,9 @@ impl ChatTemplate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ChatMessage;
 
     fn request(messages: &[(&str, &str)]) -> ChatRequest {
-        ChatRequest {
-            messages: messages
-                .iter()
-                .map(|(role, content)| ChatMessage { role: (*role).into(), content: (*content).into() })
-                .collect(),
-            max_tokens: 16,
-            temperature: 0.0,
-            top_p: 1.0,
-            top_k: None,
-            seed: None,
-            stop: Vec::new(),
-            stream: false,
-            json: false,
-            passthrough: None,
-        }
+        ChatRequest::of(messages)
     }
 
     /// Qwen2.5's template (from its GGUF), less the tool branches.

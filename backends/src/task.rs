@@ -92,6 +92,28 @@ pub struct ChatRequest {
     pub passthrough: Option<bytes::Bytes>,
 }
 
+#[cfg(test)]
+impl ChatRequest {
+    /// A greedy, unstreamed request of `(role, content)` messages, for tests.
+    pub(crate) fn of(messages: &[(&str, &str)]) -> ChatRequest {
+        ChatRequest {
+            messages: messages
+                .iter()
+                .map(|(role, content)| ChatMessage { role: (*role).into(), content: (*content).into() })
+                .collect(),
+            max_tokens: 16,
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: None,
+            seed: None,
+            stop: Vec::new(),
+            stream: false,
+            json: false,
+            passthrough: None,
+        }
+    }
+}
+
 /// Why generation ended, as OpenAI names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum FinishReason {

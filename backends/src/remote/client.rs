@@ -606,24 +606,10 @@ fn prefix(request: &Request, tokens: usize) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ChatMessage, ChatRequest};
+    use crate::ChatRequest;
 
     fn chat(messages: &[(&str, &str)]) -> Request {
-        Request::Chat(ChatRequest {
-            messages: messages
-                .iter()
-                .map(|(role, content)| ChatMessage { role: (*role).into(), content: (*content).into() })
-                .collect(),
-            max_tokens: 16,
-            temperature: 0.0,
-            top_p: 1.0,
-            top_k: None,
-            seed: None,
-            stop: Vec::new(),
-            stream: false,
-            json: false,
-            passthrough: None,
-        })
+        Request::Chat(ChatRequest::of(messages))
     }
 
     #[test]
