@@ -479,11 +479,12 @@ async fn counts(fakes: &[FakeUpstream]) -> Vec<usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_load_metrics_a_replica_whose_own_queue_is_long_gets_no_new_requests() {
-    let fakes = upstreams(&["--max-running", "1", "--token-interval", "20ms"]);
+    // Slow tokens: the other client's replies (8-31 tokens) take 0.8-3.1 s each.
+    let fakes = upstreams(&["--max-running", "1", "--token-interval", "100ms"]);
     let bases: Vec<String> = fakes.iter().map(|f| f.base.clone()).collect();
     // Readings count for 2 s, so that a loaded test machine's late reads do not age them out.
     let gw = gateway(&bases, r#", load_metrics = { interval = "100ms", max_age = "2s" }"#, &[]);
-    // Another client fills the first: one running and six waiting, 4 s each.
+    // Another client fills the first: one running and six waiting.
     let http = client();
     let direct: Vec<_> = (0..7)
         .map(|i| {
@@ -506,9 +507,17 @@ async fn with_load_metrics_a_replica_whose_own_queue_is_long_gets_no_new_request
     // Two readings later the gateway knows.
     tokio::time::sleep(Duration::from_millis(250)).await;
     let before = counts(&fakes).await;
-    // Two at a time: the others never hold as many as the first's seven.
-    let statuses = load(&gw, 20, 2, "10s").await;
-    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    // Two at a time, one token each (0.1 s): the others never hold as many
+    // as the first's seven, whose queue lasts longer than this.
+    for _ in 0..10 {
+        let sends = (0..2).map(|i| {
+            let body = json!({"model": "remote", "messages": [{"role": "user", "content": format!("ours {i}")}], "max_tokens": 1});
+            http.post(gw.url(CHAT)).json(&body).send()
+        });
+        for r in futures_util::future::join_all(sends).await {
+            assert_eq!(r.unwrap().status(), 200);
+        }
+    }
     let after = counts(&fakes).await;
     let sent: Vec<usize> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
     assert_eq!(sent[0], 0, "the queued replica got requests: {sent:?}");
