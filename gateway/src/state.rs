@@ -47,7 +47,7 @@ impl Alias {
     /// A target drawn by weight.
     pub fn pick(&self) -> &Arc<ModelHandle> {
         let total = self.cumulative.last().copied().unwrap_or(1.0);
-        let draw = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * total;
+        let draw = self.rng.next_f64() * total;
         let at = self.cumulative.partition_point(|c| *c <= draw).min(self.targets.len() - 1);
         &self.targets[at]
     }

@@ -338,7 +338,11 @@ impl Affinity {
         self.current.get(&prefix).or_else(|| self.previous.get(&prefix))
     }
 
-    fn set(&mut self, prefix: u64, base: Arc<str>) {
+    fn set(&mut self, prefix: u64, base: &str) {
+        if self.current.get(&prefix).is_some_and(|home| **home == *base) {
+            return;
+        }
+        let base: Arc<str> = base.into();
         if self.current.len() >= Self::GENERATION && !self.current.contains_key(&prefix) {
             self.previous = std::mem::take(&mut self.current);
             self.held.clear();
@@ -428,8 +432,12 @@ impl Replicas {
         // Healthy ones first; a half-open probe only when none is healthy.
         let healthy: Vec<(&Arc<Replica>, Option<Reported>)> =
             candidates.iter().filter(|(_, p)| !p).map(|(r, _)| (r, r.reported(now, self.max_age))).collect();
-        let known: Vec<f64> = healthy.iter().map(|(r, _)| r.latency()).filter(|l| *l > 0.0).collect();
-        let prior = if known.is_empty() { 0.0 } else { known.iter().sum::<f64>() / known.len() as f64 };
+        let (sum, known) = healthy
+            .iter()
+            .map(|(r, _)| r.latency())
+            .filter(|l| *l > 0.0)
+            .fold((0.0, 0u32), |(sum, n), l| (sum + l, n + 1));
+        let prior = if known == 0 { 0.0 } else { sum / f64::from(known) };
         let (affine, spill) = match want.prefix {
             Some(prefix) => self.affine(prefix, &healthy, prior),
             None => (None, false),
@@ -459,10 +467,7 @@ impl Replicas {
         };
         // A spill leaves the prefix at home: its cache still holds it.
         if let (Some(prefix), Some(affinity), false) = (want.prefix, &self.affinity, spill) {
-            affinity
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .set(prefix, chosen.base.as_str().into());
+            affinity.lock().unwrap_or_else(std::sync::PoisonError::into_inner).set(prefix, &chosen.base);
         }
         chosen.outstanding.fetch_add(1, Ordering::Relaxed);
         Some(Lease { replica: chosen })

@@ -66,8 +66,7 @@ pub(crate) struct OcrWorker {
     /// Index 0 is the CTC blank; then the dictionary; then a space.
     characters: Vec<String>,
     max_pixels: u64,
-    max_run_inputs: usize,
-    /// Recognition runs: text lines of similar width together.
+    /// Runs of at most `inputs` crops; recognition runs: text lines of similar width together.
     limits: RunLimits,
 }
 
@@ -91,7 +90,6 @@ impl OcrWorker {
             rec: session(&dir.join("rec.onnx"), config)?,
             characters,
             max_pixels: config.max_image_pixels,
-            max_run_inputs: config.max_run_inputs,
             limits: RunLimits {
                 inputs: config.max_run_inputs,
                 cells: usize::MAX,
@@ -216,7 +214,7 @@ impl OcrWorker {
             }
         }
         let mut upside_down = vec![(0f32, 0u32); crops.len()];
-        for chunk in windows.chunks(self.max_run_inputs) {
+        for chunk in windows.chunks(self.limits.inputs) {
             let input: Vec<f32> = chunk.iter().flat_map(|(_, c)| fit(c, h, w)).collect();
             let input = Tensor::from_array(([chunk.len(), 3, h as usize, w as usize], input))?;
             let outputs = self.cls.run(ort::inputs![input])?;
@@ -241,7 +239,7 @@ impl OcrWorker {
         let ratio = |c: &RgbImage| c.width() as f32 / c.height().max(1) as f32;
         let order: Vec<usize> = (0..crops.len()).collect();
         let mut out = vec![(String::new(), 0.0); crops.len()];
-        for chunk in order.chunks(self.max_run_inputs) {
+        for chunk in order.chunks(self.limits.inputs) {
             let widest = chunk.iter().map(|&i| ratio(&crops[i])).fold(0.0, f32::max);
             let width = rec_width(widest);
             let input: Vec<f32> = chunk.iter().flat_map(|&i| fit(&crops[i], REC_HEIGHT, width)).collect();
